@@ -1,0 +1,255 @@
+"""The key and account use cases: one method each, load → domain method → save.
+
+Commands that change access (create, scope, rotate, revoke) return only after `access_barrier`
+has seen their events through: the gateway reads the active-key lookup projection, and the
+barrier (supplied by the projections layer) waits until that lookup reflects the change.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, Recording
+from eventsourcing.utils import EnvType
+
+from application.clock import Clock, system_clock, utc_day
+from application.retry import retry_on_conflict
+from domain.accounts import Account
+from domain.actor import Actor
+from domain.errors import DomainError, NotFound
+from domain.keys import ApiKey
+from domain.ledger import LedgerPage
+from domain.scope import Scope, check_name
+from domain.tokens import Token, TokenKind, generate_token, hash_token
+
+_ACCOUNT_NAMESPACE = uuid5(NAMESPACE_URL, "https://lowrouter.dev/account")
+MAX_GRACE = timedelta(days=30)
+
+
+def account_id_for(name: str) -> UUID:
+    """Account names are unique: the id is derived from the name, so opening twice conflicts."""
+    return uuid5(_ACCOUNT_NAMESPACE, name.strip().casefold())
+
+
+class AccountExists(DomainError):
+    pass
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A key just created or rotated, with its token: the only moment the token exists."""
+
+    key: ApiKey
+    token: Token
+
+
+@dataclass(frozen=True)
+class OpenedAccount:
+    account: Account
+    management_key_id: UUID
+    token: Token
+
+
+def _no_barrier(position: int) -> None:
+    return None
+
+
+class Lowrouter(Application):
+    """The event-sourced ledger of accounts, keys and credits."""
+
+    name = "lowrouter"
+    is_snapshotting_enabled = True
+
+    def __init__(self, env: EnvType | None = None, *, pepper: bytes, clock: Clock = system_clock):
+        super().__init__(env)
+        self.pepper = pepper
+        self.clock = clock
+        self.access_barrier: Callable[[int], None] = _no_barrier
+
+    def construct_env(self, name: str, env: EnvType | None = None) -> Any:
+        # Settings are read once by infrastructure.settings; never pick up stray variables here.
+        from eventsourcing.utils import Environment
+
+        return Environment(name, dict(env or {}))
+
+    # Accounts -----------------------------------------------------------------------------
+
+    def open_account(self, name: str, actor: Actor, credits: int = 0) -> OpenedAccount:
+        now = self.clock()
+        check_name(name)
+        account = Account.open(account_id_for(name), name, actor, now)
+        token = generate_token(TokenKind.MANAGEMENT)
+        mk_id = uuid4()
+        account.issue_management_key(
+            mk_id, hash_token(self.pepper, token), token.value[:10], token.last4, actor, now
+        )
+        page = LedgerPage.open(account.id, utc_day(now), now)
+        if credits:
+            page.fund(credits, actor, now)
+        try:
+            recordings = self.save(account, page)
+        except IntegrityError:
+            raise AccountExists(f"an account named {name!r} already exists") from None
+        self._barrier(recordings)
+        return OpenedAccount(account, mk_id, token)
+
+    def get_account(self, account_id: UUID) -> Account:
+        try:
+            account = self.repository.get(account_id)
+        except AggregateNotFoundError:
+            raise NotFound(f"no account {account_id}") from None
+        if not isinstance(account, Account):
+            raise NotFound(f"no account {account_id}")
+        return account
+
+    def find_account(self, id_or_name: str) -> Account:
+        """An account by id or by name."""
+        try:
+            return self.get_account(UUID(id_or_name))
+        except (ValueError, NotFound):
+            return self.get_account(account_id_for(id_or_name))
+
+    def issue_management_key(self, account_id: UUID, actor: Actor) -> tuple[UUID, Token]:
+        token = generate_token(TokenKind.MANAGEMENT)
+        mk_id = uuid4()
+
+        def command() -> list[Recording[UUID]]:
+            account = self.get_account(account_id)
+            account.issue_management_key(
+                mk_id, hash_token(self.pepper, token), token.value[:10], token.last4, actor,
+                self.clock(),
+            )
+            return self.save(account)
+
+        self._barrier(retry_on_conflict(command))
+        return mk_id, token
+
+    def revoke_management_key(self, account_id: UUID, key_id: UUID, actor: Actor) -> None:
+        def command() -> list[Recording[UUID]]:
+            account = self.get_account(account_id)
+            account.revoke_management_key(key_id, actor, self.clock())
+            return self.save(account)
+
+        self._barrier(retry_on_conflict(command))
+
+    # Keys ---------------------------------------------------------------------------------
+
+    def create_key(self, account_id: UUID, name: str, scope: Scope, actor: Actor) -> IssuedKey:
+        token = generate_token(TokenKind.INFERENCE)
+        key_id = uuid4()
+
+        def command() -> tuple[ApiKey, list[Recording[UUID]]]:
+            now = self.clock()
+            account = self.get_account(account_id)
+            key = self._new_key(key_id, account.id, name, scope, token, actor, now)
+            account.add_api_key(key.id, now)
+            return key, self.save(key, account)
+
+        key, recordings = retry_on_conflict(command)
+        self._barrier(recordings)
+        return IssuedKey(key, token)
+
+    def get_key(self, key_id: UUID, account_id: UUID | None = None) -> ApiKey:
+        """A key by id; with `account_id`, a key of another account is reported as missing."""
+        try:
+            key = self.repository.get(key_id)
+        except AggregateNotFoundError:
+            raise NotFound(f"no key {key_id}") from None
+        if not isinstance(key, ApiKey) or (account_id is not None and key.account_id != account_id):
+            raise NotFound(f"no key {key_id}")
+        return key
+
+    def list_keys(self, account_id: UUID) -> list[ApiKey]:
+        account = self.get_account(account_id)
+        return [self.get_key(key_id) for key_id in account.api_key_ids]
+
+    def scope_key(
+        self, key_id: UUID, scope: Scope, actor: Actor, account_id: UUID | None = None
+    ) -> ApiKey:
+        return self._change_key(key_id, account_id, lambda k, now: k.rescope(scope, actor, now))
+
+    def rename_key(
+        self, key_id: UUID, name: str, actor: Actor, account_id: UUID | None = None
+    ) -> ApiKey:
+        return self._change_key(key_id, account_id, lambda k, now: k.rename(name, actor, now))
+
+    def revoke_key(
+        self, key_id: UUID, actor: Actor, reason: str = "revoked", account_id: UUID | None = None
+    ) -> ApiKey:
+        return self._change_key(key_id, account_id, lambda k, now: k.revoke(reason, actor, now))
+
+    def rotate_key(
+        self,
+        key_id: UUID,
+        actor: Actor,
+        grace: timedelta = timedelta(0),
+        account_id: UUID | None = None,
+    ) -> IssuedKey:
+        """Create a successor with the same name and scope; the old key works until grace ends."""
+        if grace < timedelta(0) or grace > MAX_GRACE:
+            raise DomainError(f"grace must be between 0 and {MAX_GRACE.days} days")
+        token = generate_token(TokenKind.INFERENCE)
+
+        def command() -> tuple[ApiKey, list[Recording[UUID]]]:
+            now = self.clock()
+            old = self.get_key(key_id, account_id)
+            account = self.get_account(old.account_id)
+            successor = self._new_key(
+                uuid4(),
+                old.account_id, old.name, old.scope, token, actor, now, predecessor_id=old.id
+            )
+            old.rotate(successor.id, now + grace, actor, now)
+            account.add_api_key(successor.id, now)
+            return successor, self.save(old, successor, account)
+
+        successor, recordings = retry_on_conflict(command)
+        self._barrier(recordings)
+        return IssuedKey(successor, token)
+
+    # Helpers ------------------------------------------------------------------------------
+
+    def _new_key(
+        self,
+        key_id: UUID,
+        account_id: UUID,
+        name: str,
+        scope: Scope,
+        token: Token,
+        actor: Actor,
+        now: datetime,
+        predecessor_id: UUID | None = None,
+    ) -> ApiKey:
+        return ApiKey.create(
+            key_id=key_id,
+            account_id=account_id,
+            name=name,
+            token_hash=hash_token(self.pepper, token),
+            prefix=token.value[:10],
+            last4=token.last4,
+            scope=scope,
+            actor=actor,
+            at=now,
+            predecessor_id=predecessor_id,
+        )
+
+    def _change_key(
+        self,
+        key_id: UUID,
+        account_id: UUID | None,
+        change: Callable[[ApiKey, datetime], None],
+    ) -> ApiKey:
+        def command() -> tuple[ApiKey, list[Recording[UUID]]]:
+            key = self.get_key(key_id, account_id)
+            change(key, self.clock())
+            return key, self.save(key)
+
+        key, recordings = retry_on_conflict(command)
+        self._barrier(recordings)
+        return key
+
+    def _barrier(self, recordings: Sequence[Recording[UUID]]) -> None:
+        if recordings:
+            self.access_barrier(max(r.notification.id for r in recordings))

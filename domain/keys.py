@@ -1,0 +1,156 @@
+"""The ApiKey aggregate: one short stream per inference key (created, scoped, renamed, rotated,
+revoked). The token itself never appears here: only its keyed hash, its prefix and last four."""
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from domain.actor import Actor
+from domain.errors import DomainError, KeyRevoked
+from domain.scope import Scope, check_name
+
+KeyStatus = Literal["active", "rotating", "revoked"]
+
+
+class ApiKey(Aggregate):
+    class Created(Aggregate.Created):
+        account_id: UUID
+        name: str
+        token_hash: str
+        prefix: str
+        last4: str
+        models: list[str] | None
+        region: str | None
+        daily_limit: int | None
+        predecessor_id: UUID | None
+        actor: dict[str, Any]
+
+    class Scoped(Aggregate.Event):
+        models: list[str] | None
+        region: str | None
+        daily_limit: int | None
+        actor: dict[str, Any]
+
+        def apply(self, key: "ApiKey") -> None:
+            key.scope = Scope.from_fields(self.models, self.region, self.daily_limit)
+
+    class Renamed(Aggregate.Event):
+        name: str
+        actor: dict[str, Any]
+
+        def apply(self, key: "ApiKey") -> None:
+            key.name = self.name
+
+    class Rotated(Aggregate.Event):
+        successor_id: UUID
+        grace_deadline: datetime
+        actor: dict[str, Any]
+
+        def apply(self, key: "ApiKey") -> None:
+            key.successor_id = self.successor_id
+            key.grace_deadline = self.grace_deadline
+
+    class Revoked(Aggregate.Event):
+        reason: str
+        actor: dict[str, Any]
+
+        def apply(self, key: "ApiKey") -> None:
+            key.revoked_at = self.timestamp
+            key.revoke_reason = self.reason
+
+    def __init__(
+        self,
+        account_id: UUID,
+        name: str,
+        token_hash: str,
+        prefix: str,
+        last4: str,
+        models: list[str] | None,
+        region: str | None,
+        daily_limit: int | None,
+        predecessor_id: UUID | None,
+        actor: dict[str, Any],
+    ) -> None:
+        self.account_id = account_id
+        self.name = name
+        self.token_hash = token_hash
+        self.prefix = prefix
+        self.last4 = last4
+        self.scope = Scope.from_fields(models, region, daily_limit)
+        self.predecessor_id = predecessor_id
+        self.successor_id: UUID | None = None
+        self.grace_deadline: datetime | None = None
+        self.revoked_at: datetime | None = None
+        self.revoke_reason: str | None = None
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        key_id: UUID,
+        account_id: UUID,
+        name: str,
+        token_hash: str,
+        prefix: str,
+        last4: str,
+        scope: Scope,
+        actor: Actor,
+        at: datetime,
+        predecessor_id: UUID | None = None,
+    ) -> "ApiKey":
+        return cls._create(
+            cls.Created,
+            id=key_id,
+            account_id=account_id,
+            name=check_name(name),
+            token_hash=token_hash,
+            prefix=prefix,
+            last4=last4,
+            predecessor_id=predecessor_id,
+            actor=actor.as_dict(),
+            timestamp=at,
+            **scope.as_fields(),
+        )
+
+    @property
+    def display(self) -> str:
+        return f"{self.prefix}…{self.last4}"
+
+    def status_at(self, now: datetime) -> KeyStatus:
+        """Rotation ends a key's life at its grace deadline, without another event."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.grace_deadline is not None:
+            return "rotating" if now < self.grace_deadline else "revoked"
+        return "active"
+
+    def _check_changeable(self) -> None:
+        if self.revoked_at is not None:
+            raise KeyRevoked(f"key {self.display} is revoked and cannot be changed")
+
+    def rescope(self, scope: Scope, actor: Actor, at: datetime) -> None:
+        self._check_changeable()
+        self.trigger_event(self.Scoped, actor=actor.as_dict(), timestamp=at, **scope.as_fields())
+
+    def rename(self, name: str, actor: Actor, at: datetime) -> None:
+        self._check_changeable()
+        self.trigger_event(self.Renamed, name=check_name(name), actor=actor.as_dict(), timestamp=at)
+
+    def rotate(self, successor_id: UUID, grace_deadline: datetime, actor: Actor, at: datetime) -> None:
+        self._check_changeable()
+        if self.successor_id is not None:
+            raise DomainError(f"key {self.display} was already rotated; rotate its successor")
+        self.trigger_event(
+            self.Rotated,
+            successor_id=successor_id,
+            grace_deadline=max(grace_deadline, at),
+            actor=actor.as_dict(),
+            timestamp=at,
+        )
+
+    def revoke(self, reason: str, actor: Actor, at: datetime) -> None:
+        if self.revoked_at is not None:
+            raise KeyRevoked(f"key {self.display} is already revoked")
+        self.trigger_event(self.Revoked, reason=reason[:200], actor=actor.as_dict(), timestamp=at)

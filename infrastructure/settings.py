@@ -1,0 +1,114 @@
+"""All configuration, read from the environment once, in one place."""
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+DEFAULT_DATABASE_URL = "sqlite:///lowrouter.db"
+MiB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A configuration problem, reported as one line naming what to fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    pepper: bytes
+    data_dir: Path
+    config_path: Path | None = None
+    max_body_bytes: int = MiB
+    hold_timeout_seconds: float = 600.0
+    upstream_timeout_seconds: float = 120.0
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith(("postgresql://", "postgres://"))
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, database_url: str | None = None
+) -> Settings:
+    env = os.environ if environ is None else environ
+    url = database_url or env.get("LOWROUTER_DATABASE_URL") or DEFAULT_DATABASE_URL
+    check_database_url(url)
+    data_dir = Path(env.get("LOWROUTER_DATA_DIR") or _default_data_dir(url)).expanduser()
+    pepper_text = env.get("LOWROUTER_TOKEN_PEPPER")
+    pepper = pepper_text.encode() if pepper_text else _pepper_from_file(data_dir)
+    config = env.get("LOWROUTER_CONFIG")
+    return Settings(
+        database_url=url,
+        pepper=pepper,
+        data_dir=data_dir,
+        config_path=Path(config) if config else None,
+        max_body_bytes=_int(env, "LOWROUTER_MAX_BODY_BYTES", MiB),
+        hold_timeout_seconds=float(_int(env, "LOWROUTER_HOLD_TIMEOUT_SECONDS", 600)),
+        upstream_timeout_seconds=float(_int(env, "LOWROUTER_UPSTREAM_TIMEOUT_SECONDS", 120)),
+    )
+
+
+def check_database_url(url: str) -> None:
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        return
+    parts = urlsplit(url)
+    if parts.scheme in ("postgresql", "postgres") and parts.path.strip("/"):
+        return
+    raise SettingsError(
+        f"LOWROUTER_DATABASE_URL {url!r} is not sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+    )
+
+
+def sqlite_path(url: str) -> Path:
+    return Path(url.removeprefix("sqlite:///"))
+
+
+def postgres_parts(url: str) -> dict[str, str]:
+    parts = urlsplit(url)
+    return {
+        "dbname": parts.path.strip("/"),
+        "host": parts.hostname or "127.0.0.1",
+        "port": str(parts.port or 5432),
+        "user": unquote(parts.username or "postgres"),
+        "password": unquote(parts.password or ""),
+    }
+
+
+def _default_data_dir(url: str) -> Path:
+    if url.startswith("sqlite:///"):
+        return sqlite_path(url).expanduser().resolve().parent
+    return Path("~/.local/share/lowrouter")
+
+
+def _pepper_from_file(data_dir: Path) -> bytes:
+    """A server secret generated once and kept beside the data, readable by its owner only."""
+    path = data_dir / "token_pepper"
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(32).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race: use its secret
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as file:
+        file.write(value)
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive")
+    return value
