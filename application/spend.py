@@ -1,0 +1,320 @@
+"""Spend control: reservations, settlements and funding on the account's ledger pages, with
+group commit.
+
+One writer thread owns a cache of each account's current page. Commands from any thread queue up;
+the writer takes everything queued, applies it to working copies of the pages (domain checks refuse
+single commands without failing the others), saves all changed pages in ONE transaction, and only
+then answers each command. Concurrent requests therefore share one database round trip, and no
+request is answered before its events are durable.
+
+If another process wrote a page in the meantime, the save fails as a whole (optimistic concurrency):
+the writer drops its copies, reloads those pages from the store and applies the batch again.
+"""
+
+import copy
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Snapshot
+from eventsourcing.persistence import IntegrityError
+
+from application.clock import utc_day
+from application.keys import Lowrouter
+from application.retry import TooMuchContention
+from domain.actor import Actor
+from domain.errors import DomainError, NotFound
+from domain.ledger import LedgerPage, page_id
+
+log = logging.getLogger("lowrouter.spend")
+
+MAX_BATCH = 512
+MAX_ATTEMPTS = 25
+SNAPSHOT_EVERY = 500  # events; a snapshot keeps reloading a hot page fast
+REFUSAL_WINDOW = timedelta(seconds=60)  # at most one Refused fact per key and reason per window
+PAGE_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True)
+class PageView:
+    """What an account's current page says, for /key and /credits."""
+
+    day: str
+    balance: int
+    held: int
+    spent_today: dict[str, int]
+    held_today: dict[str, int]
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+
+@dataclass
+class _Command:
+    account_id: UUID
+    apply: Callable[[LedgerPage, datetime], Any]
+    future: "Future[Any]" = field(default_factory=Future)
+
+
+@dataclass
+class _RefusalCounter:
+    recorded_at: datetime | None = None
+    pending: int = 0
+
+
+class SpendControl:
+    """The hot-path ledger: reserve before going upstream, settle or release after."""
+
+    def __init__(self, app: Lowrouter) -> None:
+        self.app = app
+        self._queue: queue.SimpleQueue[_Command | None] = queue.SimpleQueue()
+        self._pages: OrderedDict[UUID, LedgerPage] = OrderedDict()  # committed current pages
+        self._snapshot_versions: dict[UUID, int] = {}
+        self._refusals: dict[tuple[str, str], _RefusalCounter] = {}
+        self._refusals_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.batches = 0  # for the benchmark: commands per transaction = commands / batches
+        self.commands = 0
+        self.conflicts = 0
+
+    # Commands (thread-safe; each returns a Future resolved once durable) -------------------
+
+    def reserve(
+        self,
+        account_id: UUID,
+        request_id: str,
+        key_id: UUID,
+        model: str,
+        amount: int,
+        daily_limit: int | None,
+    ) -> "Future[str]":
+        """Hold `amount`; resolves to the day the hold is charged to, or raises the refusal."""
+
+        def apply(page: LedgerPage, now: datetime) -> str:
+            page.reserve(request_id, str(key_id), model, amount, daily_limit, now)
+            return page.day
+
+        return self._submit(account_id, apply)
+
+    def settle(
+        self, account_id: UUID, request_id: str, cost: int, **usage: Any
+    ) -> "Future[int | None]":
+        """Charge the hold its real cost (capped at the hold). None if it was already closed."""
+        return self._submit(account_id, lambda page, now: page.settle(request_id, cost, now, **usage))
+
+    def release(self, account_id: UUID, request_id: str, reason: str) -> "Future[bool]":
+        return self._submit(account_id, lambda page, now: page.release(request_id, reason, now))
+
+    def fund(self, account_id: UUID, amount: int, actor: Actor) -> "Future[None]":
+        return self._submit(account_id, lambda page, now: page.fund(amount, actor, now))
+
+    def adjust(
+        self, account_id: UUID, amount: int, reason: str, actor: Actor, key_id: UUID | None = None
+    ) -> "Future[None]":
+        key = str(key_id) if key_id else None
+        return self._submit(
+            account_id, lambda page, now: page.adjust(amount, reason, actor, now, key)
+        )
+
+    def view(self, account_id: UUID) -> "Future[PageView]":
+        """The account's current figures, brought up to date with other processes' writes."""
+
+        def read(page: LedgerPage, now: datetime) -> PageView:
+            return PageView(
+                page.day,
+                page.balance,
+                page.total_held,
+                dict(page.spent_today),
+                dict(page.held_today),
+            )
+
+        return self._submit(account_id, read, refresh=True)
+
+    def record_refusal(self, account_id: UUID, key_id: UUID, reason: str) -> None:
+        """Note a refused request. Bursts fold into one Refused fact per key, reason and minute."""
+        now = self.app.clock()
+        with self._refusals_lock:
+            counter = self._refusals.setdefault((str(key_id), reason), _RefusalCounter())
+            counter.pending += 1
+            if counter.recorded_at is not None and now - counter.recorded_at < REFUSAL_WINDOW:
+                return
+            count, counter.pending, counter.recorded_at = counter.pending, 0, now
+        self._submit(
+            account_id,
+            lambda page, at: page.record_refusal(str(key_id), reason, count, at),
+        )
+
+    # The writer ---------------------------------------------------------------------------
+
+    def _submit(
+        self,
+        account_id: UUID,
+        apply: Callable[[LedgerPage, datetime], Any],
+        refresh: bool = False,
+    ) -> "Future[Any]":
+        command = _Command(account_id, apply)
+        if refresh:
+            command.apply = _Refreshing(apply)  # type: ignore[assignment]
+        self._ensure_started()
+        self._queue.put(command)
+        return command.future
+
+    def _ensure_started(self) -> None:
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="lowrouter-ledger-writer", daemon=True
+                    )
+                    self._thread.start()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            try:
+                self._commit(batch)
+            except BaseException as error:  # never leave a caller waiting forever
+                log.exception("ledger writer failed a batch")
+                for command in batch:
+                    if not command.future.done():
+                        command.future.set_exception(error)
+            if stop:
+                return
+
+    def _commit(self, batch: list[_Command]) -> None:
+        if any(isinstance(c.apply, _Refreshing) for c in batch):
+            for account_id in {c.account_id for c in batch if isinstance(c.apply, _Refreshing)}:
+                self._pages.pop(account_id, None)
+        for _attempt in range(MAX_ATTEMPTS):
+            now = self.app.clock()
+            today = utc_day(now)
+            working: dict[UUID, list[LedgerPage]] = {}
+            outcomes: list[tuple[bool, Any]] = []
+            for command in batch:
+                try:
+                    pages = working.get(command.account_id)
+                    if pages is None:
+                        pages = working[command.account_id] = self._working_pages(
+                            command.account_id, today, now
+                        )
+                    outcomes.append((True, command.apply(pages[-1], now)))
+                except DomainError as refusal:
+                    outcomes.append((False, refusal))
+            changed = [p for pages in working.values() for p in pages if p.pending_events]
+            try:
+                if changed:
+                    self.app.save(*changed)
+            except IntegrityError:
+                # Another process wrote one of these pages: reload them all and apply again.
+                self.conflicts += 1
+                for account_id in working:
+                    self._pages.pop(account_id, None)
+                time.sleep(0.001 * _attempt)
+                continue
+            except BaseException:
+                for account_id in working:
+                    self._pages.pop(account_id, None)
+                raise
+            for account_id, pages in working.items():
+                self._remember(account_id, pages[-1])
+            self.batches += 1
+            self.commands += len(batch)
+            for command, (ok, value) in zip(batch, outcomes, strict=True):
+                if ok:
+                    command.future.set_result(value)
+                else:
+                    command.future.set_exception(value)
+            self._take_snapshots(working)
+            return
+        error = TooMuchContention("the ledger is busy; nothing was changed, try again")
+        for command in batch:
+            command.future.set_exception(error)
+
+    def _working_pages(self, account_id: UUID, today: date, now: datetime) -> list[LedgerPage]:
+        """A working copy of the account's current page, rolled over to today if needed."""
+        page = self._pages.get(account_id)
+        if page is None:
+            page = self._load_current_page(account_id, today)
+        page = copy.deepcopy(page)
+        if page.day < today.isoformat():
+            return [page, page.close_and_open(today, now)]
+        return [page]
+
+    def _load_current_page(self, account_id: UUID, today: date) -> LedgerPage:
+        """Today's page, or the latest earlier one (walking back to the account's opening)."""
+        try:
+            opened = self.app.get_account(account_id).created_on
+        except NotFound:
+            raise NotFound(f"no account {account_id}") from None
+        day = today
+        while day >= utc_day(opened) - timedelta(days=1):
+            try:
+                page = self.app.repository.get(page_id(account_id, day))
+            except AggregateNotFoundError:
+                day -= timedelta(days=1)
+                continue
+            assert isinstance(page, LedgerPage)
+            return page
+        # An account opened before pages existed has none yet: start one with nothing in it.
+        return LedgerPage.open(account_id, today, self.app.clock())
+
+    def _remember(self, account_id: UUID, page: LedgerPage) -> None:
+        self._pages[account_id] = page
+        self._pages.move_to_end(account_id)
+        while len(self._pages) > PAGE_CACHE_SIZE:
+            self._pages.popitem(last=False)
+
+    def _take_snapshots(self, working: dict[UUID, list[LedgerPage]]) -> None:
+        """Snapshot hot pages from memory, after answering, so a reload stays fast."""
+        snapshots = self.app.snapshots
+        if snapshots is None:
+            return
+        for pages in working.values():
+            page = pages[-1]
+            last = self._snapshot_versions.get(page.id, 0)
+            if page.version - last >= SNAPSHOT_EVERY:
+                try:
+                    snapshots.put([Snapshot.take(page)])
+                    self._snapshot_versions[page.id] = page.version
+                except Exception:  # a snapshot is an optimisation; never fail the ledger for it
+                    log.exception("snapshot of page %s failed", page.id)
+
+
+class _Refreshing:
+    """Marks a read that must not trust the cache (another process may have written)."""
+
+    def __init__(self, apply: Callable[[LedgerPage, datetime], Any]) -> None:
+        self.apply = apply
+
+    def __call__(self, page: LedgerPage, now: datetime) -> Any:
+        return self.apply(page, now)
