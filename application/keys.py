@@ -119,7 +119,11 @@ class Lowrouter(Application):
         def command() -> list[Recording[UUID]]:
             account = self.get_account(account_id)
             account.issue_management_key(
-                mk_id, hash_token(self.pepper, token), token.value[:10], token.last4, actor,
+                mk_id,
+                hash_token(self.pepper, token),
+                token.value[:10],
+                token.last4,
+                actor,
                 self.clock(),
             )
             return self.save(account)
@@ -199,7 +203,13 @@ class Lowrouter(Application):
             account = self.get_account(old.account_id)
             successor = self._new_key(
                 uuid4(),
-                old.account_id, old.name, old.scope, token, actor, now, predecessor_id=old.id
+                old.account_id,
+                old.name,
+                old.scope,
+                token,
+                actor,
+                now,
+                predecessor_id=old.id,
             )
             old.rotate(successor.id, now + grace, actor, now)
             account.add_api_key(successor.id, now)

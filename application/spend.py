@@ -111,7 +111,9 @@ class SpendControl:
         self, account_id: UUID, request_id: str, cost: int, **usage: Any
     ) -> "Future[int | None]":
         """Charge the hold its real cost (capped at the hold). None if it was already closed."""
-        return self._submit(account_id, lambda page, now: page.settle(request_id, cost, now, **usage))
+        return self._submit(
+            account_id, lambda page, now: page.settle(request_id, cost, now, **usage)
+        )
 
     def release(self, account_id: UUID, request_id: str, reason: str) -> "Future[bool]":
         return self._submit(account_id, lambda page, now: page.release(request_id, reason, now))

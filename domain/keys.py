@@ -138,7 +138,9 @@ class ApiKey(Aggregate):
         self._check_changeable()
         self.trigger_event(self.Renamed, name=check_name(name), actor=actor.as_dict(), timestamp=at)
 
-    def rotate(self, successor_id: UUID, grace_deadline: datetime, actor: Actor, at: datetime) -> None:
+    def rotate(
+        self, successor_id: UUID, grace_deadline: datetime, actor: Actor, at: datetime
+    ) -> None:
         self._check_changeable()
         if self.successor_id is not None:
             raise DomainError(f"key {self.display} was already rotated; rotate its successor")

@@ -88,7 +88,7 @@ def parse_token(text: str) -> Token:
 
 def display_of(token: str) -> str:
     """`lr-sk-AbCd…wXyZ`: the prefix, four characters and the last four."""
-    return f"{token[:PREFIX_LENGTH + 4]}…{token[-4:]}"
+    return f"{token[: PREFIX_LENGTH + 4]}…{token[-4:]}"
 
 
 def hash_token(pepper: bytes, token: Token) -> str:

@@ -1,0 +1,8 @@
+"""Read models built from the event log."""
+
+from projections.keys import KeyLookupProjection
+from projections.usage import UsageProjection
+
+
+def all_projections() -> list:  # type: ignore[type-arg]
+    return [KeyLookupProjection(), UsageProjection()]

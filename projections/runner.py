@@ -1,0 +1,241 @@
+"""Feeding projections from the event log, in batches, each batch one transaction.
+
+Every projection has a tracking position (the last notification id it applied). A batch is applied
+only if the position is still where the batch started (compare-and-set in the same transaction),
+so any number of runners — the one inside each `lowrouter serve`, `lowrouter projections run`, or a
+command waiting for its own change — can work at once without applying an event twice.
+
+We read notifications with eventsourcing's recorder and decode them with its mapper, but apply
+them in batches of many events per transaction rather than eventsourcing's ProjectionRunner's one
+transaction per event, which could not keep up with the hot path (see README, Performance).
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.application import Application
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from projections.base import Projection
+from projections.schema import metadata, positions
+
+log = logging.getLogger("lowrouter.projections")
+
+BATCH_SIZE = 2000
+
+
+class ProjectionFailed(RuntimeError):
+    """A projection could not apply an event. It stops there; it never skips an event."""
+
+    def __init__(self, name: str, position: int, error: BaseException) -> None:
+        self.name, self.position, self.error = name, position, error
+        super().__init__(
+            f"projection {name!r} failed on the event at position {position}: "
+            f"{type(error).__name__}: {error}"
+        )
+
+
+class ProjectionLagging(RuntimeError):
+    """A projection did not reach a position in time (no runner alive, or it failed)."""
+
+
+@dataclass(frozen=True)
+class ProjectionStatus:
+    name: str
+    position: int
+    head: int
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.head - self.position)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class ProjectionRunner:
+    def __init__(self, engine: Engine, app: Application, projections: Sequence[Projection]) -> None:
+        self.engine = engine
+        self.app = app
+        self.projections = {p.name: p for p in projections}
+        self.failure: ProjectionFailed | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # Schema -------------------------------------------------------------------------------
+
+    def create_schema(self) -> None:
+        """Create missing tables; rebuild a projection whose schema version changed."""
+        metadata.create_all(self.engine, tables=[positions])
+        with self.engine.begin() as conn:
+            known = dict(conn.execute(select(positions.c.name, positions.c.schema_version)).all())
+        for projection in self.projections.values():
+            if projection.name in known and known[projection.name] != projection.schema_version:
+                self.reset(projection.name)
+            else:
+                metadata.create_all(self.engine, tables=list(projection.tables))
+                with self.engine.begin() as conn:
+                    self._ensure_position_row(conn, projection)
+
+    def reset(self, name: str) -> None:
+        """Drop a projection's tables and start it again from the beginning of the log."""
+        projection = self.projections[name]
+        metadata.drop_all(self.engine, tables=list(projection.tables))
+        metadata.create_all(self.engine, tables=list(projection.tables))
+        with self.engine.begin() as conn:
+            conn.execute(positions.delete().where(positions.c.name == name))
+            self._ensure_position_row(conn, projection)
+        if hasattr(projection, "__init__"):
+            projection.__init__()  # type: ignore[misc]  # forget any in-memory memo
+
+    @staticmethod
+    def _ensure_position_row(conn: Connection, projection: Projection) -> None:
+        exists = conn.execute(
+            select(positions.c.name).where(positions.c.name == projection.name)
+        ).first()
+        if not exists:
+            conn.execute(
+                insert(positions).values(
+                    name=projection.name,
+                    position=0,
+                    updated_us=now_us(),
+                    schema_version=projection.schema_version,
+                )
+            )
+
+    # Reading positions --------------------------------------------------------------------
+
+    def position(self, name: str) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(positions.c.position).where(positions.c.name == name)
+                ).scalar_one()
+            )
+
+    def head(self) -> int:
+        return int(self.app.recorder.max_notification_id() or 0)
+
+    def status(self) -> list[ProjectionStatus]:
+        head = self.head()
+        return [ProjectionStatus(name, self.position(name), head) for name in self.projections]
+
+    # Processing ---------------------------------------------------------------------------
+
+    def catch_up(
+        self,
+        names: Iterable[str] | None = None,
+        until: int | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> int:
+        """Apply every event up to the head (or `until`). Returns how many events were applied."""
+        applied = 0
+        for name in names or list(self.projections):
+            projection = self.projections[name]
+            while True:
+                done, count = self._apply_next_batch(projection, until)
+                applied += count
+                if progress is not None:
+                    progress(name, self.position(name), self.head())
+                if done:
+                    break
+        return applied
+
+    def _apply_next_batch(self, projection: Projection, until: int | None) -> tuple[bool, int]:
+        start = self.position(projection.name)
+        head = self.head()
+        stop = head if until is None else min(head, until)
+        if start >= stop:
+            return True, 0
+        notifications = self.app.recorder.select_notifications(
+            start=start + 1, limit=BATCH_SIZE, stop=stop, topics=projection.topics
+        )
+        # Filtered-out events still advance the position: up to `stop` if we saw everything.
+        end = notifications[-1].id if len(notifications) == BATCH_SIZE else stop
+        events: list[tuple[int, Any]] = []
+        for n in notifications:
+            try:
+                events.append((n.id, self.app.mapper.to_domain_event(n)))
+            except Exception as error:
+                raise ProjectionFailed(projection.name, n.id, error) from error
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                update(positions)
+                .where(positions.c.name == projection.name, positions.c.position == start)
+                .values(position=end, updated_us=now_us())
+            ).rowcount
+            if not claimed:  # another runner applied this batch first
+                conn.rollback()
+                return False, 0
+            try:
+                projection.apply(conn, events)
+            except Exception as error:
+                raise ProjectionFailed(
+                    projection.name, self._first_position(events, end), error
+                ) from error
+        return end >= stop, len(events)
+
+    @staticmethod
+    def _first_position(events: list[tuple[int, Any]], end: int) -> int:
+        return events[0][0] if events else end
+
+    def wait_for(
+        self, position: int, names: Iterable[str] = ("keys",), timeout: float = 10.0
+    ) -> None:
+        """Return once the named projections have applied `position`, helping them along.
+
+        Commands that change access call this, so a request that starts after the command
+        returned is judged by the new state on every process.
+        """
+        deadline = time.monotonic() + timeout
+        for name in names:
+            while self.position(name) < position:
+                self.catch_up([name], until=position)
+                if time.monotonic() > deadline:
+                    raise ProjectionLagging(f"projection {name!r} has not reached {position}")
+
+    # Running in the background ------------------------------------------------------------
+
+    def start(self, poll_interval: float = 0.02) -> None:
+        """Run in a thread until stop(): catch up, then wait for a wake-up or the poll interval."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, args=(poll_interval,), name="lowrouter-projections", daemon=True
+        )
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self.failure is None
+
+    def _run(self, poll_interval: float) -> None:
+        while not self._stop.is_set():
+            try:
+                self.catch_up()
+            except ProjectionFailed as failure:
+                self.failure = failure
+                log.critical("%s; the runner has stopped", failure)
+                return
+            except Exception:  # a database hiccup: log it and try again shortly
+                log.exception("projection runner error; retrying")
+                time.sleep(0.5)
+            self._wake.wait(poll_interval)
+            self._wake.clear()
