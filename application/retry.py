@@ -1,4 +1,4 @@
-"""Optimistic concurrency: on a version conflict, reload and try again, a bounded number of times."""
+"""Optimistic concurrency: on a version conflict, reload and retry a bounded number of times."""
 
 import random
 import time
