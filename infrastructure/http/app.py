@@ -1,0 +1,121 @@
+"""The Starlette app factory: routes by audience, one error shape, a request id everywhere."""
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from application.clock import Clock, system_clock
+from infrastructure.catalogue import Catalogue
+from infrastructure.demo_provider import demo_upstream_app
+from infrastructure.http.completions import chat_completions
+from infrastructure.http.errors import ApiError
+from infrastructure.http.gateway import Gateway
+from infrastructure.http.inference import list_models, this_key
+from infrastructure.runtime import Runtime
+from infrastructure.upstream import build_client
+
+log = logging.getLogger("lowrouter.http")
+
+
+class RequestIdMiddleware:
+    """Give every request an id (`x-request-id` on every response, the usage record's id)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = "req_" + uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+async def api_error(_request: Request, error: Exception) -> Response:
+    assert isinstance(error, ApiError)
+    return error.response()
+
+
+async def http_error(_request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    return ApiError(error.status_code, code, str(error.detail)).response()
+
+
+async def unexpected_error(_request: Request, error: Exception) -> Response:
+    log.error("unexpected error: %s", type(error).__name__, exc_info=error)
+    return ApiError(
+        500, "internal_error", "Internal error; the request was not charged."
+    ).response()
+
+
+def create_app(
+    runtime: Runtime,
+    catalogue: Catalogue,
+    *,
+    clock: Clock = system_clock,
+    run_background: bool = True,
+) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        client = build_client(runtime.settings.upstream_timeout_seconds)
+        app.state.gateway = Gateway(
+            runtime=runtime,
+            catalogue=catalogue,
+            client=client,
+            clock=clock,
+            max_body_bytes=runtime.settings.max_body_bytes,
+        )
+        if run_background:
+            runtime.projections.start()
+        try:
+            yield
+        finally:
+            await client.aclose()
+            runtime.close()
+
+    routes = [
+        Route("/api/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/api/v1/models", list_models, methods=["GET"]),
+        Route("/api/v1/key", this_key, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Mount("/demo/v1", app=demo_upstream_app()),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: api_error,
+            HTTPException: http_error,
+            Exception: unexpected_error,
+        },
+    )
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+async def healthz(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    runner = gateway.runtime.projections
+    healthy = runner.failure is None
+    return (
+        ApiError(503, "unhealthy", str(runner.failure)).response()
+        if not healthy
+        else Response(b'{"status":"ok"}', media_type="application/json")
+    )

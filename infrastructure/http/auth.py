@@ -1,0 +1,81 @@
+"""Who is calling: the bearer token, checked for the common mistakes before any lookup.
+
+The product page: the header is exactly `Bearer ` followed by the token. When it is not, the 401
+says which mistake was made — without ever echoing the token.
+"""
+
+from collections.abc import Callable
+from datetime import datetime
+
+from domain.tokens import TokenFormatError, TokenKind, hash_token, parse_token
+from infrastructure.http.errors import ApiError
+from projections.lookup import KeyRecord
+
+HOW = "send `Authorization: Bearer lr-sk-…` (exactly `Bearer `, a space, then the key)"
+
+
+def unauthorized(message: str, code: str = "invalid_api_key") -> ApiError:
+    return ApiError(401, code, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def token_from_header(header: str | None) -> str:
+    """The token text, or a 401 naming what is wrong with the header."""
+    if header is None or not header.strip():
+        raise unauthorized(f"No API key: {HOW}.", "missing_api_key")
+    scheme, _, rest = header.partition(" ")
+    if scheme.lower().startswith("bearer") and scheme.lower() != "bearer":
+        if "=" in scheme or rest.startswith("="):
+            raise unauthorized(f"Remove the '=' after Bearer: {HOW}.")
+        raise unauthorized(f"Malformed Authorization header: {HOW}.")
+    if scheme.lower() != "bearer":
+        if header.strip().strip("'\"").startswith(("lr-sk-", "lr-mk-")):
+            raise unauthorized(f"The header is missing `Bearer `: {HOW}.")
+        raise unauthorized(f"The Authorization header is not a bearer token: {HOW}.")
+    if rest.startswith("="):
+        raise unauthorized(f"Remove the '=' after Bearer: {HOW}.")
+    if rest != rest.strip() or any(c.isspace() for c in rest):
+        raise unauthorized(
+            f"Stray whitespace or a newline around the key (check how it was copied): {HOW}."
+        )
+    if (len(rest) >= 2 and rest[0] in "'\"" and rest[-1] in "'\"") or rest[:1] in ("'", '"'):
+        raise unauthorized(f"Remove the quotes around the key: {HOW}.")
+    if not rest:
+        raise unauthorized(f"No API key after `Bearer `: {HOW}.", "missing_api_key")
+    return rest
+
+
+def authenticate(
+    header: str | None,
+    pepper: bytes,
+    find_key: Callable[[str], KeyRecord | None],
+    now: datetime,
+    kind: TokenKind,
+) -> KeyRecord:
+    """Parse, check the checksum, then one indexed lookup; refuse revoked and expired keys."""
+    text = token_from_header(header)
+    try:
+        token = parse_token(text)
+    except TokenFormatError as error:
+        raise unauthorized(f"Malformed API key: {error}.") from None
+    if token.kind is not kind:
+        if kind is TokenKind.INFERENCE:
+            raise unauthorized(
+                "This is a management key (lr-mk-…); completions need an inference key (lr-sk-…)."
+            )
+        raise unauthorized(
+            "This is an inference key (lr-sk-…); the management API needs a management key "
+            "(lr-mk-…)."
+        )
+    record = find_key(hash_token(pepper, token))
+    if record is None:
+        raise unauthorized(f"Unknown API key {token.display}: it was never issued by this gateway.")
+    status = record.status_at(now)
+    if status == "revoked":
+        raise unauthorized(f"API key {record.display} has been revoked.", "revoked_api_key")
+    if status == "expired":
+        raise unauthorized(
+            f"API key {record.display} was rotated and its grace period has ended; "
+            "use the new key.",
+            "expired_api_key",
+        )
+    return record

@@ -1,0 +1,407 @@
+"""POST /api/v1/chat/completions: authenticate, route, reserve, forward, settle.
+
+Every request that was reserved ends in exactly one settlement (a usage record), whatever
+happens: success, upstream failure (charged nothing), or the client hanging up mid-stream
+(charged for what was produced). The hold is taken before anything goes upstream.
+"""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from domain.errors import DailyLimitExceeded, InsufficientCredits
+from domain.money import format_credits
+from domain.tokens import TokenKind
+from infrastructure.catalogue import ModelEntry, Provider, estimate_prompt_tokens
+from infrastructure.http.errors import ApiError
+from infrastructure.http.gateway import Gateway
+from infrastructure.http.jsonresponse import json_response
+from infrastructure.upstream import (
+    completion_text_length,
+    estimate_text_tokens,
+    upstream_body,
+    upstream_headers,
+    upstream_url,
+    usage_counts,
+)
+from projections.lookup import KeyRecord
+
+MAX_FALLBACK_MODELS = 3  # lowrouter/auto tries at most this many models; the hold covers them
+
+
+@dataclass
+class Attempt:
+    """One reserved request, from hold to settlement."""
+
+    gateway: Gateway
+    key: KeyRecord
+    request_id: str
+    started: float
+    client_ip: str | None
+    user_agent: str | None
+    prompt_estimate: int
+    streamed: bool
+
+    def settle(
+        self,
+        entry: ModelEntry,
+        provider: Provider | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        status: str,
+        status_code: int,
+        charge: bool = True,
+    ) -> "Future[int | None]":
+        cost = entry_cost(entry, prompt_tokens, completion_tokens) if charge else 0
+        return self.gateway.spend.settle(
+            self.key.account_id,
+            self.request_id,
+            cost,
+            key_name=self.key.name,
+            model=entry.id,
+            provider=provider.name if provider else None,
+            region=provider.region if provider else None,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            status=status,
+            status_code=status_code,
+            latency_ms=int((time.perf_counter() - self.started) * 1000),
+            streamed=self.streamed,
+            client_ip=self.client_ip,
+            user_agent=self.user_agent,
+        )
+
+
+def entry_cost(entry: ModelEntry, prompt_tokens: int, completion_tokens: int) -> int:
+    from infrastructure.catalogue import Catalogue
+
+    return Catalogue.cost(entry, prompt_tokens, completion_tokens)
+
+
+async def chat_completions(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    started = time.perf_counter()
+    key = await gateway.authenticate(request, TokenKind.INFERENCE)
+    body = parse_completion_request(await gateway.read_body(request))
+    candidates = gateway.route(body["model"], key.scope)
+    prompt_estimate = estimate_prompt_tokens(body)
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    models = list(dict.fromkeys(entry for entry, _ in candidates))[:MAX_FALLBACK_MODELS]
+    candidates = [(e, p) for e, p in candidates if e in models]
+    n = body.get("n") or 1
+    hold = max(gateway.catalogue.max_cost(entry, prompt_estimate, max_tokens) for entry in models)
+    hold *= n
+    request_id: str = request.state.request_id
+    await reserve(gateway, key, request_id, body["model"], hold, max_tokens)
+    attempt = Attempt(
+        gateway=gateway,
+        key=key,
+        request_id=request_id,
+        started=started,
+        client_ip=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent"),
+        prompt_estimate=prompt_estimate,
+        streamed=bool(body.get("stream")),
+    )
+    try:
+        if attempt.streamed:
+            return await stream_completion(attempt, body, candidates)
+        return await complete(attempt, body, candidates)
+    except BaseException:
+        # Whatever went wrong before a settlement, the hold must not stay open.
+        gateway.spend.release(key.account_id, request_id, "gateway_error")
+        raise
+
+
+async def reserve(
+    gateway: Gateway, key: KeyRecord, request_id: str, model: str, hold: int, max_tokens: Any
+) -> None:
+    future = gateway.spend.reserve(
+        key.account_id, request_id, key.key_id, model, hold, key.scope.daily_limit
+    )
+    try:
+        await asyncio.wrap_future(future)
+    except InsufficientCredits as refusal:
+        gateway.spend.record_refusal(key.account_id, key.key_id, "insufficient_credits")
+        lower = " or a lower max_tokens" if max_tokens else " or set a lower max_tokens"
+        raise ApiError(
+            402,
+            "insufficient_credits",
+            f"Not enough credits: the account balance is {format_credits(refusal.balance)} "
+            f"with {format_credits(refusal.held)} held by requests in flight, and this request "
+            f"could cost up to {format_credits(refusal.needed)}. Add credits{lower}.",
+        ) from None
+    except DailyLimitExceeded as refusal:
+        gateway.spend.record_refusal(key.account_id, key.key_id, "daily_limit_exceeded")
+        reset = gateway.next_reset()
+        raise ApiError(
+            429,
+            "daily_limit_exceeded",
+            f"Daily limit reached for key {key.display}: spent "
+            f"{format_credits(refusal.spent)} and {format_credits(refusal.held)} held of "
+            f"{format_credits(refusal.limit)} today; this request could cost up to "
+            f"{format_credits(refusal.needed)}. The limit resets at "
+            f"{reset.isoformat().replace('+00:00', 'Z')} (00:00 UTC).",
+            headers={"retry-after": str(gateway.seconds_until(reset))},
+        ) from None
+
+
+def parse_completion_request(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_request", "The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(
+            400,
+            "missing_model",
+            "`model` is required (a model id or lowrouter/auto).",
+            param="model",
+        )
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(
+            400, "missing_messages", "`messages` must be a non-empty list.", param="messages"
+        )
+    if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+        raise ApiError(
+            400,
+            "invalid_messages",
+            "Each message must be an object with a `role`.",
+            param="messages",
+        )
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 10_000_000
+        ):
+            raise ApiError(
+                400, "invalid_max_tokens", f"`{name}` must be a positive integer.", param=name
+            )
+    n = body.get("n")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 16):
+        raise ApiError(400, "invalid_n", "`n` must be an integer from 1 to 16.", param="n")
+    if "stream" in body and not isinstance(body["stream"], bool | None):
+        raise ApiError(400, "invalid_stream", "`stream` must be true or false.", param="stream")
+    return body
+
+
+# Non-streaming ----------------------------------------------------------------------------
+
+
+async def complete(
+    attempt: Attempt, body: dict[str, Any], candidates: list[tuple[ModelEntry, Provider]]
+) -> Response:
+    client = attempt.gateway.client
+    failure = (502, "upstream_error", "")
+    for entry, provider in candidates:
+        try:
+            response = await client.post(
+                upstream_url(provider),
+                content=orjson.dumps(upstream_body(body, entry, stream=False)),
+                headers=upstream_headers(provider),
+            )
+        except httpx.TimeoutException:
+            failure = (504, "upstream_timeout", f"{provider.name} timed out")
+            continue
+        except httpx.TransportError as error:
+            failure = (502, "upstream_unreachable", f"{provider.name}: {type(error).__name__}")
+            continue
+        if response.status_code >= 500:
+            failure = (502, "upstream_error", f"{provider.name} answered {response.status_code}")
+            continue
+        if response.status_code >= 400:
+            return await upstream_refused(
+                attempt, entry, provider, response.status_code, response.content
+            )
+        try:
+            data = orjson.loads(response.content)
+            if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+                raise ValueError("no choices")
+        except ValueError:
+            await asyncio.wrap_future(
+                attempt.settle(entry, provider, 0, 0, "upstream_error", 502, charge=False)
+            )
+            raise ApiError(
+                502,
+                "upstream_bad_response",
+                f"The upstream provider {provider.name} sent an invalid response.",
+            ) from None
+        counts = usage_counts(data.get("usage"))
+        if counts is None:
+            counts = (attempt.prompt_estimate, estimate_text_tokens(completion_text_length(data)))
+        charged = await asyncio.wrap_future(attempt.settle(entry, provider, *counts, "ok", 200))
+        data["model"] = entry.id
+        usage = data["usage"] if isinstance(data.get("usage"), dict) else {}
+        usage.update(
+            prompt_tokens=counts[0],
+            completion_tokens=counts[1],
+            total_tokens=counts[0] + counts[1],
+            cost=format_credits(charged or 0),
+        )
+        data["usage"] = usage
+        return json_response(data, headers={"x-lowrouter-provider": provider.name})
+    return await upstream_failed(attempt, candidates[-1], failure)
+
+
+async def upstream_failed(
+    attempt: Attempt, last: tuple[ModelEntry, Provider], failure: tuple[int, str, str]
+) -> Response:
+    status, code, detail = failure
+    entry, provider = last
+    outcome = "upstream_timeout" if status == 504 else "upstream_error"
+    await asyncio.wrap_future(attempt.settle(entry, provider, 0, 0, outcome, status, charge=False))
+    what = "timed out" if status == 504 else "failed"
+    raise ApiError(status, code, f"The upstream provider {what} ({detail}); you were not charged.")
+
+
+async def upstream_refused(
+    attempt: Attempt, entry: ModelEntry, provider: Provider, status: int, content: bytes
+) -> Response:
+    """The upstream refused the request itself (4xx): pass its error on, charge nothing."""
+    await asyncio.wrap_future(
+        attempt.settle(entry, provider, 0, 0, "upstream_refused", status, charge=False)
+    )
+    try:
+        data = orjson.loads(content)
+        message = data["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = content[:300].decode("utf-8", "replace")
+    raise ApiError(
+        status if status != 401 else 502,
+        "upstream_refused",
+        f"The upstream provider {provider.name} refused the request: {message}",
+    )
+
+
+# Streaming --------------------------------------------------------------------------------
+
+
+async def stream_completion(
+    attempt: Attempt, body: dict[str, Any], candidates: list[tuple[ModelEntry, Provider]]
+) -> Response:
+    client = attempt.gateway.client
+    failure = (502, "upstream_error", "")
+    for entry, provider in candidates:
+        request = client.build_request(
+            "POST",
+            upstream_url(provider),
+            content=orjson.dumps(upstream_body(body, entry, stream=True)),
+            headers=upstream_headers(provider),
+        )
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.TimeoutException:
+            failure = (504, "upstream_timeout", f"{provider.name} timed out")
+            continue
+        except httpx.TransportError as error:
+            failure = (502, "upstream_unreachable", f"{provider.name}: {type(error).__name__}")
+            continue
+        if response.status_code >= 500:
+            await response.aclose()
+            failure = (502, "upstream_error", f"{provider.name} answered {response.status_code}")
+            continue
+        if response.status_code >= 400:
+            content = await response.aread()
+            await response.aclose()
+            return await upstream_refused(attempt, entry, provider, response.status_code, content)
+        return StreamingResponse(
+            relay(attempt, entry, provider, response),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-lowrouter-provider": provider.name},
+        )
+    return await upstream_failed(attempt, candidates[-1], failure)
+
+
+async def relay(
+    attempt: Attempt, entry: ModelEntry, provider: Provider, response: httpx.Response
+) -> AsyncIterator[bytes]:
+    """Pass chunks through as they come; end with our usage chunk (with cost) and [DONE]."""
+    usage: tuple[int, int] | None = None
+    produced = 0  # characters of generated text, for when the upstream never says its usage
+    last_chunk: dict[str, Any] = {}
+    outcome, status_code = "client_closed", 499
+    settlement: Future[int | None] | None = None
+    try:
+        try:
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    break
+                try:
+                    chunk = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    continue
+                if not isinstance(chunk, dict):
+                    continue
+                usage = usage_counts(chunk.get("usage")) or usage
+                if not chunk.get("choices"):
+                    continue  # the upstream's usage-only chunk: ours replaces it
+                produced += completion_text_length(chunk)
+                chunk["model"] = entry.id
+                chunk.pop("usage", None)
+                last_chunk = chunk
+                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+            outcome, status_code = "ok", 200
+        except httpx.HTTPError as error:
+            outcome, status_code = "upstream_error", 502
+            yield error_event(
+                f"The upstream provider {provider.name} broke off the stream "
+                f"({type(error).__name__}); you are charged for what was produced."
+            )
+        prompt, completion = usage or (attempt.prompt_estimate, estimate_text_tokens(produced))
+        settlement = attempt.settle(entry, provider, prompt, completion, outcome, status_code)
+        charged = await asyncio.wrap_future(settlement)
+        yield (
+            b"data: "
+            + orjson.dumps(
+                {
+                    "id": last_chunk.get("id", f"chatcmpl-{attempt.request_id}"),
+                    "object": "chat.completion.chunk",
+                    "created": last_chunk.get("created", int(time.time())),
+                    "model": entry.id,
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": prompt,
+                        "completion_tokens": completion,
+                        "total_tokens": prompt + completion,
+                        "cost": format_credits(charged or 0),
+                    },
+                }
+            )
+            + b"\n\n"
+        )
+        yield b"data: [DONE]\n\n"
+    finally:
+        if settlement is None:
+            # The client hung up (or we were cancelled) mid-stream: charge what was produced,
+            # never nothing. A synchronous submit: no await can be cancelled here.
+            prompt, completion = usage or (attempt.prompt_estimate, 0)
+            completion = max(completion, estimate_text_tokens(produced), 1)
+            attempt.settle(entry, provider, prompt, completion, outcome, status_code)
+        with anyio.CancelScope(shield=True):
+            await response.aclose()
+
+
+def error_event(message: str) -> bytes:
+    return (
+        b"data: "
+        + orjson.dumps(
+            {"error": {"message": message, "type": "api_error", "code": "upstream_stream_error"}}
+        )
+        + b"\n\n"
+    )

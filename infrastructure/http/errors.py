@@ -1,0 +1,53 @@
+"""OpenAI's error shape under /api/v1: {"error": {"message", "type", "code", "param"}}."""
+
+from typing import Any
+
+from starlette.responses import Response
+
+from infrastructure.http.jsonresponse import json_response
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "api_error",
+    503: "api_error",
+    504: "api_error",
+}
+
+
+class ApiError(Exception):
+    """Raised anywhere in a handler; rendered by the app as OpenAI's error shape."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.param = status, code, message, param
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": _TYPES.get(self.status, "api_error"),
+                "code": self.code,
+                "param": self.param,
+            }
+        }
+
+    def response(self) -> Response:
+        return json_response(self.body(), status=self.status, headers=self.headers)

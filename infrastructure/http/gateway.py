@@ -1,0 +1,95 @@
+"""The per-process state of the HTTP app: runtime, catalogue, upstream client; and the steps every
+route shares (authenticate, read a bounded body, route a model)."""
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from application.clock import Clock, next_midnight
+from application.spend import SpendControl
+from domain.scope import Scope
+from domain.tokens import TokenKind
+from infrastructure.catalogue import (
+    Catalogue,
+    ModelEntry,
+    ModelNotAllowed,
+    ModelNotFound,
+    NoModelAvailable,
+    Provider,
+    RegionUnavailable,
+)
+from infrastructure.http.auth import authenticate
+from infrastructure.http.errors import ApiError
+from infrastructure.runtime import Runtime
+from projections.lookup import KeyRecord, find_key
+
+
+@dataclass
+class Gateway:
+    runtime: Runtime
+    catalogue: Catalogue
+    client: httpx.AsyncClient
+    clock: Clock
+    max_body_bytes: int
+
+    @property
+    def spend(self) -> SpendControl:
+        return self.runtime.spend
+
+    async def authenticate(self, request: Request, kind: TokenKind) -> KeyRecord:
+        """The key behind the request's bearer token, read from the lookup on every request."""
+        runner = self.runtime.projections
+        if runner.failure is not None:
+            # Never judge access from a lookup that has stopped following the log.
+            raise ApiError(
+                503,
+                "lookup_unavailable",
+                "The gateway's key lookup has stopped; refusing requests rather than serving "
+                "stale access. The operator must check `lowrouter projections status`.",
+            )
+        engine, pepper = self.runtime.engine, self.runtime.settings.pepper
+        header = request.headers.get("authorization")
+        return await run_in_threadpool(
+            authenticate, header, pepper, lambda h: find_key(engine, h), self.clock(), kind
+        )
+
+    async def read_body(self, request: Request) -> bytes:
+        limit = self.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise too_large(limit)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def route(self, model_id: str, scope: Scope) -> list[tuple[ModelEntry, Provider]]:
+        try:
+            return self.catalogue.candidates(model_id, scope)
+        except ModelNotFound as error:
+            raise ApiError(404, "model_not_found", str(error), param="model") from None
+        except ModelNotAllowed as error:
+            raise ApiError(403, "model_not_allowed", str(error), param="model") from None
+        except RegionUnavailable as error:
+            raise ApiError(403, "region_unavailable", str(error), param="model") from None
+        except NoModelAvailable as error:
+            raise ApiError(403, "no_model_available", str(error), param="model") from None
+
+    def next_reset(self) -> datetime:
+        return next_midnight(self.clock())
+
+    def seconds_until(self, moment: datetime) -> int:
+        return max(1, math.ceil((moment - self.clock()).total_seconds()))
+
+
+def too_large(limit: int) -> ApiError:
+    return ApiError(
+        413, "request_too_large", f"The request body is larger than the limit of {limit} bytes."
+    )

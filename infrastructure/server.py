@@ -1,0 +1,55 @@
+"""`lowrouter serve`: the gateway under uvicorn, one or more worker processes."""
+
+import os
+import sys
+
+import uvicorn
+from starlette.applications import Starlette
+
+from infrastructure.catalogue import ConfigError, demo_catalogue, load_catalogue
+from infrastructure.http.app import create_app
+from infrastructure.runtime import open_runtime
+from infrastructure.settings import Settings, load_settings
+
+
+def load_catalogue_for(settings: Settings, demo_base_url: str):  # type: ignore[no-untyped-def]
+    if settings.config_path is None:
+        return demo_catalogue(demo_base_url)
+    return load_catalogue(settings.config_path, os.environ)
+
+
+def app_factory() -> Starlette:
+    """Build the app in a worker process, from the environment `serve` prepared."""
+    settings = load_settings()
+    demo = os.environ.get("LOWROUTER_DEMO_BASE_URL", "http://127.0.0.1:8080/demo/v1")
+    catalogue = load_catalogue_for(settings, demo)
+    return create_app(open_runtime(settings), catalogue)
+
+
+def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    demo_base_url = f"http://{local}:{port}/demo/v1"
+    try:
+        load_catalogue_for(settings, demo_base_url)  # fail fast, with one line, before starting
+    except ConfigError as error:
+        print(f"lowrouter: {error}", file=sys.stderr)
+        return 2
+    os.environ["LOWROUTER_DATABASE_URL"] = settings.database_url
+    os.environ["LOWROUTER_DEMO_BASE_URL"] = demo_base_url
+    # Prepare the schema once, before workers race to create it.
+    open_runtime(settings).close()
+    print(f"lowrouter: gateway on http://{local}:{port}/api/v1 (database {settings.database_url})")
+    if settings.config_path is None:
+        print("lowrouter: no LOWROUTER_CONFIG: serving the built-in DEMO model lowrouter/echo")
+    uvicorn.run(
+        "infrastructure.server:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers if workers > 1 else None,
+        log_level="warning",
+        access_log=False,
+        loop="auto",
+        http="auto",
+    )
+    return 0

@@ -1,0 +1,62 @@
+"""Talking to OpenAI-compatible upstreams: one pooled client, request shaping, usage reading."""
+
+from typing import Any
+
+import httpx
+
+from infrastructure.catalogue import ModelEntry, Provider
+
+
+def build_client(timeout: float) -> httpx.AsyncClient:
+    """One pooled client for the whole process (connections are reused across requests)."""
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=256, keepalive_expiry=30)
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout, connect=5.0), limits=limits, follow_redirects=False
+    )
+
+
+def upstream_url(provider: Provider) -> str:
+    return f"{provider.base_url}/chat/completions"
+
+
+def upstream_headers(provider: Provider) -> dict[str, str]:
+    headers = {"content-type": "application/json", "accept": "application/json"}
+    if provider.api_key:
+        headers["authorization"] = f"Bearer {provider.api_key}"
+    return headers
+
+
+def upstream_body(body: dict[str, Any], entry: ModelEntry, stream: bool) -> dict[str, Any]:
+    """The client's request with the upstream's model name; streams always ask for usage."""
+    shaped = dict(body)
+    shaped["model"] = entry.upstream_model
+    if stream:
+        options = dict(shaped.get("stream_options") or {})
+        options["include_usage"] = True
+        shaped["stream_options"] = options
+    return shaped
+
+
+def estimate_text_tokens(characters: int) -> int:
+    """Tokens in produced text when the upstream did not say: about four characters each."""
+    return -(-characters // 4)
+
+
+def completion_text_length(data: dict[str, Any]) -> int:
+    total = 0
+    for choice in data.get("choices") or []:
+        if isinstance(choice, dict):
+            message = choice.get("message") or choice.get("delta") or {}
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                total += len(message["content"])
+    return total
+
+
+def usage_counts(usage: Any) -> tuple[int, int] | None:
+    """(prompt, completion) tokens from an upstream usage block, if it is well-formed."""
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if isinstance(prompt, int) and isinstance(completion, int) and prompt >= 0 and completion >= 0:
+        return prompt, completion
+    return None
