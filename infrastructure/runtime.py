@@ -1,15 +1,20 @@
 """Everything a process needs, wired once: the ledger, spend control, projections."""
 
-from dataclasses import dataclass
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import Engine
 
 from application.clock import Clock, system_clock
 from application.keys import Lowrouter
+from application.reconcile import reconcile
 from application.spend import SpendControl
 from infrastructure.persistence import build_engine, build_ledger
 from infrastructure.settings import Settings
 from projections import all_projections
+from projections.holds import stale_holds
 from projections.runner import ProjectionRunner
 
 
@@ -20,8 +25,37 @@ class Runtime:
     spend: SpendControl
     engine: Engine
     projections: ProjectionRunner
+    _stopping: threading.Event = field(default_factory=threading.Event)
+
+    def reconcile(self) -> int:
+        """Settle holds older than the hold timeout (see application.reconcile)."""
+        self.projections.catch_up(["usage"])
+        return reconcile(
+            self.ledger,
+            self.spend,
+            lambda before: stale_holds(self.engine, before),
+            timedelta(seconds=self.settings.hold_timeout_seconds),
+        )
+
+    def start_background(self, reconcile_every: float = 30.0) -> None:
+        """What `lowrouter serve` runs beside requests: the projections and the reconciler."""
+        self.projections.start()
+        threading.Thread(
+            target=self._reconcile_forever,
+            args=(reconcile_every,),
+            daemon=True,
+            name="lowrouter-reconciler",
+        ).start()
+
+    def _reconcile_forever(self, every: float) -> None:
+        while not self._stopping.wait(every):
+            try:
+                self.reconcile()
+            except Exception:
+                logging.getLogger("lowrouter.reconcile").exception("reconciler pass failed")
 
     def close(self) -> None:
+        self._stopping.set()
         self.projections.stop()
         self.spend.close()
         self.ledger.close()

@@ -83,7 +83,7 @@ def create_app(
             max_body_bytes=runtime.settings.max_body_bytes,
         )
         if run_background:
-            runtime.projections.start()
+            runtime.start_background()
         try:
             yield
         finally:
