@@ -1,0 +1,163 @@
+"""No overspend under concurrency: two gateway processes on one PostgreSQL database share one
+account's ledger; limits hold and every request is either served or refused."""
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from domain.actor import Actor
+from domain.scope import Scope
+from infrastructure.runtime import Runtime, open_runtime
+from infrastructure.settings import load_settings
+from tests.conftest import PEPPER
+
+OPERATOR = Actor("operator", "test")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_gateway(database_url: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "LOWROUTER_DATABASE_URL": database_url,
+        "LOWROUTER_TOKEN_PEPPER": PEPPER,
+        "LOWROUTER_DATA_DIR": str(data_dir),
+        "LOWROUTER_DEMO_BASE_URL": f"http://127.0.0.1:{port}/demo/v1",
+    }
+    env.pop("LOWROUTER_CONFIG", None)
+    code = (
+        "import uvicorn; uvicorn.run('infrastructure.server:app_factory', factory=True, "
+        f"host='127.0.0.1', port={port}, log_level='warning')"
+    )
+    return subprocess.Popen([sys.executable, "-c", code], env=env)
+
+
+def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the gateway process exited"
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("gateway did not start")
+
+
+@pytest.fixture
+def two_gateways(postgres_url: str, tmp_path: Path) -> Iterator[tuple[Runtime, list[str]]]:
+    settings = load_settings(
+        {"LOWROUTER_TOKEN_PEPPER": PEPPER, "LOWROUTER_DATA_DIR": str(tmp_path)},
+        database_url=postgres_url,
+    )
+    runtime = open_runtime(settings)
+    ports = [free_port(), free_port()]
+    processes = [start_gateway(postgres_url, port, tmp_path) for port in ports]
+    try:
+        for port, process in zip(ports, processes, strict=True):
+            wait_until_up(port, process)
+        yield runtime, [f"http://127.0.0.1:{port}/api/v1" for port in ports]
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=20)
+        runtime.close()
+
+
+async def fire(urls: list[str], tokens: list[str], total: int) -> list[int]:
+    body = {
+        "model": "lowrouter/echo",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "hello " * 20}],
+    }
+    limits = httpx.Limits(max_connections=total)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+
+        async def one(i: int) -> int:
+            response = await client.post(
+                urls[i % len(urls)] + "/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"},
+            )
+            return response.status_code
+
+        return list(await asyncio.gather(*(one(i) for i in range(total))))
+
+
+def worst_case_of_one_request() -> int:
+    # lowrouter/echo: 0.10 prompt + 0.40 completion credits per million tokens; the hold covers the
+    # generous prompt estimate plus max_tokens=100. Measured from the catalogue, not hard-coded.
+    from infrastructure.catalogue import demo_catalogue, estimate_prompt_tokens
+
+    entry = demo_catalogue("http://x/v1").models["lowrouter/echo"]
+    body = {"messages": [{"role": "user", "content": "hello " * 20}]}
+    return demo_catalogue("http://x/v1").max_cost(entry, estimate_prompt_tokens(body), 100)
+
+
+def test_two_gateways_never_overspend_a_keys_daily_limit(
+    two_gateways: tuple[Runtime, list[str]],
+) -> None:
+    runtime, urls = two_gateways
+    worst = worst_case_of_one_request()
+    limit = worst * 40  # room for at most 40 requests' worst case
+    account = runtime.ledger.open_account("two-gateways", OPERATOR, credits=10**9).account
+    key = runtime.ledger.create_key(account.id, "busy", Scope(daily_limit=limit), OPERATOR)
+
+    statuses = asyncio.run(fire(urls, [key.token.value], 300))
+
+    served = statuses.count(200)
+    refused = statuses.count(429)
+    assert served + refused == 300, sorted(set(statuses))
+    assert served >= 40 and refused > 0
+    view = runtime.spend.view(account.id).result()
+    spent = view.spent_today[str(key.key.id)]
+    assert spent <= limit
+    assert view.held == 0
+    assert view.balance == 10**9 - spent
+
+
+def test_two_gateways_never_overdraw_a_balance_shared_by_three_keys(
+    two_gateways: tuple[Runtime, list[str]],
+) -> None:
+    runtime, urls = two_gateways
+    worst = worst_case_of_one_request()
+    credits = worst * 30
+    account = runtime.ledger.open_account("shared", OPERATOR, credits=credits).account
+    tokens = [
+        runtime.ledger.create_key(account.id, f"k{i}", Scope(), OPERATOR).token.value
+        for i in range(3)
+    ]
+
+    statuses = asyncio.run(fire(urls, tokens, 300))
+
+    served, refused = statuses.count(200), statuses.count(402)
+    assert served + refused == 300, sorted(set(statuses))
+    assert served >= 30 and refused > 0
+    view = runtime.spend.view(account.id).result()
+    assert view.balance >= 0 and view.held == 0
+    runtime.projections.catch_up(["usage"])
+    with runtime.engine.connect() as conn:
+        from sqlalchemy import func, select
+
+        from projections.schema import usage
+
+        rows, total = conn.execute(
+            select(func.count(), func.coalesce(func.sum(usage.c.cost), 0)).where(
+                usage.c.account_id == str(account.id)
+            )
+        ).one()
+    assert rows == served
+    assert credits - view.balance == total
