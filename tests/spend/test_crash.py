@@ -27,10 +27,9 @@ STREAMS = 8
 
 async def open_streams(url: str, token: str, started: asyncio.Event, count: int) -> None:
     async with httpx.AsyncClient(timeout=60) as client:
-        seen = 0
+        streaming: set[int] = set()
 
-        async def one() -> None:
-            nonlocal seen
+        async def one(index: int) -> None:
             body = {
                 "model": "fake/stall",
                 "stream": True,
@@ -41,13 +40,13 @@ async def open_streams(url: str, token: str, started: asyncio.Event, count: int)
             try:
                 async with client.stream("POST", url, json=body, headers=headers) as response:
                     async for _ in response.aiter_lines():
-                        seen += 1
-                        if seen >= count:
+                        streaming.add(index)
+                        if len(streaming) == count:  # every stream is open and flowing
                             started.set()
             except httpx.HTTPError:
                 pass  # the gateway was killed under us
 
-        await asyncio.gather(*(one() for _ in range(count)))
+        await asyncio.gather(*(one(i) for i in range(count)))
 
 
 def test_killed_gateway_is_reconciled_every_request_charged_once(
