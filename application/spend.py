@@ -7,8 +7,10 @@ single commands without failing the others), saves all changed pages in ONE tran
 then answers each command. Concurrent requests therefore share one database round trip, and no
 request is answered before its events are durable.
 
-If another process wrote a page in the meantime, the save fails as a whole (optimistic concurrency):
-the writer drops its copies, reloads those pages from the store and applies the batch again.
+Across processes, an injected page lock (a PostgreSQL advisory lock per account, or a file lock
+beside a SQLite database) is held around "fast-forward the cached pages → apply → save", so two
+gateways writing one account take turns instead of conflicting. Should a save still conflict
+(optimistic concurrency), the writer fast-forwards those pages and applies the batch again.
 """
 
 import copy
@@ -17,8 +19,9 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -72,11 +75,19 @@ class _RefusalCounter:
     pending: int = 0
 
 
+PageLock = Callable[[Sequence[UUID]], AbstractContextManager[object]]
+
+
+def no_lock(_accounts: Sequence[UUID]) -> AbstractContextManager[object]:
+    return nullcontext()
+
+
 class SpendControl:
     """The hot-path ledger: reserve before going upstream, settle or release after."""
 
-    def __init__(self, app: Lowrouter) -> None:
+    def __init__(self, app: Lowrouter, page_lock: PageLock = no_lock) -> None:
         self.app = app
+        self._page_lock = page_lock
         self._queue: queue.SimpleQueue[_Command | None] = queue.SimpleQueue()
         self._pages: OrderedDict[UUID, LedgerPage] = OrderedDict()  # committed current pages
         self._snapshot_versions: dict[UUID, int] = {}
@@ -141,7 +152,7 @@ class SpendControl:
                 dict(page.held_today),
             )
 
-        return self._submit(account_id, read, refresh=True)
+        return self._submit(account_id, read)
 
     def record_refusal(self, account_id: UUID, key_id: UUID, reason: str) -> None:
         """Note a refused request. Bursts fold into one Refused fact per key, reason and minute."""
@@ -160,14 +171,9 @@ class SpendControl:
     # The writer ---------------------------------------------------------------------------
 
     def _submit(
-        self,
-        account_id: UUID,
-        apply: Callable[[LedgerPage, datetime], Any],
-        refresh: bool = False,
+        self, account_id: UUID, apply: Callable[[LedgerPage, datetime], Any]
     ) -> "Future[Any]":
         command = _Command(account_id, apply)
-        if refresh:
-            command.apply = _Refreshing(apply)  # type: ignore[assignment]
         self._ensure_started()
         self._queue.put(command)
         return command.future
@@ -214,10 +220,13 @@ class SpendControl:
                 return
 
     def _commit(self, batch: list[_Command]) -> None:
-        if any(isinstance(c.apply, _Refreshing) for c in batch):
-            for account_id in {c.account_id for c in batch if isinstance(c.apply, _Refreshing)}:
-                self._pages.pop(account_id, None)
+        accounts = sorted({c.account_id for c in batch})
+        with self._page_lock(accounts):
+            self._commit_locked(batch, accounts)
+
+    def _commit_locked(self, batch: list[_Command], accounts: list[UUID]) -> None:
         for _attempt in range(MAX_ATTEMPTS):
+            self._fast_forward(accounts)
             now = self.app.clock()
             today = utc_day(now)
             working: dict[UUID, list[LedgerPage]] = {}
@@ -237,10 +246,8 @@ class SpendControl:
                 if changed:
                     self.app.save(*changed)
             except IntegrityError:
-                # Another process wrote one of these pages: reload them all and apply again.
+                # Another process wrote one of these pages: catch up and apply again.
                 self.conflicts += 1
-                for account_id in working:
-                    self._pages.pop(account_id, None)
                 time.sleep(0.001 * _attempt)
                 continue
             except BaseException:
@@ -261,6 +268,17 @@ class SpendControl:
         error = TooMuchContention("the ledger is busy; nothing was changed, try again")
         for command in batch:
             command.future.set_exception(error)
+
+    def _fast_forward(self, accounts: list[UUID]) -> None:
+        """Apply what other processes appended to our cached pages since we last saw them."""
+        for account_id in accounts:
+            page = self._pages.get(account_id)
+            if page is None:
+                continue
+            for event in self.app.events.get(page.id, gt=page.version):
+                event.mutate(page)
+            if page.closed:  # another process rolled this account over to a new page
+                del self._pages[account_id]
 
     def _working_pages(self, account_id: UUID, today: date, now: datetime) -> list[LedgerPage]:
         """A working copy of the account's current page, rolled over to today if needed."""
@@ -310,13 +328,3 @@ class SpendControl:
                     self._snapshot_versions[page.id] = page.version
                 except Exception:  # a snapshot is an optimisation; never fail the ledger for it
                     log.exception("snapshot of page %s failed", page.id)
-
-
-class _Refreshing:
-    """Marks a read that must not trust the cache (another process may have written)."""
-
-    def __init__(self, apply: Callable[[LedgerPage, datetime], Any]) -> None:
-        self.apply = apply
-
-    def __call__(self, page: LedgerPage, now: datetime) -> Any:
-        return self.apply(page, now)

@@ -1,11 +1,15 @@
 """Wiring the event store (eventsourcing) and the projection tables (SQLAlchemy) to one database."""
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import Engine, create_engine, event
 
 from application.clock import Clock, system_clock
 from application.keys import Lowrouter
+from application.spend import PageLock, no_lock
 from infrastructure.settings import Settings, postgres_parts, sqlite_path
 
 
@@ -35,8 +39,13 @@ def eventsourcing_env(database_url: str) -> dict[str, str]:
     }
 
 
-def build_ledger(settings: Settings, clock: Clock = system_clock) -> Lowrouter:
-    return Lowrouter(eventsourcing_env(settings.database_url), pepper=settings.pepper, clock=clock)
+def build_ledger(
+    settings: Settings, clock: Clock = system_clock, create_tables: bool = True
+) -> Lowrouter:
+    env = eventsourcing_env(settings.database_url)
+    if not create_tables:
+        env["CREATE_TABLE"] = "n"  # worker processes: the parent prepared the schema
+    return Lowrouter(env, pepper=settings.pepper, clock=clock)
 
 
 def build_engine(database_url: str) -> Engine:
@@ -68,3 +77,57 @@ def build_engine(database_url: str) -> Engine:
         database=pg["dbname"],
     )
     return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+
+
+class PostgresPageLock:
+    """A session advisory lock per account, held around a ledger batch, so gateway processes
+    sharing one database take turns on an account's page instead of conflicting."""
+
+    def __init__(self, database_url: str) -> None:
+        pg = postgres_parts(database_url)
+        self._conninfo = (
+            f"host={pg['host']} port={pg['port']} user={pg['user']} dbname={pg['dbname']}"
+            + (f" password={pg['password']}" if pg["password"] else "")
+        )
+        self._conn: Any = None
+
+    @contextmanager
+    def __call__(self, accounts: Sequence[UUID]) -> Iterator[None]:
+        import psycopg
+
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self._conninfo, autocommit=True)
+        keys = [int.from_bytes(account.bytes[:8], "big", signed=True) for account in accounts]
+        # Sorted accounts, locked in array order: no two batches can deadlock.
+        self._conn.execute("SELECT pg_advisory_lock(k) FROM unnest(%s::bigint[]) AS k", [keys])
+        try:
+            yield
+        finally:
+            self._conn.execute("SELECT pg_advisory_unlock_all()")
+
+
+class FilePageLock:
+    """SQLite is one host's file: an exclusive file lock beside it serialises ledger batches of
+    all processes using it (SQLite serialises their writes anyway)."""
+
+    def __init__(self, database_path: str) -> None:
+        self._path = database_path + ".ledger-lock"
+
+    @contextmanager
+    def __call__(self, accounts: Sequence[UUID]) -> Iterator[None]:
+        import fcntl
+
+        with open(self._path, "a+b") as file:
+            fcntl.flock(file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(file, fcntl.LOCK_UN)
+
+
+def build_page_lock(database_url: str) -> PageLock:
+    if database_url.startswith("sqlite:///"):
+        return FilePageLock(str(sqlite_path(database_url).expanduser()))
+    if database_url.startswith(("postgresql://", "postgres://")):
+        return PostgresPageLock(database_url)
+    return no_lock

@@ -11,7 +11,7 @@ from application.clock import Clock, system_clock
 from application.keys import Lowrouter
 from application.reconcile import reconcile
 from application.spend import SpendControl
-from infrastructure.persistence import build_engine, build_ledger
+from infrastructure.persistence import build_engine, build_ledger, build_page_lock
 from infrastructure.settings import Settings
 from projections import all_projections
 from projections.holds import stale_holds
@@ -62,12 +62,19 @@ class Runtime:
         self.engine.dispose()
 
 
-def open_runtime(settings: Settings, clock: Clock = system_clock) -> Runtime:
+def open_runtime(
+    settings: Settings, clock: Clock = system_clock, prepare_schema: bool = True
+) -> Runtime:
     """Open the store, create or upgrade the projection tables, and wire read-your-writes:
-    commands that change access return only once the key lookup shows the change."""
-    ledger = build_ledger(settings, clock)
+    commands that change access return only once the key lookup shows the change.
+
+    Worker processes pass prepare_schema=False: their parent created or upgraded the schema, and
+    concurrent DDL on PostgreSQL fails ("tuple concurrently updated")."""
+    ledger = build_ledger(settings, clock, create_tables=prepare_schema)
     engine = build_engine(settings.database_url)
     runner = ProjectionRunner(engine, ledger, all_projections())
-    runner.create_schema()
+    if prepare_schema:
+        runner.create_schema()
     ledger.access_barrier = lambda position: runner.wait_for(position, names=("keys",))
-    return Runtime(settings, ledger, SpendControl(ledger), engine, runner)
+    spend = SpendControl(ledger, build_page_lock(settings.database_url))
+    return Runtime(settings, ledger, spend, engine, runner)

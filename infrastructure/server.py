@@ -23,7 +23,7 @@ def app_factory() -> Starlette:
     settings = load_settings()
     demo = os.environ.get("LOWROUTER_DEMO_BASE_URL", "http://127.0.0.1:8080/demo/v1")
     catalogue = load_catalogue_for(settings, demo)
-    return create_app(open_runtime(settings), catalogue)
+    return create_app(open_runtime(settings, prepare_schema=False), catalogue)
 
 
 def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
