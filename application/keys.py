@@ -73,7 +73,9 @@ class Lowrouter(Application):
         # Settings are read once by infrastructure.settings; never pick up stray variables here.
         from eventsourcing.utils import Environment
 
-        return Environment(name, dict(env or {}))
+        settings = dict(env or {})
+        settings.setdefault("IS_SNAPSHOTTING_ENABLED", "y")  # hot ledger pages are snapshotted
+        return Environment(name, settings)
 
     # Accounts -----------------------------------------------------------------------------
 

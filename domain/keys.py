@@ -126,22 +126,27 @@ class ApiKey(Aggregate):
             return "rotating" if now < self.grace_deadline else "revoked"
         return "active"
 
-    def _check_changeable(self) -> None:
+    def _check_changeable(self, at: datetime) -> None:
         if self.revoked_at is not None:
             raise KeyRevoked(f"key {self.display} is revoked and cannot be changed")
+        if self.status_at(at) == "revoked":
+            raise KeyRevoked(
+                f"key {self.display} was rotated and its grace period has ended; "
+                "change its successor instead"
+            )
 
     def rescope(self, scope: Scope, actor: Actor, at: datetime) -> None:
-        self._check_changeable()
+        self._check_changeable(at)
         self.trigger_event(self.Scoped, actor=actor.as_dict(), timestamp=at, **scope.as_fields())
 
     def rename(self, name: str, actor: Actor, at: datetime) -> None:
-        self._check_changeable()
+        self._check_changeable(at)
         self.trigger_event(self.Renamed, name=check_name(name), actor=actor.as_dict(), timestamp=at)
 
     def rotate(
         self, successor_id: UUID, grace_deadline: datetime, actor: Actor, at: datetime
     ) -> None:
-        self._check_changeable()
+        self._check_changeable(at)
         if self.successor_id is not None:
             raise DomainError(f"key {self.display} was already rotated; rotate its successor")
         self.trigger_event(
@@ -153,6 +158,6 @@ class ApiKey(Aggregate):
         )
 
     def revoke(self, reason: str, actor: Actor, at: datetime) -> None:
-        if self.revoked_at is not None:
+        if self.status_at(at) == "revoked":
             raise KeyRevoked(f"key {self.display} is already revoked")
         self.trigger_event(self.Revoked, reason=reason[:200], actor=actor.as_dict(), timestamp=at)

@@ -27,12 +27,31 @@ def parse_credits(text: str | int | Decimal, *, allow_zero: bool = True) -> int:
         raise InvalidAmount(f"a credit amount cannot be negative: {text}")
     if amount > MAX_CREDITS:
         raise InvalidAmount(f"credit amount too large: {text}")
-    micro = amount * MICRO
-    if micro != micro.to_integral_value():
-        raise InvalidAmount(f"credits have at most 6 decimal places: {text}")
+    micro = _exact_micro(amount)
+    if micro is None:
+        raise InvalidAmount(f"credits have at most 6 decimal places: {str(text)[:40]}")
     if not allow_zero and micro == 0:
         raise InvalidAmount("the amount must be greater than zero")
     return int(micro)
+
+
+def _exact_micro(amount: Decimal) -> int | None:
+    """The amount in micro-credits, exactly, or None if it has digits past the sixth place.
+
+    Integer arithmetic on the digits, so no Decimal context can round or underflow it.
+    """
+    _sign, digits, exponent = amount.as_tuple()
+    assert isinstance(exponent, int)
+    coefficient = int("".join(map(str, digits)) or "0")
+    shift = exponent + 6
+    if shift >= 0:
+        return coefficient * 10**shift
+    if coefficient == 0:
+        return 0
+    if -shift > len(digits):  # dividing by more digits than it has: a fraction remains
+        return None
+    whole, remainder = divmod(coefficient, 10**-shift)
+    return None if remainder else whole
 
 
 def format_credits(micro: int) -> str:

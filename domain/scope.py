@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from domain.errors import InvalidName, InvalidScope
 
 MAX_MODELS = 200
-_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
-_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
+_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,18 +23,20 @@ class Scope:
             if len(self.models) > MAX_MODELS:
                 raise InvalidScope(f"at most {MAX_MODELS} models per key")
             for model in self.models:
-                if not isinstance(model, str) or not _MODEL_ID.match(model):
+                if not isinstance(model, str) or not _MODEL_ID.fullmatch(model):
                     raise InvalidScope(f"not a model id: {str(model)[:64]!r}")
             if len(set(self.models)) != len(self.models):
                 raise InvalidScope("models lists a model twice")
         if self.region is not None and (
-            not isinstance(self.region, str) or not _REGION.match(self.region)
+            not isinstance(self.region, str) or not _REGION.fullmatch(self.region)
         ):
             raise InvalidScope(
                 f"not a region: {str(self.region)[:40]!r} (lowercase letters, digits and '-')"
             )
         if self.daily_limit is not None and (
-            not isinstance(self.daily_limit, int) or self.daily_limit < 0
+            not isinstance(self.daily_limit, int)
+            or isinstance(self.daily_limit, bool)
+            or self.daily_limit < 0
         ):
             raise InvalidScope("the daily limit must be a non-negative amount of credits")
 

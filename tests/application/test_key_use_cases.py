@@ -570,13 +570,6 @@ def test_keys_read_by_a_second_application_on_the_same_store_are_equal(
         other.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG application/keys.py:72-76: Lowrouter.construct_env builds the Environment from the "
-    "given env only, dropping the IS_SNAPSHOTTING_ENABLED=y that Application.construct_env derives "
-    "from `is_snapshotting_enabled = True` (line 64); app.snapshots is None, so snapshotting is "
-    "silently off (application/spend.py:_take_snapshots then skips every snapshot of hot pages).",
-)
 def test_the_application_has_the_snapshot_store_it_declares(ledger: Lowrouter) -> None:
     assert Lowrouter.is_snapshotting_enabled is True
     assert ledger.snapshots is not None

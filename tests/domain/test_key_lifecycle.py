@@ -373,7 +373,8 @@ class KeyLifecycle(RuleBasedStateMachine):
         also_refused_by: type[DomainError] | None = None,
     ) -> None:
         model = self.models[key_id]
-        if model.revoked_at is not None:
+        # A key whose rotation grace has ended is revoked in effect: it cannot be changed either.
+        if model.revoked_at is not None or model.grace_expired(self.clock()):
             refusals: tuple[type[DomainError], ...] = (KeyRevoked,)
             if also_refused_by is not None:
                 refusals += (also_refused_by,)  # both rules apply; either refusal is right
@@ -384,15 +385,7 @@ class KeyLifecycle(RuleBasedStateMachine):
             with pytest.raises(also_refused_by):
                 command()
             return
-        if model.grace_expired(self.clock()):
-            # Its status is "revoked" but no Revoked event exists. The code lets such a key be
-            # changed; refusing it as revoked would be consistent too. Accept either, exactly.
-            try:
-                changed = command()
-            except KeyRevoked:
-                return
-        else:
-            changed = command()
+        changed = command()
         update(model)
         model.version += 1
         self.live[key_id] = changed

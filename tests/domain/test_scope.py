@@ -109,32 +109,16 @@ def test_zero_daily_limit_is_allowed() -> None:
     assert Scope(daily_limit=0).daily_limit == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG domain/scope.py:9: _MODEL_ID uses `$`, which also matches before a trailing "
-    "newline, and is applied with .match(), so 'openai/gpt-4o\\n' is accepted as a model id "
-    "(use \\Z or fullmatch).",
-)
 def test_model_id_with_trailing_newline_is_refused() -> None:
     with pytest.raises(InvalidScope):
         Scope(models=("openai/gpt-4o\n",))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG domain/scope.py:10: _REGION uses `$`, which also matches before a trailing "
-    "newline, so the region 'eu\\n' is accepted (use \\Z or fullmatch).",
-)
 def test_region_with_trailing_newline_is_refused() -> None:
     with pytest.raises(InvalidScope):
         Scope(region="eu\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG domain/scope.py:37: bool is a subclass of int, so daily_limit=True is accepted "
-    "as a limit of 1 micro-credit (parse_credits refuses bools; Scope does not).",
-)
 @pytest.mark.parametrize("limit", [True, False])
 def test_boolean_daily_limit_is_refused(limit: bool) -> None:
     with pytest.raises(InvalidScope):
