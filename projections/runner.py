@@ -226,6 +226,13 @@ class ProjectionRunner:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and self.failure is None
 
+    @property
+    def stopped_unexpectedly(self) -> bool:
+        """Started, but no longer following the log (failed on an event, or its thread died)."""
+        if self.failure is not None:
+            return True
+        return self._thread is not None and not self._thread.is_alive() and not self._stop.is_set()
+
     def _run(self, poll_interval: float) -> None:
         while not self._stop.is_set():
             try:

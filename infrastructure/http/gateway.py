@@ -43,7 +43,7 @@ class Gateway:
     async def authenticate(self, request: Request, kind: TokenKind) -> KeyRecord:
         """The key behind the request's bearer token, read from the lookup on every request."""
         runner = self.runtime.projections
-        if runner.failure is not None:
+        if runner.stopped_unexpectedly:
             # Never judge access from a lookup that has stopped following the log.
             raise ApiError(
                 503,

@@ -1,0 +1,86 @@
+"""Lag is visible, and a gateway whose key lookup stopped following the log refuses to
+authenticate rather than serve stale access."""
+
+import time
+
+import pytest
+from starlette.testclient import TestClient
+
+from domain.actor import Actor
+from domain.scope import Scope
+from infrastructure.catalogue import demo_catalogue
+from infrastructure.http.app import create_app
+from infrastructure.runtime import open_runtime
+from infrastructure.settings import Settings
+from projections.keys import KeyLookupProjection
+from projections.runner import ProjectionFailed
+
+OPERATOR = Actor("operator", "test")
+
+
+def test_status_reports_each_projections_lag_until_caught_up(settings: Settings) -> None:
+    runtime = open_runtime(settings)
+    try:
+        account = runtime.ledger.open_account("lagging", OPERATOR, credits=10**6).account
+        runtime.spend.fund(account.id, 10**6, OPERATOR).result()
+        status = {s.name: s for s in runtime.projections.status()}
+        # Opening the account brought the key lookup up to date (an access change); the
+        # funding since then, and everything for usage, is not applied yet: both lag.
+        assert status["keys"].lag == 1
+        assert status["usage"].lag > status["keys"].lag
+        assert status["usage"].head == runtime.projections.head()
+        runtime.projections.catch_up()
+        assert all(s.lag == 0 for s in runtime.projections.status())
+    finally:
+        runtime.close()
+
+
+def test_a_projection_that_fails_stops_loudly_at_the_events_position(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = open_runtime(settings)
+    try:
+        account = runtime.ledger.open_account("failing", OPERATOR).account
+        position_before = runtime.projections.position("keys")
+
+        def broken(self: object, conn: object, events: list[object]) -> None:
+            raise RuntimeError("cannot apply")
+
+        monkeypatch.setattr(KeyLookupProjection, "apply", broken)
+        with pytest.raises(ProjectionFailed) as failure:
+            runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR)
+        assert failure.value.name == "keys"
+        assert failure.value.position == position_before + 1
+        assert "position" in str(failure.value)
+        # Nothing was skipped: the position did not move past the failing event.
+        assert runtime.projections.position("keys") == position_before
+    finally:
+        runtime.close()
+
+
+def test_gateway_refuses_to_authenticate_when_its_lookup_runner_died(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = open_runtime(settings)
+    account = runtime.ledger.open_account("dying", OPERATOR, credits=10**6).account
+    token = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR).token.value
+    app = create_app(runtime, demo_catalogue("http://127.0.0.1:9/demo/v1"))
+    headers = {"Authorization": f"Bearer {token}"}
+    with TestClient(app) as client:
+        assert client.get("/api/v1/key", headers=headers).status_code == 200
+
+        def broken(self: object, conn: object, events: list[object]) -> None:
+            raise RuntimeError("disk on fire")
+
+        monkeypatch.setattr(KeyLookupProjection, "apply", broken)
+        runtime.ledger.access_barrier = lambda position: None  # let the event land unprojected
+        runtime.ledger.open_account("another", OPERATOR)
+        runtime.projections.wake()
+        deadline = time.monotonic() + 10
+        while runtime.projections.failure is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+        response = client.get("/api/v1/key", headers=headers)
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "lookup_unavailable"
+        assert client.get("/healthz").status_code == 503
