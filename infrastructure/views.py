@@ -1,10 +1,13 @@
 """How keys and money look at the edges (API, CLI, dashboard): one place, one shape (API.md)."""
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from domain.keys import ApiKey
 from domain.money import format_credits
+from projections.schema import from_us
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -45,3 +48,58 @@ def _expired_at(key: ApiKey, now: datetime) -> datetime | None:
     if key.grace_deadline is not None and now >= key.grace_deadline:
         return key.grace_deadline
     return None
+
+
+def usage_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The public USAGE shape, from a usage-history row (projections.queries.usage_page)."""
+    return {
+        "request_id": row["request_id"],
+        "at": iso(from_us(row["at_us"])),
+        "key_id": row["key_id"],
+        "key_name": row["key_name"],
+        "model": row["model"],
+        "provider": row["provider"],
+        "region": row["region"],
+        "prompt_tokens": row["prompt_tokens"],
+        "completion_tokens": row["completion_tokens"],
+        "cost": format_credits(row["cost"]),
+        "status": row["status"],
+        "latency_ms": row["latency_ms"],
+        "streamed": bool(row["streamed"]),
+        "client_ip": row["client_ip"],
+        "user_agent": row["user_agent"],
+    }
+
+
+# Event attributes that are the envelope (rendered as version/at) or secret (never shown).
+_EVENT_ENVELOPE = frozenset(
+    {"originator_id", "originator_version", "timestamp", "originator_topic"}
+)
+_EVENT_SECRET = frozenset({"token_hash"})
+_EVENT_MONEY = frozenset({"daily_limit", "amount", "cost", "held"})
+
+
+def key_event_json(event: Any) -> dict[str, Any]:
+    """One event of a key's stream: `{version, type, at, …fields}`. Never the token's hash;
+    money as decimal strings, ids and times as strings."""
+    fields = {
+        name: _event_value(name, value)
+        for name, value in vars(event).items()
+        if name not in _EVENT_ENVELOPE and name not in _EVENT_SECRET
+    }
+    return {
+        "version": event.originator_version,
+        "type": type(event).__name__,
+        "at": iso(event.timestamp),
+        **fields,
+    }
+
+
+def _event_value(name: str, value: Any) -> Any:
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return iso(value)
+    if name in _EVENT_MONEY and isinstance(value, int) and not isinstance(value, bool):
+        return format_credits(value)
+    return value

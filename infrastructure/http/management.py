@@ -1,0 +1,608 @@
+"""The management API under /api/v1 (API.md, Management): an account's keys, their history and
+usage, and the account's credits, for the holder of one of the account's management keys.
+
+A key of another account is reported exactly like a missing one (404 `key_not_found`). Bodies are
+JSON objects of known fields only: nothing a client sends can set a key's status, id or spend.
+Handlers parse, call one application method in a worker thread, and render (infrastructure.views).
+"""
+
+import asyncio
+import base64
+import binascii
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn, TypeVar
+from uuid import UUID
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from application.keys import IssuedKey, Lowrouter
+from application.retry import TooMuchContention
+from application.spend import PageView
+from domain.actor import Actor
+from domain.errors import (
+    DomainError,
+    InvalidAmount,
+    InvalidName,
+    InvalidScope,
+    KeyRevoked,
+    NotFound,
+)
+from domain.keys import ApiKey
+from domain.money import format_credits, parse_credits
+from domain.scope import Scope, check_name
+from domain.tokens import TokenKind
+from infrastructure.catalogue import Catalogue
+from infrastructure.http.errors import ApiError
+from infrastructure.http.gateway import Gateway
+from infrastructure.http.jsonresponse import json_response
+from infrastructure.views import key_event_json, key_json, usage_json
+from projections.queries import last_used, usage_page
+from projections.runner import ProjectionFailed, ProjectionLagging
+from projections.schema import to_us
+
+T = TypeVar("T")
+
+MAX_GRACE_SECONDS = 30 * 24 * 3600  # 2,592,000: the ledger's longest rotation grace
+DEFAULT_USAGE_LIMIT = 100
+MAX_USAGE_LIMIT = 500
+
+SCOPE_FIELDS = ("models", "region", "daily_limit")
+CREATE_FIELDS = frozenset({"name", *SCOPE_FIELDS})
+PATCH_FIELDS = CREATE_FIELDS
+ROTATE_FIELDS = frozenset({"grace_seconds"})
+REVOKE_FIELDS = frozenset({"reason"})
+# Fields of the KEY shape a client may read but never write (named in the 422's message).
+READ_ONLY_FIELDS = frozenset(
+    {
+        "id",
+        "display",
+        "prefix",
+        "last4",
+        "status",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+        "rotation_grace_until",
+        "predecessor_id",
+        "successor_id",
+        "spent_today",
+        "account_id",
+        "key",
+        "token",
+    }
+)
+MAX_REASON = 200
+
+
+# --- who is calling ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated management request: the account it acts for, and who to record."""
+
+    gateway: Gateway
+    account_id: UUID
+    actor: Actor
+
+    @property
+    def ledger(self) -> Lowrouter:
+        return self.gateway.runtime.ledger
+
+    def now(self) -> datetime:
+        return self.gateway.clock()
+
+
+async def authenticate(request: Request) -> Caller:
+    gateway: Gateway = request.app.state.gateway
+    record = await gateway.authenticate(request, TokenKind.MANAGEMENT)
+    address = request.client.host if request.client else None
+    return Caller(gateway, record.account_id, Actor("management_key", record.display, address))
+
+
+# --- running application commands -------------------------------------------------------------
+
+
+async def call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a blocking application call in a worker thread; domain refusals become API errors."""
+    try:
+        return await run_in_threadpool(function, *args, **kwargs)
+    except NotFound:
+        raise key_not_found() from None
+    except InvalidName as error:
+        raise ApiError(422, "invalid_name", str(error), param="name") from None
+    except InvalidScope as error:
+        raise ApiError(422, "invalid_scope", str(error)) from None
+    except InvalidAmount as error:
+        raise ApiError(422, "invalid_amount", str(error), param="daily_limit") from None
+    except KeyRevoked as error:
+        raise ApiError(409, "key_revoked", str(error)) from None
+    except DomainError as error:
+        raise ApiError(409, "conflict", str(error)) from None
+    except TooMuchContention as error:
+        raise ApiError(503, "busy", str(error), headers={"Retry-After": "1"}) from None
+    except ProjectionLagging:
+        raise ApiError(
+            503,
+            "lookup_lagging",
+            "The change was recorded, but the key lookup has not caught up with it yet; it takes "
+            "effect once it does. Check `lowrouter projections status` before retrying.",
+        ) from None
+
+
+def key_not_found() -> ApiError:
+    return ApiError(404, "key_not_found", "No key with this id in this account.", param="id")
+
+
+def parse_key_id(request: Request) -> UUID:
+    """The path's key id; a malformed one is as missing as an unknown one."""
+    try:
+        return UUID(request.path_params["key_id"])
+    except ValueError:
+        raise key_not_found() from None
+
+
+# --- reading requests -------------------------------------------------------------------------
+
+
+async def read_object(caller: Caller, request: Request, allowed: frozenset[str]) -> dict[str, Any]:
+    """The JSON object body (an empty body is `{}`), with only `allowed` fields."""
+    raw = await caller.gateway.read_body(request)
+    if not raw.strip():
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_body", "The request body must be a JSON object.")
+    check_fields(body, allowed)
+    return body
+
+
+def check_fields(given: Iterable[str], allowed: frozenset[str], what: str = "field") -> None:
+    unknown = sorted(set(given) - allowed)
+    if not unknown:
+        return
+    name = unknown[0]
+    why = "is read-only" if name in READ_ONLY_FIELDS else f"is not a known {what}"
+    accepted = ", ".join(sorted(allowed)) or "none"
+    raise ApiError(
+        422,
+        "unknown_field" if what == "field" else "unknown_parameter",
+        f"{name!r} {why}; this request accepts: {accepted}.",
+        param=name,
+    )
+
+
+def check_query(request: Request, allowed: frozenset[str]) -> QueryParams:
+    check_fields(request.query_params.keys(), allowed, "query parameter")
+    return request.query_params
+
+
+def wrong_type(field: str, expected: str) -> NoReturn:
+    raise ApiError(422, "invalid_type", f"{field!r} must be {expected}.", param=field)
+
+
+def name_field(body: Mapping[str, Any]) -> str:
+    if "name" not in body:
+        raise ApiError(422, "missing_field", "'name' is required.", param="name")
+    name = body["name"]
+    if not isinstance(name, str):
+        wrong_type("name", "a string")
+    try:
+        return check_name(name)
+    except InvalidName as error:
+        raise ApiError(422, "invalid_name", str(error), param="name") from None
+
+
+def scope_parts(body: Mapping[str, Any], catalogue: Catalogue) -> dict[str, Any]:
+    """The scope fields present in the body, each checked on its own (so a 422 names it)."""
+    regions = frozenset(provider.region for provider in catalogue.providers.values())
+    parsers: dict[str, Callable[[Any], Any]] = {
+        "models": lambda value: models_field(value, frozenset(catalogue.models)),
+        "region": lambda value: region_field(value, regions),
+        "daily_limit": daily_limit_field,
+    }
+    return {name: parsers[name](body[name]) for name in SCOPE_FIELDS if name in body}
+
+
+def models_field(value: Any, known: frozenset[str]) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(model, str) for model in value):
+        wrong_type("models", "a list of model ids, or null for every model")
+    models = tuple(value)
+    check_scope_part("models", models)
+    unknown = [model for model in models if model not in known]
+    if unknown:
+        raise ApiError(
+            422,
+            "unknown_model",
+            f"{unknown[0]!r} is not a model of this gateway (GET /api/v1/models lists them).",
+            param="models",
+        )
+    return models
+
+
+def region_field(value: Any, known: frozenset[str]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        wrong_type("region", "a string, or null for any region")
+    check_scope_part("region", value)
+    if value not in known:
+        served = ", ".join(sorted(known)) or "none"
+        raise ApiError(
+            422,
+            "unknown_region",
+            f"No provider of this gateway serves region {value!r} (regions: {served}).",
+            param="region",
+        )
+    return value
+
+
+def daily_limit_field(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        wrong_type("daily_limit", "an amount of credits (a decimal string or number), or null")
+    try:
+        return parse_credits(value)
+    except InvalidAmount as error:
+        raise ApiError(422, "invalid_amount", str(error), param="daily_limit") from None
+
+
+def check_scope_part(field: str, value: Any) -> None:
+    """The domain's scope rules for one part alone, so the 422 names the field."""
+    try:
+        Scope(**{field: value})
+    except InvalidScope as error:
+        raise ApiError(422, "invalid_scope", str(error), param=field) from None
+
+
+def grace_field(body: Mapping[str, Any]) -> timedelta:
+    value = body.get("grace_seconds", 0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        wrong_type("grace_seconds", "a number of seconds")
+    if not 0 <= value <= MAX_GRACE_SECONDS:
+        raise ApiError(
+            422,
+            "invalid_value",
+            f"'grace_seconds' must be between 0 and {MAX_GRACE_SECONDS} (30 days).",
+            param="grace_seconds",
+        )
+    return timedelta(seconds=value)
+
+
+def reason_field(body: Mapping[str, Any]) -> str:
+    reason = body.get("reason", "revoked through the management API")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
+        wrong_type("reason", f"a non-blank string of at most {MAX_REASON} characters")
+    return reason
+
+
+def time_param(params: QueryParams, name: str) -> datetime | None:
+    """An ISO 8601 time (a time without a zone is UTC); None when absent."""
+    text = params.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ApiError(
+            422,
+            "invalid_value",
+            f"{name!r} must be an ISO 8601 time, e.g. 2026-01-31T12:00:00Z.",
+            param=name,
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+# --- cursors ----------------------------------------------------------------------------------
+
+_CURSOR_PREFIX = "p:"
+
+
+def encode_cursor(position: int) -> str:
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{position}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if text.startswith(_CURSOR_PREFIX) and text[len(_CURSOR_PREFIX) :].isdigit():
+            return int(text[len(_CURSOR_PREFIX) :])
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise ApiError(
+        422,
+        "invalid_cursor",
+        "'cursor' must be a next_cursor from a previous page.",
+        param="cursor",
+    )
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+async def page_view(caller: Caller) -> PageView:
+    return await asyncio.wrap_future(caller.gateway.spend.view(caller.account_id))
+
+
+async def catch_up_usage(caller: Caller) -> None:
+    """Bring the usage history up to everything recorded so far (read-your-writes)."""
+    try:
+        await run_in_threadpool(caller.gateway.runtime.projections.catch_up, ["usage"])
+    except ProjectionFailed as failure:
+        raise ApiError(503, "usage_unavailable", str(failure)) from None
+
+
+async def render_keys(caller: Caller, keys: list[ApiKey]) -> list[dict[str, Any]]:
+    """KEY shapes with today's spend (the ledger) and last use (the usage history)."""
+    view = await page_view(caller)
+    await catch_up_usage(caller)
+    engine = caller.gateway.runtime.engine
+    used = await run_in_threadpool(last_used, engine, [key.id for key in keys])
+    now = caller.now()
+    return [
+        key_json(
+            key,
+            now,
+            spent_today=view.spent_today.get(str(key.id), 0),
+            last_used_at=used.get(str(key.id)),
+        )
+        for key in keys
+    ]
+
+
+async def render_key(caller: Caller, key: ApiKey) -> dict[str, Any]:
+    return (await render_keys(caller, [key]))[0]
+
+
+def issued_response(caller: Caller, issued: IssuedKey) -> Response:
+    """201 with the token: the one and only time it is shown."""
+    data = key_json(issued.key, caller.now())
+    return json_response({"key": issued.token.value, "data": data}, status=201)
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+
+async def create_key(request: Request) -> Response:
+    """Create an inference key; the response carries its token, shown only this once."""
+    caller = await authenticate(request)
+    body = await read_object(caller, request, CREATE_FIELDS)
+    name = name_field(body)
+    scope = Scope(**scope_parts(body, caller.gateway.catalogue))
+    issued = await call(caller.ledger.create_key, caller.account_id, name, scope, caller.actor)
+    return issued_response(caller, issued)
+
+
+async def list_keys(request: Request) -> Response:
+    """Every key of the account, revoked ones included, oldest first. Never a token."""
+    caller = await authenticate(request)
+    check_query(request, frozenset())
+    keys = await call(caller.ledger.list_keys, caller.account_id)
+    return json_response({"data": await render_keys(caller, keys)})
+
+
+async def get_key(request: Request) -> Response:
+    caller = await authenticate(request)
+    check_query(request, frozenset())
+    key = await call(caller.ledger.get_key, parse_key_id(request), caller.account_id)
+    return json_response(await render_key(caller, key))
+
+
+async def patch_key(request: Request) -> Response:
+    """Rename and/or rescope. A scope field set to null clears it; an absent one is kept."""
+    caller = await authenticate(request)
+    key_id = parse_key_id(request)
+    body = await read_object(caller, request, PATCH_FIELDS)
+    name = name_field(body) if "name" in body else None
+    parts = scope_parts(body, caller.gateway.catalogue)
+    key = await call(apply_patch, caller, key_id, name, parts)
+    return json_response(await render_key(caller, key))
+
+
+def apply_patch(caller: Caller, key_id: UUID, name: str | None, parts: dict[str, Any]) -> ApiKey:
+    """Everything was validated before this runs, so a refusal here changes nothing."""
+    ledger, account_id = caller.ledger, caller.account_id
+    key = ledger.get_key(key_id, account_id)
+    if (name is not None or parts) and key.status_at(caller.now()) == "revoked":
+        raise KeyRevoked(f"key {key.display} is revoked and cannot be changed")
+    if name is not None and name != key.name:
+        key = ledger.rename_key(key_id, name, caller.actor, account_id=account_id)
+    scope = replace(key.scope, **parts)
+    if scope != key.scope:
+        key = ledger.scope_key(key_id, scope, caller.actor, account_id=account_id)
+    return key
+
+
+async def revoke_key(request: Request) -> Response:
+    """Revoke: the token stops working on the next request. Body: optional `{reason}`."""
+    caller = await authenticate(request)
+    key_id = parse_key_id(request)
+    body = await read_object(caller, request, REVOKE_FIELDS)
+    reason = reason_field(body)
+    key = await call(
+        caller.ledger.revoke_key, key_id, caller.actor, reason, account_id=caller.account_id
+    )
+    return json_response(await render_key(caller, key))
+
+
+async def rotate_key(request: Request) -> Response:
+    """A successor with the same name and scope; the old key works until the grace ends."""
+    caller = await authenticate(request)
+    key_id = parse_key_id(request)
+    body = await read_object(caller, request, ROTATE_FIELDS)
+    grace = grace_field(body)
+    issued = await call(
+        caller.ledger.rotate_key, key_id, caller.actor, grace, account_id=caller.account_id
+    )
+    return issued_response(caller, issued)
+
+
+# --- history ----------------------------------------------------------------------------------
+
+
+async def key_events(request: Request) -> Response:
+    """The key's events, oldest first; with `as_of`, those up to then and the state they made."""
+    caller = await authenticate(request)
+    key_id = parse_key_id(request)
+    as_of = time_param(check_query(request, frozenset({"as_of"})), "as_of")
+    events = await call(read_key_events, caller.ledger, key_id, caller.account_id)
+    if as_of is None:
+        return json_response({"data": [key_event_json(event) for event in events]})
+    events = [event for event in events if event.timestamp <= as_of]
+    return json_response(
+        {"data": [key_event_json(event) for event in events], "state": state_at(events, as_of)}
+    )
+
+
+def read_key_events(ledger: Lowrouter, key_id: UUID, account_id: UUID) -> list[Any]:
+    events = list(ledger.events.get(key_id))
+    if not events or not isinstance(events[0], ApiKey.Created):
+        raise NotFound(f"no key {key_id}")
+    if events[0].account_id != account_id:
+        raise NotFound(f"no key {key_id}")
+    return events
+
+
+def state_at(events: list[Any], as_of: datetime) -> dict[str, Any] | None:
+    """The KEY its events had made by `as_of` (spend and last use are not in a key's events)."""
+    key: ApiKey | None = None
+    for event in events:
+        key = event.mutate(key)
+    if key is None:
+        return None
+    return {**key_json(key, as_of), "spent_today": None, "last_used_at": None}
+
+
+# --- usage ------------------------------------------------------------------------------------
+
+USAGE_PARAMS = frozenset({"since", "until", "model", "limit", "cursor"})
+
+
+@dataclass(frozen=True)
+class UsageQuery:
+    key_id: UUID | None
+    model: str | None
+    since_us: int | None
+    until_us: int | None
+    before_position: int | None
+    limit: int
+
+
+def usage_query(params: QueryParams, key_id: UUID | None) -> UsageQuery:
+    since, until = time_param(params, "since"), time_param(params, "until")
+    cursor = params.get("cursor")
+    return UsageQuery(
+        key_id=key_id,
+        model=params.get("model") or None,
+        since_us=to_us(since) if since else None,
+        until_us=to_us(until) if until else None,
+        before_position=decode_cursor(cursor) if cursor else None,
+        limit=limit_param(params),
+    )
+
+
+def limit_param(params: QueryParams) -> int:
+    text = params.get("limit")
+    if text is None:
+        return DEFAULT_USAGE_LIMIT
+    if not text.isdigit() or not 1 <= int(text) <= MAX_USAGE_LIMIT:
+        raise ApiError(
+            422,
+            "invalid_value",
+            f"'limit' must be a whole number from 1 to {MAX_USAGE_LIMIT}.",
+            param="limit",
+        )
+    return int(text)
+
+
+def key_param(params: QueryParams) -> UUID | None:
+    text = params.get("key")
+    if not text:
+        return None
+    try:
+        return UUID(text)
+    except ValueError:
+        raise ApiError(422, "invalid_value", "'key' must be a key id.", param="key") from None
+
+
+async def usage_response(caller: Caller, query: UsageQuery) -> Response:
+    """One page, newest first; `next_cursor` is null on the last page."""
+    await catch_up_usage(caller)
+    rows = await run_in_threadpool(
+        usage_page,
+        caller.gateway.runtime.engine,
+        caller.account_id,
+        key_id=query.key_id,
+        model=query.model,
+        since_us=query.since_us,
+        until_us=query.until_us,
+        before_position=query.before_position,
+        limit=query.limit + 1,
+    )
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    next_cursor = encode_cursor(rows[-1]["position"]) if more else None
+    return json_response({"data": [usage_json(row) for row in rows], "next_cursor": next_cursor})
+
+
+async def key_usage(request: Request) -> Response:
+    """The usage history of one key of the account."""
+    caller = await authenticate(request)
+    key_id = parse_key_id(request)
+    query = usage_query(check_query(request, USAGE_PARAMS), key_id)
+    await call(caller.ledger.get_key, key_id, caller.account_id)  # 404 unless the account's
+    return await usage_response(caller, query)
+
+
+async def account_usage(request: Request) -> Response:
+    """The usage history of the whole account; `key` narrows it to one key."""
+    caller = await authenticate(request)
+    params = check_query(request, USAGE_PARAMS | {"key"})
+    return await usage_response(caller, usage_query(params, key_param(params)))
+
+
+# --- credits ----------------------------------------------------------------------------------
+
+
+async def credits(request: Request) -> Response:
+    """The account's balance, what is held for requests in flight, and what it spent today."""
+    caller = await authenticate(request)
+    check_query(request, frozenset())
+    view = await page_view(caller)
+    return json_response(
+        {
+            "balance": format_credits(view.balance),
+            "spent_today": format_credits(sum(view.spent_today.values())),
+            "held": format_credits(view.held),
+            "available": format_credits(view.available),
+            "day": view.day,
+        }
+    )
+
+
+management_routes: list[Route] = [
+    Route("/api/v1/keys", create_key, methods=["POST"], name="keys:create"),
+    Route("/api/v1/keys", list_keys, methods=["GET"], name="keys:list"),
+    Route("/api/v1/keys/{key_id}", get_key, methods=["GET"], name="keys:get"),
+    Route("/api/v1/keys/{key_id}", patch_key, methods=["PATCH"], name="keys:update"),
+    Route("/api/v1/keys/{key_id}", revoke_key, methods=["DELETE"], name="keys:revoke"),
+    Route("/api/v1/keys/{key_id}/rotate", rotate_key, methods=["POST"], name="keys:rotate"),
+    Route("/api/v1/keys/{key_id}/usage", key_usage, methods=["GET"], name="keys:usage"),
+    Route("/api/v1/keys/{key_id}/events", key_events, methods=["GET"], name="keys:events"),
+    Route("/api/v1/usage", account_usage, methods=["GET"], name="usage"),
+    Route("/api/v1/credits", credits, methods=["GET"], name="credits"),
+]
