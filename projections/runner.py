@@ -202,7 +202,7 @@ class ProjectionRunner:
 
     # Running in the background ------------------------------------------------------------
 
-    def start(self, poll_interval: float = 0.02) -> None:
+    def start(self, poll_interval: float = 0.05) -> None:
         """Run in a thread until stop(): catch up, then wait for a wake-up or the poll interval."""
         if self._thread is not None:
             return
@@ -211,6 +211,28 @@ class ProjectionRunner:
             target=self._run, args=(poll_interval,), name="lowrouter-projections", daemon=True
         )
         self._thread.start()
+        if hasattr(self.app.recorder, "channel_name"):
+            threading.Thread(
+                target=self._listen, name="lowrouter-projections-listen", daemon=True
+            ).start()
+
+    def _listen(self) -> None:
+        """PostgreSQL: the event recorder NOTIFYs on every insert; wake the runner at once
+        instead of waiting for the next poll. (SQLite cannot notify: the runner polls.)"""
+        from psycopg.sql import SQL, Identifier
+
+        recorder: Any = self.app.recorder
+        while not self._stop.is_set():
+            try:
+                with recorder.datastore.get_connection() as conn:
+                    conn.execute(SQL("LISTEN {0}").format(Identifier(recorder.channel_name)))
+                    conn.commit()
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=0.5, stop_after=1):
+                            self._wake.set()
+            except Exception:
+                log.exception("LISTEN for new events failed; polling until it reconnects")
+                self._stop.wait(1.0)
 
     def wake(self) -> None:
         self._wake.set()
