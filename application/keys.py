@@ -5,8 +5,8 @@ has seen their events through: the gateway reads the active-key lookup projectio
 barrier (supplied by the projections layer) waits until that lookup reflects the change.
 """
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
@@ -176,6 +176,28 @@ class Lowrouter(Application):
         self, key_id: UUID, scope: Scope, actor: Actor, account_id: UUID | None = None
     ) -> ApiKey:
         return self._change_key(key_id, account_id, lambda k, now: k.rescope(scope, actor, now))
+
+    def update_key(
+        self,
+        key_id: UUID,
+        actor: Actor,
+        *,
+        name: str | None = None,
+        scope_changes: Mapping[str, Any] | None = None,
+        account_id: UUID | None = None,
+    ) -> ApiKey:
+        """Rename and/or change parts of the scope in one atomic save; the parts not given keep
+        their value as of the save (merged inside the retry, so concurrent edits don't clash)."""
+
+        def change(key: ApiKey, now: datetime) -> None:
+            if name is not None and name != key.name:
+                key.rename(name, actor, now)
+            if scope_changes:
+                scope = replace(key.scope, **scope_changes)
+                if scope != key.scope:
+                    key.rescope(scope, actor, now)
+
+        return self._change_key(key_id, account_id, change)
 
     def rename_key(
         self, key_id: UUID, name: str, actor: Actor, account_id: UUID | None = None

@@ -19,6 +19,7 @@ from infrastructure.http.completions import chat_completions
 from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway
 from infrastructure.http.inference import list_models, this_key
+from infrastructure.http.management import management_routes
 from infrastructure.runtime import Runtime
 from infrastructure.upstream import build_client
 
@@ -55,7 +56,8 @@ async def api_error(_request: Request, error: Exception) -> Response:
 async def http_error(_request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-    return ApiError(error.status_code, code, str(error.detail)).response()
+    headers = dict(error.headers or {})  # keep e.g. the Allow header of a 405
+    return ApiError(error.status_code, code, str(error.detail), headers=headers).response()
 
 
 async def unexpected_error(_request: Request, error: Exception) -> Response:
@@ -94,6 +96,7 @@ def create_app(
         Route("/api/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/api/v1/models", list_models, methods=["GET"]),
         Route("/api/v1/key", this_key, methods=["GET"]),
+        *management_routes,
         Route("/healthz", healthz, methods=["GET"]),
         Mount("/demo/v1", app=demo_upstream_app()),
     ]

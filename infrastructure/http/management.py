@@ -11,7 +11,7 @@ import base64
 import binascii
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 from uuid import UUID
@@ -419,12 +419,9 @@ def apply_patch(caller: Caller, key_id: UUID, name: str | None, parts: dict[str,
     key = ledger.get_key(key_id, account_id)
     if (name is not None or parts) and key.status_at(caller.now()) == "revoked":
         raise KeyRevoked(f"key {key.display} is revoked and cannot be changed")
-    if name is not None and name != key.name:
-        key = ledger.rename_key(key_id, name, caller.actor, account_id=account_id)
-    scope = replace(key.scope, **parts)
-    if scope != key.scope:
-        key = ledger.scope_key(key_id, scope, caller.actor, account_id=account_id)
-    return key
+    return ledger.update_key(
+        key_id, caller.actor, name=name, scope_changes=parts, account_id=account_id
+    )
 
 
 async def revoke_key(request: Request) -> Response:

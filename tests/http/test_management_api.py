@@ -14,7 +14,6 @@ from domain.money import parse_credits
 from domain.tokens import TokenKind, generate_token, hash_token, parse_token
 from infrastructure.catalogue import demo_catalogue
 from infrastructure.http.app import create_app
-from infrastructure.http.management import management_routes
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings
 
@@ -87,9 +86,7 @@ class Api:
 
 
 def build_app(runtime: Runtime, demo_base_url: str) -> Any:
-    app = create_app(runtime, demo_catalogue(demo_base_url))
-    app.router.routes.extend(management_routes)
-    return app
+    return create_app(runtime, demo_catalogue(demo_base_url))
 
 
 @pytest.fixture
@@ -538,3 +535,27 @@ def test_key_ids_are_uuids_in_any_spelling(api: Api) -> None:
     _, key = api.create_key(mk)
     compact = UUID(key["id"]).hex
     assert api.call("GET", f"/api/v1/keys/{compact}", mk).json()["id"] == key["id"]
+
+
+def test_a_wrong_method_gets_405_in_the_error_shape_with_its_allow_header(api: Api) -> None:
+    mk = api.open_account("methods")
+    response = api.call("PUT", "/api/v1/keys", mk, json={})
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"]  # the methods of the route that matched the path
+
+
+def test_concurrent_patches_of_different_scope_parts_both_take_effect(api: Api) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    mk = api.open_account("patches")
+    _, key = api.create_key(mk)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        limit = pool.submit(
+            api.call, "PATCH", f"/api/v1/keys/{key['id']}", mk, json={"daily_limit": "2"}
+        )
+        rename = pool.submit(
+            api.call, "PATCH", f"/api/v1/keys/{key['id']}", mk, json={"name": "renamed"}
+        )
+        assert limit.result().status_code == rename.result().status_code == 200
+    final = api.call("GET", f"/api/v1/keys/{key['id']}", mk).json()
+    assert (final["name"], final["daily_limit"]) == ("renamed", "2.000000")
