@@ -20,6 +20,7 @@ from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway
 from infrastructure.http.inference import list_models, this_key
 from infrastructure.http.management import management_routes
+from infrastructure.http.openapi import docs, openapi_json
 from infrastructure.runtime import Runtime
 from infrastructure.upstream import build_client
 
@@ -97,6 +98,8 @@ def create_app(
         Route("/api/v1/models", list_models, methods=["GET"]),
         Route("/api/v1/key", this_key, methods=["GET"]),
         *management_routes,
+        Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Mount("/demo/v1", app=demo_upstream_app()),
     ]
