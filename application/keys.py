@@ -5,6 +5,7 @@ has seen their events through: the gateway reads the active-key lookup projectio
 barrier (supplied by the projections layer) waits until that lookup reflects the change.
 """
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -27,6 +28,7 @@ from domain.tokens import Token, TokenKind, generate_token, hash_token
 
 _ACCOUNT_NAMESPACE = uuid5(NAMESPACE_URL, "https://lowrouter.dev/account")
 MAX_GRACE = timedelta(days=30)
+ATTEMPT_WINDOW = timedelta(seconds=60)
 
 
 def account_id_for(name: str) -> UUID:
@@ -68,6 +70,8 @@ class Lowrouter(Application):
         self.pepper = pepper
         self.clock = clock
         self.access_barrier: Callable[[int], None] = _no_barrier
+        self._attempts: dict[UUID, tuple[datetime | None, int]] = {}
+        self._attempts_lock = threading.Lock()
 
     def construct_env(self, name: str, env: EnvType | None = None) -> Any:
         # Settings are read once by infrastructure.settings; never pick up stray variables here.
@@ -112,7 +116,11 @@ class Lowrouter(Application):
         try:
             return self.get_account(UUID(id_or_name))
         except (ValueError, NotFound):
+            pass
+        try:
             return self.get_account(account_id_for(id_or_name))
+        except NotFound:
+            raise NotFound(f"no account {id_or_name[:80]!r} (by id or name)") from None
 
     def issue_management_key(self, account_id: UUID, actor: Actor) -> tuple[UUID, Token]:
         token = generate_token(TokenKind.MANAGEMENT)
@@ -208,6 +216,27 @@ class Lowrouter(Application):
         self, key_id: UUID, actor: Actor, reason: str = "revoked", account_id: UUID | None = None
     ) -> ApiKey:
         return self._change_key(key_id, account_id, lambda k, now: k.revoke(reason, actor, now))
+
+    def record_use_after_revocation(
+        self, key_id: UUID, client_ip: str | None, user_agent: str | None
+    ) -> None:
+        """Note an attempt to use a revoked key, for the security team. Bursts fold into at most
+        one event per key per minute (with a count), so a flood cannot flood the store."""
+        now = self.clock()
+        with self._attempts_lock:
+            recorded_at, pending = self._attempts.get(key_id, (None, 0))
+            pending += 1
+            if recorded_at is not None and now - recorded_at < ATTEMPT_WINDOW:
+                self._attempts[key_id] = (recorded_at, pending)
+                return
+            self._attempts[key_id] = (now, 0)
+
+        def command() -> None:
+            key = self.get_key(key_id)
+            key.record_use_after_revocation(pending, client_ip, user_agent, self.clock())
+            self.save(key)
+
+        retry_on_conflict(command)
 
     def rotate_key(
         self,

@@ -60,6 +60,17 @@ class ApiKey(Aggregate):
             key.revoked_at = self.timestamp
             key.revoke_reason = self.reason
 
+    class UsedAfterRevocation(Aggregate.Event):
+        """Someone tried the token after it stopped working (refused, never charged).
+        `count` folds a burst of attempts into one fact; the address is the latest one seen."""
+
+        count: int
+        client_ip: str | None
+        user_agent: str | None
+
+        def apply(self, key: "ApiKey") -> None:
+            key.attempts_after_revocation += self.count
+
     def __init__(
         self,
         account_id: UUID,
@@ -84,6 +95,7 @@ class ApiKey(Aggregate):
         self.grace_deadline: datetime | None = None
         self.revoked_at: datetime | None = None
         self.revoke_reason: str | None = None
+        self.attempts_after_revocation = 0
 
     @classmethod
     def create(
@@ -154,6 +166,19 @@ class ApiKey(Aggregate):
             successor_id=successor_id,
             grace_deadline=max(grace_deadline, at),
             actor=actor.as_dict(),
+            timestamp=at,
+        )
+
+    def record_use_after_revocation(
+        self, count: int, client_ip: str | None, user_agent: str | None, at: datetime
+    ) -> None:
+        if self.status_at(at) != "revoked":
+            raise DomainError(f"key {self.display} still works; this is not an attempt after it")
+        self.trigger_event(
+            self.UsedAfterRevocation,
+            count=count,
+            client_ip=client_ip,
+            user_agent=(user_agent or "")[:300] or None,
             timestamp=at,
         )
 

@@ -50,6 +50,7 @@ def authenticate(
     find_key: Callable[[str], KeyRecord | None],
     now: datetime,
     kind: TokenKind,
+    on_refused_use: Callable[[KeyRecord], None] | None = None,
 ) -> KeyRecord:
     """Parse, check the checksum, then one indexed lookup; refuse revoked and expired keys."""
     text = token_from_header(header)
@@ -70,6 +71,8 @@ def authenticate(
     if record is None:
         raise unauthorized(f"Unknown API key {token.display}: it was never issued by this gateway.")
     status = record.status_at(now)
+    if status in ("revoked", "expired") and on_refused_use is not None:
+        on_refused_use(record)
     if status == "revoked":
         raise unauthorized(f"API key {record.display} has been revoked.", "revoked_api_key")
     if status == "expired":

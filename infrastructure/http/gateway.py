@@ -53,8 +53,23 @@ class Gateway:
             )
         engine, pepper = self.runtime.engine, self.runtime.settings.pepper
         header = request.headers.get("authorization")
+        client_ip = request.client.host if request.client else None
+        user_agent = request.headers.get("user-agent")
+
+        def note_refused_use(record: KeyRecord) -> None:
+            if record.kind == "sk":
+                self.runtime.ledger.record_use_after_revocation(
+                    record.key_id, client_ip, user_agent
+                )
+
         return await run_in_threadpool(
-            authenticate, header, pepper, lambda h: find_key(engine, h), self.clock(), kind
+            authenticate,
+            header,
+            pepper,
+            lambda h: find_key(engine, h),
+            self.clock(),
+            kind,
+            note_refused_use,
         )
 
     async def read_body(self, request: Request) -> bytes:
