@@ -1,0 +1,102 @@
+"""The usage page: a chart of daily spend per key over 30 days, and the usage history newest
+first with the key's name on every row, filters and paging."""
+
+import re
+from datetime import timedelta
+
+import pytest
+
+from infrastructure.http import dashboard
+from tests.dashboard.conftest import OPERATOR, Dash
+
+ROW = re.compile(
+    r"<tr>\s*<td><time[^>]*>([^<]+)</time></td>\s*<th scope=\"row\">(.*?)</th>"
+    r"\s*<td><code>([^<]+)</code>",
+    re.S,
+)
+
+
+def rows_of(html: str) -> list[tuple[str, str, str]]:
+    """(when, key cell, model) of each usage row."""
+    return ROW.findall(html)
+
+
+def test_usage_history_chart_filters_and_paging(
+    dash: Dash, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dashboard, "USAGE_PAGE_SIZE", 2)
+    account = dash.open_account()
+    prod = dash.issue_key(account, "prod-server")
+    dev = dash.issue_key(account, "local-dev")
+    dash.record_usage(account, prod, cost="1.5")  # 2026-03-02
+    dash.clock.advance(timedelta(days=1))
+    dash.record_usage(account, dev, model="acme/big", cost="0.25")  # 2026-03-03
+    dash.clock.advance(timedelta(hours=1))
+    dash.record_usage(account, prod, cost="0.5")
+    dash.clock.advance(timedelta(minutes=1))
+    dash.record_usage(account, dev, cost="0.125")
+    dash.runtime.ledger.rename_key(prod, "prod-api", OPERATOR)
+    browser = dash.browser().signed_in(account.management_key)
+
+    page = browser.get("/dashboard/usage")
+    assert page.status_code == 200
+    html = page.text
+    # The chart: one bar per key and day, titled, with a legend and a table of its figures.
+    bars = re.findall(
+        r'<rect x="[^"]+" y="[^"]+" width="[^"]+" height="[^"]+" fill="(#[0-9a-f]{6})">'
+        r"<title>([^<]+)</title>",
+        html,
+    )
+    assert sorted(title for _colour, title in bars) == [
+        "2026-03-02 · prod-api: 1.5 credits",
+        "2026-03-03 · local-dev: 0.375 credits",
+        "2026-03-03 · prod-api: 0.5 credits",
+    ]
+    assert len({colour for colour, _title in bars}) == 2
+    assert "prod-api <code>" in html and "2 credits</li>" in html  # legend totals
+    assert "Daily spend per key from 2026-02-02 to 2026-03-03: 2.375 credits in all" in html
+    assert (
+        '<th scope="row">2026-03-03</th><td class="num">0.5</td><td class="num">0.375</td>' in html
+    )
+
+    # Newest first, two a page, the key's (current) name on every row.
+    first = rows_of(html)
+    assert [(when, model) for when, _, model in first] == [
+        ("2026-03-03 10:31 UTC", "lowrouter/echo"),
+        ("2026-03-03 10:30 UTC", "lowrouter/echo"),
+    ]
+    assert "local-dev" in first[0][1] and "prod-api" in first[1][1]
+    assert "then “prod-server”" in first[1][1]
+    older = re.search(r'<a href="([^"]+)" rel="next">Older</a>', html)
+    assert older
+    second = browser.get(older.group(1).replace("&amp;", "&")).text
+    rest = rows_of(second)
+    assert [(when, model) for when, _, model in rest] == [
+        ("2026-03-03 09:30 UTC", "acme/big"),
+        ("2026-03-02 09:30 UTC", "lowrouter/echo"),
+    ]
+    assert "local-dev" in rest[0][1] and "prod-api" in rest[1][1]
+    assert 'rel="next"' not in second and ">Newest</a>" in second
+
+    # Filters: by key, by model, since a day; kept across pages.
+    by_key = rows_of(browser.get(f"/dashboard/usage?key={dev}").text)
+    assert [model for _, _, model in by_key] == ["lowrouter/echo", "acme/big"]
+    assert all("local-dev" in cell for _, cell, _ in by_key)
+    by_model = browser.get("/dashboard/usage?model=lowrouter/echo").text
+    next_link = re.search(r'<a href="([^"]+)" rel="next">', by_model)
+    assert next_link and "model=lowrouter%2Fecho" in next_link.group(1)
+    by_model_rest = rows_of(browser.get(next_link.group(1).replace("&amp;", "&")).text)
+    assert [when for when, _, _ in by_model_rest] == ["2026-03-02 09:30 UTC"]
+    since = rows_of(browser.get("/dashboard/usage?since=2026-03-03&key=" + str(prod)).text)
+    assert [when for when, _, _ in since] == ["2026-03-03 10:30 UTC"]
+    bad = browser.get("/dashboard/usage?since=yesterday")
+    assert bad.status_code == 200 and "must be a day" in bad.text
+    assert "No completions match" in browser.get("/dashboard/usage?model=nope/none").text
+
+
+def test_usage_page_with_nothing_yet(dash: Dash) -> None:
+    account = dash.open_account()
+    browser = dash.browser().signed_in(account.management_key)
+    html = browser.get("/dashboard/usage").text
+    assert "No spend in the last 30 days." in html
+    assert "No completions yet." in html
