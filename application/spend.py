@@ -114,7 +114,7 @@ class SpendControl:
 
         def apply(page: LedgerPage, now: datetime) -> str:
             page.reserve(request_id, str(key_id), model, amount, daily_limit, now)
-            return page.day
+            return str(page.holds[request_id]["day"])  # a retried, carried hold keeps its day
 
         return self._submit(account_id, apply)
 

@@ -16,6 +16,7 @@ from application.clock import Clock, system_clock
 from infrastructure.catalogue import Catalogue
 from infrastructure.demo_provider import demo_upstream_app
 from infrastructure.http.completions import chat_completions
+from infrastructure.http.dashboard import install_dashboard
 from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway
 from infrastructure.http.inference import list_models, this_key
@@ -113,6 +114,7 @@ def create_app(
         },
     )
     app.add_middleware(RequestIdMiddleware)
+    install_dashboard(app)
     return app
 
 

@@ -265,14 +265,6 @@ def test_next_midnight_counts_in_utc_not_the_callers_zone() -> None:
     assert next_midnight(at(D, 0)) == at(D_PLUS_1, 0)  # at 00:00 the next reset is a day away
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG application/spend.py:115-117: reserve() promises to resolve to the day the hold is "
-        "charged to, but a retried reserve of a hold carried past midnight returns the new "
-        "page's day (LedgerPage.reserve returns early for a known request id, ledger.py:208)"
-    ),
-)
 def test_retried_reserve_after_midnight_resolves_to_the_day_the_hold_is_charged_to(
     ledger: Ledger,
 ) -> None:
