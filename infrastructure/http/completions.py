@@ -21,7 +21,7 @@ from starlette.responses import Response, StreamingResponse
 from domain.errors import DailyLimitExceeded, InsufficientCredits
 from domain.money import format_credits
 from domain.tokens import TokenKind
-from infrastructure.catalogue import ModelEntry, Provider, estimate_prompt_tokens
+from infrastructure.catalogue import Catalogue, ModelEntry, Provider, estimate_prompt_tokens
 from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway
 from infrastructure.http.jsonresponse import json_response
@@ -61,7 +61,7 @@ class Attempt:
         status_code: int,
         charge: bool = True,
     ) -> "Future[int | None]":
-        cost = entry_cost(entry, prompt_tokens, completion_tokens) if charge else 0
+        cost = Catalogue.cost(entry, prompt_tokens, completion_tokens) if charge else 0
         return self.gateway.spend.settle(
             self.key.account_id,
             self.request_id,
@@ -79,12 +79,6 @@ class Attempt:
             client_ip=self.client_ip,
             user_agent=self.user_agent,
         )
-
-
-def entry_cost(entry: ModelEntry, prompt_tokens: int, completion_tokens: int) -> int:
-    from infrastructure.catalogue import Catalogue
-
-    return Catalogue.cost(entry, prompt_tokens, completion_tokens)
 
 
 async def chat_completions(request: Request) -> Response:
