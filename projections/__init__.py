@@ -1,8 +1,9 @@
 """Read models built from the event log."""
 
+from projections.forensics import ForensicsProjection
 from projections.keys import KeyLookupProjection
 from projections.usage import UsageProjection
 
 
 def all_projections() -> list:  # type: ignore[type-arg]
-    return [KeyLookupProjection(), UsageProjection()]
+    return [KeyLookupProjection(), UsageProjection(), ForensicsProjection()]
