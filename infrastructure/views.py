@@ -44,6 +44,14 @@ def key_json(
     }
 
 
+def key_state_json(key: ApiKey | None, as_of: datetime) -> dict[str, Any] | None:
+    """The KEY a replay of its events made by `as_of` (None before it existed). Spend and last
+    use are not in a key's events, so they are null."""
+    if key is None:
+        return None
+    return {**key_json(key, as_of), "spent_today": None, "last_used_at": None}
+
+
 def _expired_at(key: ApiKey, now: datetime) -> datetime | None:
     if key.grace_deadline is not None and now >= key.grace_deadline:
         return key.grace_deadline
@@ -76,7 +84,9 @@ _EVENT_ENVELOPE = frozenset(
     {"originator_id", "originator_version", "timestamp", "originator_topic"}
 )
 _EVENT_SECRET = frozenset({"token_hash"})
-_EVENT_MONEY = frozenset({"daily_limit", "amount", "cost", "held"})
+_EVENT_MONEY = frozenset(
+    {"daily_limit", "amount", "cost", "held", "opening_balance", "closing_balance"}
+)
 
 
 def key_event_json(event: Any) -> dict[str, Any]:

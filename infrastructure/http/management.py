@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from application.audit import key_history
 from application.keys import IssuedKey, Lowrouter
 from application.retry import TooMuchContention
 from application.spend import PageView
@@ -43,7 +44,7 @@ from infrastructure.catalogue import Catalogue
 from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway
 from infrastructure.http.jsonresponse import json_response
-from infrastructure.views import key_event_json, key_json, usage_json
+from infrastructure.views import key_event_json, key_json, key_state_json, usage_json
 from projections.queries import last_used, usage_page
 from projections.runner import ProjectionFailed, ProjectionLagging
 from projections.schema import to_us
@@ -452,36 +453,16 @@ async def rotate_key(request: Request) -> Response:
 
 
 async def key_events(request: Request) -> Response:
-    """The key's events, oldest first; with `as_of`, those up to then and the state they made."""
+    """The key's events, oldest first; with `as_of`, those up to then and the state they made.
+    The same replay as `lowrouter audit` (application.audit.key_history)."""
     caller = await authenticate(request)
     key_id = parse_key_id(request)
     as_of = time_param(check_query(request, frozenset({"as_of"})), "as_of")
-    events = await call(read_key_events, caller.ledger, key_id, caller.account_id)
+    history = await call(key_history, caller.ledger, key_id, as_of, caller.account_id)
+    data = [key_event_json(event) for event in history.events]
     if as_of is None:
-        return json_response({"data": [key_event_json(event) for event in events]})
-    events = [event for event in events if event.timestamp <= as_of]
-    return json_response(
-        {"data": [key_event_json(event) for event in events], "state": state_at(events, as_of)}
-    )
-
-
-def read_key_events(ledger: Lowrouter, key_id: UUID, account_id: UUID) -> list[Any]:
-    events = list(ledger.events.get(key_id))
-    if not events or not isinstance(events[0], ApiKey.Created):
-        raise NotFound(f"no key {key_id}")
-    if events[0].account_id != account_id:
-        raise NotFound(f"no key {key_id}")
-    return events
-
-
-def state_at(events: list[Any], as_of: datetime) -> dict[str, Any] | None:
-    """The KEY its events had made by `as_of` (spend and last use are not in a key's events)."""
-    key: ApiKey | None = None
-    for event in events:
-        key = event.mutate(key)
-    if key is None:
-        return None
-    return {**key_json(key, as_of), "spent_today": None, "last_used_at": None}
+        return json_response({"data": data})
+    return json_response({"data": data, "state": key_state_json(history.state, as_of)})
 
 
 # --- usage ------------------------------------------------------------------------------------
