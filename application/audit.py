@@ -27,6 +27,7 @@ from domain.accounts import Account
 from domain.errors import NotFound
 from domain.keys import ApiKey
 from domain.ledger import LedgerPage, page_id
+from domain.money import format_credits
 
 Event = Aggregate.Event
 
@@ -299,7 +300,10 @@ def page_balance(app: Lowrouter, page: UUID, version: int) -> int:
     return loaded.balance
 
 
-# Comparing with what the projections say --------------------------------------------------------
+# Comparing with what the read models say ---------------------------------------------------------
+
+Where = tuple[str, str | None, str | None]  # (account id, key id or None, day or None)
+Figures = dict[Where, tuple[int, int]]  # an amount and a count (requests, or holds)
 
 
 @dataclass(frozen=True)
@@ -314,21 +318,89 @@ class Difference:
     recorded: str
 
 
-def compare(
-    what: str,
-    expected: dict[tuple[str, str | None, str | None], str],
-    recorded: dict[tuple[str, str | None, str | None], str],
-    missing: str = "(none)",
+def verify_books(
+    app: Lowrouter,
+    scan: LedgerScan,
+    recorded: dict[str, Figures],
 ) -> list[Difference]:
-    """Every (account, key, day) whose figure differs between the events and a read model."""
-    differences = []
-    for where in sorted(set(expected) | set(recorded), key=_sort_key):
-        from_events, in_model = expected.get(where, missing), recorded.get(where, missing)
-        if from_events != in_model:
-            account, key, day = where
-            differences.append(Difference(what, account, key, day, from_events, in_model))
+    """Compare the books recomputed from the log with what read models recorded.
+
+    `recorded` maps a read model's name to its figures: "lr_daily_spend" and "lr_usage" per
+    (account, key, day) as (cost, requests); "lr_holds" per account as (amount held, holds).
+    Every account's balance is also compared with its last ledger page as the repository loads
+    it (from a snapshot, when there is one, plus the events after it)."""
+    spend = expected_spend(scan)
+    held = expected_holds(scan)
+    differences = [
+        *compare("daily spend (lr_daily_spend)", spend, recorded.get("lr_daily_spend", {})),
+        *compare("usage rows (lr_usage)", spend, recorded.get("lr_usage", {})),
+        *compare("open holds (lr_holds)", held, recorded.get("lr_holds", {}), "holds"),
+    ]
+    for account_id, (page, version) in sorted(scan.last_page.items()):
+        expected = scan.books[account_id].balance
+        loaded = page_balance(app, page, version)
+        if loaded != expected:
+            differences.append(
+                Difference(
+                    f"balance (ledger page {page} at version {version})",
+                    str(account_id),
+                    None,
+                    None,
+                    _money(expected),
+                    _money(loaded),
+                )
+            )
     return differences
 
 
-def _sort_key(k: tuple[str, str | None, str | None]) -> tuple[str, str, str]:
-    return (k[0], k[1] or "", k[2] or "")
+def expected_spend(scan: LedgerScan) -> Figures:
+    return {
+        (str(account_id), key_id, day): (spent.cost, spent.requests)
+        for account_id, books in scan.books.items()
+        for (key_id, day), spent in books.spend.items()
+    }
+
+
+def expected_holds(scan: LedgerScan) -> Figures:
+    return {
+        (str(account_id), None, None): (books.held, len(books.open_holds))
+        for account_id, books in scan.books.items()
+        if books.open_holds
+    }
+
+
+def compare(
+    what: str, expected: Figures, recorded: Figures, counting: str = "requests"
+) -> list[Difference]:
+    """Every (account, key, day) whose figures differ between the events and a read model."""
+    differences = []
+    for where in sorted(set(expected) | set(recorded), key=_sort_key):
+        from_events, in_model = expected.get(where), recorded.get(where)
+        if from_events != in_model:
+            account, key, day = where
+            differences.append(
+                Difference(
+                    what,
+                    account,
+                    key,
+                    day,
+                    _figure(from_events, counting),
+                    _figure(in_model, counting),
+                )
+            )
+    return differences
+
+
+def _figure(figure: tuple[int, int] | None, counting: str) -> str:
+    if figure is None:
+        return "(none)"
+    amount, count = figure
+    return f"{_money(amount)} in {count} {counting}"
+
+
+def _money(micro: int) -> str:
+    return format_credits(micro)
+
+
+def _sort_key(where: Where) -> tuple[str, str, str]:
+    return (where[0], where[1] or "", where[2] or "")

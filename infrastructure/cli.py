@@ -18,15 +18,19 @@ refusal (1), exactly as the management API refuses it. Errors are one line on st
 """
 
 import argparse
+import csv
 import getpass
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -35,23 +39,47 @@ from uuid import UUID
 import orjson
 from sqlalchemy import select
 
+from application.audit import (
+    AccountHistory,
+    Books,
+    Difference,
+    LedgerScan,
+    account_history,
+    is_key,
+    key_history,
+    scan_ledger,
+    verify_books,
+)
 from domain.accounts import Account
 from domain.actor import Actor
-from domain.errors import DomainError, NotFound
+from domain.errors import DomainError, KeyRevoked, NotFound
 from domain.keys import ApiKey
 from domain.money import format_credits, parse_credits
 from domain.scope import Scope
-from domain.tokens import display_of
+from domain.tokens import TokenFormatError, display_of, hash_token, parse_token
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings, SettingsError, load_settings
-from infrastructure.views import iso, key_json
-from projections.queries import last_used
-from projections.schema import accounts, from_us
+from infrastructure.views import iso, key_event_json, key_json, key_state_json, usage_json
+from projections import all_projections
+from projections.forensics import (
+    ClientSeen,
+    KeyInvestigation,
+    KeyMatch,
+    flags_for_keys,
+    investigate_key,
+    key_by_token_hash,
+    keys_by_display,
+    recorded_money,
+    summarize_flags,
+)
+from projections.queries import last_used, usage_page
+from projections.schema import accounts, from_us, positions, to_us
 
 T = TypeVar("T")
 PROG = "lowrouter"
 TABLE_JSON = ("table", "json")
-ALL_FORMATS = ("table", "json", "csv")
+USAGE_FORMATS = ("table", "json", "csv")
+ALL_FORMATS = ("table", "json", "csv", "jsonl")
 STORE_IT_NOW = (
     "store this token now; it is shown only once "
     "(a secret manager, a git-ignored .env file, or the OS keychain)"
@@ -453,12 +481,22 @@ def keys_create(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def keys_list(ctx: Context, args: argparse.Namespace) -> None:
+    """An account's keys, with their unexpected-usage flags (a column; in JSON, `flags` by key
+    id beside `data`, so each KEY keeps the API's shape)."""
     account = find_account(ctx, args.account)
     views = key_views(ctx, ctx.runtime.ledger.list_keys(account.id))
+    ctx.runtime.projections.catch_up(["forensics"])
+    flags = flags_for_keys(ctx.runtime.engine, [view["id"] for view in views])
     if ctx.format == "json":
-        ctx.json({"data": views})
+        ctx.json(
+            {
+                "data": views,
+                "flags": {key_id: [f.as_json() for f in found] for key_id, found in flags.items()},
+            }
+        )
     else:
-        ctx.out(render_table(KEY_COLUMNS, (_key_row(view) for view in views)))
+        rows = [[*_key_row(view), summarize_flags(flags[view["id"]])] for view in views]
+        ctx.out(render_table((*KEY_COLUMNS, "FLAGS"), rows))
 
 
 def keys_show(ctx: Context, args: argparse.Namespace) -> None:
@@ -593,6 +631,882 @@ def git_ignored(path: Path) -> bool:
     return result is not None and result.returncode == 0
 
 
+# Times and signed amounts on the command line ---------------------------------------------------
+
+_AGO = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_SECONDS_PER = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(text: str) -> datetime:
+    """argparse type for times: ISO 8601 (without a zone it is UTC; a date alone is its
+    midnight), or how long ago: `30m`, `2h`, `7d`, `1w`."""
+    stripped = text.strip()
+    ago = _AGO.fullmatch(stripped)
+    if ago:
+        seconds = float(ago.group(1)) * _SECONDS_PER[ago.group(2)]
+        return datetime.now(UTC) - timedelta(seconds=seconds)
+    try:
+        moment = datetime.fromisoformat(stripped)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text[:40]!r} (ISO 8601 such as 2026-01-31T12:00:00Z, or an age "
+            "such as 90m, 2h, 7d)"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def parse_signed_credits(text: str) -> int:
+    """`-1.5` or `+2` or `2` credits, as signed micro-credits (never zero)."""
+    stripped = text.strip()
+    sign = -1 if stripped.startswith("-") else 1
+    magnitude = parse_credits(stripped.removeprefix("-").removeprefix("+"), allow_zero=False)
+    return sign * magnitude
+
+
+def _us(moment: datetime | None) -> int | None:
+    return to_us(moment) if moment is not None else None
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _actor_cell(actor: dict[str, Any] | None) -> str:
+    if not actor:
+        return "-"
+    where = f" from {actor['address']}" if actor.get("address") else ""
+    return f"{actor['kind']} {actor['name']}{where}"
+
+
+def _detail_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        if value and isinstance(value[0], dict):
+            return str(len(value))
+        return ",".join(str(v) for v in value) or "[]"
+    if isinstance(value, dict):
+        return str(len(value))
+    return str(value)
+
+
+def _details(event: dict[str, Any], leave_out: Iterable[str] = ()) -> str:
+    """`name=prod models=a/b` from an event's fields (empty ones left out)."""
+    skip = {"version", "type", "at", "actor", *leave_out}
+    return " ".join(
+        f"{name}={_detail_value(value)}"
+        for name, value in event.items()
+        if name not in skip and value is not None and value != [] and value != {}
+    )
+
+
+def section(ctx: Context, title: str, body: str) -> None:
+    ctx.out()
+    ctx.out(title)
+    ctx.out(body)
+
+
+# Commands: credits adjust and reconcile ---------------------------------------------------------
+
+
+def credits_adjust(ctx: Context, args: argparse.Namespace) -> None:
+    """A correction on today's ledger page (never an edit): positive credits back, negative
+    charges more. It shows in `audit` and in the balance."""
+    amount = parse_signed_credits(args.amount)
+    reason = args.reason.strip()
+    if not reason:
+        raise UsageError("--reason must say why (it is kept in the ledger)")
+    account = find_account(ctx, args.account)
+    if args.key is not None:
+        ctx.runtime.ledger.get_key(args.key, account.id)  # a key of this account, or NotFound
+    ctx.runtime.spend.adjust(account.id, amount, reason, ctx.actor, args.key).result()
+    data = {
+        **account_json(ctx, account.id, account.name, account.created_on),
+        "adjusted": format_credits(amount),
+        "reason": reason,
+        "key_id": str(args.key) if args.key else None,
+    }
+    if ctx.format == "json":
+        ctx.json(data)
+        return
+    pairs = [("adjusted", data["adjusted"]), ("reason", reason)]
+    if args.key is not None:
+        pairs.append(("key", str(args.key)))
+    ctx.out(render_record([*pairs, *_account_record(data)]))
+
+
+def reconcile_command(ctx: Context, args: argparse.Namespace) -> None:
+    """Settle holds older than the hold timeout at their held amount (what `serve` does every
+    30 s), e.g. after every gateway was stopped."""
+    settled = ctx.runtime.reconcile()
+    timeout = ctx.settings.hold_timeout_seconds
+    if ctx.format == "json":
+        ctx.json({"settled": settled, "hold_timeout_seconds": timeout})
+        return
+    holds = "hold" if settled == 1 else "holds"
+    ctx.out(f"settled {settled} {holds} older than {timeout:g} s at the held amount")
+
+
+# Commands: usage --------------------------------------------------------------------------------
+
+USAGE_FIELDS = (
+    "request_id",
+    "at",
+    "account_id",
+    "key_id",
+    "key_name",
+    "model",
+    "provider",
+    "region",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+    "status",
+    "latency_ms",
+    "streamed",
+    "client_ip",
+    "user_agent",
+)
+USAGE_TABLE = ("AT", "KEY", "MODEL", "TOKENS IN/OUT", "COST", "STATUS", "LATENCY", "CLIENT")
+
+
+def usage_command(ctx: Context, args: argparse.Namespace) -> None:
+    """The usage history, newest first: one row per completion, with the key's name then."""
+    if args.since and args.until and args.since >= args.until:
+        raise UsageError("--since must be before --until")
+    ctx.runtime.projections.catch_up(["keys", "usage"])
+    rows = usage_rows(ctx, args)
+    if ctx.format == "json":
+        ctx.json({"data": rows})
+    elif ctx.format == "csv":
+        writer = csv.DictWriter(ctx.stdout, fieldnames=USAGE_FIELDS)
+        writer.writeheader()
+        writer.writerows({k: _csv_value(row[k]) for k in USAGE_FIELDS} for row in rows)
+    else:
+        ctx.out(render_table(USAGE_TABLE, (_usage_row(row) for row in rows)))
+
+
+def usage_rows(ctx: Context, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """USAGE rows (with account_id) of the accounts asked for, newest first, at most --limit."""
+    found: list[tuple[int, dict[str, Any]]] = []
+    for account_id in _usage_accounts(ctx, args):
+        page = usage_page(
+            ctx.runtime.engine,
+            account_id,
+            key_id=args.key,
+            model=args.model,
+            since_us=_us(args.since),
+            until_us=_us(args.until),
+            limit=args.limit,
+        )
+        found.extend(
+            (row["position"], {**usage_json(row), "account_id": str(account_id)}) for row in page
+        )
+    found.sort(key=lambda pair: pair[0], reverse=True)
+    return [row for _, row in found[: args.limit]]
+
+
+def _usage_accounts(ctx: Context, args: argparse.Namespace) -> list[UUID]:
+    account = find_account(ctx, args.account) if args.account else None
+    if args.key is not None:
+        key = ctx.runtime.ledger.get_key(args.key)
+        if account is not None and key.account_id != account.id:
+            raise NotFound(f"no key {args.key} in account {account.name!r}")
+        return [key.account_id]
+    if account is not None:
+        return [account.id]
+    with ctx.runtime.engine.connect() as conn:
+        return [UUID(row) for row in conn.execute(select(accounts.c.account_id)).scalars()]
+
+
+def _usage_row(row: dict[str, Any]) -> list[str]:
+    return [
+        when(row["at"]),
+        row["key_name"],
+        row["model"],
+        f"{row['prompt_tokens']}/{row['completion_tokens']}",
+        row["cost"],
+        row["status"],
+        f"{row['latency_ms']} ms",
+        row["client_ip"] or "-",
+    ]
+
+
+# Commands: projections --------------------------------------------------------------------------
+
+PROJECTION_COLUMNS = ("NAME", "POSITION", "HEAD", "LAG", "LAST MOVED")
+
+
+def projection_names() -> list[str]:
+    return [projection.name for projection in all_projections()]
+
+
+def projections_status(ctx: Context, args: argparse.Namespace) -> None:
+    """Each read model's position in the event log, the log's head, and the lag between."""
+    runtime = ctx.runtime
+    statuses = runtime.projections.status()
+    with runtime.engine.connect() as conn:
+        moved = dict(conn.execute(select(positions.c.name, positions.c.updated_us)).all())
+    data = [
+        {
+            "name": status.name,
+            "position": status.position,
+            "head": status.head,
+            "lag": status.lag,
+            "last_moved_at": iso(from_us(moved.get(status.name))),
+        }
+        for status in statuses
+    ]
+    if ctx.format == "json":
+        ctx.json({"data": data})
+        return
+    rows = [
+        [p["name"], str(p["position"]), str(p["head"]), str(p["lag"]), when(p["last_moved_at"])]
+        for p in data
+    ]
+    ctx.out(render_table(PROJECTION_COLUMNS, rows))
+
+
+@dataclass
+class ProgressBar:
+    """`keys [##########..........] 50% 1000/2000` on stderr: redrawn in place on a terminal,
+    a line per tenth otherwise (so a log shows it too)."""
+
+    stream: TextIO
+    name: str
+    width: int = 30
+    _tenth: int = -1
+
+    def update(self, _name: str, position: int, head: int) -> None:
+        fraction = min(1.0, position / head) if head else 1.0
+        filled = int(fraction * self.width)
+        bar = "#" * filled + "." * (self.width - filled)
+        line = f"{self.name} [{bar}] {fraction:4.0%} {position}/{head}"
+        if self.stream.isatty():
+            self.stream.write(f"\r{line}")
+        elif int(fraction * 10) != self._tenth:
+            self._tenth = int(fraction * 10)
+            self.stream.write(f"{line}\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.stream.isatty():
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def projections_rebuild(ctx: Context, args: argparse.Namespace) -> None:
+    """Drop read models and build them again from the log, while gateways keep running."""
+    runner = ctx.runtime.projections
+    names = [args.name] if args.name else list(runner.projections)
+    if "keys" in names:
+        ctx.warn("while the key lookup is rebuilt, gateways refuse the keys it has not reached yet")
+    rebuilt = []
+    for name in names:
+        started = time.monotonic()
+        runner.reset(name)
+        bar = ProgressBar(ctx.stderr, name)
+        bar.update(name, 0, runner.head())
+        events = runner.catch_up([name], progress=bar.update)
+        bar.finish()
+        rebuilt.append(
+            {
+                "name": name,
+                "events": events,
+                "position": runner.position(name),
+                "seconds": round(time.monotonic() - started, 3),
+            }
+        )
+    if ctx.format == "json":
+        ctx.json({"data": rebuilt})
+        return
+    rows = [
+        [r["name"], str(r["events"]), str(r["position"]), f"{r['seconds']:.2f}"] for r in rebuilt
+    ]
+    ctx.out(render_table(("NAME", "EVENTS APPLIED", "POSITION", "SECONDS"), rows))
+
+
+def projections_run(ctx: Context, args: argparse.Namespace) -> int | None:
+    """Follow the log in the foreground until Ctrl-C (or SIGTERM); exit 1 if a projection fails."""
+    runner = ctx.runtime.projections
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    runner.start()
+    ctx.note("following the event log; Ctrl-C to stop")
+    try:
+        while not stop.wait(0.2):
+            if runner.failure is not None:
+                raise Refused(str(runner.failure))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.stop()
+        signal.signal(signal.SIGTERM, previous)
+    positions_now = ", ".join(f"{s.name} {s.position}" for s in runner.status())
+    ctx.note(f"stopped at {positions_now}")
+    return None
+
+
+# Finding keys from what an auditor or responder was given ---------------------------------------
+
+
+def read_token_from_stdin(ctx: Context) -> str:
+    """`-` as the argument: the token comes from stdin, so it is not in the shell's history."""
+    line = sys.stdin.readline().strip()
+    if not line:
+        raise UsageError("expected a token on stdin (for '-')")
+    return line
+
+
+def find_keys(ctx: Context, given: str) -> list[KeyMatch]:
+    """The keys a token, a display (`lr-sk-AbCd…wXyZ`) or a key id names. A token is hashed
+    and looked up; it is never printed or stored."""
+    engine = ctx.runtime.engine
+    text = read_token_from_stdin(ctx) if given == "-" else given.strip()
+    display = re.fullmatch(r"(lr-(?:sk|mk)-[0-9A-Za-z]{4})(?:…|\.\.\.)([0-9A-Za-z]{4})", text)
+    if display:
+        prefix, last4 = display.groups()
+        matches = keys_by_display(engine, prefix, last4)
+        if not matches:
+            raise NotFound(f"no key is shown as {prefix}…{last4}")
+        return matches
+    if text.startswith(("lr-sk-", "lr-mk-")):
+        try:
+            token = parse_token(text)
+        except TokenFormatError as error:
+            raise UsageError(f"not a whole token or display ({error})") from None
+        match = key_by_token_hash(engine, hash_token(ctx.settings.pepper, token))
+        if match is None:
+            raise NotFound(f"no key has the token {token.display}: this gateway never issued it")
+        return [match]
+    try:
+        key_id = UUID(text)
+    except ValueError:
+        raise UsageError(
+            f"not a token, a display (lr-sk-AbCd…wXyZ) or a key id: {text[:40]!r}"
+        ) from None
+    return _matches_of_id(ctx, key_id)
+
+
+def _matches_of_id(ctx: Context, key_id: UUID) -> list[KeyMatch]:
+    key = ctx.runtime.ledger.get_key(key_id)
+    return [
+        KeyMatch(
+            str(key.id),
+            str(key.account_id),
+            "sk",
+            key.name,
+            key.display,
+            key.status_at(ctx.now()),
+            key.created_on,
+        )
+    ]
+
+
+MATCH_COLUMNS = ("ID", "KIND", "NAME", "DISPLAY", "STATUS", "ACCOUNT", "CREATED")
+
+
+def show_matches(ctx: Context, given: str, matches: list[KeyMatch]) -> None:
+    names = _account_names(ctx)
+    data = [
+        {
+            "id": m.key_id,
+            "kind": "inference" if m.kind == "sk" else "management",
+            "name": m.name,
+            "display": m.display,
+            "status": m.status,
+            "account_id": m.account_id,
+            "account_name": names.get(m.account_id),
+            "created_at": iso(m.created),
+        }
+        for m in matches
+    ]
+    if ctx.format in ("json", "jsonl"):
+        ctx.json({"matches": data})
+    else:
+        ctx.out(render_table(MATCH_COLUMNS, (_match_row(d) for d in data)))
+    ctx.note(f"{len(matches)} keys match {redact_tokens(given)}; give one of their ids")
+
+
+def _match_row(match: dict[str, Any]) -> list[str]:
+    return [
+        match["id"],
+        match["kind"],
+        match["name"],
+        match["display"],
+        match["status"],
+        match["account_name"] or "-",
+        when(match["created_at"]),
+    ]
+
+
+def _account_names(ctx: Context) -> dict[str, str]:
+    with ctx.runtime.engine.connect() as conn:
+        return dict(conn.execute(select(accounts.c.account_id, accounts.c.name)).all())
+
+
+def _one_key(ctx: Context, given: str) -> KeyMatch | None:
+    """The one key named, or None after listing several matches."""
+    matches = find_keys(ctx, given)
+    if len(matches) > 1:
+        show_matches(ctx, given, matches)
+        return None
+    return matches[0]
+
+
+# Commands: audit --------------------------------------------------------------------------------
+
+AUDIT_FORMATS = ("table", "json", "jsonl")
+EVENT_COLUMNS = ("VERSION", "TYPE", "AT", "ACTOR", "DETAILS")
+
+
+def audit(ctx: Context, args: argparse.Namespace) -> int | None:
+    """Replay a key's or an account's events, and the state they produced at --as-of."""
+    if args.verify_balances:
+        if args.target is not None or args.as_of is not None:
+            raise UsageError("--verify-balances checks every account: give no target or --as-of")
+        return verify_balances(ctx)
+    if args.target is None:
+        raise UsageError("give a key id, an account (id or name), or --verify-balances")
+    target = args.target
+    if target.startswith(("lr-sk-", "lr-mk-")) or target == "-":
+        ctx.runtime.projections.catch_up(["keys"])
+        match = _one_key(ctx, target)
+        if match is None:
+            return 1
+        if match.kind == "mk":
+            return audit_account(ctx, UUID(match.account_id), args.as_of)
+        return audit_key(ctx, UUID(match.key_id), args.as_of)
+    try:
+        aggregate_id = UUID(target)
+    except ValueError:
+        return audit_account(ctx, find_account(ctx, target).id, args.as_of)
+    if is_key(ctx.runtime.ledger, aggregate_id):
+        return audit_key(ctx, aggregate_id, args.as_of)
+    return audit_account(ctx, find_account(ctx, str(aggregate_id)).id, args.as_of)
+
+
+def audit_key(ctx: Context, key_id: UUID, as_of: datetime | None) -> None:
+    history = key_history(ctx.runtime.ledger, key_id, as_of)
+    moment = as_of or ctx.now()
+    events = [key_event_json(event) for event in history.events]
+    state = key_state_json(history.state, moment)
+    if ctx.format == "jsonl":
+        _jsonl(ctx, "key", key_id, events)
+        ctx.out(orjson.dumps({"state": state, "as_of": iso(moment)}).decode())
+        return
+    if ctx.format == "json":
+        ctx.json(
+            {"kind": "key", "id": str(key_id), "as_of": iso(as_of), "data": events, "state": state}
+        )
+        return
+    ctx.out(render_record([("key", str(key_id)), ("as of", when(iso(moment)))]))
+    section(ctx, "EVENTS", _events_table(events))
+    if state is None:
+        section(ctx, f"STATE AT {when(iso(moment))}", "the key did not exist yet")
+        return
+    not_in_events = ("spent today", "last used")
+    state_record = [pair for pair in _key_record(state) if pair[0] not in not_in_events]
+    section(ctx, f"STATE AT {when(iso(moment))}", render_record(state_record))
+    return None
+
+
+def _jsonl(ctx: Context, stream: str, stream_id: UUID, events: list[dict[str, Any]]) -> None:
+    for event in events:
+        ctx.out(orjson.dumps({"stream": stream, "stream_id": str(stream_id), **event}).decode())
+
+
+def _events_table(events: list[dict[str, Any]], leave_out: Iterable[str] = ()) -> str:
+    rows = [
+        [
+            str(e["version"]),
+            e["type"],
+            when(e["at"]),
+            _actor_cell(e.get("actor")),
+            _details(e, leave_out),
+        ]
+        for e in events
+    ]
+    return render_table(EVENT_COLUMNS, rows) if rows else "(none)"
+
+
+def ledger_event_json(event: Any) -> dict[str, Any]:
+    """A ledger page's event: as a key's, with carried holds' amounts as money too."""
+    data = key_event_json(event)
+    if "carried_holds" in data:
+        data["carried_holds"] = [
+            {"request_id": request_id, **hold, "amount": format_credits(hold["amount"])}
+            for request_id, hold in data["carried_holds"].items()
+        ]
+    return data
+
+
+def audit_account(ctx: Context, account_id: UUID, as_of: datetime | None) -> int | None:
+    history = account_history(ctx.runtime.ledger, account_id, as_of)
+    moment = as_of or ctx.now()
+    events = [key_event_json(event) for event in history.events]
+    pages = [
+        {
+            "day": page.day,
+            "page_id": str(page.page_id),
+            "events": [ledger_event_json(e) for e in page.events],
+        }
+        for page in history.pages
+    ]
+    books = _books_json(ctx, history.books)
+    if ctx.format == "jsonl":
+        _jsonl(ctx, "account", account_id, events)
+        for page in history.pages:
+            _jsonl(ctx, "ledger_page", page.page_id, [ledger_event_json(e) for e in page.events])
+        ctx.out(orjson.dumps({"books": books, "as_of": iso(moment)}).decode())
+    elif ctx.format == "json":
+        ctx.json(
+            {
+                "kind": "account",
+                "id": str(account_id),
+                "name": history.name,
+                "as_of": iso(as_of),
+                "data": events,
+                "pages": pages,
+                "books": books,
+            }
+        )
+    else:
+        _account_audit_table(ctx, history, moment, events, pages, books)
+    return 1 if history.books.problems else None
+
+
+def _books_json(ctx: Context, books: Books) -> dict[str, Any]:
+    names = _key_names(ctx, {key_id for key_id, _ in books.spend})
+    return {
+        "opening": format_credits(books.opening),
+        "funded": format_credits(books.funded),
+        "settled": format_credits(books.settled),
+        "adjusted": format_credits(books.adjusted),
+        "balance": format_credits(books.balance),
+        "held": format_credits(books.held),
+        "open_holds": len(books.open_holds),
+        "spend": [
+            {
+                "day": day,
+                "key_id": key_id,
+                "key_name": names.get(key_id),
+                "cost": format_credits(spent.cost),
+                "requests": spent.requests,
+            }
+            for (key_id, day), spent in sorted(
+                books.spend.items(), key=lambda i: (i[0][1], i[0][0])
+            )
+        ],
+        "problems": books.problems,
+    }
+
+
+def _key_names(ctx: Context, key_ids: Iterable[str]) -> dict[str, str]:
+    names = {}
+    for key_id in key_ids:
+        try:
+            names[key_id] = ctx.runtime.ledger.get_key(UUID(key_id)).name
+        except (NotFound, ValueError):
+            continue
+    return names
+
+
+def _account_audit_table(
+    ctx: Context,
+    history: AccountHistory,
+    moment: datetime,
+    events: list[dict[str, Any]],
+    pages: list[dict[str, Any]],
+    books: dict[str, Any],
+) -> None:
+    ctx.out(
+        render_record(
+            [
+                ("account", f"{history.account_id} ({history.name})"),
+                ("as of", when(iso(moment))),
+            ]
+        )
+    )
+    section(ctx, "ACCOUNT EVENTS", _events_table(events))
+    for page in pages:
+        title = f"LEDGER PAGE {page['day']} ({page['page_id']})"
+        section(ctx, title, _events_table(page["events"], leave_out=("account_id",)))
+    figures = ("opening", "funded", "settled", "adjusted", "balance", "held")
+    record = [(name, books[name]) for name in figures] + [("open holds", str(books["open_holds"]))]
+    section(ctx, "BOOKS (recomputed from the events)", render_record(record))
+    spend_rows = [
+        [s["day"], s["key_name"] or "-", s["key_id"], str(s["requests"]), s["cost"]]
+        for s in books["spend"]
+    ]
+    spend = render_table(("DAY", "KEY", "KEY ID", "REQUESTS", "COST"), spend_rows)
+    section(ctx, "SPEND PER KEY PER DAY", spend if spend_rows else "(none)")
+    if books["problems"]:
+        section(ctx, "PROBLEMS IN THE LOG", "\n".join(books["problems"]))
+
+
+# --verify-balances ------------------------------------------------------------------------------
+
+DIFFERENCE_COLUMNS = ("WHAT", "ACCOUNT", "KEY", "DAY", "FROM THE EVENTS", "RECORDED")
+
+
+def verify_balances(ctx: Context) -> int | None:
+    """Recompute every account's balance and every key's daily spend from the events, and
+    compare them with the read models (lr_daily_spend, lr_usage, lr_holds) and the ledger pages
+    as loaded (snapshots). Exit 1 when anything differs."""
+    runtime = ctx.runtime
+    runtime.projections.catch_up(["usage"])
+    recorded = recorded_money(runtime.engine)
+    scan = scan_ledger(runtime.ledger, recorded.position)
+    differences = verify_books(runtime.ledger, scan, recorded.figures)
+    problems = [p for books in scan.books.values() for p in books.problems]
+    summary = [_account_summary(scan, account_id, differences) for account_id in scan.books]
+    summary.sort(key=lambda a: (a["name"] or "", a["id"]))
+    if ctx.format in ("json", "jsonl"):
+        ctx.json(
+            {
+                "position": scan.position,
+                "accounts": summary,
+                "differences": [asdict(d) for d in differences],
+                "problems": problems,
+            }
+        )
+    else:
+        _verify_table(ctx, scan.position, summary, differences, problems)
+    if differences or problems:
+        ctx.note(f"{len(differences) + len(problems)} differences between the events and the rest")
+        return 1
+    return None
+
+
+def _account_summary(
+    scan: LedgerScan, account_id: UUID, differences: list[Difference]
+) -> dict[str, Any]:
+    books = scan.books[account_id]
+    return {
+        "id": str(account_id),
+        "name": scan.names.get(account_id),
+        "balance": format_credits(books.balance),
+        "held": format_credits(books.held),
+        "key_days": len(books.spend),
+        "differences": sum(1 for d in differences if d.account_id == str(account_id)),
+    }
+
+
+def _verify_table(
+    ctx: Context,
+    position: int,
+    summary: list[dict[str, Any]],
+    differences: list[Difference],
+    problems: list[str],
+) -> None:
+    rows = [
+        [
+            a["id"],
+            a["name"] or "-",
+            a["balance"],
+            a["held"],
+            str(a["key_days"]),
+            f"{a['differences']} differences" if a["differences"] else "ok",
+        ]
+        for a in summary
+    ]
+    ctx.out(render_table(("ACCOUNT", "NAME", "BALANCE", "HELD", "KEY-DAYS", "CHECK"), rows))
+    ctx.out()
+    ctx.out(f"recomputed from the events up to position {position}")
+    if differences:
+        diff_rows = [
+            [d.what, d.account_id, d.key_id or "-", d.day or "-", d.from_events, d.recorded]
+            for d in differences
+        ]
+        section(ctx, "DIFFERENCES", render_table(DIFFERENCE_COLUMNS, diff_rows))
+    if problems:
+        section(ctx, "PROBLEMS IN THE LOG", "\n".join(problems))
+    if not differences and not problems:
+        ctx.out("every balance, daily spend and open hold agrees with the events")
+
+
+# Commands: investigate --------------------------------------------------------------------------
+
+
+def investigate(ctx: Context, args: argparse.Namespace) -> int | None:
+    """From a pasted token, a display or a key id to one report (and, with --revoke, a revoked
+    key): lifecycle, uses by address and agent, models, spend per hour since the leak, attempts
+    after revocation, unexpected-usage flags."""
+    runtime = ctx.runtime
+    runtime.projections.catch_up()
+    match = _one_key(ctx, args.target)
+    if match is None:
+        if args.revoke:
+            ctx.note("nothing was revoked: several keys match")
+        return 1 if args.revoke else None
+    if match.kind == "mk":
+        raise Refused(
+            f"{match.display} is a management key of account {match.account_id}; "
+            "investigate covers inference keys (lr-sk-…)"
+        )
+    key_id = UUID(match.key_id)
+    revoked_now = args.revoke and revoke_for_leak(ctx, key_id)
+    runtime.projections.catch_up()
+    report = investigate_key(runtime.ledger, runtime.engine, key_id, args.since, ctx.now())
+    data = investigation_json(ctx, report, revoked_now)
+    if ctx.format == "json":
+        ctx.json(data)
+    else:
+        investigation_table(ctx, data)
+    return None
+
+
+def revoke_for_leak(ctx: Context, key_id: UUID) -> bool:
+    """Revoke with reason "leak"; False when the key had already stopped working."""
+    try:
+        ctx.runtime.ledger.revoke_key(key_id, ctx.actor, reason="leak")
+    except KeyRevoked:
+        ctx.note("the key had already stopped working; nothing to revoke")
+        return False
+    return True
+
+
+def investigation_json(ctx: Context, report: KeyInvestigation, revoked_now: bool) -> dict[str, Any]:
+    key = report.key
+    names = _account_names(ctx)
+    view = key_view(ctx, key)
+    return {
+        "key": view,
+        "account": {"id": str(key.account_id), "name": names.get(str(key.account_id))},
+        "revoked_now": revoked_now,
+        "since": iso(report.since),
+        "until": iso(report.until),
+        "lifecycle": [key_event_json(event) for event in report.history.lifecycle],
+        "first_used_at": iso(report.first_used),
+        "last_used_at": iso(report.last_used),
+        "clients": [_client_json(report, client) for client in report.clients],
+        "models": [
+            {
+                "model": m.model,
+                "requests": m.requests,
+                "cost": format_credits(m.cost),
+                "first_used_at": iso(m.first_used),
+                "last_used_at": iso(m.last_used),
+            }
+            for m in report.models
+        ],
+        "spend_per_hour": [
+            {"hour": iso(h.hour), "requests": h.requests, "cost": format_credits(h.cost)}
+            for h in report.hours
+        ],
+        "spend_in_window": {
+            "requests": report.window_requests,
+            "cost": format_credits(report.window_cost),
+        },
+        "attempts_after_revocation": {
+            "count": report.attempts_after_revocation,
+            "attempts": [
+                {
+                    "at": iso(e.timestamp),
+                    "count": e.count,
+                    "client_ip": e.client_ip,
+                    "user_agent": e.user_agent,
+                }
+                for e in report.history.attempts_after_revocation
+            ],
+        },
+        "flags": [flag.as_json() for flag in report.flags],
+    }
+
+
+def _client_json(report: KeyInvestigation, client: ClientSeen) -> dict[str, Any]:
+    return {
+        "client_ip": client.client_ip,
+        "user_agent": client.user_agent,
+        "first_seen_at": iso(client.first_seen),
+        "last_seen_at": iso(client.last_seen),
+        "requests": client.requests,
+        "cost": format_credits(client.cost),
+        "new_since": report.new_since(client),
+    }
+
+
+def investigation_table(ctx: Context, data: dict[str, Any]) -> None:
+    key, account = data["key"], data["account"]
+    revoked = " (revoked just now, reason: leak)" if data["revoked_now"] else ""
+    window = f"{when(data['since'], 'first use')} to {when(data['until'])}"
+    ctx.out(
+        render_record(
+            [
+                ("key", f"{key['display']}  {key['id']}"),
+                ("name", key["name"]),
+                ("account", f"{account['name'] or '-'}  {account['id']}"),
+                ("status", key["status"] + revoked),
+                ("created", when(key["created_at"])),
+                ("revoked", when(key["revoked_at"])),
+                ("first use", when(data["first_used_at"], "never")),
+                ("last use", when(data["last_used_at"], "never")),
+                ("window", window),
+            ]
+        )
+    )
+    section(ctx, "LIFECYCLE", _events_table(data["lifecycle"], leave_out=("account_id",)))
+    section(ctx, "USES BY CLIENT ADDRESS AND USER AGENT", _clients_table(data))
+    section(ctx, "MODELS USED", _models_table(data["models"]))
+    spend = data["spend_in_window"]
+    title = f"SPEND PER HOUR, {window}: {spend['cost']} in {spend['requests']} requests"
+    hours = [[when(h["hour"]), str(h["requests"]), h["cost"]] for h in data["spend_per_hour"]]
+    section(ctx, title, render_table(("HOUR", "REQUESTS", "COST"), hours) if hours else "(none)")
+    attempts = data["attempts_after_revocation"]
+    section(ctx, f"ATTEMPTS AFTER REVOCATION: {attempts['count']}", _attempts_table(attempts))
+    flags = [[when(f["at"]), f["kind"], f["description"]] for f in data["flags"]]
+    section(
+        ctx, "UNEXPECTED USAGE", render_table(("AT", "FLAG", "WHAT"), flags) if flags else "(none)"
+    )
+
+
+def _clients_table(data: dict[str, Any]) -> str:
+    since = data["since"]
+    rows = [
+        [
+            c["client_ip"] or "(unknown)",
+            c["user_agent"] or "(unknown)",
+            when(c["first_seen_at"]),
+            when(c["last_seen_at"]),
+            str(c["requests"]),
+            c["cost"],
+            "NEW since " + when(since) if c["new_since"] else "",
+        ]
+        for c in data["clients"]
+    ]
+    columns = ("ADDRESS", "USER AGENT", "FIRST SEEN", "LAST SEEN", "REQUESTS", "COST", "")
+    return render_table(columns, rows) if rows else "(none)"
+
+
+def _models_table(models: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            m["model"],
+            str(m["requests"]),
+            m["cost"],
+            when(m["first_used_at"]),
+            when(m["last_used_at"]),
+        ]
+        for m in models
+    ]
+    columns = ("MODEL", "REQUESTS", "COST", "FIRST USED", "LAST USED")
+    return render_table(columns, rows) if rows else "(none)"
+
+
+def _attempts_table(attempts: dict[str, Any]) -> str:
+    rows = [
+        [when(a["at"]), str(a["count"]), a["client_ip"] or "(unknown)", a["user_agent"] or "-"]
+        for a in attempts["attempts"]
+    ]
+    columns = ("AT", "ATTEMPTS", "LATEST ADDRESS", "USER AGENT")
+    return render_table(columns, rows) if rows else "(none)"
+
+
 # Commands: the gateway --------------------------------------------------------------------------
 
 
@@ -681,6 +1595,15 @@ def _add_account_commands(subparsers: Any) -> None:
     add = _command(credits, "add", credits_add, "add credits to an account")
     add.add_argument("account", metavar="ACCOUNT", help="account id or name")
     add.add_argument("amount", metavar="AMOUNT", help="credits, e.g. 10 or 2.50")
+    adjust = _command(
+        credits, "adjust", credits_adjust, "correct a balance by a signed amount (never an edit)"
+    )
+    adjust.add_argument("account", metavar="ACCOUNT", help="account id or name")
+    adjust.add_argument("amount", metavar="AMOUNT", help="signed credits: 1.5 back, -1.5 charged")
+    adjust.add_argument("--reason", required=True, metavar="TEXT", help="kept in the ledger")
+    adjust.add_argument(
+        "--key", metavar="KEY_ID", type=parse_key_id, help="the key the correction concerns"
+    )
 
 
 def _add_scope_options(parser: argparse.ArgumentParser, *, clearing: bool) -> None:
@@ -747,6 +1670,79 @@ def _add_serve_command(subparsers: Any) -> None:
     parser.add_argument("--workers", type=_positive_int, default=1, metavar="N")
 
 
+def _add_usage_command(subparsers: Any) -> None:
+    usage = _command(
+        subparsers,
+        "usage",
+        usage_command,
+        "usage history, newest first (every row carries the key's name)",
+        USAGE_FORMATS,
+    )
+    usage.add_argument("--account", metavar="ACCOUNT", help="account id or name (default: all)")
+    usage.add_argument("--key", metavar="KEY_ID", type=parse_key_id, help="one key's usage")
+    usage.add_argument("--since", metavar="T", type=parse_time, help="from T (ISO 8601, or 2h, 7d)")
+    usage.add_argument("--until", metavar="T", type=parse_time, help="before T")
+    usage.add_argument("--model", metavar="ID", help="only this model")
+    usage.add_argument("--limit", metavar="N", type=_positive_int, default=100, help="default 100")
+
+
+def _add_projection_commands(subparsers: Any) -> None:
+    projections = _group(subparsers, "projections", "the read models built from the event log")
+    _command(projections, "status", projections_status, "each read model's position and lag")
+    rebuild = _command(
+        projections,
+        "rebuild",
+        projections_rebuild,
+        "drop read models and rebuild them from the log",
+    )
+    rebuild.add_argument("name", metavar="NAME", nargs="?", choices=projection_names())
+    _command(projections, "run", projections_run, "follow the log in the foreground (Ctrl-C stops)")
+
+
+def _add_audit_commands(subparsers: Any) -> None:
+    audit_parser = _command(
+        subparsers,
+        "audit",
+        audit,
+        "replay a key's or an account's events and the state they made at a moment",
+        AUDIT_FORMATS,
+    )
+    audit_parser.add_argument(
+        "target",
+        metavar="KEY_OR_ACCOUNT",
+        nargs="?",
+        help="key id, account id or name, or a key's token or display",
+    )
+    audit_parser.add_argument(
+        "--as-of", metavar="T", type=parse_time, help="the state at T (ISO 8601, or 2h, 7d ago)"
+    )
+    audit_parser.add_argument(
+        "--verify-balances",
+        action="store_true",
+        help="recompute every balance and daily spend from the events and compare with the "
+        "read models (exit 1 on any difference)",
+    )
+
+    found = _command(
+        subparsers,
+        "investigate",
+        investigate,
+        "a leaked key's report: uses, addresses, spend since the leak, attempts after revocation",
+    )
+    found.add_argument(
+        "target",
+        metavar="TOKEN_OR_DISPLAY_OR_KEY_ID",
+        help="the token (or '-' to read it from stdin, keeping it out of the shell's history), "
+        "its display lr-sk-AbCd…wXyZ, or the key id",
+    )
+    found.add_argument(
+        "--since", metavar="T", type=parse_time, help="when the leak may have begun (or 2h, 7d)"
+    )
+    found.add_argument("--revoke", action="store_true", help="revoke the key now, reason 'leak'")
+
+    _command(subparsers, "reconcile", reconcile_command, "settle holds older than the hold timeout")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -763,6 +1759,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_command(subparsers)
     _add_account_commands(subparsers)
     _add_key_commands(subparsers)
+    _add_usage_command(subparsers)
+    _add_audit_commands(subparsers)
+    _add_projection_commands(subparsers)
     return parser
 
 

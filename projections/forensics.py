@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.utils import get_topic
 from sqlalchemy import (
@@ -35,6 +36,9 @@ from sqlalchemy import (
     update,
 )
 
+from application.audit import Figures, KeyHistory, key_history
+from application.keys import Lowrouter
+from domain.keys import ApiKey
 from domain.ledger import LedgerPage
 from domain.money import format_credits
 from projections.schema import (
@@ -527,9 +531,81 @@ def _matches(engine: Engine, *conditions: Any) -> list[KeyMatch]:
         ]
 
 
-# Reading: the money the usage projection recorded, for --verify-balances ------------------------
+# The leak investigation ------------------------------------------------------------------------
 
-Where = tuple[str, str | None, str | None]  # (account id, key id, day)
+
+@dataclass(frozen=True)
+class KeyInvestigation:
+    """Everything known about one key's use, for `lowrouter investigate`: its history from the
+    events, and its uses from the read models."""
+
+    history: KeyHistory  # every event, the key as it is now
+    since: datetime | None  # when the leak may have started (None: the key's whole life)
+    until: datetime  # its revocation, or now
+    clients: list[ClientSeen]
+    models: list[ModelUse]
+    hours: list[HourSpend]  # spend per hour between `since` and `until`
+    flags: list[UsageFlag]
+
+    @property
+    def key(self) -> ApiKey:
+        assert self.history.state is not None
+        return self.history.state
+
+    @property
+    def first_used(self) -> datetime | None:
+        return min((c.first_seen for c in self.clients), default=None)
+
+    @property
+    def last_used(self) -> datetime | None:
+        return max((c.last_seen for c in self.clients), default=None)
+
+    @property
+    def window_requests(self) -> int:
+        return sum(hour.requests for hour in self.hours)
+
+    @property
+    def window_cost(self) -> int:
+        return sum(hour.cost for hour in self.hours)
+
+    @property
+    def attempts_after_revocation(self) -> int:
+        return sum(e.count for e in self.history.attempts_after_revocation)
+
+    def new_since(self, client: ClientSeen) -> bool:
+        """Was this address and agent first seen after the leak started?"""
+        return self.since is not None and client.first_seen >= self.since
+
+
+def investigate_key(
+    app: Lowrouter, engine: Engine, key_id: UUID, since: datetime | None, now: datetime
+) -> KeyInvestigation:
+    history = key_history(app, key_id)
+    key = history.state
+    assert key is not None
+    until = _end_of_use(key, now)
+    return KeyInvestigation(
+        history=history,
+        since=since,
+        until=until,
+        clients=clients_of_key(engine, key_id),
+        models=models_of_key(engine, key_id),
+        hours=spend_per_hour(engine, key_id, since, until),
+        flags=flags_for_keys(engine, [key_id])[str(key_id)],
+    )
+
+
+def _end_of_use(key: ApiKey, now: datetime) -> datetime:
+    """When the key stopped working (revoked, or its rotation grace ended), else now. The window
+    ends just after that moment, so a request in the same microsecond is counted."""
+    if key.revoked_at is not None:
+        return key.revoked_at + timedelta(microseconds=1)
+    if key.status_at(now) == "revoked" and key.grace_deadline is not None:
+        return key.grace_deadline
+    return now + timedelta(microseconds=1)
+
+
+# Reading: the money the usage projection recorded, for --verify-balances ------------------------
 
 
 @dataclass(frozen=True)
@@ -537,9 +613,7 @@ class RecordedMoney:
     """What the usage projection's tables say, all read at one tracking position."""
 
     position: int
-    daily_spend: dict[Where, tuple[int, int]]  # (account, key, day) -> (cost, requests)
-    usage_totals: dict[Where, tuple[int, int]]  # the same, summed from lr_usage rows
-    holds: dict[Where, tuple[int, int]]  # (account, None, None) -> (amount held, holds)
+    figures: dict[str, Figures]  # table name -> figures (see application.audit.verify_books)
 
 
 class MovingTarget(RuntimeError):
@@ -552,9 +626,13 @@ def recorded_money(engine: Engine, name: str = "usage", attempts: int = 20) -> R
     for _ in range(attempts):
         with engine.connect() as conn:
             before = _position(conn, name)
-            recorded = RecordedMoney(before, _daily_spend(conn), _usage_totals(conn), _held(conn))
+            figures = {
+                "lr_daily_spend": _daily_spend(conn),
+                "lr_usage": _usage_totals(conn),
+                "lr_holds": _held(conn),
+            }
             if _position(conn, name) == before:
-                return recorded
+                return RecordedMoney(before, figures)
     raise MovingTarget(f"the {name!r} projection kept moving while it was read; try again")
 
 
@@ -563,7 +641,7 @@ def _position(conn: Connection, name: str) -> int:
     return int(conn.execute(query).scalar_one())
 
 
-def _daily_spend(conn: Connection) -> dict[Where, tuple[int, int]]:
+def _daily_spend(conn: Connection) -> Figures:
     query = select(
         daily_spend.c.account_id,
         daily_spend.c.key_id,
@@ -574,14 +652,14 @@ def _daily_spend(conn: Connection) -> dict[Where, tuple[int, int]]:
     return {(a, k, d): (int(cost), int(n)) for a, k, d, cost, n in conn.execute(query)}
 
 
-def _usage_totals(conn: Connection) -> dict[Where, tuple[int, int]]:
+def _usage_totals(conn: Connection) -> Figures:
     query = select(
         usage.c.account_id, usage.c.key_id, usage.c.day, func.sum(usage.c.cost), func.count()
     ).group_by(usage.c.account_id, usage.c.key_id, usage.c.day)
     return {(a, k, d): (int(cost), int(n)) for a, k, d, cost, n in conn.execute(query)}
 
 
-def _held(conn: Connection) -> dict[Where, tuple[int, int]]:
+def _held(conn: Connection) -> Figures:
     query = select(holds.c.account_id, func.sum(holds.c.amount), func.count()).group_by(
         holds.c.account_id
     )
