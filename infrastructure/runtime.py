@@ -14,6 +14,7 @@ from application.spend import SpendControl
 from infrastructure.persistence import build_engine, build_ledger, build_page_lock
 from infrastructure.settings import Settings
 from projections import all_projections
+from projections.chain import catch_up_chain
 from projections.holds import stale_holds
 from projections.runner import ProjectionRunner
 
@@ -37,15 +38,23 @@ class Runtime:
             timedelta(seconds=self.settings.hold_timeout_seconds),
         )
 
-    def start_background(self, reconcile_every: float = 30.0) -> None:
-        """What `lowrouter serve` runs beside requests: the projections and the reconciler."""
+    def start_background(self, reconcile_every: float = 30.0, chain_every: float = 5.0) -> None:
+        """What `lowrouter serve` runs beside requests: the projections, the reconciler and the
+        tamper-evidence chain."""
         self.projections.start()
-        threading.Thread(
-            target=self._reconcile_forever,
-            args=(reconcile_every,),
-            daemon=True,
-            name="lowrouter-reconciler",
-        ).start()
+        for target, every, name in (
+            (self._reconcile_forever, reconcile_every, "lowrouter-reconciler"),
+            (self._chain_forever, chain_every, "lowrouter-chain"),
+        ):
+            threading.Thread(target=target, args=(every,), daemon=True, name=name).start()
+
+    def _chain_forever(self, every: float) -> None:
+        """Extend the tamper-evidence chain (projections.chain) as events are appended."""
+        while not self._stopping.wait(every):
+            try:
+                catch_up_chain(self)
+            except Exception:
+                logging.getLogger("lowrouter.chain").exception("chain catch-up failed")
 
     def _reconcile_forever(self, every: float) -> None:
         while not self._stopping.wait(every):
