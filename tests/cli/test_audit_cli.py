@@ -1,0 +1,402 @@
+"""The auditors' and operators' commands: `audit` (incl. --verify-balances), `credits adjust`,
+`usage`, `projections status|rebuild|run` and `reconcile`, on SQLite and PostgreSQL.
+
+Usage is produced through the application (reserve and settle on the ledger, as the gateway does);
+most commands then run in-process (`infrastructure.cli.main`, output captured), and the ones whose
+exit or signals matter run as the real executable.
+"""
+
+import csv
+import io
+import json
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import pytest
+from sqlalchemy import delete, text, update
+
+from domain.actor import Actor
+from domain.scope import Scope
+from infrastructure import cli as cli_module
+from infrastructure.runtime import Runtime, open_runtime
+from infrastructure.settings import load_settings
+from projections.schema import daily_spend, holds, usage
+from tests.cli.conftest import LOWROUTER, Cli
+
+OPERATOR = Actor("operator", "cli:test")
+
+
+@dataclass(frozen=True)
+class Out:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+class InProcess:
+    """`run("usage", ...)` calls `lowrouter usage ...` in this process, on the test database."""
+
+    def __init__(self, capsys: Any) -> None:
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> Out:
+        self.capsys.readouterr()
+        code = cli_module.main(list(args))
+        captured = self.capsys.readouterr()
+        return Out(code, captured.out, captured.err)
+
+    def ok(self, *args: str) -> Out:
+        out = self(*args)
+        assert out.code == 0, f"lowrouter {' '.join(args)} -> {out.code}: {out.stderr}"
+        return out
+
+
+@pytest.fixture
+def run(cli: Cli, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> InProcess:
+    for name, value in cli.environment().items():
+        if name.startswith("LOWROUTER_"):
+            monkeypatch.setenv(name, value)
+    return InProcess(capsys)
+
+
+@pytest.fixture
+def runtime(cli: Cli) -> Iterator[Runtime]:
+    """The application on the CLI's database, with the CLI's settings (same token pepper)."""
+    env = cli.environment()
+    opened = open_runtime(load_settings(env, database_url=cli.database_url))
+    yield opened
+    opened.close()
+
+
+def spend(
+    runtime: Runtime,
+    account: UUID,
+    key: UUID,
+    cost: int,
+    *,
+    model: str = "a/b",
+    name: str = "k",
+    address: str = "198.51.100.1",
+    settle: bool = True,
+) -> str:
+    request = f"req-{uuid.uuid4().hex}"
+    runtime.spend.reserve(account, request, key, model, cost + 500, None).result()
+    if settle:
+        runtime.spend.settle(
+            account,
+            request,
+            cost,
+            key_name=name,
+            model=model,
+            provider="p",
+            region=None,
+            prompt_tokens=3,
+            completion_tokens=4,
+            status="ok",
+            status_code=200,
+            latency_ms=12,
+            streamed=False,
+            client_ip=address,
+            user_agent="audit-cli-test/1",
+        ).result()
+    return request
+
+
+def setup_account(runtime: Runtime, name: str = "acme") -> tuple[UUID, UUID, UUID]:
+    account = runtime.ledger.open_account(name, OPERATOR, credits=10_000_000).account.id
+    one = runtime.ledger.create_key(account, "one", Scope(), OPERATOR).key.id
+    two = runtime.ledger.create_key(account, "two", Scope(), OPERATOR).key.id
+    return account, one, two
+
+
+# --verify-balances ------------------------------------------------------------------------------
+
+
+def test_verify_balances_agrees_and_then_names_each_corrupted_figure(
+    runtime: Runtime, run: InProcess
+) -> None:
+    account, one, two = setup_account(runtime)
+    settled = [spend(runtime, account, key, 1000 * n) for n, key in enumerate([one, two, one], 1)]
+    spend(runtime, account, two, 400, settle=False)  # an open hold
+    runtime.spend.adjust(account, -2500, "mispriced", OPERATOR).result()
+
+    clean = run.ok("audit", "--verify-balances")
+    assert "agrees with the events" in clean.stdout
+    assert (
+        "acme" in clean.stdout and "9.991500" in clean.stdout
+    )  # 10 - 0.006 spent - 0.0025 adjusted
+    assert run.ok("audit", "--verify-balances", "--format", "json").json()["differences"] == []
+
+    with runtime.engine.begin() as conn:
+        conn.execute(
+            update(daily_spend)
+            .where(daily_spend.c.key_id == str(one))
+            .values(cost=daily_spend.c.cost + 7)
+        )
+        conn.execute(delete(usage).where(usage.c.request_id == settled[1]))
+        conn.execute(delete(holds))
+    found = run("audit", "--verify-balances", "--format", "json")
+    assert found.code == 1 and "differences between the events" in found.stderr
+    report = {(d["what"], d["key_id"]): d for d in found.json()["differences"]}
+    assert set(report) == {
+        ("daily spend (lr_daily_spend)", str(one)),
+        ("usage rows (lr_usage)", str(two)),
+        ("open holds (lr_holds)", None),
+    }
+    corrupted = report[("daily spend (lr_daily_spend)", str(one))]
+    assert corrupted["from_events"] == "0.004000 in 2 requests"
+    assert corrupted["recorded"] == "0.004007 in 2 requests"
+    assert report[("usage rows (lr_usage)", str(two))]["recorded"] == "(none)"
+    assert report[("open holds (lr_holds)", None)]["from_events"] == "0.000900 in 1 holds"
+
+    table = run("audit", "--verify-balances")
+    assert table.code == 1
+    assert "DIFFERENCES" in table.stdout and "0.004007 in 2 requests" in table.stdout
+    assert "1 differences" not in table.stdout and "3 differences" in table.stdout
+
+    run.ok("projections", "rebuild", "usage")
+    assert run.ok("audit", "--verify-balances", "--format", "json").json()["differences"] == []
+
+
+def test_verify_balances_catches_a_corrupted_snapshot(runtime: Runtime, run: InProcess) -> None:
+    account, one, _ = setup_account(runtime)
+    for _ in range(3):
+        spend(runtime, account, one, 1000)
+    from eventsourcing.domain import Snapshot
+
+    from domain.ledger import LedgerPage
+
+    page = runtime.ledger.repository.get(_page(account))
+    assert isinstance(page, LedgerPage)
+    page.balance += 1_000_000  # a snapshot that says the account has a credit more
+    assert runtime.ledger.snapshots is not None
+    runtime.ledger.snapshots.put([Snapshot.take(page)])
+    found = run("audit", "--verify-balances", "--format", "json")
+    assert found.code == 1
+    [difference] = found.json()["differences"]
+    assert difference["what"].startswith("balance (ledger page")
+    assert (difference["from_events"], difference["recorded"]) == ("9.997000", "10.997000")
+
+
+def _page(account: UUID) -> UUID:
+    from application.clock import system_clock, utc_day
+    from domain.ledger import page_id
+
+    return page_id(account, utc_day(system_clock()))
+
+
+# credits adjust ---------------------------------------------------------------------------------
+
+
+def test_credits_adjust_is_an_event_in_the_audit_and_the_balance(run: InProcess) -> None:
+    run.ok("accounts", "create", "acme", "--credits", "5")
+    adjusted = run.ok(
+        "credits", "adjust", "acme", "-1.25", "--reason", "mispriced req_1", "--format", "json"
+    )
+    assert (adjusted.json()["adjusted"], adjusted.json()["balance"]) == ("-1.250000", "3.750000")
+    back = run.ok("credits", "adjust", "acme", "+0.25", "--reason", "goodwill", "--format", "json")
+    assert back.json()["balance"] == "4.000000"
+
+    audited = run.ok("audit", "acme", "--format", "json").json()
+    events = [e for page in audited["pages"] for e in page["events"] if e["type"] == "Adjusted"]
+    assert [(e["amount"], e["reason"]) for e in events] == [
+        ("-1.250000", "mispriced req_1"),
+        ("0.250000", "goodwill"),
+    ]
+    assert all(e["actor"]["kind"] == "operator" for e in events)
+    books = audited["books"]
+    assert (books["funded"], books["adjusted"], books["balance"]) == (
+        "5.000000",
+        "-1.000000",
+        "4.000000",
+    )
+    table = run.ok("audit", "acme").stdout
+    assert "Adjusted" in table and "reason=mispriced req_1" in table
+    assert run.ok("audit", "--verify-balances").stdout.endswith("agrees with the events\n")
+
+    for code, args in (
+        (1, ("acme", "0", "--reason", "nothing")),
+        (1, ("acme", "-99", "--reason", "more than there is")),
+        (1, ("nobody", "1", "--reason", "no such account")),
+        (2, ("acme", "-1")),  # --reason is required
+    ):
+        refused = run("credits", "adjust", *args)
+        assert refused.code == code and refused.stdout == ""
+        assert refused.stderr.startswith("lowrouter: ") and len(refused.stderr.splitlines()) == 1
+
+
+# usage ------------------------------------------------------------------------------------------
+
+
+def test_usage_rows_carry_the_key_name_then_filter_and_csv_parses_back(
+    runtime: Runtime, run: InProcess
+) -> None:
+    account, one, two = setup_account(runtime)
+    other, stranger, _ = setup_account(runtime, "globex")
+    first = spend(runtime, account, one, 1000, name="one", model="a/b")
+    runtime.ledger.rename_key(one, "one-renamed", OPERATOR)
+    spend(runtime, account, one, 2000, name="one-renamed", model="c/d")
+    spend(runtime, account, two, 3000, name="two", model="a/b")
+    spend(runtime, other, stranger, 4000, name="one", address='10.0.0.1",\n; x')
+
+    rows = run.ok("usage", "--account", "acme", "--format", "json").json()["data"]
+    assert [(r["key_name"], r["cost"]) for r in rows] == [
+        ("two", "0.003000"),
+        ("one-renamed", "0.002000"),
+        ("one", "0.001000"),
+    ]
+    assert rows[-1]["request_id"] == first and rows[-1]["account_id"] == str(account)
+
+    parsed = list(csv.DictReader(io.StringIO(run.ok("usage", "--format", "csv").stdout)))
+    everything = run.ok("usage", "--format", "json").json()["data"]
+    assert len(parsed) == len(everything) == 4
+    assert parsed == [{k: _csv(v) for k, v in row.items()} for row in everything]
+    assert parsed[0]["client_ip"] == '10.0.0.1",\n; x'
+
+    by_key = run.ok("usage", "--key", str(one), "--format", "json").json()["data"]
+    assert [r["key_name"] for r in by_key] == ["one-renamed", "one"]
+    by_model = run.ok("usage", "--account", "acme", "--model", "c/d", "--format", "json")
+    assert [r["cost"] for r in by_model.json()["data"]] == ["0.002000"]
+    limited = run.ok("usage", "--limit", "2", "--format", "json").json()["data"]
+    assert limited == everything[:2]
+    assert run.ok("usage", "--since", "1h", "--format", "json").json()["data"] == everything
+    assert run.ok("usage", "--until", "1h", "--format", "json").json()["data"] == []
+
+    table = run.ok("usage", "--account", "acme").stdout
+    assert table.splitlines()[0].split()[:3] == ["AT", "KEY", "MODEL"]
+    assert "one-renamed" in table and "3/4" in table
+
+    assert run("usage", "--key", str(stranger), "--account", "acme").code == 1
+    assert run("usage", "--since", "yesterday").code == 2
+    assert run("usage", "--format", "jsonl").code == 2
+
+
+def _csv(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# audit ------------------------------------------------------------------------------------------
+
+
+def test_audit_of_a_key_in_every_format_and_its_usage_errors(
+    runtime: Runtime, run: InProcess
+) -> None:
+    account, one, _ = setup_account(runtime)
+    runtime.ledger.rename_key(one, "renamed", OPERATOR)
+    runtime.ledger.revoke_key(one, Actor("dashboard", "session:eve", "192.0.2.9"), "done")
+
+    table = run.ok("audit", str(one)).stdout
+    assert "Created" in table and "Renamed" in table and "Revoked" in table
+    assert "dashboard session:eve from 192.0.2.9" in table
+    assert "STATE AT" in table and "revoked" in table
+
+    lines = [
+        json.loads(line)
+        for line in run.ok("audit", str(one), "--format", "jsonl").stdout.splitlines()
+    ]
+    assert [line.get("type") for line in lines] == ["Created", "Renamed", "Revoked", None]
+    assert all(line["stream_id"] == str(one) for line in lines[:-1])
+    assert lines[-1]["state"]["status"] == "revoked"
+
+    before = run.ok("audit", str(one), "--as-of", "2000-01-01", "--format", "json").json()
+    assert (before["data"], before["state"]) == ([], None)
+    assert "did not exist yet" in run.ok("audit", str(one), "--as-of", "2000-01-01").stdout
+
+    by_account_id = run.ok("audit", str(account), "--format", "json").json()
+    assert by_account_id["kind"] == "account" and by_account_id["name"] == "acme"
+
+    assert run("audit").code == 2
+    assert run("audit", "acme", "--verify-balances").code == 2
+    assert run("audit", "acme", "--as-of", "not a time").code == 2
+    assert run("audit", "no-such-account").code == 1
+    assert run("audit", "lr-sk-AbCd…wXyZ").code == 1
+
+
+# projections and reconcile ----------------------------------------------------------------------
+
+
+def test_projection_status_shows_lag_and_rebuild_catches_up(
+    runtime: Runtime, run: InProcess
+) -> None:
+    account, one, _ = setup_account(runtime)
+    runtime.projections.catch_up()
+    spend(runtime, account, one, 1000)  # not yet applied to the usage read models
+    status = {
+        p["name"]: p for p in run.ok("projections", "status", "--format", "json").json()["data"]
+    }
+    assert set(status) == {"keys", "usage", "forensics"}
+    assert status["usage"]["lag"] > 0 and status["usage"]["head"] == runtime.projections.head()
+    table = run.ok("projections", "status").stdout
+    assert table.splitlines()[0].split() == ["NAME", "POSITION", "HEAD", "LAG", "LAST", "MOVED"]
+
+    rebuilt = run.ok("projections", "rebuild", "forensics", "--format", "json")
+    [forensics] = rebuilt.json()["data"]
+    assert forensics["name"] == "forensics" and forensics["events"] == 1
+    assert "forensics [" in rebuilt.stderr and "100%" in rebuilt.stderr
+    after = run.ok("projections", "status", "--format", "json").json()["data"]
+    assert {p["name"]: p["lag"] for p in after}["forensics"] == 0
+
+    everything = run.ok("projections", "rebuild")
+    assert "gateways refuse the keys" in everything.stderr
+    assert all(
+        p["lag"] == 0 for p in run.ok("projections", "status", "--format", "json").json()["data"]
+    )
+    assert run("projections", "rebuild", "nope").code == 2
+
+
+def test_reconcile_settles_old_holds(cli: Cli, runtime: Runtime) -> None:
+    account, one, _ = setup_account(runtime)
+    spend(runtime, account, one, 0, settle=False)
+    time.sleep(1.1)
+    env = cli.environment(LOWROUTER_HOLD_TIMEOUT_SECONDS="1")
+    done = subprocess.run(
+        [str(LOWROUTER), "reconcile", "--format", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"settled": 1, "hold_timeout_seconds": 1.0}
+    again = cli.ok("reconcile")
+    assert again.stdout.startswith("settled 0 holds")
+
+
+def test_projections_run_follows_the_log_until_interrupted(cli: Cli, runtime: Runtime) -> None:
+    follower = subprocess.Popen(
+        [str(LOWROUTER), "projections", "run"],
+        env=cli.environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        account, one, _ = setup_account(runtime)
+        spend(runtime, account, one, 1000)
+        head = runtime.projections.head()
+        deadline = time.monotonic() + 20
+        while min(s.position for s in runtime.projections.status()) < head:
+            assert time.monotonic() < deadline, "the runner did not catch up"
+            assert follower.poll() is None, follower.stderr.read() if follower.stderr else ""
+            time.sleep(0.05)
+    finally:
+        follower.send_signal(signal.SIGINT)
+        _, stderr = follower.communicate(timeout=20)
+    assert follower.returncode == 0, stderr
+    assert "following the event log" in stderr and "stopped at" in stderr
+    with runtime.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM lr_usage")).scalar_one() == 1
