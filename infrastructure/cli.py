@@ -61,6 +61,15 @@ from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings, SettingsError, load_settings
 from infrastructure.views import iso, key_event_json, key_json, key_state_json, usage_json
 from projections import all_projections
+from projections.chain import (
+    ChainError,
+    Checkpoint,
+    VerifyReport,
+    catch_up_chain,
+    verify_against,
+    write_checkpoint,
+)
+from projections.chain import verify as verify_chain
 from projections.forensics import (
     ClientSeen,
     KeyInvestigation,
@@ -1507,6 +1516,70 @@ def _attempts_table(attempts: dict[str, Any]) -> str:
     return render_table(columns, rows) if rows else "(none)"
 
 
+# Commands: verify (tamper evidence) -------------------------------------------------------------
+
+
+def verify_command(ctx: Context, args: argparse.Namespace) -> int | None:
+    """Check the event log against its hash chain (projections.chain): name the first position
+    where an event was altered, removed, reordered or inserted. With --against, prove the log up
+    to a checkpoint kept outside the database is unchanged; with --checkpoint, write one."""
+    runtime = ctx.runtime
+    try:
+        if args.against is not None:
+            report = verify_against(runtime, args.against)
+        else:
+            catch_up_chain(runtime)
+            report = verify_chain(runtime)
+        checkpoint = None
+        if report.ok and args.checkpoint is not None:
+            checkpoint = write_checkpoint(runtime, args.checkpoint)
+    except ChainError as error:
+        raise Refused(str(error)) from None
+    _show_verification(ctx, report, checkpoint, args.checkpoint)
+    if not report.ok:
+        if args.checkpoint is not None:
+            ctx.note("no checkpoint was written: the log fails verification")
+        return 1
+    return None
+
+
+def _show_verification(
+    ctx: Context, report: VerifyReport, checkpoint: Checkpoint | None, path: str | None
+) -> None:
+    written = {**checkpoint.to_json(), "path": str(Path(path).resolve())} if checkpoint else None
+    if ctx.format == "json":
+        ctx.json(
+            {
+                "ok": report.ok,
+                "kind": report.kind,
+                "position": report.position,
+                "message": report.message,
+                "checked": report.checked,
+                "through": report.chained,
+                "checkpoint": written,
+            }
+        )
+        return
+    pairs = [
+        ("result", report.kind),
+        ("first difference", str(report.position) if report.position is not None else "-"),
+        ("events checked", str(report.checked)),
+        ("through position", str(report.chained)),
+        ("", report.message),
+    ]
+    if written is not None:
+        pairs += [
+            ("checkpoint", written["path"]),
+            ("checkpoint digest", f"{written['digest']} at position {written['position']}"),
+        ]
+    ctx.out(render_record(pairs))
+    if written is not None:
+        ctx.note(
+            "keep the checkpoint outside the database; 'lowrouter verify --against FILE' "
+            "proves the log up to it is unchanged"
+        )
+
+
 # Commands: the gateway --------------------------------------------------------------------------
 
 
@@ -1741,6 +1814,24 @@ def _add_audit_commands(subparsers: Any) -> None:
     found.add_argument("--revoke", action="store_true", help="revoke the key now, reason 'leak'")
 
     _command(subparsers, "reconcile", reconcile_command, "settle holds older than the hold timeout")
+
+    verify_parser = _command(
+        subparsers,
+        "verify",
+        verify_command,
+        "check the event log against its hash chain; name the first tampered position",
+    )
+    verify_parser.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="after a clean check, write the chain's head (position and digest) to FILE, to keep "
+        "outside the database",
+    )
+    verify_parser.add_argument(
+        "--against",
+        metavar="FILE",
+        help="prove the log up to this checkpoint is unchanged (recomputed from the events alone)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

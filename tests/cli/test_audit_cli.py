@@ -1,5 +1,6 @@
-"""The auditors' and operators' commands: `audit` (incl. --verify-balances), `credits adjust`,
-`usage`, `projections status|rebuild|run` and `reconcile`, on SQLite and PostgreSQL.
+"""The auditors' and operators' commands: `audit` (incl. --verify-balances), `verify`,
+`credits adjust`, `usage`, `projections status|rebuild|run` and `reconcile`, on SQLite and
+PostgreSQL.
 
 Usage is produced through the application (reserve and settle on the ledger, as the gateway does);
 most commands then run in-process (`infrastructure.cli.main`, output captured), and the ones whose
@@ -15,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -400,3 +402,44 @@ def test_projections_run_follows_the_log_until_interrupted(cli: Cli, runtime: Ru
     assert "following the event log" in stderr and "stopped at" in stderr
     with runtime.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM lr_usage")).scalar_one() == 1
+
+
+# verify (tamper evidence; the chain itself is tested in tests/audit/test_verify.py) ----------
+
+
+def delete_event(runtime: Runtime, position: int) -> None:
+    postgres = runtime.engine.dialect.name == "postgresql"
+    name = runtime.ledger.recorder.events_table_name  # type: ignore[attr-defined]
+    column = "notification_id" if postgres else "rowid"
+    with runtime.engine.begin() as conn:
+        conn.execute(text(f'DELETE FROM "{name}" WHERE {column} = :p'), {"p": position})
+
+
+def test_verify_checkpoints_and_names_the_first_tampered_position(
+    runtime: Runtime, run: InProcess, tmp_path: Path
+) -> None:
+    account, one, _ = setup_account(runtime)
+    spend(runtime, account, one, 1000)
+    checkpoint = tmp_path / "outside" / "checkpoint.json"
+
+    clean = run.ok("verify", "--checkpoint", str(checkpoint))
+    assert "clean" in clean.stdout and "keep the checkpoint outside the database" in clean.stderr
+    written = json.loads(checkpoint.read_text())
+    assert written["position"] == runtime.projections.head()
+
+    spend(runtime, account, one, 2000)  # the log grows after the checkpoint
+    later = run.ok("verify", "--against", str(checkpoint), "--format", "json").json()
+    assert later["ok"] and later["through"] == written["position"]
+    assert run.ok("verify", "--format", "json").json()["through"] == runtime.projections.head()
+
+    delete_event(runtime, 3)
+    tampered = run("verify", "--format", "json")
+    assert tampered.code == 1
+    assert (tampered.json()["kind"], tampered.json()["position"]) == ("removed", 3)
+    against = run("verify", "--against", str(checkpoint))
+    assert against.code == 1 and "position 3" in against.stdout
+
+    refused = tmp_path / "not-written.json"
+    assert run("verify", "--checkpoint", str(refused)).code == 1
+    assert not refused.exists()
+    assert run("verify", "--against", str(tmp_path / "missing.json")).code == 1
