@@ -33,7 +33,7 @@ def eventsourcing_env(database_url: str) -> dict[str, str]:
         "POSTGRES_USER": pg["user"],
         "POSTGRES_PASSWORD": pg["password"],
         "POSTGRES_POOL_SIZE": "4",
-        "POSTGRES_MAX_OVERFLOW": "8",
+        "POSTGRES_MAX_OVERFLOW": "4",
         "POSTGRES_LOCK_TIMEOUT": "10",
         "POSTGRES_CONNECT_TIMEOUT": "5",
     }
@@ -76,7 +76,9 @@ def build_engine(database_url: str) -> Engine:
         port=int(pg["port"]),
         database=pg["dbname"],
     )
-    return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    # Small pools: a process needs few connections (one writer thread, a lookup per request),
+    # and several processes share one server's connection limit.
+    return create_engine(url, pool_size=6, max_overflow=6, pool_pre_ping=True)
 
 
 class PostgresPageLock:

@@ -67,6 +67,7 @@ class ProjectionRunner:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._listener: threading.Thread | None = None
 
     # Schema -------------------------------------------------------------------------------
 
@@ -212,9 +213,10 @@ class ProjectionRunner:
         )
         self._thread.start()
         if hasattr(self.app.recorder, "channel_name"):
-            threading.Thread(
+            self._listener = threading.Thread(
                 target=self._listen, name="lowrouter-projections-listen", daemon=True
-            ).start()
+            )
+            self._listener.start()
 
     def _listen(self) -> None:
         """PostgreSQL: the event recorder NOTIFYs on every insert; wake the runner at once
@@ -240,9 +242,10 @@ class ProjectionRunner:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        for thread in (self._thread, self._listener):
+            if thread is not None:
+                thread.join(timeout=10)
+        self._thread = self._listener = None
 
     @property
     def alive(self) -> bool:

@@ -4,6 +4,7 @@ The product page: the header is exactly `Bearer ` followed by the token. When it
 says which mistake was made — without ever echoing the token.
 """
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 
@@ -14,6 +15,9 @@ from projections.lookup import KeyRecord
 HOW = "send `Authorization: Bearer lr-sk-…` (exactly `Bearer `, a space, then the key)"
 
 
+_SCHEME = re.compile(r"(\S*)(\s*)(.*)", re.DOTALL)  # scheme, the gap after it, the rest
+
+
 def unauthorized(message: str, code: str = "invalid_api_key") -> ApiError:
     return ApiError(401, code, message, headers={"WWW-Authenticate": "Bearer"})
 
@@ -22,7 +26,11 @@ def token_from_header(header: str | None) -> str:
     """The token text, or a 401 naming what is wrong with the header."""
     if header is None or not header.strip():
         raise unauthorized(f"No API key: {HOW}.", "missing_api_key")
-    scheme, _, rest = header.partition(" ")
+    scheme, gap, rest = _SCHEME.fullmatch(header).groups()  # type: ignore[union-attr]
+    if gap not in ("", " ") and scheme.lower() == "bearer":
+        raise unauthorized(
+            f"Stray whitespace or a newline around the key (check how it was copied): {HOW}."
+        )
     if scheme.lower().startswith("bearer") and scheme.lower() != "bearer":
         if "=" in scheme or rest.startswith("="):
             raise unauthorized(f"Remove the '=' after Bearer: {HOW}.")

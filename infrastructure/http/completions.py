@@ -325,6 +325,7 @@ async def relay(
     """Pass chunks through as they come; end with our usage chunk (with cost) and [DONE]."""
     usage: tuple[int, int] | None = None
     produced = 0  # characters of generated text, for when the upstream never says its usage
+    relayed = 0  # valid chunks passed on
     last_chunk: dict[str, Any] = {}
     outcome, status_code = "client_closed", 499
     settlement: Future[int | None] | None = None
@@ -349,6 +350,7 @@ async def relay(
                 chunk["model"] = entry.id
                 chunk.pop("usage", None)
                 last_chunk = chunk
+                relayed += 1
                 yield b"data: " + orjson.dumps(chunk) + b"\n\n"
             outcome, status_code = "ok", 200
         except httpx.HTTPError as error:
@@ -357,8 +359,20 @@ async def relay(
                 f"The upstream provider {provider.name} broke off the stream "
                 f"({type(error).__name__}); you are charged for what was produced."
             )
+        charge = True
+        if relayed == 0 and usage is None:
+            # Nothing valid came back (garbage, or an empty stream): an upstream failure.
+            outcome, status_code, charge = "upstream_error", 502, False
+            yield error_event(
+                f"The upstream provider {provider.name} sent no valid completion chunks; "
+                "you were not charged."
+            )
         prompt, completion = usage or (attempt.prompt_estimate, estimate_text_tokens(produced))
-        settlement = attempt.settle(entry, provider, prompt, completion, outcome, status_code)
+        if not charge:
+            prompt, completion = 0, 0
+        settlement = attempt.settle(
+            entry, provider, prompt, completion, outcome, status_code, charge=charge
+        )
         charged = await asyncio.wrap_future(settlement)
         yield (
             b"data: "

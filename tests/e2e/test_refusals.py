@@ -124,20 +124,11 @@ AUTH_CASES = {
     "tab-after-bearer": AuthCase(lambda g: f"Bearer\t{g.token}", "invalid_api_key", "whitespace"),
     "other-scheme": AuthCase(lambda g: "Basic dXNlcjpwYXNz", "invalid_api_key", "not a bearer"),
 }
-_TAB_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG infrastructure/http/auth.py:25 (token_from_header): the header is split on a "
-    "space only, so a tab after `Bearer` (stray whitespace) gets 'Malformed Authorization "
-    "header' instead of the message naming stray whitespace",
-)
 
 
 @pytest.mark.parametrize(
     "case",
-    [
-        pytest.param(case, id=name, marks=[_TAB_BUG] if name == "tab-after-bearer" else [])
-        for name, case in AUTH_CASES.items()
-    ],
+    [pytest.param(case, id=name) for name, case in AUTH_CASES.items()],
 )
 def test_unauthenticated_completion_is_refused_with_401_naming_the_mistake(
     gateway: LiveGateway, case: AuthCase

@@ -80,13 +80,6 @@ def test_upstream_breaking_off_a_stream_reports_an_error_and_charges_what_was_pr
     assert gateway.open_holds() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG infrastructure/http/completions.py:341-353 (relay): data lines that are not "
-    "JSON are skipped one by one and the stream is then settled as status 'ok' (200) and "
-    "charged the estimated prompt, though the upstream produced nothing valid; garbage from "
-    "the upstream must be an upstream error at no cost, as it is without streaming",
-)
 def test_upstream_streaming_garbage_is_an_upstream_error_at_no_cost(
     gateway: LiveGateway,
 ) -> None:
