@@ -209,6 +209,9 @@ class SpendControl:
                     stop = True
                     break
                 batch.append(item)
+            # Running futures cannot be cancelled any more; one cancelled before it ran is dropped
+            # (nothing was done for it).
+            batch = [c for c in batch if c.future.set_running_or_notify_cancel()]
             try:
                 self._commit(batch)
             except BaseException as error:  # never leave a caller waiting forever

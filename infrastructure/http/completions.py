@@ -23,7 +23,7 @@ from domain.money import format_credits
 from domain.tokens import TokenKind
 from infrastructure.catalogue import Catalogue, ModelEntry, Provider, estimate_prompt_tokens
 from infrastructure.http.errors import ApiError
-from infrastructure.http.gateway import Gateway
+from infrastructure.http.gateway import Gateway, durable
 from infrastructure.http.jsonresponse import json_response
 from infrastructure.upstream import (
     completion_text_length,
@@ -95,7 +95,11 @@ async def chat_completions(request: Request) -> Response:
     hold = max(gateway.catalogue.max_cost(entry, prompt_estimate, max_tokens) for entry in models)
     hold *= n
     request_id: str = request.state.request_id
-    await reserve(gateway, key, request_id, body["model"], hold, max_tokens)
+    try:
+        await reserve(gateway, key, request_id, body["model"], hold, max_tokens)
+    except asyncio.CancelledError:  # the client left while the hold was being written
+        gateway.spend.release(key.account_id, request_id, "client_closed")
+        raise
     attempt = Attempt(
         gateway=gateway,
         key=key,
@@ -123,7 +127,7 @@ async def reserve(
         key.account_id, request_id, key.key_id, model, hold, key.scope.daily_limit
     )
     try:
-        await asyncio.wrap_future(future)
+        await durable(future)
     except InsufficientCredits as refusal:
         gateway.spend.record_refusal(key.account_id, key.key_id, "insufficient_credits")
         lower = " or a lower max_tokens" if max_tokens else " or set a lower max_tokens"
@@ -225,7 +229,7 @@ async def complete(
             if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
                 raise ValueError("no choices")
         except ValueError:
-            await asyncio.wrap_future(
+            await durable(
                 attempt.settle(entry, provider, 0, 0, "upstream_error", 502, charge=False)
             )
             raise ApiError(
@@ -236,7 +240,7 @@ async def complete(
         counts = usage_counts(data.get("usage"))
         if counts is None:
             counts = (attempt.prompt_estimate, estimate_text_tokens(completion_text_length(data)))
-        charged = await asyncio.wrap_future(attempt.settle(entry, provider, *counts, "ok", 200))
+        charged = await durable(attempt.settle(entry, provider, *counts, "ok", 200))
         data["model"] = entry.id
         usage = data["usage"] if isinstance(data.get("usage"), dict) else {}
         usage.update(
@@ -256,7 +260,7 @@ async def upstream_failed(
     status, code, detail = failure
     entry, provider = last
     outcome = "upstream_timeout" if status == 504 else "upstream_error"
-    await asyncio.wrap_future(attempt.settle(entry, provider, 0, 0, outcome, status, charge=False))
+    await durable(attempt.settle(entry, provider, 0, 0, outcome, status, charge=False))
     what = "timed out" if status == 504 else "failed"
     raise ApiError(status, code, f"The upstream provider {what} ({detail}); you were not charged.")
 
@@ -265,7 +269,7 @@ async def upstream_refused(
     attempt: Attempt, entry: ModelEntry, provider: Provider, status: int, content: bytes
 ) -> Response:
     """The upstream refused the request itself (4xx): pass its error on, charge nothing."""
-    await asyncio.wrap_future(
+    await durable(
         attempt.settle(entry, provider, 0, 0, "upstream_refused", status, charge=False)
     )
     try:
@@ -373,7 +377,7 @@ async def relay(
         settlement = attempt.settle(
             entry, provider, prompt, completion, outcome, status_code, charge=charge
         )
-        charged = await asyncio.wrap_future(settlement)
+        charged = await durable(settlement)
         yield (
             b"data: "
             + orjson.dumps(

@@ -17,7 +17,6 @@ the key, marked `Cache-Control: no-store`, never behind a redirect. Resubmitting
 browser reload of the result) is recognised by a one-time form id and creates nothing more.
 """
 
-import asyncio
 import hashlib
 import hmac
 import secrets
@@ -74,7 +73,7 @@ from domain.scope import check_name
 from domain.tokens import TokenKind
 from infrastructure.http.auth import authenticate
 from infrastructure.http.errors import ApiError
-from infrastructure.http.gateway import Gateway
+from infrastructure.http.gateway import Gateway, durable
 from projections.lookup import find_key
 from projections.queries import last_used, usage_page
 from projections.runner import ProjectionFailed, ProjectionLagging
@@ -881,7 +880,7 @@ async def keys_page(request: Request, dashboard: Dashboard) -> Response:
     session = await signed_in(request, dashboard)
     runtime = dashboard.gateway.runtime
     api_keys = await call(runtime.ledger.list_keys, session.account_id)
-    view = await asyncio.wrap_future(runtime.spend.view(session.account_id))
+    view = await durable(runtime.spend.view(session.account_id))
     await catch_up_usage(dashboard)
     used = await run_in_threadpool(last_used, runtime.engine, [key.id for key in api_keys])
     now = dashboard.now()

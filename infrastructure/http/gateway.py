@@ -1,9 +1,12 @@
 """The per-process state of the HTTP app: runtime, catalogue, upstream client; and the steps every
 route shares (authenticate, read a bounded body, route a model)."""
 
+import asyncio
 import math
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 import httpx
 from starlette.concurrency import run_in_threadpool
@@ -26,6 +29,14 @@ from infrastructure.http.auth import authenticate
 from infrastructure.http.errors import ApiError
 from infrastructure.runtime import Runtime
 from projections.lookup import KeyRecord, find_key
+
+T = TypeVar("T")
+
+
+async def durable(future: "Future[T]") -> T:
+    """Wait for a ledger command without ever cancelling it: a client that hangs up must not
+    stop a reservation or a settlement half way (the writer completes it either way)."""
+    return await asyncio.shield(asyncio.wrap_future(future))
 
 
 @dataclass

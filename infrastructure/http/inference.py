@@ -1,6 +1,5 @@
 """The inference key's other routes: GET /api/v1/models and GET /api/v1/key."""
 
-import asyncio
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -8,7 +7,7 @@ from starlette.responses import Response
 from domain.money import format_credits
 from domain.tokens import TokenKind
 from infrastructure.catalogue import AUTO_MODEL
-from infrastructure.http.gateway import Gateway
+from infrastructure.http.gateway import Gateway, durable
 from infrastructure.http.jsonresponse import json_response
 from infrastructure.views import iso
 
@@ -61,7 +60,7 @@ async def list_models(request: Request) -> Response:
 async def this_key(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     key = await gateway.authenticate(request, TokenKind.INFERENCE)
-    page = await asyncio.wrap_future(gateway.spend.view(key.account_id))
+    page = await durable(gateway.spend.view(key.account_id))
     key_id = str(key.key_id)
     spent, held = page.spent_today.get(key_id, 0), page.held_today.get(key_id, 0)
     limit = key.scope.daily_limit

@@ -6,7 +6,6 @@ JSON objects of known fields only: nothing a client sends can set a key's status
 Handlers parse, call one application method in a worker thread, and render (infrastructure.views).
 """
 
-import asyncio
 import base64
 import binascii
 import math
@@ -42,7 +41,7 @@ from domain.scope import Scope, check_name
 from domain.tokens import TokenKind
 from infrastructure.catalogue import Catalogue
 from infrastructure.http.errors import ApiError
-from infrastructure.http.gateway import Gateway
+from infrastructure.http.gateway import Gateway, durable
 from infrastructure.http.jsonresponse import json_response
 from infrastructure.views import key_event_json, key_json, key_state_json, usage_json
 from projections.queries import last_used, usage_page
@@ -336,7 +335,7 @@ def decode_cursor(cursor: str) -> int:
 
 
 async def page_view(caller: Caller) -> PageView:
-    return await asyncio.wrap_future(caller.gateway.spend.view(caller.account_id))
+    return await durable(caller.gateway.spend.view(caller.account_id))
 
 
 async def catch_up_usage(caller: Caller) -> None:
