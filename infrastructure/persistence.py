@@ -78,7 +78,8 @@ def build_engine(database_url: str) -> Engine:
     )
     # Small pools: a process needs few connections (one writer thread, a lookup per request),
     # and several processes share one server's connection limit.
-    return create_engine(url, pool_size=6, max_overflow=6, pool_pre_ping=True)
+    # No pre-ping (it would cost a round trip per lookup): recycle connections instead.
+    return create_engine(url, pool_size=6, max_overflow=6, pool_recycle=600)
 
 
 class PostgresPageLock:

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -62,6 +62,11 @@ async def http_error(_request: Request, error: Exception) -> Response:
     return ApiError(error.status_code, code, str(error.detail), headers=headers).response()
 
 
+async def client_gone(_request: Request, _error: Exception) -> Response:
+    """The client hung up while we read its request: nothing to answer, nothing to log."""
+    return Response(status_code=499)
+
+
 async def unexpected_error(_request: Request, error: Exception) -> Response:
     log.error("unexpected error: %s", type(error).__name__, exc_info=error)
     return ApiError(
@@ -110,6 +115,7 @@ def create_app(
         exception_handlers={
             ApiError: api_error,
             HTTPException: http_error,
+            ClientDisconnect: client_gone,
             Exception: unexpected_error,
         },
     )

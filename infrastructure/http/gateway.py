@@ -3,13 +3,12 @@ route shares (authenticate, read a bounded body, route a model)."""
 
 import asyncio
 import math
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
 import httpx
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from application.clock import Clock, next_midnight
@@ -31,6 +30,10 @@ from infrastructure.runtime import Runtime
 from projections.lookup import KeyRecord, find_key
 
 T = TypeVar("T")
+
+# Key lookups run on a few dedicated threads, matching the database pool, so they neither
+# queue behind other blocking work nor open and close connections under load.
+LOOKUP_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lowrouter-lookup")
 
 
 async def durable(future: "Future[T]") -> T:
@@ -73,7 +76,8 @@ class Gateway:
                     record.key_id, client_ip, user_agent
                 )
 
-        return await run_in_threadpool(
+        return await asyncio.get_running_loop().run_in_executor(
+            LOOKUP_THREADS,
             authenticate,
             header,
             pepper,
