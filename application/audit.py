@@ -258,6 +258,7 @@ class LedgerScan:
     books: dict[UUID, Books] = field(default_factory=dict)
     names: dict[UUID, str] = field(default_factory=dict)
     last_page: dict[UUID, tuple[UUID, int]] = field(default_factory=dict)  # page id, version
+    problems: list[str] = field(default_factory=list)  # events of pages that never opened
 
 
 def scan_ledger(app: Lowrouter, position: int) -> LedgerScan:
@@ -288,7 +289,13 @@ def _scan_one(scan: LedgerScan, page_accounts: dict[UUID, UUID], event: Any) -> 
         return
     if isinstance(event, LedgerPage.Opened):
         page_accounts[event.originator_id] = event.account_id
-    account_id = page_accounts[event.originator_id]
+    account_id = page_accounts.get(event.originator_id)
+    if account_id is None:
+        scan.problems.append(
+            f"page {event.originator_id} v{event.originator_version} "
+            f"({type(event).__name__}): the page was never opened"
+        )
+        return
     scan.books.setdefault(account_id, Books(account_id)).record(event)
     scan.last_page[account_id] = (event.originator_id, event.originator_version)
 

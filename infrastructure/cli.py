@@ -1096,10 +1096,16 @@ def audit(ctx: Context, args: argparse.Namespace) -> int | None:
         return audit_account(ctx, find_account(ctx, target).id, args.as_of)
     if is_key(ctx.runtime.ledger, aggregate_id):
         return audit_key(ctx, aggregate_id, args.as_of)
-    return audit_account(ctx, find_account(ctx, str(aggregate_id)).id, args.as_of)
+    try:
+        account = ctx.runtime.ledger.get_account(aggregate_id)
+    except NotFound:
+        raise NotFound(f"no key or account {aggregate_id}") from None
+    return audit_account(ctx, account.id, args.as_of)
 
 
 def audit_key(ctx: Context, key_id: UUID, as_of: datetime | None) -> None:
+    """A key's events up to `as_of` (default now) and the KEY they made (no spend or last use:
+    those are not in a key's events)."""
     history = key_history(ctx.runtime.ledger, key_id, as_of)
     moment = as_of or ctx.now()
     events = [key_event_json(event) for event in history.events]
@@ -1107,21 +1113,20 @@ def audit_key(ctx: Context, key_id: UUID, as_of: datetime | None) -> None:
     if ctx.format == "jsonl":
         _jsonl(ctx, "key", key_id, events)
         ctx.out(orjson.dumps({"state": state, "as_of": iso(moment)}).decode())
-        return
-    if ctx.format == "json":
-        ctx.json(
-            {"kind": "key", "id": str(key_id), "as_of": iso(as_of), "data": events, "state": state}
-        )
-        return
-    ctx.out(render_record([("key", str(key_id)), ("as of", when(iso(moment)))]))
-    section(ctx, "EVENTS", _events_table(events))
+    elif ctx.format == "json":
+        audited = {"kind": "key", "id": str(key_id), "as_of": iso(moment), "data": events}
+        ctx.json({**audited, "state": state})
+    else:
+        ctx.out(render_record([("key", str(key_id)), ("as of", iso(moment) or "")]))
+        section(ctx, "EVENTS", _events_table(events))
+        section(ctx, f"STATE AT {when(iso(moment))}", _state_record(state))
+
+
+def _state_record(state: dict[str, Any] | None) -> str:
     if state is None:
-        section(ctx, f"STATE AT {when(iso(moment))}", "the key did not exist yet")
-        return
+        return "the key did not exist yet"
     not_in_events = ("spent today", "last used")
-    state_record = [pair for pair in _key_record(state) if pair[0] not in not_in_events]
-    section(ctx, f"STATE AT {when(iso(moment))}", render_record(state_record))
-    return None
+    return render_record([pair for pair in _key_record(state) if pair[0] not in not_in_events])
 
 
 def _jsonl(ctx: Context, stream: str, stream_id: UUID, events: list[dict[str, Any]]) -> None:
@@ -1178,7 +1183,7 @@ def audit_account(ctx: Context, account_id: UUID, as_of: datetime | None) -> int
                 "kind": "account",
                 "id": str(account_id),
                 "name": history.name,
-                "as_of": iso(as_of),
+                "as_of": iso(moment),
                 "data": events,
                 "pages": pages,
                 "books": books,
@@ -1237,7 +1242,7 @@ def _account_audit_table(
         render_record(
             [
                 ("account", f"{history.account_id} ({history.name})"),
-                ("as of", when(iso(moment))),
+                ("as of", iso(moment) or ""),
             ]
         )
     )
@@ -1272,7 +1277,7 @@ def verify_balances(ctx: Context) -> int | None:
     recorded = recorded_money(runtime.engine)
     scan = scan_ledger(runtime.ledger, recorded.position)
     differences = verify_books(runtime.ledger, scan, recorded.figures)
-    problems = [p for books in scan.books.values() for p in books.problems]
+    problems = [*scan.problems, *(p for books in scan.books.values() for p in books.problems)]
     summary = [_account_summary(scan, account_id, differences) for account_id in scan.books]
     summary.sort(key=lambda a: (a["name"] or "", a["id"]))
     if ctx.format in ("json", "jsonl"):
