@@ -1,6 +1,6 @@
 """Wiring the event store (eventsourcing) and the projection tables (SQLAlchemy) to one database."""
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
@@ -134,3 +134,71 @@ def build_page_lock(database_url: str) -> PageLock:
     if database_url.startswith(("postgresql://", "postgres://")):
         return PostgresPageLock(database_url)
     return no_lock
+
+
+class PostgresLeadership:
+    """Who runs the projections in the background: the holder of a session advisory lock on
+    its own connection. If that process dies, its connection closes and another takes over."""
+
+    KEY = 0x6C6F77726F757465  # "lowroute"
+
+    def __init__(self, database_url: str) -> None:
+        self._conninfo = PostgresPageLock(database_url)._conninfo
+        self._conn: Any = None
+        self._leading = False
+
+    def __call__(self) -> bool:
+        import psycopg
+
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn, self._leading = psycopg.connect(self._conninfo, autocommit=True), False
+            if not self._leading:
+                row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", [self.KEY]).fetchone()
+                self._leading = bool(row and row[0])
+            else:
+                self._conn.execute("SELECT 1")  # still connected, so still holding the lock
+            return self._leading
+        except psycopg.Error:
+            self._conn, self._leading = None, False
+            return False
+
+    def release(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn, self._leading = None, False
+
+
+class FileLeadership:
+    """SQLite: an exclusive lock on a file beside the database, held while the process lives."""
+
+    def __init__(self, database_path: str) -> None:
+        self._path = database_path + ".projections-lock"
+        self._file: Any = None
+
+    def __call__(self) -> bool:
+        import fcntl
+
+        if self._file is not None:
+            return True
+        file = open(self._path, "a+b")  # noqa: SIM115 - held open for the process's lifetime
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            file.close()
+            return False
+        self._file = file
+        return True
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the file releases the lock
+            self._file = None
+
+
+def build_leadership(database_url: str) -> Callable[[], bool]:
+    if database_url.startswith("sqlite:///"):
+        return FileLeadership(str(sqlite_path(database_url).expanduser()))
+    if database_url.startswith(("postgresql://", "postgres://")):
+        return PostgresLeadership(database_url)
+    return lambda: True

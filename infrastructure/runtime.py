@@ -11,7 +11,12 @@ from application.clock import Clock, system_clock
 from application.keys import Lowrouter
 from application.reconcile import reconcile
 from application.spend import SpendControl
-from infrastructure.persistence import build_engine, build_ledger, build_page_lock
+from infrastructure.persistence import (
+    build_engine,
+    build_leadership,
+    build_ledger,
+    build_page_lock,
+)
 from infrastructure.settings import Settings
 from projections import all_projections
 from projections.chain import catch_up_chain
@@ -81,7 +86,9 @@ def open_runtime(
     concurrent DDL on PostgreSQL fails ("tuple concurrently updated")."""
     ledger = build_ledger(settings, clock, create_tables=prepare_schema)
     engine = build_engine(settings.database_url)
-    runner = ProjectionRunner(engine, ledger, all_projections())
+    runner = ProjectionRunner(
+        engine, ledger, all_projections(), leadership=build_leadership(settings.database_url)
+    )
     if prepare_schema:
         runner.create_schema()
     ledger.access_barrier = lambda position: runner.wait_for(position, names=("keys",))

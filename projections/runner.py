@@ -27,6 +27,7 @@ log = logging.getLogger("lowrouter.projections")
 
 BATCH_SIZE = 2000
 MIN_CYCLE = 0.01  # seconds
+STANDBY_INTERVAL = 0.5  # how often a standby runner checks whether it should take over
 
 
 class ProjectionFailed(RuntimeError):
@@ -60,9 +61,19 @@ def now_us() -> int:
 
 
 class ProjectionRunner:
-    def __init__(self, engine: Engine, app: Application, projections: Sequence[Projection]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        app: Application,
+        projections: Sequence[Projection],
+        leadership: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.engine = engine
         self.app = app
+        # Only one background runner per database works at a time (the others stand by), so
+        # several processes don't race to apply the same batches. Commands waiting for their own
+        # change still help directly (wait_for), leader or not.
+        self.leadership = leadership
         self.projections = {p.name: p for p in projections}
         self.failure: ProjectionFailed | None = None
         self._stop = threading.Event()
@@ -247,6 +258,9 @@ class ProjectionRunner:
             if thread is not None:
                 thread.join(timeout=10)
         self._thread = self._listener = None
+        release = getattr(self.leadership, "release", None)
+        if release is not None:
+            release()  # let a standby runner in another process take over at once
 
     @property
     def alive(self) -> bool:
@@ -263,6 +277,9 @@ class ProjectionRunner:
         while not self._stop.is_set():
             cycle_started = time.monotonic()
             try:
+                if not self.leadership():
+                    self._stop.wait(STANDBY_INTERVAL)
+                    continue
                 self.catch_up()
             except ProjectionFailed as failure:
                 self.failure = failure
