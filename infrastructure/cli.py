@@ -8,13 +8,19 @@ code, registered on the parser with `_command(...)`. Output is a table for peopl
 Exit codes:
   0  ok
   1  refused: the domain said no (unknown account or key, revoking a revoked key, a negative,
-     zero-where-positive or non-numeric amount, a bad name or scope), or the command failed
+     zero-where-positive or non-numeric amount, a bad name or scope), or the command failed;
+     or a check found something: `audit --verify-balances` a difference between the events and
+     the read models, `verify` a tampered log, `investigate --revoke` several matching keys
   2  usage error: unknown command or option, a missing argument, a malformed key id (not a
      UUID), a --format the command does not offer, bad configuration (SettingsError)
 
 Amounts are decimal strings checked by the domain (`parse_credits`), so a bad amount is a
 refusal (1), exactly as the management API refuses it. Errors are one line on stderr, prefixed
 `lowrouter: `, with any token-shaped text reduced to its display form.
+
+The auditors' commands (`audit`, `verify`) read the event log itself; `investigate` and `usage`
+read the read models (brought up to date first). A token given to `investigate` or `audit` (or
+read from stdin with `-`) is hashed and looked up, never printed or stored.
 """
 
 import argparse
