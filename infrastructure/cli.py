@@ -1675,7 +1675,7 @@ def _add_account_commands(subparsers: Any) -> None:
     show = _command(accounts, "show", accounts_show, "one account: balance and keys")
     show.add_argument("account", metavar="ACCOUNT", help="account id or name")
 
-    credits = _group(subparsers, "credits", "fund accounts")
+    credits = _group(subparsers, "credits", "fund accounts and correct balances")
     add = _command(credits, "add", credits_add, "add credits to an account")
     add.add_argument("account", metavar="ACCOUNT", help="account id or name")
     add.add_argument("amount", metavar="AMOUNT", help="credits, e.g. 10 or 2.50")
