@@ -149,23 +149,25 @@ class ProjectionRunner:
     ) -> int:
         """Apply every event up to the head (or `until`). Returns how many events were applied."""
         applied = 0
-        for name in names or list(self.projections):
-            projection = self.projections[name]
-            while True:
-                done, count = self._apply_next_batch(projection, until)
-                applied += count
-                if progress is not None:
-                    progress(name, self.position(name), self.head())
-                if done:
-                    break
-        return applied
-
-    def _apply_next_batch(self, projection: Projection, until: int | None) -> tuple[bool, int]:
-        start = self.position(projection.name)
         head = self.head()
         stop = head if until is None else min(head, until)
-        if start >= stop:
-            return True, 0
+        for name in names or list(self.projections):
+            projection = self.projections[name]
+            position = self.position(name)
+            while position < stop:
+                claimed, position, count = self._apply_next_batch(projection, position, stop)
+                if not claimed:  # another runner moved it: continue from where it is
+                    position = self.position(name)
+                applied += count
+                if progress is not None:
+                    progress(name, position, head)
+        return applied
+
+    def _apply_next_batch(
+        self, projection: Projection, start: int, stop: int
+    ) -> tuple[bool, int, int]:
+        """Apply the events after `start` (up to `stop`) in one transaction, if the position is
+        still `start`. Returns (claimed, the new position, events applied)."""
         notifications = self.app.recorder.select_notifications(
             start=start + 1, limit=BATCH_SIZE, stop=stop, topics=projection.topics
         )
@@ -178,6 +180,11 @@ class ProjectionRunner:
             except Exception as error:
                 raise ProjectionFailed(projection.name, n.id, error) from error
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # A projection is a pure function of the log: after a crash it re-applies from
+                # its durable position, so its commits need not wait for the disk (rows and
+                # position commit or vanish together).
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             claimed = conn.execute(
                 update(positions)
                 .where(positions.c.name == projection.name, positions.c.position == start)
@@ -185,14 +192,14 @@ class ProjectionRunner:
             ).rowcount
             if not claimed:  # another runner applied this batch first
                 conn.rollback()
-                return False, 0
+                return False, start, 0
             try:
                 projection.apply(conn, events)
             except Exception as error:
                 raise ProjectionFailed(
                     projection.name, self._first_position(events, end), error
                 ) from error
-        return end >= stop, len(events)
+        return True, end, len(events)
 
     @staticmethod
     def _first_position(events: list[tuple[int, Any]], end: int) -> int:
