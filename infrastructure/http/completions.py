@@ -106,7 +106,7 @@ async def chat_completions(request: Request) -> Response:
         request_id=request_id,
         started=started,
         client_ip=request.client.host if request.client else None,
-        user_agent=request.headers.get("user-agent"),
+        user_agent=(request.headers.get("user-agent") or "")[:300] or None,
         prompt_estimate=prompt_estimate,
         streamed=bool(body.get("stream")),
     )

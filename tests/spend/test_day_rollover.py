@@ -155,7 +155,15 @@ def test_closed_day_carries_its_balance_and_open_holds_into_the_next_page(
 
     rolled_at = at(D_PLUS_1, 0, 0, 1)
     ledger.clock.now = rolled_at
+    # Looking at the figures shows the new day but writes nothing: reads never append events.
     assert ledger.spend.view(account).result(TIMEOUT).day == D_PLUS_1.isoformat()
+    reader = ledger.fresh_app()
+    try:
+        assert not [e for e in stored_events(reader, account, D) if type(e).__name__ == "Closed"]
+    finally:
+        reader.close()
+    # The next write closes the books (a release of nothing moves no money).
+    assert ledger.spend.release(account, "nothing-held", "test").result(TIMEOUT) is False
 
     open_hold = {
         "key_id": str(k2),
