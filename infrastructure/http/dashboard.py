@@ -74,6 +74,7 @@ from domain.tokens import TokenKind
 from infrastructure.http.auth import authenticate
 from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway, durable
+from projections.forensics import flags_for_keys
 from projections.lookup import find_key
 from projections.queries import last_used, usage_page
 from projections.runner import ProjectionFailed, ProjectionLagging
@@ -610,10 +611,15 @@ class KeyRow:
     grace_until: str | None
     changeable: bool
     rotated: bool
+    flags: tuple[str, ...] = ()  # unexpected usage, described for people
 
 
 def key_row(
-    key: ApiKey, now: datetime, spent_today: int = 0, last_used_at: datetime | None = None
+    key: ApiKey,
+    now: datetime,
+    spent_today: int = 0,
+    last_used_at: datetime | None = None,
+    flags: Sequence[str] = (),
 ) -> KeyRow:
     status = key.status_at(now)
     age = now - key.created_on
@@ -634,6 +640,7 @@ def key_row(
         grace_until=when(key.grace_deadline) if status == "rotating" else None,
         changeable=status != "revoked" and key.successor_id is None,
         rotated=key.successor_id is not None,
+        flags=tuple(flags),
     )
 
 
@@ -857,7 +864,9 @@ async def catch_up_usage(dashboard: Dashboard) -> None:
     """Bring the usage tables up to date (read-your-writes); a busy SQLite may leave them a
     moment behind, which a page can live with."""
     try:
-        await run_in_threadpool(dashboard.gateway.runtime.projections.catch_up, ["usage"])
+        await run_in_threadpool(
+            dashboard.gateway.runtime.projections.catch_up, ["usage", "forensics"]
+        )
     except OperationalError:
         pass
     except ProjectionFailed as failure:
@@ -882,10 +891,18 @@ async def keys_page(request: Request, dashboard: Dashboard) -> Response:
     api_keys = await call(runtime.ledger.list_keys, session.account_id)
     view = await durable(runtime.spend.view(session.account_id))
     await catch_up_usage(dashboard)
-    used = await run_in_threadpool(last_used, runtime.engine, [key.id for key in api_keys])
+    key_ids = [key.id for key in api_keys]
+    used = await run_in_threadpool(last_used, runtime.engine, key_ids)
+    flags = await run_in_threadpool(flags_for_keys, runtime.engine, key_ids)
     now = dashboard.now()
     rows = [
-        key_row(key, now, view.spent_today.get(str(key.id), 0), used.get(str(key.id)))
+        key_row(
+            key,
+            now,
+            view.spent_today.get(str(key.id), 0),
+            used.get(str(key.id)),
+            [flag.describe() for flag in flags.get(str(key.id), [])],
+        )
         for key in reversed(api_keys)  # the account lists them in creation order
     ]
     return render(

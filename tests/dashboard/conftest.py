@@ -199,6 +199,7 @@ class Dash:
         model: str = "lowrouter/echo",
         cost: str = "0.002",
         key_name: str = "",
+        client_ip: str = "127.0.0.1",
     ) -> str:
         """A completion as the gateway records it: a hold, then its settlement."""
         spend = self.runtime.spend
@@ -219,7 +220,7 @@ class Dash:
             status_code=200,
             latency_ms=42,
             streamed=False,
-            client_ip="127.0.0.1",
+            client_ip=client_ip,
             user_agent="tests",
         ).result(timeout=10)
         return request_id

@@ -281,3 +281,17 @@ def test_key_history_shows_who_and_when_and_never_the_hash(dash: Dash) -> None:
     key = dash.runtime.ledger.get_key(key_id)
     assert key.token_hash not in html
     assert "token_hash" not in html
+
+
+def test_unexpected_usage_is_flagged_on_the_keys_page(dash: Dash) -> None:
+    account = dash.open_account()
+    quiet = dash.issue_key(account, "quiet")
+    roaming = dash.issue_key(account, "roaming")
+    dash.record_usage(account, quiet, client_ip="10.0.0.1")
+    dash.record_usage(account, roaming, client_ip="10.0.0.1")
+    dash.record_usage(account, roaming, client_ip="198.51.100.23")  # never seen before
+    browser = dash.browser().signed_in(account.management_key)
+    html = browser.get("/dashboard/keys").text
+    rows = dict(re.findall(r'data-key-id="([0-9a-f-]{36})">(.*?)</tr>', html, re.S))
+    assert "Unexpected usage" in rows[str(roaming)] and "198.51.100.23" in rows[str(roaming)]
+    assert "Unexpected usage" not in rows[str(quiet)]
