@@ -196,21 +196,40 @@ def parse_completion_request(raw: bytes) -> dict[str, Any]:
     return body
 
 
-# Non-streaming ----------------------------------------------------------------------------
+# Choosing the upstream ----------------------------------------------------------------------
 
 
-async def complete(
-    attempt: Attempt, body: dict[str, Any], candidates: list[tuple[ModelEntry, Provider]]
-) -> Response:
+Failure = tuple[int, str, str]  # (status, code, detail)
+
+
+@dataclass(frozen=True)
+class Answer:
+    entry: ModelEntry
+    provider: Provider
+    response: httpx.Response
+
+
+async def first_answer(
+    attempt: Attempt,
+    body: dict[str, Any],
+    candidates: list[tuple[ModelEntry, Provider]],
+    stream: bool,
+) -> Answer | Failure:
+    """Try the candidates in order; fall back on a connection error, a timeout or a 5xx, all
+    before anything was sent to the client. A non-streaming answer is read in full here."""
     client = attempt.gateway.client
-    failure = (502, "upstream_error", "")
+    failure: Failure = (502, "upstream_error", "")
     for entry, provider in candidates:
+        request = client.build_request(
+            "POST",
+            upstream_url(provider),
+            content=orjson.dumps(upstream_body(body, entry, stream=stream)),
+            headers=upstream_headers(provider),
+        )
         try:
-            response = await client.post(
-                upstream_url(provider),
-                content=orjson.dumps(upstream_body(body, entry, stream=False)),
-                headers=upstream_headers(provider),
-            )
+            response = await client.send(request, stream=True)
+            if not stream or response.status_code >= 400:
+                await response.aread()
         except httpx.TimeoutException:
             failure = (504, "upstream_timeout", f"{provider.name} timed out")
             continue
@@ -218,44 +237,56 @@ async def complete(
             failure = (502, "upstream_unreachable", f"{provider.name}: {type(error).__name__}")
             continue
         if response.status_code >= 500:
+            await response.aclose()
             failure = (502, "upstream_error", f"{provider.name} answered {response.status_code}")
             continue
-        if response.status_code >= 400:
-            return await upstream_refused(
-                attempt, entry, provider, response.status_code, response.content
-            )
-        try:
-            data = orjson.loads(response.content)
-            if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-                raise ValueError("no choices")
-        except ValueError:
-            await durable(
-                attempt.settle(entry, provider, 0, 0, "upstream_error", 502, charge=False)
-            )
-            raise ApiError(
-                502,
-                "upstream_bad_response",
-                f"The upstream provider {provider.name} sent an invalid response.",
-            ) from None
-        counts = usage_counts(data.get("usage"))
-        if counts is None:
-            counts = (attempt.prompt_estimate, estimate_text_tokens(completion_text_length(data)))
-        charged = await durable(attempt.settle(entry, provider, *counts, "ok", 200))
-        data["model"] = entry.id
-        usage = data["usage"] if isinstance(data.get("usage"), dict) else {}
-        usage.update(
-            prompt_tokens=counts[0],
-            completion_tokens=counts[1],
-            total_tokens=counts[0] + counts[1],
-            cost=format_credits(charged or 0),
+        return Answer(entry, provider, response)
+    return failure
+
+
+# Non-streaming ----------------------------------------------------------------------------
+
+
+async def complete(
+    attempt: Attempt, body: dict[str, Any], candidates: list[tuple[ModelEntry, Provider]]
+) -> Response:
+    answer = await first_answer(attempt, body, candidates, stream=False)
+    if not isinstance(answer, Answer):
+        return await upstream_failed(attempt, candidates[-1], answer)
+    entry, provider, response = answer.entry, answer.provider, answer.response
+    if response.status_code >= 400:
+        return await upstream_refused(
+            attempt, entry, provider, response.status_code, response.content
         )
-        data["usage"] = usage
-        return json_response(data, headers={"x-lowrouter-provider": provider.name})
-    return await upstream_failed(attempt, candidates[-1], failure)
+    try:
+        data = orjson.loads(response.content)
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            raise ValueError("no choices")
+    except ValueError:
+        await durable(attempt.settle(entry, provider, 0, 0, "upstream_error", 502, charge=False))
+        raise ApiError(
+            502,
+            "upstream_bad_response",
+            f"The upstream provider {provider.name} sent an invalid response.",
+        ) from None
+    counts = usage_counts(data.get("usage"))
+    if counts is None:
+        counts = (attempt.prompt_estimate, estimate_text_tokens(completion_text_length(data)))
+    charged = await durable(attempt.settle(entry, provider, *counts, "ok", 200))
+    data["model"] = entry.id
+    usage = data["usage"] if isinstance(data.get("usage"), dict) else {}
+    usage.update(
+        prompt_tokens=counts[0],
+        completion_tokens=counts[1],
+        total_tokens=counts[0] + counts[1],
+        cost=format_credits(charged or 0),
+    )
+    data["usage"] = usage
+    return json_response(data, headers={"x-lowrouter-provider": provider.name})
 
 
 async def upstream_failed(
-    attempt: Attempt, last: tuple[ModelEntry, Provider], failure: tuple[int, str, str]
+    attempt: Attempt, last: tuple[ModelEntry, Provider], failure: Failure
 ) -> Response:
     status, code, detail = failure
     entry, provider = last
@@ -269,9 +300,7 @@ async def upstream_refused(
     attempt: Attempt, entry: ModelEntry, provider: Provider, status: int, content: bytes
 ) -> Response:
     """The upstream refused the request itself (4xx): pass its error on, charge nothing."""
-    await durable(
-        attempt.settle(entry, provider, 0, 0, "upstream_refused", status, charge=False)
-    )
+    await durable(attempt.settle(entry, provider, 0, 0, "upstream_refused", status, charge=False))
     try:
         data = orjson.loads(content)
         message = data["error"]["message"]
@@ -290,37 +319,19 @@ async def upstream_refused(
 async def stream_completion(
     attempt: Attempt, body: dict[str, Any], candidates: list[tuple[ModelEntry, Provider]]
 ) -> Response:
-    client = attempt.gateway.client
-    failure = (502, "upstream_error", "")
-    for entry, provider in candidates:
-        request = client.build_request(
-            "POST",
-            upstream_url(provider),
-            content=orjson.dumps(upstream_body(body, entry, stream=True)),
-            headers=upstream_headers(provider),
+    answer = await first_answer(attempt, body, candidates, stream=True)
+    if not isinstance(answer, Answer):
+        return await upstream_failed(attempt, candidates[-1], answer)
+    entry, provider, response = answer.entry, answer.provider, answer.response
+    if response.status_code >= 400:
+        return await upstream_refused(
+            attempt, entry, provider, response.status_code, response.content
         )
-        try:
-            response = await client.send(request, stream=True)
-        except httpx.TimeoutException:
-            failure = (504, "upstream_timeout", f"{provider.name} timed out")
-            continue
-        except httpx.TransportError as error:
-            failure = (502, "upstream_unreachable", f"{provider.name}: {type(error).__name__}")
-            continue
-        if response.status_code >= 500:
-            await response.aclose()
-            failure = (502, "upstream_error", f"{provider.name} answered {response.status_code}")
-            continue
-        if response.status_code >= 400:
-            content = await response.aread()
-            await response.aclose()
-            return await upstream_refused(attempt, entry, provider, response.status_code, content)
-        return StreamingResponse(
-            relay(attempt, entry, provider, response),
-            media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-lowrouter-provider": provider.name},
-        )
-    return await upstream_failed(attempt, candidates[-1], failure)
+    return StreamingResponse(
+        relay(attempt, entry, provider, response),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-lowrouter-provider": provider.name},
+    )
 
 
 async def relay(
