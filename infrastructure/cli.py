@@ -916,17 +916,16 @@ class ProgressBar:
 
 def projections_rebuild(ctx: Context, args: argparse.Namespace) -> None:
     """Drop read models and build them again from the log, while gateways keep running."""
+    from projections.rebuild import rebuild
+
     runner = ctx.runtime.projections
     names = [args.name] if args.name else list(runner.projections)
-    if "keys" in names:
-        ctx.warn("while the key lookup is rebuilt, gateways refuse the keys it has not reached yet")
     rebuilt = []
     for name in names:
         started = time.monotonic()
-        runner.reset(name)
         bar = ProgressBar(ctx.stderr, name)
         bar.update(name, 0, runner.head())
-        events = runner.catch_up([name], progress=bar.update)
+        events = rebuild(runner, name, progress=bar.update)
         bar.finish()
         rebuilt.append(
             {
