@@ -41,6 +41,12 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
     print(f"lowrouter: gateway on http://{local}:{port}/api/v1 (database {settings.database_url})")
     if settings.config_path is None:
         print("lowrouter: no LOWROUTER_CONFIG: serving the built-in DEMO model lowrouter/echo")
+    print(
+        "lowrouter: first key, in another terminal:\n"
+        "  lowrouter accounts create acme --credits 10\n"
+        "  lowrouter keys create --account acme --name local-dev\n"
+        f"  dashboard: http://{local}:{port}/dashboard   API docs: http://{local}:{port}/docs"
+    )
     uvicorn.run(
         "infrastructure.server:app_factory",
         factory=True,
