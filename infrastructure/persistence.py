@@ -10,7 +10,8 @@ from sqlalchemy import Engine, create_engine, event
 from application.clock import Clock, system_clock
 from application.keys import Lowrouter
 from application.spend import PageLock, no_lock
-from infrastructure.settings import Settings, postgres_parts, sqlite_path
+from infrastructure.settings import Settings, postgres_conninfo, postgres_parts, sqlite_path
+from projections.lookup import KeyLookup
 
 
 def eventsourcing_env(database_url: str) -> dict[str, str]:
@@ -87,11 +88,7 @@ class PostgresPageLock:
     sharing one database take turns on an account's page instead of conflicting."""
 
     def __init__(self, database_url: str) -> None:
-        pg = postgres_parts(database_url)
-        self._conninfo = (
-            f"host={pg['host']} port={pg['port']} user={pg['user']} dbname={pg['dbname']}"
-            + (f" password={pg['password']}" if pg["password"] else "")
-        )
+        self._conninfo = postgres_conninfo(database_url)
         self._conn: Any = None
 
     @contextmanager
@@ -143,7 +140,7 @@ class PostgresLeadership:
     KEY = 0x6C6F77726F757465  # "lowroute"
 
     def __init__(self, database_url: str) -> None:
-        self._conninfo = PostgresPageLock(database_url)._conninfo
+        self._conninfo = postgres_conninfo(database_url)
         self._conn: Any = None
         self._leading = False
 
@@ -202,3 +199,9 @@ def build_leadership(database_url: str) -> Callable[[], bool]:
     if database_url.startswith(("postgresql://", "postgres://")):
         return PostgresLeadership(database_url)
     return lambda: True
+
+
+def build_key_lookup(database_url: str) -> KeyLookup:
+    if database_url.startswith("sqlite:///"):
+        return KeyLookup(sqlite_path=str(sqlite_path(database_url).expanduser()))
+    return KeyLookup(conninfo=postgres_conninfo(database_url))

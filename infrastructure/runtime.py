@@ -13,6 +13,7 @@ from application.reconcile import reconcile
 from application.spend import SpendControl
 from infrastructure.persistence import (
     build_engine,
+    build_key_lookup,
     build_leadership,
     build_ledger,
     build_page_lock,
@@ -21,6 +22,7 @@ from infrastructure.settings import Settings
 from projections import all_projections
 from projections.chain import catch_up_chain
 from projections.holds import stale_holds
+from projections.lookup import KeyLookup
 from projections.runner import ProjectionRunner
 
 
@@ -31,6 +33,7 @@ class Runtime:
     spend: SpendControl
     engine: Engine
     projections: ProjectionRunner
+    lookup: KeyLookup
     _stopping: threading.Event = field(default_factory=threading.Event)
 
     def reconcile(self) -> int:
@@ -71,6 +74,7 @@ class Runtime:
     def close(self) -> None:
         self._stopping.set()
         self.projections.stop()
+        self.lookup.close()
         self.spend.close()
         self.ledger.close()
         self.engine.dispose()
@@ -93,4 +97,4 @@ def open_runtime(
         runner.create_schema()
     ledger.access_barrier = lambda position: runner.wait_for(position, names=("keys",))
     spend = SpendControl(ledger, build_page_lock(settings.database_url))
-    return Runtime(settings, ledger, spend, engine, runner)
+    return Runtime(settings, ledger, spend, engine, runner, build_key_lookup(settings.database_url))

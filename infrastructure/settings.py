@@ -77,6 +77,13 @@ def postgres_parts(url: str) -> dict[str, str]:
     }
 
 
+def postgres_conninfo(url: str) -> str:
+    """A libpq connection string for psycopg, from a postgresql:// URL."""
+    pg = postgres_parts(url)
+    conninfo = f"host={pg['host']} port={pg['port']} user={pg['user']} dbname={pg['dbname']}"
+    return conninfo + (f" password={pg['password']}" if pg["password"] else "")
+
+
 def _default_data_dir(url: str) -> Path:
     if url.startswith("sqlite:///"):
         return sqlite_path(url).expanduser().resolve().parent

@@ -1,7 +1,10 @@
 """Reading the active-key lookup: one indexed read per request, no cache."""
 
+import sqlite3
+import threading
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import orjson
@@ -44,18 +47,80 @@ _KEY_COLUMNS = select(
 
 
 def find_key(engine: Engine, token_hash: str) -> KeyRecord | None:
+    """The key behind a token hash, through SQLAlchemy (for pages and tools)."""
     with engine.connect() as conn:
         row = conn.execute(_KEY_COLUMNS.where(keys.c.token_hash == token_hash)).first()
-    if row is None:
-        return None
-    models = orjson.loads(row.models) if row.models is not None else None
+    return None if row is None else _record(tuple(row))
+
+
+# The gateway's lookup: the same one indexed read, as a prepared statement on the driver.
+# Measured on PostgreSQL: 0.07 ms per lookup against 0.53 ms through SQLAlchemy (bench/).
+_SQL = (
+    "SELECT key_id, account_id, kind, name, prefix, last4, models, region, daily_limit, "
+    "status, grace_deadline_us FROM lr_keys WHERE token_hash = {}"
+)
+
+
+class KeyLookup:
+    """Reads the active-key lookup on every request: no cache, so a revocation or a narrower
+    scope applies to the very next request on every process."""
+
+    def __init__(self, *, conninfo: str | None = None, sqlite_path: str | None = None) -> None:
+        self._local = threading.local()
+        self._sqlite_path = sqlite_path
+        self._conninfo = conninfo
+        self._pool: Any = None
+        self._opening = threading.Lock()
+
+    def find(self, token_hash: str) -> KeyRecord | None:
+        if self._conninfo is not None:
+            with self._postgres().connection() as conn:
+                row = conn.execute(_SQL.format("%s"), (token_hash,), prepare=True).fetchone()
+        else:
+            row = self._sqlite().execute(_SQL.format("?"), (token_hash,)).fetchone()
+        return None if row is None else _record(tuple(row))
+
+    def _postgres(self) -> Any:
+        """A small pool, opened on first use (tools that never authenticate never open it)."""
+        if self._pool is None:
+            with self._opening:
+                if self._pool is None:
+                    from psycopg_pool import ConnectionPool
+
+                    self._pool = ConnectionPool(
+                        self._conninfo,
+                        min_size=1,
+                        max_size=4,
+                        kwargs={"autocommit": True},
+                        open=True,
+                    )
+        return self._pool
+
+    def _sqlite(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            assert self._sqlite_path is not None
+            conn = sqlite3.connect(self._sqlite_path, timeout=30, check_same_thread=False)
+            conn.execute("PRAGMA query_only = ON")
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+
+def _record(row: tuple[Any, ...]) -> KeyRecord:
+    key_id, account_id, kind, name, prefix, last4, models, region, limit, status, grace = row
     return KeyRecord(
-        key_id=UUID(row.key_id),
-        account_id=UUID(row.account_id),
-        kind=row.kind,
-        name=row.name,
-        display=f"{row.prefix}…{row.last4}",
-        scope=Scope.from_fields(models, row.region, row.daily_limit),
-        status=row.status,
-        grace_deadline=from_us(row.grace_deadline_us),
+        key_id=UUID(key_id),
+        account_id=UUID(account_id),
+        kind=kind,
+        name=name,
+        display=f"{prefix}…{last4}",
+        scope=Scope.from_fields(
+            orjson.loads(models) if models is not None else None, region, limit
+        ),
+        status=status,
+        grace_deadline=from_us(grace),
     )

@@ -27,7 +27,7 @@ from infrastructure.catalogue import (
 from infrastructure.http.auth import authenticate
 from infrastructure.http.errors import ApiError
 from infrastructure.runtime import Runtime
-from projections.lookup import KeyRecord, find_key
+from projections.lookup import KeyRecord
 
 T = TypeVar("T")
 
@@ -65,7 +65,7 @@ class Gateway:
                 "The gateway's key lookup has stopped; refusing requests rather than serving "
                 "stale access. The operator must check `lowrouter projections status`.",
             )
-        engine, pepper = self.runtime.engine, self.runtime.settings.pepper
+        pepper = self.runtime.settings.pepper
         header = request.headers.get("authorization")
         client_ip = request.client.host if request.client else None
         user_agent = request.headers.get("user-agent")
@@ -81,7 +81,7 @@ class Gateway:
             authenticate,
             header,
             pepper,
-            lambda h: find_key(engine, h),
+            self.runtime.lookup.find,
             self.clock(),
             kind,
             note_refused_use,
