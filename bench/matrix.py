@@ -49,7 +49,6 @@ class Target:
     workers: int = 1
     concurrencies: tuple[int, ...] = (1, 16, 64, 256)
     app: str = "infrastructure.server:app_factory"
-    patches: str = ""  # BENCH_PATCHES for bench.patched (changes measured, not made)
 
 
 @dataclass
@@ -97,7 +96,7 @@ class Plan:
     warmup_every_run: bool = True  # else once per target and mode
     pause: float = 0.3  # after a warm-up, so requests it left in flight are done
     profile: Callable[[Server, Load], dict[str, Any]] | None = None
-    profile_targets: tuple[str, ...] = ("lowrouter-pg", "lowrouter-pg+all")
+    profile_targets: tuple[str, ...] = ("lowrouter-pg",)
     soak_target: str = "lowrouter-pg"
     soak_seconds: float = 0.0  # extra c=64 load on the profile target, for the memory marks
     nice: int = 0  # scheduling priority of every process the benchmark starts
@@ -147,7 +146,7 @@ def running_lowrouter(
         catalogue = write_catalogue(work_dir / f"{target.name}.toml", upstream.url + "/v1")
         port = free_port()
         command = uvicorn_command(target.app, port, factory=True, workers=target.workers)
-        env = {**gateway_environ(url, catalogue), "BENCH_PATCHES": target.patches}
+        env = gateway_environ(url, catalogue)
         server = start_server(
             target.name, command, port, env, work_dir, workers=target.workers, nice=nice
         )
