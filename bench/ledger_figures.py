@@ -112,21 +112,21 @@ def rate(call: Callable[[], object], seconds: float) -> float:
 
 
 def lookup_rates(runtime: Runtime, tenant: Tenant, seconds: float) -> dict[str, float]:
-    """One thread: the indexed lookup alone, and the whole bearer check around it."""
-    engine, pepper = runtime.engine, runtime.settings.pepper
+    """One thread: the gateway's indexed lookup alone (a prepared statement on the driver),
+    the whole bearer check around it, and the same lookup through SQLAlchemy (pages, tools)."""
+    engine, pepper, lookup = runtime.engine, runtime.settings.pepper, runtime.lookup
     digest = hash_token(pepper, parse_token(tenant.token))
     header = f"Bearer {tenant.token}"
     now = datetime.now(UTC)
     return {
-        "find_key_per_s": round(rate(lambda: find_key(engine, digest), seconds)),
+        "lookup_per_s": round(rate(lambda: lookup.find(digest), seconds)),
         "authenticate_per_s": round(
             rate(
-                lambda: authenticate(
-                    header, pepper, lambda h: find_key(engine, h), now, TokenKind.INFERENCE
-                ),
+                lambda: authenticate(header, pepper, lookup.find, now, TokenKind.INFERENCE),
                 seconds,
             )
         ),
+        "find_key_sqlalchemy_per_s": round(rate(lambda: find_key(engine, digest), seconds)),
     }
 
 

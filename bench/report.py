@@ -288,8 +288,9 @@ def ledger_lines(figures: dict[str, dict[str, Any]]) -> list[str]:
             f"({up['log_events']} events in {up['seconds']} s); rebuild {build['events_per_s']} "
             f"events/s ({build['seconds']} s; 1M events would take "
             f"~{1_000_000 / max(1, build['events_per_s'] or 1):.0f} s)",
-            f"{store}: lookup find_key {look['find_key_per_s']}/s, whole bearer check "
-            f"{look['authenticate_per_s']}/s (one thread)",
+            f"{store}: key lookup {look['lookup_per_s']}/s, whole bearer check "
+            f"{look['authenticate_per_s']}/s, lookup via SQLAlchemy "
+            f"{look['find_key_sqlalchemy_per_s']}/s (one thread)",
             f"{store}: replay of the {replay['page_events']}-event page "
             f"{replay['with_snapshot_s'] * 1000:.1f} ms from snapshot + {replay['tail_events']} "
             f"events; {replay['from_scratch_s']} s from scratch",
