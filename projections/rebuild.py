@@ -9,7 +9,6 @@ schema_translate_map, so projections need no code of their own for it.
 import contextlib
 import os
 from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy import Connection, MetaData, Table, delete, insert, select, update
 
@@ -74,20 +73,12 @@ def rebuild(runner: ProjectionRunner, name: str, progress: Progress | None = Non
 def _apply(
     runner: ProjectionRunner, projection: Projection, conn: Connection, start: int, stop: int
 ) -> tuple[int, int]:
-    notifications = runner.app.recorder.select_notifications(
-        start=start + 1, limit=BATCH_SIZE, stop=stop, topics=projection.topics
-    )
-    end = notifications[-1].id if len(notifications) == BATCH_SIZE else stop
-    events: list[tuple[int, Any]] = []
-    for n in notifications:
-        try:
-            events.append((n.id, runner.app.mapper.to_domain_event(n)))
-        except Exception as error:
-            raise ProjectionFailed(projection.name, n.id, error) from error
+    end, events = runner.read_batch(projection, start, stop)
     try:
         projection.apply(conn, events)
     except Exception as error:
-        raise ProjectionFailed(projection.name, events[0][0] if events else end, error) from error
+        position = runner.first_position(events, end)
+        raise ProjectionFailed(projection.name, position, error) from error
     return end, len(events)
 
 

@@ -168,17 +168,7 @@ class ProjectionRunner:
     ) -> tuple[bool, int, int]:
         """Apply the events after `start` (up to `stop`) in one transaction, if the position is
         still `start`. Returns (claimed, the new position, events applied)."""
-        notifications = self.app.recorder.select_notifications(
-            start=start + 1, limit=BATCH_SIZE, stop=stop, topics=projection.topics
-        )
-        # Filtered-out events still advance the position: up to `stop` if we saw everything.
-        end = notifications[-1].id if len(notifications) == BATCH_SIZE else stop
-        events: list[tuple[int, Any]] = []
-        for n in notifications:
-            try:
-                events.append((n.id, self.app.mapper.to_domain_event(n)))
-            except Exception as error:
-                raise ProjectionFailed(projection.name, n.id, error) from error
+        end, events = self.read_batch(projection, start, stop)
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 # A projection is a pure function of the log: after a crash it re-applies from
@@ -197,12 +187,29 @@ class ProjectionRunner:
                 projection.apply(conn, events)
             except Exception as error:
                 raise ProjectionFailed(
-                    projection.name, self._first_position(events, end), error
+                    projection.name, self.first_position(events, end), error
                 ) from error
         return True, end, len(events)
 
+    def read_batch(
+        self, projection: Projection, start: int, stop: int
+    ) -> tuple[int, list[tuple[int, Any]]]:
+        """The projection's events after `start` (at most a batch, up to `stop`), decoded, and
+        the position the batch reaches: filtered-out events advance it too."""
+        notifications = self.app.recorder.select_notifications(
+            start=start + 1, limit=BATCH_SIZE, stop=stop, topics=projection.topics
+        )
+        end = notifications[-1].id if len(notifications) == BATCH_SIZE else stop
+        events: list[tuple[int, Any]] = []
+        for n in notifications:
+            try:
+                events.append((n.id, self.app.mapper.to_domain_event(n)))
+            except Exception as error:
+                raise ProjectionFailed(projection.name, n.id, error) from error
+        return end, events
+
     @staticmethod
-    def _first_position(events: list[tuple[int, Any]], end: int) -> int:
+    def first_position(events: list[tuple[int, Any]], end: int) -> int:
         return events[0][0] if events else end
 
     def wait_for(

@@ -1,6 +1,5 @@
 """The inference key's other routes: GET /api/v1/models and GET /api/v1/key."""
 
-
 from starlette.requests import Request
 from starlette.responses import Response
 
