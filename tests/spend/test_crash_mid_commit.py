@@ -1,0 +1,117 @@
+"""A gateway killed while group commits are in flight loses no acknowledged request and charges
+nothing twice: every answered completion has exactly one usage record, and after reconciliation
+the books balance with nothing held."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from sqlalchemy import func, select
+
+from domain.actor import Actor
+from domain.scope import Scope
+from infrastructure.runtime import open_runtime
+from infrastructure.settings import load_settings
+from projections.schema import holds, usage
+from tests.conftest import PEPPER
+from tests.spend.test_two_gateways import free_port, wait_until_up
+
+OPERATOR = Actor("operator", "test")
+CREDITS = 10**9
+
+
+async def hammer(url: str, token: str, seconds: float) -> list[str]:
+    """Many concurrent completions until the gateway dies; the request ids that were answered."""
+    answered: list[str] = []
+    body = {"model": "lowrouter/echo", "messages": [{"role": "user", "content": "hi there"}]}
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=64)) as client:
+
+        async def worker() -> None:
+            while time.monotonic() < deadline:
+                try:
+                    response = await client.post(
+                        url, json=body, headers={"Authorization": f"Bearer {token}"}
+                    )
+                except httpx.HTTPError:
+                    return  # the gateway is gone
+                if response.status_code == 200:
+                    answered.append(response.headers["x-request-id"])
+
+        await asyncio.gather(*(worker() for _ in range(48)))
+    return answered
+
+
+def test_a_kill_during_group_commits_loses_nothing_answered_and_charges_nothing_twice(
+    database_url: str, tmp_path: Path
+) -> None:
+    env = {"LOWROUTER_TOKEN_PEPPER": PEPPER, "LOWROUTER_DATA_DIR": str(tmp_path)}
+    runtime = open_runtime(load_settings(env, database_url=database_url))
+    account = runtime.ledger.open_account("mid-commit", OPERATOR, credits=CREDITS).account
+    token = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR).token.value
+    port = free_port()
+    gateway = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import uvicorn; uvicorn.run('infrastructure.server:app_factory', factory=True, "
+            f"host='127.0.0.1', port={port}, log_level='critical')",
+        ],
+        env={
+            **os.environ,
+            **env,
+            "LOWROUTER_DATABASE_URL": database_url,
+            "LOWROUTER_DEMO_BASE_URL": f"http://127.0.0.1:{port}/demo/v1",
+        },
+    )
+    try:
+        wait_until_up(port, gateway)
+
+        async def scenario() -> list[str]:
+            load = asyncio.create_task(
+                hammer(f"http://127.0.0.1:{port}/api/v1/chat/completions", token, 20)
+            )
+            await asyncio.sleep(1.5)  # group commits are flowing
+            gateway.send_signal(signal.SIGKILL)
+            return await load
+
+        answered = asyncio.run(scenario())
+    finally:
+        gateway.kill()
+        gateway.wait()
+
+    assert len(answered) > 20  # the kill happened under load
+    runtime.settings = load_settings(
+        {**env, "LOWROUTER_HOLD_TIMEOUT_SECONDS": "1"}, database_url=database_url
+    )
+    time.sleep(1.1)
+    runtime.reconcile()
+    runtime.projections.catch_up()
+    with runtime.engine.connect() as conn:
+        rows = conn.execute(
+            select(usage.c.request_id, func.count(), func.sum(usage.c.cost))
+            .where(usage.c.account_id == str(account.id))
+            .group_by(usage.c.request_id)
+        ).all()
+        statuses = dict(
+            conn.execute(
+                select(usage.c.request_id, usage.c.status).where(
+                    usage.c.account_id == str(account.id)
+                )
+            ).all()
+        )
+        open_holds = conn.execute(select(func.count()).select_from(holds)).scalar_one()
+    charged_once = {request_id: count for request_id, count, _ in rows}
+    assert all(count == 1 for count in charged_once.values())  # nothing charged twice
+    assert set(answered) <= set(charged_once)  # every answered request was recorded
+    assert all(statuses[request_id] == "ok" for request_id in answered)
+    assert open_holds == 0
+    view = runtime.spend.view(account.id).result()
+    assert view.held == 0
+    assert view.balance == CREDITS - sum(total for _, _, total in rows)
+    runtime.close()
