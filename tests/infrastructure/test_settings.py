@@ -1,0 +1,40 @@
+"""Settings: the server secret is generated once, kept with 0600 permissions, and reused."""
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from infrastructure.settings import SettingsError, load_settings
+
+
+def test_without_a_pepper_one_is_generated_once_into_the_data_dir_with_0600(
+    tmp_path: Path,
+) -> None:
+    env = {"LOWROUTER_DATA_DIR": str(tmp_path)}
+    first = load_settings(env, database_url=f"sqlite:///{tmp_path}/lowrouter.db")
+    pepper_file = tmp_path / "token_pepper"
+    assert stat.S_IMODE(pepper_file.stat().st_mode) == 0o600
+    assert len(first.pepper) >= 32
+    again = load_settings(env, database_url=f"sqlite:///{tmp_path}/lowrouter.db")
+    assert again.pepper == first.pepper
+
+
+def test_an_explicit_pepper_wins_and_writes_no_file(tmp_path: Path) -> None:
+    settings = load_settings(
+        {"LOWROUTER_DATA_DIR": str(tmp_path), "LOWROUTER_TOKEN_PEPPER": "from-the-vault"},
+        database_url=f"sqlite:///{tmp_path}/lowrouter.db",
+    )
+    assert settings.pepper == b"from-the-vault"
+    assert not (tmp_path / "token_pepper").exists()
+
+
+def test_the_default_database_is_sqlite_in_the_working_directory(tmp_path: Path) -> None:
+    settings = load_settings({"LOWROUTER_TOKEN_PEPPER": "x"})
+    assert settings.database_url == "sqlite:///lowrouter.db"
+
+
+@pytest.mark.parametrize("url", ["mysql://x/y", "sqlite://", "postgresql://host", "nonsense"])
+def test_a_bad_database_url_is_refused_with_one_clear_line(url: str) -> None:
+    with pytest.raises(SettingsError, match="LOWROUTER_DATABASE_URL"):
+        load_settings({"LOWROUTER_TOKEN_PEPPER": "x"}, database_url=url)
