@@ -1,0 +1,35 @@
+"""Where the dashboard lives, its cookies, lifetimes, limits and security headers."""
+
+from datetime import timedelta
+from pathlib import Path
+
+from application.keys import MAX_GRACE
+
+BASE = "/dashboard"
+STATIC = BASE + "/static"
+HERE = Path(__file__).parent.parent
+TEMPLATE_DIR = HERE / "templates" / "dashboard"
+STATIC_DIR = HERE / "static"
+
+COOKIE = "lr_dashboard"
+SIGNIN_COOKIE = "lr_dashboard_signin"
+SESSION_LIFETIME = timedelta(hours=12)
+SIGNIN_FORM_LIFETIME = timedelta(hours=1)
+ROTATE_AFTER = timedelta(days=90)
+USAGE_PAGE_SIZE = 50
+CHART_DAYS = 30
+MAX_FORM_BYTES = 64 * 1024
+MAX_FORM_FIELDS = 500
+MAX_MANAGEMENT_KEY_FIELD = 200
+MAX_GRACE_SECONDS = int(MAX_GRACE.total_seconds())
+
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}

@@ -1,0 +1,376 @@
+"""The keys pages: the list, and creating, scoping, renaming, rotating and revoking a key."""
+
+from collections.abc import Sequence
+from datetime import timedelta
+from uuid import UUID
+
+from sqlalchemy.exc import OperationalError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from application.keys import IssuedKey
+from domain.keys import ApiKey
+from infrastructure.http.dashboard.constants import BASE, MAX_GRACE_SECONDS, ROTATE_AFTER
+from infrastructure.http.dashboard.forms import (
+    ScopeForm,
+    catalogue_models,
+    catalogue_regions,
+    scope_changes,
+)
+from infrastructure.http.dashboard.rendering import Refusal, call, not_found, render, see_other
+from infrastructure.http.dashboard.rows import KeyRow, credits_text, key_row, when
+from infrastructure.http.dashboard.sessions import new_form_id, posted, signed_in, use_form_once
+from infrastructure.http.dashboard.state import Dashboard
+from infrastructure.http.dashboard.store import Session
+from infrastructure.http.gateway import durable
+from projections.forensics import flags_for_keys
+from projections.queries import last_used
+from projections.runner import ProjectionFailed
+
+# --- keys ----------------------------------------------------------------------------------------
+
+
+def key_id_of(request: Request) -> UUID:
+    try:
+        return UUID(request.path_params["key_id"])
+    except ValueError:
+        raise not_found() from None
+
+
+async def own_key(dashboard: Dashboard, session: Session, key_id: UUID) -> ApiKey:
+    """A key of the session's account; another account's key is as missing as an unknown one."""
+    return await call(dashboard.gateway.runtime.ledger.get_key, key_id, session.account_id)
+
+
+async def catch_up_usage(dashboard: Dashboard) -> None:
+    """Bring the usage tables up to date (read-your-writes); a busy SQLite may leave them a
+    moment behind, which a page can live with."""
+    try:
+        await run_in_threadpool(
+            dashboard.gateway.runtime.projections.catch_up, ["usage", "forensics"]
+        )
+    except OperationalError:
+        pass
+    except ProjectionFailed as failure:
+        raise Refusal(503, "Usage unavailable", str(failure)) from None
+
+
+KEY_NOTICES = {
+    "created": "Key {name} created.",
+    "scoped": "The scope of {name} ({display}) is changed; it applies from the next request.",
+    "renamed": "The key {display} is now called {name}.",
+    "revoked": "{name} ({display}) is revoked: its token stops working on the next request.",
+    "unchanged": "Nothing changed for {name} ({display}).",
+    "already-done": "That form was already submitted; nothing more was done, and a token is "
+    "never shown twice.",
+}
+
+
+async def keys_page(request: Request, dashboard: Dashboard) -> Response:
+    """Every key of the account, newest first; revoked ones stay listed, greyed."""
+    session = await signed_in(request, dashboard)
+    runtime = dashboard.gateway.runtime
+    api_keys = await call(runtime.ledger.list_keys, session.account_id)
+    view = await durable(runtime.spend.view(session.account_id))
+    await catch_up_usage(dashboard)
+    key_ids = [key.id for key in api_keys]
+    used = await run_in_threadpool(last_used, runtime.engine, key_ids)
+    flags = await run_in_threadpool(flags_for_keys, runtime.engine, key_ids)
+    now = dashboard.now()
+    rows = [
+        key_row(
+            key,
+            now,
+            view.spent_today.get(str(key.id), 0),
+            used.get(str(key.id)),
+            [flag.describe() for flag in flags.get(str(key.id), [])],
+        )
+        for key in reversed(api_keys)  # the account lists them in creation order
+    ]
+    return render(
+        request,
+        "keys.html",
+        title="Keys",
+        nav="keys",
+        keys=rows,
+        notice=key_notice(request, rows),
+        balance=credits_text(view.balance),
+        held=credits_text(view.held),
+        rotate_days=ROTATE_AFTER.days,
+    )
+
+
+def key_notice(request: Request, rows: Sequence[KeyRow]) -> str | None:
+    template = KEY_NOTICES.get(request.query_params.get("notice", ""))
+    if template is None:
+        return None
+    row = next((r for r in rows if r.id == request.query_params.get("key")), None)
+    if row is None:
+        return None if "{" in template else template
+    return template.format(name=row.name, display=row.display)
+
+
+async def new_key_form(request: Request, dashboard: Dashboard) -> Response:
+    await signed_in(request, dashboard)
+    form = ScopeForm(name="", models=[], region="", daily_limit="", errors={})
+    return new_key_page(request, dashboard, form)
+
+
+def new_key_page(
+    request: Request, dashboard: Dashboard, form: ScopeForm, status: int = 200
+) -> Response:
+    return render(
+        request,
+        "new_key.html",
+        status,
+        title="New key",
+        nav="keys",
+        form=form,
+        models=catalogue_models(dashboard),
+        regions=catalogue_regions(dashboard),
+        form_id=new_form_id(),
+    )
+
+
+async def create_key(request: Request, dashboard: Dashboard) -> Response:
+    session, posted_form = await posted(request, dashboard)
+    form = ScopeForm.read(posted_form)
+    name = form.checked_name()
+    scope = form.scope(dashboard)
+    if name is None or scope is None:
+        return new_key_page(request, dashboard, form, 422)
+    if not await use_form_once(dashboard, session, posted_form):
+        return see_other("/keys", notice="already-done")
+    ledger = dashboard.gateway.runtime.ledger
+    issued = await call(ledger.create_key, session.account_id, name, scope, session.actor)
+    return token_page(request, dashboard, issued, rotated_from=None)
+
+
+def token_page(
+    request: Request, dashboard: Dashboard, issued: IssuedKey, rotated_from: ApiKey | None
+) -> Response:
+    """The one page that ever shows a token: the answer to the POST that issued it."""
+    now = dashboard.now()
+    response = render(
+        request,
+        "token.html",
+        title="Key rotated" if rotated_from else "Key created",
+        nav="keys",
+        key=key_row(issued.key, now),
+        token=issued.token.value,
+        old=key_row(rotated_from, now) if rotated_from else None,
+        old_until=when(rotated_from.grace_deadline) if rotated_from else None,
+        old_still_works=bool(
+            rotated_from and rotated_from.grace_deadline and rotated_from.grace_deadline > now
+        ),
+    )
+    response.headers["Cache-Control"] = "no-store, max-age=0"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+async def scope_key(request: Request, dashboard: Dashboard) -> Response:
+    """GET: the scope form. POST: the confirmation naming the key; POST confirmed: the change."""
+    key_id = key_id_of(request)
+    if request.method == "GET":
+        session = await signed_in(request, dashboard)
+        key = await changeable_key(dashboard, session, key_id)
+        return scope_page(request, dashboard, key, ScopeForm.of_key(key))
+    session, posted_form = await posted(request, dashboard)
+    key = await changeable_key(dashboard, session, key_id)
+    form = ScopeForm.read(posted_form)
+    form.name = key.name
+    scope = form.scope(dashboard, key.scope)
+    if scope is None:
+        return scope_page(request, dashboard, key, form, 422)
+    if scope == key.scope:
+        return see_other("/keys", notice="unchanged", key=str(key.id))
+    if posted_form.get("confirm") != "yes":
+        return render(
+            request,
+            "confirm.html",
+            title=f"Change the scope of {key.name}?",
+            nav="keys",
+            key=key_row(key, dashboard.now()),
+            action=f"{BASE}/keys/{key.id}/scope",
+            changes=scope_changes(key.scope, scope),
+            hidden=[("models", m) for m in form.models]
+            + [("region", form.region), ("daily_limit", form.daily_limit)],
+            button="Change scope",
+            warning="Requests through this key are judged by the new scope from the next one.",
+        )
+    ledger = dashboard.gateway.runtime.ledger
+    await call(ledger.scope_key, key.id, scope, session.actor, account_id=session.account_id)
+    return see_other("/keys", notice="scoped", key=str(key.id))
+
+
+def scope_page(
+    request: Request, dashboard: Dashboard, key: ApiKey, form: ScopeForm, status: int = 200
+) -> Response:
+    models = catalogue_models(dashboard)
+    known = {model_id for model_id, _label in models}
+    models += [(m, f"{m} (no longer in the catalogue)") for m in form.models if m not in known]
+    regions = catalogue_regions(dashboard)
+    if key.scope.region and key.scope.region not in regions:
+        regions.append(key.scope.region)
+    return render(
+        request,
+        "scope.html",
+        status,
+        title=f"Scope of {key.name}",
+        nav="keys",
+        key=key_row(key, dashboard.now()),
+        form=form,
+        models=models,
+        regions=regions,
+    )
+
+
+async def changeable_key(dashboard: Dashboard, session: Session, key_id: UUID) -> ApiKey:
+    key = await own_key(dashboard, session, key_id)
+    if key.status_at(dashboard.now()) == "revoked":
+        raise Refusal(
+            409,
+            "Key revoked",
+            f"{key.name} ({key.display}) is revoked; it cannot be "
+            "changed any more. Its history stays on the keys page.",
+        )
+    if key.successor_id is not None:
+        raise Refusal(
+            409,
+            "Key rotated",
+            f"{key.name} ({key.display}) was rotated; change its successor instead.",
+        )
+    return key
+
+
+async def rename_key(request: Request, dashboard: Dashboard) -> Response:
+    """GET: the rename form. POST: the confirmation naming the key; POST confirmed: the change."""
+    key_id = key_id_of(request)
+    if request.method == "GET":
+        session = await signed_in(request, dashboard)
+        key = await changeable_key(dashboard, session, key_id)
+        return rename_page(request, dashboard, key, key.name, None)
+    session, posted_form = await posted(request, dashboard)
+    key = await changeable_key(dashboard, session, key_id)
+    form = ScopeForm(posted_form.get("name", ""), [], "", "", {})
+    name = form.checked_name()
+    if name is None:
+        return rename_page(request, dashboard, key, form.name, form.errors["name"], 422)
+    if name == key.name:
+        return see_other("/keys", notice="unchanged", key=str(key.id))
+    if posted_form.get("confirm") != "yes":
+        return render(
+            request,
+            "confirm.html",
+            title=f"Rename {key.name}?",
+            nav="keys",
+            key=key_row(key, dashboard.now()),
+            action=f"{BASE}/keys/{key.id}/rename",
+            changes=[("Name", key.name, name)],
+            hidden=[("name", name)],
+            button="Rename",
+            warning="Usage already recorded keeps the name the key had at the time.",
+        )
+    ledger = dashboard.gateway.runtime.ledger
+    await call(ledger.rename_key, key.id, name, session.actor, account_id=session.account_id)
+    return see_other("/keys", notice="renamed", key=str(key.id))
+
+
+def rename_page(
+    request: Request,
+    dashboard: Dashboard,
+    key: ApiKey,
+    name: str,
+    error: str | None,
+    status: int = 200,
+) -> Response:
+    return render(
+        request,
+        "rename.html",
+        status,
+        title=f"Rename {key.name}",
+        nav="keys",
+        key=key_row(key, dashboard.now()),
+        name=name,
+        error=error,
+    )
+
+
+async def rotate_key(request: Request, dashboard: Dashboard) -> Response:
+    """GET: the confirmation naming the key, with the grace period. POST: the new token, once."""
+    key_id = key_id_of(request)
+    if request.method == "GET":
+        session = await signed_in(request, dashboard)
+        key = await changeable_key(dashboard, session, key_id)
+        return rotate_page(request, dashboard, key, "0", None)
+    session, form = await posted(request, dashboard)
+    text = form.get("grace_seconds", "0").strip() or "0"
+    if not text.isdigit() or int(text) > MAX_GRACE_SECONDS:
+        key = await changeable_key(dashboard, session, key_id)
+        error = f"Enter a whole number of seconds from 0 to {MAX_GRACE_SECONDS} (30 days)."
+        return rotate_page(request, dashboard, key, text[:20], error, 422)
+    if not await use_form_once(dashboard, session, form):
+        return see_other("/keys", notice="already-done")
+    key = await changeable_key(dashboard, session, key_id)
+    ledger = dashboard.gateway.runtime.ledger
+    issued = await call(
+        ledger.rotate_key,
+        key.id,
+        session.actor,
+        timedelta(seconds=int(text)),
+        account_id=session.account_id,
+    )
+    old = await own_key(dashboard, session, key.id)
+    return token_page(request, dashboard, issued, rotated_from=old)
+
+
+def rotate_page(
+    request: Request,
+    dashboard: Dashboard,
+    key: ApiKey,
+    grace: str,
+    error: str | None,
+    status: int = 200,
+) -> Response:
+    return render(
+        request,
+        "rotate.html",
+        status,
+        title=f"Rotate {key.name}?",
+        nav="keys",
+        key=key_row(key, dashboard.now()),
+        grace=grace,
+        error=error,
+        max_grace=MAX_GRACE_SECONDS,
+        form_id=new_form_id(),
+    )
+
+
+async def revoke_key(request: Request, dashboard: Dashboard) -> Response:
+    """GET: the confirmation naming the key. POST: revoke it (the dashboard's "Delete")."""
+    key_id = key_id_of(request)
+    if request.method == "GET":
+        session = await signed_in(request, dashboard)
+        key = await own_key(dashboard, session, key_id)
+        if key.status_at(dashboard.now()) == "revoked":
+            raise Refusal(409, "Already revoked", f"{key.name} ({key.display}) is already revoked.")
+        return render(
+            request,
+            "revoke.html",
+            title=f"Revoke {key.name}?",
+            nav="keys",
+            key=key_row(key, dashboard.now()),
+        )
+    session, _form = await posted(request, dashboard)
+    key = await own_key(dashboard, session, key_id)
+    ledger = dashboard.gateway.runtime.ledger
+    await call(
+        ledger.revoke_key,
+        key.id,
+        session.actor,
+        "revoked from the dashboard",
+        account_id=session.account_id,
+    )
+    return see_other("/keys", notice="revoked", key=str(key.id))

@@ -1,0 +1,141 @@
+"""Rendering pages, refusals and redirects, and the wrapper every dashboard endpoint goes
+through."""
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from application.retry import TooMuchContention
+from domain.errors import (
+    DomainError,
+    InvalidAmount,
+    InvalidName,
+    InvalidScope,
+    KeyRevoked,
+    NotFound,
+)
+from infrastructure.http.dashboard.constants import BASE, SECURITY_HEADERS, STATIC, TEMPLATE_DIR
+from infrastructure.http.dashboard.state import Dashboard, dashboard_of
+from infrastructure.http.dashboard.store import Session
+from projections.runner import ProjectionLagging
+
+T = TypeVar("T")
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+templates = Environment(
+    loader=FileSystemLoader(TEMPLATE_DIR),
+    autoescape=select_autoescape(["html"]),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def render(
+    request: Request,
+    template: str,
+    status: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    session: Session | None = getattr(request.state, "dashboard_session", None)
+    context.setdefault("notice", None)
+    context.setdefault("nav", None)
+    html = templates.get_template(template).render(
+        base=BASE,
+        static=STATIC,
+        session=session,
+        csrf=session.csrf if session else "",
+        **context,
+    )
+    return HTMLResponse(html, status_code=status)
+
+
+class Stop(Exception):
+    """Stop handling a request with this response (a refusal page or a redirect)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__()
+        self.response = response
+
+
+class Refusal(Exception):
+    """Stop handling a request with an error page."""
+
+    def __init__(self, status: int, title: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.title, self.message = status, title, message
+
+
+def not_found() -> Refusal:
+    return Refusal(404, "Not found", "There is no key with this id in your account.")
+
+
+def see_other(path: str, **query: str) -> RedirectResponse:
+    url = BASE + path + (f"?{urlencode(query)}" if query else "")
+    return RedirectResponse(url, status_code=303)
+
+
+Handler = Callable[[Request, Dashboard], Awaitable[Response]]
+
+
+def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """A dashboard endpoint: refusals become pages, and every response gets the security headers."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            dashboard = await dashboard_of(request)
+            if dashboard.gateway.runtime.projections.failure is not None:
+                raise Refusal(
+                    503,
+                    "Unavailable",
+                    "The gateway's key lookup has stopped; the dashboard is unavailable until the "
+                    "operator restarts it (`lowrouter projections status`).",
+                )
+            response = await handler(request, dashboard)
+        except Stop as stop:
+            response = stop.response
+        except Refusal as refusal:
+            response = render(
+                request,
+                "error.html",
+                refusal.status,
+                title=refusal.title,
+                message=refusal.message,
+            )
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    endpoint.__name__ = handler.__name__
+    endpoint.__doc__ = handler.__doc__
+    return endpoint
+
+
+async def call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a blocking application call in a worker thread; refusals become pages."""
+    try:
+        return await run_in_threadpool(function, *args, **kwargs)
+    except NotFound:
+        raise not_found() from None
+    except KeyRevoked as error:
+        raise Refusal(409, "Key revoked", f"{error}.") from None
+    except (InvalidName, InvalidScope, InvalidAmount) as error:
+        raise Refusal(422, "Not accepted", f"{error}.") from None
+    except DomainError as error:
+        raise Refusal(409, "Not possible", f"{error}.") from None
+    except TooMuchContention:
+        raise Refusal(503, "Busy", "The account is busy; try again in a moment.") from None
+    except ProjectionLagging:
+        raise Refusal(
+            503,
+            "Recorded, not yet in effect",
+            "The change was recorded, but the key lookup has not caught up with it yet; it takes "
+            "effect once it does. Reload the keys page in a moment before trying again.",
+        ) from None

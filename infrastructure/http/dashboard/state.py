@@ -1,0 +1,59 @@
+"""What the dashboard keeps per running app: the gateway, sessions and signing secrets."""
+
+import hashlib
+import hmac
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+from itsdangerous import URLSafeTimedSerializer
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from infrastructure.http.dashboard.store import SessionStore
+from infrastructure.http.gateway import Gateway
+
+# --- per-app state -------------------------------------------------------------------------------
+
+
+@dataclass
+class Dashboard:
+    """What the dashboard keeps per running app: the gateway, sessions and signing secrets."""
+
+    gateway: Gateway
+    sessions: SessionStore
+    secret: bytes
+    cookies: URLSafeTimedSerializer
+
+    @classmethod
+    def for_gateway(cls, gateway: Gateway) -> "Dashboard":
+        # Derived from the pepper, so every worker process signs and checks alike.
+        secret = hmac.new(
+            gateway.runtime.settings.pepper, b"lowrouter dashboard cookies v1", hashlib.sha256
+        ).digest()
+        return cls(
+            gateway=gateway,
+            sessions=SessionStore(gateway.runtime.engine),
+            secret=secret,
+            cookies=URLSafeTimedSerializer(secret, salt="lowrouter-dashboard"),
+        )
+
+    def now(self) -> datetime:
+        return self.gateway.clock()
+
+    def derive(self, purpose: str, value: str) -> str:
+        return hmac.new(self.secret, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+_STATE_LOCK = threading.Lock()
+
+
+async def dashboard_of(request: Request) -> Dashboard:
+    gateway: Gateway = request.app.state.gateway
+    with _STATE_LOCK:
+        current: Dashboard | None = getattr(request.app.state, "dashboard", None)
+        if current is None or current.gateway is not gateway:
+            current = Dashboard.for_gateway(gateway)
+            request.app.state.dashboard = current
+    await run_in_threadpool(current.sessions.ensure_schema)
+    return current
