@@ -1,0 +1,170 @@
+"""Accounts and keys as the management API shapes them, for people (records, rows) and scripts."""
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from domain.accounts import Account
+from domain.errors import NotFound
+from domain.keys import ApiKey
+from domain.money import format_credits
+from infrastructure.cli.context import Context
+from infrastructure.cli.errors import redact_tokens
+from infrastructure.cli.output import render_record, when
+from infrastructure.views import iso, key_json
+from projections.queries import last_used
+
+STORE_IT_NOW = (
+    "store this token now; it is shown only once "
+    "(a secret manager, a git-ignored .env file, or the OS keychain)"
+)
+
+
+def _models_cell(models: list[str] | None) -> str:
+    return ", ".join(models) if models is not None else "all"
+
+
+def _key_record(key: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        ("id", key["id"]),
+        ("name", key["name"]),
+        ("display", key["display"]),
+        ("status", key["status"]),
+        ("models", _models_cell(key["models"])),
+        ("region", key["region"] or "any"),
+        ("daily limit", key["daily_limit"] or "none"),
+        ("spent today", key["spent_today"]),
+        ("last used", when(key["last_used_at"], "never")),
+        ("created", when(key["created_at"])),
+        ("revoked", when(key["revoked_at"])),
+        ("rotation grace until", when(key["rotation_grace_until"])),
+        ("predecessor", key["predecessor_id"] or "-"),
+        ("successor", key["successor_id"] or "-"),
+        ("account", key["account_id"]),
+    ]
+
+
+KEY_COLUMNS = (
+    "ID",
+    "NAME",
+    "DISPLAY",
+    "STATUS",
+    "MODELS",
+    "REGION",
+    "DAILY LIMIT",
+    "SPENT TODAY",
+    "LAST USED",
+)
+
+
+def _key_row(key: dict[str, Any]) -> list[str]:
+    return [
+        key["id"],
+        key["name"],
+        key["display"],
+        key["status"],
+        _models_cell(key["models"]),
+        key["region"] or "any",
+        key["daily_limit"] or "none",
+        key["spent_today"],
+        when(key["last_used_at"], "never"),
+    ]
+
+
+def _account_record(account: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        ("id", account["id"]),
+        ("name", account["name"]),
+        ("created", when(account["created_at"])),
+        ("balance", account["balance"]),
+        ("held", account["held"]),
+        ("available", account["available"]),
+        ("spent today", account["spent_today"]),
+    ]
+
+
+ACCOUNT_COLUMNS = ("ID", "NAME", "BALANCE", "HELD", "SPENT TODAY", "CREATED")
+
+
+def _account_row(account: dict[str, Any]) -> list[str]:
+    return [
+        account["id"],
+        account["name"],
+        account["balance"],
+        account["held"],
+        account["spent_today"],
+        when(account["created_at"]),
+    ]
+
+
+# Reading: accounts and keys as the API shapes them ---------------------------------------------
+
+
+def find_account(ctx: Context, id_or_name: str) -> Account:
+    try:
+        return ctx.runtime.ledger.find_account(id_or_name)
+    except NotFound:
+        raise NotFound(f"no account {redact_tokens(id_or_name)!r} (by id or name)") from None
+
+
+def account_json(
+    ctx: Context, account_id: UUID, name: str, created_at: datetime | None
+) -> dict[str, Any]:
+    """ACCOUNT = {id, name, created_at, balance, held, available, spent_today} (decimal strings)."""
+    view = ctx.runtime.spend.view(account_id).result()
+    return {
+        "id": str(account_id),
+        "name": name,
+        "created_at": iso(created_at),
+        "balance": format_credits(view.balance),
+        "held": format_credits(view.held),
+        "available": format_credits(view.available),
+        "spent_today": format_credits(sum(view.spent_today.values())),
+    }
+
+
+def key_views(ctx: Context, keys: Sequence[ApiKey]) -> list[dict[str, Any]]:
+    """KEYs as the management API shows them: today's spend from the ledger, last use from the
+    usage history (brought up to date first)."""
+    runtime = ctx.runtime
+    spent: dict[str, int] = {}
+    for account_id in {key.account_id for key in keys}:
+        spent.update(runtime.spend.view(account_id).result().spent_today)
+    runtime.projections.catch_up(["usage"])
+    used = last_used(runtime.engine, [key.id for key in keys])
+    now = ctx.now()
+    return [
+        key_json(
+            key,
+            now,
+            spent_today=spent.get(str(key.id), 0),
+            last_used_at=used.get(str(key.id)),
+        )
+        for key in keys
+    ]
+
+
+def key_view(ctx: Context, key: ApiKey) -> dict[str, Any]:
+    return key_views(ctx, [key])[0]
+
+
+def show_key(ctx: Context, key: ApiKey) -> None:
+    view = key_view(ctx, key)
+    if ctx.format == "json":
+        ctx.json(view)
+    else:
+        ctx.out(render_record(_key_record(view)))
+
+
+def show_issued_token(
+    ctx: Context, token: str, data: dict[str, Any], record: list[tuple[str, str]]
+) -> None:
+    """The one moment a token is shown: once, on stdout, with the advice to store it."""
+    if ctx.format == "json":
+        ctx.json({"key": token, "data": data})
+    else:
+        ctx.out(render_record(record))
+        ctx.out()
+        ctx.out(f"token  {token}")
+    ctx.warn(STORE_IT_NOW)

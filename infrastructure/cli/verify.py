@@ -1,0 +1,80 @@
+"""Commands: verify, tamper evidence from the event log's hash chain."""
+
+import argparse
+from pathlib import Path
+
+from infrastructure.cli.context import Context
+from infrastructure.cli.errors import Refused
+from infrastructure.cli.output import render_record
+from projections.chain import (
+    ChainError,
+    Checkpoint,
+    VerifyReport,
+    catch_up_chain,
+    verify_against,
+    write_checkpoint,
+)
+from projections.chain import verify as verify_chain
+
+# Commands: verify (tamper evidence) -------------------------------------------------------------
+
+
+def verify_command(ctx: Context, args: argparse.Namespace) -> int | None:
+    """Check the event log against its hash chain (projections.chain): name the first position
+    where an event was altered, removed, reordered or inserted. With --against, prove the log up
+    to a checkpoint kept outside the database is unchanged; with --checkpoint, write one."""
+    runtime = ctx.runtime
+    try:
+        if args.against is not None:
+            report = verify_against(runtime, args.against)
+        else:
+            catch_up_chain(runtime)
+            report = verify_chain(runtime)
+        checkpoint = None
+        if report.ok and args.checkpoint is not None:
+            checkpoint = write_checkpoint(runtime, args.checkpoint)
+    except ChainError as error:
+        raise Refused(str(error)) from None
+    _show_verification(ctx, report, checkpoint, args.checkpoint)
+    if not report.ok:
+        if args.checkpoint is not None:
+            ctx.note("no checkpoint was written: the log fails verification")
+        return 1
+    return None
+
+
+def _show_verification(
+    ctx: Context, report: VerifyReport, checkpoint: Checkpoint | None, path: str | None
+) -> None:
+    written = {**checkpoint.to_json(), "path": str(Path(path).resolve())} if checkpoint else None
+    if ctx.format == "json":
+        ctx.json(
+            {
+                "ok": report.ok,
+                "kind": report.kind,
+                "position": report.position,
+                "message": report.message,
+                "checked": report.checked,
+                "through": report.chained,
+                "checkpoint": written,
+            }
+        )
+        return
+    pairs = [
+        ("result", report.kind),
+        ("first difference", str(report.position) if report.position is not None else "-"),
+        ("events checked", str(report.checked)),
+        ("through position", str(report.chained)),
+        ("", report.message),
+    ]
+    if written is not None:
+        pairs += [
+            ("checkpoint", written["path"]),
+            ("checkpoint digest", f"{written['digest']} at position {written['position']}"),
+        ]
+    ctx.out(render_record(pairs))
+    if written is not None:
+        ctx.note(
+            "keep the checkpoint outside the database; 'lowrouter verify --against FILE' "
+            "proves the log up to it is unchanged"
+        )
