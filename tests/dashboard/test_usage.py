@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from infrastructure.http import dashboard
+from infrastructure.http.dashboard import usage as usage_pages
 from tests.dashboard.conftest import OPERATOR, Dash
 
 ROW = re.compile(
@@ -24,7 +24,7 @@ def rows_of(html: str) -> list[tuple[str, str, str]]:
 def test_usage_history_chart_filters_and_paging(
     dash: Dash, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(dashboard, "USAGE_PAGE_SIZE", 2)
+    monkeypatch.setattr(usage_pages, "USAGE_PAGE_SIZE", 2)
     account = dash.open_account()
     prod = dash.issue_key(account, "prod-server")
     dev = dash.issue_key(account, "local-dev")
