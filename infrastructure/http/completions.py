@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 import httpx
@@ -244,20 +244,33 @@ async def first_answer(
     return failure
 
 
+async def usable_answer(
+    attempt: Attempt,
+    body: dict[str, Any],
+    candidates: list[tuple[ModelEntry, Provider]],
+    stream: bool,
+) -> Answer:
+    """The first upstream answer that can be relayed; a failure of them all, or an upstream
+    refusal (4xx), is recorded at no charge and raised as the client's error."""
+    answer = await first_answer(attempt, body, candidates, stream)
+    if not isinstance(answer, Answer):
+        await upstream_failed(attempt, candidates[-1], answer)
+    if answer.response.status_code >= 400:
+        response = answer.response
+        await upstream_refused(
+            attempt, answer.entry, answer.provider, response.status_code, response.content
+        )
+    return answer
+
+
 # Non-streaming ----------------------------------------------------------------------------
 
 
 async def complete(
     attempt: Attempt, body: dict[str, Any], candidates: list[tuple[ModelEntry, Provider]]
 ) -> Response:
-    answer = await first_answer(attempt, body, candidates, stream=False)
-    if not isinstance(answer, Answer):
-        return await upstream_failed(attempt, candidates[-1], answer)
+    answer = await usable_answer(attempt, body, candidates, stream=False)
     entry, provider, response = answer.entry, answer.provider, answer.response
-    if response.status_code >= 400:
-        return await upstream_refused(
-            attempt, entry, provider, response.status_code, response.content
-        )
     try:
         data = orjson.loads(response.content)
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
@@ -287,7 +300,7 @@ async def complete(
 
 async def upstream_failed(
     attempt: Attempt, last: tuple[ModelEntry, Provider], failure: Failure
-) -> Response:
+) -> NoReturn:
     status, code, detail = failure
     entry, provider = last
     outcome = "upstream_timeout" if status == 504 else "upstream_error"
@@ -298,7 +311,7 @@ async def upstream_failed(
 
 async def upstream_refused(
     attempt: Attempt, entry: ModelEntry, provider: Provider, status: int, content: bytes
-) -> Response:
+) -> NoReturn:
     """The upstream refused the request itself (4xx): pass its error on, charge nothing."""
     await durable(attempt.settle(entry, provider, 0, 0, "upstream_refused", status, charge=False))
     try:
@@ -319,14 +332,8 @@ async def upstream_refused(
 async def stream_completion(
     attempt: Attempt, body: dict[str, Any], candidates: list[tuple[ModelEntry, Provider]]
 ) -> Response:
-    answer = await first_answer(attempt, body, candidates, stream=True)
-    if not isinstance(answer, Answer):
-        return await upstream_failed(attempt, candidates[-1], answer)
+    answer = await usable_answer(attempt, body, candidates, stream=True)
     entry, provider, response = answer.entry, answer.provider, answer.response
-    if response.status_code >= 400:
-        return await upstream_refused(
-            attempt, entry, provider, response.status_code, response.content
-        )
     return StreamingResponse(
         relay(attempt, entry, provider, response),
         media_type="text/event-stream",
