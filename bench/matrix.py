@@ -25,7 +25,7 @@ from bench.fixtures import (
 )
 from bench.lag import LagSampler, wait_caught_up
 from bench.loadgen import Load, LoadResult, PythonLoad, Wrk
-from bench.processes import Server, free_port, start_server, uvicorn_command
+from bench.processes import Server, free_port, serve_command, start_server, uvicorn_command
 from infrastructure.runtime import Runtime
 
 MODES = ("json", "stream")
@@ -48,7 +48,6 @@ class Target:
     store: str | None = None  # "sqlite" | "postgres"
     workers: int = 1
     concurrencies: tuple[int, ...] = (1, 16, 64, 256)
-    app: str = "infrastructure.server:app_factory"
 
 
 @dataclass
@@ -145,7 +144,7 @@ def running_lowrouter(
         tenant = create_tenant(runtime)
         catalogue = write_catalogue(work_dir / f"{target.name}.toml", upstream.url + "/v1")
         port = free_port()
-        command = uvicorn_command(target.app, port, factory=True, workers=target.workers)
+        command = serve_command(port, target.workers)
         env = gateway_environ(url, catalogue)
         server = start_server(
             target.name, command, port, env, work_dir, workers=target.workers, nice=nice

@@ -39,6 +39,13 @@ def uvicorn_command(app: str, port: int, *, factory: bool = False, workers: int 
     return command
 
 
+def serve_command(port: int, workers: int = 1) -> list[str]:
+    """lowrouter as its users run it: `lowrouter serve` (uvicorn, loop and http "auto", no access
+    log) with its background process (projections, reconciler, chain) beside the workers."""
+    command = [sys.executable, "-m", "infrastructure.cli", "serve", "--host", "127.0.0.1"]
+    return [*command, "--port", str(port), "--workers", str(workers)]
+
+
 @dataclass
 class Server:
     name: str
@@ -178,12 +185,14 @@ def process_rss_bytes(pid: int) -> int:
 
 
 def _is_helper(pid: int) -> bool:
-    """multiprocessing's resource tracker is a child of uvicorn's supervisor, not a worker."""
+    """Children that are not workers: multiprocessing's resource tracker (a child of uvicorn's
+    supervisor) and lowrouter's background process (projections, reconciler, chain)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True
-    return b"resource_tracker" in cmdline or b"semaphore_tracker" in cmdline
+    helpers = (b"resource_tracker", b"semaphore_tracker", b"projections\x00run")
+    return any(helper in cmdline for helper in helpers)
 
 
 def _proc_stat(pid: int) -> list[str]:

@@ -6,6 +6,7 @@ import sys
 import uvicorn
 from starlette.applications import Starlette
 
+from infrastructure.background import start_background_process
 from infrastructure.catalogue import ConfigError, demo_catalogue, load_catalogue
 from infrastructure.http.app import create_app
 from infrastructure.runtime import open_runtime
@@ -38,6 +39,10 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
     os.environ["LOWROUTER_DEMO_BASE_URL"] = demo_base_url
     # Prepare the schema once, before workers race to create it.
     open_runtime(settings).close()
+    # Unless told otherwise, the projections, reconciler and chain get a process of their own.
+    own_background = "LOWROUTER_BACKGROUND" not in os.environ
+    if own_background:
+        os.environ["LOWROUTER_BACKGROUND"] = "external"
     print(f"lowrouter: gateway on http://{local}:{port}/api/v1 (database {settings.database_url})")
     if settings.config_path is None:
         print("lowrouter: no LOWROUTER_CONFIG: serving the built-in DEMO model lowrouter/echo")
@@ -47,15 +52,20 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
         "  lowrouter keys create --account acme --name local-dev\n"
         f"  dashboard: http://{local}:{port}/dashboard   API docs: http://{local}:{port}/docs"
     )
-    uvicorn.run(
-        "infrastructure.server:app_factory",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers if workers > 1 else None,
-        log_level="warning",
-        access_log=False,
-        loop="auto",
-        http="auto",
-    )
+    background = start_background_process() if own_background else None
+    try:
+        uvicorn.run(
+            "infrastructure.server:app_factory",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers if workers > 1 else None,
+            log_level="warning",
+            access_log=False,
+            loop="auto",
+            http="auto",
+        )
+    finally:
+        if background is not None:
+            background.stop()
     return 0

@@ -9,6 +9,7 @@ from urllib.parse import unquote, urlsplit
 
 DEFAULT_DATABASE_URL = "sqlite:///lowrouter.db"
 MiB = 1024 * 1024
+BACKGROUND_CHOICES = ("inline", "external")
 
 
 class SettingsError(ValueError):
@@ -24,6 +25,9 @@ class Settings:
     max_body_bytes: int = MiB
     hold_timeout_seconds: float = 600.0
     upstream_timeout_seconds: float = 120.0
+    # Where the projections, the reconciler and the chain run: "inline" in each app's own threads,
+    # or "external" in a process of their own (`lowrouter serve` starts one for its workers).
+    background: str = "inline"
 
     @property
     def is_postgres(self) -> bool:
@@ -48,6 +52,7 @@ def load_settings(
         max_body_bytes=_int(env, "LOWROUTER_MAX_BODY_BYTES", MiB),
         hold_timeout_seconds=float(_int(env, "LOWROUTER_HOLD_TIMEOUT_SECONDS", 600)),
         upstream_timeout_seconds=float(_int(env, "LOWROUTER_UPSTREAM_TIMEOUT_SECONDS", 120)),
+        background=_choice(env, "LOWROUTER_BACKGROUND", BACKGROUND_CHOICES),
     )
 
 
@@ -119,3 +124,11 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise SettingsError(f"{name} must be positive")
     return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices`; the first when unset."""
+    raw = env.get(name) or choices[0]
+    if raw not in choices:
+        raise SettingsError(f"{name}={raw!r} is not one of: {', '.join(choices)}")
+    return raw

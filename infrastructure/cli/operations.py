@@ -95,11 +95,13 @@ def projections_rebuild(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def projections_run(ctx: Context, args: argparse.Namespace) -> int | None:
-    """Follow the log in the foreground until Ctrl-C (or SIGTERM); exit 1 if a projection fails."""
+    """Follow the log in the foreground until Ctrl-C (or SIGTERM): the projections, the
+    reconciler and the tamper-evidence chain, as `lowrouter serve` runs them beside its workers.
+    Exit 1 if a projection fails."""
     runner = ctx.runtime.projections
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    runner.start()
+    ctx.runtime.start_background()
     ctx.note("following the event log; Ctrl-C to stop")
     try:
         while not stop.wait(0.2):

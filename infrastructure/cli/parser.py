@@ -205,7 +205,12 @@ def _add_projection_commands(subparsers: Any) -> None:
         "drop read models and rebuild them from the log",
     )
     rebuild.add_argument("name", metavar="NAME", nargs="?", choices=projection_names())
-    _command(projections, "run", projections_run, "follow the log in the foreground (Ctrl-C stops)")
+    _command(
+        projections,
+        "run",
+        projections_run,
+        "follow the log in the foreground: projections, reconciler, chain (Ctrl-C stops)",
+    )
 
 
 def _add_audit_commands(subparsers: Any) -> None:

@@ -91,7 +91,7 @@ def create_app(
             clock=clock,
             max_body_bytes=runtime.settings.max_body_bytes,
         )
-        if run_background:
+        if run_background and runtime.settings.background == "inline":
             runtime.start_background()
         try:
             yield

@@ -1,7 +1,9 @@
 """`lowrouter serve`: a configuration error stops it at start-up with one line; a good start
 prints the URL and how to create a first key, and serves."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -75,3 +77,115 @@ def test_serve_prints_the_url_and_how_to_create_a_first_key_and_serves(tmp_path:
     assert f"http://127.0.0.1:{port}/api/v1" in output
     assert "lowrouter accounts create" in output and "lowrouter keys create" in output
     assert "DEMO" in output
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """The processes whose parent is `pid`, with their command lines."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def background_pid(serve_pid: int, timeout: float = 20.0, not_this: int | None = None) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid, cmdline in children_of(serve_pid).items():
+            if "projections run" in cmdline and pid != not_this:
+                return pid
+        time.sleep(0.1)
+    raise AssertionError(f"no background process under {serve_pid}: {children_of(serve_pid)}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def test_serve_runs_the_projections_in_a_process_of_their_own_and_restarts_it(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    env = environment(tmp_path)
+    env.pop("LOWROUTER_BACKGROUND", None)
+    process = subprocess.Popen(
+        [LOWROUTER, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_healthy(port)
+        first = background_pid(process.pid)
+        cli = [LOWROUTER, "--format", "json"]
+        subprocess.run([*cli, "accounts", "create", "acme", "--credits", "5"], env=env, check=True)
+        created = subprocess.run(
+            [*cli, "keys", "create", "--account", "acme", "--name", "k"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        token = json.loads(created.stdout)["key"]
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/chat/completions",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"model": "lowrouter/echo", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        # The worker does not project; the background process does: the usage is projected.
+        assert usage_lag(env) == 0
+
+        os.kill(first, signal.SIGKILL)
+        second = background_pid(process.pid, not_this=first)
+        assert second != first and alive(second)
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+    assert "restarting it" in output
+    deadline = time.monotonic() + 10
+    while alive(second) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(second), "the background process outlived serve"
+
+
+def wait_healthy(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("serve did not start")
+
+
+def usage_lag(env: dict[str, str], timeout: float = 10.0) -> int:
+    """The usage projection's lag, once it is 0 or the time is up. `projections status` only
+    reads positions: only a running projection process moves them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = subprocess.run(
+            [LOWROUTER, "--format", "json", "projections", "status"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        usage = next(p for p in json.loads(listed.stdout)["data"] if p["name"] == "usage")
+        if usage["lag"] == 0 or time.monotonic() > deadline:
+            return int(usage["lag"])
+        time.sleep(0.2)
