@@ -7,10 +7,13 @@ single commands without failing the others), saves all changed pages in ONE tran
 then answers each command. Concurrent requests therefore share one database round trip, and no
 request is answered before its events are durable.
 
-Across processes, an injected page lock (a PostgreSQL advisory lock per account, or a file lock
-beside a SQLite database) is held around "fast-forward the cached pages → apply → save", so two
-gateways writing one account take turns instead of conflicting. Should a save still conflict
-(optimistic concurrency), the writer fast-forwards those pages and applies the batch again.
+A batch is first tried optimistically: applied to the cached pages and saved, with no lock and no
+read. The store refuses a save whose page version another process already used (optimistic
+concurrency), so a stale cache can never overspend; it only costs a retry. After such a conflict,
+and for any refusal or read (which must be judged on fresh figures), an injected page lock (a
+PostgreSQL advisory lock per account, or a file lock beside a SQLite database) is held around
+"fast-forward the cached pages → apply → save", so gateways writing one account take turns
+instead of conflicting; an account that conflicted stays on that path for a while.
 """
 
 import copy
@@ -45,6 +48,10 @@ MAX_ATTEMPTS = 25
 SNAPSHOT_EVERY = 500  # events; a snapshot keeps reloading a hot page fast
 REFUSAL_WINDOW = timedelta(seconds=60)  # at most one Refused fact per key and reason per window
 PAGE_CACHE_SIZE = 10_000
+# After a conflict, an account's batches take turns under the page lock for this long: another
+# process is writing it too.
+CONTENDED_SECONDS = 10.0
+_ANSWERED, _CONFLICT, _REFUSED = object(), object(), object()
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,7 @@ class SpendControl:
         self._queue: queue.SimpleQueue[_Command | None] = queue.SimpleQueue()
         self._pages: OrderedDict[UUID, LedgerPage] = OrderedDict()  # committed current pages
         self._snapshot_versions: dict[UUID, int] = {}
+        self._contended: dict[UUID, float] = {}  # account -> until when to lock (monotonic)
         self._refusals: dict[tuple[str, str], _RefusalCounter] = {}
         self._refusals_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -227,59 +235,92 @@ class SpendControl:
                 return
 
     def _commit(self, batch: list[_Command]) -> None:
+        """Optimistically first: an account no other process is writing is applied from the
+        cache and saved without the page lock or a fast-forward (the store's version check
+        still refuses a stale write). A conflict, a refusal (it must be judged on fresh
+        figures: another process may have added credits) or a read takes the locked path."""
         accounts = sorted({c.account_id for c in batch})
+        if self._may_go_optimistic(batch, accounts):
+            outcome = self._attempt(batch, fast_forward=False)
+            if outcome is _ANSWERED:
+                return
+            if outcome is _CONFLICT:
+                until = time.monotonic() + CONTENDED_SECONDS
+                self._contended.update(dict.fromkeys(accounts, until))
         with self._page_lock(accounts):
             self._commit_locked(batch, accounts)
 
+    def _may_go_optimistic(self, batch: list[_Command], accounts: list[UUID]) -> bool:
+        if any(command.read_only for command in batch):
+            return False
+        now = time.monotonic()
+        for account_id in accounts:
+            until = self._contended.get(account_id)
+            if until is not None:
+                if until > now:
+                    return False
+                del self._contended[account_id]
+        return True
+
     def _commit_locked(self, batch: list[_Command], accounts: list[UUID]) -> None:
-        for _attempt in range(MAX_ATTEMPTS):
-            self._fast_forward(accounts)
-            now = self.app.clock()
-            today = utc_day(now)
-            working: dict[UUID, list[LedgerPage]] = {}
-            outcomes: list[tuple[bool, Any]] = []
-            for command in batch:
-                try:
-                    pages = working.get(command.account_id)
-                    if pages is None:
-                        pages = working[command.account_id] = self._working_pages(
-                            command.account_id, today, now
-                        )
-                    outcomes.append((True, command.apply(pages[-1], now)))
-                except DomainError as refusal:
-                    outcomes.append((False, refusal))
-            changed = [p for pages in working.values() for p in pages if p.pending_events]
-            if all(command.read_only for command in batch):
-                # Reads never write: a read on a new day sees the rolled-over figures, but the
-                # books are closed by the next write, not by someone looking at them.
-                changed = []
-            try:
-                if changed:
-                    self.app.save(*changed)
-            except IntegrityError:
-                # Another process wrote one of these pages: catch up and apply again.
-                self.conflicts += 1
-                time.sleep(0.001 * _attempt)
-                continue
-            except BaseException:
-                for account_id in working:
-                    self._pages.pop(account_id, None)
-                raise
-            for account_id, pages in working.items():
-                if not any(page.pending_events for page in pages):  # only what is stored
-                    self._remember(account_id, pages[-1])
-            self.batches += 1
-            self.commands += len(batch)
-            for command, (ok, value) in zip(batch, outcomes, strict=True):
-                if ok:
-                    command.future.set_result(value)
-                else:
-                    command.future.set_exception(value)
-            self._take_snapshots(working)
-            return
+        for attempt in range(MAX_ATTEMPTS):
+            if self._attempt(batch, fast_forward=True) is _ANSWERED:
+                return
+            # Another process wrote one of these pages: catch up and apply again.
+            time.sleep(0.001 * attempt)
         error = TooMuchContention("the ledger is busy; nothing was changed, try again")
         for command in batch:
             command.future.set_exception(error)
+
+    def _attempt(self, batch: list[_Command], fast_forward: bool) -> object:
+        """Apply the batch to working copies of its pages and save them in one transaction.
+        Answers every command and returns _ANSWERED; or answers none and returns _CONFLICT
+        (a page changed under us) or _REFUSED (optimistic, and a command was refused)."""
+        if fast_forward:
+            self._fast_forward(sorted({c.account_id for c in batch}))
+        now = self.app.clock()
+        today = utc_day(now)
+        working: dict[UUID, list[LedgerPage]] = {}
+        outcomes: list[tuple[bool, Any]] = []
+        for command in batch:
+            try:
+                pages = working.get(command.account_id)
+                if pages is None:
+                    pages = working[command.account_id] = self._working_pages(
+                        command.account_id, today, now
+                    )
+                outcomes.append((True, command.apply(pages[-1], now)))
+            except DomainError as refusal:
+                if not fast_forward:
+                    return _REFUSED
+                outcomes.append((False, refusal))
+        changed = [p for pages in working.values() for p in pages if p.pending_events]
+        if all(command.read_only for command in batch):
+            # Reads never write: a read on a new day sees the rolled-over figures, but the
+            # books are closed by the next write, not by someone looking at them.
+            changed = []
+        try:
+            if changed:
+                self.app.save(*changed)
+        except IntegrityError:
+            self.conflicts += 1
+            return _CONFLICT
+        except BaseException:
+            for account_id in working:
+                self._pages.pop(account_id, None)
+            raise
+        for account_id, pages in working.items():
+            if not any(page.pending_events for page in pages):  # only what is stored
+                self._remember(account_id, pages[-1])
+        self.batches += 1
+        self.commands += len(batch)
+        for command, (ok, value) in zip(batch, outcomes, strict=True):
+            if ok:
+                command.future.set_result(value)
+            else:
+                command.future.set_exception(value)
+        self._take_snapshots(working)
+        return _ANSWERED
 
     def _fast_forward(self, accounts: list[UUID]) -> None:
         """Apply what other processes appended to our cached pages since we last saw them."""

@@ -26,7 +26,7 @@ from projections.schema import metadata, positions
 log = logging.getLogger("lowrouter.projections")
 
 BATCH_SIZE = 2000
-MIN_CYCLE = 0.01  # seconds
+MIN_CYCLE = 0.1  # seconds: at most 10 cycles a second, each a batch (see _run)
 STANDBY_INTERVAL = 0.5  # how often a standby runner checks whether it should take over
 
 
