@@ -27,25 +27,50 @@ class UpstreamTransport(AiohttpTransport):
             raise httpx.ConnectError(str(error), request=request) from error.__cause__
 
 
-def build_client(timeout: float) -> httpx.AsyncClient:
+class Upstream:
+    """Sends completions to providers through httpx's transport API.
+
+    httpx.AsyncClient.send adds auth, redirect, cookie and event-hook handling we never use, and
+    costs about 140 µs of CPU per request (half of the whole upstream leg, measured in bench/);
+    the transport is what does the work. Each provider's URL and headers are built once.
+    """
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, timeout: httpx.Timeout) -> None:
+        self.transport = transport
+        self._timeout = timeout.as_dict()
+        self._targets: dict[Provider, tuple[httpx.URL, httpx.Headers]] = {}
+
+    async def send(self, provider: Provider, content: bytes) -> httpx.Response:
+        """POST to the provider's /chat/completions; the body is not read yet (it may stream)."""
+        target = self._targets.get(provider)
+        if target is None:
+            target = self._targets[provider] = (upstream_url(provider), upstream_headers(provider))
+        url, headers = target
+        request = httpx.Request(
+            "POST", url, content=content, headers=headers, extensions={"timeout": self._timeout}
+        )
+        return await self.transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
+def build_upstream(timeout: float) -> Upstream:
     """One pooled client for the whole process (connections are reused across requests)."""
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=256, keepalive_expiry=30)
-    return httpx.AsyncClient(
-        transport=UpstreamTransport(limits=limits, trust_env=False),
-        timeout=httpx.Timeout(timeout, connect=5.0),
-        follow_redirects=False,
-    )
+    transport = UpstreamTransport(limits=limits, trust_env=False)
+    return Upstream(transport, httpx.Timeout(timeout, connect=5.0))
 
 
-def upstream_url(provider: Provider) -> str:
-    return f"{provider.base_url}/chat/completions"
+def upstream_url(provider: Provider) -> httpx.URL:
+    return httpx.URL(f"{provider.base_url}/chat/completions")
 
 
-def upstream_headers(provider: Provider) -> dict[str, str]:
+def upstream_headers(provider: Provider) -> httpx.Headers:
     headers = {"content-type": "application/json", "accept": "application/json"}
     if provider.api_key:
         headers["authorization"] = f"Bearer {provider.api_key}"
-    return headers
+    return httpx.Headers(headers)
 
 
 def upstream_body(body: dict[str, Any], entry: ModelEntry, stream: bool) -> dict[str, Any]:

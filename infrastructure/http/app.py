@@ -23,7 +23,7 @@ from infrastructure.http.inference import list_models, this_key
 from infrastructure.http.management import management_routes
 from infrastructure.http.openapi import docs, openapi_json
 from infrastructure.runtime import Runtime
-from infrastructure.upstream import build_client
+from infrastructure.upstream import build_upstream
 
 log = logging.getLogger("lowrouter.http")
 
@@ -83,11 +83,11 @@ def create_app(
 ) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        client = build_client(runtime.settings.upstream_timeout_seconds)
+        upstream = build_upstream(runtime.settings.upstream_timeout_seconds)
         app.state.gateway = Gateway(
             runtime=runtime,
             catalogue=catalogue,
-            client=client,
+            upstream=upstream,
             clock=clock,
             max_body_bytes=runtime.settings.max_body_bytes,
         )
@@ -96,7 +96,7 @@ def create_app(
         try:
             yield
         finally:
-            await client.aclose()
+            await upstream.aclose()
             runtime.close()
 
     routes = [

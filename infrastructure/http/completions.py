@@ -29,8 +29,6 @@ from infrastructure.upstream import (
     completion_text_length,
     estimate_text_tokens,
     upstream_body,
-    upstream_headers,
-    upstream_url,
     usage_counts,
 )
 from projections.lookup import KeyRecord
@@ -217,17 +215,12 @@ async def first_answer(
 ) -> Answer | Failure:
     """Try the candidates in order; fall back on a connection error, a timeout or a 5xx, all
     before anything was sent to the client. A non-streaming answer is read in full here."""
-    client = attempt.gateway.client
+    upstream = attempt.gateway.upstream
     failure: Failure = (502, "upstream_error", "")
     for entry, provider in candidates:
-        request = client.build_request(
-            "POST",
-            upstream_url(provider),
-            content=orjson.dumps(upstream_body(body, entry, stream=stream)),
-            headers=upstream_headers(provider),
-        )
+        content = orjson.dumps(upstream_body(body, entry, stream=stream))
         try:
-            response = await client.send(request, stream=True)
+            response = await upstream.send(provider, content)
             if not stream or response.status_code >= 400:
                 await response.aread()
         except httpx.TimeoutException:

@@ -1,4 +1,4 @@
-"""The per-process state of the HTTP app: runtime, catalogue, upstream client; and the steps every
+"""The per-process state of the HTTP app: runtime, catalogue, upstream; and the steps every
 route shares (authenticate, read a bounded body, route a model)."""
 
 import asyncio
@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-import httpx
 from starlette.requests import Request
 
 from application.clock import Clock, next_midnight
@@ -27,6 +26,7 @@ from infrastructure.catalogue import (
 from infrastructure.http.auth import authenticate
 from infrastructure.http.errors import ApiError
 from infrastructure.runtime import Runtime
+from infrastructure.upstream import Upstream
 from projections.lookup import KeyRecord
 
 T = TypeVar("T")
@@ -46,7 +46,7 @@ async def durable(future: "Future[T]") -> T:
 class Gateway:
     runtime: Runtime
     catalogue: Catalogue
-    client: httpx.AsyncClient
+    upstream: Upstream
     clock: Clock
     max_body_bytes: int
 

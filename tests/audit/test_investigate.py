@@ -36,6 +36,7 @@ from infrastructure.catalogue import demo_catalogue
 from infrastructure.http.app import create_app
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings
+from infrastructure.upstream import Upstream
 from tests.cli.test_no_plaintext import files_under, pieces_of, spellings, stored_bytes
 from tests.conftest import PEPPER
 
@@ -89,8 +90,7 @@ def gateway(settings: Settings) -> Iterator[Gateway]:
     runtime = open_runtime(settings)
     app = create_app(runtime, demo_catalogue("http://gateway.test/demo/v1"), run_background=False)
     with TestClient(app, client=OWNER):  # runs the app's startup and shutdown
-        upstream = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
-        app.state.gateway.client = upstream
+        app.state.gateway.upstream = Upstream(httpx.ASGITransport(app=app), httpx.Timeout(30))
         yield Gateway(app, runtime, settings)
 
 
