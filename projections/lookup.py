@@ -1,8 +1,11 @@
 """Reading the active-key lookup: one indexed read per request, no cache."""
 
+import queue
 import sqlite3
 import threading
-from dataclasses import dataclass
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -55,10 +58,13 @@ def find_key(engine: Engine, token_hash: str) -> KeyRecord | None:
 
 # The gateway's lookup: the same one indexed read, as a prepared statement on the driver.
 # Measured on PostgreSQL: 0.07 ms per lookup against 0.53 ms through SQLAlchemy (bench/).
-_SQL = (
-    "SELECT key_id, account_id, kind, name, prefix, last4, models, region, daily_limit, "
-    "status, grace_deadline_us FROM lr_keys WHERE token_hash = {}"
+_COLUMNS = (
+    "key_id, account_id, kind, name, prefix, last4, models, region, daily_limit, "
+    "status, grace_deadline_us"
 )
+_SQL = f"SELECT {_COLUMNS} FROM lr_keys WHERE token_hash = {{}}"
+_SQL_MANY_POSTGRES = f"SELECT token_hash, {_COLUMNS} FROM lr_keys WHERE token_hash = ANY(%s)"
+_SQL_MANY_SQLITE = f"SELECT token_hash, {_COLUMNS} FROM lr_keys WHERE token_hash IN ({{}})"
 
 
 class KeyLookup:
@@ -79,6 +85,17 @@ class KeyLookup:
         else:
             row = self._sqlite().execute(_SQL.format("?"), (token_hash,)).fetchone()
         return None if row is None else _record(tuple(row))
+
+    def find_many(self, token_hashes: Sequence[str]) -> dict[str, KeyRecord]:
+        """The keys behind several token hashes, in one read (absent hashes are left out)."""
+        if self._conninfo is not None:
+            with self._postgres().connection() as conn:
+                rows = conn.execute(_SQL_MANY_POSTGRES, (list(token_hashes),), prepare=True)
+                found = rows.fetchall()
+        else:
+            marks = ",".join("?" * len(token_hashes))
+            found = self._sqlite().execute(_SQL_MANY_SQLITE.format(marks), token_hashes).fetchall()
+        return {row[0]: _record(tuple(row[1:])) for row in found}
 
     def _postgres(self) -> Any:
         """A small pool, opened on first use (tools that never authenticate never open it)."""
@@ -124,3 +141,76 @@ def _record(row: tuple[Any, ...]) -> KeyRecord:
         status=status,
         grace_deadline=from_us(grace),
     )
+
+
+@dataclass
+class _Wanted:
+    token_hash: str
+    future: "Future[KeyRecord | None]" = field(default_factory=Future)
+
+
+class GroupLookup:
+    """Lookups of concurrent requests share one read, as ledger commands share one commit.
+
+    One thread takes every lookup queued since its last read and reads them all at once. A
+    lookup is only ever answered by a read that began after it was asked, so it sees every
+    change committed before the request arrived: a revocation still applies to the very next
+    request.
+    """
+
+    MAX_BATCH = 256
+
+    def __init__(self, lookup: KeyLookup) -> None:
+        self.lookup = lookup
+        self._queue: queue.SimpleQueue[_Wanted | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def find(self, token_hash: str) -> "Future[KeyRecord | None]":
+        wanted = _Wanted(token_hash)
+        if self._thread is None:
+            self._start()
+        self._queue.put(wanted)
+        return wanted.future
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="lowrouter-lookup", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # stop after answering this batch
+                    break
+                batch.append(item)
+            # A request that went away before its read began is dropped (nothing to answer).
+            batch = [w for w in batch if w.future.set_running_or_notify_cancel()]
+            if not batch:
+                continue
+            try:
+                found = self.lookup.find_many(list({w.token_hash for w in batch}))
+            except BaseException as error:  # never leave a request waiting
+                for wanted in batch:
+                    wanted.future.set_exception(error)
+                continue
+            for wanted in batch:
+                wanted.future.set_result(found.get(wanted.token_hash))
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None

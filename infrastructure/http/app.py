@@ -24,6 +24,7 @@ from infrastructure.http.management import management_routes
 from infrastructure.http.openapi import docs, openapi_json
 from infrastructure.runtime import Runtime
 from infrastructure.upstream import build_upstream
+from projections.lookup import GroupLookup
 
 log = logging.getLogger("lowrouter.http")
 
@@ -84,10 +85,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         upstream = build_upstream(runtime.settings.upstream_timeout_seconds)
+        lookups = GroupLookup(runtime.lookup)
         app.state.gateway = Gateway(
             runtime=runtime,
             catalogue=catalogue,
             upstream=upstream,
+            lookups=lookups,
             clock=clock,
             max_body_bytes=runtime.settings.max_body_bytes,
         )
@@ -97,6 +100,7 @@ def create_app(
             yield
         finally:
             await upstream.aclose()
+            lookups.close()
             runtime.close()
 
     routes = [

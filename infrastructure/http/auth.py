@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 
-from domain.tokens import TokenFormatError, TokenKind, hash_token, parse_token
+from domain.tokens import Token, TokenFormatError, TokenKind, hash_token, parse_token
 from infrastructure.http.errors import ApiError
 from projections.lookup import KeyRecord
 
@@ -61,6 +61,17 @@ def authenticate(
     on_refused_use: Callable[[KeyRecord], None] | None = None,
 ) -> KeyRecord:
     """Parse, check the checksum, then one indexed lookup; refuse revoked and expired keys."""
+    token, token_hash = presented_token(header, pepper, kind)
+    record = find_key(token_hash)
+    if on_refused_use is not None and refused_use(record, now):
+        assert record is not None
+        on_refused_use(record)
+    return admitted(record, token, now)
+
+
+def presented_token(header: str | None, pepper: bytes, kind: TokenKind) -> tuple[Token, str]:
+    """The token in the header and its hash, or a 401 saying what is wrong with it (format,
+    checksum, or a key of the other kind), before any lookup."""
     text = token_from_header(header)
     try:
         token = parse_token(text)
@@ -75,12 +86,19 @@ def authenticate(
             "This is an inference key (lr-sk-…); the management API needs a management key "
             "(lr-mk-…)."
         )
-    record = find_key(hash_token(pepper, token))
+    return token, hash_token(pepper, token)
+
+
+def refused_use(record: KeyRecord | None, now: datetime) -> bool:
+    """A use of a revoked or expired key: worth recording for the security team."""
+    return record is not None and record.status_at(now) in ("revoked", "expired")
+
+
+def admitted(record: KeyRecord | None, token: Token, now: datetime) -> KeyRecord:
+    """The key if it may be used now; else the 401 that says why not."""
     if record is None:
         raise unauthorized(f"Unknown API key {token.display}: it was never issued by this gateway.")
     status = record.status_at(now)
-    if status in ("revoked", "expired") and on_refused_use is not None:
-        on_refused_use(record)
     if status == "revoked":
         raise unauthorized(f"API key {record.display} has been revoked.", "revoked_api_key")
     if status == "expired":

@@ -23,17 +23,16 @@ from infrastructure.catalogue import (
     Provider,
     RegionUnavailable,
 )
-from infrastructure.http.auth import authenticate
+from infrastructure.http.auth import admitted, presented_token, refused_use
 from infrastructure.http.errors import ApiError
 from infrastructure.runtime import Runtime
 from infrastructure.upstream import Upstream
-from projections.lookup import KeyRecord
+from projections.lookup import GroupLookup, KeyRecord
 
 T = TypeVar("T")
 
-# Key lookups run on a few dedicated threads, matching the database pool, so they neither
-# queue behind other blocking work nor open and close connections under load.
-LOOKUP_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lowrouter-lookup")
+# Recording a use of a revoked key writes an event: off the event loop, on threads of its own.
+REFUSED_USE_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lowrouter-refused-use")
 
 
 async def durable(future: "Future[T]") -> T:
@@ -47,6 +46,7 @@ class Gateway:
     runtime: Runtime
     catalogue: Catalogue
     upstream: Upstream
+    lookups: GroupLookup
     clock: Clock
     max_body_bytes: int
 
@@ -65,27 +65,22 @@ class Gateway:
                 "The gateway's key lookup has stopped; refusing requests rather than serving "
                 "stale access. The operator must check `lowrouter projections status`.",
             )
-        pepper = self.runtime.settings.pepper
-        header = request.headers.get("authorization")
-        client_ip = request.client.host if request.client else None
-        user_agent = request.headers.get("user-agent")
-
-        def note_refused_use(record: KeyRecord) -> None:
-            if record.kind == "sk":
-                self.runtime.ledger.record_use_after_revocation(
-                    record.key_id, client_ip, user_agent
-                )
-
-        return await asyncio.get_running_loop().run_in_executor(
-            LOOKUP_THREADS,
-            authenticate,
-            header,
-            pepper,
-            self.runtime.lookup.find,
-            self.clock(),
-            kind,
-            note_refused_use,
+        token, token_hash = presented_token(
+            request.headers.get("authorization"), self.runtime.settings.pepper, kind
         )
+        record = await asyncio.wrap_future(self.lookups.find(token_hash))
+        now = self.clock()
+        if record is not None and record.kind == "sk" and refused_use(record, now):
+            client_ip = request.client.host if request.client else None
+            user_agent = request.headers.get("user-agent")
+            await asyncio.get_running_loop().run_in_executor(
+                REFUSED_USE_THREADS,
+                self.runtime.ledger.record_use_after_revocation,
+                record.key_id,
+                client_ip,
+                user_agent,
+            )
+        return admitted(record, token, now)
 
     async def read_body(self, request: Request) -> bytes:
         limit = self.max_body_bytes
