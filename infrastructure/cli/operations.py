@@ -2,7 +2,6 @@
 
 import argparse
 import signal
-import threading
 import time
 
 from sqlalchemy import select
@@ -99,12 +98,15 @@ def projections_run(ctx: Context, args: argparse.Namespace) -> int | None:
     reconciler and the tamper-evidence chain, as `lowrouter serve` runs them beside its workers.
     Exit 1 if a projection fails."""
     runner = ctx.runtime.projections
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # The handler only appends to a list: a signal arriving while another handler runs (serve
+    # stops us and, as it exits, the kernel signals us again) must not wait on a lock.
+    terminated: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda number, _frame: terminated.append(number))
     ctx.runtime.start_background()
     ctx.note("following the event log; Ctrl-C to stop")
     try:
-        while not stop.wait(0.2):
+        while not terminated:
+            time.sleep(0.2)
             if runner.failure is not None:
                 raise Refused(str(runner.failure))
     except KeyboardInterrupt:

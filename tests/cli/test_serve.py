@@ -189,3 +189,24 @@ def usage_lag(env: dict[str, str], timeout: float = 10.0) -> int:
         if usage["lag"] == 0 or time.monotonic() > deadline:
             return int(usage["lag"])
         time.sleep(0.2)
+
+
+def test_projections_run_stops_on_a_burst_of_sigterms(tmp_path: Path) -> None:
+    """serve SIGTERMs its background process, and the kernel does again as serve exits: a
+    second signal arriving inside the first's handler must not deadlock it."""
+    process = subprocess.Popen(
+        [LOWROUTER, "projections", "run"],
+        env=environment(tmp_path),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        assert "following the event log" in process.stderr.readline()
+        for _ in range(50):
+            process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
