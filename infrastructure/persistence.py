@@ -13,8 +13,14 @@ from application.spend import PageLock, no_lock
 from infrastructure.settings import Settings, postgres_conninfo, postgres_parts, sqlite_path
 from projections.lookup import KeyLookup
 
+TRANSCODER = {"TRANSCODER_TOPIC": "infrastructure.transcoder:OrjsonDecodingTranscoder"}
+
 
 def eventsourcing_env(database_url: str) -> dict[str, str]:
+    return {**TRANSCODER, **_store_env(database_url)}
+
+
+def _store_env(database_url: str) -> dict[str, str]:
     if database_url == "memory://":
         return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
     if database_url.startswith("sqlite:///"):

@@ -31,7 +31,6 @@ from sqlalchemy import (
     String,
     Table,
     func,
-    insert,
     select,
     update,
 )
@@ -41,6 +40,7 @@ from application.keys import Lowrouter
 from domain.keys import ApiKey
 from domain.ledger import LedgerPage
 from domain.money import format_credits
+from projections.base import insert_rows
 from projections.schema import (
     daily_spend,
     from_us,
@@ -302,8 +302,7 @@ def _client_row(state: _KeyState, pair: tuple[str, str]) -> dict[str, Any]:
 
 
 def _insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(insert(table), rows)
+    insert_rows(conn, table, rows)
 
 
 # Reading: unexpected-usage flags ----------------------------------------------------------------

@@ -9,6 +9,7 @@ from eventsourcing.utils import get_topic
 from sqlalchemy import Connection, delete, insert, select, update
 
 from domain.ledger import LedgerPage
+from projections.base import insert_rows
 from projections.schema import daily_spend, holds, key_activity, ledger_pages, to_us, usage
 
 
@@ -30,7 +31,7 @@ class UsageProjection:
         self._page_accounts: dict[str, str] = {}  # page id -> account id; never changes
 
     def apply(self, conn: Connection, events: Sequence[tuple[int, Any]]) -> None:
-        """Batch-oriented: rows are inserted with executemany, totals summed in memory first."""
+        """Batch-oriented: rows are inserted many at once, totals summed in memory first."""
         usage_rows: list[dict[str, Any]] = []
         new_holds: dict[str, dict[str, Any]] = {}
         closed_holds: list[str] = []
@@ -70,9 +71,9 @@ class UsageProjection:
                 seen[2] += 1
                 seen[3] += event.cost
         if usage_rows:
-            conn.execute(insert(usage), usage_rows)
+            insert_rows(conn, usage, usage_rows)
         if new_holds:
-            conn.execute(insert(holds), list(new_holds.values()))
+            insert_rows(conn, holds, list(new_holds.values()))
         if closed_holds:
             conn.execute(delete(holds).where(holds.c.request_id.in_(closed_holds)))
         _add_spend(conn, spend)
