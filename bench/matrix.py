@@ -25,7 +25,15 @@ from bench.fixtures import (
 )
 from bench.lag import LagSampler, wait_caught_up
 from bench.loadgen import Load, LoadResult, PythonLoad, Wrk
-from bench.processes import Server, free_port, serve_command, start_server, uvicorn_command
+from bench.processes import (
+    Server,
+    busy_percent,
+    free_port,
+    machine_cpu_times,
+    serve_command,
+    start_server,
+    uvicorn_command,
+)
 from infrastructure.runtime import Runtime
 
 MODES = ("json", "stream")
@@ -61,6 +69,7 @@ class Row:
     rss_mb: float
     worker_rss_mb: list[float]
     lag: dict[str, Any] | None = None
+    machine_busy_percent: float | None = None  # all cores, every process: is the box saturated?
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +81,7 @@ class Row:
             "cpu_ms_per_request": self.cpu_ms_per_request,
             "rss_mb": self.rss_mb,
             "worker_rss_mb": self.worker_rss_mb,
+            "machine_busy_percent": self.machine_busy_percent,
             "lag": self.lag,
         }
 
@@ -176,6 +186,7 @@ def measure(
         server.requests_served += plan.generator.run(load, concurrency, plan.warmup).requests
         time.sleep(plan.pause)
     cpu_before, started = server.cpu_seconds(), time.monotonic()
+    machine_before = machine_cpu_times()
     lag: dict[str, Any] | None = None
     if runtime is not None and concurrency == LAG_CONCURRENCY:
         with LagSampler(runtime) as samples:
@@ -186,6 +197,7 @@ def measure(
         result = plan.generator.run(load, concurrency, plan.seconds)
     elapsed = time.monotonic() - started
     cpu_seconds = server.cpu_seconds() - cpu_before
+    machine_busy = busy_percent(machine_before, machine_cpu_times())
     cpu = cpu_seconds / elapsed * 100 if elapsed else 0.0
     per_request = round(cpu_seconds * 1000 / result.requests, 2) if result.requests else None
     server.requests_served += result.requests
@@ -201,6 +213,7 @@ def measure(
         server.total_rss_mb(),
         server.worker_rss_mb(),
         lag,
+        machine_busy,
     )
 
 

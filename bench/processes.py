@@ -217,3 +217,20 @@ def _proc_children(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def machine_cpu_times() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of all cores since boot, from /proc/stat."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """How busy the whole machine was between two readings: 100 = every core, all the time."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round(100 * (after[0] - before[0]) / (after[1] - before[1]), 1)

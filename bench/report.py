@@ -55,7 +55,7 @@ def comparisons(index: Index, row: Row, transport: str) -> dict[str, float | Non
 HEADER = (
     f"{'target':<27}{'mode':<7}{'c':>4}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}"
     f"{'+p50':>8}{'+p99':>9}{'xfloor':>7}{'xsame':>6}{'err':>6}{'CPU%':>6}{'CPUms/r':>8}"
-    f"{'RSS MB':>8}"
+    f"{'RSS MB':>8}{'box%':>6}"
 )
 
 
@@ -77,6 +77,7 @@ def table(reports: list[TargetReport]) -> tuple[str, list[dict[str, Any]]]:
                 f"{_num(extra['x_floor'], 7)}{_num(extra['x_same_client'], 6)}"
                 f"{row.result.errors:>6}{row.cpu_percent:>6.0f}"
                 f"{_num(row.cpu_ms_per_request, 8)}{row.rss_mb:>8.1f}"
+                f"{_num(row.machine_busy_percent, 6, 0)}"
             )
             records.append({**row.as_dict(), **extra})
     return "\n".join(lines), records
