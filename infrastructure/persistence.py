@@ -33,7 +33,7 @@ def _store_env(database_url: str) -> dict[str, str]:
         }
     pg = postgres_parts(database_url)
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": "infrastructure.event_store:LedgerFactory",
         "POSTGRES_DBNAME": pg["dbname"],
         "POSTGRES_HOST": pg["host"],
         "POSTGRES_PORT": pg["port"],
