@@ -134,7 +134,7 @@ DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
         "title": "lowrouter",
-        "version": "0.1.0",
+        "version": "0.2.0",
         "description": "An OpenAI-compatible LLM gateway on an event-sourced ledger of keys "
         "and credits. Money is a decimal string of credits.",
     },
