@@ -99,9 +99,13 @@ def projections_run(ctx: Context, args: argparse.Namespace) -> int | None:
     Exit 1 if a projection fails."""
     runner = ctx.runtime.projections
     # The handler only appends to a list: a signal arriving while another handler runs (serve
-    # stops us and, as it exits, the kernel signals us again) must not wait on a lock.
+    # stops us and, as it exits, the kernel signals us again) must not wait on a lock. SIGINT is
+    # handled the same way, also when started with it ignored (a script's background job).
     terminated: list[int] = []
-    previous = signal.signal(signal.SIGTERM, lambda number, _frame: terminated.append(number))
+    previous = {
+        number: signal.signal(number, lambda got, _frame: terminated.append(got))
+        for number in (signal.SIGTERM, signal.SIGINT)
+    }
     ctx.runtime.start_background()
     ctx.note("following the event log; Ctrl-C to stop")
     try:
@@ -109,11 +113,10 @@ def projections_run(ctx: Context, args: argparse.Namespace) -> int | None:
             time.sleep(0.2)
             if runner.failure is not None:
                 raise Refused(str(runner.failure))
-    except KeyboardInterrupt:
-        pass
     finally:
         runner.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     positions_now = ", ".join(f"{s.name} {s.position}" for s in runner.status())
     ctx.note(f"stopped at {positions_now}")
     return None

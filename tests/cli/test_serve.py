@@ -210,3 +210,26 @@ def test_projections_run_stops_on_a_burst_of_sigterms(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_projections_run_stops_on_sigint_even_when_started_with_it_ignored(
+    tmp_path: Path,
+) -> None:
+    """A script's background job starts with SIGINT ignored; Ctrl-C semantics must still hold."""
+    process = subprocess.Popen(
+        [LOWROUTER, "projections", "run"],
+        env=environment(tmp_path),
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert process.stderr is not None
+        assert "following the event log" in process.stderr.readline()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+        assert "stopped at" in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
