@@ -346,27 +346,26 @@ async def relay(
     settlement: Future[int | None] | None = None
     try:
         try:
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == "[DONE]":
-                    break
-                try:
-                    chunk = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    continue
-                if not isinstance(chunk, dict):
-                    continue
-                usage = usage_counts(chunk.get("usage")) or usage
-                if not chunk.get("choices"):
-                    continue  # the upstream's usage-only chunk: ours replaces it
-                produced += completion_text_length(chunk)
-                chunk["model"] = entry.id
-                chunk.pop("usage", None)
-                last_chunk = chunk
-                relayed += 1
-                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+            async for payloads in sse_data(response):
+                out = []
+                for payload in payloads:
+                    try:
+                        chunk = orjson.loads(payload)
+                    except orjson.JSONDecodeError:
+                        continue
+                    if not isinstance(chunk, dict):
+                        continue
+                    usage = usage_counts(chunk.get("usage")) or usage
+                    if not chunk.get("choices"):
+                        continue  # the upstream's usage-only chunk: ours replaces it
+                    produced += completion_text_length(chunk)
+                    chunk["model"] = entry.id
+                    chunk.pop("usage", None)
+                    last_chunk = chunk
+                    relayed += 1
+                    out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+                if out:  # what arrived together leaves together: one write, not one per event
+                    yield b"".join(out)
             outcome, status_code = "ok", 200
         except httpx.HTTPError as error:
             outcome, status_code = "upstream_error", 502
@@ -418,6 +417,38 @@ async def relay(
             attempt.settle(entry, provider, prompt, completion, outcome, status_code)
         with anyio.CancelScope(shield=True):
             await response.aclose()
+
+
+async def sse_data(response: httpx.Response) -> AsyncIterator[list[bytes]]:
+    """The `data:` payloads of a server-sent event stream, as they arrive: one list per network
+    read, ending at `[DONE]` or at the end of the stream. Bytes all the way (no text decoding,
+    splitting in C): this runs for every chunk of every stream."""
+    pending = b""
+    async for received in response.aiter_bytes():
+        if b"\r" in received:  # CRLF or CR line ends (SSE allows both): make them LF
+            received = received.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *lines, pending = (pending + received).split(b"\n")
+        payloads, done = _payloads(lines)
+        if payloads:
+            yield payloads
+        if done:
+            return
+    payloads, _ = _payloads([pending])
+    if payloads:
+        yield payloads
+
+
+def _payloads(lines: list[bytes]) -> tuple[list[bytes], bool]:
+    """The data payloads among these lines, and whether `[DONE]` was among them."""
+    payloads = []
+    for line in lines:
+        if not line.startswith(b"data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            return payloads, True
+        payloads.append(payload)
+    return payloads, False
 
 
 def error_event(message: str) -> bytes:
