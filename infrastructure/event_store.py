@@ -12,18 +12,22 @@ eventsourcing's own database function (POSTGRES_ENABLE_DB_FUNCTIONS) does not lo
 readers tailing the log could pass over an id that commits later; this one does.
 """
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
-from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.persistence import ProgrammingError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresFactory
-from eventsourcing.utils import retry
+from psycopg.errors import UndefinedFunction
 from psycopg.sql import SQL, Identifier
+
+log = logging.getLogger("lowrouter.event_store")
 
 
 class LedgerRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
+        self._function_missing = False
         function = Identifier(self.datastore.schema, f"lowrouter_insert_{self.events_table_name}")
         self.sql_create_statements.append(
             SQL(
@@ -51,21 +55,34 @@ class LedgerRecorder(PostgresApplicationRecorder):
             "SELECT * FROM {function}(%s::{id_type}[], %s::bigint[], %s::text[], %s::bytea[])"
         ).format(function=function, id_type=SQL(self.datastore.originator_id_type))
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
-    def insert_events(self, stored_events: Sequence[StoredEvent], **_: Any) -> Sequence[int]:
+    # No retry here (eventsourcing retries its insert on OperationalError): if the connection
+    # drops after the commit, a retry would meet its own events as a conflict and the writer
+    # would apply the batch again — a funding twice. The writer fails the batch instead.
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
         """Insert the batch atomically (one statement: its own transaction); its notification
         ids, in order. A version already taken raises eventsourcing's IntegrityError."""
         if not stored_events:
             return []
+        if self._function_missing:
+            return super().insert_events(stored_events, **kwargs) or []
         arrays = (
             [e.originator_id for e in stored_events],
             [e.originator_version for e in stored_events],
             [e.topic for e in stored_events],
             [e.state for e in stored_events],
         )
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self.insert_call, arrays, prepare=True)
-            return [next(iter(row.values())) for row in curs.fetchall()]  # dict rows
+        try:
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(self.insert_call, arrays, prepare=True)
+                return [next(iter(row.values())) for row in curs.fetchall()]  # dict rows
+        except ProgrammingError as error:
+            if not isinstance(error.__cause__, UndefinedFunction):
+                raise
+            # A database prepared by lowrouter 0.1 and a worker that does not prepare the
+            # schema: eventsourcing's own insert until the schema is prepared again.
+            log.warning("%s; inserting as eventsourcing does", error)
+            self._function_missing = True
+            return super().insert_events(stored_events, **kwargs) or []
 
 
 class LedgerFactory(PostgresFactory):

@@ -59,3 +59,18 @@ def test_a_version_already_taken_is_refused_and_nothing_of_the_batch_is_stored(
     with pytest.raises(IntegrityError):
         ours.insert_events([StoredEvent(page, 2, "t", b"{}"), StoredEvent(page, 1, "t", b"{}")])
     assert [e.originator_version for e in stock.select_events(page)] == [1]
+
+
+def test_a_database_without_the_function_is_written_as_eventsourcing_writes_it(
+    recorders: tuple[LedgerRecorder, PostgresApplicationRecorder],
+) -> None:
+    """A worker that does not prepare the schema, on a database prepared by lowrouter 0.1."""
+    ours, stock = recorders
+    with ours.datastore.get_connection() as conn:
+        conn.execute(f"DROP FUNCTION lowrouter_insert_{ours.events_table_name}")
+    page = uuid4()
+    ids = ours.insert_events([StoredEvent(page, 1, "t", b"{}"), StoredEvent(page, 2, "t", b"{}")])
+    assert ids is not None and len(ids) == 2
+    assert [e.originator_version for e in stock.select_events(page)] == [1, 2]
+    with pytest.raises(IntegrityError):
+        ours.insert_events([StoredEvent(page, 2, "t", b"{}")])
