@@ -14,29 +14,44 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
 
 log = logging.getLogger("lowrouter.background")
 
-RESTART_DELAY = 2.0  # seconds before starting a process that exited again
+RESTART_DELAY = 2.0  # seconds before starting a process that exited; doubled while it keeps
+MAX_RESTART_DELAY = 60.0  # failing soon after starting (e.g. a projection failing on an event)
+HEALTHY_RUN = 30.0  # seconds: a process that ran this long starts the backoff over
+PARENT_PID = "LOWROUTER_PARENT_PID"
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGTERM the child when the gateway dies, even by SIGKILL, so no orphan keeps
-    the projections' leadership."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def follow_parent() -> None:
+    """In the background process: exit when the gateway that started it dies, even by SIGKILL,
+    so no orphan keeps the projections' leadership (Linux; elsewhere serve's stop() only)."""
+    parent = os.environ.get(PARENT_PID)
+    if not parent:
+        return
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):  # it died before we asked to follow it
+        sys.exit(0)
 
 
 class BackgroundProcess:
     """`lowrouter projections run` as a child process, kept running until stop()."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = {**environ, "LOWROUTER_BACKGROUND": "inline"}
+        self._environ = {
+            **environ,
+            "LOWROUTER_BACKGROUND": "inline",
+            PARENT_PID: str(os.getpid()),
+        }
         self._stopping = threading.Event()
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
+        self._started = 0.0
         self._thread = threading.Thread(target=self._keep_running, daemon=True, name="background")
 
     @property
@@ -53,14 +68,14 @@ class BackgroundProcess:
         with self._lock:
             if self._stopping.is_set():
                 return
+            # A session of its own: a Ctrl-C at the terminal stops serve, and serve stops it.
             self._process = subprocess.Popen(
-                command,
-                env=self._environ,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                command, env=self._environ, stdin=subprocess.DEVNULL, start_new_session=True
             )
+            self._started = time.monotonic()
 
     def _keep_running(self) -> None:
+        delay = RESTART_DELAY
         while not self._stopping.is_set():
             process = self._process
             if process is None:
@@ -68,13 +83,15 @@ class BackgroundProcess:
             code = process.wait()
             if self._stopping.is_set():
                 return
-            log.error("the background process exited (%s); restarting it", code)
+            ran = time.monotonic() - self._started
+            delay = RESTART_DELAY if ran >= HEALTHY_RUN else min(delay * 2, MAX_RESTART_DELAY)
+            log.error("the background process exited (%s); restarting it in %g s", code, delay)
             print(
-                f"lowrouter: the projections process exited ({code}); restarting it",
+                f"lowrouter: the projections process exited ({code}); restarting it in {delay:g} s",
                 file=sys.stderr,
                 flush=True,
             )
-            if self._stopping.wait(RESTART_DELAY):
+            if self._stopping.wait(delay):
                 return
             self._spawn()
 

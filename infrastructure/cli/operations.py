@@ -6,6 +6,7 @@ import time
 
 from sqlalchemy import select
 
+from infrastructure.background import follow_parent
 from infrastructure.cli.context import Context
 from infrastructure.cli.errors import Refused
 from infrastructure.cli.output import ProgressBar, render_table, when
@@ -97,6 +98,7 @@ def projections_run(ctx: Context, args: argparse.Namespace) -> int | None:
     """Follow the log in the foreground until Ctrl-C (or SIGTERM): the projections, the
     reconciler and the tamper-evidence chain, as `lowrouter serve` runs them beside its workers.
     Exit 1 if a projection fails."""
+    follow_parent()  # started by `serve`: end with it
     runner = ctx.runtime.projections
     # The handler only appends to a list: a signal arriving while another handler runs (serve
     # stops us and, as it exits, the kernel signals us again) must not wait on a lock. SIGINT is

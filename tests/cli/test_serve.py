@@ -233,3 +233,29 @@ def test_projections_run_stops_on_sigint_even_when_started_with_it_ignored(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_background_process_ends_with_serve_even_when_serve_is_killed(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    env = environment(tmp_path)
+    env.pop("LOWROUTER_BACKGROUND", None)
+    process = subprocess.Popen(
+        [LOWROUTER, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_healthy(port)
+        child = background_pid(process.pid)
+        process.kill()  # no chance to stop its child itself
+        process.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(child), "the background process outlived a killed serve"
+    finally:
+        if process.poll() is None:
+            process.kill()
