@@ -1,9 +1,11 @@
 """Reading the active-key lookup: one indexed read per request, no cache."""
 
+import contextlib
 import queue
 import sqlite3
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -159,9 +161,17 @@ class GroupLookup:
     """
 
     MAX_BATCH = 256
+    HEALTH_EVERY = 0.5  # seconds between looks at whether the key lookup still follows the log
 
-    def __init__(self, lookup: KeyLookup) -> None:
+    def __init__(
+        self, lookup: KeyLookup, unhealthy: Callable[[], str | None] = lambda: None
+    ) -> None:
         self.lookup = lookup
+        # Why the lookup cannot be trusted (a failed projection, recorded by any process), or
+        # None. Checked on this thread, at most every HEALTH_EVERY, never on the event loop.
+        self.unavailable: str | None = None
+        self._unhealthy = unhealthy
+        self._checked = 0.0
         self._queue: queue.SimpleQueue[_Wanted | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -196,6 +206,7 @@ class GroupLookup:
                     self._queue.put(None)  # stop after answering this batch
                     break
                 batch.append(item)
+            self._check_health()
             # A request that went away before its read began is dropped (nothing to answer).
             batch = [w for w in batch if w.future.set_running_or_notify_cancel()]
             if not batch:
@@ -208,6 +219,15 @@ class GroupLookup:
                 continue
             for wanted in batch:
                 wanted.future.set_result(found.get(wanted.token_hash))
+
+    def _check_health(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < self.HEALTH_EVERY:
+            return
+        self._checked = now
+        # If it cannot tell, keep the last answer: the lookup read itself will fail loudly.
+        with contextlib.suppress(Exception):
+            self.unavailable = self._unhealthy()
 
     def close(self) -> None:
         if self._thread is not None:

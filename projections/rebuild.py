@@ -14,7 +14,7 @@ from sqlalchemy import Connection, MetaData, Table, delete, insert, select, upda
 
 from projections.base import Projection
 from projections.runner import BATCH_SIZE, ProjectionFailed, ProjectionRunner, now_us
-from projections.schema import metadata, positions
+from projections.schema import metadata, positions, projection_failures
 
 SHADOW = "lr_rebuild"
 Progress = Callable[[str, int, int], None]
@@ -51,6 +51,7 @@ def rebuild(runner: ProjectionRunner, name: str, progress: Progress | None = Non
                         position, count = _apply(runner, projection, shadow, position, head)
                         applied += count
                 _copy_shadow_into_live(live, projection)
+                live.execute(projection_failures.delete().where(projection_failures.c.name == name))
                 live.execute(
                     update(positions)
                     .where(positions.c.name == name)

@@ -21,7 +21,7 @@ from eventsourcing.application import Application
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from projections.base import Projection
-from projections.schema import metadata, positions
+from projections.schema import metadata, positions, projection_failures
 
 log = logging.getLogger("lowrouter.projections")
 
@@ -85,7 +85,7 @@ class ProjectionRunner:
 
     def create_schema(self) -> None:
         """Create missing tables; rebuild a projection whose schema version changed."""
-        metadata.create_all(self.engine, tables=[positions])
+        metadata.create_all(self.engine, tables=[positions, projection_failures])
         with self.engine.begin() as conn:
             known = dict(conn.execute(select(positions.c.name, positions.c.schema_version)).all())
         for projection in self.projections.values():
@@ -103,6 +103,7 @@ class ProjectionRunner:
         metadata.create_all(self.engine, tables=list(projection.tables))
         with self.engine.begin() as conn:
             conn.execute(positions.delete().where(positions.c.name == name))
+            conn.execute(projection_failures.delete().where(projection_failures.c.name == name))
             self._ensure_position_row(conn, projection)
         if hasattr(projection, "__init__"):
             projection.__init__()  # type: ignore[misc]  # forget any in-memory memo
@@ -168,6 +169,13 @@ class ProjectionRunner:
     ) -> tuple[bool, int, int]:
         """Apply the events after `start` (up to `stop`) in one transaction, if the position is
         still `start`. Returns (claimed, the new position, events applied)."""
+        try:
+            return self._apply_batch(projection, start, stop)
+        except ProjectionFailed as failure:
+            self._record_failure(failure)
+            raise
+
+    def _apply_batch(self, projection: Projection, start: int, stop: int) -> tuple[bool, int, int]:
         end, events = self.read_batch(projection, start, stop)
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
@@ -189,6 +197,13 @@ class ProjectionRunner:
                 raise ProjectionFailed(
                     projection.name, self.first_position(events, end), error
                 ) from error
+            # Past a recorded failure (the code was fixed and the runner restarted): clear it.
+            failures = projection_failures
+            conn.execute(
+                failures.delete().where(
+                    failures.c.name == projection.name, failures.c.position <= end
+                )
+            )
         return True, end, len(events)
 
     def read_batch(
@@ -207,6 +222,32 @@ class ProjectionRunner:
             except Exception as error:
                 raise ProjectionFailed(projection.name, n.id, error) from error
         return end, events
+
+    def _record_failure(self, failure: ProjectionFailed) -> None:
+        """Keep the failure where every process sees it; never hide the original error."""
+        row = {
+            "position": failure.position,
+            "error": str(failure)[:2000],
+            "at_us": now_us(),
+        }
+        try:
+            with self.engine.begin() as conn:
+                table = projection_failures
+                done = conn.execute(
+                    update(table).where(table.c.name == failure.name).values(**row)
+                ).rowcount
+                if not done:
+                    conn.execute(insert(table).values(name=failure.name, **row))
+        except Exception:
+            log.exception("could not record the failure of projection %r", failure.name)
+
+    def recorded_failure(self, name: str) -> str | None:
+        """The failure recorded for a projection by any process, if it has not been cleared."""
+        with self.engine.connect() as conn:
+            error = conn.execute(
+                select(projection_failures.c.error).where(projection_failures.c.name == name)
+            ).scalar_one_or_none()
+        return None if error is None else str(error)
 
     @staticmethod
     def first_position(events: list[tuple[int, Any]], end: int) -> int:

@@ -31,6 +31,17 @@ positions = Table(
     Column("schema_version", Integer, nullable=False),
 )
 
+# A projection that failed on an event, so that every process sees it (gateway workers refuse to
+# authenticate from a key lookup that stopped following the log). Cleared by a reset or rebuild.
+projection_failures = Table(
+    "lr_projection_failures",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("at_us", BigInteger, nullable=False),
+)
+
 # The active-key lookup: token hash -> key, account, scope, status. Inference (sk) and management
 # (mk) keys both live here; the gateway authenticates from it with one indexed read.
 keys = Table(

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -85,7 +86,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         upstream = build_upstream(runtime.settings.upstream_timeout_seconds)
-        lookups = GroupLookup(runtime.lookup)
+        lookups = GroupLookup(runtime.lookup, lambda: runtime.projections.recorded_failure("keys"))
         app.state.gateway = Gateway(
             runtime=runtime,
             catalogue=catalogue,
@@ -131,9 +132,7 @@ def create_app(
 async def healthz(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     runner = gateway.runtime.projections
-    healthy = runner.failure is None
-    return (
-        ApiError(503, "unhealthy", str(runner.failure)).response()
-        if not healthy
-        else Response(b'{"status":"ok"}', media_type="application/json")
-    )
+    failure = runner.failure or await run_in_threadpool(runner.recorded_failure, "keys")
+    if failure:
+        return ApiError(503, "unhealthy", str(failure)).response()
+    return Response(b'{"status":"ok"}', media_type="application/json")

@@ -80,19 +80,20 @@ class Gateway:
 
     async def authenticate(self, request: Request, kind: TokenKind) -> KeyRecord:
         """The key behind the request's bearer token, read from the lookup on every request."""
-        runner = self.runtime.projections
-        if runner.stopped_unexpectedly:
-            # Never judge access from a lookup that has stopped following the log.
+        token, token_hash = presented_token(
+            request.headers.get("authorization"), self.runtime.settings.pepper, kind
+        )
+        record = await durable(self.lookups.find(token_hash))
+        if self.runtime.projections.stopped_unexpectedly or self.lookups.unavailable:
+            # Never judge access from a lookup that has stopped following the log (this
+            # process's runner, or a failure any process recorded, seen by the lookup thread
+            # before the read that answered this request).
             raise ApiError(
                 503,
                 "lookup_unavailable",
                 "The gateway's key lookup has stopped; refusing requests rather than serving "
                 "stale access. The operator must check `lowrouter projections status`.",
             )
-        token, token_hash = presented_token(
-            request.headers.get("authorization"), self.runtime.settings.pepper, kind
-        )
-        record = await durable(self.lookups.find(token_hash))
         now = self.clock()
         if record is not None and record.kind == "sk" and refused_use(record, now):
             client_ip = request.client.host if request.client else None

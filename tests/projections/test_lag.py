@@ -1,6 +1,7 @@
 """Lag is visible, and a gateway whose key lookup stopped following the log refuses to
 authenticate rather than serve stale access."""
 
+import dataclasses
 import time
 
 import pytest
@@ -84,3 +85,51 @@ def test_gateway_refuses_to_authenticate_when_its_lookup_runner_died(
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "lookup_unavailable"
         assert client.get("/healthz").status_code == 503
+
+
+def test_a_worker_refuses_when_the_key_lookup_failed_in_another_process(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve`'s workers run no projections (the background process does): a failure recorded
+    there must stop them too, until the projection is rebuilt or gets past the event."""
+    background = open_runtime(settings)  # stands for `lowrouter projections run`
+    account = background.ledger.open_account("elsewhere", OPERATOR, credits=10**6).account
+    token = background.ledger.create_key(account.id, "k", Scope(), OPERATOR).token.value
+    worker = open_runtime(
+        dataclasses.replace(settings, background="external"), prepare_schema=False
+    )
+    app = create_app(worker, demo_catalogue("http://127.0.0.1:9/demo/v1"))
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        with TestClient(app) as client:
+            assert client.get("/api/v1/key", headers=headers).status_code == 200
+            assert not worker.projections.alive  # the worker follows nothing itself
+
+            def broken(self: object, conn: object, events: list[object]) -> None:
+                raise RuntimeError("disk on fire")
+
+            monkeypatch.setattr(KeyLookupProjection, "apply", broken)
+            background.ledger.access_barrier = lambda position: None
+            background.ledger.open_account("another", OPERATOR)
+            with pytest.raises(ProjectionFailed):
+                background.projections.catch_up(["keys"])
+
+            def status() -> int:
+                return client.get("/api/v1/key", headers=headers).status_code
+
+            deadline = time.monotonic() + 5
+            while status() != 503 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            response = client.get("/api/v1/key", headers=headers)
+            assert response.status_code == 503
+            assert response.json()["error"]["code"] == "lookup_unavailable"
+            assert client.get("/healthz").status_code == 503
+
+            monkeypatch.undo()  # the code is fixed; the projection gets past the event
+            background.projections.catch_up(["keys"])
+            deadline = time.monotonic() + 5
+            while status() != 200 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert status() == 200 and client.get("/healthz").status_code == 200
+    finally:
+        background.close()
