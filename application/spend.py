@@ -237,18 +237,20 @@ class SpendControl:
     def _commit(self, batch: list[_Command]) -> None:
         """Optimistically first: an account no other process is writing is applied from the
         cache and saved without the page lock or a fast-forward (the store's version check
-        still refuses a stale write). A conflict, a refusal (it must be judged on fresh
-        figures: another process may have added credits) or a read takes the locked path."""
+        still refuses a stale write). A refusal is judged again on fresh figures (another
+        process may have added credits), still without the lock. A conflict, or a read, takes
+        the locked path; the accounts found written by another process take turns for a while."""
         accounts = sorted({c.account_id for c in batch})
         if self._may_go_optimistic(batch, accounts):
             outcome = self._attempt(batch, fast_forward=False)
+            if outcome is _REFUSED:
+                outcome = self._attempt(batch, fast_forward=True)
             if outcome is _ANSWERED:
                 return
-            if outcome is _CONFLICT:
-                until = time.monotonic() + CONTENDED_SECONDS
-                self._contended.update(dict.fromkeys(accounts, until))
         with self._page_lock(accounts):
-            self._commit_locked(batch, accounts)
+            moved = self._commit_locked(batch, accounts)
+        until = time.monotonic() + CONTENDED_SECONDS
+        self._contended.update(dict.fromkeys(moved, until))
 
     def _may_go_optimistic(self, batch: list[_Command], accounts: list[UUID]) -> bool:
         if any(command.read_only for command in batch):
@@ -262,22 +264,29 @@ class SpendControl:
                 del self._contended[account_id]
         return True
 
-    def _commit_locked(self, batch: list[_Command], accounts: list[UUID]) -> None:
+    def _commit_locked(self, batch: list[_Command], accounts: list[UUID]) -> set[UUID]:
+        """Returns the accounts another process had written since we last saw them."""
+        moved: set[UUID] = set()
         for attempt in range(MAX_ATTEMPTS):
-            if self._attempt(batch, fast_forward=True) is _ANSWERED:
-                return
+            moved |= self._fast_forward(accounts)
+            if self._attempt(batch, fast_forward=False, fresh=True) is _ANSWERED:
+                return moved
             # Another process wrote one of these pages: catch up and apply again.
             time.sleep(0.001 * attempt)
         error = TooMuchContention("the ledger is busy; nothing was changed, try again")
         for command in batch:
             command.future.set_exception(error)
+        return moved
 
-    def _attempt(self, batch: list[_Command], fast_forward: bool) -> object:
+    def _attempt(self, batch: list[_Command], fast_forward: bool, fresh: bool = False) -> object:
         """Apply the batch to working copies of its pages and save them in one transaction.
         Answers every command and returns _ANSWERED; or answers none and returns _CONFLICT
-        (a page changed under us) or _REFUSED (optimistic, and a command was refused)."""
+        (a page changed under us) or _REFUSED (a command was refused on cached figures that
+        were not just brought up to date: `fast_forward` does it here, `fresh` says the caller
+        did)."""
         if fast_forward:
             self._fast_forward(sorted({c.account_id for c in batch}))
+            fresh = True
         now = self.app.clock()
         today = utc_day(now)
         working: dict[UUID, list[LedgerPage]] = {}
@@ -291,7 +300,7 @@ class SpendControl:
                     )
                 outcomes.append((True, command.apply(pages[-1], now)))
             except DomainError as refusal:
-                if not fast_forward:
+                if not fresh:
                     return _REFUSED
                 outcomes.append((False, refusal))
         changed = [p for pages in working.values() for p in pages if p.pending_events]
@@ -322,16 +331,20 @@ class SpendControl:
         self._take_snapshots(working)
         return _ANSWERED
 
-    def _fast_forward(self, accounts: list[UUID]) -> None:
-        """Apply what other processes appended to our cached pages since we last saw them."""
+    def _fast_forward(self, accounts: list[UUID]) -> set[UUID]:
+        """Apply what other processes appended to our cached pages since we last saw them.
+        Returns the accounts that had moved."""
+        moved = set()
         for account_id in accounts:
             page = self._pages.get(account_id)
             if page is None:
                 continue
             for event in self.app.events.get(page.id, gt=page.version):
                 event.mutate(page)
+                moved.add(account_id)
             if page.closed:  # another process rolled this account over to a new page
                 del self._pages[account_id]
+        return moved
 
     def _working_pages(self, account_id: UUID, today: date, now: datetime) -> list[LedgerPage]:
         """A working copy of the account's current page, rolled over to today if needed."""

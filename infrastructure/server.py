@@ -43,6 +43,12 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
     own_background = "LOWROUTER_BACKGROUND" not in os.environ
     if own_background:
         os.environ["LOWROUTER_BACKGROUND"] = "external"
+    elif settings.background == "external":
+        print(
+            "lowrouter: LOWROUTER_BACKGROUND=external: run `lowrouter projections run` beside "
+            "this gateway (projections, stale holds, tamper-evidence chain)",
+            file=sys.stderr,
+        )
     print(f"lowrouter: gateway on http://{local}:{port}/api/v1 (database {settings.database_url})")
     if settings.config_path is None:
         print("lowrouter: no LOWROUTER_CONFIG: serving the built-in DEMO model lowrouter/echo")

@@ -33,10 +33,12 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     schema = translate.get(table.schema, table.schema)
     name = sql.Identifier(schema, table.name) if schema else sql.Identifier(table.name)
     columns = list(rows[0])
+    if any(len(row) != len(columns) for row in rows):  # COPY would drop a row's extra keys
+        raise ValueError(f"rows for {table.name} do not all have the same columns")
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         name, sql.SQL(", ").join(map(sql.Identifier, columns))
     )
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(statement) as copy:
+    driver = conn.connection.driver_connection
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
         for row in rows:
             copy.write_row([row[column] for column in columns])

@@ -175,9 +175,13 @@ class GroupLookup:
         self._queue: queue.SimpleQueue[_Wanted | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._closed = False
 
     def find(self, token_hash: str) -> "Future[KeyRecord | None]":
         wanted = _Wanted(token_hash)
+        if self._closed:  # shutting down: answer at once rather than never
+            wanted.future.set_exception(RuntimeError("the key lookup is closed"))
+            return wanted.future
         if self._thread is None:
             self._start()
         self._queue.put(wanted)
@@ -230,7 +234,15 @@ class GroupLookup:
             self.unavailable = self._unhealthy()
 
     def close(self) -> None:
+        self._closed = True
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout=10)
             self._thread = None
+        while True:  # anything queued after the thread's last batch
+            try:
+                wanted = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if wanted is not None and wanted.future.set_running_or_notify_cancel():
+                wanted.future.set_exception(RuntimeError("the key lookup is closed"))

@@ -116,3 +116,12 @@ def test_a_cancelled_lookup_is_dropped_and_a_failed_read_fails_only_its_own_batc
         assert group.find(digest).result(TIMEOUT) is not None  # the thread lives on
     finally:
         group.close()
+
+
+def test_a_lookup_after_close_is_answered_at_once(runtime: Runtime) -> None:
+    [(digest, _)] = make_keys(runtime, 1)
+    group = GroupLookup(runtime.lookup)
+    assert group.find(digest).result(TIMEOUT) is not None
+    group.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        group.find(digest).result(TIMEOUT)

@@ -104,3 +104,17 @@ def test_a_refusal_is_judged_on_fresh_figures_after_another_process_added_credit
     # be checked against the store before it is given.
     spend_once(gateway, account_id, key_id, 50)
     assert gateway.view(account_id).result(TIMEOUT).balance == 1_000 - 50
+
+
+def test_refusals_are_checked_on_fresh_figures_without_taking_the_lock(
+    two_writers: tuple[Lowrouter, list[tuple[SpendControl, CountingLock]]],
+) -> None:
+    """A client retrying with an exhausted key must not make every batch take turns."""
+    app, [(gateway, lock), _] = two_writers
+    account_id, key_id = open_account(app, credits=100)
+    spend_once(gateway, account_id, key_id, 100)
+    taken = lock.taken
+    for _ in range(10):
+        with pytest.raises(InsufficientCredits):
+            spend_once(gateway, account_id, key_id, 50)
+    assert lock.taken == taken and gateway.conflicts == 0
