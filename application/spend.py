@@ -18,7 +18,6 @@ instead of conflicting; an account that conflicted stays on that path for a whil
 
 import copy
 import logging
-import queue
 import threading
 import time
 from collections import OrderedDict
@@ -34,6 +33,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import IntegrityError
 
+from application.batching import BatchWorker
 from application.clock import utc_day
 from application.keys import Lowrouter
 from application.retry import TooMuchContention
@@ -96,14 +96,12 @@ class SpendControl:
     def __init__(self, app: Lowrouter, page_lock: PageLock = no_lock) -> None:
         self.app = app
         self._page_lock = page_lock
-        self._queue: queue.SimpleQueue[_Command | None] = queue.SimpleQueue()
+        self._writer = BatchWorker("lowrouter-ledger-writer", self._commit, MAX_BATCH)
         self._pages: OrderedDict[UUID, LedgerPage] = OrderedDict()  # committed current pages
         self._snapshot_versions: dict[UUID, int] = {}
         self._contended: dict[UUID, float] = {}  # account -> until when to lock (monotonic)
         self._refusals: dict[tuple[str, str], _RefusalCounter] = {}
         self._refusals_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
         self.batches = 0  # for the benchmark: commands per transaction = commands / batches
         self.commands = 0
         self.conflicts = 0
@@ -186,53 +184,11 @@ class SpendControl:
         read_only: bool = False,
     ) -> "Future[Any]":
         command = _Command(account_id, apply, read_only=read_only)
-        self._ensure_started()
-        self._queue.put(command)
+        self._writer.submit(command)
         return command.future
 
-    def _ensure_started(self) -> None:
-        if self._thread is None:
-            with self._start_lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="lowrouter-ledger-writer", daemon=True
-                    )
-                    self._thread.start()
-
     def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            # Running futures cannot be cancelled any more; one cancelled before it ran is dropped
-            # (nothing was done for it).
-            batch = [c for c in batch if c.future.set_running_or_notify_cancel()]
-            try:
-                self._commit(batch)
-            except BaseException as error:  # never leave a caller waiting forever
-                log.exception("ledger writer failed a batch")
-                for command in batch:
-                    if not command.future.done():
-                        command.future.set_exception(error)
-            if stop:
-                return
+        self._writer.close()
 
     def _commit(self, batch: list[_Command]) -> None:
         """Optimistically first: an account no other process is writing is applied from the

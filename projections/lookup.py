@@ -1,7 +1,6 @@
 """Reading the active-key lookup: one indexed read per request, no cache."""
 
 import contextlib
-import queue
 import sqlite3
 import threading
 import time
@@ -15,6 +14,7 @@ from uuid import UUID
 import orjson
 from sqlalchemy import Engine, select
 
+from application.batching import BatchWorker
 from domain.scope import Scope
 from projections.schema import from_us, keys
 
@@ -172,57 +172,18 @@ class GroupLookup:
         self.unavailable: str | None = None
         self._unhealthy = unhealthy
         self._checked = 0.0
-        self._queue: queue.SimpleQueue[_Wanted | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-        self._closed = False
+        self._worker = BatchWorker("lowrouter-lookup", self._read, self.MAX_BATCH)
 
     def find(self, token_hash: str) -> "Future[KeyRecord | None]":
         wanted = _Wanted(token_hash)
-        if self._closed:  # shutting down: answer at once rather than never
-            wanted.future.set_exception(RuntimeError("the key lookup is closed"))
-            return wanted.future
-        if self._thread is None:
-            self._start()
-        self._queue.put(wanted)
+        self._worker.submit(wanted)
         return wanted.future
 
-    def _start(self) -> None:
-        with self._start_lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="lowrouter-lookup", daemon=True
-                )
-                self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)  # stop after answering this batch
-                    break
-                batch.append(item)
-            self._check_health()
-            # A request that went away before its read began is dropped (nothing to answer).
-            batch = [w for w in batch if w.future.set_running_or_notify_cancel()]
-            if not batch:
-                continue
-            try:
-                found = self.lookup.find_many(list({w.token_hash for w in batch}))
-            except BaseException as error:  # never leave a request waiting
-                for wanted in batch:
-                    wanted.future.set_exception(error)
-                continue
-            for wanted in batch:
-                wanted.future.set_result(found.get(wanted.token_hash))
+    def _read(self, batch: list[_Wanted]) -> None:
+        self._check_health()
+        found = self.lookup.find_many(list({w.token_hash for w in batch}))
+        for wanted in batch:
+            wanted.future.set_result(found.get(wanted.token_hash))
 
     def _check_health(self) -> None:
         now = time.monotonic()
@@ -234,15 +195,4 @@ class GroupLookup:
             self.unavailable = self._unhealthy()
 
     def close(self) -> None:
-        self._closed = True
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout=10)
-            self._thread = None
-        while True:  # anything queued after the thread's last batch
-            try:
-                wanted = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if wanted is not None and wanted.future.set_running_or_notify_cancel():
-                wanted.future.set_exception(RuntimeError("the key lookup is closed"))
+        self._worker.close()
