@@ -7,7 +7,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -62,15 +65,7 @@ def test_serve_prints_the_url_and_how_to_create_a_first_key_and_serves(tmp_path:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("serve did not start")
+        wait_healthy(port)
     finally:
         process.terminate()
         output, _ = process.communicate(timeout=30)
@@ -113,18 +108,47 @@ def alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
+def gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not alive(pid)
+
+
+def serve_with_its_background(tmp_path: Path, port: int, **output: Any) -> subprocess.Popen[str]:
+    """`lowrouter serve` as users start it: it starts its own background process."""
+    env = environment(tmp_path)
+    env.pop("LOWROUTER_BACKGROUND", None)
+    return subprocess.Popen([LOWROUTER, "serve", "--port", str(port)], env=env, text=True, **output)
+
+
+@contextmanager
+def following_the_log(tmp_path: Path, **popen: Any) -> Iterator[subprocess.Popen[str]]:
+    """`lowrouter projections run`, once it says it follows the log; killed if still running."""
+    process = subprocess.Popen(
+        [LOWROUTER, "projections", "run"],
+        env=environment(tmp_path),
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+    try:
+        assert process.stderr is not None
+        assert "following the event log" in process.stderr.readline()
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def test_serve_runs_the_projections_in_a_process_of_their_own_and_restarts_it(
     tmp_path: Path,
 ) -> None:
     port = free_port()
     env = environment(tmp_path)
-    env.pop("LOWROUTER_BACKGROUND", None)
-    process = subprocess.Popen(
-        [LOWROUTER, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    process = serve_with_its_background(
+        tmp_path, port, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
         wait_healthy(port)
@@ -156,10 +180,7 @@ def test_serve_runs_the_projections_in_a_process_of_their_own_and_restarts_it(
         process.terminate()
         output, _ = process.communicate(timeout=30)
     assert "restarting it" in output
-    deadline = time.monotonic() + 10
-    while alive(second) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not alive(second), "the background process outlived serve"
+    assert gone(second, timeout=10), "the background process outlived serve"
 
 
 def wait_healthy(port: int) -> None:
@@ -194,68 +215,36 @@ def usage_lag(env: dict[str, str], timeout: float = 10.0) -> int:
 def test_projections_run_stops_on_a_burst_of_sigterms(tmp_path: Path) -> None:
     """serve SIGTERMs its background process, and the kernel does again as serve exits: a
     second signal arriving inside the first's handler must not deadlock it."""
-    process = subprocess.Popen(
-        [LOWROUTER, "projections", "run"],
-        env=environment(tmp_path),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stderr is not None
-        assert "following the event log" in process.stderr.readline()
+    with following_the_log(tmp_path) as process:
         for _ in range(50):
             process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_projections_run_stops_on_sigint_even_when_started_with_it_ignored(
     tmp_path: Path,
 ) -> None:
     """A script's background job starts with SIGINT ignored; Ctrl-C semantics must still hold."""
-    process = subprocess.Popen(
-        [LOWROUTER, "projections", "run"],
-        env=environment(tmp_path),
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-    )
-    try:
-        assert process.stderr is not None
-        assert "following the event log" in process.stderr.readline()
+    ignoring_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
+    with following_the_log(tmp_path, preexec_fn=ignoring_sigint) as process:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=20) == 0
-        assert "stopped at" in process.stderr.read()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        assert process.stderr is not None and "stopped at" in process.stderr.read()
 
 
 def test_the_background_process_ends_with_serve_even_when_serve_is_killed(
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    env = environment(tmp_path)
-    env.pop("LOWROUTER_BACKGROUND", None)
-    process = subprocess.Popen(
-        [LOWROUTER, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    process = serve_with_its_background(
+        tmp_path, port, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         wait_healthy(port)
         child = background_pid(process.pid)
         process.kill()  # no chance to stop its child itself
         process.wait(timeout=10)
-        deadline = time.monotonic() + 15
-        while alive(child) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not alive(child), "the background process outlived a killed serve"
+        assert gone(child, timeout=15), "the background process outlived a killed serve"
     finally:
         if process.poll() is None:
             process.kill()
