@@ -168,7 +168,7 @@ class ApiKey(Aggregate):
         """The KEY shape's status; rotation and expiry end a key without another event."""
         return self.access_at(now).status
 
-    def _check_changeable(self, at: datetime) -> None:
+    def check_changeable(self, at: datetime) -> None:
         access = self.access_at(at)
         if access.changeable:
             return
@@ -180,23 +180,23 @@ class ApiKey(Aggregate):
         )
 
     def rescope(self, scope: Scope, actor: Actor, at: datetime) -> None:
-        self._check_changeable(at)
+        self.check_changeable(at)
         self.trigger_event(self.Scoped, actor=actor.as_dict(), timestamp=at, **scope.as_fields())
 
     def change_policy(self, policy: KeyPolicy, actor: Actor, at: datetime) -> None:
-        self._check_changeable(at)
+        self.check_changeable(at)
         self.trigger_event(
             self.PolicyChanged, actor=actor.as_dict(), timestamp=at, **policy.as_fields()
         )
 
     def rename(self, name: str, actor: Actor, at: datetime) -> None:
-        self._check_changeable(at)
+        self.check_changeable(at)
         self.trigger_event(self.Renamed, name=check_name(name), actor=actor.as_dict(), timestamp=at)
 
     def rotate(
         self, successor_id: UUID, grace_deadline: datetime, actor: Actor, at: datetime
     ) -> None:
-        self._check_changeable(at)
+        self.check_changeable(at)
         if self.successor_id is not None:
             raise DomainError(f"key {self.display} was already rotated; rotate its successor")
         self.trigger_event(
