@@ -7,7 +7,8 @@ from typing import Any
 
 from domain.keys import ApiKey
 from domain.money import format_credits
-from infrastructure.http.dashboard.constants import BASE, ROTATE_AFTER
+from domain.policy import rotation_due
+from infrastructure.http.dashboard.constants import BASE
 from projections.schema import from_us
 
 # --- how things look -----------------------------------------------------------------------------
@@ -70,6 +71,8 @@ class KeyRow:
     changeable: bool
     rotated: bool
     flags: tuple[str, ...] = ()  # unexpected usage, described for people
+    rotatable: bool = False
+    expires: str = "never"
 
 
 def key_row(
@@ -79,7 +82,8 @@ def key_row(
     last_used_at: datetime | None = None,
     flags: Sequence[str] = (),
 ) -> KeyRow:
-    status = key.status_at(now)
+    access = key.access_at(now)  # the one answer (domain.access)
+    status = access.status
     age = now - key.created_on
     return KeyRow(
         id=str(key.id),
@@ -94,11 +98,13 @@ def key_row(
         created_iso=iso(key.created_on),
         last_used=when(last_used_at),
         age=age_text(age),
-        rotate_warning=status != "revoked" and age > ROTATE_AFTER,
+        rotate_warning=access.usable and rotation_due(key.created_on, key.policy, now),
         grace_until=when(key.grace_deadline) if status == "rotating" else None,
-        changeable=status != "revoked" and key.successor_id is None,
+        changeable=access.changeable,
         rotated=key.successor_id is not None,
         flags=tuple(flags),
+        rotatable=access.rotatable,
+        expires=when(key.policy.expires_at),
     )
 
 
@@ -119,6 +125,7 @@ class HistoryRow:
 EVENT_NAMES = {
     "Created": "Created",
     "Scoped": "Scope changed",
+    "PolicyChanged": "Policy changed",
     "Renamed": "Renamed",
     "Rotated": "Rotated",
     "Revoked": "Revoked",
@@ -137,6 +144,21 @@ def history_row(event: Any) -> HistoryRow:
             ("Models", models_text(event.models), None),
             ("Region", region_text(event.region), None),
             ("Daily limit", limit_text(event.daily_limit), None),
+        ]
+    if kind == "PolicyChanged":
+        details += [
+            ("Expires", when(event.expires_at), None),
+            ("Requests per minute", str(event.requests_per_minute or "no limit"), None),
+            ("Tokens per minute", str(event.tokens_per_minute or "no limit"), None),
+            ("Requests at once", str(event.max_concurrent or "no limit"), None),
+            ("Allowed networks", ", ".join(event.allowed_ips or ["any"]), None),
+            (
+                "Monthly limit",
+                "no limit"
+                if event.monthly_limit is None
+                else f"{credits_text(event.monthly_limit)} credits a month",
+                None,
+            ),
         ]
     if kind == "Created" and event.predecessor_id is not None:
         details.append(
