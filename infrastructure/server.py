@@ -68,6 +68,9 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
             workers=workers if workers > 1 else None,
             log_level="warning",
             access_log=False,
+            # The client address is lowrouter's to decide (LOWROUTER_TRUSTED_PROXIES): uvicorn
+            # would otherwise believe X-Forwarded-For from 127.0.0.1 before the app sees it.
+            proxy_headers=False,
             loop="auto",
             http="auto",
         )

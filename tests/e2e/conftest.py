@@ -254,6 +254,7 @@ class _Server:
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=3,
+            proxy_headers=False,  # as `lowrouter serve`: the app decides the client address
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(

@@ -48,4 +48,5 @@ if __name__ == "__main__":
         port=int(sys.argv[1]),
         log_level="warning",
         access_log=False,
+        proxy_headers=False,  # as `lowrouter serve`
     )
