@@ -36,6 +36,13 @@ def recorded(page: LedgerPage) -> list[Aggregate.Event]:
     return cast(list[Aggregate.Event], list(page.collect_events()))
 
 
+def settle(
+    page: LedgerPage, request_id: str, cost: int, at: datetime = AT, flags: list[str] | None = None
+) -> int | None:
+    """Settle with the usage fields the gateway records (one place to follow settle's signature)."""
+    return page.settle(request_id, cost, at, **usage(flags=flags or []))
+
+
 def replayed(events: list[Aggregate.Event]) -> LedgerPage:
     aggregate: Any = None
     for event in events:
@@ -140,7 +147,7 @@ def test_the_whole_balance_may_be_held_and_not_a_micro_credit_more() -> None:
 def test_the_daily_limit_counts_todays_spend_and_holds_of_that_key_only() -> None:
     page = page_with(10_000)
     page.reserve("r1", "k", "m", 300, daily_limit=1_000, at=AT)
-    page.settle("r1", 200, AT, **usage())  # spent 200
+    settle(page, "r1", 200, AT)  # spent 200
     page.reserve("r2", "k", "m", 500, daily_limit=1_000, at=AT)  # held 500
     page.reserve("other", "k2", "m", 900, daily_limit=1_000, at=AT)  # another key's own limit
     recorded(page)
@@ -174,7 +181,7 @@ def test_settling_charges_the_cost_and_frees_the_hold() -> None:
     page = page_with(1_000)
     page.reserve("r1", "k", "m", 400, daily_limit=None, at=AT)
     recorded(page)
-    assert page.settle("r1", 150, AT, **usage()) == 150
+    assert settle(page, "r1", 150, AT) == 150
     assert (page.balance, page.settled, page.total_held, page.held_by("k")) == (850, 150, 0, 0)
     assert page.spent_by("k") == 150 and page.holds == {}
     [event] = recorded(page)
@@ -191,17 +198,17 @@ def test_settling_charges_the_cost_and_frees_the_hold() -> None:
 def test_settling_twice_charges_once() -> None:
     page = page_with(1_000)
     page.reserve("r1", "k", "m", 400, daily_limit=None, at=AT)
-    page.settle("r1", 150, AT, **usage())
+    settle(page, "r1", 150, AT)
     recorded(page)
-    assert page.settle("r1", 150, AT, **usage()) is None
-    assert page.settle("never-held", 10, AT, **usage()) is None
+    assert settle(page, "r1", 150, AT) is None
+    assert settle(page, "never-held", 10, AT) is None
     assert recorded(page) == [] and page.balance == 850
 
 
 def test_a_cost_above_the_hold_is_capped_and_flagged() -> None:
     page = page_with(1_000)
     page.reserve("r1", "k", "m", 400, daily_limit=None, at=AT)
-    assert page.settle("r1", 999, AT, **usage(flags=["streamed_cut"])) == 400
+    assert settle(page, "r1", 999, AT, flags=["streamed_cut"]) == 400
     assert page.balance == 600
     event = recorded(page)[-1]
     assert isinstance(event, LedgerPage.Settled)
@@ -213,7 +220,7 @@ def test_a_negative_cost_is_refused_and_keeps_the_hold() -> None:
     page.reserve("r1", "k", "m", 400, daily_limit=None, at=AT)
     recorded(page)
     with pytest.raises(InvalidAmount):
-        page.settle("r1", -1, AT, **usage())
+        settle(page, "r1", -1, AT)
     assert recorded(page) == [] and page.total_held == 400
 
 
@@ -226,7 +233,7 @@ def test_releasing_frees_the_hold_without_charging_and_only_once() -> None:
     assert (page.held_by("k"), page.spent_by("k")) == (0, 0)
     assert [type(e) for e in recorded(page)] == [LedgerPage.Released]
     assert page.release("r1", "upstream_error", AT) is False
-    assert page.settle("r1", 100, AT, **usage()) is None  # released: nothing left to settle
+    assert settle(page, "r1", 100, AT) is None  # released: nothing left to settle
     assert recorded(page) == []
 
 
@@ -263,7 +270,7 @@ def test_close_and_open_carries_the_balance_and_the_open_holds() -> None:
     page = page_with(1_000)
     page.reserve("r1", "k", "m", 300, daily_limit=500, at=AT)
     page.reserve("r2", "k", "m", 100, daily_limit=500, at=AT)
-    page.settle("r2", 100, AT, **usage())
+    settle(page, "r2", 100, AT)
     recorded(page)
     later = AT + timedelta(days=1)
     new = page.close_and_open(NEXT_DAY, later)
@@ -275,7 +282,7 @@ def test_close_and_open_carries_the_balance_and_the_open_holds() -> None:
     assert (new.opening_balance, new.balance, new.total_held, new.available) == (900, 900, 300, 600)
     assert new.spent_by("k") == 0 and new.held_by("k") == 0  # a new day, a new limit
     # yesterday's hold settles on today's page: charged, but to the day it was reserved in
-    assert new.settle("r1", 200, later, **usage()) == 200
+    assert settle(new, "r1", 200, later) == 200
     assert (new.balance, new.total_held, new.spent_by("k")) == (700, 0, 0)
 
 
@@ -295,7 +302,7 @@ def test_a_closed_page_refuses_every_command() -> None:
     commands = [
         lambda: page.fund(1, OPERATOR, AT),
         lambda: page.reserve("r2", "k", "m", 1, daily_limit=None, at=AT),
-        lambda: page.settle("r1", 1, AT, **usage()),
+        lambda: settle(page, "r1", 1, AT),
         lambda: page.release("r1", "x", AT),
         lambda: page.record_refusal("k", "x", 1, AT),
         lambda: page.adjust(1, "x", OPERATOR, AT),
@@ -341,7 +348,7 @@ def test_no_sequence_of_commands_breaks_the_invariants_and_the_events_replay_it(
             elif step[0] == "reserve":
                 page.reserve(step[1], key, "m", step[2], daily_limit=LIMIT, at=AT)
             elif step[0] == "settle":
-                page.settle(step[1], step[2], AT, **usage())
+                settle(page, step[1], step[2], AT)
             elif step[0] == "release":
                 page.release(step[1], "test", AT)
             elif step[0] == "adjust":
