@@ -31,10 +31,6 @@ class Settings:
     # Peers whose X-Forwarded-For is believed (LOWROUTER_TRUSTED_PROXIES, comma-separated CIDRs).
     trusted_proxies: tuple[str, ...] = ()
 
-    @property
-    def is_postgres(self) -> bool:
-        return self.database_url.startswith(("postgresql://", "postgres://"))
-
 
 def load_settings(
     environ: Mapping[str, str] | None = None, database_url: str | None = None
