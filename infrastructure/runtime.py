@@ -11,6 +11,7 @@ from application.clock import Clock, system_clock
 from application.keys import Lowrouter
 from application.reconcile import reconcile
 from application.spend import SpendControl
+from infrastructure.observability.metrics import LedgerMetrics
 from infrastructure.persistence import (
     build_engine,
     build_key_lookup,
@@ -96,5 +97,6 @@ def open_runtime(
     if prepare_schema:
         runner.create_schema()
     ledger.access_barrier = lambda position: runner.wait_for(position, names=("keys",))
-    spend = SpendControl(ledger, build_page_lock(settings.database_url))
+    observer = LedgerMetrics() if settings.metrics else None
+    spend = SpendControl(ledger, build_page_lock(settings.database_url), observer)
     return Runtime(settings, ledger, spend, engine, runner, build_key_lookup(settings.database_url))

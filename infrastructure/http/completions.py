@@ -25,6 +25,7 @@ from infrastructure.catalogue import Catalogue, ModelEntry, Provider, estimate_p
 from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway, durable
 from infrastructure.http.jsonresponse import json_response
+from infrastructure.observability.context import track_reservation, track_settlement
 from infrastructure.upstream import (
     completion_text_length,
     estimate_text_tokens,
@@ -60,7 +61,7 @@ class Attempt:
         charge: bool = True,
     ) -> "Future[int | None]":
         cost = Catalogue.cost(entry, prompt_tokens, completion_tokens) if charge else 0
-        return self.gateway.spend.settle(
+        future = self.gateway.spend.settle(
             self.key.account_id,
             self.request_id,
             cost,
@@ -76,6 +77,16 @@ class Attempt:
             streamed=self.streamed,
             client_ip=self.client_ip,
             user_agent=self.user_agent,
+        )
+        return track_settlement(
+            future,
+            model=entry.id,
+            provider=provider.name if provider else None,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            outcome=status,
+            streamed=self.streamed,
+            client_ip=self.client_ip,
         )
 
 
@@ -124,6 +135,7 @@ async def reserve(
     future = gateway.spend.reserve(
         key.account_id, request_id, key.key_id, model, hold, key.scope.daily_limit
     )
+    track_reservation(future, model)
     try:
         await durable(future)
     except InsufficientCredits as refusal:

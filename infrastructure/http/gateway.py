@@ -25,6 +25,7 @@ from infrastructure.catalogue import (
 )
 from infrastructure.http.auth import admitted, presented_token, refused_use
 from infrastructure.http.errors import ApiError
+from infrastructure.observability.context import note_key
 from infrastructure.runtime import Runtime
 from infrastructure.upstream import Upstream
 from projections.lookup import GroupLookup, KeyRecord
@@ -94,6 +95,8 @@ class Gateway:
                 "The gateway's key lookup has stopped; refusing requests rather than serving "
                 "stale access. The operator must check `lowrouter projections status`.",
             )
+        if record is not None:
+            note_key(record.display, record.account_id)
         now = self.clock()
         if record is not None and record.kind == "sk" and refused_use(record, now):
             client_ip = request.client.host if request.client else None
