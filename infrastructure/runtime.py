@@ -68,7 +68,14 @@ class Runtime:
     def _reconcile_forever(self, every: float) -> None:
         while not self._stopping.wait(every):
             try:
-                self.reconcile()
+                settled = self.reconcile()
+                if settled:
+                    logging.getLogger("lowrouter.reconcile").warning(
+                        "settled %d stale holds at the held amount (a gateway stopped before "
+                        "settling them)",
+                        settled,
+                        extra={"event": "reconciled", "settled": settled},
+                    )
             except Exception:
                 logging.getLogger("lowrouter.reconcile").exception("reconciler pass failed")
 
