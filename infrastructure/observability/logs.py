@@ -50,13 +50,15 @@ def _request_id(record: logging.LogRecord) -> str | None:
 
 
 class JsonFormatter(logging.Formatter):
-    """`{"time", "level", "logger", "message", "request_id"?, …extra fields, "exception"?}`."""
+    """`{"time", "level", "logger", "pid", "message", "request_id"?, …extra fields,
+    "exception"?}`."""
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
             "time": _time(record),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # which worker (or the background process) wrote it
             "message": record.getMessage(),
         }
         request_id = _request_id(record)
