@@ -10,6 +10,8 @@ overhead on every inference response, and health and readiness for load balancer
     routes      /metrics, /healthz, /readyz
 """
 
+import logging
+import os
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
@@ -18,6 +20,8 @@ from infrastructure.observability.metrics import Metrics, process_metrics
 from infrastructure.observability.middleware import ObservabilityMiddleware
 from infrastructure.observability.tracing import Tracing
 from infrastructure.settings import Settings
+
+log = logging.getLogger("lowrouter.serve")
 
 
 @dataclass
@@ -40,6 +44,7 @@ class Observability:
         endpoint = self.settings.otlp_traces_endpoint
         if endpoint and self.tracing is None:
             self.tracing = Tracing(endpoint)
+        log.info("lowrouter: gateway process %d ready", os.getpid(), extra={"event": "ready"})
 
     def stop(self) -> None:
         if self.tracing is not None:

@@ -1,14 +1,18 @@
 """`lowrouter serve` in a subprocess, as operators run it, facing the fake upstream; its
 stdout and stderr kept in files for the test to read."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 from domain.actor import Actor
 from domain.scope import Scope
@@ -69,7 +73,12 @@ def serving(
         )
     served = Served(f"http://127.0.0.1:{port}", process, stdout, stderr)
     try:
-        wait_healthy(port)
+        try:
+            wait_healthy(port)
+        except AssertionError:
+            raise AssertionError(f"serve did not start: {served.output()}") from None
+        if environ.get("LOWROUTER_LOG_FORMAT") == "json":
+            wait_for_workers(served, workers)
         yield served
     finally:
         stop(process)
@@ -83,3 +92,24 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def eventually(url: str, status: int, timeout: float = 20.0) -> httpx.Response:
+    """GET /readyz until it answers `status` (or the time is up: the last answer)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = httpx.get(url + "/readyz", timeout=10)
+        if response.status_code == status or time.monotonic() > deadline:
+            return response
+        time.sleep(0.1)
+
+
+def wait_for_workers(served: Served, workers: int, timeout: float = 60.0) -> None:
+    """Until every worker logged that it is ready (the first may answer long before the last)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in served.stderr.read_text().splitlines() if line]
+        if sum(line.get("event") == "ready" for line in lines) >= workers:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not every worker started: {served.output()}")

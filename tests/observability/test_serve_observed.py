@@ -1,9 +1,12 @@
 """`lowrouter serve --workers 2` under LOWROUTER_LOG_FORMAT=json, after a known mix of requests:
 /metrics (parsed with prometheus_client's parser) counts exactly what was sent, summed over
-both workers, and its charged credits equal the usage history's total; every log line of the
-whole run is JSON, each request line matches its usage row, and no token appears anywhere."""
+both workers, and its charged credits equal the usage history's total; /readyz follows the
+background process's death and restart; every log line of the whole run is JSON, each request
+line matches its usage row, and no token appears anywhere."""
 
 import json
+import os
+import signal
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +22,10 @@ from domain.tokens import display_of
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import load_settings
 from projections.schema import usage
+from tests.cli.test_serve import background_pid
 from tests.conftest import PEPPER
 from tests.fake_upstream import run_fake_upstream, write_catalogue
-from tests.observability.serving import issue_key, serving
+from tests.observability.serving import eventually, issue_key, serving
 
 HELLO = [{"role": "user", "content": "Hello there"}]
 METRICS_TOKEN = "scrape-secret-for-tests"
@@ -65,6 +69,7 @@ def test_metrics_and_json_logs_of_two_workers_after_a_known_mix(
                 until_both_workers_served(served, token, statuses, request_ids)
                 scrape = scrape_metrics(served.url)
                 second_scrape = scrape_metrics(served.url)  # whichever worker answers
+                readiness_follows_the_background_process(served)
             stdout, stderr = served.output()
         rows = usage_rows(runtime, statuses[200] + statuses[502])
     finally:
@@ -107,6 +112,7 @@ def test_metrics_and_json_logs_of_two_workers_after_a_known_mix(
     lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
     assert stdout.strip() == ""  # even the start-up banner went to the JSON log
     assert any(line.get("event") == "startup" for line in lines)
+    assert any(line.get("event") == "background_restart" for line in lines)
     requests = {
         line["request_id"]: line
         for line in lines
@@ -180,7 +186,8 @@ def until_both_workers_served(
     def one(_: int) -> httpx.Response:
         return httpx.post(api, headers=auth, json={"model": "fake/ok", "messages": HELLO})
 
-    for _ in range(20):
+    deadline = time.monotonic() + 30  # the second worker may still be starting
+    while time.monotonic() < deadline:
         pids = {
             line["pid"]
             for line in map(json.loads, served.stderr.read_text().splitlines())
@@ -193,6 +200,23 @@ def until_both_workers_served(
                 assert response.status_code == 200
                 statuses[200] += 1
                 request_ids.append(response.headers["x-request-id"])
+        time.sleep(0.2)
+
+
+def readiness_follows_the_background_process(served: Any) -> None:
+    """/readyz: 503 once the background process died (killed), 200 once `serve` restarted it."""
+    ready = eventually(served.url, 200)
+    assert ready.status_code == 200, ready.text
+    first = background_pid(served.process.pid)
+    os.kill(first, signal.SIGKILL)  # `serve` restarts it after a delay
+    down = eventually(served.url, 503, timeout=5)
+    assert down.status_code == 503, down.text
+    assert down.json()["checks"]["background"].startswith("no process runs the projections")
+    assert down.json()["checks"]["store"] == "ok"
+    assert httpx.get(served.url + "/healthz").status_code == 200  # alive all the same
+    assert background_pid(served.process.pid, not_this=first) != first
+    back = eventually(served.url, 200)
+    assert back.status_code == 200, back.text
 
 
 def scrape_metrics(url: str) -> str:
