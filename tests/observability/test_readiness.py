@@ -7,8 +7,10 @@ below.)"""
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -130,13 +132,32 @@ def test_the_leadership_probe_sees_whether_a_process_runs_the_projections(
 
     engine = build_engine(database_url)
     leadership = build_leadership(database_url)
+    release = getattr(leadership, "release")  # noqa: B009 - not part of the Callable type
     try:
-        assert not projections_leader_present(database_url, engine)
+        assert not projections_leader_present(database_url, engine), holders(engine)
         assert leadership()  # this test's "background process" takes the lead
         assert projections_leader_present(database_url, engine)
-        release = leadership.release
-        release()
-        assert not projections_leader_present(database_url, engine)
+        release()  # the leader's connection closes (or its file)
+        deadline = time.monotonic() + 5  # the server ends the session a moment after the close
+        while projections_leader_present(database_url, engine) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not projections_leader_present(database_url, engine), holders(engine)
     finally:
-        leadership.release()
+        release()
         engine.dispose()
+
+
+def holders(engine: Any) -> list[Any]:
+    """Who holds advisory locks (for a failure's message)."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                text(
+                    "SELECT l.database, d.datname, l.pid, a.application_name, a.backend_start"
+                    " FROM pg_locks l LEFT JOIN pg_database d ON d.oid = l.database"
+                    " LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory'"
+                )
+            ).all()
+        )
