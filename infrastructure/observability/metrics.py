@@ -249,4 +249,5 @@ def render(runtime: Any) -> tuple[bytes, str]:
 
     metrics = process_metrics()
     recorded: Any = MultiProcessCollector(None) if metrics.multiprocess else metrics.registry
-    return generate_latest(Scrape(recorded, StoreCollector(runtime))), CONTENT_TYPE_LATEST  # type: ignore[arg-type]
+    scrape: Any = Scrape(recorded, StoreCollector(runtime))  # generate_latest reads collect()
+    return generate_latest(scrape), CONTENT_TYPE_LATEST

@@ -39,6 +39,7 @@ async def observed_send(
     span.attributes["http.response.status_code"] = response.status_code
     if response.status_code >= 500:
         upstream_failed(observation, span, provider, f"status {response.status_code}")
+    assert isinstance(response.stream, httpx.AsyncByteStream)  # an async transport's answer
     response.stream = TimedStream(response.stream, observation, span, provider)
     return response
 

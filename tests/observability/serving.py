@@ -18,9 +18,9 @@ from domain.actor import Actor
 from domain.scope import Scope
 from infrastructure.runtime import Runtime
 from tests.cli.test_serve import wait_healthy
-from tests.conftest import PEPPER
 from tests.fake_upstream import fake_environ
-from tests.spend.test_two_gateways import free_port
+from tests.support.processes import free_port
+from tests.support.stores import PEPPER
 
 LOWROUTER = str(Path(sys.executable).with_name("lowrouter"))
 OPERATOR = Actor("operator", "cli:observability-tests")

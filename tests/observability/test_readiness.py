@@ -20,9 +20,9 @@ from infrastructure.http.app import create_app
 from infrastructure.persistence import projections_leader_present
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import load_settings, postgres_parts
-from tests.conftest import PEPPER
 from tests.e2e.conftest import _Server
 from tests.observability.serving import eventually
+from tests.support.stores import PEPPER
 
 
 class TcpProxy:

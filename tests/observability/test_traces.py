@@ -21,10 +21,10 @@ from infrastructure.catalogue import load_catalogue
 from infrastructure.http.app import create_app
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import load_settings
-from tests.conftest import PEPPER
 from tests.e2e.conftest import _Server
 from tests.fake_upstream import FakeUpstream, fake_environ, run_fake_upstream, write_catalogue
 from tests.observability.serving import issue_key
+from tests.support.stores import PEPPER
 
 HELLO = [{"role": "user", "content": "Hello there"}]
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
