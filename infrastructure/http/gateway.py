@@ -114,11 +114,11 @@ class Gateway:
                 "The gateway's key lookup has stopped; refusing requests rather than serving "
                 "stale access. The operator must check `lowrouter projections status`.",
             )
-        if record is not None:
-            note_key(record.display, record.account_id)
         now = self.clock()
         client_ip = self.client_ip(request)
         request.state.client_ip = client_ip
+        if record is not None:
+            note_key(record.display, record.account_id, client_ip)
         if record is not None and record.kind == "sk" and refused_use(record, now):
             user_agent = request.headers.get("user-agent")
             await asyncio.get_running_loop().run_in_executor(

@@ -105,12 +105,15 @@ def current() -> Observation | None:
 # Hooks on the hot path ------------------------------------------------------------------------
 
 
-def note_key(display: str, account_id: object) -> None:
-    """The authenticated key (display form only, never the token) and its account."""
+def note_key(display: str, account_id: object, client_ip: str | None = None) -> None:
+    """The presented key (display form only, never the token), its account, and the client's
+    address as the usage history records it (trusted proxies resolved)."""
     observation = CURRENT.get()
     if observation is not None:
         observation.key_display = display
         observation.account_id = str(account_id)
+        if client_ip is not None:
+            observation.client_ip = client_ip
 
 
 def note_error(status: int, code: str) -> None:
