@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.money import format_credits
 from infrastructure.observability.context import CURRENT, INFERENCE_APIS, Observation, api_of
-from infrastructure.observability.logs import request_line
+from infrastructure.observability.logs import RequestLog
 
 if TYPE_CHECKING:
     from infrastructure.observability import Observability
@@ -26,7 +26,8 @@ class ObservabilityMiddleware:
     def __init__(self, app: ASGIApp, hub: "Observability") -> None:
         self.app = app
         self.hub = hub
-        self.access_log = hub.settings.access_log
+        settings = hub.settings
+        self.request_log = RequestLog(settings.log_format) if settings.access_log else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,8 +69,8 @@ class ObservabilityMiddleware:
         try:
             if hub.metrics is not None:
                 hub.metrics.observe_request(observation, ended)
-            if self.access_log:
-                request_line(log_fields(observation, ended))
+            if self.request_log is not None:
+                self.request_log.write(log_fields(observation, ended))
             tracing = hub.tracing
             if tracing is not None and traced(observation.path):
                 tracing.emit(observation, ended, traceparent(scope))
