@@ -19,7 +19,9 @@ def refusal(header: str | None) -> ApiError:
     with pytest.raises(ApiError) as refused:
         token_from_header(header)
     error = refused.value
-    assert error.status == 401 and error.headers == {"WWW-Authenticate": "Bearer"}
+    assert error.status == 401 and error.headers["WWW-Authenticate"] == "Bearer"
+    # A retry cannot cure a bad key: the OpenAI SDKs honour this and stop.
+    assert error.headers["x-should-retry"] == "false"
     assert TOKEN[6:] not in error.message
     return error
 

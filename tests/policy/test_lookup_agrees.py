@@ -93,7 +93,8 @@ def test_the_lookup_record_and_the_aggregate_always_agree(
     clock.now = T0
     account = app.open_account(f"agree-{id(steps)}-{clock.now.timestamp()}-{len(probes)}", ACTOR)
     issued = app.create_key(account.account.id, "k", Scope(), ACTOR, first)
-    keys: list[tuple[UUID, str]] = [(issued.key.id, hash_token(runtime.settings.pepper, issued.token))]
+    first_hash = hash_token(runtime.settings.pepper, issued.token)
+    keys: list[tuple[UUID, str]] = [(issued.key.id, first_hash)]
     for action, value in steps:
         key_id = keys[-1][0]
         try:
