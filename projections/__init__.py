@@ -3,7 +3,9 @@
 from projections.forensics import ForensicsProjection
 from projections.keys import KeyLookupProjection
 from projections.usage import UsageProjection
+from projections.webhooks import WebhooksProjection
 
 
 def all_projections() -> list:  # type: ignore[type-arg]
-    return [KeyLookupProjection(), UsageProjection(), ForensicsProjection()]
+    # The webhook outbox reads the forensics flags: it comes after forensics.
+    return [KeyLookupProjection(), UsageProjection(), ForensicsProjection(), WebhooksProjection()]
