@@ -5,6 +5,7 @@ ordinary one (reason `leak`), so it stops the key on every process on the next r
 report and the revocation are saved together. Reporting the same find again changes nothing.
 """
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -15,6 +16,7 @@ from application.retry import retry_on_conflict
 from domain.actor import Actor
 from domain.errors import DomainError
 from domain.leaks import LEAK_REASON, report_leak, should_revoke
+from domain.tokens import TokenFormatError, hash_token, parse_token
 
 
 @dataclass(frozen=True)
@@ -54,3 +56,49 @@ def handle_management_key_leak(
     except DomainError:  # already revoked
         return False
     return True
+
+
+@dataclass(frozen=True)
+class FoundKey:
+    """A key of this gateway, found by its token's hash."""
+
+    kind: str  # "sk" (inference) or "mk" (management)
+    key_id: UUID
+    account_id: UUID
+
+
+@dataclass(frozen=True)
+class LeakReport:
+    token: str  # as the scanner found it; never stored, never logged
+    url: str
+    source: str
+    token_type: str = ""  # the scanner's name for the kind of secret
+
+
+def handle_reports(
+    ledger: Lowrouter,
+    find_key: Callable[[str], FoundKey | None],
+    reports: Sequence[LeakReport],
+    actor: Actor,
+    policy: str,
+) -> list[bool]:
+    """For each report: is it a real key of this gateway (a true positive)? Each true positive
+    is recorded and, under the revoke policy, revoked. Malformed tokens and tokens with a wrong
+    checksum are false positives without a lookup."""
+    answers = []
+    for report in reports:
+        try:
+            token = parse_token(report.token)
+        except TokenFormatError:
+            answers.append(False)
+            continue
+        found = find_key(hash_token(ledger.pepper, token))
+        if found is None:
+            answers.append(False)
+            continue
+        if found.kind == "sk":
+            handle_leak(ledger, found.key_id, report.url, report.source, actor, policy)
+        else:
+            handle_management_key_leak(ledger, found.account_id, found.key_id, actor, policy)
+        answers.append(True)
+    return answers
