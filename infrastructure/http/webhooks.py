@@ -15,51 +15,16 @@ from starlette.routing import Route
 
 from application.webhooks import Webhooks
 from domain.errors import NotFound
-from domain.webhooks import InvalidWebhook, WebhookEndpoint, WebhookRemoved
+from domain.webhooks import InvalidWebhook, WebhookRemoved
 from infrastructure.http.errors import ApiError
 from infrastructure.http.jsonresponse import json_response
 from infrastructure.http.management import Caller, authenticate, check_query, read_object
-from infrastructure.views import iso
+from infrastructure.webhook_views import delivery_json, webhook_json
 from projections.runner import ProjectionLagging
-from projections.webhooks import (
-    DeliveryRow,
-    EndpointView,
-    deliveries_of_endpoint,
-    endpoints_of_account,
-)
+from projections.webhooks import deliveries_of_endpoint, endpoints_of_account
 
 T = TypeVar("T")
 CREATE_FIELDS = frozenset({"url", "events"})
-
-
-def webhook_json(endpoint: WebhookEndpoint | EndpointView) -> dict[str, Any]:
-    """WEBHOOK = {id, url, events, created_at}."""
-    if isinstance(endpoint, EndpointView):
-        return {
-            "id": endpoint.id,
-            "url": endpoint.url,
-            "events": endpoint.events,
-            "created_at": iso(endpoint.created_at),
-        }
-    return {
-        "id": str(endpoint.id),
-        "url": endpoint.url,
-        "events": list(endpoint.events),
-        "created_at": iso(endpoint.created_on),
-    }
-
-
-def delivery_json(row: DeliveryRow) -> dict[str, Any]:
-    return {
-        "event_id": row.event_id,
-        "type": row.type,
-        "attempt": row.attempt,
-        "status_code": row.status_code,
-        "attempted_at": iso(row.attempted_at),
-        "delivered_at": iso(row.delivered_at),
-        "next_attempt_at": iso(row.next_attempt_at),
-        "error": row.error,
-    }
 
 
 def not_found() -> ApiError:
@@ -120,7 +85,7 @@ async def remove_webhook(request: Request) -> Response:
     removed = await call(
         use_cases(caller).remove, endpoint_id(request), caller.actor, caller.account_id
     )
-    return json_response({**webhook_json(removed), "removed_at": iso(removed.removed_at)})
+    return json_response(webhook_json(removed))
 
 
 async def webhook_deliveries(request: Request) -> Response:
