@@ -25,6 +25,17 @@ SHORT_SCHEDULE = (0.0, 0.0, 0.0)  # retries at once: the tests drive the passes
 
 @pytest.fixture
 def runtime(database_url: str, tmp_path: Any) -> Iterator[Runtime]:
+    """On SQLite and PostgreSQL."""
+    yield from _runtime(database_url, tmp_path)
+
+
+@pytest.fixture
+def local_runtime(sqlite_url: str, tmp_path: Any) -> Iterator[Runtime]:
+    """On SQLite only: rules whose storage the two-store tests already cover."""
+    yield from _runtime(sqlite_url, tmp_path)
+
+
+def _runtime(database_url: str, tmp_path: Any) -> Iterator[Runtime]:
     settings = load_settings(
         {
             "LOWROUTER_TOKEN_PEPPER": PEPPER,

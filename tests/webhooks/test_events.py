@@ -1,0 +1,130 @@
+"""What raises a webhook: key lifecycle, budget thresholds, low credits, unexpected usage — each
+once, derived from the log, with the data a receiver needs and never a token."""
+
+from typing import Any
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from domain.scope import Scope
+from domain.webhooks import THRESHOLDS, credits_low, retry_delay, thresholds_reached
+from infrastructure.runtime import Runtime
+from tests.webhooks.conftest import OPERATOR, deliver, make_deliverer, open_account, use
+from tests.webhooks.receiver import Receiver
+
+CREDIT = 1_000_000
+
+
+def bodies(receiver: Receiver) -> list[dict[str, Any]]:
+    return [orjson.loads(r.body) for r in receiver.received]
+
+
+def test_key_lifecycle_events(local_runtime: Runtime, receiver: Receiver) -> None:
+    runtime = local_runtime
+    account = open_account(runtime)
+    account.subscribe(receiver.url, ["key.created", "key.updated", "key.rotated", "key.revoked"])
+    key_id, token = account.new_key("ci")
+    runtime.ledger.rename_key(key_id, "ci-2", OPERATOR)
+    runtime.ledger.scope_key(key_id, Scope(daily_limit=5 * CREDIT), OPERATOR)
+    successor = runtime.ledger.rotate_key(key_id, OPERATOR)
+    runtime.ledger.revoke_key(successor.key.id, OPERATOR, reason="done")
+    deliver(runtime, make_deliverer(runtime), passes=2)
+
+    seen = sorted(((b["type"], b["data"]["key"]["id"]) for b in bodies(receiver)), key=lambda x: x)
+    assert seen == sorted(
+        [
+            ("key.created", str(key_id)),
+            ("key.updated", str(key_id)),
+            ("key.updated", str(key_id)),
+            ("key.created", str(successor.key.id)),
+            ("key.rotated", str(key_id)),
+            ("key.revoked", str(successor.key.id)),
+        ]
+    )
+    by_type = {b["type"]: b["data"] for b in bodies(receiver)}
+    assert by_type["key.rotated"]["successor_id"] == str(successor.key.id)
+    assert by_type["key.revoked"]["reason"] == "done"
+    assert by_type["key.revoked"]["actor"]["name"] == "cli:test"
+    raw = b"".join(r.body for r in receiver.received)
+    assert token.encode() not in raw and successor.token.value.encode() not in raw
+
+
+def test_budget_thresholds_fire_once_each_per_day(
+    local_runtime: Runtime, receiver: Receiver
+) -> None:
+    runtime = local_runtime
+    account = open_account(runtime)
+    account.subscribe(receiver.url, ["budget.threshold"])
+    limited, _ = account.new_key("limited", Scope(daily_limit=10 * CREDIT))
+    unlimited, _ = account.new_key("unlimited")
+    for cost in (3, 1, 1, 4, 1):  # 30 %, 40 %, 50 %, 90 %, 100 %
+        use(runtime, account.id, limited, cost * CREDIT)
+        use(runtime, account.id, unlimited, cost * CREDIT)
+    deliver(runtime, make_deliverer(runtime))
+    sent = bodies(receiver)
+    assert [(b["data"]["percent"], b["data"]["spent"]) for b in sent] == [
+        (50, "5.000000"),
+        (80, "9.000000"),
+        (100, "10.000000"),
+    ]
+    assert {b["data"]["key"]["id"] for b in sent} == {str(limited)}
+    assert all(b["data"]["period"] == "daily" and b["data"]["limit"] == "10.000000" for b in sent)
+
+
+def test_credits_low_once_per_funding(local_runtime: Runtime, receiver: Receiver) -> None:
+    runtime = local_runtime
+    account = open_account(runtime, credits=10 * CREDIT)
+    account.subscribe(receiver.url, ["credits.low"])
+    key, _ = account.new_key()
+    use(runtime, account.id, key, 8 * CREDIT)  # 2 left: 20 %
+    use(runtime, account.id, key, int(1.5 * CREDIT))  # 0.5 left: 5 %, under 10 %
+    use(runtime, account.id, key, int(0.2 * CREDIT))  # still low: not again
+    runtime.spend.fund(account.id, 10 * CREDIT, OPERATOR).result()  # 10.3: fine
+    use(runtime, account.id, key, int(9.5 * CREDIT))  # 0.8 < 1.0: low again, a new funding
+    deliver(runtime, make_deliverer(runtime), passes=2)
+    assert [b["data"]["balance"] for b in bodies(receiver)] == ["0.500000", "0.800000"]
+    assert len(set(receiver.ids())) == 2
+
+
+def test_unexpected_usage_flags_are_sent(local_runtime: Runtime, receiver: Receiver) -> None:
+    runtime = local_runtime
+    account = open_account(runtime)
+    account.subscribe(receiver.url, ["usage.unexpected"])
+    key, _ = account.new_key()
+    use(runtime, account.id, key, 10, address="198.51.100.1")  # the first use: never flagged
+    use(runtime, account.id, key, 10, address="203.0.113.9")
+    use(runtime, account.id, key, 10, address="203.0.113.9")
+    deliver(runtime, make_deliverer(runtime))
+    (sent,) = bodies(receiver)
+    assert sent["type"] == "usage.unexpected"
+    assert (sent["data"]["flag"]["kind"], sent["data"]["flag"]["subject"]) == (
+        "new_address",
+        "203.0.113.9",
+    )
+    runtime.projections.reset("webhooks")  # rebuilt: the same message, not sent again
+    deliver(runtime, make_deliverer(runtime))
+    assert len(receiver.received) == 1
+
+
+@given(
+    st.integers(min_value=1, max_value=10**9),
+    st.lists(st.integers(min_value=0, max_value=10**8), max_size=30),
+)
+def test_each_threshold_is_reached_once_and_in_order(limit: int, costs: list[int]) -> None:
+    reached: list[int] = []
+    spent = 0
+    for cost in costs:
+        spent += cost
+        new = thresholds_reached(spent, limit, reached)
+        assert new == sorted(new)
+        reached += new
+    assert reached == [t for t in THRESHOLDS if spent * 100 >= limit * t]
+
+
+def test_low_credits_and_the_retry_schedule_are_bounded() -> None:
+    assert credits_low(99, 1000) and not credits_low(100, 1000) and not credits_low(0, 0)
+    schedule = (5.0, 300.0)
+    waits = [retry_delay(n, schedule) for n in (1, 2, 3)]
+    assert waits[2] is None
+    assert 4.0 <= waits[0] <= 6.0 and 240.0 <= waits[1] <= 360.0  # type: ignore[operator]
