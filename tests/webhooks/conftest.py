@@ -35,6 +35,12 @@ def local_runtime(sqlite_url: str, tmp_path: Any) -> Iterator[Runtime]:
     yield from _runtime(sqlite_url, tmp_path)
 
 
+@pytest.fixture
+def pg_runtime(postgres_url: str, tmp_path: Any) -> Iterator[Runtime]:
+    """On PostgreSQL only: several gateway processes, as in production."""
+    yield from _runtime(postgres_url, tmp_path)
+
+
 def _runtime(database_url: str, tmp_path: Any) -> Iterator[Runtime]:
     settings = load_settings(
         {

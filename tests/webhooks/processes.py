@@ -30,7 +30,14 @@ def gateway_environment(database_url: str, data_dir: Path, **extra: str) -> dict
 
 @contextmanager
 def gateway_process(env: Mapping[str, str]) -> Iterator[str]:
-    """A gateway on a free port; yields its base URL; SIGKILLed on exit if still running."""
+    """A gateway on a free port; yields its base URL; stopped on exit."""
+    with gateway_child(env) as (url, _process):
+        yield url
+
+
+@contextmanager
+def gateway_child(env: Mapping[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A gateway on a free port: its base URL and the process (a test may kill it)."""
     port = free_port()
     code = (
         "import uvicorn; uvicorn.run('infrastructure.server:app_factory', factory=True, "
@@ -40,7 +47,7 @@ def gateway_process(env: Mapping[str, str]) -> Iterator[str]:
     process = subprocess.Popen([sys.executable, "-c", code], env=environ)
     try:
         wait_until_up(port, process)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

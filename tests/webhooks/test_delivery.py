@@ -54,7 +54,10 @@ def test_a_receiver_failing_twice_gets_the_same_webhook_id_three_times(
     assert {d.event_id for d in log} == set(ids)
 
 
-def test_a_message_is_given_up_when_the_schedule_ends(runtime: Runtime, receiver: Receiver) -> None:
+def test_a_message_is_given_up_when_the_schedule_ends(
+    local_runtime: Runtime, receiver: Receiver
+) -> None:
+    runtime = local_runtime
     receiver.status = 503
     account = open_account(runtime)
     endpoint_id, _ = account.subscribe(receiver.url, ["key.created"])
@@ -66,7 +69,8 @@ def test_a_message_is_given_up_when_the_schedule_ends(runtime: Runtime, receiver
     assert first.next_attempt_at is not None
 
 
-def test_redirects_are_not_followed(runtime: Runtime, receiver: Receiver) -> None:
+def test_redirects_are_not_followed(local_runtime: Runtime, receiver: Receiver) -> None:
+    runtime = local_runtime
     receiver.status = 307
     account = open_account(runtime)
     endpoint_id, _ = account.subscribe(receiver.url, ["key.created"])
@@ -101,8 +105,9 @@ def test_a_projection_rebuild_sends_nothing_twice(
 
 
 def test_an_endpoint_gets_only_what_happened_while_it_was_subscribed(
-    runtime: Runtime, receiver: Receiver
+    local_runtime: Runtime, receiver: Receiver
 ) -> None:
+    runtime = local_runtime
     account = open_account(runtime)
     account.new_key("before")
     endpoint_id, _ = account.subscribe(receiver.url, ["key.created"])
@@ -121,8 +126,9 @@ def test_an_endpoint_gets_only_what_happened_while_it_was_subscribed(
 
 
 def test_messages_still_pending_when_an_endpoint_is_removed_are_not_sent(
-    runtime: Runtime, receiver: Receiver
+    local_runtime: Runtime, receiver: Receiver
 ) -> None:
+    runtime = local_runtime
     account = open_account(runtime)
     endpoint_id, _ = account.subscribe(receiver.url, ["key.created"])
     account.new_key("pending")
@@ -132,8 +138,9 @@ def test_messages_still_pending_when_an_endpoint_is_removed_are_not_sent(
 
 
 def test_the_secret_is_stored_encrypted_and_erased_on_removal(
-    runtime: Runtime, receiver: Receiver
+    local_runtime: Runtime, receiver: Receiver
 ) -> None:
+    runtime = local_runtime
     account = open_account(runtime)
     endpoint_id, secret = account.subscribe(receiver.url, ["key.created"])
     with runtime.engine.connect() as conn:
@@ -148,7 +155,8 @@ def test_the_secret_is_stored_encrypted_and_erased_on_removal(
         assert conn.execute(select(secrets_table)).all() == []
 
 
-def test_private_and_loopback_targets_are_refused_unless_allowed(runtime: Runtime) -> None:
+def test_private_and_loopback_targets_are_refused_unless_allowed(local_runtime: Runtime) -> None:
+    runtime = local_runtime
     account = open_account(runtime)
     refusing = runtime.webhooks
     refusing.check_target = lambda url: __import__(

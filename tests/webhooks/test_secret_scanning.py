@@ -63,11 +63,12 @@ def head(runtime: Runtime) -> int:
 
 
 def test_a_report_revokes_the_key_on_every_process_and_tells_the_owner(
-    runtime: Runtime,
+    pg_runtime: Runtime,
     receiver: Receiver,
     github_key: tuple[ec.EllipticCurvePrivateKey, Path],
     tmp_path: Path,
 ) -> None:
+    runtime = pg_runtime
     private, keys_file = github_key
     account = open_account(runtime)
     _, secret = account.subscribe(receiver.url, ["key.leaked", "key.revoked"])
@@ -139,7 +140,10 @@ def test_a_report_revokes_the_key_on_every_process_and_tells_the_owner(
     assert all(token.encode() not in r.body for r in received)
 
 
-def test_under_the_notify_policy_a_report_records_but_does_not_revoke(runtime: Runtime) -> None:
+def test_under_the_notify_policy_a_report_records_but_does_not_revoke(
+    local_runtime: Runtime,
+) -> None:
+    runtime = local_runtime
     account = open_account(runtime)
     key_id, _ = account.new_key()
     outcome = handle_leak(runtime.ledger, key_id, LEAK_URL, "content", GITHUB, "notify")
