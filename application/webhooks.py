@@ -70,7 +70,7 @@ class Webhooks:
     def get(self, endpoint_id: UUID, account_id: UUID | None = None) -> WebhookEndpoint:
         """An endpoint by id; one of another account is reported as missing."""
         try:
-            endpoint = self.ledger.repository.get(endpoint_id)
+            endpoint: object = self.ledger.repository.get(endpoint_id)
         except AggregateNotFoundError:
             raise NotFound(f"no webhook {endpoint_id}") from None
         if not isinstance(endpoint, WebhookEndpoint) or (

@@ -174,7 +174,7 @@ def message_id(endpoint_id: str, subject: str) -> str:
 
 # The projection ---------------------------------------------------------------------------------
 
-KEY_EVENTS = {
+KEY_EVENTS: dict[type[Any], str] = {
     ApiKey.Created: "key.created",
     ApiKey.Scoped: "key.updated",
     ApiKey.Renamed: "key.updated",
@@ -182,7 +182,13 @@ KEY_EVENTS = {
     ApiKey.Revoked: "key.revoked",
     LeakReported: "key.leaked",
 }
-LEDGER_EVENTS = (LedgerPage.Opened, LedgerPage.Funded, LedgerPage.Settled, LedgerPage.Adjusted)
+ENDPOINT_EVENTS: tuple[type[Any], ...] = (WebhookEndpoint.Added, WebhookEndpoint.Removed)
+LEDGER_EVENTS: tuple[type[Any], ...] = (
+    LedgerPage.Opened,
+    LedgerPage.Funded,
+    LedgerPage.Settled,
+    LedgerPage.Adjusted,
+)
 
 
 class WebhooksProjection:
@@ -197,15 +203,7 @@ class WebhooksProjection:
         page_accounts,
         outbox_cursor,
     )
-    topics = tuple(
-        get_topic(cls)
-        for cls in (
-            *KEY_EVENTS,
-            *LEDGER_EVENTS,
-            WebhookEndpoint.Added,
-            WebhookEndpoint.Removed,
-        )
-    )
+    topics = tuple(get_topic(cls) for cls in (*KEY_EVENTS, *LEDGER_EVENTS, *ENDPOINT_EVENTS))
 
     def apply(self, conn: Connection, events: Sequence[tuple[int, Any]]) -> None:
         batch = _Batch(conn)

@@ -4,6 +4,7 @@ deliverer for the background process."""
 from typing import TYPE_CHECKING
 
 from application.webhooks import Webhooks
+from domain.webhooks import RETRY_SCHEDULE
 from infrastructure.webhooks.deliverer import Deliverer, DeliveryConfig
 from infrastructure.webhooks.targets import check_target
 from infrastructure.webhooks.vault import SecretVault
@@ -32,11 +33,10 @@ def _check(url: str, allow_private: bool) -> None:
 
 def delivery_config(runtime: "Runtime") -> DeliveryConfig:
     settings = runtime.settings
-    schedule = settings.webhooks_retry_schedule
     return DeliveryConfig(
         timeout=settings.webhooks_timeout_seconds,
+        schedule=settings.webhooks_retry_schedule or RETRY_SCHEDULE,
         allow_private=settings.webhooks_allow_private,
-        **({"schedule": schedule} if schedule is not None else {}),
     )
 
 
