@@ -10,10 +10,12 @@ removed.
 
 What raises a message (the rules are in domain/webhooks.py):
 - key lifecycle: ApiKey Created, Scoped/Renamed (`key.updated`), Rotated, Revoked, LeakReported;
-- `budget.threshold`: from the ledger's Settled events, the key's settled spend charged to a UTC
-  day against its daily limit at the time; once per key, day and threshold. The ledger orders
-  every Settled event of an account (one page per day, versioned saves), so reading them in log
-  order is exact however many processes settle at once;
+- `budget.threshold`: from the ledger's Reserved, Settled, Released and Refused events: a key's
+  committed amount for a UTC day (settled spend plus open holds: what its daily limit is checked
+  against) reached 50/80/100 % of its daily limit at the time, or the ledger refused a request
+  for the limit (100 %); once per key, day and threshold. The ledger orders every event of an
+  account (one page per day, versioned saves), so reading them in log order is exact however
+  many processes reserve and settle at once;
 - `credits.low`: the account's balance after a charge or correction fell under 10 % of its last
   funding; once per funding;
 - `usage.unexpected`: each flag the forensics projection raised (projections/forensics.py),
@@ -102,13 +104,23 @@ webhook_keys = Table(
     Column("daily_limit", BigInteger),
 )
 
-key_spend = Table(  # settled spend of keys that have a limit, per UTC day
+key_spend = Table(  # what keys that have a limit committed, per UTC day (the ledger's measure)
     "lr_webhook_spend",
     metadata,
     Column("key_id", String(36), primary_key=True),
     Column("period", String(10), primary_key=True),  # "2026-12-01"
-    Column("spent", BigInteger, nullable=False),
+    Column("spent", BigInteger, nullable=False),  # settled, charged to the day
+    Column("held", BigInteger, nullable=False),  # open holds reserved that day
     Column("reached", Text, nullable=False),  # JSON list of thresholds already reached
+)
+
+open_holds = Table(  # open holds of keys that have a limit
+    "lr_webhook_holds",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("key_id", String(36), nullable=False),
+    Column("period", String(10), nullable=False),
+    Column("amount", BigInteger, nullable=False),
 )
 
 account_credits = Table(
@@ -126,6 +138,7 @@ page_accounts = Table(
     metadata,
     Column("page_id", String(36), primary_key=True),
     Column("account_id", String(36), nullable=False),
+    Column("day", String(10), nullable=False),
 )
 
 outbox_cursor = Table(  # how far the forensics flags were read
@@ -186,9 +199,13 @@ ENDPOINT_EVENTS: tuple[type[Any], ...] = (WebhookEndpoint.Added, WebhookEndpoint
 LEDGER_EVENTS: tuple[type[Any], ...] = (
     LedgerPage.Opened,
     LedgerPage.Funded,
+    LedgerPage.Reserved,
     LedgerPage.Settled,
+    LedgerPage.Released,
+    LedgerPage.Refused,
     LedgerPage.Adjusted,
 )
+DAILY_LIMIT_REFUSAL = "daily_limit_exceeded"
 
 
 class WebhooksProjection:
@@ -199,6 +216,7 @@ class WebhooksProjection:
         messages,
         webhook_keys,
         key_spend,
+        open_holds,
         account_credits,
         page_accounts,
         outbox_cursor,
@@ -207,6 +225,7 @@ class WebhooksProjection:
 
     def apply(self, conn: Connection, events: Sequence[tuple[int, Any]]) -> None:
         batch = _Batch(conn)
+        batch.load_holds(events)
         for position, event in events:
             batch.apply(position, event)
         bound = _own_position(conn, self.name) or max((p for p, _ in events), default=0)
@@ -239,7 +258,9 @@ class _Batch:
         self.keys: dict[str, dict[str, Any] | None] = {}
         self.spend: dict[tuple[str, str], dict[str, Any]] = {}
         self.accounts: dict[str, dict[str, Any] | None] = {}
-        self.pages: dict[str, str | None] = {}
+        self.pages: dict[str, tuple[str, str] | None] = {}  # page -> (account, day)
+        self.holds: dict[str, dict[str, Any]] = {}  # open holds of limited keys, by request
+        self.closed_holds: set[str] = set()
         self.dirty: dict[Table, dict[Any, dict[str, Any]]] = {}
         self.messages: list[dict[str, Any]] = []
 
@@ -278,12 +299,29 @@ class _Batch:
             self.accounts[account_id] = dict(row._mapping) if row else None
         return self.accounts[account_id]
 
-    def page_account(self, page_id: str) -> str | None:
+    def page(self, page_id: str) -> tuple[str, str] | None:
+        """The (account, day) of a ledger page."""
         if page_id not in self.pages:
-            self.pages[page_id] = self.conn.execute(
-                select(page_accounts.c.account_id).where(page_accounts.c.page_id == page_id)
-            ).scalar_one_or_none()
+            row = self.conn.execute(
+                select(page_accounts.c.account_id, page_accounts.c.day).where(
+                    page_accounts.c.page_id == page_id
+                )
+            ).first()
+            self.pages[page_id] = (row.account_id, row.day) if row else None
         return self.pages[page_id]
+
+    def load_holds(self, events: Sequence[tuple[int, Any]]) -> None:
+        """The open holds this batch's settlements and releases close, in one query."""
+        closing = [
+            e.request_id
+            for _, e in events
+            if isinstance(e, LedgerPage.Settled | LedgerPage.Released)
+        ]
+        for start in range(0, len(closing), 500):
+            rows = self.conn.execute(
+                select(open_holds).where(open_holds.c.request_id.in_(closing[start : start + 500]))
+            ).all()
+            self.holds.update({r.request_id: dict(r._mapping) for r in rows})
 
     def spend_of(self, key_id: str, period: str) -> dict[str, Any]:
         if (key_id, period) not in self.spend:
@@ -293,7 +331,7 @@ class _Batch:
             self.spend[(key_id, period)] = (
                 dict(row._mapping)
                 if row
-                else {"key_id": key_id, "period": period, "spent": 0, "reached": "[]"}
+                else {"key_id": key_id, "period": period, "spent": 0, "held": 0, "reached": "[]"}
             )
         return self.spend[(key_id, period)]
 
@@ -309,13 +347,23 @@ class _Batch:
             self.key_event(position, event)
         elif isinstance(event, LedgerPage.Opened):
             page, account = str(event.originator_id), str(event.account_id)
-            self.pages[page] = account
-            self.mark(page_accounts, page, {"page_id": page, "account_id": account})
+            self.pages[page] = (account, event.day)
+            self.mark(
+                page_accounts, page, {"page_id": page, "account_id": account, "day": event.day}
+            )
             credits = self.account(account) or self.new_account(account)
             credits["balance"] = event.opening_balance
             self.mark(account_credits, account, credits)
         elif isinstance(event, LedgerPage.Funded | LedgerPage.Adjusted | LedgerPage.Settled):
             self.money_event(position, event)
+        elif isinstance(event, LedgerPage.Reserved):
+            self.reserved(position, event)
+        elif isinstance(event, LedgerPage.Released):
+            self.close_hold(event.request_id)
+        elif isinstance(event, LedgerPage.Refused) and event.reason == DAILY_LIMIT_REFUSAL:
+            where = self.page(str(event.originator_id))
+            if where is not None:  # the key hit its limit: it is at 100 %, whatever was spent
+                self.budget(position, event, event.key_id, where[1], at_limit=True)
 
     def endpoint_event(self, position: int, event: Any) -> None:
         if isinstance(event, WebhookEndpoint.Added):
@@ -380,9 +428,10 @@ class _Batch:
         self.send(key["account_id"], type_, subject, position, event.timestamp, data)
 
     def money_event(self, position: int, event: Any) -> None:
-        account_id = self.page_account(str(event.originator_id))
-        if account_id is None:
+        where = self.page(str(event.originator_id))
+        if where is None:
             return
+        account_id = where[0]
         credits = self.account(account_id) or self.new_account(account_id)
         if isinstance(event, LedgerPage.Funded):
             credits.update(
@@ -395,7 +444,9 @@ class _Batch:
             credits["balance"] += event.amount
         else:
             credits["balance"] -= event.cost
-            self.budget(position, event)
+            self.close_hold(event.request_id)
+            if event.cost > 0:
+                self.budget(position, event, event.key_id, event.reserved_day, spent=event.cost)
         self.mark(account_credits, account_id, credits)
         if not credits["low_sent"] and credits_low(credits["balance"], credits["last_funding"]):
             credits["low_sent"] = True
@@ -408,25 +459,66 @@ class _Batch:
             subject = f"credits/{account_id}/{credits['funding_ref']}"
             self.send(account_id, "credits.low", subject, position, event.timestamp, data)
 
-    def budget(self, position: int, event: LedgerPage.Settled) -> None:
+    def reserved(self, position: int, event: LedgerPage.Reserved) -> None:
         key = self.key(event.key_id)
-        if key is None or not key["daily_limit"] or event.cost <= 0:
+        where = self.page(str(event.originator_id))
+        if key is None or where is None or not key["daily_limit"] or event.amount <= 0:
             return
-        spend = self.spend_of(event.key_id, event.reserved_day)
-        spend["spent"] += event.cost
-        self.mark(key_spend, (event.key_id, event.reserved_day), spend)
+        day = where[1]
+        self.holds[event.request_id] = {
+            "request_id": event.request_id,
+            "key_id": event.key_id,
+            "period": day,
+            "amount": event.amount,
+        }
+        self.closed_holds.discard(event.request_id)
+        self.budget(position, event, event.key_id, day, held=event.amount)
+
+    def close_hold(self, request_id: str) -> None:
+        hold = self.holds.pop(request_id, None)
+        if hold is None:
+            return
+        self.closed_holds.add(request_id)
+        spend = self.spend_of(hold["key_id"], hold["period"])
+        spend["held"] = max(0, spend["held"] - hold["amount"])
+        self.mark(key_spend, (hold["key_id"], hold["period"]), spend)
+
+    def budget(
+        self,
+        position: int,
+        event: Any,
+        key_id: str,
+        day: str,
+        *,
+        spent: int = 0,
+        held: int = 0,
+        at_limit: bool = False,
+    ) -> None:
+        """A key's committed amount for `day` (settled + open holds, what its daily limit is
+        checked against) grew, or the ledger refused it for its limit: the thresholds reached."""
+        key = self.key(key_id)
+        if key is None or not key["daily_limit"]:
+            return
+        limit = key["daily_limit"]
+        spend = self.spend_of(key_id, day)
+        spend["spent"] += spent
+        spend["held"] += held
+        self.mark(key_spend, (key_id, day), spend)
         reached = orjson.loads(spend["reached"])
-        for percent in thresholds_reached(spend["spent"], key["daily_limit"], reached):
+        committed = limit if at_limit else spend["spent"] + spend["held"]
+        for percent in thresholds_reached(committed, limit, reached):
             reached.append(percent)
             data = {
                 "key": _key_data(key),
                 "period": "daily",
-                "day": event.reserved_day,
+                "day": day,
                 "percent": percent,
-                "limit": format_credits(key["daily_limit"]),
+                "limit": format_credits(limit),
                 "spent": format_credits(spend["spent"]),
+                "held": format_credits(spend["held"]),
+                "refused": at_limit,
             }
-            subject = f"budget/{event.key_id}/daily/{event.reserved_day}/{percent}"
+            subject = f"budget/{key_id}/daily/{day}/{percent}"
             self.send(
                 key["account_id"], "budget.threshold", subject, position, event.timestamp, data
             )
@@ -524,6 +616,11 @@ class _Batch:
             else:
                 self.conn.execute(delete(table).where(tuple_(*primary).in_(list(rows))))
             insert_rows(self.conn, table, [_only(table, row) for row in rows.values()])
+        closed = list(self.closed_holds)
+        for start in range(0, len(closed), 500):
+            chunk = closed[start : start + 500]
+            self.conn.execute(delete(open_holds).where(open_holds.c.request_id.in_(chunk)))
+        insert_rows(self.conn, open_holds, list(self.holds.values()))
         insert_rows(self.conn, messages, self.messages)
 
 

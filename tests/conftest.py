@@ -155,6 +155,7 @@ E2E_MODULES = {  # modules whose tests start processes themselves
     "tests/cli/test_scan.py",  # git
     "tests/webhooks/test_secret_scanning.py",  # gateway processes
     "tests/webhooks/test_webhooks_api.py",
+    "tests/webhooks/test_budget_concurrency.py",
 }
 SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state machines, bulk
     "tests/domain/test_key_lifecycle.py::test_key_lifecycle_state_machine_in_memory",

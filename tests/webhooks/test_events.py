@@ -63,13 +63,33 @@ def test_budget_thresholds_fire_once_each_per_day(
         use(runtime, account.id, unlimited, cost * CREDIT)
     deliver(runtime, make_deliverer(runtime))
     sent = sorted(bodies(receiver), key=lambda b: b["data"]["percent"])  # order is not promised
-    assert [(b["data"]["percent"], b["data"]["spent"]) for b in sent] == [
-        (50, "5.000000"),
-        (80, "9.000000"),
-        (100, "10.000000"),
-    ]
+    committed = [
+        (b["data"]["percent"], float(b["data"]["spent"]) + float(b["data"]["held"])) for b in sent
+    ]  # settled + held: what the daily limit is checked against (reached on the hold)
+    assert committed == [(50, 5.0), (80, 9.0), (100, 10.0)]
     assert {b["data"]["key"]["id"] for b in sent} == {str(limited)}
+    assert sent[0]["data"]["spent"] == "4.000000"  # 50 % was reached by the hold of the third
     assert all(b["data"]["period"] == "daily" and b["data"]["limit"] == "10.000000" for b in sent)
+
+
+def test_a_refusal_for_the_daily_limit_is_100_percent(
+    local_runtime: Runtime, receiver: Receiver
+) -> None:
+    runtime = local_runtime
+    account = open_account(runtime)
+    account.subscribe(receiver.url, ["budget.threshold"])
+    key, _ = account.new_key("limited", Scope(daily_limit=10 * CREDIT))
+    use(runtime, account.id, key, 6 * CREDIT)  # 60 %
+    runtime.spend.record_refusal(account.id, key, "daily_limit_exceeded")  # asked for 5 more
+    runtime.spend.record_refusal(account.id, key, "insufficient_credits")  # not about the limit
+    runtime.spend.view(account.id).result()  # queued behind the refusals: they are saved
+    deliver(runtime, make_deliverer(runtime))
+    sent = sorted(bodies(receiver), key=lambda b: b["data"]["percent"])
+    assert [(b["data"]["percent"], b["data"]["refused"]) for b in sent] == [
+        (50, False),
+        (80, True),
+        (100, True),
+    ]
 
 
 def test_credits_low_once_per_funding(local_runtime: Runtime, receiver: Receiver) -> None:
