@@ -35,6 +35,8 @@ class Settings:
     webhooks_retry_schedule: tuple[float, ...] | None = None  # None: domain.webhooks' schedule
     leak_policy: str = "revoke"
     github_scanning_keys: Path | None = None
+    # Peers whose X-Forwarded-For is believed (LOWROUTER_TRUSTED_PROXIES, comma-separated CIDRs).
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def is_postgres(self) -> bool:
@@ -65,6 +67,7 @@ def load_settings(
         webhooks_retry_schedule=_seconds_list(env, "LOWROUTER_WEBHOOKS_RETRY_SCHEDULE"),
         leak_policy=_choice(env, "LOWROUTER_LEAK_POLICY", LEAK_POLICIES),
         github_scanning_keys=_path(env, "LOWROUTER_GITHUB_SCANNING_KEYS"),
+        trusted_proxies=_networks(env, "LOWROUTER_TRUSTED_PROXIES"),
     )
 
 
@@ -136,6 +139,21 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise SettingsError(f"{name} must be positive")
     return value
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated CIDRs (or addresses), checked here so a typo fails at start."""
+    import ipaddress
+
+    found = []
+    for part in (env.get(name) or "").split(","):
+        if not part.strip():
+            continue
+        try:
+            found.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+        except ValueError:
+            raise SettingsError(f"{name}: {part.strip()[:60]!r} is not a CIDR or address") from None
+    return tuple(found)
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
