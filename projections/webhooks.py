@@ -25,7 +25,7 @@ What raises a message (the rules are in domain/webhooks.py):
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -48,6 +48,7 @@ from sqlalchemy import (
     or_,
     select,
     tuple_,
+    update,
 )
 
 from domain.keys import ApiKey
@@ -55,6 +56,7 @@ from domain.leaks import LeakReported
 from domain.ledger import LedgerPage
 from domain.money import format_credits
 from domain.webhooks import (
+    EXPIRING_NOTICE_DAYS,
     LOW_CREDITS_PERCENT,
     WebhookEndpoint,
     credits_low,
@@ -89,6 +91,8 @@ messages = Table(
     Column("body", Text, nullable=False),  # the exact JSON that is signed and sent
     Column("position", BigInteger, nullable=False),  # the event that raised it
     Column("at_us", BigInteger, nullable=False),
+    Column("not_before_us", BigInteger, nullable=False),  # key.expiring: 7 days before expiry
+    Column("withdrawn", Boolean, nullable=False),  # no longer owed (the expiry changed): not sent
 )
 Index("lr_webhook_messages_endpoint", messages.c.endpoint_id, messages.c.position)
 Index("lr_webhook_messages_position", messages.c.position)
@@ -102,16 +106,21 @@ webhook_keys = Table(
     Column("name", Text, nullable=False),
     Column("display", String(32), nullable=False),
     Column("daily_limit", BigInteger),
+    Column("monthly_limit", BigInteger),
+    Column("meter", String(64)),  # what the ledger keeps its monthly figures under (its lineage)
+    Column("expiring_subject", String(120)),  # the key.expiring message owed, while it is pending
 )
 
-key_spend = Table(  # what keys that have a limit committed, per UTC day (the ledger's measure)
-    "lr_webhook_spend",
-    metadata,
-    Column("key_id", String(36), primary_key=True),
-    Column("period", String(10), primary_key=True),  # "2026-12-01"
-    Column("spent", BigInteger, nullable=False),  # settled, charged to the day
-    Column("held", BigInteger, nullable=False),  # open holds reserved that day
-    Column("reached", Text, nullable=False),  # JSON list of thresholds already reached
+key_spend = (
+    Table(  # what the ledger checks limits against: per key and UTC day, per meter and month
+        "lr_webhook_spend",
+        metadata,
+        Column("key_id", String(64), primary_key=True),  # the key (daily) or its meter (monthly)
+        Column("period", String(10), primary_key=True),  # "2026-12-01" daily, "2026-12" monthly
+        Column("spent", BigInteger, nullable=False),  # settled, charged to the period
+        Column("held", BigInteger, nullable=False),  # open holds of keys with this period's limit
+        Column("reached", Text, nullable=False),  # JSON list of thresholds already reached
+    )
 )
 
 open_holds = Table(  # open holds of keys that have a limit
@@ -119,8 +128,11 @@ open_holds = Table(  # open holds of keys that have a limit
     metadata,
     Column("request_id", String(64), primary_key=True),
     Column("key_id", String(36), nullable=False),
-    Column("period", String(10), nullable=False),
+    Column("meter", String(64), nullable=False),
+    Column("period", String(10), nullable=False),  # the day it was reserved in
     Column("amount", BigInteger, nullable=False),
+    Column("daily", Boolean, nullable=False),  # counted in the day's figure
+    Column("monthly", Boolean, nullable=False),  # counted in the month's figure
 )
 
 account_credits = Table(
@@ -190,6 +202,7 @@ def message_id(endpoint_id: str, subject: str) -> str:
 KEY_EVENTS: dict[type[Any], str] = {
     ApiKey.Created: "key.created",
     ApiKey.Scoped: "key.updated",
+    ApiKey.PolicyChanged: "key.updated",
     ApiKey.Renamed: "key.updated",
     ApiKey.Rotated: "key.rotated",
     ApiKey.Revoked: "key.revoked",
@@ -205,12 +218,12 @@ LEDGER_EVENTS: tuple[type[Any], ...] = (
     LedgerPage.Refused,
     LedgerPage.Adjusted,
 )
-DAILY_LIMIT_REFUSAL = "daily_limit_exceeded"
+LIMIT_REFUSALS = {"daily_limit_exceeded": "daily", "monthly_limit_exceeded": "monthly"}
 
 
 class WebhooksProjection:
     name = "webhooks"
-    schema_version = 1
+    schema_version = 2
     tables = (
         endpoints,
         messages,
@@ -249,6 +262,14 @@ class _Endpoint:
         )
 
 
+@dataclass(frozen=True)
+class _Period:
+    kind: str  # "daily" | "monthly"
+    subject: str  # the key (daily) or its meter (monthly)
+    period: str  # the day or the month
+    limit: int | None
+
+
 class _Batch:
     """One batch's working state: rows read once, changed in memory, written at the end."""
 
@@ -261,6 +282,7 @@ class _Batch:
         self.pages: dict[str, tuple[str, str] | None] = {}  # page -> (account, day)
         self.holds: dict[str, dict[str, Any]] = {}  # open holds of limited keys, by request
         self.closed_holds: set[str] = set()
+        self.withdrawn: list[tuple[str, str]] = []  # (account, subject) no longer owed
         self.dirty: dict[Table, dict[Any, dict[str, Any]]] = {}
         self.messages: list[dict[str, Any]] = []
 
@@ -360,10 +382,8 @@ class _Batch:
             self.reserved(position, event)
         elif isinstance(event, LedgerPage.Released):
             self.close_hold(event.request_id)
-        elif isinstance(event, LedgerPage.Refused) and event.reason == DAILY_LIMIT_REFUSAL:
-            where = self.page(str(event.originator_id))
-            if where is not None:  # the key hit its limit: it is at 100 %, whatever was spent
-                self.budget(position, event, event.key_id, where[1], at_limit=True)
+        elif isinstance(event, LedgerPage.Refused) and event.reason in LIMIT_REFUSALS:
+            self.refused(position, event)
 
     def endpoint_event(self, position: int, event: Any) -> None:
         if isinstance(event, WebhookEndpoint.Added):
@@ -409,6 +429,9 @@ class _Batch:
                 "name": event.name,
                 "display": f"{event.prefix}…{event.last4}",
                 "daily_limit": event.daily_limit,
+                "monthly_limit": None,
+                "meter": None,
+                "expiring_subject": None,
             }
         else:
             key = self.key(key_id)
@@ -419,6 +442,8 @@ class _Batch:
                 key["daily_limit"] = event.daily_limit
             elif isinstance(event, ApiKey.Renamed):
                 key["name"] = event.name
+            elif isinstance(event, ApiKey.PolicyChanged):
+                key["monthly_limit"] = event.monthly_limit
         assert key is not None
         self.keys[key_id] = key
         self.mark(webhook_keys, key_id, key)
@@ -426,6 +451,25 @@ class _Batch:
         data = {"key": _key_data(key), **_key_event_fields(event)}
         subject = f"event/{event.originator_id}/{event.originator_version}"
         self.send(key["account_id"], type_, subject, position, event.timestamp, data)
+        if isinstance(event, ApiKey.PolicyChanged | ApiKey.Rotated | ApiKey.Revoked):
+            self.expiry_changed(position, event, key)
+
+    def expiry_changed(self, position: int, event: Any, key: dict[str, Any]) -> None:
+        """`key.expiring` is owed 7 days before the key's expiry (at once if that is sooner):
+        queued now with that send time, withdrawn if the expiry changes or the key ends first."""
+        if key["expiring_subject"]:
+            self.withdrawn.append((key["account_id"], key["expiring_subject"]))
+            key["expiring_subject"] = None
+        expires_at = getattr(event, "expires_at", None)
+        if not isinstance(event, ApiKey.PolicyChanged) or expires_at is None:
+            return
+        subject = f"expiring/{key['key_id']}/{to_us(expires_at)}"
+        key["expiring_subject"] = subject
+        notice = max(event.timestamp, expires_at - timedelta(days=EXPIRING_NOTICE_DAYS))
+        data = {"key": _key_data(key), "expires_at": _iso(expires_at)}
+        self.send(
+            key["account_id"], "key.expiring", subject, position, event.timestamp, data, notice
+        )
 
     def money_event(self, position: int, event: Any) -> None:
         where = self.page(str(event.originator_id))
@@ -444,9 +488,7 @@ class _Batch:
             credits["balance"] += event.amount
         else:
             credits["balance"] -= event.cost
-            self.close_hold(event.request_id)
-            if event.cost > 0:
-                self.budget(position, event, event.key_id, event.reserved_day, spent=event.cost)
+            self.settled(position, event)
         self.mark(account_credits, account_id, credits)
         if not credits["low_sent"] and credits_low(credits["balance"], credits["last_funding"]):
             credits["low_sent"] = True
@@ -459,66 +501,115 @@ class _Batch:
             subject = f"credits/{account_id}/{credits['funding_ref']}"
             self.send(account_id, "credits.low", subject, position, event.timestamp, data)
 
+    # Budgets: what the ledger checks a key's limits against ----------------------------------
+
     def reserved(self, position: int, event: LedgerPage.Reserved) -> None:
         key = self.key(event.key_id)
         where = self.page(str(event.originator_id))
-        if key is None or where is None or not key["daily_limit"] or event.amount <= 0:
+        if key is None or where is None or event.amount <= 0:
+            return
+        meter = getattr(event, "meter", None) or event.key_id
+        if key["meter"] != meter:
+            key = self.keys[event.key_id] = {**key, "meter": meter}
+            self.mark(webhook_keys, event.key_id, key)
+        daily, monthly = bool(key["daily_limit"]), bool(key["monthly_limit"])
+        if not (daily or monthly):
             return
         day = where[1]
         self.holds[event.request_id] = {
             "request_id": event.request_id,
             "key_id": event.key_id,
+            "meter": meter,
             "period": day,
             "amount": event.amount,
+            "daily": daily,
+            "monthly": monthly,
         }
         self.closed_holds.discard(event.request_id)
-        self.budget(position, event, event.key_id, day, held=event.amount)
+        for period in self.periods(key, day, daily, monthly, meter):
+            self.budget(position, event, key, period, held=event.amount)
 
-    def close_hold(self, request_id: str) -> None:
+    def settled(self, position: int, event: LedgerPage.Settled) -> None:
+        hold = self.close_hold(event.request_id)
+        key = self.key(event.key_id)
+        if key is None or event.cost <= 0:
+            return
+        meter = hold["meter"] if hold else (key["meter"] or event.key_id)
+        for period in self.periods(key, event.reserved_day, True, True, meter):
+            self.budget(position, event, key, period, spent=event.cost)
+
+    def refused(self, position: int, event: LedgerPage.Refused) -> None:
+        """The ledger refused a request for the key's limit: it is at 100 %, whatever was spent."""
+        key, where = self.key(event.key_id), self.page(str(event.originator_id))
+        if key is None or where is None:
+            return
+        kind = LIMIT_REFUSALS[event.reason]
+        meter = key["meter"] or event.key_id
+        periods = self.periods(key, where[1], kind == "daily", kind == "monthly", meter)
+        for period in periods:
+            self.budget(position, event, key, period, at_limit=True)
+
+    @staticmethod
+    def periods(
+        key: dict[str, Any], day: str, daily: bool, monthly: bool, meter: str
+    ) -> list["_Period"]:
+        found = []
+        if daily:
+            found.append(_Period("daily", key["key_id"], day, key["daily_limit"]))
+        if monthly:
+            found.append(_Period("monthly", meter, day[:7], key["monthly_limit"]))
+        return found
+
+    def close_hold(self, request_id: str) -> dict[str, Any] | None:
         hold = self.holds.pop(request_id, None)
         if hold is None:
-            return
+            return None
         self.closed_holds.add(request_id)
-        spend = self.spend_of(hold["key_id"], hold["period"])
-        spend["held"] = max(0, spend["held"] - hold["amount"])
-        self.mark(key_spend, (hold["key_id"], hold["period"]), spend)
+        for counted, subject, period in (
+            (hold["daily"], hold["key_id"], hold["period"]),
+            (hold["monthly"], hold["meter"], hold["period"][:7]),
+        ):
+            if counted:
+                spend = self.spend_of(subject, period)
+                spend["held"] = max(0, spend["held"] - hold["amount"])
+                self.mark(key_spend, (subject, period), spend)
+        return hold
 
     def budget(
         self,
         position: int,
         event: Any,
-        key_id: str,
-        day: str,
+        key: dict[str, Any],
+        period: "_Period",
         *,
         spent: int = 0,
         held: int = 0,
         at_limit: bool = False,
     ) -> None:
-        """A key's committed amount for `day` (settled + open holds, what its daily limit is
-        checked against) grew, or the ledger refused it for its limit: the thresholds reached."""
-        key = self.key(key_id)
-        if key is None or not key["daily_limit"]:
-            return
-        limit = key["daily_limit"]
-        spend = self.spend_of(key_id, day)
+        """The period's committed amount (settled + open holds, what the ledger checks the limit
+        against) grew, or the ledger refused the key for the limit: the thresholds reached."""
+        spend = self.spend_of(period.subject, period.period)
         spend["spent"] += spent
         spend["held"] += held
-        self.mark(key_spend, (key_id, day), spend)
+        self.mark(key_spend, (period.subject, period.period), spend)
+        limit = period.limit
+        if not limit:
+            return
         reached = orjson.loads(spend["reached"])
         committed = limit if at_limit else spend["spent"] + spend["held"]
         for percent in thresholds_reached(committed, limit, reached):
             reached.append(percent)
             data = {
                 "key": _key_data(key),
-                "period": "daily",
-                "day": day,
+                "period": period.kind,
+                ("day" if period.kind == "daily" else "month"): period.period,
                 "percent": percent,
                 "limit": format_credits(limit),
                 "spent": format_credits(spend["spent"]),
                 "held": format_credits(spend["held"]),
                 "refused": at_limit,
             }
-            subject = f"budget/{key_id}/daily/{day}/{percent}"
+            subject = f"budget/{period.subject}/{period.kind}/{period.period}/{percent}"
             self.send(
                 key["account_id"], "budget.threshold", subject, position, event.timestamp, data
             )
@@ -589,6 +680,7 @@ class _Batch:
         position: int,
         at: datetime,
         data: dict[str, Any],
+        not_before: datetime | None = None,
     ) -> None:
         """Queue the message for every endpoint of the account owed this type at `position`."""
         body = orjson.dumps({"type": type_, "timestamp": _iso(at), "data": data}).decode()
@@ -603,6 +695,8 @@ class _Batch:
                         "body": body,
                         "position": position,
                         "at_us": to_us(at),
+                        "not_before_us": to_us(not_before or at),
+                        "withdrawn": False,
                     }
                 )
 
@@ -621,7 +715,25 @@ class _Batch:
             chunk = closed[start : start + 500]
             self.conn.execute(delete(open_holds).where(open_holds.c.request_id.in_(chunk)))
         insert_rows(self.conn, open_holds, list(self.holds.values()))
+        self.withdraw()
         insert_rows(self.conn, messages, self.messages)
+
+    def withdraw(self) -> None:
+        """Messages no longer owed (a key's expiry changed before its notice was due) are marked,
+        not deleted: the deliverer skips them, and what was sent stays in the delivery log."""
+        ids = {
+            message_id(endpoint.endpoint_id, subject)
+            for account_id, subject in self.withdrawn
+            for endpoint in self.endpoints_of(account_id)
+        }
+        if not ids:
+            return
+        for message in self.messages:
+            if message["message_id"] in ids:
+                message["withdrawn"] = True
+        self.conn.execute(
+            update(messages).where(messages.c.message_id.in_(sorted(ids))).values(withdrawn=True)
+        )
 
 
 def _only(table: Table, row: dict[str, Any]) -> dict[str, Any]:
@@ -645,6 +757,17 @@ def _key_event_fields(event: Any) -> dict[str, Any]:
             "models": event.models,
             "region": event.region,
             "daily_limit": format_credits(limit) if limit is not None else None,
+            **actor,
+        }
+    if isinstance(event, ApiKey.PolicyChanged):
+        monthly = event.monthly_limit
+        return {
+            "expires_at": _iso(event.expires_at) if event.expires_at else None,
+            "requests_per_minute": event.requests_per_minute,
+            "tokens_per_minute": event.tokens_per_minute,
+            "max_concurrent": event.max_concurrent,
+            "allowed_ips": event.allowed_ips,
+            "monthly_limit": format_credits(monthly) if monthly is not None else None,
             **actor,
         }
     if isinstance(event, ApiKey.Rotated):
@@ -747,7 +870,12 @@ def deliveries_of_endpoint(
     where = messages.c.endpoint_id == str(endpoint_id)
     with engine.connect() as conn:
         recent = conn.execute(
-            select(messages.c.message_id, messages.c.type, messages.c.at_us)
+            select(
+                messages.c.message_id,
+                messages.c.type,
+                messages.c.not_before_us,
+                messages.c.withdrawn,
+            )
             .where(where)
             .order_by(messages.c.position.desc())
             .limit(limit)
@@ -789,9 +917,9 @@ def deliveries_of_endpoint(
                     a.error,
                 )
             )
-        if not done:
+        if not done and not message.withdrawn:
             state = states.get(message.message_id)
-            due = state.next_attempt_us if state is not None else message.at_us
+            due = state.next_attempt_us if state is not None else message.not_before_us
             rows.append(
                 DeliveryRow(
                     message.message_id, message.type, 0, None, None, None, from_us(due), None
@@ -816,6 +944,8 @@ def due_messages(engine: Engine, now_us: int, limit: int, skip: Iterable[str] = 
         .outerjoin(state, state.c.message_id == messages.c.message_id)
         .where(
             endpoints.c.removed_us.is_(None),
+            messages.c.withdrawn.is_(False),
+            messages.c.not_before_us <= now_us,
             or_(
                 state.c.message_id.is_(None),
                 and_(

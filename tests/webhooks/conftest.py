@@ -61,10 +61,11 @@ def receiver() -> Iterator[Receiver]:
         yield receiver
 
 
-def make_deliverer(runtime: Runtime, **config: Any) -> Deliverer:
+def make_deliverer(runtime: Runtime, now_us: Any = None, **config: Any) -> Deliverer:
     options: dict[str, Any] = {"schedule": SHORT_SCHEDULE, "allow_private": True, "timeout": 2.0}
     options.update(config)
-    return Deliverer(runtime.engine, vault(runtime), DeliveryConfig(**options))
+    clock = {"now_us": now_us} if now_us is not None else {}
+    return Deliverer(runtime.engine, vault(runtime), DeliveryConfig(**options), **clock)
 
 
 def deliver(runtime: Runtime, deliverer: Deliverer, passes: int = 1) -> int:

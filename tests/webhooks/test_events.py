@@ -1,15 +1,19 @@
 """What raises a webhook: key lifecycle, budget thresholds, low credits, unexpected usage — each
 once, derived from the log, with the data a receiver needs and never a token."""
 
+from datetime import timedelta
 from typing import Any
 
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
+from domain.policy import KeyPolicy
 from domain.scope import Scope
 from domain.webhooks import THRESHOLDS, credits_low, retry_delay, thresholds_reached
 from infrastructure.runtime import Runtime
+from projections.schema import to_us
+from projections.webhooks import deliveries_of_endpoint
 from tests.webhooks.conftest import OPERATOR, deliver, make_deliverer, open_account, use
 from tests.webhooks.receiver import Receiver
 
@@ -90,6 +94,59 @@ def test_a_refusal_for_the_daily_limit_is_100_percent(
         (80, True),
         (100, True),
     ]
+
+
+def test_monthly_thresholds_count_the_month_under_the_keys_meter(
+    local_runtime: Runtime, receiver: Receiver
+) -> None:
+    runtime = local_runtime
+    account = open_account(runtime)
+    account.subscribe(receiver.url, ["budget.threshold"])
+    policy = KeyPolicy(monthly_limit=10 * CREDIT)
+    key = runtime.ledger.create_key(
+        account.id, "monthly", Scope(daily_limit=100 * CREDIT), OPERATOR, policy=policy
+    ).key.id
+    for cost in (3, 3, 2):  # 30 %, 60 %, 80 % of the month; 8 % of the day
+        use(runtime, account.id, key, cost * CREDIT)
+    deliver(runtime, make_deliverer(runtime))
+    sent = sorted(bodies(receiver), key=lambda b: b["data"]["percent"])
+    month = runtime.ledger.clock().strftime("%Y-%m")
+    assert [(b["data"]["period"], b["data"]["month"], b["data"]["percent"]) for b in sent] == [
+        ("monthly", month, 50),
+        ("monthly", month, 80),
+    ]
+
+
+def test_key_expiring_is_sent_7_days_before_and_withdrawn_when_the_expiry_changes(
+    local_runtime: Runtime, receiver: Receiver
+) -> None:
+    runtime = local_runtime
+    account = open_account(runtime)
+    endpoint_id, _ = account.subscribe(receiver.url, ["key.expiring"])
+    now = runtime.ledger.clock()
+    later = now + timedelta(days=30)
+    soon = runtime.ledger.create_key(
+        account.id, "soon", Scope(), OPERATOR, policy=KeyPolicy(expires_at=now + timedelta(days=3))
+    ).key.id
+    month = runtime.ledger.create_key(
+        account.id, "month", Scope(), OPERATOR, policy=KeyPolicy(expires_at=later)
+    ).key.id
+    changed = runtime.ledger.create_key(
+        account.id, "changed", Scope(), OPERATOR, policy=KeyPolicy(expires_at=later)
+    ).key.id
+    runtime.ledger.update_key(changed, OPERATOR, policy_changes={"expires_at": None})
+
+    deliver(runtime, make_deliverer(runtime))  # now: only the key expiring within 7 days
+    assert [b["data"]["key"]["id"] for b in bodies(receiver)] == [str(soon)]
+    pending = [d for d in deliveries_of_endpoint(runtime.engine, endpoint_id) if d.attempt == 0]
+    assert [d.next_attempt_at for d in pending] == [later - timedelta(days=7)]
+
+    in_23_days = to_us(later - timedelta(days=7)) + 1_000_000
+    deliver(runtime, make_deliverer(runtime, now_us=lambda: in_23_days), passes=2)
+    assert sorted(b["data"]["key"]["id"] for b in bodies(receiver)) == sorted(
+        [str(soon), str(month)]
+    )  # not the key whose expiry was removed
+    assert bodies(receiver)[-1]["data"]["expires_at"].startswith(later.date().isoformat())
 
 
 def test_credits_low_once_per_funding(local_runtime: Runtime, receiver: Receiver) -> None:
