@@ -2,8 +2,9 @@
 
 from projections.forensics import ForensicsProjection
 from projections.keys import KeyLookupProjection
+from projections.refusals import RefusalsProjection
 from projections.usage import UsageProjection
 
 
 def all_projections() -> list:  # type: ignore[type-arg]
-    return [KeyLookupProjection(), UsageProjection(), ForensicsProjection()]
+    return [KeyLookupProjection(), UsageProjection(), ForensicsProjection(), RefusalsProjection()]

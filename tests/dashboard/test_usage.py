@@ -10,8 +10,8 @@ from infrastructure.http.dashboard import usage as usage_pages
 from tests.dashboard.conftest import OPERATOR, Dash
 
 ROW = re.compile(
-    r"<tr>\s*<td><time[^>]*>([^<]+)</time></td>\s*<th scope=\"row\">(.*?)</th>"
-    r"\s*<td><code>([^<]+)</code>",
+    r"<tr>\s*<td[^>]*><time[^>]*>([^<]+)</time></td>\s*<th scope=\"row\"[^>]*>(.*?)</th>"
+    r"\s*<td[^>]*><code>([^<]+)</code>",
     re.S,
 )
 
@@ -43,21 +43,21 @@ def test_usage_history_chart_filters_and_paging(
     html = page.text
     # The chart: one bar per key and day, titled, with a legend and a table of its figures.
     bars = re.findall(
-        r'<rect x="[^"]+" y="[^"]+" width="[^"]+" height="[^"]+" fill="(#[0-9a-f]{6})">'
+        r'<rect x="[^"]+" y="[^"]+" width="[^"]+" height="[^"]+" fill="(#[0-9a-f]{6})"[^>]*>'
         r"<title>([^<]+)</title>",
         html,
     )
     assert sorted(title for _colour, title in bars) == [
-        "2026-03-02 · prod-api: 1.5 credits",
-        "2026-03-03 · local-dev: 0.375 credits",
-        "2026-03-03 · prod-api: 0.5 credits",
+        "2026-03-02 · prod-api: 1.500000 credits",
+        "2026-03-03 · local-dev: 0.375000 credits",
+        "2026-03-03 · prod-api: 0.500000 credits",
     ]
     assert len({colour for colour, _title in bars}) == 2
-    assert "prod-api <code>" in html and "2 credits</li>" in html  # legend totals
-    assert "Daily spend per key from 2026-02-02 to 2026-03-03: 2.375 credits in all" in html
-    assert (
-        '<th scope="row">2026-03-03</th><td class="num">0.5</td><td class="num">0.375</td>' in html
-    )
+    legend = '<span class="series">prod-api</span> <code>'
+    assert legend in html and '"money">2.000000</span> credits</li>' in html  # legend totals
+    assert "Daily spend per key from 2026-02-02 to 2026-03-03: 2.375000 credits in all" in html
+    cells = '<td class="num">0.500000</td><td class="num">0.375000</td>'
+    assert '<th scope="row">2026-03-03</th>' + cells in html
 
     # Newest first, two a page, the key's (current) name on every row.
     first = rows_of(html)

@@ -23,6 +23,14 @@ MAX_FORM_FIELDS = 500
 MAX_MANAGEMENT_KEY_FIELD = 200
 MAX_GRACE_SECONDS = int(MAX_GRACE.total_seconds())
 
+# The navigation: (nav id, label, path under BASE). A new page adds its line here and passes
+# `nav=` its id to `render`.
+NAV = [
+    ("overview", "Overview", "/overview"),
+    ("keys", "Keys", "/keys"),
+    ("usage", "Usage", "/usage"),
+]
+
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": (

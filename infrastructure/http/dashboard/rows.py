@@ -5,9 +5,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from domain.keys import ApiKey
-from domain.money import format_credits
 from infrastructure.http.dashboard.constants import BASE, ROTATE_AFTER
+from infrastructure.http.dashboard.money import money, per_day, plural
+from projections.forensics import UsageFlag
 from projections.schema import from_us
 
 # --- how things look -----------------------------------------------------------------------------
@@ -23,14 +26,6 @@ def iso(moment: datetime | None) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else ""
 
 
-def credits_text(micro: int) -> str:
-    """Credits for people: "0.000123", "5", "12.5" (no trailing zeros)."""
-    text = format_credits(micro)
-    whole, _, frac = text.partition(".")
-    frac = frac.rstrip("0")
-    return f"{whole}.{frac}" if frac else whole
-
-
 def models_text(models: Sequence[str] | None) -> str:
     return "every model" if models is None else ", ".join(models)
 
@@ -40,15 +35,53 @@ def region_text(region: str | None) -> str:
 
 
 def limit_text(limit: int | None) -> str:
-    return "no limit" if limit is None else f"{credits_text(limit)} credits a day"
+    return "no limit" if limit is None else per_day(limit)
 
 
 def age_text(age: timedelta) -> str:
-    days = age.days
-    if days >= 1:
-        return f"{days} day{'s' if days != 1 else ''}"
+    if age.days >= 1:
+        return plural(age.days, "day")
     hours = int(age.total_seconds() // 3600)
-    return f"{hours} hour{'s' if hours != 1 else ''}" if hours else "less than an hour"
+    return plural(hours, "hour") if hours else "less than an hour"
+
+
+FLAG_NAMES = {
+    "new_address": "New address",
+    "new_user_agent": "New client",
+    "spend_spike": "Spend spike",
+}
+
+
+def flag_text(kind: str, subject: str) -> str:
+    return f"{FLAG_NAMES.get(kind, kind)}: {subject}"
+
+
+@dataclass(frozen=True)
+class FlagView:
+    """An unexpected-usage flag for people, with what its acknowledge form posts."""
+
+    kind: str
+    subject: str
+    label: str  # "New address"
+    text: str  # "first use from address 203.0.113.7"
+    at: str
+    at_iso: str
+    acknowledged: str | None  # "by session of lr-mk-… (dashboard), 2026-03-02 10:00 UTC"
+
+
+def flag_view(flag: UsageFlag) -> FlagView:
+    acknowledged = (
+        f"by {flag.acknowledged_by}, {when(flag.acknowledged_at)}" if flag.acknowledged else None
+    )
+    return FlagView(
+        kind=flag.kind,
+        subject=flag.subject,
+        label=FLAG_NAMES.get(flag.kind, flag.kind),
+        text=flag.describe(),
+        at=when(flag.at),
+        at_iso=iso(flag.at),
+        acknowledged=acknowledged,
+    )
 
 
 @dataclass(frozen=True)
@@ -69,7 +102,11 @@ class KeyRow:
     grace_until: str | None
     changeable: bool
     rotated: bool
-    flags: tuple[str, ...] = ()  # unexpected usage, described for people
+    flags: tuple[FlagView, ...] = ()  # unexpected usage, oldest first
+
+    @property
+    def open_flags(self) -> int:
+        return sum(1 for flag in self.flags if flag.acknowledged is None)
 
 
 def key_row(
@@ -77,7 +114,7 @@ def key_row(
     now: datetime,
     spent_today: int = 0,
     last_used_at: datetime | None = None,
-    flags: Sequence[str] = (),
+    flags: Sequence[UsageFlag] = (),
 ) -> KeyRow:
     status = key.status_at(now)
     age = now - key.created_on
@@ -89,7 +126,7 @@ def key_row(
         models=models_text(key.scope.models),
         region=region_text(key.scope.region),
         daily_limit=limit_text(key.scope.daily_limit),
-        spent_today=credits_text(spent_today),
+        spent_today=money(spent_today),
         created=when(key.created_on),
         created_iso=iso(key.created_on),
         last_used=when(last_used_at),
@@ -98,7 +135,7 @@ def key_row(
         grace_until=when(key.grace_deadline) if status == "rotating" else None,
         changeable=status != "revoked" and key.successor_id is None,
         rotated=key.successor_id is not None,
-        flags=tuple(flags),
+        flags=tuple(flag_view(flag) for flag in flags),
     )
 
 
@@ -122,6 +159,8 @@ EVENT_NAMES = {
     "Renamed": "Renamed",
     "Rotated": "Rotated",
     "Revoked": "Revoked",
+    "FlagAcknowledged": "Unexpected usage acknowledged",
+    "UsedAfterRevocation": "Used after revocation (refused)",
 }
 
 
@@ -153,6 +192,11 @@ def history_row(event: Any) -> HistoryRow:
         ]
     if kind == "Revoked":
         details.append(("Reason", str(event.reason), None))
+    if kind == "FlagAcknowledged":
+        details.append(("Flag", flag_text(str(event.kind), str(event.subject)), None))
+    if kind == "UsedAfterRevocation":
+        details.append(("Attempts", str(event.count), None))
+        details.append(("From", str(event.client_ip or "unknown address"), None))
     return HistoryRow(
         version=int(event.originator_version),
         at=when(event.timestamp),
@@ -181,6 +225,9 @@ class UsageRow:
     status: str
     latency_ms: int
     streamed: bool
+    api: str | None = None  # once usage rows carry it (release 0.3 metering)
+    cost_source: str | None = None
+    flags: tuple[str, ...] = ()
 
 
 def usage_row(row: Mapping[str, Any], names: Mapping[str, tuple[str, str]]) -> UsageRow:
@@ -198,8 +245,11 @@ def usage_row(row: Mapping[str, Any], names: Mapping[str, tuple[str, str]]) -> U
         region=row["region"] or "",
         prompt_tokens=int(row["prompt_tokens"]),
         completion_tokens=int(row["completion_tokens"]),
-        cost=credits_text(int(row["cost"])),
+        cost=money(int(row["cost"])),
         status=row["status"],
         latency_ms=int(row["latency_ms"]),
         streamed=bool(row["streamed"]),
+        api=row.get("api"),
+        cost_source=row.get("cost_source"),
+        flags=tuple(orjson.loads(row["flags"])) if row.get("flags") else (),
     )
