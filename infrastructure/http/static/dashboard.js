@@ -29,7 +29,8 @@ document.addEventListener("DOMContentLoaded", () => {
     const moment = new Date(time.getAttribute("datetime"));
     if (Number.isNaN(moment.getTime())) continue;
     const local = moment.toLocaleString(undefined, {
-      dateStyle: "medium", timeStyle: "short", timeZoneName: "short",
+      year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+      timeZoneName: "short",
     });
     time.title = `${time.textContent.trim()} · your time: ${local}`;
   }
