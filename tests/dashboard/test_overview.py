@@ -116,5 +116,5 @@ def test_old_keys_and_refusals_show_on_the_overview(dash: Dash) -> None:
     assert "old-laptop" in html and "91 days old with no expiry" in html
     traffic = html.split('id="traffic"', 1)[1].split("</table>", 1)[0]
     assert "Refused: Not enough credits" in traffic
-    cells = re.findall(r'<t[hd][^>]*>([^<]*)</t[hd]>', traffic.split("<tbody>", 1)[1])
+    cells = re.findall(r"<t[hd][^>]*>([^<]*)</t[hd]>", traffic.split("<tbody>", 1)[1])
     assert cells[:4] == ["2026-06-01", "0", "0", "1"]

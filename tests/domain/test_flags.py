@@ -1,5 +1,5 @@
 """Acknowledging an unexpected-usage flag on a key: a past-tense event, once per flag, for a
-known kind of flag only; a revoked key's flags can be acknowledged too (book-keeping, not access)."""
+known kind of flag only; a revoked key's flags can be acknowledged (book-keeping, not access)."""
 
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4

@@ -100,8 +100,7 @@ def daily_chart(
             )
             base += cost
     y_ticks = [
-        (round(top + plot_height - plot_height * i / 4, 2), money(step * i))
-        for i in range(5)
+        (round(top + plot_height - plot_height * i / 4, 2), money(step * i)) for i in range(5)
     ]
     x_ticks = [
         (round(left + i * slot + slot / 2, 2), days[i][5:])
@@ -123,9 +122,8 @@ def daily_chart(
         if totals[day]
     ]
     total = sum(totals.values())
-    summary = (
-        f"Daily spend per {per} from {days[0]} to {days[-1]}: {credits(total)} in all"
-        + (f", across {plural(len(key_ids), per)}." if key_ids else ".")
+    summary = f"Daily spend per {per} from {days[0]} to {days[-1]}: {credits(total)} in all" + (
+        f", across {plural(len(key_ids), per)}." if key_ids else "."
     )
     return Chart(
         width=width,

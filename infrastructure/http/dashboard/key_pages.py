@@ -49,9 +49,7 @@ async def catch_up_usage(dashboard: Dashboard) -> None:
     """Bring the usage tables up to date (read-your-writes); a busy SQLite may leave them a
     moment behind, which a page can live with."""
     try:
-        await run_in_threadpool(
-            dashboard.gateway.runtime.projections.catch_up, list(FRESH_FOR)
-        )
+        await run_in_threadpool(dashboard.gateway.runtime.projections.catch_up, list(FRESH_FOR))
     except OperationalError:
         pass
     except ProjectionFailed as failure:

@@ -87,8 +87,16 @@ def axe_source() -> str:
         if npm is None:
             _missing("npm is missing: the accessibility check installs axe-core with it")
         done = subprocess.run(
-            [npm, "install", "--no-save", "--no-audit", "--no-fund", "--prefix", str(AXE_DIR),
-             f"axe-core@{AXE_VERSION}"],
+            [
+                npm,
+                "install",
+                "--no-save",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                str(AXE_DIR),
+                f"axe-core@{AXE_VERSION}",
+            ],
             capture_output=True,
             text=True,
             timeout=300,
