@@ -106,6 +106,7 @@ class KeyLookup:
                 if self._pool is None:
                     from psycopg_pool import ConnectionPool
 
+                    assert self._conninfo is not None  # only a PostgreSQL lookup opens a pool
                     self._pool = ConnectionPool(
                         self._conninfo,
                         min_size=1,
