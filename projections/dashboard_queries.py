@@ -36,14 +36,14 @@ class SpendHistory:
         return sum(cost for (_key, day), cost in self.by_key_day.items() if day in wanted)
 
     def by_key(self, days: Iterable[str]) -> dict[str, int]:
-        wanted, totals = set(days), {}
+        wanted, totals = set(days), dict[str, int]()
         for (key, day), cost in self.by_key_day.items():
             if day in wanted:
                 totals[key] = totals.get(key, 0) + cost
         return totals
 
     def by_model(self, days: Iterable[str]) -> dict[str, int]:
-        wanted, totals = set(days), {}
+        wanted, totals = set(days), dict[str, int]()
         for (model, day), cost in self.by_model_day.items():
             if day in wanted:
                 totals[model] = totals.get(model, 0) + cost

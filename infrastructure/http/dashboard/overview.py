@@ -241,10 +241,10 @@ def alerts(
                     f"Rotate {key.name}",
                 )
             )
-    for flag, rows in sorted(history.flagged.items()):
+    for usage_flag, rows in sorted(history.flagged.items()):
         found.append(
             Alert(
-                flag.replace("_", " ").capitalize(),
+                usage_flag.replace("_", " ").capitalize(),
                 f"{plural(rows, 'completion')} in the last {CHART_DAYS} days cost more than "
                 "their hold (the difference was not charged).",
                 f"{BASE}/usage",
