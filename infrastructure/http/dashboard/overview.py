@@ -165,6 +165,13 @@ async def overview_page(request: Request, dashboard: Dashboard) -> Response:
         month_by_model=ranked(history.by_model(month), models),
         month_by_key=ranked(history.by_key(month), names),
         traffic=traffic_rows(history, days),
+        traffic_totals={
+            "completions": plural(
+                sum(history.requests_by_day.get(d, 0) for d in days), "completion"
+            ),
+            "errors": sum(history.errors_by_day.get(d, 0) for d in days),
+            "refused": sum(n for (d, _), n in history.refusals.items() if d >= days[0]),
+        },
         refusal_reasons=refusal_reasons(history),
         headroom=headroom(live, view.spent_today, view.held_today),
         alerts=alerts(api_keys, flags, history, now),
