@@ -269,7 +269,7 @@ def test_key_history_shows_who_and_when_and_never_the_hash(dash: Dash) -> None:
     )
     browser.post(f"/dashboard/keys/{key_id}/revoke", {"csrf_token": csrf})
     html = browser.get(f"/dashboard/keys/{key_id}/history").text
-    whats = re.findall(r'<th scope="row">([^<]+)</th>', html)
+    whats = re.findall(r'<th scope="row"[^>]*>([^<]+)</th>', html)
     assert whats == ["Created", "Renamed", "Scope changed", "Revoked"]
     assert "cli:dashboard-tests (operator)" in html
     session_of = f"session of {account.management_key[:10]}…{account.management_key[-4:]}"
