@@ -162,6 +162,7 @@ SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state mac
     "tests/projections/test_rebuild.py::test_rebuild_equals_incremental_on_sqlite",
     "tests/audit/test_unexpected_usage.py::test_flags_follow_the_rules_and_rebuild_equals_incremental",
     "tests/audit/test_replay.py::test_replay_at_any_moment_equals_the_live_state_then",
+    "tests/dashboard/browser/test_layout.py::test_every_page_fits_a_laptop_and_a_phone_and_passes_axe",
 }
 POSTGRES_FIXTURES = {"postgres_url", "postgres_template"}
 STORE_PARAMETERS = ("database_url", "store")

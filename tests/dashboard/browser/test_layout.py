@@ -117,7 +117,15 @@ def test_every_page_fits_a_laptop_and_a_phone_and_passes_axe(
             check(page, f"{name}-{device}", width, axe_source, problems)
         # The keys page with a menu open, a flag's details, and the pages that answer a POST.
         page.goto(f"{base}/keys")
-        page.locator("summary", has_text="Actions for local-dev").click()
+        # From the keyboard: Enter opens a key's menu, Tab reaches its first action.
+        page.locator("summary", has_text="Actions for local-dev").focus()
+        page.keyboard.press("Enter")
+        page.keyboard.press("Tab")
+        focused = page.evaluate("document.activeElement.textContent")
+        if focused != "History of local-dev":
+            problems.append(
+                f"keyboard at {width} px: Tab after opening the menu reached {focused!r}"
+            )
         check(page, f"keys-menu-open-{device}", width, axe_source, problems)
         page.goto(f"{base}/keys/{keys['dev']}/scope")
         page.get_by_label("Daily limit (credits per UTC day)").fill("2")
