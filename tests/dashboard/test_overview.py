@@ -118,3 +118,38 @@ def test_old_keys_and_refusals_show_on_the_overview(dash: Dash) -> None:
     assert "Refused: Not enough credits" in traffic
     cells = re.findall(r"<t[hd][^>]*>([^<]*)</t[hd]>", traffic.split("<tbody>", 1)[1])
     assert cells[:4] == ["2026-06-01", "0", "0", "1"]
+
+
+def test_the_key_policy_shows_on_the_keys_page_and_as_headroom_and_alerts(dash: Dash) -> None:
+    from domain.policy import KeyPolicy
+    from tests.dashboard.conftest import OPERATOR
+
+    account = dash.open_account()
+    ledger = dash.runtime.ledger
+    policy = KeyPolicy(
+        expires_at=dash.clock.now + timedelta(days=3),
+        requests_per_minute=1,
+        tokens_per_minute=5000,
+        max_concurrent=2,
+        allowed_ips=("203.0.113.0/24",),
+        monthly_limit=parse_credits("10"),
+    )
+    key = ledger.create_key(account.id, "batch-job", Scope(), OPERATOR, policy).key.id
+    dash.record_usage(account, key, cost="2.5")
+    browser = dash.browser().signed_in(account.management_key)
+
+    keys_page = browser.get("/dashboard/keys").text
+    row = keys_page.split(f'data-key-id="{key}"', 1)[1].split("</tr>", 1)[0]
+    for text in (
+        "10.000000 credits a month",
+        "1 request a minute · 5000 tokens a minute · 2 at once",
+        "from 203.0.113.0/24",
+        "expires 2026-03-05 09:30 UTC (in 3 days)",
+    ):
+        assert text in row, text
+    overview = browser.get("/dashboard/overview").text
+    assert "2.500000 of 10.000000 credits this month (25%)" in overview
+    assert 'aria-label="Monthly limit used by batch-job"' in overview
+    assert "batch-job" in overview and "expires 2026-03-05 09:30 UTC" in overview
+    history = browser.get(f"/dashboard/keys/{key}/history").text
+    assert "Policy changed" in history and "from 203.0.113.0/24" in history

@@ -22,6 +22,7 @@ from projections.dashboard_queries import SpendHistory, spend_history
 from projections.forensics import UsageFlag, flags_for_keys
 
 TOP_KEYS = 5  # the keys closest to a limit shown on the overview
+EXPIRING_SOON = timedelta(days=7)  # as the key.expiring webhook
 
 REFUSAL_NAMES = {
     "insufficient_credits": "Not enough credits",
@@ -107,28 +108,48 @@ def periods(history: SpendHistory, today: date) -> list[Period]:
     ]
 
 
-def headroom(keys: list[ApiKey], spent: dict[str, int], held: dict[str, int]) -> list[Headroom]:
-    """The keys with a limit, closest to it first."""
+def headroom(
+    keys: list[ApiKey],
+    spent_today: dict[str, int],
+    held_today: dict[str, int],
+    spent_month: dict[str, int],
+) -> list[Headroom]:
+    """Each limit of each key (daily; monthly), the closest to its limit first. Today's figure
+    counts holds of requests in flight, as the limit does."""
     found: list[Headroom] = []
     for key in keys:
-        limit = key.scope.daily_limit
-        if limit is None:
-            continue
-        used = spent.get(str(key.id), 0) + held.get(str(key.id), 0)
-        percent = min(100, round(100 * used / limit)) if limit else 100
-        found.append(
-            Headroom(
-                key_id=str(key.id),
-                name=key.name,
-                display=key.display,
-                limit_name="Daily limit",
-                used=money(used),
-                limit=money(limit),
-                percent=percent,
-                text=f"{money(used)} of {credits(limit)} today ({percent}%)",
+        key_id = str(key.id)
+        limits = [
+            (
+                "Daily limit",
+                key.scope.daily_limit,
+                "today",
+                spent_today.get(key_id, 0) + held_today.get(key_id, 0),
+            ),
+            (
+                "Monthly limit",
+                key.policy.monthly_limit,
+                "this month",
+                spent_month.get(key_id, 0) + held_today.get(key_id, 0),
+            ),
+        ]
+        for limit_name, limit, period, used in limits:
+            if limit is None:
+                continue
+            percent = min(100, round(100 * used / limit)) if limit else 100
+            found.append(
+                Headroom(
+                    key_id=key_id,
+                    name=key.name,
+                    display=key.display,
+                    limit_name=limit_name,
+                    used=money(used),
+                    limit=money(limit),
+                    percent=percent,
+                    text=f"{money(used)} of {credits(limit)} {period} ({percent}%)",
+                )
             )
-        )
-    return sorted(found, key=lambda h: (-h.percent, h.name))[:TOP_KEYS]
+    return sorted(found, key=lambda h: (-h.percent, h.name, h.limit_name))[:TOP_KEYS]
 
 
 async def overview_page(request: Request, dashboard: Dashboard) -> Response:
@@ -173,7 +194,7 @@ async def overview_page(request: Request, dashboard: Dashboard) -> Response:
             "refused": sum(n for (d, _), n in history.refusals.items() if d >= days[0]),
         },
         refusal_reasons=refusal_reasons(history),
-        headroom=headroom(live, view.spent_today, view.held_today),
+        headroom=headroom(live, view.spent_today, view.held_today, history.by_key(month)),
         alerts=alerts(api_keys, flags, history, now),
         today=today.isoformat(),
         month=f"{today:%B %Y}",
@@ -238,13 +259,27 @@ def alerts(
                     f"History of {key.name}",
                 )
             )
-        if status != "revoked" and now - key.created_on > ROTATE_AFTER:
+        expires_at = key.policy.expires_at
+        rotate = f"{BASE}/keys/{key.id}/rotate" if key.access_at(now).rotatable else None
+        if status == "revoked" or key.successor_id is not None:  # its successor carries it
+            continue
+        if expires_at is None and now - key.created_on > ROTATE_AFTER:
             found.append(
                 Alert(
                     "Rotate",
                     f"{key.name} ({key.display}) is {(now - key.created_on).days} days old with no "
                     f"expiry: rotate keys at least every {ROTATE_AFTER.days} days.",
-                    f"{BASE}/keys/{key.id}/rotate" if key.successor_id is None else None,
+                    rotate,
+                    f"Rotate {key.name}",
+                )
+            )
+        elif expires_at is not None and now < expires_at <= now + EXPIRING_SOON:
+            found.append(
+                Alert(
+                    "Expiring",
+                    f"{key.name} ({key.display}) expires {when(expires_at)}: rotate it and "
+                    "deploy the new token before then.",
+                    rotate,
                     f"Rotate {key.name}",
                 )
             )

@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 
 from domain.keys import ApiKey
+from domain.policy import KeyPolicy
 from infrastructure.http.dashboard.constants import BASE, ROTATE_AFTER
-from infrastructure.http.dashboard.money import money, per_day, plural
+from infrastructure.http.dashboard.money import money, per_day, per_month, plural
 from projections.forensics import UsageFlag
 from projections.schema import from_us
 
@@ -36,6 +37,47 @@ def region_text(region: str | None) -> str:
 
 def limit_text(limit: int | None) -> str:
     return "no limit" if limit is None else per_day(limit)
+
+
+def monthly_limit_text(limit: int | None) -> str:
+    return "no monthly limit" if limit is None else per_month(limit)
+
+
+def expiry_text(expires_at: datetime | None, now: datetime) -> str:
+    if expires_at is None:
+        return "never expires"
+    if expires_at <= now:
+        return f"expired {when(expires_at)}"
+    return f"expires {when(expires_at)} (in {age_text(expires_at - now)})"
+
+
+def rates_text(policy: KeyPolicy) -> str:
+    parts = []
+    if policy.requests_per_minute is not None:
+        parts.append(f"{plural(policy.requests_per_minute, 'request')} a minute")
+    if policy.tokens_per_minute is not None:
+        parts.append(f"{plural(policy.tokens_per_minute, 'token')} a minute")
+    if policy.max_concurrent is not None:
+        parts.append(f"{policy.max_concurrent} at once")
+    return " · ".join(parts) or "no rate limits"
+
+
+def networks_text(allowed_ips: Sequence[str] | None) -> str:
+    return "any address" if allowed_ips is None else "from " + ", ".join(allowed_ips)
+
+
+def policy_lines(policy: KeyPolicy, now: datetime) -> tuple[str, ...]:
+    """The policy for a table cell: only what is set, in words."""
+    lines = []
+    if policy.monthly_limit is not None:
+        lines.append(monthly_limit_text(policy.monthly_limit))
+    if policy.has_rate_limits:
+        lines.append(rates_text(policy))
+    if policy.allowed_ips is not None:
+        lines.append(networks_text(policy.allowed_ips))
+    if policy.expires_at is not None:
+        lines.append(expiry_text(policy.expires_at, now))
+    return tuple(lines)
 
 
 def age_text(age: timedelta) -> str:
@@ -103,6 +145,11 @@ class KeyRow:
     changeable: bool
     rotated: bool
     flags: tuple[FlagView, ...] = ()  # unexpected usage, oldest first
+    policy: tuple[str, ...] = ()  # monthly limit, rates, networks, expiry: what is set
+    monthly_limit: str = "no monthly limit"
+    rates: str = "no rate limits"
+    networks: str = "any address"
+    expiry: str = "never expires"
 
     @property
     def open_flags(self) -> int:
@@ -131,11 +178,18 @@ def key_row(
         created_iso=iso(key.created_on),
         last_used=when(last_used_at),
         age=age_text(age),
-        rotate_warning=status != "revoked" and age > ROTATE_AFTER,
+        rotate_warning=status not in ("revoked", "expired")
+        and age > ROTATE_AFTER
+        and key.policy.expires_at is None,
         grace_until=when(key.grace_deadline) if status == "rotating" else None,
         changeable=status != "revoked" and key.successor_id is None,
         rotated=key.successor_id is not None,
         flags=tuple(flag_view(flag) for flag in flags),
+        policy=policy_lines(key.policy, now),
+        monthly_limit=monthly_limit_text(key.policy.monthly_limit),
+        rates=rates_text(key.policy),
+        networks=networks_text(key.policy.allowed_ips),
+        expiry=expiry_text(key.policy.expires_at, now),
     )
 
 
@@ -156,6 +210,7 @@ class HistoryRow:
 EVENT_NAMES = {
     "Created": "Created",
     "Scoped": "Scope changed",
+    "PolicyChanged": "Policy changed",
     "Renamed": "Renamed",
     "Rotated": "Rotated",
     "Revoked": "Revoked",
@@ -176,6 +231,14 @@ def history_row(event: Any) -> HistoryRow:
             ("Models", models_text(event.models), None),
             ("Region", region_text(event.region), None),
             ("Daily limit", limit_text(event.daily_limit), None),
+        ]
+    if kind == "PolicyChanged":
+        policy = KeyPolicy.from_fields(**vars(event))
+        details += [
+            ("Monthly limit", monthly_limit_text(policy.monthly_limit), None),
+            ("Rate limits", rates_text(policy), None),
+            ("Addresses", networks_text(policy.allowed_ips), None),
+            ("Expiry", "never" if policy.expires_at is None else when(policy.expires_at), None),
         ]
     if kind == "Created" and event.predecessor_id is not None:
         details.append(
