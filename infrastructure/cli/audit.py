@@ -21,6 +21,7 @@ from application.verification import AccountCheck
 from application.verification import verify_balances as check_balances
 from domain.errors import NotFound
 from domain.money import format_credits
+from domain.tokens import TokenKind
 from infrastructure.cli.context import Context
 from infrastructure.cli.errors import UsageError
 from infrastructure.cli.finding import _one_key
@@ -48,7 +49,7 @@ def audit(ctx: Context, args: argparse.Namespace) -> int | None:
         match = _one_key(ctx, target)
         if match is None:
             return 1
-        if match.kind == "mk":
+        if match.kind == TokenKind.MANAGEMENT.code:
             return audit_account(ctx, UUID(match.account_id), args.as_of)
         audit_key(ctx, UUID(match.key_id), args.as_of)
         return None
