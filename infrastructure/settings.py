@@ -10,6 +10,8 @@ from urllib.parse import unquote, urlsplit
 DEFAULT_DATABASE_URL = "sqlite:///lowrouter.db"
 MiB = 1024 * 1024
 BACKGROUND_CHOICES = ("inline", "external")
+LOG_FORMAT_CHOICES = ("text", "json")
+SWITCH_CHOICES = ("true", "false")
 
 
 class SettingsError(ValueError):
@@ -30,6 +32,13 @@ class Settings:
     background: str = "inline"
     # Peers whose X-Forwarded-For is believed (LOWROUTER_TRUSTED_PROXIES, comma-separated CIDRs).
     trusted_proxies: tuple[str, ...] = ()
+    # Observability (infrastructure/observability): log format, the per-request log line, the
+    # Prometheus metrics (and the bearer token guarding /metrics), the OTLP/HTTP traces endpoint.
+    log_format: str = "text"
+    access_log: bool = True
+    metrics: bool = True
+    metrics_token: str | None = None
+    otlp_traces_endpoint: str | None = None
 
 
 def load_settings(
@@ -52,7 +61,21 @@ def load_settings(
         upstream_timeout_seconds=float(_int(env, "LOWROUTER_UPSTREAM_TIMEOUT_SECONDS", 120)),
         background=_choice(env, "LOWROUTER_BACKGROUND", BACKGROUND_CHOICES),
         trusted_proxies=_networks(env, "LOWROUTER_TRUSTED_PROXIES"),
+        log_format=_choice(env, "LOWROUTER_LOG_FORMAT", LOG_FORMAT_CHOICES),
+        access_log=_choice(env, "LOWROUTER_ACCESS_LOG", SWITCH_CHOICES) == "true",
+        metrics=_choice(env, "LOWROUTER_METRICS", SWITCH_CHOICES) == "true",
+        metrics_token=env.get("LOWROUTER_METRICS_TOKEN") or None,
+        otlp_traces_endpoint=otlp_traces_endpoint(env),
     )
+
+
+def otlp_traces_endpoint(env: Mapping[str, str]) -> str | None:
+    """Where OTLP/HTTP traces go, by OpenTelemetry's variables; None: no tracing at all."""
+    traces = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if traces:
+        return traces
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return base.rstrip("/") + "/v1/traces" if base else None
 
 
 def check_database_url(url: str) -> None:

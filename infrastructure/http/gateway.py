@@ -32,6 +32,7 @@ from infrastructure.http.auth import (
     trusted_networks,
 )
 from infrastructure.http.errors import ApiError
+from infrastructure.observability.context import note_key
 from infrastructure.runtime import Runtime
 from infrastructure.upstream import Upstream
 from projections.lookup import GroupLookup, KeyRecord
@@ -126,6 +127,8 @@ class Gateway:
         now = self.clock()
         client_ip = self.client_ip(request)
         request.state.client_ip = client_ip
+        if record is not None:
+            note_key(record.display, record.account_id, client_ip)
         inference = record is not None and record.kind == TokenKind.INFERENCE.code
         if record is not None and inference and refused_use(record, now):
             user_agent = request.headers.get("user-agent")

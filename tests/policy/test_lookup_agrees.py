@@ -91,10 +91,11 @@ def test_the_lookup_record_and_the_aggregate_always_agree(
     runtime, clock = world
     app: Lowrouter = runtime.ledger
     clock.now = T0
-    account = app.open_account(f"agree-{uuid4().hex}", ACTOR)  # id() is reused across examples
+    account = app.open_account(f"agree-{uuid4().hex}", ACTOR)
     issued = app.create_key(account.account.id, "k", Scope(), ACTOR, first)
-    first_hash = hash_token(runtime.settings.pepper, issued.token)
-    keys: list[tuple[UUID, str]] = [(issued.key.id, first_hash)]
+    keys: list[tuple[UUID, str]] = [
+        (issued.key.id, hash_token(runtime.settings.pepper, issued.token))
+    ]
     for action, value in steps:
         key_id = keys[-1][0]
         try:
