@@ -6,7 +6,6 @@ from uuid import UUID
 
 from domain.errors import KeyRevoked
 from domain.money import format_credits
-from domain.tokens import TokenKind
 from infrastructure.cli.context import Context
 from infrastructure.cli.errors import Refused
 from infrastructure.cli.finding import _account_names, _one_key
@@ -29,7 +28,7 @@ def investigate(ctx: Context, args: argparse.Namespace) -> int | None:
         if args.revoke:
             ctx.note("nothing was revoked: several keys match")
         return 1 if args.revoke else None
-    if match.kind == TokenKind.MANAGEMENT.code:
+    if match.kind == "mk":
         raise Refused(
             f"{match.display} is a management key of account {match.account_id}; "
             "investigate covers inference keys (lr-sk-…)"
