@@ -28,7 +28,7 @@ from infrastructure.cli.finding import _one_key
 from infrastructure.cli.output import _events_table, render_record, render_table, section, when
 from infrastructure.cli.shapes import _key_record, find_account
 from infrastructure.views import iso, key_event_json, key_state_json
-from projections.forensics import recorded_money
+from projections.forensics_queries import recorded_money
 
 # Commands: audit --------------------------------------------------------------------------------
 
