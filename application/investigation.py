@@ -12,13 +12,12 @@ from uuid import UUID
 
 from application.keys import Lowrouter
 from application.replay import KeyHistory, key_history
+from domain.flags import NEW_ADDRESS, NEW_USER_AGENT
 from domain.keys import ApiKey
 from domain.money import format_credits
 
-# Unexpected usage (the forensics projection raises these): the kinds, and the spike rule.
-NEW_ADDRESS = "new_address"
-NEW_USER_AGENT = "new_user_agent"
-SPEND_SPIKE = "spend_spike"
+# Unexpected usage (the forensics projection raises these; the kinds are domain.flags'): the
+# spike rule.
 SPIKE_FACTOR = 3
 TRAILING_DAYS = 7
 
@@ -34,6 +33,12 @@ class UsageFlag:
     user_agent: str | None
     amount: int | None  # spend_spike: the day's spend when it went over (micro-credits)
     baseline: int | None  # spend_spike: the trailing daily average (micro-credits)
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.acknowledged_at is not None
 
     def describe(self) -> str:
         if self.kind == NEW_ADDRESS:
@@ -55,6 +60,7 @@ class UsageFlag:
             "amount": format_credits(self.amount) if self.amount is not None else None,
             "baseline": format_credits(self.baseline) if self.baseline is not None else None,
             "description": self.describe(),
+            "acknowledged_at": _iso(self.acknowledged_at) if self.acknowledged_at else None,
         }
 
 

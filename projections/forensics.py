@@ -11,6 +11,8 @@ The projection reads every completion (LedgerPage.Settled) and keeps, per key:
   * `spend_spike`: the key's spend on a day went over three times its trailing 7-day daily
     average. The average is over the 7 days before (or, for a younger key, the days since its
     first day of spend); a key with no spend in those days has no history and is not flagged.
+- `lr_flag_acknowledgements`: the flags an owner accepted (ApiKey.FlagAcknowledged): a flag
+  stays listed, marked acknowledged, and stops being an open alert.
 
 Like every projection, the tables are a pure function of the log: rebuilt, they are the same.
 Their queries are in projections.forensics_queries; the investigation that reads them is
@@ -32,9 +34,6 @@ from sqlalchemy import (
 )
 
 from application.investigation import (  # the value types: names kept importable here
-    NEW_ADDRESS,
-    NEW_USER_AGENT,
-    SPEND_SPIKE,
     SPIKE_FACTOR,
     TRAILING_DAYS,
     ClientSeen,
@@ -43,6 +42,8 @@ from application.investigation import (  # the value types: names kept importabl
     ModelUse,
     UsageFlag,
 )
+from domain.flags import NEW_ADDRESS, NEW_USER_AGENT, SPEND_SPIKE
+from domain.keys import ApiKey
 from domain.ledger import LedgerPage
 from projections.base import insert_rows
 from projections.forensics_queries import (  # the queries: names kept importable here
@@ -62,6 +63,7 @@ from projections.forensics_queries import (  # the queries: names kept importabl
 from projections.forensics_tables import (
     ADDRESS_LENGTH,
     AGENT_LENGTH,
+    flag_acknowledgements,
     key_clients,
     key_days,
     key_flags,
@@ -84,6 +86,7 @@ __all__ = [  # the projection, and the names older callers import from here
     "RecordedMoney",
     "UsageFlag",
     "clients_of_key",
+    "flag_acknowledgements",
     "flags_for_keys",
     "investigate_key",
     "key_by_token_hash",
@@ -102,18 +105,20 @@ __all__ = [  # the projection, and the names older callers import from here
 
 class ForensicsProjection:
     name = "forensics"
-    schema_version = 1
-    tables = (key_clients, key_days, key_flags)
-    topics = (get_topic(LedgerPage.Settled),)
+    schema_version = 2
+    tables = (key_clients, key_days, key_flags, flag_acknowledgements)
+    topics = (get_topic(LedgerPage.Settled), get_topic(ApiKey.FlagAcknowledged))
 
     def apply(self, conn: Connection, events: Sequence[tuple[int, Any]]) -> None:
         settled = [(p, e) for p, e in events if isinstance(e, LedgerPage.Settled)]
-        if not settled:
-            return
-        batch = _Batch.load(conn, settled)
-        for position, event in settled:
-            batch.settled(position, event)
-        batch.write(conn)
+        if settled:
+            batch = _Batch.load(conn, settled)
+            for position, event in settled:
+                batch.settled(position, event)
+            batch.write(conn)
+        acknowledged = [e for _, e in events if isinstance(e, ApiKey.FlagAcknowledged)]
+        if acknowledged:
+            _acknowledge(conn, acknowledged)
 
 
 @dataclass
@@ -287,6 +292,30 @@ class _Batch:
         ]
         _insert(conn, key_days, new_days)
         _insert(conn, key_flags, [row for s in states for row in s.new_flags])
+
+
+def _acknowledge(conn: Connection, events: list[Any]) -> None:
+    """The domain records a flag's acknowledgement once; a repeat here is skipped, not fatal."""
+    key_ids = sorted({str(e.originator_id) for e in events})
+    known = {
+        (row.key_id, row.kind, row.subject)
+        for row in conn.execute(
+            select(flag_acknowledgements).where(flag_acknowledgements.c.key_id.in_(key_ids))
+        )
+    }
+    rows = []
+    for e in events:
+        subject = (str(e.originator_id), e.kind, e.subject[:AGENT_LENGTH])
+        if subject in known:
+            continue
+        known.add(subject)
+        actor = e.actor or {}
+        who = f"{actor.get('name', '')} ({actor.get('kind', '')})"[:300]
+        rows.append(
+            dict(zip(("key_id", "kind", "subject"), subject, strict=True))
+            | {"at_us": to_us(e.timestamp), "actor": who}
+        )
+    _insert(conn, flag_acknowledgements, rows)
 
 
 def _client_row(state: _KeyState, pair: tuple[str, str]) -> dict[str, Any]:

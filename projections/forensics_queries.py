@@ -20,7 +20,7 @@ from application.investigation import (
 )
 from application.keys import Lowrouter
 from application.verification import Figures
-from projections.forensics_tables import key_clients, key_flags
+from projections.forensics_tables import flag_acknowledgements, key_clients, key_flags
 from projections.schema import daily_spend, from_us, holds, keys, positions, to_us, usage
 
 
@@ -63,8 +63,15 @@ def flags_for_keys(engine: Engine, key_ids: Iterable[object]) -> dict[str, list[
     found: dict[str, list[UsageFlag]] = {key_id: [] for key_id in ids}
     if not ids:
         return found
+    ack = flag_acknowledgements
     query = (
-        select(key_flags)
+        select(key_flags, ack.c.at_us.label("acknowledged_us"), ack.c.actor)
+        .outerjoin(
+            ack,
+            (ack.c.key_id == key_flags.c.key_id)
+            & (ack.c.kind == key_flags.c.kind)
+            & (ack.c.subject == key_flags.c.subject),
+        )
         .where(key_flags.c.key_id.in_(ids))
         .order_by(key_flags.c.position, key_flags.c.kind)
     )
@@ -81,6 +88,8 @@ def flags_for_keys(engine: Engine, key_ids: Iterable[object]) -> dict[str, list[
                     user_agent=row.user_agent,
                     amount=row.amount,
                     baseline=row.baseline,
+                    acknowledged_at=from_us(row.acknowledged_us),
+                    acknowledged_by=row.actor,
                 )
             )
     return found

@@ -41,3 +41,13 @@ key_flags = Table(
     Column("amount", BigInteger),  # spend_spike: the day's spend when it went over
     Column("baseline", BigInteger),  # spend_spike: the trailing daily average
 )
+
+flag_acknowledgements = Table(
+    "lr_flag_acknowledgements",
+    metadata,
+    Column("key_id", String(36), primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("subject", String(AGENT_LENGTH), primary_key=True),
+    Column("at_us", BigInteger, nullable=False),
+    Column("actor", String(300), nullable=False),  # who, for people: "session of lr-mk-…"
+)

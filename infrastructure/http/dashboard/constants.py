@@ -22,6 +22,15 @@ MAX_FORM_BYTES = 64 * 1024
 MAX_FORM_FIELDS = 500
 MAX_MANAGEMENT_KEY_FIELD = 200
 
+# The navigation: (nav id, label, path under BASE). A new page adds its line here and passes
+# `nav=` its id to `render`.
+NAV = [
+    ("overview", "Overview", "/overview"),
+    ("keys", "Keys", "/keys"),
+    ("usage", "Usage", "/usage"),
+    ("webhooks", "Webhooks", "/webhooks"),
+]
+
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": (
