@@ -4,6 +4,8 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -20,11 +22,13 @@ from infrastructure.persistence import (
     build_page_lock,
 )
 from infrastructure.settings import Settings
+from infrastructure.webhooks.vault import create_secrets_table
 from projections import all_projections
 from projections.chain import catch_up_chain
 from projections.holds import stale_holds
 from projections.lookup import KeyLookup
 from projections.runner import ProjectionRunner
+from projections.webhooks import create_delivery_tables
 
 
 @dataclass
@@ -36,6 +40,14 @@ class Runtime:
     projections: ProjectionRunner
     lookup: KeyLookup
     _stopping: threading.Event = field(default_factory=threading.Event)
+    _deliverer: Any = None  # infrastructure.webhooks.deliverer.Deliverer, once started
+
+    @cached_property
+    def webhooks(self) -> Any:
+        """The webhook use cases (application.webhooks.Webhooks)."""
+        from infrastructure.webhooks.wiring import webhook_use_cases
+
+        return webhook_use_cases(self)
 
     def reconcile(self) -> int:
         """Settle holds older than the hold timeout (see application.reconcile)."""
@@ -56,6 +68,9 @@ class Runtime:
             (self._chain_forever, chain_every, "lowrouter-chain"),
         ):
             threading.Thread(target=target, args=(every,), daemon=True, name=name).start()
+        from infrastructure.webhooks.wiring import start_deliverer
+
+        self._deliverer = start_deliverer(self)  # webhooks, on a loop of its own
 
     def _chain_forever(self, every: float) -> None:
         """Extend the tamper-evidence chain (projections.chain) as events are appended."""
@@ -81,6 +96,8 @@ class Runtime:
 
     def close(self) -> None:
         self._stopping.set()
+        if self._deliverer is not None:
+            self._deliverer.stop()
         self.projections.stop()
         self.lookup.close()
         self.spend.close()
@@ -103,6 +120,8 @@ def open_runtime(
     )
     if prepare_schema:
         runner.create_schema()
+        create_delivery_tables(engine)
+        create_secrets_table(engine)
     ledger.access_barrier = lambda position: runner.wait_for(position, names=("keys",))
     observer = LedgerMetrics() if settings.metrics else None
     spend = SpendControl(ledger, build_page_lock(settings.database_url), observer)

@@ -22,6 +22,8 @@ from infrastructure.http.gateway import Gateway
 from infrastructure.http.inference import list_models, this_key
 from infrastructure.http.management import management_routes
 from infrastructure.http.openapi import docs, openapi_json
+from infrastructure.http.secret_scanning import secret_scanning_routes
+from infrastructure.http.webhooks import webhook_routes
 from infrastructure.observability import Observability
 from infrastructure.observability import routes as operations
 from infrastructure.observability.context import note_error
@@ -114,6 +116,8 @@ def create_app(
         Route("/api/v1/models", list_models, methods=["GET"]),
         Route("/api/v1/key", this_key, methods=["GET"]),
         *management_routes,
+        *webhook_routes,
+        *secret_scanning_routes,
         Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
         Route("/healthz", operations.healthz, methods=["GET"]),
