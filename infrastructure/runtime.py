@@ -13,6 +13,7 @@ from application.clock import Clock, system_clock
 from application.keys import Lowrouter
 from application.reconcile import reconcile
 from application.spend import SpendControl
+from infrastructure.observability.metrics import LedgerMetrics
 from infrastructure.persistence import (
     build_engine,
     build_key_lookup,
@@ -82,7 +83,14 @@ class Runtime:
     def _reconcile_forever(self, every: float) -> None:
         while not self._stopping.wait(every):
             try:
-                self.reconcile()
+                settled = self.reconcile()
+                if settled:
+                    logging.getLogger("lowrouter.reconcile").warning(
+                        "settled %d stale holds at the held amount (a gateway stopped before "
+                        "settling them)",
+                        settled,
+                        extra={"event": "reconciled", "settled": settled},
+                    )
             except Exception:
                 logging.getLogger("lowrouter.reconcile").exception("reconciler pass failed")
 
@@ -115,5 +123,6 @@ def open_runtime(
         create_delivery_tables(engine)
         create_secrets_table(engine)
     ledger.access_barrier = lambda position: runner.wait_for(position, names=("keys",))
-    spend = SpendControl(ledger, build_page_lock(settings.database_url))
+    observer = LedgerMetrics() if settings.metrics else None
+    spend = SpendControl(ledger, build_page_lock(settings.database_url), observer)
     return Runtime(settings, ledger, spend, engine, runner, build_key_lookup(settings.database_url))

@@ -10,6 +10,8 @@ from urllib.parse import unquote, urlsplit
 DEFAULT_DATABASE_URL = "sqlite:///lowrouter.db"
 MiB = 1024 * 1024
 BACKGROUND_CHOICES = ("inline", "external")
+LOG_FORMAT_CHOICES = ("text", "json")
+SWITCH_CHOICES = ("true", "false")
 LEAK_POLICIES = ("revoke", "notify")
 
 
@@ -37,10 +39,13 @@ class Settings:
     github_scanning_keys: Path | None = None
     # Peers whose X-Forwarded-For is believed (LOWROUTER_TRUSTED_PROXIES, comma-separated CIDRs).
     trusted_proxies: tuple[str, ...] = ()
-
-    @property
-    def is_postgres(self) -> bool:
-        return self.database_url.startswith(("postgresql://", "postgres://"))
+    # Observability (infrastructure/observability): log format, the per-request log line, the
+    # Prometheus metrics (and the bearer token guarding /metrics), the OTLP/HTTP traces endpoint.
+    log_format: str = "text"
+    access_log: bool = True
+    metrics: bool = True
+    metrics_token: str | None = None
+    otlp_traces_endpoint: str | None = None
 
 
 def load_settings(
@@ -68,7 +73,21 @@ def load_settings(
         leak_policy=_choice(env, "LOWROUTER_LEAK_POLICY", LEAK_POLICIES),
         github_scanning_keys=_path(env, "LOWROUTER_GITHUB_SCANNING_KEYS"),
         trusted_proxies=_networks(env, "LOWROUTER_TRUSTED_PROXIES"),
+        log_format=_choice(env, "LOWROUTER_LOG_FORMAT", LOG_FORMAT_CHOICES),
+        access_log=_choice(env, "LOWROUTER_ACCESS_LOG", SWITCH_CHOICES) == "true",
+        metrics=_choice(env, "LOWROUTER_METRICS", SWITCH_CHOICES) == "true",
+        metrics_token=env.get("LOWROUTER_METRICS_TOKEN") or None,
+        otlp_traces_endpoint=otlp_traces_endpoint(env),
     )
+
+
+def otlp_traces_endpoint(env: Mapping[str, str]) -> str | None:
+    """Where OTLP/HTTP traces go, by OpenTelemetry's variables; None: no tracing at all."""
+    traces = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if traces:
+        return traces
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return base.rstrip("/") + "/v1/traces" if base else None
 
 
 def check_database_url(url: str) -> None:
