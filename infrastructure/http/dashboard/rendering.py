@@ -98,7 +98,7 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
             dashboard = await dashboard_of(request)
-            if dashboard.gateway.runtime.projections.failure is not None:
+            if dashboard.gateway.lookup_trouble() is not None:
                 raise Refusal(
                     503,
                     "Unavailable",

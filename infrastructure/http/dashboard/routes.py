@@ -23,6 +23,12 @@ from infrastructure.http.dashboard.overview import overview_page
 from infrastructure.http.dashboard.rendering import page, render
 from infrastructure.http.dashboard.signin import home, sign_in, sign_in_form, sign_out
 from infrastructure.http.dashboard.usage import usage_csv, usage_page_view
+from infrastructure.http.dashboard.webhook_pages import (
+    add_webhook,
+    deliveries_page,
+    remove_webhook,
+    webhooks_page,
+)
 
 # --- routes --------------------------------------------------------------------------------------
 
@@ -57,6 +63,10 @@ _pages: list[BaseRoute] = [
     Route("/keys/{key_id}/rotate", page(rotate_key), methods=["GET", "POST"]),
     Route("/keys/{key_id}/revoke", page(revoke_key), methods=["GET", "POST"]),
     Route("/usage", page(usage_page_view), methods=["GET"]),
+    Route("/webhooks", page(webhooks_page), methods=["GET"]),
+    Route("/webhooks", page(add_webhook), methods=["POST"]),
+    Route("/webhooks/{webhook_id}/remove", page(remove_webhook), methods=["POST"]),
+    Route("/webhooks/{webhook_id}/deliveries", page(deliveries_page), methods=["GET"]),
     Route("/usage.csv", page(usage_csv), methods=["GET"]),
     Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="dashboard-static"),
 ]
