@@ -13,6 +13,7 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Recording
 from eventsourcing.utils import EnvType
 
@@ -28,7 +29,8 @@ from domain.scope import Scope, check_name
 from domain.tokens import Token, TokenKind, generate_token, hash_token
 
 _ACCOUNT_NAMESPACE = uuid5(NAMESPACE_URL, "https://lowrouter.dev/account")
-MAX_GRACE = timedelta(days=30)
+MAX_GRACE = timedelta(days=30)  # the longest rotation grace
+MAX_GRACE_SECONDS = int(MAX_GRACE.total_seconds())  # as the API and the dashboard take it
 ATTEMPT_WINDOW = timedelta(seconds=60)
 
 
@@ -60,7 +62,7 @@ def _no_barrier(position: int) -> None:
     return None
 
 
-class Lowrouter(Application):
+class Lowrouter(Application[UUID]):
     """The event-sourced ledger of accounts, keys and credits."""
 
     name = "lowrouter"
@@ -105,7 +107,7 @@ class Lowrouter(Application):
 
     def get_account(self, account_id: UUID) -> Account:
         try:
-            account = self.repository.get(account_id)
+            account: Aggregate = self.repository.get(account_id)
         except AggregateNotFoundError:
             raise NotFound(f"no account {account_id}") from None
         if not isinstance(account, Account):
@@ -177,7 +179,7 @@ class Lowrouter(Application):
     def get_key(self, key_id: UUID, account_id: UUID | None = None) -> ApiKey:
         """A key by id; with `account_id`, a key of another account is reported as missing."""
         try:
-            key = self.repository.get(key_id)
+            key: Aggregate = self.repository.get(key_id)
         except AggregateNotFoundError:
             raise NotFound(f"no key {key_id}") from None
         if not isinstance(key, ApiKey) or (account_id is not None and key.account_id != account_id):

@@ -98,8 +98,8 @@ def key_access(
         # An explicit revocation is always the reason, even after an expiry (it was decided).
         return Access("revoked", "revoked", revoked_at, rotated)
     if ends:
-        ended_at, state = min(ends, key=lambda end: end[0])
-        return Access(state, state, ended_at, rotated)
+        ended_at, ended = min(ends, key=lambda end: end[0])
+        return Access(ended, ended, ended_at, rotated)
     state: Reason = "rotating" if rotated else "active"
     if not isinstance(client_ip, _NotChecked) and not policy.allows_ip(client_ip):
         return Access("ip_not_allowed", state, None, rotated)

@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from application.audit import key_history
-from application.keys import IssuedKey, Lowrouter
+from application.keys import MAX_GRACE, MAX_GRACE_SECONDS, IssuedKey, Lowrouter
 from application.retry import TooMuchContention
 from application.spend import PageView
 from domain.actor import Actor
@@ -47,6 +47,7 @@ from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway, durable
 from infrastructure.http.jsonresponse import json_response
 from infrastructure.served import served
+from infrastructure.times import parse_time_text
 from infrastructure.views import key_event_json, key_json, key_state_json, usage_json
 from projections.queries import last_used, usage_page
 from projections.runner import ProjectionFailed, ProjectionLagging
@@ -54,7 +55,6 @@ from projections.schema import to_us
 
 T = TypeVar("T")
 
-MAX_GRACE_SECONDS = 30 * 24 * 3600  # 2,592,000: the ledger's longest rotation grace
 DEFAULT_USAGE_LIMIT = 100
 MAX_USAGE_LIMIT = 500
 
@@ -317,7 +317,7 @@ def grace_field(body: Mapping[str, Any]) -> timedelta:
         raise ApiError(
             422,
             "invalid_value",
-            f"'grace_seconds' must be between 0 and {MAX_GRACE_SECONDS} (30 days).",
+            f"'grace_seconds' must be between 0 and {MAX_GRACE_SECONDS} ({MAX_GRACE.days} days).",
             param="grace_seconds",
         )
     return timedelta(seconds=value)
@@ -336,7 +336,7 @@ def time_param(params: QueryParams, name: str) -> datetime | None:
     if text is None or text == "":
         return None
     try:
-        moment = datetime.fromisoformat(text.strip())
+        return parse_time_text(text)
     except ValueError:
         raise ApiError(
             422,
@@ -344,7 +344,6 @@ def time_param(params: QueryParams, name: str) -> datetime | None:
             f"{name!r} must be an ISO 8601 time, e.g. 2026-01-31T12:00:00Z.",
             param=name,
         ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 # --- cursors ----------------------------------------------------------------------------------

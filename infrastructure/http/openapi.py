@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from infrastructure.http.jsonresponse import json_response
+from infrastructure.http.openapi_webhooks import GITHUB_SCHEME, GITHUB_SIGNATURE, webhook_paths
 
 MONEY = {"type": "string", "pattern": r"^-?\d+\.\d{6}$", "example": "5.000000"}
 NULLABLE_MONEY = {**MONEY, "nullable": True}
@@ -275,6 +276,9 @@ DOCUMENT: dict[str, Any] = {
         },
     },
 }
+
+DOCUMENT["paths"].update(webhook_paths(_op, _object, MANAGEMENT))
+DOCUMENT["components"]["securitySchemes"][GITHUB_SIGNATURE] = GITHUB_SCHEME
 
 
 async def openapi_json(_request: Request) -> Response:

@@ -28,9 +28,9 @@ from domain.scope import Scope
 from infrastructure.catalogue import estimate_prompt_tokens
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings
-from tests.conftest import PEPPER, _database_url, _pg_admin_conninfo
 from tests.fake_upstream import FakeUpstream, fake_environ, run_fake_upstream, write_catalogue
-from tests.spend.test_two_gateways import free_port, wait_until_up
+from tests.support.processes import free_port, wait_until_up
+from tests.support.stores import PEPPER, database_url_named, pg_admin_conninfo
 
 OPERATOR = Actor("operator", "test")
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,9 +66,9 @@ class Pair:
 @pytest.fixture(scope="module")
 def pair(postgres_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     name = f"lrt_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(_pg_admin_conninfo(), autocommit=True) as conn:
+    with psycopg.connect(pg_admin_conninfo(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"')
-    url = _database_url(name)
+    url = database_url_named(name)
     home = tmp_path_factory.mktemp("pair")
     with run_fake_upstream(slow_seconds=2.5) as upstream:
         catalogue = write_catalogue(
@@ -109,7 +109,7 @@ def pair(postgres_template: str, tmp_path_factory: pytest.TempPathFactory) -> It
             for process in processes:
                 process.wait(timeout=20)
             runtime.close()
-    with psycopg.connect(_pg_admin_conninfo(), autocommit=True) as conn:
+    with psycopg.connect(pg_admin_conninfo(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

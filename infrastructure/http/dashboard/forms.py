@@ -21,14 +21,9 @@ from domain.policy import KeyPolicy
 from domain.scope import Scope as KeyScope
 from domain.scope import check_name
 from infrastructure.http.dashboard.constants import MAX_FORM_BYTES, MAX_FORM_FIELDS
+from infrastructure.http.dashboard.money import money
 from infrastructure.http.dashboard.rendering import Refusal
-from infrastructure.http.dashboard.rows import (
-    credits_text,
-    limit_text,
-    models_text,
-    region_text,
-    when,
-)
+from infrastructure.http.dashboard.rows import limit_text, models_text, region_text, when
 from infrastructure.http.dashboard.state import Dashboard
 from infrastructure.served import served
 
@@ -91,7 +86,7 @@ class ScopeForm:
             name=key.name,
             models=list(scope.models or []),
             region=scope.region or "",
-            daily_limit=credits_text(scope.daily_limit) if scope.daily_limit is not None else "",
+            daily_limit=money(scope.daily_limit) if scope.daily_limit is not None else "",
             errors={},
             policy_text=policy_text(key.policy),
         )
@@ -201,7 +196,7 @@ def policy_text(policy: KeyPolicy) -> dict[str, str]:
         "tokens_per_minute": str(policy.tokens_per_minute or ""),
         "max_concurrent": str(policy.max_concurrent or ""),
         "allowed_ips": "\n".join(policy.allowed_ips or ()),
-        "monthly_limit": credits_text(policy.monthly_limit)
+        "monthly_limit": money(policy.monthly_limit)
         if policy.monthly_limit is not None
         else "",
     }
@@ -222,7 +217,7 @@ def policy_rows(policy: KeyPolicy) -> list[tuple[str, str]]:
             "Monthly limit",
             "no limit"
             if policy.monthly_limit is None
-            else f"{credits_text(policy.monthly_limit)} credits a month",
+            else f"{money(policy.monthly_limit)} credits a month",
         ),
     ]
 
