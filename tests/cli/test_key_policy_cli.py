@@ -56,16 +56,10 @@ def test_policy_options_set_clear_and_show_in_the_audit(cli: Cli) -> None:
 def test_bad_policy_options_and_unserved_models_change_nothing(cli: Cli) -> None:
     cli.ok("accounts", "create", "acme", "--credits", "5")
     key = create_key(cli, "acme", "p")["data"]
-    for options in (
-        ("--allow-ip", "not-a-network"),
-        ("--expires-in", "90x"),
-        ("--expires-at", "2001-01-01T00:00:00Z"),
-        ("--model", "nobody/serves-this"),
-        ("--region", "mars"),
-    ):
-        cli.fails(1, "keys", "scope", key["id"], *options)
+    cli.fails(1, "keys", "scope", key["id"], "--allow-ip", "not-a-network", "--rpm", "5")
+    cli.fails(1, "keys", "scope", key["id"], "--expires-at", "2001-01-01T00:00:00Z")
+    cli.fails(1, "keys", "scope", key["id"], "--model", "nobody/serves-this")
     cli.fails(2, "keys", "scope", key["id"], "--rpm", "0")
-    cli.fails(1, "keys", "create", "--account", "acme", "--name", "x", "--model", "no/such")
     shown = cli.ok_json("keys", "show", key["id"])
-    assert shown["allowed_ips"] is None and shown["expires_at"] is None and shown["models"] is None
-    assert "PolicyChanged" not in cli.ok("audit", key["id"]).stdout
+    assert shown["allowed_ips"] is None and shown["requests_per_minute"] is None
+    assert shown["expires_at"] is None and shown["models"] is None
