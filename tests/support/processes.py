@@ -1,5 +1,6 @@
 """Gateway processes for the multi-process tests: a free port, a gateway under uvicorn in a
-subprocess on a given database, and waiting until it answers."""
+subprocess on a given database, waiting until it answers, and finding `serve`'s background
+process."""
 
 import os
 import socket
@@ -45,3 +46,40 @@ def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
         except httpx.TransportError:
             time.sleep(0.1)
     raise AssertionError("gateway did not start")
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """The processes whose parent is `pid`, with their command lines."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def background_pid(serve_pid: int, timeout: float = 20.0, not_this: int | None = None) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid, cmdline in children_of(serve_pid).items():
+            if "projections run" in cmdline and pid != not_this:
+                return pid
+        time.sleep(0.1)
+    raise AssertionError(f"no background process under {serve_pid}: {children_of(serve_pid)}")
+
+
+def wait_healthy(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("serve did not start")
