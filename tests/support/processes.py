@@ -2,6 +2,7 @@
 subprocess on a given database, waiting until it answers, and finding `serve`'s background
 process."""
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -83,3 +84,36 @@ def wait_healthy(port: int) -> None:
         except httpx.TransportError:
             time.sleep(0.1)
     raise AssertionError("serve did not start")
+
+
+# Load on gateways ---------------------------------------------------------------------------------
+
+
+async def fire(urls: list[str], tokens: list[str], total: int) -> list[int]:
+    body = {
+        "model": "lowrouter/echo",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "hello " * 20}],
+    }
+    limits = httpx.Limits(max_connections=total)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+
+        async def one(i: int) -> int:
+            response = await client.post(
+                urls[i % len(urls)] + "/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"},
+            )
+            return response.status_code
+
+        return list(await asyncio.gather(*(one(i) for i in range(total))))
+
+
+def worst_case_of_one_request() -> int:
+    # lowrouter/echo: 0.10 prompt + 0.40 completion credits per million tokens; the hold covers the
+    # generous prompt estimate plus max_tokens=100. Measured from the catalogue, not hard-coded.
+    from infrastructure.catalogue import demo_catalogue, estimate_prompt_tokens
+
+    entry = demo_catalogue("http://x/v1").models["lowrouter/echo"]
+    body = {"messages": [{"role": "user", "content": "hello " * 20}]}
+    return demo_catalogue("http://x/v1").max_cost(entry, estimate_prompt_tokens(body), 100)
