@@ -112,6 +112,7 @@ def test_every_page_fits_a_laptop_and_a_phone_and_passes_axe(
         "history": f"/keys/{keys['old']}/history",
         "usage": "/usage",
         "usage-filtered": f"/usage?key={keys['prod']}&status=ok&since=2020-01-01",
+        "webhooks": "/webhooks",
         "not-found": f"/keys/{uuid.UUID(int=0)}/history",
     }
     problems: list[str] = []
