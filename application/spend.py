@@ -40,6 +40,7 @@ from application.retry import TooMuchContention
 from domain.actor import Actor
 from domain.errors import DomainError, NotFound
 from domain.ledger import LedgerPage, page_id
+from domain.usage import Usage
 
 log = logging.getLogger("lowrouter.spend")
 
@@ -126,11 +127,11 @@ class SpendControl:
         return self._submit(account_id, apply)
 
     def settle(
-        self, account_id: UUID, request_id: str, cost: int, **usage: Any
+        self, account_id: UUID, request_id: str, cost: int, usage: Usage
     ) -> "Future[int | None]":
         """Charge the hold its real cost (capped at the hold). None if it was already closed."""
         return self._submit(
-            account_id, lambda page, now: page.settle(request_id, cost, now, **usage)
+            account_id, lambda page, now: page.settle(request_id, cost, now, usage)
         )
 
     def release(self, account_id: UUID, request_id: str, reason: str) -> "Future[bool]":

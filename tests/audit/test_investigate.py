@@ -64,7 +64,7 @@ class Gateway:
             headers={"Authorization": f"Bearer {token}", "User-Agent": agent},
         )
         assert response.status_code == 200, response.text
-        return Decimal(response.json()["usage"]["cost"])
+        return Decimal(str(response.json()["usage"]["cost"]))
 
     def lowrouter(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOWROUTER_")}

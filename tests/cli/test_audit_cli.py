@@ -25,6 +25,7 @@ from sqlalchemy import delete, text, update
 
 from domain.actor import Actor
 from domain.scope import Scope
+from domain.usage import Usage
 from infrastructure import cli as cli_module
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings
@@ -97,18 +98,20 @@ def spend(
             account,
             request,
             cost,
-            key_name=name,
-            model=model,
-            provider="p",
-            region=None,
-            prompt_tokens=3,
-            completion_tokens=4,
-            status="ok",
-            status_code=200,
-            latency_ms=12,
-            streamed=False,
-            client_ip=address,
-            user_agent="audit-cli-test/1",
+            Usage(
+                key_name=name,
+                model=model,
+                provider="p",
+                region=None,
+                prompt_tokens=3,
+                completion_tokens=4,
+                status="ok",
+                status_code=200,
+                latency_ms=12,
+                streamed=False,
+                client_ip=address,
+                user_agent="audit-cli-test/1",
+            ),
         ).result()
     return request
 

@@ -56,10 +56,12 @@ UPSTREAM_TIMEOUT_SECONDS = 1  # the "impatient" gateway's upstream timeout
 MAX_BODY_BYTES = 2048  # the "small-body" gateway's request size limit
 
 
-def micro(decimal_string: str) -> int:
-    """A response's decimal credit string as micro-credits (exact; fails on a non-number)."""
-    value = Decimal(decimal_string) * MICRO
-    assert value == value.to_integral_value(), decimal_string
+def micro(amount: str | float) -> int:
+    """A response's credits as micro-credits: a decimal string (management and usage APIs) or a
+    JSON number as parsed (inference answers' `usage.cost`). Exact; fails on a non-number."""
+    assert isinstance(amount, str | int | float) and not isinstance(amount, bool), amount
+    value = Decimal(str(amount)) * MICRO  # str() of a parsed float: its shortest exact digits
+    assert value == value.to_integral_value(), amount
     return int(value)
 
 

@@ -114,7 +114,10 @@ def test_demo_refuses_a_body_that_is_not_json(demo: TestClient) -> None:
 def test_demo_lists_its_model_as_a_demo(demo: TestClient) -> None:
     listing = demo.get("/models").json()
     assert listing["object"] == "list"
-    assert [(m["id"], m["owned_by"]) for m in listing["data"]] == [("echo", "lowrouter-demo")]
+    assert [(m["id"], m["owned_by"]) for m in listing["data"]] == [
+        ("echo", "lowrouter-demo"),
+        ("echo-embedding", "lowrouter-demo"),
+    ]
 
 
 # --- the fake upstream ---------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from domain.actor import Actor
 from domain.errors import DailyLimitExceeded, InsufficientCredits
 from domain.ledger import LedgerPage, page_id
 from domain.scope import Scope
+from domain.usage import Usage
 from infrastructure.persistence import build_ledger, eventsourcing_env
 from infrastructure.settings import Settings
 from tests.conftest import PEPPER
@@ -84,8 +85,8 @@ class MutableClock:
         self.now += delta
 
 
-def usage(key_name: str = "k", **overrides: Any) -> dict[str, Any]:
-    """The usage fields a settlement records (the gateway passes these)."""
+def usage(key_name: str = "k", **overrides: Any) -> Usage:
+    """The usage record a settlement records (the gateway passes one)."""
     fields: dict[str, Any] = {
         "key_name": key_name,
         "model": MODEL,
@@ -101,7 +102,7 @@ def usage(key_name: str = "k", **overrides: Any) -> dict[str, Any]:
         "user_agent": "pytest",
     }
     fields.update(overrides)
-    return fields
+    return Usage(**fields)
 
 
 def nonzero(figures: dict[str, int]) -> dict[str, int]:
@@ -369,7 +370,7 @@ class LedgerMachine(RuleBasedStateMachine):
             "cost = hold": hold.amount,
             "cost above hold": hold.amount + delta,
         }[outcome]
-        charged = self.spend.settle(self.account, request_id, cost, **usage()).result(TIMEOUT)
+        charged = self.spend.settle(self.account, request_id, cost, usage()).result(TIMEOUT)
         assert charged == min(cost, hold.amount)  # never above the hold
         m.settle(request_id, charged, over_hold=cost > hold.amount)
 
@@ -388,7 +389,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.command_starts()
         request_id = self.pick([*self.m.closed, *self.m.refused, "req-never"], index)
         if again == "settle":
-            future = self.spend.settle(self.account, request_id, cost, **usage())
+            future = self.spend.settle(self.account, request_id, cost, usage())
             assert future.result(TIMEOUT) is None
         else:
             assert self.spend.release(self.account, request_id, "again").result(TIMEOUT) is False
