@@ -19,8 +19,9 @@ one of MODES; any other name uses `upstream.mode` (default "ok"), which a test m
 - garbage          200 whose body is not JSON (streaming: an SSE data line that is not JSON).
 - hangup           closes the connection mid-response (streaming: after three chunks).
 - overrun          like ok, but usage reports 100 more completion tokens than max_tokens allowed.
-- cached           like ok, but CACHED_PREFIX more prompt tokens, CACHE_READ of them read from the
-                   cache and CACHE_WRITE written to it (Anthropic), REASONING_TOKENS more
+- cached           like ok, but CACHE_READ of the prompt tokens were read from the cache and
+                   CACHE_WRITE written to it (Anthropic; each at most what the prompt has),
+                   REASONING_TOKENS more
                    completion tokens counted as reasoning, and the upstream's own `usage.cost`
                    (UPSTREAM_COST).
 
@@ -62,8 +63,7 @@ MODES = (
 )
 REPLY_WORDS = ("Hello", "from", "the", "fake", "upstream")
 OVERRUN_EXTRA_TOKENS = 100
-CACHED_PREFIX = 1_000  # the "cached" mode's extra prompt tokens …
-CACHE_READ = 800  # … of which read from the cache
+CACHE_READ = 800  # the "cached" mode's prompt tokens read from the cache …
 CACHE_WRITE = 150  # … and (Anthropic) written to it
 REASONING_TOKENS = 7
 UPSTREAM_COST = "0.0001234"
@@ -214,9 +214,9 @@ class _Answer:
         counts = {"prompt": self.prompt_tokens, "completion": completion}
         counts |= {"cached": 0, "writes": 0, "reasoning": 0}
         if self.mode == "cached":
-            counts["prompt"] += CACHED_PREFIX
-            counts["cached"] = CACHE_READ
-            counts["writes"] = CACHE_WRITE if self.kind == "messages" else 0
+            counts["cached"] = min(CACHE_READ, counts["prompt"])
+            writes = CACHE_WRITE if self.kind == "messages" else 0
+            counts["writes"] = min(writes, counts["prompt"] - counts["cached"])
             counts["completion"] += REASONING_TOKENS
             counts["reasoning"] = REASONING_TOKENS
         return counts

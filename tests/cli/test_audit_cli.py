@@ -277,8 +277,8 @@ def test_usage_rows_carry_the_key_name_then_filter_and_csv_parses_back(
     assert run.ok("usage", "--until", "1h", "--format", "json").json()["data"] == []
 
     table = run.ok("usage", "--account", "acme").stdout
-    assert table.splitlines()[0].split()[:3] == ["AT", "KEY", "MODEL"]
-    assert "one-renamed" in table and "3/4" in table
+    assert table.splitlines()[0].split()[:4] == ["AT", "KEY", "API", "MODEL"]
+    assert "one-renamed" in table and "3/4" in table and "chat.completions" in table
 
     assert run("usage", "--key", str(stranger), "--account", "acme").code == 1
     assert run("usage", "--since", "yesterday").code == 2
