@@ -19,7 +19,16 @@ from uuid import UUID
 
 from application.durable import durable
 from application.spend import SpendControl
-from domain.errors import DailyLimitExceeded, InsufficientCredits
+from domain.errors import (
+    ConcurrencyLimitExceeded,
+    DailyLimitExceeded,
+    DomainError,
+    InsufficientCredits,
+    MonthlyLimitExceeded,
+    RateLimitExceeded,
+)
+from domain.ledger import Admission
+from domain.policy import KeyPolicy
 from domain.pricing import (
     NO_TOKENS,
     PriceSheet,
@@ -48,6 +57,18 @@ class MeteredKey(Protocol):
     def name(self) -> str: ...
     @property
     def scope(self) -> Scope: ...
+    @property
+    def policy(self) -> KeyPolicy: ...
+
+
+# The ledger's refusals of a reservation, and the reason each is recorded under.
+REFUSALS: dict[type[DomainError], str] = {
+    InsufficientCredits: "insufficient_credits",
+    DailyLimitExceeded: "daily_limit_exceeded",
+    MonthlyLimitExceeded: "monthly_limit_exceeded",
+    RateLimitExceeded: "rate_limit_exceeded",
+    ConcurrencyLimitExceeded: "concurrency_limit_exceeded",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +188,7 @@ class MeteringObserver(Protocol):
         is durable: keep it quick; an exception is logged and ignored."""
 
     def refused(self, api: Api, reason: str) -> None:
-        """A request refused before going upstream (insufficient credits, daily limit)."""
+        """A request refused before going upstream (one of REFUSALS' reasons)."""
 
 
 class NoObserver:
@@ -214,28 +235,41 @@ class Metering:
             for entry in dict.fromkeys(entry for entry, _ in candidates)
         )
 
+    @staticmethod
+    def token_bound(candidates: Sequence[Candidate], request: MeteredRequest) -> int:
+        """The tokens a call may use, for tokens-per-minute limits: as the hold, the prompt
+        bound and the output cap of every choice."""
+        cap = max(
+            output_cap(request.output_cap, entry.max_output_tokens) for entry, _ in candidates
+        )
+        return (request.prompt_bound + cap) * request.choices
+
     async def begin(
         self, key: MeteredKey, request_id: str, request: MeteredRequest, started: float
     ) -> "MeteredCall":
-        """Route and reserve: a durable hold before anything goes upstream. Raises a
-        RoutingError, InsufficientCredits or DailyLimitExceeded (the refusal is recorded)."""
+        """Route and reserve under the key's limits and policy: a durable hold before anything
+        goes upstream. Raises a RoutingError or one of REFUSALS (the refusal is recorded)."""
         candidates = self.route(key.scope, request)
         hold = self.hold(candidates, request)
-        future = self.spend.reserve(
-            key.account_id, request_id, key.key_id, request.model, hold, key.scope.daily_limit
+        future = self.spend.admit(
+            key.account_id,
+            request_id,
+            key.key_id,
+            request.model,
+            hold,
+            key.scope.daily_limit,
+            policy=key.policy,
+            tokens=self.token_bound(candidates, request),
         )
         try:
-            await durable(future)
-        except InsufficientCredits:
-            self._refused(key, request, "insufficient_credits")
-            raise
-        except DailyLimitExceeded:
-            self._refused(key, request, "daily_limit_exceeded")
+            admission = await durable(future)
+        except tuple(REFUSALS) as refusal:
+            self._refused(key, request, REFUSALS[type(refusal)])
             raise
         except asyncio.CancelledError:  # the client left while the hold was being written
             self.spend.release(key.account_id, request_id, "client_closed")
             raise
-        return MeteredCall(self, key, request_id, request, candidates, hold, started)
+        return MeteredCall(self, key, request_id, request, candidates, hold, started, admission)
 
     def _refused(self, key: MeteredKey, request: MeteredRequest, reason: str) -> None:
         self.spend.record_refusal(key.account_id, key.key_id, reason)
@@ -256,6 +290,7 @@ class MeteredCall:
     candidates: list[Candidate]
     hold: int
     started: float
+    admission: Admission | None = None  # the day charged and the key's rate window
     upstream_seconds: float = 0.0
     _upstream_since: float | None = None
     charge: Charge | None = None  # what was decided, once settled

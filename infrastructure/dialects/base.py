@@ -26,10 +26,20 @@ class Reading:
 class StreamRelay(Protocol):
     """One stream, event by event, in the client API's shape."""
 
-    reported: TokenCounts | None
-    upstream_cost: str | None
-    produced: int  # characters produced so far
-    relayed: int  # valid events passed on so far
+    @property
+    def reported(self) -> TokenCounts | None:
+        """The upstream's usage, once it said it."""
+
+    @property
+    def upstream_cost(self) -> str | None: ...
+
+    @property
+    def produced(self) -> int:
+        """Characters produced so far (text, tool calls), for estimates."""
+
+    @property
+    def relayed(self) -> int:
+        """Valid events passed on so far."""
 
     def feed(self, event: dict[str, Any]) -> bytes:
         """One upstream event in; the bytes for the client now (possibly none)."""

@@ -45,7 +45,7 @@ class SseParser:
         return [] if self.done else self._payloads([pending])
 
     def _payloads(self, lines: list[bytes]) -> list[bytes]:
-        payloads = []
+        payloads: list[bytes] = []
         for line in lines:
             if not line.startswith(b"data:"):
                 continue

@@ -159,7 +159,7 @@ def _chat_tool(tool: dict[str, Any]) -> dict[str, Any]:
 def _chat_tool_choice(choice: Any) -> Any:
     if not isinstance(choice, dict):
         return None
-    kind = choice.get("type")
+    kind = str(choice.get("type"))
     if kind == "tool":
         return {"type": "function", "function": {"name": choice.get("name")}}
     return {"auto": "auto", "any": "required", "none": "none"}.get(kind)
@@ -433,7 +433,7 @@ class ChatToMessagesStream:
         if self.started:
             return []
         self.started = True
-        message = {
+        message: dict[str, Any] = {
             "id": self.message_id,
             "type": "message",
             "role": "assistant",

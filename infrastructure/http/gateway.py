@@ -4,7 +4,7 @@ every route shares (authenticate, read a bounded body)."""
 import asyncio
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from starlette.requests import Request
@@ -15,7 +15,14 @@ from application.metering import Metering
 from application.spend import SpendControl
 from domain.tokens import TokenKind
 from infrastructure.catalogue import Catalogue
-from infrastructure.http.auth import admitted, presented_token, refused_use
+from infrastructure.http.auth import (
+    Network,
+    admitted,
+    client_address,
+    presented_token,
+    refused_use,
+    trusted_networks,
+)
 from infrastructure.http.errors import ApiError
 from infrastructure.runtime import Runtime
 from infrastructure.upstream import Upstream
@@ -34,19 +41,29 @@ class Gateway:
     clock: Clock
     max_body_bytes: int
     metering: Metering
+    trusted_proxies: tuple[Network, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.trusted_proxies:
+            self.trusted_proxies = trusted_networks(self.runtime.settings.trusted_proxies)
 
     @property
     def spend(self) -> SpendControl:
         return self.runtime.spend
+
+    def client_ip(self, request: Request) -> str | None:
+        """The caller's address (the TCP peer, or what trusted proxies forwarded)."""
+        peer = request.client.host if request.client else None
+        return client_address(
+            peer, request.headers.getlist("x-forwarded-for"), self.trusted_proxies
+        )
 
     async def authenticate(
         self, request: Request, kind: TokenKind, authorization: str | None = None
     ) -> KeyRecord:
         """The key behind the request's bearer token (or the `authorization` value given, e.g.
         built from Anthropic's `x-api-key`), read from the lookup on every request."""
-        header = authorization if authorization is not None else request.headers.get(
-            "authorization"
-        )
+        header = authorization or request.headers.get("authorization")
         token, token_hash = presented_token(header, self.runtime.settings.pepper, kind)
         record = await durable(self.lookups.find(token_hash))
         if self.runtime.projections.stopped_unexpectedly or self.lookups.unavailable:
@@ -60,8 +77,9 @@ class Gateway:
                 "stale access. The operator must check `lowrouter projections status`.",
             )
         now = self.clock()
+        client_ip = self.client_ip(request)
+        request.state.client_ip = client_ip
         if record is not None and record.kind == "sk" and refused_use(record, now):
-            client_ip = request.client.host if request.client else None
             user_agent = request.headers.get("user-agent")
             await asyncio.get_running_loop().run_in_executor(
                 REFUSED_USE_THREADS,
@@ -70,7 +88,7 @@ class Gateway:
                 client_ip,
                 user_agent,
             )
-        return admitted(record, token, now)
+        return admitted(record, token, now, client_ip)
 
     async def read_body(self, request: Request) -> bytes:
         limit = self.max_body_bytes

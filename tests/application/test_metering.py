@@ -23,6 +23,7 @@ from application.metering import (
 from application.spend import SpendControl
 from domain.actor import Actor
 from domain.errors import DailyLimitExceeded, InsufficientCredits
+from domain.policy import NO_POLICY, KeyPolicy
 from domain.pricing import PriceSheet, TokenCounts, hold_for
 from domain.routing import Catalogue, ModelEntry, NoModelAvailable, Provider, WrongModelKind
 from domain.scope import Scope
@@ -118,6 +119,7 @@ class Key:
     account_id: UUID
     name: str
     scope: Scope
+    policy: KeyPolicy = NO_POLICY
 
 
 class Recorder:

@@ -17,9 +17,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from application.metering import MeteredCall, MeteredRequest, Outcome
-from domain.errors import DailyLimitExceeded, InsufficientCredits
-from domain.money import format_credits
+from application.metering import REFUSALS, MeteredCall, MeteredRequest, Outcome
 from domain.routing import Candidate, Dialect, ModelEntry, Provider, RoutingError
 from domain.tokens import TokenKind
 from infrastructure.dialects.base import Exchange
@@ -27,6 +25,7 @@ from infrastructure.dialects.sse import sse_data
 from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway
 from infrastructure.http.jsonresponse import json_response
+from infrastructure.http.refusals import rate_headers, refusal_error
 from projections.lookup import KeyRecord
 
 
@@ -51,8 +50,11 @@ async def serve(request: Request, api: Api) -> Response:
     call = await begin(gateway, key, request.state.request_id, metered, started)
     try:
         if metered.streamed:
-            return await stream(gateway, call, api, body)
-        return await complete(gateway, call, api, body)
+            response = await stream(gateway, call, api, body)
+        else:
+            response = await complete(gateway, call, api, body)
+        response.headers.update(rate_headers(call.admission.rate if call.admission else None))
+        return response
     except BaseException:
         call.abandon()  # whatever went wrong before a settlement: one record, no charge
         raise
@@ -61,7 +63,7 @@ async def serve(request: Request, api: Api) -> Response:
 def _with_client(metered: MeteredRequest, request: Request) -> MeteredRequest:
     return replace(
         metered,
-        client_ip=request.client.host if request.client else None,
+        client_ip=getattr(request.state, "client_ip", None),
         user_agent=(request.headers.get("user-agent") or "")[:300] or None,
     )
 
@@ -73,27 +75,11 @@ async def begin(
         return await gateway.metering.begin(key, request_id, metered, started)
     except RoutingError as error:
         raise ApiError(error.status, error.code, str(error), param="model") from None
-    except InsufficientCredits as refusal:
-        lower = " or a lower max_tokens" if metered.output_cap else " or set a lower max_tokens"
-        raise ApiError(
-            402,
-            "insufficient_credits",
-            f"Not enough credits: the account balance is {format_credits(refusal.balance)} "
-            f"with {format_credits(refusal.held)} held by requests in flight, and this request "
-            f"could cost up to {format_credits(refusal.needed)}. Add credits{lower}.",
-        ) from None
-    except DailyLimitExceeded as refusal:
-        reset = gateway.next_reset()
-        raise ApiError(
-            429,
-            "daily_limit_exceeded",
-            f"Daily limit reached for key {key.display}: spent "
-            f"{format_credits(refusal.spent)} and {format_credits(refusal.held)} held of "
-            f"{format_credits(refusal.limit)} today; this request could cost up to "
-            f"{format_credits(refusal.needed)}. The limit resets at "
-            f"{reset.isoformat().replace('+00:00', 'Z')} (00:00 UTC).",
-            headers={"retry-after": str(gateway.seconds_until(reset))},
-        ) from None
+    except tuple(REFUSALS) as refusal:
+        answer = refusal_error(refusal, key.display, gateway.clock(), metered.output_cap)
+        if answer is None:
+            raise
+        raise answer[1] from None
 
 
 # --- choosing the upstream ---------------------------------------------------------------------
