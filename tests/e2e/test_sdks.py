@@ -14,6 +14,10 @@ from tests.fake_upstream import TOOL_ARGUMENTS
 
 REPLY = "Hello from the fake upstream"
 
+# What the SDKs see does not depend on the store, and tests/e2e/test_apis.py meters every API on
+# both: these run on SQLite only, to keep the suite's time.
+pytestmark = pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+
 
 @pytest.fixture
 def apis(start_gateway: StartGateway) -> LiveGateway:

@@ -181,6 +181,8 @@ class UsageRow:
     status: str
     latency_ms: int
     streamed: bool
+    api: str = "chat.completions"
+    cost_source: str = "reported"
 
 
 def usage_row(row: Mapping[str, Any], names: Mapping[str, tuple[str, str]]) -> UsageRow:
@@ -202,4 +204,6 @@ def usage_row(row: Mapping[str, Any], names: Mapping[str, tuple[str, str]]) -> U
         status=row["status"],
         latency_ms=int(row["latency_ms"]),
         streamed=bool(row["streamed"]),
+        api=row.get("api") or "chat.completions",
+        cost_source=row.get("cost_source") or "reported",
     )
