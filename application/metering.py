@@ -183,6 +183,15 @@ class MeteredOutcome:
 
 
 class MeteringObserver(Protocol):
+    """Watches metered calls (metrics, logs, traces). The first two are called synchronously in
+    the request's own context, as the ledger command is submitted; the others once settled."""
+
+    def reserving(self, future: "Future[Admission]", request: MeteredRequest) -> None:
+        """The hold is being written (`future` resolves once durable, or to the refusal)."""
+
+    def settling(self, future: "Future[int | None]", usage: Usage) -> None:
+        """The usage record is being written (`future` resolves to the amount charged)."""
+
     def metered(self, outcome: MeteredOutcome) -> None:
         """Called once per settled call, from the ledger's writer thread once the settlement
         is durable: keep it quick; an exception is logged and ignored."""
@@ -192,6 +201,12 @@ class MeteringObserver(Protocol):
 
 
 class NoObserver:
+    def reserving(self, future: "Future[Admission]", request: MeteredRequest) -> None:
+        pass
+
+    def settling(self, future: "Future[int | None]", usage: Usage) -> None:
+        pass
+
     def metered(self, outcome: MeteredOutcome) -> None:
         pass
 
@@ -261,6 +276,7 @@ class Metering:
             policy=key.policy,
             tokens=self.token_bound(candidates, request),
         )
+        self._tell(lambda: self.observer.reserving(future, request))
         try:
             admission = await durable(future)
         except tuple(REFUSALS) as refusal:
@@ -273,8 +289,13 @@ class Metering:
 
     def _refused(self, key: MeteredKey, request: MeteredRequest, reason: str) -> None:
         self.spend.record_refusal(key.account_id, key.key_id, reason)
+        self._tell(lambda: self.observer.refused(request.api, reason))
+
+    @staticmethod
+    def _tell(notify: Callable[[], None]) -> None:
+        """An observer's failure never fails the call."""
         try:
-            self.observer.refused(request.api, reason)
+            notify()
         except Exception:
             log.exception("a metering observer failed")
 
@@ -357,6 +378,7 @@ class MeteredCall:
             self.key.account_id, self.request_id, charge.cost, usage
         )
         self._settlement = future
+        self.metering._tell(lambda: self.metering.observer.settling(future, usage))
         future.add_done_callback(lambda done: self._observe(done, usage))
         return future
 
@@ -403,7 +425,4 @@ class MeteredCall:
             upstream_seconds=self.upstream_seconds,
             total_seconds=usage.latency_ms / 1000,
         )
-        try:
-            self.metering.observer.metered(outcome)
-        except Exception:
-            log.exception("a metering observer failed")
+        self.metering._tell(lambda: self.metering.observer.metered(outcome))

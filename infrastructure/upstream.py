@@ -7,6 +7,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from domain.routing import Provider
 from infrastructure.dialects import anthropic, openai
+from infrastructure.observability.upstream import observed_send
 
 
 class UpstreamTransport(AiohttpTransport):
@@ -55,7 +56,7 @@ class Upstream:
         request = httpx.Request(
             "POST", url, content=content, headers=headers, extensions={"timeout": self._timeout}
         )
-        return await self.transport.handle_async_request(request)
+        return await observed_send(self.transport, request, provider.name)
 
     async def aclose(self) -> None:
         await self.transport.aclose()

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -28,6 +27,12 @@ from infrastructure.http.gateway import Gateway
 from infrastructure.http.inference import list_models, this_key
 from infrastructure.http.management import management_routes
 from infrastructure.http.openapi import docs, openapi_json
+from infrastructure.http.secret_scanning import secret_scanning_routes
+from infrastructure.http.webhooks import webhook_routes
+from infrastructure.observability import Observability
+from infrastructure.observability import routes as operations
+from infrastructure.observability.context import note_error
+from infrastructure.observability.metering import ObservedMetering
 from infrastructure.runtime import Runtime
 from infrastructure.upstream import build_upstream
 from projections.lookup import GroupLookup
@@ -59,6 +64,7 @@ class RequestIdMiddleware:
 
 async def api_error(_request: Request, error: Exception) -> Response:
     assert isinstance(error, ApiError)
+    note_error(error.status, error.code)
     return error.response()
 
 
@@ -118,13 +124,15 @@ def create_app(
             lookups=lookups,
             clock=clock,
             max_body_bytes=runtime.settings.max_body_bytes,
-            metering=Metering(runtime.spend, catalogue),
+            metering=Metering(runtime.spend, catalogue, ObservedMetering()),
         )
         if run_background and runtime.settings.background == "inline":
             runtime.start_background()
+        observability.start()
         try:
             yield
         finally:
+            observability.stop()
             await upstream.aclose()
             lookups.close()
             runtime.close()
@@ -138,9 +146,13 @@ def create_app(
         Route("/api/v1/models", list_models, methods=["GET"]),
         Route("/api/v1/key", this_key, methods=["GET"]),
         *management_routes,
+        *webhook_routes,
+        *secret_scanning_routes,
         Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
+        Route("/healthz", operations.healthz, methods=["GET"]),
+        Route("/readyz", operations.readyz, methods=["GET"]),
+        Route("/metrics", operations.metrics, methods=["GET"]),
         Mount("/demo/v1", app=demo_upstream_app()),
     ]
     app = Starlette(
@@ -153,17 +165,7 @@ def create_app(
             Exception: unexpected_error,
         },
     )
+    observability = Observability.install(app, runtime.settings)  # inside the request id
     app.add_middleware(RequestIdMiddleware)
     install_dashboard(app)
     return app
-
-
-async def healthz(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
-    runner = gateway.runtime.projections
-    failure: Exception | str | None = runner.failure
-    if failure is None:
-        failure = await run_in_threadpool(runner.recorded_failure, "keys")
-    if failure:
-        return ApiError(503, "unhealthy", str(failure)).response()
-    return Response(b'{"status":"ok"}', media_type="application/json")

@@ -21,6 +21,7 @@ from infrastructure.http.apis.parsing import (
 )
 from infrastructure.http.errors import ApiError
 from infrastructure.http.jsonresponse import json_response
+from infrastructure.observability.context import note_error
 
 ROLES = ("user", "assistant")
 _ERROR_TYPES = {
@@ -115,6 +116,7 @@ async def messages(request: Request) -> Response:
 
 def anthropic_error(error: ApiError, request_id: str) -> Response:
     """Anthropic's error shape: {"type": "error", "error": {"type", "message"}}."""
+    note_error(error.status, error.code)
     kind = _ERROR_TYPES.get(error.status, "api_error")
     body = {"type": "error", "error": {"type": kind, "message": error.message}}
     return json_response(body | {"request_id": request_id}, error.status, error.headers)
