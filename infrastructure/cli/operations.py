@@ -99,6 +99,7 @@ def projections_run(ctx: Context, args: argparse.Namespace) -> int | None:
     reconciler and the tamper-evidence chain, as `lowrouter serve` runs them beside its workers.
     Exit 1 if a projection fails."""
     follow_parent()  # started by `serve`: end with it
+    ctx.role = "background"
     runner = ctx.runtime.projections
     # The handler only appends to a list: a signal arriving while another handler runs (serve
     # stops us and, as it exits, the kernel signals us again) must not wait on a lock. SIGINT is
