@@ -1,5 +1,5 @@
 """No caching delay: a revoke, a narrower scope or an ended rotation made in one process is
-obeyed by the very next request on every gateway process."""
+obeyed by the very next request on every gateway process (directly and through PgBouncer)."""
 
 import threading
 from collections.abc import Iterator
@@ -10,9 +10,18 @@ import pytest
 from domain.actor import Actor
 from domain.scope import Scope
 from infrastructure.runtime import Runtime
-from tests.spend.test_two_gateways import two_gateways  # noqa: F401  (fixture)
+from tests.hosts.pgbouncer import pgbouncers  # noqa: F401  (fixture)
+from tests.spend.test_two_gateways import database_route, two_gateways  # noqa: F401  (fixtures)
 
 OPERATOR = Actor("operator", "test")
+
+
+@pytest.fixture(params=["direct", "transaction"])
+def route(request: pytest.FixtureRequest) -> str:
+    """Directly and through transaction-mode PgBouncer (session mode: tests/spend)."""
+    return str(request.param)
+
+
 BODY = {"model": "lowrouter/echo", "messages": [{"role": "user", "content": "hi"}]}
 
 

@@ -1,5 +1,6 @@
 """No overspend under concurrency: two gateway processes on one PostgreSQL database share one
-account's ledger; limits hold and every request is either served or refused."""
+account's ledger; limits hold and every request is either served or refused. Directly, and
+through PgBouncer in transaction and in session pooling mode (`route`)."""
 
 import asyncio
 import os
@@ -7,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,7 @@ from domain.scope import Scope
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings
 from tests.conftest import PEPPER
+from tests.hosts.pgbouncer import PgBouncer, pgbouncers  # noqa: F401  (fixture)
 
 OPERATOR = Actor("operator", "test")
 
@@ -28,9 +30,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_gateway(database_url: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+def start_gateway(
+    database_url: str, port: int, data_dir: Path, extra: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
+        **(extra or {}),
         "LOWROUTER_DATABASE_URL": database_url,
         "LOWROUTER_TOKEN_PEPPER": PEPPER,
         "LOWROUTER_DATA_DIR": str(data_dir),
@@ -56,15 +61,41 @@ def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
     raise AssertionError("gateway did not start")
 
 
+@pytest.fixture(params=["direct", "transaction"])
+def route(request: pytest.FixtureRequest) -> str:
+    """How the processes reach PostgreSQL: directly, or through PgBouncer in that pool mode
+    (session mode too where a test asks for it: it keeps session state, so it is the easy one)."""
+    return str(request.param)
+
+
 @pytest.fixture
-def two_gateways(postgres_url: str, tmp_path: Path) -> Iterator[tuple[Runtime, list[str]]]:
+def database_route(
+    route: str,
+    postgres_url: str,
+    pgbouncers: dict[str, PgBouncer],  # noqa: F811
+) -> tuple[str, dict[str, str]]:
+    """The database URL the processes use, and the settings that go with it."""
+    if route == "direct":
+        return postgres_url, {}
+    # Transaction mode: LISTEN on a direct connection, everything else through PgBouncer.
+    extra = {"LOWROUTER_DATABASE_POOLER": route}
+    if route == "transaction":
+        extra["LOWROUTER_DIRECT_DATABASE_URL"] = postgres_url
+    return pgbouncers[route].url_for(postgres_url), extra
+
+
+@pytest.fixture
+def two_gateways(
+    database_route: tuple[str, dict[str, str]], tmp_path: Path
+) -> Iterator[tuple[Runtime, list[str]]]:
+    database_url, extra = database_route
     settings = load_settings(
-        {"LOWROUTER_TOKEN_PEPPER": PEPPER, "LOWROUTER_DATA_DIR": str(tmp_path)},
-        database_url=postgres_url,
+        {"LOWROUTER_TOKEN_PEPPER": PEPPER, "LOWROUTER_DATA_DIR": str(tmp_path), **extra},
+        database_url=database_url,
     )
     runtime = open_runtime(settings)
     ports = [free_port(), free_port()]
-    processes = [start_gateway(postgres_url, port, tmp_path) for port in ports]
+    processes = [start_gateway(database_url, port, tmp_path, extra) for port in ports]
     try:
         for port, process in zip(ports, processes, strict=True):
             wait_until_up(port, process)
@@ -107,6 +138,7 @@ def worst_case_of_one_request() -> int:
     return demo_catalogue("http://x/v1").max_cost(entry, estimate_prompt_tokens(body), 100)
 
 
+@pytest.mark.parametrize("route", ["direct", "transaction", "session"], indirect=True)
 def test_two_gateways_never_overspend_a_keys_daily_limit(
     two_gateways: tuple[Runtime, list[str]],
 ) -> None:
