@@ -29,6 +29,7 @@ from infrastructure.settings import Settings, postgres_conninfo
 
 POOL_TIMEOUT = 10.0  # seconds a caller waits for a free connection before failing
 MAX_IDLE = 60.0  # seconds an idle connection above the first is kept
+IDLE_IN_TRANSACTION = "5s"  # as eventsourcing's own default: see _configure
 MAX_LIFETIME = 600.0  # seconds before a connection is replaced (as SQLAlchemy's recycle did)
 
 _open: "weakref.WeakValueDictionary[str, Database]" = weakref.WeakValueDictionary()
@@ -45,7 +46,7 @@ class Database:
         *,
         pool_size: int = 4,
         application_name: str = "lowrouter",
-        prepared_statements: bool = True,
+        transaction_pooler: bool = False,
     ) -> None:
         self.application_name = application_name
         self.pool_size = pool_size
@@ -57,8 +58,11 @@ class Database:
                 "autocommit": True,
                 "row_factory": dict_row,  # what eventsourcing's recorders read
                 "application_name": application_name,
-                "prepare_threshold": 5 if prepared_statements else None,
+                # Behind a transaction-mode pooler the next statement may reach another server
+                # connection, where a statement prepared here does not exist.
+                "prepare_threshold": None if transaction_pooler else 5,
             },
+            configure=None if transaction_pooler else _configure,  # no session state there
             reset=_reset,
             close_returns=True,  # SQLAlchemy closes what it borrowed: that returns it here
             timeout=POOL_TIMEOUT,
@@ -77,7 +81,7 @@ class Database:
             settings.database_url,
             pool_size=settings.db_pool_size,
             application_name=settings.application_name or f"lowrouter-{role}",
-            prepared_statements=settings.database_pooler != "transaction",
+            transaction_pooler=settings.database_pooler == "transaction",
         )
 
     @staticmethod
@@ -105,6 +109,14 @@ class Database:
     def close(self) -> None:
         self.pool.close()
         _open.pop(self.id, None)
+
+
+def _configure(conn: Connection[Any]) -> None:
+    """A new connection, straight to PostgreSQL or through a session-mode pooler: a client
+    that vanishes mid-transaction (its host gone without a word) must not keep its locks
+    until TCP gives up, hours later. (Transaction-mode pooler: its own idle_transaction_timeout
+    does this; see README, "Running on many hosts".)"""
+    conn.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'")
 
 
 def _reset(conn: Connection[Any]) -> None:

@@ -1,11 +1,13 @@
 """Everything a process needs, wired once: the ledger, spend control, projections."""
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from uuid import UUID
 
 from sqlalchemy import Engine
 
@@ -16,6 +18,7 @@ from application.spend import SpendControl
 from infrastructure.database import Database
 from infrastructure.leadership import ensure_leadership_table
 from infrastructure.persistence import (
+    PostgresPageLock,
     build_engine,
     build_key_lookup,
     build_leadership,
@@ -30,6 +33,7 @@ from projections.holds import stale_holds
 from projections.lookup import KeyLookup
 from projections.runner import ProjectionRunner
 
+SCHEMA_LOCK = UUID("6c6f7772-6f75-7465-7273-6368656d6121")  # an advisory lock key, not an account
 LEADERSHIP_TICK = 0.1  # seconds between the background jobs' looks at the leadership
 
 
@@ -112,25 +116,28 @@ def open_runtime(
     concurrent DDL on PostgreSQL fails ("tuple concurrently updated"). `role` names the
     process's PostgreSQL connections (`lowrouter-<role>` in pg_stat_activity)."""
     database = open_database(settings, role)
+    # Hosts starting together take turns preparing the schema (concurrent DDL fails).
+    turns = PostgresPageLock(database) if prepare_schema and database else None
     try:
-        ledger = build_ledger(settings, clock, create_tables=prepare_schema, database=database)
+        with turns([SCHEMA_LOCK]) if turns else contextlib.nullcontext():
+            ledger = build_ledger(settings, clock, create_tables=prepare_schema, database=database)
+            engine = build_engine(settings.database_url, database)
+            listen = settings.listen_url
+            runner = ProjectionRunner(
+                engine,
+                ledger,
+                all_projections(),
+                leadership=build_leadership(settings.database_url, database),
+                listen_conninfo=postgres_conninfo(listen) if listen and database else None,
+            )
+            if prepare_schema:
+                runner.create_schema()
+                if database is not None:
+                    ensure_leadership_table(database)
     except BaseException:
         if database is not None:
             database.close()
         raise
-    engine = build_engine(settings.database_url, database)
-    listen = settings.listen_url
-    runner = ProjectionRunner(
-        engine,
-        ledger,
-        all_projections(),
-        leadership=build_leadership(settings.database_url, database),
-        listen_conninfo=postgres_conninfo(listen) if listen and database else None,
-    )
-    if prepare_schema:
-        runner.create_schema()
-        if database is not None:
-            ensure_leadership_table(database)
     ledger.access_barrier = lambda position: runner.wait_for(position, names=("keys",))
     spend = SpendControl(ledger, build_page_lock(settings.database_url, database))
     lookup = build_key_lookup(settings.database_url, database)

@@ -76,6 +76,7 @@ max_client_conn = 1000
 default_pool_size = 20
 max_db_connections = 40
 server_reset_query = DISCARD ALL
+idle_transaction_timeout = 5
 ignore_startup_parameters = extra_float_digits
 logfile = {directory}/pgbouncer.log
 pidfile = {directory}/pgbouncer.pid
