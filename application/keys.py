@@ -13,6 +13,7 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Recording
 from eventsourcing.utils import EnvType
 
@@ -59,7 +60,7 @@ def _no_barrier(position: int) -> None:
     return None
 
 
-class Lowrouter(Application):
+class Lowrouter(Application[UUID]):
     """The event-sourced ledger of accounts, keys and credits."""
 
     name = "lowrouter"
@@ -104,7 +105,7 @@ class Lowrouter(Application):
 
     def get_account(self, account_id: UUID) -> Account:
         try:
-            account = self.repository.get(account_id)
+            account: Aggregate = self.repository.get(account_id)
         except AggregateNotFoundError:
             raise NotFound(f"no account {account_id}") from None
         if not isinstance(account, Account):
@@ -169,7 +170,7 @@ class Lowrouter(Application):
     def get_key(self, key_id: UUID, account_id: UUID | None = None) -> ApiKey:
         """A key by id; with `account_id`, a key of another account is reported as missing."""
         try:
-            key = self.repository.get(key_id)
+            key: Aggregate = self.repository.get(key_id)
         except AggregateNotFoundError:
             raise NotFound(f"no key {key_id}") from None
         if not isinstance(key, ApiKey) or (account_id is not None and key.account_id != account_id):

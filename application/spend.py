@@ -30,11 +30,12 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.domain import Snapshot
+from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import IntegrityError
 
 from application.batching import BatchWorker
 from application.clock import utc_day
+from application.events import stored_events
 from application.keys import Lowrouter
 from application.retry import TooMuchContention
 from domain.actor import Actor
@@ -295,7 +296,7 @@ class SpendControl:
             page = self._pages.get(account_id)
             if page is None:
                 continue
-            for event in self.app.events.get(page.id, gt=page.version):
+            for event in stored_events(self.app, page.id, gt=page.version):
                 event.mutate(page)
                 moved.add(account_id)
             if page.closed:  # another process rolled this account over to a new page
@@ -321,7 +322,7 @@ class SpendControl:
         day = today
         while day >= utc_day(opened) - timedelta(days=1):
             try:
-                page = self.app.repository.get(page_id(account_id, day))
+                page: Aggregate = self.app.repository.get(page_id(account_id, day))
             except AggregateNotFoundError:
                 day -= timedelta(days=1)
                 continue

@@ -137,7 +137,7 @@ class LedgerPage(Aggregate):
         self.settled = 0
         self.adjusted = 0
         self.holds: dict[str, dict[str, Any]] = {k: dict(v) for k, v in carried_holds.items()}
-        self.total_held = sum(h["amount"] for h in carried_holds.values())
+        self.total_held: int = sum(h["amount"] for h in carried_holds.values())
         self.held_today: dict[str, int] = {}  # key id -> today's open holds
         self.spent_today: dict[str, int] = {}  # key id -> today's settled spend
         self.closed = False

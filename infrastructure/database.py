@@ -101,7 +101,7 @@ class Database:
         )
 
     def _sqlalchemy_connection(self) -> Connection[Any]:
-        conn = self.pool.getconn()
+        conn: Connection[Any] = self.pool.getconn()
         conn.autocommit = False  # SQLAlchemy runs its own transactions
         conn.row_factory = tuple_row
         return conn
@@ -122,7 +122,7 @@ def _configure(conn: Connection[Any]) -> None:
 def _reset(conn: Connection[Any]) -> None:
     """A connection comes back: as the event store expects it, whoever borrowed it."""
     conn.autocommit = True
-    conn.row_factory = dict_row  # type: ignore[assignment]
+    conn.row_factory = dict_row
     # SQLAlchemy adds its notice logger on every borrow: keep one, not one per borrow.
     handlers = conn._notice_handlers
     handlers[:] = list(dict.fromkeys(handlers))

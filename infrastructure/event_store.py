@@ -125,5 +125,5 @@ class LedgerFactory(PostgresFactory):
             shared, datastore.owns_database = Database(url, application_name="lowrouter"), True
         else:
             datastore.owns_database = False
-        datastore.database, datastore.pool = shared, shared.pool
+        datastore.database, datastore.pool = shared, shared.pool  # type: ignore[assignment]
         self.datastore = datastore

@@ -6,6 +6,7 @@ rebuilding one gives the same rows.
 """
 
 from datetime import UTC, datetime, timedelta
+from typing import overload
 
 from sqlalchemy import (
     BigInteger,
@@ -157,6 +158,10 @@ def to_us(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
+@overload
+def from_us(value: int) -> datetime: ...
+@overload
+def from_us(value: None) -> None: ...
 def from_us(value: int | None) -> datetime | None:
     if value is None:
         return None

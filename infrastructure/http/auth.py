@@ -26,7 +26,9 @@ def token_from_header(header: str | None) -> str:
     """The token text, or a 401 naming what is wrong with the header."""
     if header is None or not header.strip():
         raise unauthorized(f"No API key: {HOW}.", "missing_api_key")
-    scheme, gap, rest = _SCHEME.fullmatch(header).groups()  # type: ignore[union-attr]
+    match = _SCHEME.fullmatch(header)
+    assert match is not None  # every group may be empty, so the pattern matches any string
+    scheme, gap, rest = match.groups()
     if gap not in ("", " ") and scheme.lower() == "bearer":
         raise unauthorized(
             f"Stray whitespace or a newline around the key (check how it was copied): {HOW}."

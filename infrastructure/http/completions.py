@@ -440,7 +440,7 @@ async def sse_data(response: httpx.Response) -> AsyncIterator[list[bytes]]:
 
 def _payloads(lines: list[bytes]) -> tuple[list[bytes], bool]:
     """The data payloads among these lines, and whether `[DONE]` was among them."""
-    payloads = []
+    payloads: list[bytes] = []
     for line in lines:
         if not line.startswith(b"data:"):
             continue
