@@ -141,6 +141,7 @@ E2E_FIXTURES = {  # fixtures that start a server or a subprocess when the test r
     "upstream",  # the fake upstream: an HTTP server
     "served",  # tests/http/test_usage_api.py: uvicorn
     "two_gateways",  # two gateway processes on one PostgreSQL
+    "pgbouncers",  # PgBouncer instances (tests/hosts/pgbouncer.py)
     "live",  # the dashboard's browser test
 }
 E2E_DIRECT_FIXTURES = {"cli"}  # the subprocess runner, when the test itself calls it
@@ -151,6 +152,8 @@ E2E_MODULES = {  # modules whose tests start processes themselves
     "tests/spend/test_crash_mid_commit.py",
     "tests/spend/test_two_gateways.py",
     "tests/infrastructure/test_fake_upstream.py",
+    "tests/hosts/test_many_hosts.py",
+    "tests/hosts/test_connection_budget.py",
 }
 SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state machines, bulk
     "tests/domain/test_key_lifecycle.py::test_key_lifecycle_state_machine_in_memory",
@@ -162,6 +165,8 @@ SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state mac
     "tests/projections/test_rebuild.py::test_rebuild_equals_incremental_on_sqlite",
     "tests/audit/test_unexpected_usage.py::test_flags_follow_the_rules_and_rebuild_equals_incremental",
     "tests/audit/test_replay.py::test_replay_at_any_moment_equals_the_live_state_then",
+    "tests/hosts/test_many_hosts.py::test_many_hosts_keep_every_promise",
+    "tests/hosts/test_connection_budget.py::test_a_worker_holds_at_most_three_idle_and_its_pool_size_under_load",
 }
 POSTGRES_FIXTURES = {"postgres_url", "postgres_template"}
 STORE_PARAMETERS = ("database_url", "store")
