@@ -39,6 +39,8 @@ class Settings:
     direct_database_url: str | None = None
     application_name: str | None = None  # None: "lowrouter-<role>" (gateway, background, cli)
     reconcile_interval_seconds: float = 30.0
+    # Peers whose X-Forwarded-For is believed (LOWROUTER_TRUSTED_PROXIES, comma-separated CIDRs).
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def is_postgres(self) -> bool:
@@ -80,6 +82,7 @@ def load_settings(
         direct_database_url=_direct_url(env),
         application_name=env.get("LOWROUTER_APPLICATION_NAME") or None,
         reconcile_interval_seconds=float(_int(env, "LOWROUTER_RECONCILE_INTERVAL_SECONDS", 30)),
+        trusted_proxies=_networks(env, "LOWROUTER_TRUSTED_PROXIES"),
     )
 
 
@@ -160,6 +163,21 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise SettingsError(f"{name} must be positive")
     return value
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated CIDRs (or addresses), checked here so a typo fails at start."""
+    import ipaddress
+
+    found = []
+    for part in (env.get(name) or "").split(","):
+        if not part.strip():
+            continue
+        try:
+            found.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+        except ValueError:
+            raise SettingsError(f"{name}: {part.strip()[:60]!r} is not a CIDR or address") from None
+    return tuple(found)
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:

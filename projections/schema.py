@@ -64,6 +64,14 @@ keys = Table(
     Column("revoked_us", BigInteger),
     Column("predecessor_id", String(36)),
     Column("successor_id", String(36)),
+    # The key policy (domain.policy), so the gateway judges expiry and networks from the lookup
+    # and hands the limits to the ledger with no other read.
+    Column("expires_us", BigInteger),
+    Column("requests_per_minute", BigInteger),
+    Column("tokens_per_minute", BigInteger),
+    Column("max_concurrent", BigInteger),
+    Column("allowed_ips", Text),  # JSON list of CIDRs, NULL = any address
+    Column("monthly_limit", BigInteger),  # micro-credits, NULL = none
 )
 Index("lr_keys_display", keys.c.prefix, keys.c.last4)
 

@@ -9,37 +9,20 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-PG_ADMIN_URL = os.environ.get("LOWROUTER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-PEPPER = "test-pepper-not-secret"
+if TYPE_CHECKING:
+    from infrastructure.runtime import Runtime
 
-
-def _pg_admin_conninfo() -> str:
-    from infrastructure.settings import postgres_parts
-
-    pg = postgres_parts(PG_ADMIN_URL)
-    return f"host={pg['host']} port={pg['port']} user={pg['user']} dbname={pg['dbname']}"
-
-
-def _require_postgres() -> None:
-    import psycopg
-
-    try:
-        psycopg.connect(_pg_admin_conninfo(), connect_timeout=3).close()
-    except psycopg.OperationalError as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required under CI=true and is not reachable: {error}")
-        pytest.skip(f"PostgreSQL not reachable: {error}")
-
-
-def _database_url(name: str) -> str:
-    from infrastructure.settings import postgres_parts
-
-    pg = postgres_parts(PG_ADMIN_URL)
-    return f"postgresql://{pg['user']}@{pg['host']}:{pg['port']}/{name}"
+from tests.hosts.pgbouncer import pgbouncers  # noqa: F401  (fixture: PgBouncer per pool mode)
+from tests.support.stores import (
+    PEPPER,
+    database_url_named,
+    pg_admin_conninfo,
+    require_postgres,
+)
 
 
 @pytest.fixture(scope="session")
@@ -51,16 +34,16 @@ def postgres_template() -> Iterator[str]:
     from infrastructure.runtime import open_runtime
     from infrastructure.settings import load_settings
 
-    _require_postgres()
+    require_postgres()
     name = f"lrt_template_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_pg_admin_conninfo(), autocommit=True) as conn:
+    with psycopg.connect(pg_admin_conninfo(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     runtime = open_runtime(
-        load_settings({"LOWROUTER_TOKEN_PEPPER": PEPPER}, database_url=_database_url(name))
+        load_settings({"LOWROUTER_TOKEN_PEPPER": PEPPER}, database_url=database_url_named(name))
     )
     runtime.close()
     yield name
-    with psycopg.connect(_pg_admin_conninfo(), autocommit=True) as conn:
+    with psycopg.connect(pg_admin_conninfo(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -70,10 +53,10 @@ def postgres_url(postgres_template: str) -> Iterator[str]:
     import psycopg
 
     name = f"lrt_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(_pg_admin_conninfo(), autocommit=True) as conn:
+    with psycopg.connect(pg_admin_conninfo(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"')
-    yield _database_url(name)
-    with psycopg.connect(_pg_admin_conninfo(), autocommit=True) as conn:
+    yield database_url_named(name)
+    with psycopg.connect(pg_admin_conninfo(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -122,6 +105,57 @@ def ledger(settings):  # type: ignore[no-untyped-def]
     app = build_ledger(settings)
     yield app
     app.close()
+
+
+@pytest.fixture(params=["direct", "transaction"])
+def route(request: pytest.FixtureRequest) -> str:
+    """How two_gateways' processes reach PostgreSQL: directly, or through PgBouncer in that pool
+    mode ("session" too where a test parametrises it: it keeps session state, the easy one)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def database_route(
+    route: str, postgres_url: str, request: pytest.FixtureRequest
+) -> tuple[str, dict[str, str]]:
+    """The database URL the processes use for `route`, and the settings that go with it."""
+    if route == "direct":
+        return postgres_url, {}
+    bouncers = request.getfixturevalue("pgbouncers")  # started on first use (tests/hosts)
+    extra = {"LOWROUTER_DATABASE_POOLER": route}
+    if route == "transaction":  # LISTEN on a direct connection, everything else through it
+        extra["LOWROUTER_DIRECT_DATABASE_URL"] = postgres_url
+    return bouncers[route].url_for(postgres_url), extra
+
+
+@pytest.fixture
+def two_gateways(
+    database_route: tuple[str, dict[str, str]], tmp_path: Path
+) -> Iterator[tuple["Runtime", list[str]]]:
+    """Two gateway processes on one fresh PostgreSQL database, and this process's runtime on it
+    (directly or through PgBouncer: `route`)."""
+    from infrastructure.runtime import open_runtime
+    from infrastructure.settings import load_settings
+    from tests.support.processes import free_port, start_gateway, wait_until_up
+
+    database_url, extra = database_route
+    settings = load_settings(
+        {"LOWROUTER_TOKEN_PEPPER": PEPPER, "LOWROUTER_DATA_DIR": str(tmp_path), **extra},
+        database_url=database_url,
+    )
+    runtime = open_runtime(settings)
+    ports = [free_port(), free_port()]
+    processes = [start_gateway(database_url, port, tmp_path, extra) for port in ports]
+    try:
+        for port, process in zip(ports, processes, strict=True):
+            wait_until_up(port, process)
+        yield runtime, [f"http://127.0.0.1:{port}/api/v1" for port in ports]
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=20)
+        runtime.close()
 
 
 # --- markers: the pyramid's layers, applied by what a test uses ---------------------------------

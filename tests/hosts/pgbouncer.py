@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.conftest import PG_ADMIN_URL
+from tests.support.stores import PG_ADMIN_URL
 
 BINARY = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 MODES = ("transaction", "session")

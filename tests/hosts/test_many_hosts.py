@@ -29,10 +29,10 @@ from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings, postgres_parts
 from projections.chain import chain_position
 from projections.schema import usage
-from tests.conftest import PEPPER
 from tests.hosts.network import Host, forwarder, hosts
 from tests.hosts.pgbouncer import free_port, running_pgbouncer
 from tests.spend.test_two_gateways import fire, worst_case_of_one_request
+from tests.support.stores import PEPPER
 
 OPERATOR = Actor("operator", "test")
 LOWROUTER = str(Path(sys.executable).with_name("lowrouter"))

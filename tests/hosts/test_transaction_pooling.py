@@ -15,13 +15,13 @@ from infrastructure import leadership
 from infrastructure.database import Database
 from infrastructure.leadership import LeadershipLease, ensure_leadership_table
 from infrastructure.persistence import PostgresPageLock
-from tests.hosts.pgbouncer import PgBouncer, pgbouncers  # noqa: F401  (fixture)
+from tests.hosts.pgbouncer import PgBouncer
 
 QUERY = "SELECT count(*) FROM pg_class WHERE relname = %s"
 
 
 @pytest.fixture
-def bounced_url(postgres_url: str, pgbouncers: dict[str, PgBouncer]) -> str:  # noqa: F811
+def bounced_url(postgres_url: str, pgbouncers: dict[str, PgBouncer]) -> str:
     return pgbouncers["transaction"].url_for(postgres_url)
 
 

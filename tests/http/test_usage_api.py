@@ -14,7 +14,7 @@ import uvicorn
 from domain.money import format_credits, parse_credits
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import Settings
-from tests.http.test_management_api import CHAT, Api, assert_error, build_app
+from tests.support.management_api import CHAT, Api, assert_error, build_app
 
 USAGE_FIELDS = {
     "request_id",

@@ -1,5 +1,6 @@
 """No caching delay: a revoke, a narrower scope or an ended rotation made in one process is
-obeyed by the very next request on every gateway process (directly and through PgBouncer)."""
+obeyed by the very next request on every gateway process (directly and through PgBouncer in
+transaction mode: `route`, tests/conftest.py)."""
 
 import threading
 from collections.abc import Iterator
@@ -10,18 +11,8 @@ import pytest
 from domain.actor import Actor
 from domain.scope import Scope
 from infrastructure.runtime import Runtime
-from tests.hosts.pgbouncer import pgbouncers  # noqa: F401  (fixture)
-from tests.spend.test_two_gateways import database_route, two_gateways  # noqa: F401  (fixtures)
 
 OPERATOR = Actor("operator", "test")
-
-
-@pytest.fixture(params=["direct", "transaction"])
-def route(request: pytest.FixtureRequest) -> str:
-    """Directly and through transaction-mode PgBouncer (session mode: tests/spend)."""
-    return str(request.param)
-
-
 BODY = {"model": "lowrouter/echo", "messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -34,7 +25,7 @@ def complete(url: str, token: str, client: httpx.Client, **changes: object) -> i
 
 
 @pytest.fixture
-def background_streams(two_gateways: tuple[Runtime, list[str]]) -> Iterator[list[int]]:  # noqa: F811
+def background_streams(two_gateways: tuple[Runtime, list[str]]) -> Iterator[list[int]]:
     """Other keys keep streaming on both gateways while access changes happen."""
     runtime, urls = two_gateways
     account = runtime.ledger.open_account("background", OPERATOR, credits=10**9).account
@@ -68,7 +59,7 @@ def background_streams(two_gateways: tuple[Runtime, list[str]]) -> Iterator[list
 
 
 def test_fifty_revocations_each_fail_the_very_next_request_on_both_processes(
-    two_gateways: tuple[Runtime, list[str]],  # noqa: F811
+    two_gateways: tuple[Runtime, list[str]],
     background_streams: list[int],
 ) -> None:
     runtime, (url_a, url_b) = two_gateways
@@ -97,7 +88,7 @@ def test_fifty_revocations_each_fail_the_very_next_request_on_both_processes(
 
 
 def test_narrower_model_scope_applies_to_the_next_request_on_the_other_process(
-    two_gateways: tuple[Runtime, list[str]],  # noqa: F811
+    two_gateways: tuple[Runtime, list[str]],
 ) -> None:
     runtime, (url_a, url_b) = two_gateways
     account = runtime.ledger.open_account("scoper", OPERATOR, credits=10**9).account
@@ -112,7 +103,7 @@ def test_narrower_model_scope_applies_to_the_next_request_on_the_other_process(
 
 
 def test_rotation_whose_grace_ended_fails_on_both_processes_and_successor_works(
-    two_gateways: tuple[Runtime, list[str]],  # noqa: F811
+    two_gateways: tuple[Runtime, list[str]],
 ) -> None:
     runtime, (url_a, url_b) = two_gateways
     account = runtime.ledger.open_account("rotator", OPERATOR, credits=10**9).account
