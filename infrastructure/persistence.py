@@ -98,11 +98,11 @@ class PostgresPageLock:
     its save run on others), so it works through a transaction-mode pooler too, and ends with
     that transaction: on commit, on error, or when a dead process's connection closes."""
 
-    # A waiter gives up rather than waiting forever behind a stuck holder; a holder that went
-    # silent mid-batch (its host vanished) is cut off by the server.
+    # A holder that went silent mid-batch (its host vanished, its connection lingering) is cut
+    # off by the server after 5 s, well before a waiter gives up (10 s) rather than wait forever.
     SETTINGS = (
         "SELECT set_config('lock_timeout', '10s', true), "
-        "set_config('idle_in_transaction_session_timeout', '30s', true)"
+        "set_config('idle_in_transaction_session_timeout', '5s', true)"
     )
 
     def __init__(self, database: Database) -> None:

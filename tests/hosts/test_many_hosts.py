@@ -3,9 +3,10 @@
 directly (through a TCP forwarder on their links) and two through a transaction-mode PgBouncer.
 
 On every cluster: a revocation through host A fails on the very next request on host C; a daily
-limit holds across hosts under concurrent load, with every completion charged once; and when
-the host running the background work vanishes, another host takes the projections, the
-reconciler and the chain over within a second, with no event skipped and no hold left open.
+limit holds across hosts under concurrent load, with every completion charged once, and a
+requests-per-minute limit holds exactly; and when the host running the background work
+vanishes, another host takes the projections, the reconciler and the chain over within a
+second, with no event skipped and no hold left open.
 """
 
 import asyncio
@@ -24,6 +25,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from domain.actor import Actor
+from domain.policy import KeyPolicy
 from domain.scope import Scope
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings, postgres_parts
@@ -134,6 +136,7 @@ def test_many_hosts_keep_every_promise(cluster: Cluster) -> None:
     """One cluster, every check in turn (starting hosts is the expensive part)."""
     a_revocation_through_host_a_fails_the_very_next_request_on_host_c(cluster)
     a_daily_limit_holds_across_hosts_under_concurrent_load(cluster)
+    a_requests_per_minute_limit_holds_exactly_across_hosts(cluster)
     when_the_background_host_vanishes_another_takes_over_within_a_second(cluster)
 
 
@@ -178,6 +181,19 @@ def a_daily_limit_holds_across_hosts_under_concurrent_load(cluster: Cluster) -> 
             )
         ).one()
     assert rows == served and total == spent  # every completion charged once
+
+
+def a_requests_per_minute_limit_holds_exactly_across_hosts(cluster: Cluster) -> None:
+    runtime, urls = cluster.runtime, cluster.urls
+    rpm = 30
+    account = runtime.ledger.open_account("rate-limited", OPERATOR, credits=10**9).account
+    policy = KeyPolicy(requests_per_minute=rpm)
+    key = runtime.ledger.create_key(account.id, "paced", Scope(), OPERATOR, policy=policy)
+
+    statuses = asyncio.run(fire(urls, [key.token.value], 120))  # well within one minute
+
+    assert statuses.count(200) == rpm, sorted(statuses)
+    assert statuses.count(429) == 120 - rpm
 
 
 def when_the_background_host_vanishes_another_takes_over_within_a_second(
