@@ -41,6 +41,7 @@ TAKE = (
     "RETURNING l.holder"
 )
 GIVE_UP = "DELETE FROM lr_leadership WHERE name = %(name)s AND holder = %(holder)s"
+LEASE_HELD = "SELECT holder FROM lr_leadership WHERE expires_at > clock_timestamp()"
 HOLDER = "SELECT holder FROM lr_leadership WHERE name = %(name)s AND expires_at > clock_timestamp()"
 
 

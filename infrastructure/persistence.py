@@ -1,18 +1,20 @@
 """Wiring the event store (eventsourcing) and the projection tables (SQLAlchemy) to one database."""
 
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import ProgrammingError
 
 from application.clock import Clock, system_clock
 from application.keys import Lowrouter
 from application.spend import PageLock, no_lock
 from infrastructure.database import Database
 from infrastructure.event_store import SHARED_POOL
-from infrastructure.leadership import LeadershipLease
+from infrastructure.leadership import LEASE_HELD, LeadershipLease
 from infrastructure.settings import Settings, postgres_parts, sqlite_path
 from projections.lookup import KeyLookup
 
@@ -87,7 +89,11 @@ def build_engine(database_url: str, database: Database | None = None) -> Engine:
 
         return engine
     # PostgreSQL: no pool of its own; it borrows from the process's one pool.
-    return (database or Database(database_url, application_name="lowrouter-engine")).engine()
+    if database is not None:
+        return database.engine()
+    return _owning(
+        Database(database_url, application_name="lowrouter-engine"), lambda d: d.engine()
+    )
 
 
 class PostgresPageLock:
@@ -141,9 +147,9 @@ def build_page_lock(database_url: str, database: Database | None = None) -> Page
     if database_url.startswith("sqlite:///"):
         return FilePageLock(str(sqlite_path(database_url).expanduser()))
     if database_url.startswith(("postgresql://", "postgres://")):
-        return PostgresPageLock(
-            database or Database(database_url, application_name="lowrouter-lock")
-        )
+        if database is not None:
+            return PostgresPageLock(database)
+        return _owning(Database(database_url, application_name="lowrouter-lock"), PostgresPageLock)
     return no_lock
 
 
@@ -178,8 +184,10 @@ def build_leadership(database_url: str, database: Database | None = None) -> Cal
     if database_url.startswith("sqlite:///"):
         return FileLeadership(str(sqlite_path(database_url).expanduser()))
     if database_url.startswith(("postgresql://", "postgres://")):
-        return LeadershipLease(
-            database or Database(database_url, application_name="lowrouter-leadership")
+        if database is not None:
+            return LeadershipLease(database)
+        return _owning(
+            Database(database_url, application_name="lowrouter-leadership"), LeadershipLease
         )
     return lambda: True
 
@@ -187,4 +195,39 @@ def build_leadership(database_url: str, database: Database | None = None) -> Cal
 def build_key_lookup(database_url: str, database: Database | None = None) -> KeyLookup:
     if database_url.startswith("sqlite:///"):
         return KeyLookup(sqlite_path=str(sqlite_path(database_url).expanduser()))
-    return KeyLookup(pool=database or Database(database_url, application_name="lowrouter-lookup"))
+    if database is not None:
+        return KeyLookup(pool=database)
+    return _owning(
+        Database(database_url, application_name="lowrouter-lookup"), lambda d: KeyLookup(pool=d)
+    )
+
+
+T = TypeVar("T")
+
+
+def _owning(database: Database, build: Callable[[Database], T]) -> T:
+    """An object built on a pool of its own (tools, tests): the pool closes when it goes."""
+    built = build(database)
+    weakref.finalize(built, database.close)
+    return built
+
+
+def projections_leader_present(database_url: str, engine: Engine) -> bool:
+    """Whether some process holds the projections' leadership (the lease, or FileLeadership
+    above), i.e. the background work is running somewhere for this database."""
+    if database_url.startswith("sqlite:///"):
+        import fcntl
+
+        path = str(sqlite_path(database_url).expanduser()) + ".projections-lock"
+        with open(path, "a+b") as file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True  # held by a runner
+            fcntl.flock(file, fcntl.LOCK_UN)
+            return False
+    with engine.connect() as conn:
+        try:
+            return conn.execute(text(LEASE_HELD)).first() is not None
+        except ProgrammingError:  # no lease table yet: nobody has led
+            return False

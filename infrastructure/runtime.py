@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Engine
@@ -17,6 +19,7 @@ from application.reconcile import reconcile
 from application.spend import SpendControl
 from infrastructure.database import Database
 from infrastructure.leadership import ensure_leadership_table
+from infrastructure.observability.metrics import LedgerMetrics
 from infrastructure.persistence import (
     PostgresPageLock,
     build_engine,
@@ -27,11 +30,13 @@ from infrastructure.persistence import (
     open_database,
 )
 from infrastructure.settings import Settings, postgres_conninfo
+from infrastructure.webhooks.vault import create_secrets_table
 from projections import all_projections
 from projections.chain import catch_up_chain
 from projections.holds import stale_holds
 from projections.lookup import KeyLookup
 from projections.runner import ProjectionRunner
+from projections.webhooks import create_delivery_tables
 
 SCHEMA_LOCK = UUID("6c6f7772-6f75-7465-7273-6368656d6121")  # an advisory lock key, not an account
 LEADERSHIP_TICK = 0.1  # seconds between the background jobs' looks at the leadership
@@ -48,6 +53,14 @@ class Runtime:
     # PostgreSQL: the process's one pool, which all of the above borrow from (None on SQLite).
     database: Database | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
+    _deliverer: Any = None  # infrastructure.webhooks.deliverer.Deliverer, once started
+
+    @cached_property
+    def webhooks(self) -> Any:
+        """The webhook use cases (application.webhooks.Webhooks)."""
+        from infrastructure.webhooks.wiring import webhook_use_cases
+
+        return webhook_use_cases(self)
 
     def reconcile(self) -> int:
         """Settle holds older than the hold timeout (see application.reconcile)."""
@@ -59,6 +72,16 @@ class Runtime:
             timedelta(seconds=self.settings.hold_timeout_seconds),
         )
 
+    def _reconcile_and_log(self) -> None:
+        settled = self.reconcile()
+        if settled:
+            logging.getLogger("lowrouter.reconcile").warning(
+                "settled %d stale holds at the held amount (a gateway stopped before "
+                "settling them)",
+                settled,
+                extra={"event": "reconciled", "settled": settled},
+            )
+
     def start_background(
         self, reconcile_every: float | None = None, chain_every: float = 5.0
     ) -> None:
@@ -68,12 +91,15 @@ class Runtime:
         every = reconcile_every or self.settings.reconcile_interval_seconds
         self.projections.start()
         for job, interval, name in (
-            (self.reconcile, every, "lowrouter-reconciler"),
+            (self._reconcile_and_log, every, "lowrouter-reconciler"),
             (lambda: catch_up_chain(self), chain_every, "lowrouter-chain"),
         ):
             threading.Thread(
                 target=self._while_leading, args=(job, interval, name), daemon=True, name=name
             ).start()
+        from infrastructure.webhooks.wiring import start_deliverer
+
+        self._deliverer = start_deliverer(self)  # webhooks, on a loop of its own
 
     def _while_leading(self, job: Callable[[], object], every: float, name: str) -> None:
         """Run `job` every `every` seconds while this process leads, and at once on taking
@@ -94,6 +120,8 @@ class Runtime:
 
     def close(self) -> None:
         self._stopping.set()
+        if self._deliverer is not None:
+            self._deliverer.stop()
         self.projections.stop()
         self.lookup.close()
         self.spend.close()
@@ -132,6 +160,8 @@ def open_runtime(
             )
             if prepare_schema:
                 runner.create_schema()
+                create_delivery_tables(engine)
+                create_secrets_table(engine)
                 if database is not None:
                     ensure_leadership_table(database)
     except BaseException:
@@ -139,6 +169,7 @@ def open_runtime(
             database.close()
         raise
     ledger.access_barrier = lambda position: runner.wait_for(position, names=("keys",))
-    spend = SpendControl(ledger, build_page_lock(settings.database_url, database))
+    observer = LedgerMetrics() if settings.metrics else None
+    spend = SpendControl(ledger, build_page_lock(settings.database_url, database), observer)
     lookup = build_key_lookup(settings.database_url, database)
     return Runtime(settings, ledger, spend, engine, runner, lookup, database)

@@ -7,6 +7,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from infrastructure.catalogue import ModelEntry, Provider
+from infrastructure.observability.upstream import observed_send
 
 
 class UpstreamTransport(AiohttpTransport):
@@ -49,7 +50,7 @@ class Upstream:
         request = httpx.Request(
             "POST", url, content=content, headers=headers, extensions={"timeout": self._timeout}
         )
-        return await self.transport.handle_async_request(request)
+        return await observed_send(self.transport, request, provider.name)
 
     async def aclose(self) -> None:
         await self.transport.aclose()

@@ -177,6 +177,7 @@ E2E_FIXTURES = {  # fixtures that start a server or a subprocess when the test r
     "two_gateways",  # two gateway processes on one PostgreSQL
     "pgbouncers",  # PgBouncer instances (tests/hosts/pgbouncer.py)
     "live",  # the dashboard's browser test
+    "receiver",  # tests/webhooks: a webhook receiver on loopback
 }
 E2E_DIRECT_FIXTURES = {"cli"}  # the subprocess runner, when the test itself calls it
 E2E_MODULES = {  # modules whose tests start processes themselves
@@ -188,6 +189,13 @@ E2E_MODULES = {  # modules whose tests start processes themselves
     "tests/infrastructure/test_fake_upstream.py",
     "tests/hosts/test_many_hosts.py",
     "tests/hosts/test_connection_budget.py",
+    "tests/observability/test_serve_observed.py",
+    "tests/observability/test_readiness.py",
+    "tests/observability/test_traces.py",
+    "tests/cli/test_scan.py",  # git
+    "tests/webhooks/test_secret_scanning.py",  # gateway processes
+    "tests/webhooks/test_webhooks_api.py",
+    "tests/webhooks/test_budget_concurrency.py",
 }
 SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state machines, bulk
     "tests/domain/test_key_lifecycle.py::test_key_lifecycle_state_machine_in_memory",
@@ -201,6 +209,8 @@ SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state mac
     "tests/audit/test_replay.py::test_replay_at_any_moment_equals_the_live_state_then",
     "tests/hosts/test_many_hosts.py::test_many_hosts_keep_every_promise",
     "tests/hosts/test_connection_budget.py::test_a_worker_holds_at_most_three_idle_and_its_pool_size_under_load",
+    "tests/observability/test_serve_observed.py::test_metrics_and_json_logs_of_two_workers_after_a_known_mix",
+    "tests/dashboard/browser/test_layout.py::test_every_page_fits_a_laptop_and_a_phone_and_passes_axe",
 }
 POSTGRES_FIXTURES = {"postgres_url", "postgres_template"}
 STORE_PARAMETERS = ("database_url", "store")

@@ -33,8 +33,15 @@ from infrastructure.cli.operations import (
     reconcile_command,
     serve,
 )
+from infrastructure.cli.scan import scan_command
 from infrastructure.cli.usage import usage_command
 from infrastructure.cli.verify import verify_command
+from infrastructure.cli.webhooks import (
+    webhooks_add,
+    webhooks_deliveries,
+    webhooks_list,
+    webhooks_remove,
+)
 
 TABLE_JSON = ("table", "json")
 USAGE_FORMATS = ("table", "json", "csv")
@@ -128,6 +135,36 @@ def _add_scope_options(parser: argparse.ArgumentParser, *, clearing: bool) -> No
         models.add_argument("--all-models", action="store_true", help="allow every model")
         region.add_argument("--any-region", action="store_true", help="allow any region")
         limit.add_argument("--no-daily-limit", action="store_true", help="remove the daily limit")
+    _add_policy_options(parser, clearing=clearing)
+
+
+def _add_policy_options(parser: argparse.ArgumentParser, *, clearing: bool) -> None:
+    """The key policy (API.md, Key policy): expiry, rates, networks, monthly limit."""
+    expiry = parser.add_mutually_exclusive_group()
+    expiry.add_argument("--expires-at", metavar="TIME", type=parse_time, help="ISO 8601 time")
+    expiry.add_argument("--expires-in", metavar="DURATION", help="from now: 90d, 12h, 30m")
+    parser.add_argument("--rpm", type=_positive_int, metavar="N", help="requests per minute")
+    parser.add_argument("--tpm", type=_positive_int, metavar="N", help="tokens per minute")
+    parser.add_argument(
+        "--max-concurrent", type=_positive_int, metavar="N", help="requests in flight at once"
+    )
+    ips = parser.add_mutually_exclusive_group()
+    ips.add_argument(
+        "--allow-ip", action="append", metavar="CIDR", help="allow this network (repeatable)"
+    )
+    monthly = parser.add_mutually_exclusive_group()
+    monthly.add_argument("--monthly-limit", metavar="AMOUNT", help="credits per UTC month")
+    if clearing:
+        expiry.add_argument("--no-expiry", action="store_true", help="never expire")
+        parser.add_argument(
+            "--no-rate-limits",
+            action="store_true",
+            help="remove requests/tokens per minute and max concurrent",
+        )
+        ips.add_argument("--any-ip", action="store_true", help="allow any address")
+        monthly.add_argument(
+            "--no-monthly-limit", action="store_true", help="remove the monthly limit"
+        )
 
 
 def _add_key_commands(subparsers: Any) -> None:
@@ -275,6 +312,39 @@ def _add_audit_commands(subparsers: Any) -> None:
     )
 
 
+def _add_webhook_commands(subparsers: Any) -> None:
+    from domain.webhooks import EVENT_TYPES
+
+    webhooks = _group(subparsers, "webhooks", "tell an account's endpoints what happens")
+    add = _command(webhooks, "add", webhooks_add, "subscribe a URL (prints its secret once)")
+    add.add_argument("account", metavar="ACCOUNT", help="account id or name")
+    add.add_argument("url", metavar="URL")
+    add.add_argument(
+        "--event", action="append", required=True, choices=EVENT_TYPES, metavar="TYPE",
+        help=f"an event type (repeatable): {', '.join(EVENT_TYPES)}",
+    )  # fmt: skip
+    listing = _command(webhooks, "list", webhooks_list, "an account's webhook endpoints")
+    listing.add_argument("account", metavar="ACCOUNT", help="account id or name")
+    remove = _command(webhooks, "remove", webhooks_remove, "stop sending to an endpoint")
+    remove.add_argument("id", metavar="ID")
+    deliveries = _command(
+        webhooks, "deliveries", webhooks_deliveries, "an endpoint's deliveries and attempts"
+    )
+    deliveries.add_argument("id", metavar="ID")
+
+
+def _add_scan_command(subparsers: Any) -> None:
+    scan = _command(
+        subparsers, "scan", scan_command, "find lowrouter tokens in files or a git history"
+    )
+    scan.add_argument("paths", nargs="*", metavar="PATH", help="files or directories (default .)")
+    scan.add_argument("--git", action="store_true", help="every commit of the repositories")
+    scan.add_argument("--check", action="store_true", help="look each token up in the database")
+    scan.add_argument(
+        "--revoke", action="store_true", help="revoke the live keys found (reason leak)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -294,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_usage_command(subparsers)
     _add_audit_commands(subparsers)
     _add_projection_commands(subparsers)
+    _add_webhook_commands(subparsers)
+    _add_scan_command(subparsers)
     return parser
 
 

@@ -11,6 +11,20 @@ from typing import Any
 
 LOWROUTER = Path(sys.executable).parent / "lowrouter"
 PEPPER = "cli-test-pepper-not-secret"
+# The catalogue the CLI checks scopes against (`keys create/scope` refuse what it does not serve).
+CATALOGUE = """
+[providers."p-eu"]
+base_url = "http://127.0.0.1:9/v1"
+region = "eu"
+[providers."p-us"]
+base_url = "http://127.0.0.1:9/v1"
+region = "us"
+""" + "".join(
+    f'[models."{model}"]\nproviders = ["p-eu", "p-us"]\n'
+    'prompt_price_per_million = "1"\ncompletion_price_per_million = "2"\n'
+    "max_output_tokens = 1000\n"
+    for model in ("openai/gpt-4o", "a/one", "a/two", "b/x", "c/d", "lowrouter/echo")
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +48,8 @@ class Cli:
     def __init__(self, database_url: str, home: Path) -> None:
         self.database_url = database_url
         self.home = home
+        self.catalogue = home / "lowrouter.toml"
+        self.catalogue.write_text(CATALOGUE)
 
     def environment(self, **overrides: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOWROUTER_")}
@@ -41,6 +57,7 @@ class Cli:
             LOWROUTER_TOKEN_PEPPER=PEPPER,
             LOWROUTER_DATA_DIR=str(self.home),
             LOWROUTER_DATABASE_URL=self.database_url,
+            LOWROUTER_CONFIG=str(self.catalogue),
         )
         env.update(overrides)
         return env
