@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -21,9 +22,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_gateway(database_url: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+def start_gateway(
+    database_url: str, port: int, data_dir: Path, extra: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`extra`: more settings (e.g. LOWROUTER_DATABASE_POOLER); the ones below win."""
     env = {
         **os.environ,
+        **(extra or {}),
         "LOWROUTER_DATABASE_URL": database_url,
         "LOWROUTER_TOKEN_PEPPER": PEPPER,
         "LOWROUTER_DATA_DIR": str(data_dir),
