@@ -3,9 +3,13 @@ them, the catalogue check, and every change in `audit` (also replayed `--as-of`)
 
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from tests.cli.conftest import Cli
-from tests.cli.test_cli import create_key
+
+
+def create_key(cli: Cli, account: str, name: str, *options: str) -> dict[str, Any]:
+    return cli.ok_json("keys", "create", "--account", account, "--name", name, *options)
 
 
 def test_policy_options_set_clear_and_show_in_the_audit(cli: Cli) -> None:

@@ -17,6 +17,7 @@ from domain.errors import (
 )
 from domain.ledger import LedgerPage
 from domain.policy import KeyPolicy
+from tests.support.spend import usage
 
 T0 = datetime(2031, 1, 30, 12, 0, 0, tzinfo=UTC)
 KEY = "key-1"
@@ -42,23 +43,7 @@ def reserve(
 def settle(
     p: LedgerPage, rid: str, at: datetime, cost: int = 1, prompt: int = 0, completion: int = 0
 ) -> None:
-    p.settle(
-        rid,
-        cost,
-        at,
-        key_name="k",
-        model="m",
-        provider=None,
-        region=None,
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        status="ok",
-        status_code=200,
-        latency_ms=1,
-        streamed=False,
-        client_ip=None,
-        user_agent=None,
-    )
+    p.settle(rid, cost, at, usage(prompt_tokens=prompt, completion_tokens=completion))
 
 
 def test_requests_per_minute_admits_exactly_the_limit_in_the_trailing_minute() -> None:
