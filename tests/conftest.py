@@ -215,6 +215,8 @@ SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state mac
     "tests/dashboard/browser/test_layout.py::test_every_page_fits_a_laptop_and_a_phone_and_passes_axe",
     "tests/policy/test_lookup_agrees.py::test_the_lookup_record_and_the_aggregate_always_agree",
     "tests/policy/test_limits_across_processes.py::test_a_limit_admits_exactly_its_allowance_across_two_processes",
+    "tests/cli/test_key_policy_cli.py::test_policy_options_set_clear_and_show_in_the_audit",
+    "tests/cli/test_key_policy_cli.py::test_bad_policy_options_and_unserved_models_change_nothing",
 }
 POSTGRES_FIXTURES = {"postgres_url", "postgres_template"}
 STORE_PARAMETERS = ("database_url", "store")
