@@ -23,6 +23,10 @@ from domain.scope import Scope
 AUTO_MODEL = "lowrouter/auto"
 DEMO_PROVIDER = "lowrouter-demo"
 DEMO_MODEL = "lowrouter/echo"
+# The demo upstream is reached inside the gateway process (infrastructure.upstream), never over
+# the network: this host name is reserved (RFC 2606) and only ever routed in-process.
+DEMO_HOST = "lowrouter-demo.invalid"
+DEMO_BASE_URL = f"http://{DEMO_HOST}/v1"
 MAX_OUTPUT_TOKENS_BOUND = 10_000_000
 IMAGE_PART_TOKENS = 1_700  # a generous flat estimate for an image (or other non-text) part
 
@@ -242,7 +246,7 @@ def _content_size(content: object) -> tuple[int, int]:
 # --- the demo catalogue --------------------------------------------------------------------
 
 
-def demo_catalogue(base_url: str) -> Catalogue:
+def demo_catalogue(base_url: str = DEMO_BASE_URL) -> Catalogue:
     """With no configuration: the built-in demo upstream serving `lowrouter/echo` offline."""
     provider = Provider(
         name=DEMO_PROVIDER,

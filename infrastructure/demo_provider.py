@@ -1,7 +1,9 @@
 """A tiny OpenAI-compatible upstream for the offline quick start: it echoes, it does not think.
 
-The gateway mounts it at `/demo/v1` when no catalogue file is configured, and the demo catalogue
-points the model `lowrouter/echo` at it. Tokens are counted as whitespace-separated words.
+Only when no catalogue file is configured, the demo catalogue points the model `lowrouter/echo`
+at it, and the gateway reaches it inside its own process (infrastructure.upstream.InProcessDemo),
+after authentication and under the same body limits: it is not a public route.
+Tokens are counted as whitespace-separated words.
 """
 
 import json

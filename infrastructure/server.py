@@ -13,30 +13,28 @@ from infrastructure.runtime import open_runtime
 from infrastructure.settings import Settings, load_settings
 
 
-def load_catalogue_for(settings: Settings, demo_base_url: str):  # type: ignore[no-untyped-def]
+def load_catalogue_for(settings: Settings):  # type: ignore[no-untyped-def]
+    """The configured catalogue; only with none, the demo (its upstream runs in-process)."""
     if settings.config_path is None:
-        return demo_catalogue(demo_base_url)
+        return demo_catalogue()
     return load_catalogue(settings.config_path, os.environ)
 
 
 def app_factory() -> Starlette:
     """Build the app in a worker process, from the environment `serve` prepared."""
     settings = load_settings()
-    demo = os.environ.get("LOWROUTER_DEMO_BASE_URL", "http://127.0.0.1:8080/demo/v1")
-    catalogue = load_catalogue_for(settings, demo)
+    catalogue = load_catalogue_for(settings)
     return create_app(open_runtime(settings, prepare_schema=False), catalogue)
 
 
 def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    demo_base_url = f"http://{local}:{port}/demo/v1"
     try:
-        load_catalogue_for(settings, demo_base_url)  # fail fast, with one line, before starting
+        load_catalogue_for(settings)  # fail fast, with one line, before starting
     except ConfigError as error:
         print(f"lowrouter: {error}", file=sys.stderr)
         return 2
     os.environ["LOWROUTER_DATABASE_URL"] = settings.database_url
-    os.environ["LOWROUTER_DEMO_BASE_URL"] = demo_base_url
     # Prepare the schema once, before workers race to create it.
     open_runtime(settings).close()
     # Unless told otherwise, the projections, reconciler and chain get a process of their own.

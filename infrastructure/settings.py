@@ -25,6 +25,7 @@ class Settings:
     max_body_bytes: int = MiB
     hold_timeout_seconds: float = 600.0
     upstream_timeout_seconds: float = 120.0
+    body_timeout_seconds: float = 30.0  # a request body must arrive within this (slow drip)
     # Where the projections, the reconciler and the chain run: "inline" in each app's own threads,
     # or "external" in a process of their own (`lowrouter serve` starts one for its workers).
     background: str = "inline"
@@ -52,6 +53,7 @@ def load_settings(
         max_body_bytes=_int(env, "LOWROUTER_MAX_BODY_BYTES", MiB),
         hold_timeout_seconds=float(_int(env, "LOWROUTER_HOLD_TIMEOUT_SECONDS", 600)),
         upstream_timeout_seconds=float(_int(env, "LOWROUTER_UPSTREAM_TIMEOUT_SECONDS", 120)),
+        body_timeout_seconds=float(_int(env, "LOWROUTER_BODY_TIMEOUT_SECONDS", 30)),
         background=_choice(env, "LOWROUTER_BACKGROUND", BACKGROUND_CHOICES),
     )
 

@@ -10,17 +10,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from application.clock import Clock, system_clock
 from infrastructure.catalogue import Catalogue
-from infrastructure.demo_provider import demo_upstream_app
 from infrastructure.http.completions import chat_completions
 from infrastructure.http.dashboard import install_dashboard
 from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway
 from infrastructure.http.inference import list_models, this_key
+from infrastructure.http.limits import BodyLimitMiddleware
 from infrastructure.http.management import management_routes
 from infrastructure.http.openapi import docs, openapi_json
 from infrastructure.runtime import Runtime
@@ -112,7 +112,6 @@ def create_app(
         Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
-        Mount("/demo/v1", app=demo_upstream_app()),
     ]
     app = Starlette(
         routes=routes,
@@ -123,6 +122,13 @@ def create_app(
             ClientDisconnect: client_gone,
             Exception: unexpected_error,
         },
+    )
+    # Bounds every body (and refuses duplicate Authorization) before any handler; inside the
+    # request id, so even these refusals carry one.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=runtime.settings.max_body_bytes,
+        timeout=runtime.settings.body_timeout_seconds,
     )
     app.add_middleware(RequestIdMiddleware)
     install_dashboard(app)

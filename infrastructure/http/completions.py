@@ -83,7 +83,7 @@ async def chat_completions(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     started = time.perf_counter()
     key = await gateway.authenticate(request, TokenKind.INFERENCE)
-    body = parse_completion_request(await gateway.read_body(request))
+    body = parse_completion_request(await gateway.read_json(request))
     candidates = gateway.route(body["model"], key.scope)
     prompt_estimate = estimate_prompt_tokens(body)
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
@@ -151,11 +151,7 @@ async def reserve(
         ) from None
 
 
-def parse_completion_request(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+def parse_completion_request(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "The request body must be a JSON object.")
     model = body.get("model")

@@ -6,7 +6,7 @@ import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 
@@ -25,6 +25,7 @@ from infrastructure.catalogue import (
 )
 from infrastructure.http.auth import admitted, presented_token, refused_use
 from infrastructure.http.errors import ApiError
+from infrastructure.http.limits import parse_json, too_large
 from infrastructure.runtime import Runtime
 from infrastructure.upstream import Upstream
 from projections.lookup import GroupLookup, KeyRecord
@@ -120,6 +121,10 @@ class Gateway:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    async def read_json(self, request: Request) -> Any:
+        """The bounded body, parsed (off the event loop when large; depth-limited)."""
+        return await parse_json(await self.read_body(request))
+
     def route(self, model_id: str, scope: Scope) -> list[tuple[ModelEntry, Provider]]:
         try:
             return self.catalogue.candidates(model_id, scope)
@@ -137,9 +142,3 @@ class Gateway:
 
     def seconds_until(self, moment: datetime) -> int:
         return max(1, math.ceil((moment - self.clock()).total_seconds()))
-
-
-def too_large(limit: int) -> ApiError:
-    return ApiError(
-        413, "request_too_large", f"The request body is larger than the limit of {limit} bytes."
-    )

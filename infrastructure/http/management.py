@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 from uuid import UUID
 
-import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -43,6 +42,7 @@ from infrastructure.catalogue import Catalogue
 from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway, durable
 from infrastructure.http.jsonresponse import json_response
+from infrastructure.http.limits import parse_json
 from infrastructure.views import key_event_json, key_json, key_state_json, usage_json
 from projections.queries import last_used, usage_page
 from projections.runner import ProjectionFailed, ProjectionLagging
@@ -158,10 +158,7 @@ async def read_object(caller: Caller, request: Request, allowed: frozenset[str])
     raw = await caller.gateway.read_body(request)
     if not raw.strip():
         return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+    body = await parse_json(raw)
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_body", "The request body must be a JSON object.")
     check_fields(body, allowed)
