@@ -22,6 +22,7 @@ from infrastructure.http.gateway import Gateway
 from infrastructure.http.inference import list_models, this_key
 from infrastructure.http.limits import BodyLimitMiddleware
 from infrastructure.http.management import management_routes
+from infrastructure.http.management_keys import management_key_routes
 from infrastructure.http.openapi import docs, openapi_json
 from infrastructure.runtime import Runtime
 from infrastructure.upstream import build_upstream
@@ -109,6 +110,7 @@ def create_app(
         Route("/api/v1/models", list_models, methods=["GET"]),
         Route("/api/v1/key", this_key, methods=["GET"]),
         *management_routes,
+        *management_key_routes,
         Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

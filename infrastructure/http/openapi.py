@@ -258,6 +258,66 @@ DOCUMENT: dict[str, Any] = {
 }
 
 
+# Management keys (issue 15): the account's lr-mk- keys, first-class like inference keys.
+MGMT_KEY = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "name": {"type": "string"},
+        "display": {"type": "string", "example": "lr-mk-AbCd…wXyZ"},
+        "prefix": {"type": "string"},
+        "last4": {"type": "string"},
+        "status": {"type": "string", "enum": ["active", "rotating", "revoked"]},
+        "created_at": {"type": "string", "format": "date-time", "nullable": True},
+        "last_used_at": {"type": "string", "format": "date-time", "nullable": True},
+        "revoked_at": {"type": "string", "format": "date-time", "nullable": True},
+    },
+}
+MGMT_KEY_ID = [
+    {"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}
+]
+ISSUED_MGMT_KEY = _object({"key": {"type": "string", "example": "lr-mk-…"}, "data": MGMT_KEY})
+GRACE = {"grace_seconds": {"type": "integer", "minimum": 0, "maximum": 2_592_000}}
+DOCUMENT["components"]["schemas"]["ManagementKey"] = MGMT_KEY
+DOCUMENT["paths"].update(
+    {
+        "/api/v1/management-keys": {
+            "get": _op(
+                "The account's management keys (never a token)",
+                _object({"data": {"type": "array", "items": MGMT_KEY}}),
+                security=MANAGEMENT,
+            ),
+            "post": _op(
+                "Issue a management key; the only response that carries its token",
+                ISSUED_MGMT_KEY,
+                security=MANAGEMENT,
+                body=_object({"name": {"type": "string", "minLength": 1, "maxLength": 64}}),
+                status="201",
+            ),
+        },
+        "/api/v1/management-keys/{key_id}": {
+            "delete": _op(
+                "Revoke: the next request with it fails on every process; its dashboard "
+                "sessions end",
+                MGMT_KEY,
+                security=MANAGEMENT,
+                parameters=MGMT_KEY_ID,
+            ),
+        },
+        "/api/v1/management-keys/{key_id}/rotate": {
+            "post": _op(
+                "Rotate: a successor; the old key works until the grace ends",
+                ISSUED_MGMT_KEY,
+                security=MANAGEMENT,
+                body=_object(GRACE),
+                parameters=MGMT_KEY_ID,
+                status="201",
+            ),
+        },
+    }
+)
+
+
 async def openapi_json(_request: Request) -> Response:
     return json_response(DOCUMENT)
 
