@@ -142,3 +142,35 @@ def rotate_management_key(
 def _barrier(ledger: Lowrouter, recordings: Any) -> None:
     if recordings:
         ledger.access_barrier(max(r.notification.id for r in recordings))
+
+
+@dataclass(frozen=True)
+class ManagementKeyReport:
+    """What a leaked management key is and what was done with it: its own lifecycle (issued,
+    rotated, revoked) and every change made by a caller presenting it (keys created, revoked,
+    …), each with the time and the client address."""
+
+    key: ManagementKey
+    lifecycle: list[Any]
+    actions: list[Any]
+
+
+def investigate_management_key(
+    ledger: Lowrouter, account_id: UUID, key_id: UUID
+) -> ManagementKeyReport:
+    key = get_management_key(ledger, account_id, key_id)
+    account = ledger.get_account(account_id)
+    account_events = list(ledger.events.get(account.id))
+    lifecycle = [e for e in account_events if getattr(e, "key_id", None) == key_id]
+    streams = [account_events, *(list(ledger.events.get(k)) for k in account.api_key_ids)]
+    actions = sorted(
+        (
+            event
+            for events in streams
+            for event in events
+            if (getattr(event, "actor", None) or {}).get("kind") == "management_key"
+            and event.actor.get("name") == key.display
+        ),
+        key=lambda event: event.timestamp,
+    )
+    return ManagementKeyReport(key, lifecycle, actions)

@@ -217,3 +217,35 @@ def test_the_cli_lists_issues_rotates_and_revokes_management_keys(sqlite_cli: Cl
     listed = cli.ok("accounts", "keys", "list", "mk-cli")  # the table, never a token
     assert "deploys" in listed.stdout and created["key"] not in listed.stdout
     cli.fails(1, "accounts", "keys", "revoke", first_id)  # already revoked: one clear line
+
+
+def test_investigate_reports_a_management_key_and_what_was_done_with_it(
+    sqlite_cli: Cli, sqlite_url: str
+) -> None:
+    from domain.actor import Actor
+    from domain.scope import Scope
+    from infrastructure.runtime import open_runtime
+    from infrastructure.settings import load_settings
+    from tests.cli.conftest import PEPPER as CLI_PEPPER
+
+    settings = load_settings(
+        {"LOWROUTER_TOKEN_PEPPER": CLI_PEPPER, "LOWROUTER_DATA_DIR": str(sqlite_cli.home)},
+        database_url=sqlite_url,
+    )
+    runtime = open_runtime(settings)
+    try:
+        opened = runtime.ledger.open_account("mk-leak", _operator())
+        leaked = opened.token
+        thief = Actor("management_key", leaked.display, "203.0.113.9")
+        runtime.ledger.create_key(opened.account.id, "exfil", Scope(), thief)
+        runtime.projections.catch_up()
+    finally:
+        runtime.close()
+    report = sqlite_cli.ok_json("investigate", leaked.value, "--revoke")
+    assert report["key"]["kind"] == "management" and report["revoked_now"] is True
+    assert report["key"]["status"] == "revoked"
+    assert [a["type"] for a in report["actions"]] == ["Created"]
+    assert report["actions"][0]["actor"]["address"] == "203.0.113.9"
+    table = sqlite_cli.ok("investigate", leaked.display)
+    assert "CHANGES MADE WITH IT: 1" in table.stdout and "203.0.113.9" in table.stdout
+    assert leaked.value not in table.stdout + table.stderr
