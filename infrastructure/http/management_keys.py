@@ -45,7 +45,9 @@ async def authenticate(request: Request) -> tuple[Caller, UUID]:
 
 def not_found() -> ApiError:
     return ApiError(
-        404, "management_key_not_found", "No management key with this id in this account.",
+        404,
+        "management_key_not_found",
+        "No management key with this id in this account.",
         param="id",
     )
 

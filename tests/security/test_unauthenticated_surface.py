@@ -95,11 +95,18 @@ def test_the_demo_model_still_answers_through_the_in_process_upstream(tmp_path: 
     try:
         wait_healthy(port)
         cli = [LOWROUTER, "--format", "json"]
-        subprocess.run([*cli, "accounts", "create", "acme", "--credits", "5"], env=env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [*cli, "accounts", "create", "acme", "--credits", "5"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         created = subprocess.run(
             [*cli, "keys", "create", "--account", "acme", "--name", "k"],
-            env=env, check=True, capture_output=True, text=True,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         import json
 
@@ -116,13 +123,18 @@ def test_the_demo_model_still_answers_through_the_in_process_upstream(tmp_path: 
             "POST",
             f"http://127.0.0.1:{port}/api/v1/chat/completions",
             headers={"Authorization": f"Bearer {token}"},
-            json={"model": "lowrouter/echo", "stream": True,
-                  "messages": [{"role": "user", "content": "hi there"}]},
+            json={
+                "model": "lowrouter/echo",
+                "stream": True,
+                "messages": [{"role": "user", "content": "hi there"}],
+            },
             timeout=30,
         ) as streamed:
             text = "".join(streamed.iter_text())
-        assert streamed.status_code == 200 and "[DONE]" in text and '"there"' in text.replace(
-            '" there"', '"there"'
+        assert (
+            streamed.status_code == 200
+            and "[DONE]" in text
+            and '"there"' in text.replace('" there"', '"there"')
         )
     finally:
         process.terminate()
