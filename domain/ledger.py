@@ -18,6 +18,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from domain.actor import Actor
+from domain.bounds import bounded_usage
 from domain.errors import DailyLimitExceeded, DomainError, InsufficientCredits, InvalidAmount
 
 _PAGE_NAMESPACE = uuid5(NAMESPACE_URL, "https://lowrouter.dev/ledger-page")
@@ -237,6 +238,8 @@ class LedgerPage(Aggregate):
         if cost < 0:
             raise InvalidAmount("a cost cannot be negative")
         flags = list(usage.pop("flags", []))
+        usage, bounding_flags = bounded_usage(usage)
+        flags.extend(f for f in bounding_flags if f not in flags)
         if cost > hold["amount"]:
             flags.append("over_hold")
             cost = hold["amount"]

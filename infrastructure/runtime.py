@@ -23,7 +23,7 @@ from projections import all_projections
 from projections.chain import catch_up_chain
 from projections.holds import stale_holds
 from projections.lookup import KeyLookup
-from projections.runner import ProjectionRunner
+from projections.runner import ProjectionFailed, ProjectionRunner
 
 
 @dataclass
@@ -37,8 +37,13 @@ class Runtime:
     _stopping: threading.Event = field(default_factory=threading.Event)
 
     def reconcile(self) -> int:
-        """Settle holds older than the hold timeout (see application.reconcile)."""
-        self.projections.catch_up(["usage"])
+        """Settle holds older than the hold timeout (see application.reconcile). A failed usage
+        projection does not stop it: settling is idempotent per request id, so a hold whose
+        settlement the open-holds table has not seen yet is left as it is by the ledger."""
+        try:
+            self.projections.catch_up(["usage"])
+        except ProjectionFailed as failure:
+            logging.getLogger("lowrouter.reconcile").error("reconciling without %s", failure)
         return reconcile(
             self.ledger,
             self.spend,

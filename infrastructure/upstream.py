@@ -6,6 +6,7 @@ from typing import Any
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+from domain.bounds import bounded_count
 from infrastructure.catalogue import DEMO_BASE_URL, DEMO_HOST, ModelEntry, Provider
 
 
@@ -128,5 +129,6 @@ def usage_counts(usage: Any) -> tuple[int, int] | None:
         return None
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
     if isinstance(prompt, int) and isinstance(completion, int) and prompt >= 0 and completion >= 0:
-        return prompt, completion
+        # Bounded before it goes any further (the domain flags a count at the bound).
+        return bounded_count(prompt), bounded_count(completion)
     return None

@@ -15,7 +15,7 @@ from projections.schema import daily_spend, holds, key_activity, ledger_pages, t
 
 class UsageProjection:
     name = "usage"
-    schema_version = 1
+    schema_version = 2  # 2: 64-bit token counts, latency and request counts
     tables = (usage, daily_spend, key_activity, holds, ledger_pages)
     topics = tuple(
         get_topic(cls)

@@ -335,18 +335,21 @@ async def page_view(caller: Caller) -> PageView:
     return await durable(caller.gateway.spend.view(caller.account_id))
 
 
-async def catch_up_usage(caller: Caller) -> None:
-    """Bring the usage history up to everything recorded so far (read-your-writes)."""
+async def catch_up_usage(caller: Caller, *, required: bool = True) -> None:
+    """Bring the usage history up to everything recorded so far (read-your-writes). When it
+    has failed: a 503 where the usage is what was asked for (`required`), else the figures as
+    they are — a key's change must never look refused after it was applied."""
     try:
         await run_in_threadpool(caller.gateway.runtime.projections.catch_up, ["usage"])
     except ProjectionFailed as failure:
-        raise ApiError(503, "usage_unavailable", str(failure)) from None
+        if required:
+            raise ApiError(503, "usage_unavailable", str(failure)) from None
 
 
 async def render_keys(caller: Caller, keys: list[ApiKey]) -> list[dict[str, Any]]:
     """KEY shapes with today's spend (the ledger) and last use (the usage history)."""
     view = await page_view(caller)
-    await catch_up_usage(caller)
+    await catch_up_usage(caller, required=False)  # last_used_at may lag; the key is current
     engine = caller.gateway.runtime.engine
     used = await run_in_threadpool(last_used, engine, [key.id for key in keys])
     now = caller.now()
