@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: setup browser run test lint bench clean
+.PHONY: setup browser run test test-fast lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,17 @@ run: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: setup browser
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest -q
+
+# The pyramid's base: no servers, no subprocesses, no PostgreSQL, nothing slow (README, Tests).
+# Under LOWROUTER_TEST_FAST=1 a test that starts a server or a subprocess fails, naming its marker.
+test-fast: setup
+	LOWROUTER_TEST_FAST=1 $(BIN)/pytest -q -p no:cacheprovider -m "not slow and not e2e and not postgres"
 
 bench: setup
 	$(BIN)/python -m bench.run

@@ -22,6 +22,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
 from application.clock import utc_day
+from application.events import stored_events
 from application.keys import Lowrouter
 from domain.accounts import Account
 from domain.errors import NotFound
@@ -77,7 +78,7 @@ def key_history(
 ) -> KeyHistory:
     """A key's events and its state at `as_of`; with `account_id`, another account's key is
     reported as missing."""
-    events = list(app.events.get(key_id))
+    events = list(stored_events(app, key_id))
     if not events or not isinstance(events[0], ApiKey.Created):
         raise NotFound(f"no key {key_id}")
     if account_id is not None and events[0].account_id != account_id:
@@ -213,7 +214,7 @@ def account_history(
 ) -> AccountHistory:
     """An account's events, every ledger page it has (walking its days from the day before it
     opened to the day after `as_of` or now), and its books recomputed from them."""
-    events = list(app.events.get(account_id))
+    events = list(stored_events(app, account_id))
     if not events or not isinstance(events[0], Account.Opened):
         raise NotFound(f"no account {account_id}")
     kept = up_to(events, as_of)
@@ -238,7 +239,7 @@ def _pages(
     day = first
     while day <= last:
         page = page_id(account_id, day)
-        events = up_to(app.events.get(page), as_of)
+        events = up_to(stored_events(app, page), as_of)
         if events:
             yield PageHistory(page, day.isoformat(), events, rebuild(events))
         day += timedelta(days=1)
@@ -302,7 +303,7 @@ def _scan_one(scan: LedgerScan, page_accounts: dict[UUID, UUID], event: Any) -> 
 
 def page_balance(app: Lowrouter, page: UUID, version: int) -> int:
     """A page's balance at `version` as the repository loads it (snapshot plus later events)."""
-    loaded = app.repository.get(page, version=version)
+    loaded: Aggregate = app.repository.get(page, version=version)
     assert isinstance(loaded, LedgerPage)
     return loaded.balance
 

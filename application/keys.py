@@ -13,6 +13,7 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Recording
 from eventsourcing.utils import EnvType
 
@@ -23,6 +24,7 @@ from domain.actor import Actor
 from domain.errors import DomainError, NotFound
 from domain.keys import ApiKey
 from domain.ledger import LedgerPage
+from domain.policy import NO_POLICY, KeyPolicy
 from domain.scope import Scope, check_name
 from domain.tokens import Token, TokenKind, generate_token, hash_token
 
@@ -59,7 +61,7 @@ def _no_barrier(position: int) -> None:
     return None
 
 
-class Lowrouter(Application):
+class Lowrouter(Application[UUID]):
     """The event-sourced ledger of accounts, keys and credits."""
 
     name = "lowrouter"
@@ -104,7 +106,7 @@ class Lowrouter(Application):
 
     def get_account(self, account_id: UUID) -> Account:
         try:
-            account = self.repository.get(account_id)
+            account: Aggregate = self.repository.get(account_id)
         except AggregateNotFoundError:
             raise NotFound(f"no account {account_id}") from None
         if not isinstance(account, Account):
@@ -151,14 +153,21 @@ class Lowrouter(Application):
 
     # Keys ---------------------------------------------------------------------------------
 
-    def create_key(self, account_id: UUID, name: str, scope: Scope, actor: Actor) -> IssuedKey:
+    def create_key(
+        self,
+        account_id: UUID,
+        name: str,
+        scope: Scope,
+        actor: Actor,
+        policy: KeyPolicy = NO_POLICY,
+    ) -> IssuedKey:
         token = generate_token(TokenKind.INFERENCE)
         key_id = uuid4()
 
         def command() -> tuple[ApiKey, list[Recording[UUID]]]:
             now = self.clock()
             account = self.get_account(account_id)
-            key = self._new_key(key_id, account.id, name, scope, token, actor, now)
+            key = self._new_key(key_id, account.id, name, scope, token, actor, now, policy=policy)
             account.add_api_key(key.id, now)
             return key, self.save(key, account)
 
@@ -169,7 +178,7 @@ class Lowrouter(Application):
     def get_key(self, key_id: UUID, account_id: UUID | None = None) -> ApiKey:
         """A key by id; with `account_id`, a key of another account is reported as missing."""
         try:
-            key = self.repository.get(key_id)
+            key: Aggregate = self.repository.get(key_id)
         except AggregateNotFoundError:
             raise NotFound(f"no key {key_id}") from None
         if not isinstance(key, ApiKey) or (account_id is not None and key.account_id != account_id):
@@ -192,18 +201,27 @@ class Lowrouter(Application):
         *,
         name: str | None = None,
         scope_changes: Mapping[str, Any] | None = None,
+        policy_changes: Mapping[str, Any] | None = None,
         account_id: UUID | None = None,
     ) -> ApiKey:
-        """Rename and/or change parts of the scope in one atomic save; the parts not given keep
-        their value as of the save (merged inside the retry, so concurrent edits don't clash)."""
+        """Rename and/or change parts of the scope and policy in one atomic save; the parts not
+        given keep their value as of the save (merged inside the retry, so concurrent edits
+        don't clash). Asking for a change to a key that cannot change is refused, even when
+        nothing would differ; only what differs is recorded."""
 
         def change(key: ApiKey, now: datetime) -> None:
+            if name is not None or scope_changes or policy_changes:
+                key.check_changeable(now)
             if name is not None and name != key.name:
                 key.rename(name, actor, now)
             if scope_changes:
                 scope = replace(key.scope, **scope_changes)
                 if scope != key.scope:
                     key.rescope(scope, actor, now)
+            if policy_changes:
+                policy = key.policy.changed(**policy_changes)
+                if policy != key.policy:
+                    key.change_policy(policy, actor, now)
 
         return self._change_key(key_id, account_id, change)
 
@@ -245,7 +263,8 @@ class Lowrouter(Application):
         grace: timedelta = timedelta(0),
         account_id: UUID | None = None,
     ) -> IssuedKey:
-        """Create a successor with the same name and scope; the old key works until grace ends."""
+        """Create a successor with the same name, scope and policy (an expiry renewed for the
+        same lifetime); the old key works until grace ends."""
         if grace < timedelta(0) or grace > MAX_GRACE:
             raise DomainError(f"grace must be between 0 and {MAX_GRACE.days} days")
         token = generate_token(TokenKind.INFERENCE)
@@ -263,6 +282,7 @@ class Lowrouter(Application):
                 actor,
                 now,
                 predecessor_id=old.id,
+                policy=old.policy.for_successor(old.created_on, now),
             )
             old.rotate(successor.id, now + grace, actor, now)
             account.add_api_key(successor.id, now)
@@ -284,6 +304,7 @@ class Lowrouter(Application):
         actor: Actor,
         now: datetime,
         predecessor_id: UUID | None = None,
+        policy: KeyPolicy = NO_POLICY,
     ) -> ApiKey:
         return ApiKey.create(
             key_id=key_id,
@@ -296,6 +317,7 @@ class Lowrouter(Application):
             actor=actor,
             at=now,
             predecessor_id=predecessor_id,
+            policy=policy,
         )
 
     def _change_key(

@@ -160,9 +160,12 @@ def investigate_management_key(
 ) -> ManagementKeyReport:
     key = get_management_key(ledger, account_id, key_id)
     account = ledger.get_account(account_id)
-    account_events = list(ledger.events.get(account.id))
+    account_events: list[Any] = list(ledger.events.get(account.id))
     lifecycle = [e for e in account_events if getattr(e, "key_id", None) == key_id]
-    streams = [account_events, *(list(ledger.events.get(k)) for k in account.api_key_ids)]
+    streams: list[list[Any]] = [
+        account_events,
+        *(list(ledger.events.get(k)) for k in account.api_key_ids),
+    ]
     actions = sorted(
         (
             event

@@ -30,16 +30,18 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.domain import Snapshot
+from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import IntegrityError
 
 from application.batching import BatchWorker
 from application.clock import utc_day
+from application.events import stored_events
 from application.keys import Lowrouter
 from application.retry import TooMuchContention
 from domain.actor import Actor
 from domain.errors import DomainError, NotFound
-from domain.ledger import LedgerPage, page_id
+from domain.ledger import Admission, LedgerPage, page_id
+from domain.policy import NO_POLICY, KeyPolicy
 
 log = logging.getLogger("lowrouter.spend")
 
@@ -63,6 +65,8 @@ class PageView:
     held: int
     spent_today: dict[str, int]
     held_today: dict[str, int]
+    spent_month: dict[str, int] = field(default_factory=dict)  # by meter (key id)
+    held_month: dict[str, int] = field(default_factory=dict)
 
     @property
     def available(self) -> int:
@@ -125,6 +129,41 @@ class SpendControl:
 
         return self._submit(account_id, apply)
 
+    def admit(
+        self,
+        account_id: UUID,
+        request_id: str,
+        key_id: UUID,
+        model: str,
+        amount: int,
+        daily_limit: int | None,
+        *,
+        policy: KeyPolicy = NO_POLICY,
+        tokens: int = 0,
+        meter: str | None = None,
+    ) -> "Future[Admission]":
+        """`reserve` under the key's whole policy (monthly limit, requests and tokens per minute,
+        concurrency), in the same page step; resolves to the day and the key's trailing minute
+        (for the x-ratelimit-* headers), or raises the refusal."""
+        meter_id = meter or str(key_id)
+
+        def apply(page: LedgerPage, now: datetime) -> Admission:
+            page.reserve(
+                request_id,
+                str(key_id),
+                model,
+                amount,
+                daily_limit,
+                now,
+                policy=policy,
+                tokens=tokens,
+                meter=meter_id,
+            )
+            day = str(page.holds[request_id]["day"])
+            return Admission(day, page.rate_status(meter_id, policy, now))
+
+        return self._submit(account_id, apply)
+
     def settle(
         self, account_id: UUID, request_id: str, cost: int, **usage: Any
     ) -> "Future[int | None]":
@@ -157,6 +196,8 @@ class SpendControl:
                 page.total_held,
                 dict(page.spent_today),
                 dict(page.held_today),
+                dict(page.spent_month),
+                dict(page.held_month),
             )
 
         return self._submit(account_id, read, read_only=True)
@@ -295,7 +336,7 @@ class SpendControl:
             page = self._pages.get(account_id)
             if page is None:
                 continue
-            for event in self.app.events.get(page.id, gt=page.version):
+            for event in stored_events(self.app, page.id, gt=page.version):
                 event.mutate(page)
                 moved.add(account_id)
             if page.closed:  # another process rolled this account over to a new page
@@ -321,7 +362,7 @@ class SpendControl:
         day = today
         while day >= utc_day(opened) - timedelta(days=1):
             try:
-                page = self.app.repository.get(page_id(account_id, day))
+                page: Aggregate = self.app.repository.get(page_id(account_id, day))
             except AggregateNotFoundError:
                 day -= timedelta(days=1)
                 continue

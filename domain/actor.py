@@ -15,10 +15,6 @@ class Actor:
     def as_dict(self) -> dict[str, str | None]:
         return {"kind": self.kind, "name": self.name, "address": self.address}
 
-    @classmethod
-    def from_dict(cls, data: dict[str, str | None]) -> "Actor":
-        return cls(data["kind"], data["name"] or "", data.get("address"))  # type: ignore[arg-type]
-
 
 SYSTEM = Actor("system", "lowrouter")
 RECONCILER = Actor("reconciler", "lowrouter reconcile")

@@ -39,3 +39,34 @@ class DailyLimitExceeded(DomainError):
     def __init__(self, spent: int, held: int, limit: int, needed: int) -> None:
         self.spent, self.held, self.limit, self.needed = spent, held, limit, needed
         super().__init__("daily limit exceeded")
+
+
+class InvalidPolicy(DomainError, ValueError):
+    """A key policy with a malformed expiry, rate, network or monthly limit."""
+
+
+class MonthlyLimitExceeded(DomainError):
+    """The key's spend this UTC month plus its holds plus this request would pass its limit."""
+
+    def __init__(self, spent: int, held: int, limit: int, needed: int) -> None:
+        self.spent, self.held, self.limit, self.needed = spent, held, limit, needed
+        super().__init__("monthly limit exceeded")
+
+
+class RateLimitExceeded(DomainError):
+    """The key's requests or tokens in the trailing minute would pass its per-minute limit.
+
+    `retry_after` is the seconds until enough of the window has passed, or None when no wait
+    can help (one request's own token estimate is above the limit)."""
+
+    def __init__(self, what: str, limit: int, used: int, retry_after: float | None) -> None:
+        self.what, self.limit, self.used, self.retry_after = what, limit, used, retry_after
+        super().__init__(f"{what} per minute exceeded")
+
+
+class ConcurrencyLimitExceeded(DomainError):
+    """`max_concurrent` requests of this key are already in flight."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__("concurrency limit exceeded")

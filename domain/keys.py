@@ -1,17 +1,20 @@
-"""The ApiKey aggregate: one short stream per inference key (created, scoped, renamed, rotated,
-revoked). The token itself never appears here: only its keyed hash, its prefix and last four."""
+"""The ApiKey aggregate: one short stream per inference key (created, scoped, policy changed,
+renamed, rotated, revoked). The token itself never appears here: only its keyed hash, its prefix
+and last four. Whether the key may be used or changed is decided by domain.access."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
+from domain.access import NOT_CHECKED, Access, PublicStatus, key_access
 from domain.actor import Actor
 from domain.errors import DomainError, KeyRevoked
+from domain.policy import NO_POLICY, KeyPolicy
 from domain.scope import Scope, check_name
 
-KeyStatus = Literal["active", "rotating", "revoked"]
+KeyStatus = PublicStatus
 
 
 class ApiKey(Aggregate):
@@ -35,6 +38,21 @@ class ApiKey(Aggregate):
 
         def apply(self, key: "ApiKey") -> None:
             key.scope = Scope.from_fields(self.models, self.region, self.daily_limit)
+
+    class PolicyChanged(Aggregate.Event):
+        """The key's expiry, rate limits, allowed networks and monthly limit, as a whole (a new
+        event rather than new fields on Scoped, so events stored before 0.3 replay unchanged)."""
+
+        expires_at: datetime | None
+        requests_per_minute: int | None
+        tokens_per_minute: int | None
+        max_concurrent: int | None
+        allowed_ips: list[str] | None
+        monthly_limit: int | None
+        actor: dict[str, Any]
+
+        def apply(self, key: "ApiKey") -> None:
+            key.policy = KeyPolicy.from_fields(**vars(self))
 
     class Renamed(Aggregate.Event):
         name: str
@@ -90,6 +108,7 @@ class ApiKey(Aggregate):
         self.prefix = prefix
         self.last4 = last4
         self.scope = Scope.from_fields(models, region, daily_limit)
+        self.policy = NO_POLICY
         self.predecessor_id = predecessor_id
         self.successor_id: UUID | None = None
         self.grace_deadline: datetime | None = None
@@ -111,8 +130,9 @@ class ApiKey(Aggregate):
         actor: Actor,
         at: datetime,
         predecessor_id: UUID | None = None,
+        policy: KeyPolicy = NO_POLICY,
     ) -> "ApiKey":
-        return cls._create(
+        key = cls._create(
             cls.Created,
             id=key_id,
             account_id=account_id,
@@ -125,40 +145,58 @@ class ApiKey(Aggregate):
             timestamp=at,
             **scope.as_fields(),
         )
+        if policy != NO_POLICY:
+            key.trigger_event(
+                cls.PolicyChanged, actor=actor.as_dict(), timestamp=at, **policy.as_fields()
+            )
+        return key
 
     @property
     def display(self) -> str:
         return f"{self.prefix}…{self.last4}"
 
-    def status_at(self, now: datetime) -> KeyStatus:
-        """Rotation ends a key's life at its grace deadline, without another event."""
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.grace_deadline is not None:
-            return "rotating" if now < self.grace_deadline else "revoked"
-        return "active"
+    def access_at(self, now: datetime, client_ip: Any = NOT_CHECKED) -> Access:
+        return key_access(
+            revoked_at=self.revoked_at,
+            grace_deadline=self.grace_deadline,
+            policy=self.policy,
+            now=now,
+            client_ip=client_ip,
+        )
 
-    def _check_changeable(self, at: datetime) -> None:
-        if self.revoked_at is not None:
+    def status_at(self, now: datetime) -> KeyStatus:
+        """The KEY shape's status; rotation and expiry end a key without another event."""
+        return self.access_at(now).status
+
+    def check_changeable(self, at: datetime) -> None:
+        access = self.access_at(at)
+        if access.changeable:
+            return
+        if access.state == "revoked":
             raise KeyRevoked(f"key {self.display} is revoked and cannot be changed")
-        if self.status_at(at) == "revoked":
-            raise KeyRevoked(
-                f"key {self.display} was rotated and its grace period has ended; "
-                "change its successor instead"
-            )
+        raise KeyRevoked(
+            f"key {self.display} was rotated and its grace period has ended; "
+            "change its successor instead"
+        )
 
     def rescope(self, scope: Scope, actor: Actor, at: datetime) -> None:
-        self._check_changeable(at)
+        self.check_changeable(at)
         self.trigger_event(self.Scoped, actor=actor.as_dict(), timestamp=at, **scope.as_fields())
 
+    def change_policy(self, policy: KeyPolicy, actor: Actor, at: datetime) -> None:
+        self.check_changeable(at)
+        self.trigger_event(
+            self.PolicyChanged, actor=actor.as_dict(), timestamp=at, **policy.as_fields()
+        )
+
     def rename(self, name: str, actor: Actor, at: datetime) -> None:
-        self._check_changeable(at)
+        self.check_changeable(at)
         self.trigger_event(self.Renamed, name=check_name(name), actor=actor.as_dict(), timestamp=at)
 
     def rotate(
         self, successor_id: UUID, grace_deadline: datetime, actor: Actor, at: datetime
     ) -> None:
-        self._check_changeable(at)
+        self.check_changeable(at)
         if self.successor_id is not None:
             raise DomainError(f"key {self.display} was already rotated; rotate its successor")
         self.trigger_event(
@@ -172,7 +210,7 @@ class ApiKey(Aggregate):
     def record_use_after_revocation(
         self, count: int, client_ip: str | None, user_agent: str | None, at: datetime
     ) -> None:
-        if self.status_at(at) != "revoked":
+        if not self.access_at(at).ended:
             raise DomainError(f"key {self.display} still works; this is not an attempt after it")
         self.trigger_event(
             self.UsedAfterRevocation,
@@ -183,6 +221,6 @@ class ApiKey(Aggregate):
         )
 
     def revoke(self, reason: str, actor: Actor, at: datetime) -> None:
-        if self.status_at(at) == "revoked":
+        if not self.access_at(at).revocable:
             raise KeyRevoked(f"key {self.display} is already revoked")
         self.trigger_event(self.Revoked, reason=reason[:200], actor=actor.as_dict(), timestamp=at)

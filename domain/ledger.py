@@ -4,13 +4,24 @@ A page opens with the previous page's closing balance and its still-open holds, 
 credit movement of that day: Funded, Reserved, Settled, Released, Adjusted, and Refused facts.
 Its invariants, checked before any event is recorded, are the product's promises:
 
-- for each key, today's settled + held spend stays within the key's daily limit;
-- the account's balance minus everything held never goes below zero.
+- for each key, today's settled + held spend stays within the key's daily limit, and this UTC
+  month's within its monthly limit (the month-to-date figure moves with the closing balance);
+- the account's balance minus everything held never goes below zero;
+- for each key with a policy, its reservations in the trailing 60 s stay within
+  `requests_per_minute`, its settled tokens plus held token estimates in the trailing 60 s within
+  `tokens_per_minute`, and its open holds within `max_concurrent`.
 
 The event store's unique (stream, version) constraint makes them hold across processes.
 A hold is charged to the day it was reserved in, even when it settles on a later page.
+
+The per-key figures the limits need are kept by *meter* (today the key's id; a rotation lineage
+can share one meter). The trailing-minute windows are one-second buckets (at most 60 per
+metered key, and only for keys with a per-minute limit), carried to the next page with the
+month-to-date spend, so the state stays small and survives closing the books.
 """
 
+import math
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -19,14 +30,57 @@ from eventsourcing.domain import Aggregate
 
 from domain.actor import Actor
 from domain.bounds import bounded_usage
-from domain.errors import DailyLimitExceeded, DomainError, InsufficientCredits, InvalidAmount
+from domain.errors import (
+    ConcurrencyLimitExceeded,
+    DailyLimitExceeded,
+    DomainError,
+    InsufficientCredits,
+    InvalidAmount,
+    MonthlyLimitExceeded,
+    RateLimitExceeded,
+)
+from domain.policy import NO_POLICY, KeyPolicy
 
 _PAGE_NAMESPACE = uuid5(NAMESPACE_URL, "https://lowrouter.dev/ledger-page")
+
+
+WINDOW_SECONDS = 60  # the trailing minute of the per-minute limits
+Bucket = list[int]  # [second since the epoch, requests, tokens]
 
 
 def page_id(account_id: UUID, day: date) -> UUID:
     """Pages have deterministic ids, so any process finds the page of a day without an index."""
     return uuid5(_PAGE_NAMESPACE, f"{account_id}/{day.isoformat()}")
+
+
+def _second(moment: datetime) -> int:
+    return math.floor(moment.timestamp())
+
+
+def _live(buckets: list[Bucket], now_second: int) -> list[Bucket]:
+    """The buckets still inside the trailing minute that ends in `now_second`."""
+    start = now_second - WINDOW_SECONDS + 1
+    return [bucket for bucket in buckets if bucket[0] >= start]
+
+
+@dataclass(frozen=True, slots=True)
+class RateStatus:
+    """A metered key's trailing minute after an admission, for the x-ratelimit-* headers."""
+
+    requests_limit: int | None
+    requests_remaining: int | None
+    requests_reset: float  # seconds until the window is empty of requests
+    tokens_limit: int | None
+    tokens_remaining: int | None
+    tokens_reset: float  # seconds until the window is empty of tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A reservation that was admitted: the day it is charged to, and the key's window."""
+
+    day: str
+    rate: RateStatus | None
 
 
 class LedgerPage(Aggregate):
@@ -35,6 +89,9 @@ class LedgerPage(Aggregate):
         day: str
         opening_balance: int
         carried_holds: dict[str, dict[str, Any]]
+        # Since 0.3 (absent from older pages, which the defaults of __init__ cover):
+        carried_month: dict[str, int]
+        carried_windows: dict[str, list[Bucket]]
 
     class Funded(Aggregate.Event):
         amount: int
@@ -49,8 +106,14 @@ class LedgerPage(Aggregate):
         key_id: str
         model: str
         amount: int
+        # Since 0.3 (read with getattr: events stored before have neither): the meter the
+        # key's limits are kept under, and the request's token estimate when it is windowed.
+        meter: str
+        tokens: int | None
 
         def apply(self, page: "LedgerPage") -> None:
+            meter = getattr(self, "meter", None) or self.key_id
+            tokens = getattr(self, "tokens", None)
             page.holds[self.request_id] = {
                 "key_id": self.key_id,
                 "amount": self.amount,
@@ -58,8 +121,15 @@ class LedgerPage(Aggregate):
                 "model": self.model,
                 "at": self.timestamp.isoformat(),
             }
+            if meter != self.key_id:
+                page.holds[self.request_id]["meter"] = meter
+            if tokens is not None:
+                page.holds[self.request_id]["tokens"] = tokens
             page.held_today[self.key_id] = page.held_today.get(self.key_id, 0) + self.amount
             page.total_held += self.amount
+            page._count_hold(meter, page.day, self.amount, +1)
+            if tokens is not None:
+                page._window_add(meter, _second(self.timestamp), 1, tokens)
 
     class Settled(Aggregate.Event):
         """A completion, charged. Also the usage record: the usage history is built from these."""
@@ -84,11 +154,12 @@ class LedgerPage(Aggregate):
         flags: list[str]
 
         def apply(self, page: "LedgerPage") -> None:
-            page._drop_hold(self.request_id)
+            hold = page._drop_hold(self.request_id, self.prompt_tokens + self.completion_tokens)
             page.balance -= self.cost
             page.settled += self.cost
             if self.reserved_day == page.day:
                 page.spent_today[self.key_id] = page.spent_today.get(self.key_id, 0) + self.cost
+            page._count_month_spend(hold, self.reserved_day, self.cost)
 
     class Released(Aggregate.Event):
         request_id: str
@@ -118,7 +189,7 @@ class LedgerPage(Aggregate):
 
     class Closed(Aggregate.Event):
         closing_balance: int
-        carried_holds: dict[str, dict[str, Any]]
+        carried_holds: dict[str, dict[str, Any]]  # the month and windows go with the Opened
 
         def apply(self, page: "LedgerPage") -> None:
             page.closed = True
@@ -129,6 +200,8 @@ class LedgerPage(Aggregate):
         day: str,
         opening_balance: int,
         carried_holds: dict[str, dict[str, Any]],
+        carried_month: dict[str, int] | None = None,
+        carried_windows: dict[str, list[Bucket]] | None = None,
     ) -> None:
         self.account_id = account_id
         self.day = day
@@ -138,9 +211,19 @@ class LedgerPage(Aggregate):
         self.settled = 0
         self.adjusted = 0
         self.holds: dict[str, dict[str, Any]] = {k: dict(v) for k, v in carried_holds.items()}
-        self.total_held = sum(h["amount"] for h in carried_holds.values())
+        self.total_held: int = sum(h["amount"] for h in carried_holds.values())
         self.held_today: dict[str, int] = {}  # key id -> today's open holds
         self.spent_today: dict[str, int] = {}  # key id -> today's settled spend
+        # meter -> this month's settled spend (earlier days' carried in), open holds of this
+        # month, open holds of any day, and the trailing minute's buckets.
+        self.spent_month: dict[str, int] = dict(carried_month or {})
+        self.held_month: dict[str, int] = {}
+        self.open_holds: dict[str, int] = {}
+        self.windows: dict[str, list[Bucket]] = {
+            meter: [list(b) for b in buckets] for meter, buckets in (carried_windows or {}).items()
+        }
+        for hold in self.holds.values():
+            self._count_hold(_meter(hold), hold["day"], hold["amount"], +1)
         self.closed = False
 
     # Creating and closing pages ------------------------------------------------------------
@@ -153,6 +236,8 @@ class LedgerPage(Aggregate):
         at: datetime,
         opening_balance: int = 0,
         carried_holds: dict[str, dict[str, Any]] | None = None,
+        carried_month: dict[str, int] | None = None,
+        carried_windows: dict[str, list[Bucket]] | None = None,
     ) -> "LedgerPage":
         return cls._create(
             cls.Opened,
@@ -161,6 +246,8 @@ class LedgerPage(Aggregate):
             day=day.isoformat(),
             opening_balance=opening_balance,
             carried_holds=carried_holds or {},
+            carried_month=carried_month or {},
+            carried_windows=carried_windows or {},
             timestamp=at,
         )
 
@@ -173,7 +260,19 @@ class LedgerPage(Aggregate):
         self.trigger_event(
             self.Closed, closing_balance=self.balance, carried_holds=carried, timestamp=at
         )
-        return LedgerPage.open(self.account_id, day, at, self.balance, carried)
+        same_month = day.isoformat()[:7] == self.day[:7]
+        month = {m: spent for m, spent in self.spent_month.items() if spent} if same_month else {}
+        now_second = _second(at)
+        windows = {m: _live(b, now_second) for m, b in self.windows.items()}
+        return LedgerPage.open(
+            self.account_id,
+            day,
+            at,
+            self.balance,
+            carried,
+            carried_month=month,
+            carried_windows={m: b for m, b in windows.items() if b},
+        )
 
     # Reading ------------------------------------------------------------------------------
 
@@ -186,6 +285,52 @@ class LedgerPage(Aggregate):
 
     def held_by(self, key_id: str) -> int:
         return self.held_today.get(key_id, 0)
+
+    def month_spent_by(self, meter: str) -> int:
+        return self.spent_month.get(meter, 0)
+
+    def month_held_by(self, meter: str) -> int:
+        return self.held_month.get(meter, 0)
+
+    def in_flight(self, meter: str) -> int:
+        return self.open_holds.get(meter, 0)
+
+    def window(self, meter: str, now: datetime) -> tuple[int, int]:
+        """(requests, tokens) of the meter in the trailing minute ending at `now`."""
+        buckets = _live(self.windows.get(meter, []), _second(now))
+        return sum(b[1] for b in buckets), sum(b[2] for b in buckets)
+
+    def rate_status(self, meter: str, policy: KeyPolicy, now: datetime) -> RateStatus | None:
+        """What the x-ratelimit-* headers say for a windowed key, now."""
+        if not policy.windowed:
+            return None
+        now_second = _second(now)
+        buckets = _live(self.windows.get(meter, []), now_second)
+        requests, tokens = sum(b[1] for b in buckets), sum(b[2] for b in buckets)
+        rpm, tpm = policy.requests_per_minute, policy.tokens_per_minute
+        # As OpenAI's headers mean it: the time until the window is back to its full allowance.
+        requests_reset = self._wait_for(buckets, now, requests, 1) if requests else 0.0
+        tokens_reset = self._wait_for(buckets, now, tokens, 2) if tokens else 0.0
+        return RateStatus(
+            requests_limit=rpm,
+            requests_remaining=max(0, rpm - requests) if rpm is not None else None,
+            requests_reset=requests_reset,
+            tokens_limit=tpm,
+            tokens_remaining=max(0, tpm - tokens) if tpm is not None else None,
+            tokens_reset=tokens_reset,
+        )
+
+    @staticmethod
+    def _wait_for(buckets: list[Bucket], now: datetime, amount: int, index: int) -> float:
+        """Seconds until at least `amount` of the window's requests (1) or tokens (2) have
+        left it."""
+        freed = 0
+        for bucket in buckets:  # oldest first
+            freed += bucket[index]
+            if freed >= amount:
+                leaves = datetime.fromtimestamp(bucket[0] + WINDOW_SECONDS, now.tzinfo)
+                return max(0.0, (leaves - now).total_seconds())
+        return float(WINDOW_SECONDS)
 
     # Commands -----------------------------------------------------------------------------
 
@@ -203,27 +348,60 @@ class LedgerPage(Aggregate):
         amount: int,
         daily_limit: int | None,
         at: datetime,
+        *,
+        policy: KeyPolicy = NO_POLICY,
+        tokens: int = 0,
+        meter: str | None = None,
     ) -> None:
-        """Hold a request's maximum cost, or refuse it. Idempotent per request id."""
+        """Hold a request's maximum cost, or refuse it. Idempotent per request id.
+
+        The refusals a retry cannot cure are checked first (daily and monthly limits, credits),
+        then those a wait cures (concurrency, requests and tokens per minute). `tokens` is the
+        request's token estimate (prompt bound + output cap) for `tokens_per_minute`."""
         self._check_open()
         if request_id in self.holds:
             return
-        if amount < 0:
+        if amount < 0 or tokens < 0:
             raise InvalidAmount("a hold cannot be negative")
+        meter = meter or key_id
         if daily_limit is not None:
             spent, held = self.spent_by(key_id), self.held_by(key_id)
             if spent + held + amount > daily_limit:
                 raise DailyLimitExceeded(spent, held, daily_limit, amount)
+        if policy.monthly_limit is not None:
+            spent, held = self.month_spent_by(meter), self.month_held_by(meter)
+            if spent + held + amount > policy.monthly_limit:
+                raise MonthlyLimitExceeded(spent, held, policy.monthly_limit, amount)
         if self.available < amount:
             raise InsufficientCredits(self.balance, self.total_held, amount)
+        self._check_rates(meter, policy, tokens, at)
         self.trigger_event(
             self.Reserved,
             request_id=request_id,
             key_id=key_id,
             model=model,
             amount=amount,
+            meter=meter,
+            tokens=tokens if policy.windowed else None,
             timestamp=at,
         )
+
+    def _check_rates(self, meter: str, policy: KeyPolicy, tokens: int, at: datetime) -> None:
+        if policy.max_concurrent is not None and self.in_flight(meter) >= policy.max_concurrent:
+            raise ConcurrencyLimitExceeded(policy.max_concurrent)
+        if not policy.windowed:
+            return
+        buckets = _live(self.windows.get(meter, []), _second(at))
+        requests, used = sum(b[1] for b in buckets), sum(b[2] for b in buckets)
+        rpm, tpm = policy.requests_per_minute, policy.tokens_per_minute
+        if rpm is not None and requests + 1 > rpm:
+            wait = self._wait_for(buckets, at, requests + 1 - rpm, 1)
+            raise RateLimitExceeded("requests", rpm, requests, wait)
+        if tpm is not None and used + tokens > tpm:
+            if tokens > tpm:  # no wait lets one request this large through
+                raise RateLimitExceeded("tokens", tpm, used, None)
+            wait = self._wait_for(buckets, at, used + tokens - tpm, 2)
+            raise RateLimitExceeded("tokens", tpm, used, wait)
 
     def settle(self, request_id: str, cost: int, at: datetime, **usage: Any) -> int | None:
         """Charge a held request its real cost, never more than it held (flagged if it would be).
@@ -288,8 +466,48 @@ class LedgerPage(Aggregate):
         if self.closed:
             raise DomainError(f"ledger page {self.day} is closed")
 
-    def _drop_hold(self, request_id: str) -> None:
+    def _drop_hold(self, request_id: str, used_tokens: int = 0) -> dict[str, Any]:
+        """Close a hold; a windowed one's token estimate becomes what was used."""
         hold = self.holds.pop(request_id)
         self.total_held -= hold["amount"]
         if hold["day"] == self.day:
             self.held_today[hold["key_id"]] -= hold["amount"]
+        meter = _meter(hold)
+        self._count_hold(meter, hold["day"], hold["amount"], -1)
+        estimate = hold.get("tokens")
+        if estimate is not None:
+            second = _second(datetime.fromisoformat(hold["at"]))
+            for bucket in self.windows.get(meter, []):
+                if bucket[0] == second:
+                    bucket[2] += used_tokens - estimate
+                    break
+        return hold
+
+    def _count_hold(self, meter: str, day: str, amount: int, sign: int) -> None:
+        self.open_holds[meter] = self.open_holds.get(meter, 0) + sign
+        if not self.open_holds[meter]:
+            del self.open_holds[meter]
+        if day[:7] == self.day[:7]:
+            self.held_month[meter] = self.held_month.get(meter, 0) + sign * amount
+
+    def _count_month_spend(self, hold: dict[str, Any], reserved_day: str, cost: int) -> None:
+        if reserved_day[:7] == self.day[:7]:
+            meter = _meter(hold)
+            self.spent_month[meter] = self.spent_month.get(meter, 0) + cost
+
+    def _window_add(self, meter: str, second: int, requests: int, tokens: int) -> None:
+        buckets = _live(self.windows.get(meter, []), second)
+        for bucket in buckets:
+            if bucket[0] == second:
+                bucket[1] += requests
+                bucket[2] += tokens
+                break
+        else:
+            buckets.append([second, requests, tokens])
+            buckets.sort()  # another process's clock may be a little behind: keep oldest first
+        self.windows[meter] = buckets
+
+
+def _meter(hold: dict[str, Any]) -> str:
+    return str(hold.get("meter") or hold["key_id"])
+

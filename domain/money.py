@@ -8,7 +8,7 @@ MICRO = 1_000_000
 MAX_CREDITS = 10**12  # a sanity bound: no account holds a trillion credits
 
 
-def parse_credits(text: str | int | Decimal, *, allow_zero: bool = True) -> int:
+def parse_credits(text: str | int | float | Decimal, *, allow_zero: bool = True) -> int:
     """Parse a non-negative decimal amount of credits into micro-credits.
 
     More than six decimal places is refused rather than silently rounded.
@@ -45,12 +45,14 @@ def _exact_micro(amount: Decimal) -> int | None:
     coefficient = int("".join(map(str, digits)) or "0")
     shift = exponent + 6
     if shift >= 0:
-        return coefficient * 10**shift
+        multiplier: int = 10**shift
+        return coefficient * multiplier
     if coefficient == 0:
         return 0
     if -shift > len(digits):  # dividing by more digits than it has: a fraction remains
         return None
-    whole, remainder = divmod(coefficient, 10**-shift)
+    divisor: int = 10**-shift
+    whole, remainder = divmod(coefficient, divisor)
     return None if remainder else whole
 
 

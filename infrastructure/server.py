@@ -7,13 +7,13 @@ import uvicorn
 from starlette.applications import Starlette
 
 from infrastructure.background import start_background_process
-from infrastructure.catalogue import ConfigError, demo_catalogue, load_catalogue
+from infrastructure.catalogue import Catalogue, ConfigError, demo_catalogue, load_catalogue
 from infrastructure.http.app import create_app
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import Settings, load_settings
 
 
-def load_catalogue_for(settings: Settings):  # type: ignore[no-untyped-def]
+def load_catalogue_for(settings: Settings) -> Catalogue:
     """The configured catalogue; only with none, the demo (its upstream runs in-process)."""
     if settings.config_path is None:
         return demo_catalogue()

@@ -29,6 +29,8 @@ class Settings:
     # Where the projections, the reconciler and the chain run: "inline" in each app's own threads,
     # or "external" in a process of their own (`lowrouter serve` starts one for its workers).
     background: str = "inline"
+    # Peers whose X-Forwarded-For is believed (LOWROUTER_TRUSTED_PROXIES, comma-separated CIDRs).
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def is_postgres(self) -> bool:
@@ -55,6 +57,7 @@ def load_settings(
         upstream_timeout_seconds=float(_int(env, "LOWROUTER_UPSTREAM_TIMEOUT_SECONDS", 120)),
         body_timeout_seconds=float(_int(env, "LOWROUTER_BODY_TIMEOUT_SECONDS", 30)),
         background=_choice(env, "LOWROUTER_BACKGROUND", BACKGROUND_CHOICES),
+        trusted_proxies=_networks(env, "LOWROUTER_TRUSTED_PROXIES"),
     )
 
 
@@ -126,6 +129,21 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise SettingsError(f"{name} must be positive")
     return value
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated CIDRs (or addresses), checked here so a typo fails at start."""
+    import ipaddress
+
+    found = []
+    for part in (env.get(name) or "").split(","):
+        if not part.strip():
+            continue
+        try:
+            found.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+        except ValueError:
+            raise SettingsError(f"{name}: {part.strip()[:60]!r} is not a CIDR or address") from None
+    return tuple(found)
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:

@@ -1,16 +1,24 @@
 """A projection applies batches of events to its tables inside the runner's transaction."""
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Connection, Table, insert
 
 
 class Projection(Protocol):
-    name: str  # its tracking position's name
-    schema_version: int  # bump to rebuild it from the log on the next start
-    tables: Sequence[Table]
-    topics: Sequence[str]  # the event topics it reads; the others only advance its position
+    # Read-only members, so a projection may declare them as plain class attributes (tuples).
+    @property
+    def name(self) -> str: ...  # its tracking position's name
+
+    @property
+    def schema_version(self) -> int: ...  # bump to rebuild it from the log on the next start
+
+    @property
+    def tables(self) -> Sequence[Table]: ...
+
+    @property
+    def topics(self) -> Sequence[str]: ...  # the event topics it reads; others only advance it
 
     def apply(self, conn: Connection, events: Sequence[tuple[int, Any]]) -> None:
         """Apply (position, domain event) pairs, in order, within the open transaction."""
@@ -27,6 +35,7 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     if conn.dialect.name != "postgresql":
         conn.execute(insert(table), list(rows))
         return
+    import psycopg
     from psycopg import sql
 
     translate = conn.get_execution_options().get("schema_translate_map") or {}
@@ -38,7 +47,8 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         name, sql.SQL(", ").join(map(sql.Identifier, columns))
     )
-    driver = conn.connection.driver_connection
-    with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
+    # On the postgresql dialect the DBAPI connection is psycopg's (see persistence.py).
+    driver = cast("psycopg.Connection[Any]", conn.connection.driver_connection)
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row([row[column] for column in columns])

@@ -54,7 +54,6 @@ from sqlalchemy import (
     Column,
     Connection,
     Engine,
-    Row,
     String,
     Table,
     Text,
@@ -109,7 +108,7 @@ class Store(Protocol):
     """What the chain needs of a Runtime: the event store and the database's engine."""
 
     @property
-    def ledger(self) -> Application: ...
+    def ledger(self) -> Application[UUID]: ...
 
     @property
     def engine(self) -> Engine: ...
@@ -225,7 +224,7 @@ def canonical_originator_id(value: object) -> str | None:
     return None
 
 
-def stored_event(row: Row[Any]) -> StoredEvent:
+def stored_event(row: Sequence[Any]) -> StoredEvent:
     """A raw row as the chain sees it; Malformed if the store could not have written it
     (SQLite keeps whatever type is written into a column)."""
     position, originator_id, version, topic, state = row
@@ -262,7 +261,7 @@ def _event_table(store: Store) -> tuple[TableClause, Any]:
     return events, events.c[position_name]
 
 
-def _read_rows(store: Store, start: int, stop: int, limit: int) -> Sequence[Row[Any]]:
+def _read_rows(store: Store, start: int, stop: int, limit: int) -> Sequence[Sequence[Any]]:
     """Raw rows at positions start..stop (inclusive), in order, at most `limit`."""
     events, position = _event_table(store)
     query = (
@@ -281,7 +280,7 @@ def _read_rows(store: Store, start: int, stop: int, limit: int) -> Sequence[Row[
         return conn.execute(query).all()
 
 
-def _stored_rows(store: Store, stop: int) -> Iterator[Row[Any]]:
+def _stored_rows(store: Store, stop: int) -> Iterator[Sequence[Any]]:
     """Every raw row up to `stop`, in notification order."""
     start = 1
     while start <= stop:
@@ -412,7 +411,9 @@ def _chain_next_batch(store: Store, until: int | None) -> tuple[bool, int]:
     return len(rows) < BATCH_SIZE, len(batch)
 
 
-def _well_formed_prefix(rows: Sequence[Row[Any]]) -> tuple[list[StoredEvent], Malformed | None]:
+def _well_formed_prefix(
+    rows: Sequence[Sequence[Any]],
+) -> tuple[list[StoredEvent], Malformed | None]:
     events = []
     for row in rows:
         try:

@@ -27,7 +27,7 @@ def stale_holds(
             account_id=UUID(row.account_id),
             key_id=UUID(row.key_id),
             amount=row.amount,
-            reserved_at=from_us(row.reserved_us),  # type: ignore[arg-type]
+            reserved_at=from_us(row.reserved_us),
         )
         for row in rows
     ]

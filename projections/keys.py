@@ -15,13 +15,14 @@ from projections.schema import accounts, keys, to_us
 
 class KeyLookupProjection:
     name = "keys"
-    schema_version = 1
+    schema_version = 2  # 2: the key policy's columns
     tables = (keys, accounts)
     topics = tuple(
         get_topic(cls)
         for cls in (
             ApiKey.Created,
             ApiKey.Scoped,
+            ApiKey.PolicyChanged,
             ApiKey.Renamed,
             ApiKey.Rotated,
             ApiKey.Revoked,
@@ -64,6 +65,18 @@ class KeyLookupProjection:
             models=_models(e.models),
             region=e.region,
             daily_limit=e.daily_limit,
+        )
+
+    def _ApiKey_PolicyChanged(self, conn: Connection, e: ApiKey.PolicyChanged) -> None:
+        self._update(
+            conn,
+            e.originator_id,
+            expires_us=to_us(e.expires_at) if e.expires_at is not None else None,
+            requests_per_minute=e.requests_per_minute,
+            tokens_per_minute=e.tokens_per_minute,
+            max_concurrent=e.max_concurrent,
+            allowed_ips=orjson.dumps(e.allowed_ips).decode() if e.allowed_ips is not None else None,
+            monthly_limit=e.monthly_limit,
         )
 
     def _ApiKey_Renamed(self, conn: Connection, e: ApiKey.Renamed) -> None:

@@ -15,6 +15,8 @@ import orjson
 from sqlalchemy import Engine, select
 
 from application.batching import BatchWorker
+from domain.access import NOT_CHECKED, Access, PublicStatus, key_access
+from domain.policy import NO_POLICY, KeyPolicy
 from domain.scope import Scope
 from projections.schema import from_us, keys
 
@@ -27,13 +29,23 @@ class KeyRecord:
     name: str
     display: str
     scope: Scope
-    status: str
+    status: str  # as the projection wrote it: active | rotating | revoked
     grace_deadline: datetime | None
+    revoked_at: datetime | None = None
+    policy: KeyPolicy = NO_POLICY
 
-    def status_at(self, now: datetime) -> str:
-        if self.status == "rotating" and self.grace_deadline is not None:
-            return "rotating" if now < self.grace_deadline else "expired"
-        return self.status
+    def access_at(self, now: datetime, client_ip: Any = NOT_CHECKED) -> Access:
+        """The domain's answer (domain.access), from what the lookup holds."""
+        return key_access(
+            revoked_at=self.revoked_at if self.status == "revoked" else None,
+            grace_deadline=self.grace_deadline,
+            policy=self.policy,
+            now=now,
+            client_ip=client_ip,
+        )
+
+    def status_at(self, now: datetime) -> PublicStatus:
+        return self.access_at(now).status
 
 
 _KEY_COLUMNS = select(
@@ -48,6 +60,13 @@ _KEY_COLUMNS = select(
     keys.c.daily_limit,
     keys.c.status,
     keys.c.grace_deadline_us,
+    keys.c.revoked_us,
+    keys.c.expires_us,
+    keys.c.requests_per_minute,
+    keys.c.tokens_per_minute,
+    keys.c.max_concurrent,
+    keys.c.allowed_ips,
+    keys.c.monthly_limit,
 )
 
 
@@ -62,7 +81,8 @@ def find_key(engine: Engine, token_hash: str) -> KeyRecord | None:
 # Measured on PostgreSQL: 0.07 ms per lookup against 0.53 ms through SQLAlchemy (bench/).
 _COLUMNS = (
     "key_id, account_id, kind, name, prefix, last4, models, region, daily_limit, "
-    "status, grace_deadline_us"
+    "status, grace_deadline_us, revoked_us, expires_us, requests_per_minute, tokens_per_minute, "
+    "max_concurrent, allowed_ips, monthly_limit"
 )
 _SQL = f"SELECT {_COLUMNS} FROM lr_keys WHERE token_hash = {{}}"
 _SQL_MANY_POSTGRES = f"SELECT token_hash, {_COLUMNS} FROM lr_keys WHERE token_hash = ANY(%s)"
@@ -106,6 +126,7 @@ class KeyLookup:
                 if self._pool is None:
                     from psycopg_pool import ConnectionPool
 
+                    assert self._conninfo is not None  # only a PostgreSQL lookup opens a pool
                     self._pool = ConnectionPool(
                         self._conninfo,
                         min_size=1,
@@ -130,7 +151,18 @@ class KeyLookup:
 
 
 def _record(row: tuple[Any, ...]) -> KeyRecord:
-    key_id, account_id, kind, name, prefix, last4, models, region, limit, status, grace = row
+    key_id, account_id, kind, name, prefix, last4, models, region, limit, status, grace = row[:11]
+    revoked, expires, rpm, tpm, concurrent, ips, monthly = row[11:]
+    policy = NO_POLICY
+    if any(value is not None for value in (expires, rpm, tpm, concurrent, ips, monthly)):
+        policy = KeyPolicy(
+            expires_at=from_us(expires),
+            requests_per_minute=rpm,
+            tokens_per_minute=tpm,
+            max_concurrent=concurrent,
+            allowed_ips=tuple(orjson.loads(ips)) if ips is not None else None,
+            monthly_limit=monthly,
+        )
     return KeyRecord(
         key_id=UUID(key_id),
         account_id=UUID(account_id),
@@ -142,6 +174,8 @@ def _record(row: tuple[Any, ...]) -> KeyRecord:
         ),
         status=status,
         grace_deadline=from_us(grace),
+        revoked_at=from_us(revoked),
+        policy=policy,
     )
 
 

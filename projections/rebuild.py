@@ -33,7 +33,7 @@ def rebuild(runner: ProjectionRunner, name: str, progress: Progress | None = Non
             with shadow.begin():
                 metadata.drop_all(shadow, tables=list(projection.tables))
                 metadata.create_all(shadow, tables=list(projection.tables))
-            projection.__init__()  # type: ignore[misc]  # forget any in-memory memo
+            type(projection).__init__(projection)  # forget any in-memory memo
             position, applied = 0, 0
             while runner.head() - position > BATCH_SIZE:  # the bulk, without blocking anyone
                 with shadow.begin():

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.application import Application
 from sqlalchemy import Connection, Engine, insert, select, update
@@ -66,7 +67,7 @@ class ProjectionRunner:
     def __init__(
         self,
         engine: Engine,
-        app: Application,
+        app: Application[UUID],
         projections: Sequence[Projection],
         leadership: Callable[[], bool] = lambda: True,
     ) -> None:
@@ -111,8 +112,7 @@ class ProjectionRunner:
             conn.execute(positions.delete().where(positions.c.name == name))
             conn.execute(projection_failures.delete().where(projection_failures.c.name == name))
             self._ensure_position_row(conn, projection)
-        if hasattr(projection, "__init__"):
-            projection.__init__()  # type: ignore[misc]  # forget any in-memory memo
+        type(projection).__init__(projection)  # forget any in-memory memo
 
     @staticmethod
     def _ensure_position_row(conn: Connection, projection: Projection) -> None:

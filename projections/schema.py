@@ -6,6 +6,7 @@ rebuilding one gives the same rows.
 """
 
 from datetime import UTC, datetime, timedelta
+from typing import overload
 
 from sqlalchemy import (
     BigInteger,
@@ -63,6 +64,14 @@ keys = Table(
     Column("revoked_us", BigInteger),
     Column("predecessor_id", String(36)),
     Column("successor_id", String(36)),
+    # The key policy (domain.policy), so the gateway judges expiry and networks from the lookup
+    # and hands the limits to the ledger with no other read.
+    Column("expires_us", BigInteger),
+    Column("requests_per_minute", BigInteger),
+    Column("tokens_per_minute", BigInteger),
+    Column("max_concurrent", BigInteger),
+    Column("allowed_ips", Text),  # JSON list of CIDRs, NULL = any address
+    Column("monthly_limit", BigInteger),  # micro-credits, NULL = none
 )
 Index("lr_keys_display", keys.c.prefix, keys.c.last4)
 
@@ -158,6 +167,10 @@ def to_us(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
+@overload
+def from_us(value: int) -> datetime: ...
+@overload
+def from_us(value: None) -> None: ...
 def from_us(value: int | None) -> datetime | None:
     if value is None:
         return None

@@ -5,38 +5,23 @@ afterwards). Under CI=true a missing PostgreSQL fails the test instead of skippi
 """
 
 import os
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-PG_ADMIN_URL = os.environ.get("LOWROUTER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-PEPPER = "test-pepper-not-secret"
+if TYPE_CHECKING:
+    from infrastructure.runtime import Runtime
 
-
-def _pg_admin_conninfo() -> str:
-    from infrastructure.settings import postgres_parts
-
-    pg = postgres_parts(PG_ADMIN_URL)
-    return f"host={pg['host']} port={pg['port']} user={pg['user']} dbname={pg['dbname']}"
-
-
-def _require_postgres() -> None:
-    import psycopg
-
-    try:
-        psycopg.connect(_pg_admin_conninfo(), connect_timeout=3).close()
-    except psycopg.OperationalError as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required under CI=true and is not reachable: {error}")
-        pytest.skip(f"PostgreSQL not reachable: {error}")
-
-
-def _database_url(name: str) -> str:
-    from infrastructure.settings import postgres_parts
-
-    pg = postgres_parts(PG_ADMIN_URL)
-    return f"postgresql://{pg['user']}@{pg['host']}:{pg['port']}/{name}"
+from tests.support.stores import (
+    PEPPER,
+    database_url_named,
+    pg_admin_conninfo,
+    require_postgres,
+)
 
 
 @pytest.fixture(scope="session")
@@ -48,16 +33,16 @@ def postgres_template() -> Iterator[str]:
     from infrastructure.runtime import open_runtime
     from infrastructure.settings import load_settings
 
-    _require_postgres()
+    require_postgres()
     name = f"lrt_template_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_pg_admin_conninfo(), autocommit=True) as conn:
+    with psycopg.connect(pg_admin_conninfo(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     runtime = open_runtime(
-        load_settings({"LOWROUTER_TOKEN_PEPPER": PEPPER}, database_url=_database_url(name))
+        load_settings({"LOWROUTER_TOKEN_PEPPER": PEPPER}, database_url=database_url_named(name))
     )
     runtime.close()
     yield name
-    with psycopg.connect(_pg_admin_conninfo(), autocommit=True) as conn:
+    with psycopg.connect(pg_admin_conninfo(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -67,15 +52,31 @@ def postgres_url(postgres_template: str) -> Iterator[str]:
     import psycopg
 
     name = f"lrt_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(_pg_admin_conninfo(), autocommit=True) as conn:
+    with psycopg.connect(pg_admin_conninfo(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"')
-    yield _database_url(name)
-    with psycopg.connect(_pg_admin_conninfo(), autocommit=True) as conn:
+    yield database_url_named(name)
+    with psycopg.connect(pg_admin_conninfo(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file with lowrouter's schema, copied for each test (as PostgreSQL's template)."""
+    from infrastructure.runtime import open_runtime
+    from infrastructure.settings import load_settings
+
+    directory = tmp_path_factory.mktemp("sqlite-template")
+    path = directory / "lowrouter.db"
+    env = {"LOWROUTER_TOKEN_PEPPER": PEPPER, "LOWROUTER_DATA_DIR": str(directory)}
+    open_runtime(load_settings(env, database_url=f"sqlite:///{path}")).close()
+    assert not path.with_name(path.name + "-wal").exists()  # closed: everything is in the file
+    return path
+
+
 @pytest.fixture
-def sqlite_url(tmp_path: "os.PathLike[str]") -> str:
+def sqlite_url(sqlite_template: Path, tmp_path: "os.PathLike[str]") -> str:
+    """A fresh SQLite database for one test: lowrouter's schema, no data."""
+    shutil.copyfile(sqlite_template, Path(tmp_path) / "lowrouter.db")
     return f"sqlite:///{tmp_path}/lowrouter.db"
 
 
@@ -103,3 +104,132 @@ def ledger(settings):  # type: ignore[no-untyped-def]
     app = build_ledger(settings)
     yield app
     app.close()
+
+
+@pytest.fixture
+def two_gateways(postgres_url: str, tmp_path: Path) -> Iterator[tuple["Runtime", list[str]]]:
+    """Two gateway processes on one fresh PostgreSQL database, and this process's runtime on it."""
+    from infrastructure.runtime import open_runtime
+    from infrastructure.settings import load_settings
+    from tests.support.processes import free_port, start_gateway, wait_until_up
+
+    settings = load_settings(
+        {"LOWROUTER_TOKEN_PEPPER": PEPPER, "LOWROUTER_DATA_DIR": str(tmp_path)},
+        database_url=postgres_url,
+    )
+    runtime = open_runtime(settings)
+    ports = [free_port(), free_port()]
+    processes = [start_gateway(postgres_url, port, tmp_path) for port in ports]
+    try:
+        for port, process in zip(ports, processes, strict=True):
+            wait_until_up(port, process)
+        yield runtime, [f"http://127.0.0.1:{port}/api/v1" for port in ports]
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=20)
+        runtime.close()
+
+# --- markers: the pyramid's layers, applied by what a test uses ---------------------------------
+#
+# `postgres`: runs on PostgreSQL (a postgres_url fixture, or the "postgres" side of a store
+#     parametrisation). `e2e`: starts a server or a subprocess (everything under tests/e2e, and
+#     the fixtures and modules below). `slow`: takes seconds on its own (SLOW_TESTS).
+# `make test-fast` runs `-m "not slow and not e2e and not postgres"` with FAST_GUARD set: there a
+# test that starts a server or a subprocess fails, naming the marker it lacks, so a new test
+# cannot slip into the fast set by mistake. Add a test's fixture or module here rather than
+# marking it by hand.
+
+E2E_DIRECTORIES = ("e2e",)
+E2E_FIXTURES = {  # fixtures that start a server or a subprocess when the test runs
+    "gateway",  # tests/e2e, tests/audit/test_investigate.py: a live gateway
+    "start_gateway",
+    "upstream",  # the fake upstream: an HTTP server
+    "served",  # tests/http/test_usage_api.py: uvicorn
+    "two_gateways",  # two gateway processes on one PostgreSQL
+    "live",  # the dashboard's browser test
+}
+E2E_DIRECT_FIXTURES = {"cli"}  # the subprocess runner, when the test itself calls it
+E2E_MODULES = {  # modules whose tests start processes themselves
+    "tests/audit/test_investigate.py",
+    "tests/cli/test_serve.py",
+    "tests/spend/test_crash.py",
+    "tests/spend/test_crash_mid_commit.py",
+    "tests/spend/test_two_gateways.py",
+    "tests/infrastructure/test_fake_upstream.py",
+    "tests/security/test_unauthenticated_surface.py",
+    "tests/security/test_management_keys.py",
+    "tests/security/test_poison.py",
+}
+SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state machines, bulk
+    "tests/domain/test_key_lifecycle.py::test_key_lifecycle_state_machine_in_memory",
+    "tests/domain/test_key_lifecycle.py::test_key_lifecycle_state_machine_on_a_real_store",
+    "tests/domain/test_tokens.py::test_one_hundred_thousand_generated_tokens_never_collide",
+    "tests/spend/test_ledger_machine.py::test_ledger_machine_on_the_in_memory_store",
+    "tests/spend/test_ledger_machine.py::test_ledger_machine_replays_hot_pages_from_snapshot_and_tail",
+    "tests/spend/test_ledger_machine.py::test_ledger_machine_replayed_from_the_database",
+    "tests/projections/test_rebuild.py::test_rebuild_equals_incremental_on_sqlite",
+    "tests/audit/test_unexpected_usage.py::test_flags_follow_the_rules_and_rebuild_equals_incremental",
+    "tests/audit/test_replay.py::test_replay_at_any_moment_equals_the_live_state_then",
+}
+POSTGRES_FIXTURES = {"postgres_url", "postgres_template"}
+STORE_PARAMETERS = ("database_url", "store")
+FAST_GUARD = "LOWROUTER_TEST_FAST"
+
+
+def _module(item: pytest.Item) -> str:
+    return item.path.relative_to(Path(__file__).parent.parent).as_posix()
+
+
+def _on_postgres(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params if callspec is not None else {}
+    fixtures = set(getattr(item, "fixturenames", ()))
+    return bool(fixtures & POSTGRES_FIXTURES) or any(
+        params.get(name) == "postgres" for name in STORE_PARAMETERS
+    )
+
+
+def _is_e2e(item: pytest.Item) -> bool:
+    module = _module(item)
+    fixtures = set(getattr(item, "fixturenames", ()))
+    info = getattr(item, "_fixtureinfo", None)
+    direct = set(info.argnames) if info is not None else set()
+    return (
+        module.split("/")[1] in E2E_DIRECTORIES
+        or module in E2E_MODULES
+        or bool(fixtures & E2E_FIXTURES)
+        or bool(direct & E2E_DIRECT_FIXTURES)
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _on_postgres(item):
+            item.add_marker(pytest.mark.postgres)
+        if _is_e2e(item):
+            item.add_marker(pytest.mark.e2e)
+        if f"{_module(item)}::{getattr(item, 'originalname', item.name)}" in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _fast_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under `make test-fast`, starting a server or a subprocess fails the test (see above)."""
+    if os.environ.get(FAST_GUARD) != "1" or request.node.get_closest_marker("e2e"):
+        return
+    import socket
+    import subprocess
+
+    def refuse(what: str) -> Callable[..., Any]:
+        def refused(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError(
+                f"{request.node.nodeid} {what} but is not marked e2e: add its fixture or module "
+                "to E2E_FIXTURES / E2E_MODULES in tests/conftest.py"
+            )
+
+        return refused
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse("starts a subprocess"))
+    monkeypatch.setattr(socket.socket, "listen", refuse("starts a server"))

@@ -51,13 +51,15 @@ def audit(ctx: Context, args: argparse.Namespace) -> int | None:
             return 1
         if match.kind == "mk":
             return audit_account(ctx, UUID(match.account_id), args.as_of)
-        return audit_key(ctx, UUID(match.key_id), args.as_of)
+        audit_key(ctx, UUID(match.key_id), args.as_of)
+        return None
     try:
         aggregate_id = UUID(target)
     except ValueError:
         return audit_account(ctx, find_account(ctx, target).id, args.as_of)
     if is_key(ctx.runtime.ledger, aggregate_id):
-        return audit_key(ctx, aggregate_id, args.as_of)
+        audit_key(ctx, aggregate_id, args.as_of)
+        return None
     try:
         account = ctx.runtime.ledger.get_account(aggregate_id)
     except NotFound:

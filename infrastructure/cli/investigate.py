@@ -29,7 +29,8 @@ def investigate(ctx: Context, args: argparse.Namespace) -> int | None:
             ctx.note("nothing was revoked: several keys match")
         return 1 if args.revoke else None
     if match.kind == "mk":
-        return investigate_management_key(ctx, args, match)
+        investigate_management_key(ctx, args, match)
+        return None
     key_id = UUID(match.key_id)
     revoked_now = args.revoke and revoke_for_leak(ctx, key_id)
     runtime.projections.catch_up()
@@ -55,7 +56,7 @@ def investigate_management_key(ctx: Context, args: argparse.Namespace, match: Ke
             ctx.note("the key had already stopped working; nothing to revoke")
     report = management_keys.investigate_management_key(ledger, account_id, key_id)
     names = _account_names(ctx)
-    data = {
+    data: dict[str, Any] = {
         "key": {**management_key_json(report.key), "kind": "management"},
         "account": {"id": match.account_id, "name": names.get(match.account_id)},
         "revoked_now": revoked_now,

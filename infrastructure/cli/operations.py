@@ -3,6 +3,7 @@
 import argparse
 import signal
 import time
+from typing import Any
 
 from sqlalchemy import select
 
@@ -44,7 +45,7 @@ def projections_status(ctx: Context, args: argparse.Namespace) -> None:
     statuses = runtime.projections.status()
     with runtime.engine.connect() as conn:
         moved = dict(conn.execute(select(positions.c.name, positions.c.updated_us)).all())
-    data = [
+    data: list[dict[str, Any]] = [
         {
             "name": status.name,
             "position": status.position,
@@ -70,7 +71,7 @@ def projections_rebuild(ctx: Context, args: argparse.Namespace) -> None:
 
     runner = ctx.runtime.projections
     names = [args.name] if args.name else list(runner.projections)
-    rebuilt = []
+    rebuilt: list[dict[str, Any]] = []
     for name in names:
         started = time.monotonic()
         bar = ProgressBar(ctx.stderr, name)

@@ -46,7 +46,9 @@ def verify_command(ctx: Context, args: argparse.Namespace) -> int | None:
 def _show_verification(
     ctx: Context, report: VerifyReport, checkpoint: Checkpoint | None, path: str | None
 ) -> None:
-    written = {**checkpoint.to_json(), "path": str(Path(path).resolve())} if checkpoint else None
+    written = None
+    if checkpoint is not None and path is not None:  # a checkpoint is written only to a path
+        written = {**checkpoint.to_json(), "path": str(Path(path).resolve())}
     if ctx.format == "json":
         ctx.json(
             {

@@ -140,7 +140,9 @@ def create_app(
 async def healthz(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     runner = gateway.runtime.projections
-    failure = runner.failure or await run_in_threadpool(runner.recorded_failure, "keys")
+    failure: Exception | str | None = runner.failure
+    if failure is None:
+        failure = await run_in_threadpool(runner.recorded_failure, "keys")
     if failure:
         return ApiError(503, "unhealthy", str(failure)).response()
     return Response(b'{"status":"ok"}', media_type="application/json")

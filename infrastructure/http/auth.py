@@ -4,10 +4,13 @@ The product page: the header is exactly `Bearer ` followed by the token. When it
 says which mistake was made — without ever echoing the token.
 """
 
+import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
+from domain.access import NOT_CHECKED
 from domain.tokens import Token, TokenFormatError, TokenKind, hash_token, parse_token
 from infrastructure.http.errors import ApiError
 from projections.lookup import KeyRecord
@@ -26,7 +29,9 @@ def token_from_header(header: str | None) -> str:
     """The token text, or a 401 naming what is wrong with the header."""
     if header is None or not header.strip():
         raise unauthorized(f"No API key: {HOW}.", "missing_api_key")
-    scheme, gap, rest = _SCHEME.fullmatch(header).groups()  # type: ignore[union-attr]
+    match = _SCHEME.fullmatch(header)
+    assert match is not None  # every group may be empty, so the pattern matches any string
+    scheme, gap, rest = match.groups()
     if gap not in ("", " ") and scheme.lower() == "bearer":
         raise unauthorized(
             f"Stray whitespace or a newline around the key (check how it was copied): {HOW}."
@@ -59,14 +64,48 @@ def authenticate(
     now: datetime,
     kind: TokenKind,
     on_refused_use: Callable[[KeyRecord], None] | None = None,
+    client_ip: Any = NOT_CHECKED,
 ) -> KeyRecord:
-    """Parse, check the checksum, then one indexed lookup; refuse revoked and expired keys."""
+    """Parse, check the checksum, then one indexed lookup; refuse what the access policy
+    refuses (revoked, grace ended, expired, an address outside the allowlist)."""
     token, token_hash = presented_token(header, pepper, kind)
     record = find_key(token_hash)
     if on_refused_use is not None and refused_use(record, now):
         assert record is not None
         on_refused_use(record)
-    return admitted(record, token, now)
+    return admitted(record, token, now, client_ip)
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def trusted_networks(cidrs: Sequence[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
+
+
+def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in trusted)
+
+
+def client_address(
+    peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[Network]
+) -> str | None:
+    """Who is calling: the TCP peer, unless the peer is a trusted proxy; then the right-most
+    address of X-Forwarded-For that is not a trusted proxy (each proxy appends the address it
+    saw, so everything left of the first untrusted hop could have been written by the client)."""
+    if peer is None or not trusted or not _is_trusted(peer, trusted):
+        return peer
+    hops = [hop.strip() for header in forwarded_for for hop in header.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted):
+            return hop[:64]
+    return hops[0][:64] if hops else peer
 
 
 def presented_token(header: str | None, pepper: bytes, kind: TokenKind) -> tuple[Token, str]:
@@ -90,21 +129,40 @@ def presented_token(header: str | None, pepper: bytes, kind: TokenKind) -> tuple
 
 
 def refused_use(record: KeyRecord | None, now: datetime) -> bool:
-    """A use of a revoked or expired key: worth recording for the security team."""
-    return record is not None and record.status_at(now) in ("revoked", "expired")
+    """A use of a key that stopped working (revoked, grace ended, expired): worth recording for
+    the security team."""
+    return record is not None and record.access_at(now).ended
 
 
-def admitted(record: KeyRecord | None, token: Token, now: datetime) -> KeyRecord:
-    """The key if it may be used now; else the 401 that says why not."""
+def admitted(
+    record: KeyRecord | None, token: Token, now: datetime, client_ip: Any = NOT_CHECKED
+) -> KeyRecord:
+    """The key if the access policy lets it be used now, from this address; else the 401 or 403
+    that says why not."""
     if record is None:
         raise unauthorized(f"Unknown API key {token.display}: it was never issued by this gateway.")
-    status = record.status_at(now)
-    if status == "revoked":
+    access = record.access_at(now, client_ip)
+    if access.reason == "revoked":
         raise unauthorized(f"API key {record.display} has been revoked.", "revoked_api_key")
-    if status == "expired":
+    if access.reason == "grace_ended":
         raise unauthorized(
             f"API key {record.display} was rotated and its grace period has ended; "
             "use the new key.",
             "expired_api_key",
+        )
+    if access.reason == "expired":
+        assert access.ended_at is not None
+        raise unauthorized(
+            f"API key {record.display} expired at "
+            f"{access.ended_at.isoformat().replace('+00:00', 'Z')}; rotate it or ask its owner "
+            "for a later expiry.",
+            "key_expired",
+        )
+    if access.reason == "ip_not_allowed":
+        raise ApiError(
+            403,
+            "ip_not_allowed",
+            f"API key {record.display} may not be used from {client_ip or 'an unknown address'}: "
+            "the address is not in the key's allowed_ips.",
         )
     return record

@@ -18,13 +18,15 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from domain.errors import DailyLimitExceeded, InsufficientCredits
+from domain.errors import DomainError
+from domain.ledger import Admission
 from domain.money import format_credits
 from domain.tokens import TokenKind
 from infrastructure.catalogue import Catalogue, ModelEntry, Provider, estimate_prompt_tokens
 from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway, durable
 from infrastructure.http.jsonresponse import json_response
+from infrastructure.http.refusals import rate_headers, refusal_error
 from infrastructure.upstream import (
     completion_text_length,
     estimate_text_tokens,
@@ -92,9 +94,12 @@ async def chat_completions(request: Request) -> Response:
     n = body.get("n") or 1
     hold = max(gateway.catalogue.max_cost(entry, prompt_estimate, max_tokens) for entry in models)
     hold *= n
+    # The token estimate tokens_per_minute holds: the prompt bound and the output cap, as the hold.
+    output_cap = max(max_tokens or entry.max_output_tokens for entry in models)
+    tokens = (prompt_estimate + output_cap) * n
     request_id: str = request.state.request_id
     try:
-        await reserve(gateway, key, request_id, body["model"], hold, max_tokens)
+        admission = await reserve(gateway, key, request_id, body["model"], hold, max_tokens, tokens)
     except asyncio.CancelledError:  # the client left while the hold was being written
         gateway.spend.release(key.account_id, request_id, "client_closed")
         raise
@@ -103,15 +108,18 @@ async def chat_completions(request: Request) -> Response:
         key=key,
         request_id=request_id,
         started=started,
-        client_ip=request.client.host if request.client else None,
+        client_ip=getattr(request.state, "client_ip", None),
         user_agent=(request.headers.get("user-agent") or "")[:300] or None,
         prompt_estimate=prompt_estimate,
         streamed=bool(body.get("stream")),
     )
     try:
         if attempt.streamed:
-            return await stream_completion(attempt, body, candidates)
-        return await complete(attempt, body, candidates)
+            response = await stream_completion(attempt, body, candidates)
+        else:
+            response = await complete(attempt, body, candidates)
+        response.headers.update(rate_headers(admission.rate))
+        return response
     except BaseException:
         # Whatever went wrong before a settlement, the hold must not stay open.
         gateway.spend.release(key.account_id, request_id, "gateway_error")
@@ -119,36 +127,35 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def reserve(
-    gateway: Gateway, key: KeyRecord, request_id: str, model: str, hold: int, max_tokens: Any
-) -> None:
-    future = gateway.spend.reserve(
-        key.account_id, request_id, key.key_id, model, hold, key.scope.daily_limit
+    gateway: Gateway,
+    key: KeyRecord,
+    request_id: str,
+    model: str,
+    hold: int,
+    max_tokens: Any,
+    tokens: int = 0,
+) -> Admission:
+    """Hold the request under the key's limits and policy (one ledger step); a refusal is
+    recorded and raised as its API answer (infrastructure.http.refusals)."""
+    future = gateway.spend.admit(
+        key.account_id,
+        request_id,
+        key.key_id,
+        model,
+        hold,
+        key.scope.daily_limit,
+        policy=key.policy,
+        tokens=tokens,
     )
     try:
-        await durable(future)
-    except InsufficientCredits as refusal:
-        gateway.spend.record_refusal(key.account_id, key.key_id, "insufficient_credits")
-        lower = " or a lower max_tokens" if max_tokens else " or set a lower max_tokens"
-        raise ApiError(
-            402,
-            "insufficient_credits",
-            f"Not enough credits: the account balance is {format_credits(refusal.balance)} "
-            f"with {format_credits(refusal.held)} held by requests in flight, and this request "
-            f"could cost up to {format_credits(refusal.needed)}. Add credits{lower}.",
-        ) from None
-    except DailyLimitExceeded as refusal:
-        gateway.spend.record_refusal(key.account_id, key.key_id, "daily_limit_exceeded")
-        reset = gateway.next_reset()
-        raise ApiError(
-            429,
-            "daily_limit_exceeded",
-            f"Daily limit reached for key {key.display}: spent "
-            f"{format_credits(refusal.spent)} and {format_credits(refusal.held)} held of "
-            f"{format_credits(refusal.limit)} today; this request could cost up to "
-            f"{format_credits(refusal.needed)}. The limit resets at "
-            f"{reset.isoformat().replace('+00:00', 'Z')} (00:00 UTC).",
-            headers={"retry-after": str(gateway.seconds_until(reset))},
-        ) from None
+        return await durable(future)
+    except DomainError as refusal:
+        answer = refusal_error(refusal, key.display, gateway.clock(), max_tokens)
+        if answer is None:
+            raise
+        reason, error = answer
+        gateway.spend.record_refusal(key.account_id, key.key_id, reason)
+        raise error from None
 
 
 def parse_completion_request(body: Any) -> dict[str, Any]:
@@ -436,7 +443,7 @@ async def sse_data(response: httpx.Response) -> AsyncIterator[list[bytes]]:
 
 def _payloads(lines: list[bytes]) -> tuple[list[bytes], bool]:
     """The data payloads among these lines, and whether `[DONE]` was among them."""
-    payloads = []
+    payloads: list[bytes] = []
     for line in lines:
         if not line.startswith(b"data:"):
             continue

@@ -23,6 +23,11 @@ _TYPES = {
 }
 
 
+# Statuses a client's retry can cure. Every other refusal says `x-should-retry: false`, which
+# the OpenAI SDKs honour (they would otherwise retry a 409 or a 429 that cannot change).
+RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
+
+
 class ApiError(Exception):
     """Raised anywhere in a handler; rendered by the app as OpenAI's error shape."""
 
@@ -34,10 +39,13 @@ class ApiError(Exception):
         *,
         param: str | None = None,
         headers: dict[str, str] | None = None,
+        retryable: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.param = status, code, message, param
-        self.headers = headers or {}
+        self.headers = dict(headers or {})
+        if not (status in RETRYABLE if retryable is None else retryable):
+            self.headers["x-should-retry"] = "false"
 
     def body(self) -> dict[str, Any]:
         return {

@@ -4,7 +4,7 @@ route shares (authenticate, read a bounded body, route a model)."""
 import asyncio
 import math
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -23,7 +23,14 @@ from infrastructure.catalogue import (
     Provider,
     RegionUnavailable,
 )
-from infrastructure.http.auth import admitted, presented_token, refused_use
+from infrastructure.http.auth import (
+    Network,
+    admitted,
+    client_address,
+    presented_token,
+    refused_use,
+    trusted_networks,
+)
 from infrastructure.http.errors import ApiError
 from infrastructure.http.limits import parse_json, too_large
 from infrastructure.runtime import Runtime
@@ -74,10 +81,22 @@ class Gateway:
     lookups: GroupLookup
     clock: Clock
     max_body_bytes: int
+    trusted_proxies: tuple[Network, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.trusted_proxies:
+            self.trusted_proxies = trusted_networks(self.runtime.settings.trusted_proxies)
 
     @property
     def spend(self) -> SpendControl:
         return self.runtime.spend
+
+    def client_ip(self, request: Request) -> str | None:
+        """The caller's address (the TCP peer, or what trusted proxies forwarded)."""
+        peer = request.client.host if request.client else None
+        return client_address(
+            peer, request.headers.getlist("x-forwarded-for"), self.trusted_proxies
+        )
 
     async def authenticate(self, request: Request, kind: TokenKind) -> KeyRecord:
         """The key behind the request's bearer token, read from the lookup on every request."""
@@ -96,8 +115,9 @@ class Gateway:
                 "stale access. The operator must check `lowrouter projections status`.",
             )
         now = self.clock()
+        client_ip = self.client_ip(request)
+        request.state.client_ip = client_ip
         if record is not None and record.kind == "sk" and refused_use(record, now):
-            client_ip = request.client.host if request.client else None
             user_agent = request.headers.get("user-agent")
             await asyncio.get_running_loop().run_in_executor(
                 REFUSED_USE_THREADS,
@@ -106,7 +126,7 @@ class Gateway:
                 client_ip,
                 user_agent,
             )
-        return admitted(record, token, now)
+        return admitted(record, token, now, client_ip)
 
     async def read_body(self, request: Request) -> bytes:
         limit = self.max_body_bytes

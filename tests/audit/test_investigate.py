@@ -35,8 +35,8 @@ from infrastructure.catalogue import demo_catalogue
 from infrastructure.http.app import create_app
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings
-from tests.cli.test_no_plaintext import files_under, pieces_of, spellings, stored_bytes
-from tests.conftest import PEPPER
+from tests.support.secrets import files_under, pieces_of, spellings, stored_bytes
+from tests.support.stores import PEPPER
 
 LOWROUTER = Path(sys.executable).parent / "lowrouter"
 OPERATOR = Actor("operator", "cli:test")

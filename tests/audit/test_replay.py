@@ -31,7 +31,7 @@ from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings
 from infrastructure.views import key_json
 from projections.forensics import recorded_money
-from tests.conftest import PEPPER
+from tests.support.stores import PEPPER
 
 ACTORS = [
     Actor("operator", "cli:alice"),

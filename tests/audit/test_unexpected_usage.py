@@ -32,7 +32,7 @@ from projections.forensics import (
     flags_for_keys,
     summarize_flags,
 )
-from tests.conftest import PEPPER
+from tests.support.stores import PEPPER
 
 OPERATOR = Actor("operator", "cli:test")
 CREDIT = 1_000_000  # micro-credits

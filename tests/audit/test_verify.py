@@ -467,7 +467,7 @@ def test_a_tampered_log_refuses_a_new_checkpoint(
 @pytest.fixture
 def sqlite_runtime(sqlite_url: str, tmp_path: Path) -> Iterator[Runtime]:
     from infrastructure.settings import load_settings
-    from tests.conftest import PEPPER
+    from tests.support.stores import PEPPER
 
     env = {"LOWROUTER_TOKEN_PEPPER": PEPPER, "LOWROUTER_DATA_DIR": str(tmp_path)}
     opened = open_runtime(load_settings(env, database_url=sqlite_url))

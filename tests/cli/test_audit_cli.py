@@ -29,7 +29,7 @@ from infrastructure import cli as cli_module
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings
 from projections.schema import daily_spend, holds, usage
-from tests.cli.conftest import LOWROUTER, Cli
+from tests.support.cli import LOWROUTER, Cli
 
 OPERATOR = Actor("operator", "cli:test")
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from domain.tokens import TokenKind, generate_token
-from tests.cli.conftest import Cli
+from tests.support.cli import Cli
 
 TOKEN = re.compile(r"lr-(?:sk|mk)-[0-9A-Za-z]{38}")
 SCOPE_FIELDS = ("models", "region", "daily_limit")

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import PEPPER
-from tests.spend.test_two_gateways import free_port
+from tests.support.processes import free_port
+from tests.support.stores import PEPPER
 
 LOWROUTER = str(Path(sys.executable).with_name("lowrouter"))
 

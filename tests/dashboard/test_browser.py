@@ -27,7 +27,7 @@ from infrastructure.http.app import create_app
 from infrastructure.http.dashboard import COOKIE, install_dashboard
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings
-from tests.conftest import PEPPER
+from tests.support.stores import PEPPER
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -40,7 +40,6 @@ from infrastructure.http.app import create_app
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings, postgres_parts
 from projections.schema import holds, usage
-from tests.conftest import PEPPER, PG_ADMIN_URL, _pg_admin_conninfo, _require_postgres
 from tests.fake_upstream import (
     FAKE_API_KEY_ENV,
     FakeUpstream,
@@ -48,6 +47,7 @@ from tests.fake_upstream import (
     run_fake_upstream,
     write_catalogue,
 )
+from tests.support.stores import PEPPER, PG_ADMIN_URL, pg_admin_conninfo, require_postgres
 
 OPERATOR = Actor("operator", "cli:e2e-tests")
 DEFAULT_CREDITS = "100"
@@ -311,7 +311,7 @@ def upstream(_shared_upstream: FakeUpstream) -> Iterator[FakeUpstream]:
 def store(request: pytest.FixtureRequest) -> str:
     """Which store the session's gateways for this test run on."""
     if request.param == "postgres":
-        _require_postgres()
+        require_postgres()
     return str(request.param)
 
 
@@ -330,7 +330,7 @@ def _gateways(
         if store == "sqlite":
             return f"sqlite:///{directory}/lowrouter.db", None
         name = f"lrt_e2e_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(_pg_admin_conninfo(), autocommit=True) as conn:
+        with psycopg.connect(pg_admin_conninfo(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         pg = postgres_parts(PG_ADMIN_URL)
         return f"postgresql://{pg['user']}@{pg['host']}:{pg['port']}/{name}", name
@@ -339,7 +339,7 @@ def _gateways(
         gateway = running.pop(key)
         gateway.server.stop()  # the app's lifespan closes the runtime
         if gateway.pg_database is not None:
-            with psycopg.connect(_pg_admin_conninfo(), autocommit=True) as conn:
+            with psycopg.connect(pg_admin_conninfo(), autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{gateway.pg_database}" WITH (FORCE)')
 
     def get(store: str, config_name: str) -> _Running:

@@ -65,7 +65,9 @@ def test_daily_limit_refuses_with_429_once_the_worst_case_no_longer_fits(
     assert f"spent {format_credits(settled)}" in message, message
     assert format_credits(limit) in message
     assert next_midnight_utc() in message
-    assert 0 < int(refusal.headers["retry-after"]) <= 86_400
+    # No retry can cure it: no retry-after (which clients would sleep on), and the SDKs' stop sign.
+    assert "retry-after" not in refusal.headers
+    assert refusal.headers["x-should-retry"] == "false"
     # /key agrees: what is left today does not cover another worst case.
     key = httpx.get(gateway.api + "/key", headers=gateway.auth(token)).json()
     assert micro(key["spent_today"]) == settled

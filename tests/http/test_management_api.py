@@ -2,23 +2,22 @@
 refusal, and that no response after a key's creation ever contains its token."""
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 from starlette.testclient import TestClient
 
-from domain.actor import Actor
-from domain.money import parse_credits
 from domain.tokens import TokenKind, generate_token, hash_token, parse_token
-from infrastructure.catalogue import demo_catalogue
-from infrastructure.http.app import create_app
-from infrastructure.runtime import Runtime, open_runtime
+from infrastructure.runtime import open_runtime
 from infrastructure.settings import Settings
-
-OPERATOR = Actor("operator", "cli:test")
-CHAT = {"model": "lowrouter/echo", "messages": [{"role": "user", "content": "hello there"}]}
+from tests.support.management_api import (
+    OPERATOR,
+    Api,
+    assert_error,
+    build_app,
+    error_of,
+)
 
 # Exactly the fields API.md lists for KEY; the implementation may add more.
 KEY_FIELDS = {
@@ -40,55 +39,6 @@ KEY_FIELDS = {
 }
 
 
-@dataclass
-class Seen:
-    """Every response the API gave, and every token it issued, for the no-token-leak check."""
-
-    responses: list[tuple[str, str]] = field(default_factory=list)  # (what, text)
-    tokens: dict[str, int] = field(default_factory=dict)  # token -> index of its issuing response
-
-    def check_no_token_leaked(self) -> None:
-        for token, issued_at in self.tokens.items():
-            for index, (what, text) in enumerate(self.responses):
-                if index != issued_at:
-                    assert token not in text, f"token leaked in response {index}: {what}"
-
-
-@dataclass
-class Api:
-    """A client of one app, tracking responses; `as_(token)` picks the bearer."""
-
-    client: Any  # starlette TestClient or httpx.Client
-    runtime: Runtime
-    seen: Seen = field(default_factory=Seen)
-
-    def call(
-        self, method: str, path: str, token: str | None, **kwargs: Any
-    ) -> Any:  # -> httpx.Response
-        headers = dict(kwargs.pop("headers", {}))
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        response = self.client.request(method, path, headers=headers, **kwargs)
-        self.seen.responses.append((f"{method} {path} -> {response.status_code}", response.text))
-        if response.status_code == 201 and "key" in response.json():
-            self.seen.tokens[response.json()["key"]] = len(self.seen.responses) - 1
-        return response
-
-    def open_account(self, name: str, credits: str = "100") -> str:
-        """A new account; returns its management key."""
-        opened = self.runtime.ledger.open_account(name, OPERATOR, parse_credits(credits))
-        return opened.token.value
-
-    def create_key(self, mk: str, **body: Any) -> tuple[str, dict[str, Any]]:
-        response = self.call("POST", "/api/v1/keys", mk, json={"name": "k", **body})
-        assert response.status_code == 201, response.text
-        return response.json()["key"], response.json()["data"]
-
-
-def build_app(runtime: Runtime, demo_base_url: str) -> Any:
-    return create_app(runtime, demo_catalogue(demo_base_url))
-
-
 @pytest.fixture
 def api(settings: Settings) -> Iterator[Api]:
     runtime = open_runtime(settings)
@@ -97,21 +47,6 @@ def api(settings: Settings) -> Iterator[Api]:
         api = Api(client, runtime)
         yield api
     api.seen.check_no_token_leaked()
-
-
-def error_of(response: Any) -> dict[str, Any]:
-    body = response.json()
-    assert set(body) == {"error"}, body
-    return body["error"]  # type: ignore[no-any-return]
-
-
-def assert_error(response: Any, status: int, code: str, param: str | None = None) -> None:
-    assert response.status_code == status, response.text
-    error = error_of(response)
-    assert error["code"] == code, error
-    assert error["message"]
-    if param is not None:
-        assert error["param"] == param, error
 
 
 # --- create, read -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from infrastructure.catalogue import demo_catalogue
 from infrastructure.http.app import create_app
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import load_settings
-from tests.conftest import PEPPER
+from tests.support.stores import PEPPER
 
 
 def test_openapi_document_lists_every_api_route_and_docs_page_renders(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from domain.money import format_credits, parse_credits
 from infrastructure.catalogue import DEMO_BASE_URL
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import Settings
-from tests.http.test_management_api import CHAT, Api, assert_error, build_app
+from tests.support.management_api import CHAT, Api, assert_error, build_app
 
 USAGE_FIELDS = {
     "request_id",

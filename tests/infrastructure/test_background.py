@@ -14,7 +14,7 @@ from infrastructure.catalogue import demo_catalogue
 from infrastructure.http.app import create_app
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import SettingsError, load_settings
-from tests.conftest import PEPPER
+from tests.support.stores import PEPPER
 
 T = TypeVar("T")
 BACKGROUND_THREADS = {"lowrouter-projections", "lowrouter-chain", "lowrouter-reconciler"}

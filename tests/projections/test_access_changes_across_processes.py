@@ -10,7 +10,6 @@ import pytest
 from domain.actor import Actor
 from domain.scope import Scope
 from infrastructure.runtime import Runtime
-from tests.spend.test_two_gateways import two_gateways  # noqa: F401  (fixture)
 
 OPERATOR = Actor("operator", "test")
 BODY = {"model": "lowrouter/echo", "messages": [{"role": "user", "content": "hi"}]}
@@ -25,7 +24,7 @@ def complete(url: str, token: str, client: httpx.Client, **changes: object) -> i
 
 
 @pytest.fixture
-def background_streams(two_gateways: tuple[Runtime, list[str]]) -> Iterator[list[int]]:  # noqa: F811
+def background_streams(two_gateways: tuple[Runtime, list[str]]) -> Iterator[list[int]]:
     """Other keys keep streaming on both gateways while access changes happen."""
     runtime, urls = two_gateways
     account = runtime.ledger.open_account("background", OPERATOR, credits=10**9).account
@@ -59,7 +58,7 @@ def background_streams(two_gateways: tuple[Runtime, list[str]]) -> Iterator[list
 
 
 def test_fifty_revocations_each_fail_the_very_next_request_on_both_processes(
-    two_gateways: tuple[Runtime, list[str]],  # noqa: F811
+    two_gateways: tuple[Runtime, list[str]],
     background_streams: list[int],
 ) -> None:
     runtime, (url_a, url_b) = two_gateways
@@ -88,7 +87,7 @@ def test_fifty_revocations_each_fail_the_very_next_request_on_both_processes(
 
 
 def test_narrower_model_scope_applies_to_the_next_request_on_the_other_process(
-    two_gateways: tuple[Runtime, list[str]],  # noqa: F811
+    two_gateways: tuple[Runtime, list[str]],
 ) -> None:
     runtime, (url_a, url_b) = two_gateways
     account = runtime.ledger.open_account("scoper", OPERATOR, credits=10**9).account
@@ -103,7 +102,7 @@ def test_narrower_model_scope_applies_to_the_next_request_on_the_other_process(
 
 
 def test_rotation_whose_grace_ended_fails_on_both_processes_and_successor_works(
-    two_gateways: tuple[Runtime, list[str]],  # noqa: F811
+    two_gateways: tuple[Runtime, list[str]],
 ) -> None:
     runtime, (url_a, url_b) = two_gateways
     account = runtime.ledger.open_account("rotator", OPERATOR, credits=10**9).account

@@ -120,7 +120,7 @@ def test_rebuild_equals_incremental_on_sqlite(
     tmp_path_factory: Any, history: list[tuple[str, int]]
 ) -> None:
     from infrastructure.settings import load_settings
-    from tests.conftest import PEPPER
+    from tests.support.stores import PEPPER
 
     directory = tmp_path_factory.mktemp("rebuild")
     settings_ = load_settings(

@@ -28,7 +28,7 @@ from infrastructure.catalogue import load_catalogue
 from infrastructure.http.app import create_app
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings
-from tests.conftest import PEPPER
+from tests.support.stores import PEPPER
 
 OPERATOR = Actor("operator", "cli:hostile-tests")
 UPSTREAM_SECRET = "sk-proj-UPSTREAMsecretCREDENTIAL0123456789abcdef"

@@ -11,9 +11,9 @@ import pytest
 
 from domain.accounts import Account
 from infrastructure.runtime import Runtime
-from tests.cli.conftest import Cli
-from tests.http.test_management_api import Api, api  # noqa: F401  (fixture)
-from tests.spend.test_two_gateways import two_gateways  # noqa: F401  (fixture)
+from tests.http.test_management_api import api  # noqa: F401  (fixture)
+from tests.support.cli import Cli
+from tests.support.management_api import Api
 
 MGMT_KEY_FIELDS = {
     "id",
@@ -151,7 +151,7 @@ def test_each_action_is_an_event_with_its_actor_and_address(api: Api) -> None:  
 
 
 def test_revoke_and_rotate_apply_on_the_next_request_on_both_processes(
-    two_gateways: tuple[Runtime, list[str]],  # noqa: F811
+    two_gateways: tuple[Runtime, list[str]],
 ) -> None:
     runtime, (url_a, url_b) = two_gateways
     first = runtime.ledger.open_account("mk-two", _operator(), credits=0).token.value
@@ -226,7 +226,7 @@ def test_investigate_reports_a_management_key_and_what_was_done_with_it(
     from domain.scope import Scope
     from infrastructure.runtime import open_runtime
     from infrastructure.settings import load_settings
-    from tests.cli.conftest import PEPPER as CLI_PEPPER
+    from tests.support.cli import PEPPER as CLI_PEPPER
 
     settings = load_settings(
         {"LOWROUTER_TOKEN_PEPPER": CLI_PEPPER, "LOWROUTER_DATA_DIR": str(sqlite_cli.home)},

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from tests.cli.test_serve import LOWROUTER, environment, wait_healthy
-from tests.spend.test_two_gateways import free_port
+from tests.support.processes import free_port
 
 HUNDRED_AND_FIVE_MB = 105 * 1024 * 1024
 CHUNK = b"x" * (1024 * 1024)

@@ -17,9 +17,9 @@ from domain.scope import Scope
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import load_settings
 from projections.schema import holds, usage
-from tests.conftest import PEPPER
 from tests.fake_upstream import fake_environ, run_fake_upstream, write_catalogue
-from tests.spend.test_two_gateways import free_port, wait_until_up
+from tests.support.processes import free_port, wait_until_up
+from tests.support.stores import PEPPER
 
 OPERATOR = Actor("operator", "test")
 STREAMS = 8

@@ -18,8 +18,8 @@ from domain.scope import Scope
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import load_settings
 from projections.schema import holds, usage
-from tests.conftest import PEPPER
-from tests.spend.test_two_gateways import free_port, wait_until_up
+from tests.support.processes import free_port, wait_until_up
+from tests.support.stores import PEPPER
 
 OPERATOR = Actor("operator", "test")
 CREDITS = 10**9

@@ -20,7 +20,7 @@ from domain.ledger import LedgerPage, page_id
 from domain.scope import Scope
 from infrastructure.persistence import build_ledger
 from infrastructure.settings import Settings
-from tests.spend.test_ledger_machine import OPERATOR, TIMEOUT, MutableClock, usage
+from tests.support.spend import OPERATOR, TIMEOUT, MutableClock, usage
 
 D = date(2031, 3, 14)
 D_PLUS_1 = D + timedelta(days=1)

@@ -21,7 +21,6 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 import hypothesis
@@ -42,17 +41,14 @@ import application.spend as spend_module
 from application.clock import next_midnight, utc_day
 from application.keys import Lowrouter
 from application.spend import PageView, SpendControl
-from domain.actor import Actor
 from domain.errors import DailyLimitExceeded, InsufficientCredits
 from domain.ledger import LedgerPage, page_id
 from domain.scope import Scope
 from infrastructure.persistence import build_ledger, eventsourcing_env
 from infrastructure.settings import Settings
-from tests.conftest import PEPPER
+from tests.support.spend import MODEL, OPERATOR, TIMEOUT, MutableClock, usage
+from tests.support.stores import PEPPER
 
-OPERATOR = Actor("operator", "ledger-machine")
-MODEL = "test/model"
-TIMEOUT = 30  # seconds to wait for the writer to answer
 DAY_ZERO = datetime(2031, 3, 14, tzinfo=UTC)
 # Keys of one account, by name, with their daily limits (micro-credits; None: no limit).
 KEY_LIMITS: dict[str, int | None] = {"unlimited": None, "tight": 300, "roomy": 1_500, "frozen": 0}
@@ -69,39 +65,6 @@ STORE_RUNS = hypothesis.settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-
-
-class MutableClock:
-    """An injectable clock the test moves by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
-
-
-def usage(key_name: str = "k", **overrides: Any) -> dict[str, Any]:
-    """The usage fields a settlement records (the gateway passes these)."""
-    fields: dict[str, Any] = {
-        "key_name": key_name,
-        "model": MODEL,
-        "provider": "test",
-        "region": None,
-        "prompt_tokens": 10,
-        "completion_tokens": 20,
-        "status": "ok",
-        "status_code": 200,
-        "latency_ms": 5,
-        "streamed": False,
-        "client_ip": "127.0.0.1",
-        "user_agent": "pytest",
-    }
-    fields.update(overrides)
-    return fields
 
 
 def nonzero(figures: dict[str, int]) -> dict[str, int]:

@@ -14,7 +14,7 @@ from domain.errors import InsufficientCredits
 from domain.scope import Scope
 from infrastructure.persistence import build_ledger, build_page_lock
 from infrastructure.settings import Settings
-from tests.spend.test_ledger_machine import OPERATOR, TIMEOUT, usage
+from tests.support.spend import OPERATOR, TIMEOUT, usage
 
 
 class CountingLock:

@@ -2,79 +2,14 @@
 account's ledger; limits hold and every request is either served or refused."""
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
 
 from domain.actor import Actor
 from domain.scope import Scope
-from infrastructure.runtime import Runtime, open_runtime
-from infrastructure.settings import load_settings
-from tests.conftest import PEPPER
+from infrastructure.runtime import Runtime
 
 OPERATOR = Actor("operator", "test")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_gateway(database_url: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "LOWROUTER_DATABASE_URL": database_url,
-        "LOWROUTER_TOKEN_PEPPER": PEPPER,
-        "LOWROUTER_DATA_DIR": str(data_dir),
-        "LOWROUTER_DEMO_BASE_URL": f"http://127.0.0.1:{port}/demo/v1",
-    }
-    env.pop("LOWROUTER_CONFIG", None)
-    code = (
-        "import uvicorn; uvicorn.run('infrastructure.server:app_factory', factory=True, "
-        f"host='127.0.0.1', port={port}, log_level='warning')"
-    )
-    return subprocess.Popen([sys.executable, "-c", code], env=env)
-
-
-def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the gateway process exited"
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError("gateway did not start")
-
-
-@pytest.fixture
-def two_gateways(postgres_url: str, tmp_path: Path) -> Iterator[tuple[Runtime, list[str]]]:
-    settings = load_settings(
-        {"LOWROUTER_TOKEN_PEPPER": PEPPER, "LOWROUTER_DATA_DIR": str(tmp_path)},
-        database_url=postgres_url,
-    )
-    runtime = open_runtime(settings)
-    ports = [free_port(), free_port()]
-    processes = [start_gateway(postgres_url, port, tmp_path) for port in ports]
-    try:
-        for port, process in zip(ports, processes, strict=True):
-            wait_until_up(port, process)
-        yield runtime, [f"http://127.0.0.1:{port}/api/v1" for port in ports]
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=20)
-        runtime.close()
 
 
 async def fire(urls: list[str], tokens: list[str], total: int) -> list[int]:
