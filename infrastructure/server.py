@@ -10,7 +10,7 @@ from infrastructure.background import start_background_process
 from infrastructure.catalogue import Catalogue, ConfigError, demo_catalogue, load_catalogue
 from infrastructure.http.app import create_app
 from infrastructure.runtime import open_runtime
-from infrastructure.settings import Settings, load_settings
+from infrastructure.settings import Settings, load_settings, masked_url
 
 
 def load_catalogue_for(settings: Settings) -> Catalogue:
@@ -47,7 +47,8 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
             "this gateway (projections, stale holds, tamper-evidence chain)",
             file=sys.stderr,
         )
-    print(f"lowrouter: gateway on http://{local}:{port}/api/v1 (database {settings.database_url})")
+    database = masked_url(settings.database_url)  # never the password
+    print(f"lowrouter: gateway on http://{local}:{port}/api/v1 (database {database})")
     if settings.config_path is None:
         print("lowrouter: no LOWROUTER_CONFIG: serving the built-in DEMO model lowrouter/echo")
     print(

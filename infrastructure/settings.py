@@ -1,6 +1,7 @@
 """All configuration, read from the environment once, in one place."""
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -68,8 +69,23 @@ def check_database_url(url: str) -> None:
     if parts.scheme in ("postgresql", "postgres") and parts.path.strip("/"):
         return
     raise SettingsError(
-        f"LOWROUTER_DATABASE_URL {url!r} is not sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+        f"LOWROUTER_DATABASE_URL {masked_url(url)!r} is not sqlite:///PATH or "
+        "postgresql://USER@HOST:PORT/DB"
     )
+
+
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
+_CONNINFO_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+
+
+def masked_url(url: str) -> str:
+    """A database URL as it may be printed: the password, if any, as ***."""
+    return mask_passwords(url)
+
+
+def mask_passwords(text: str) -> str:
+    """Any text (an error, a log line) with URL and libpq passwords replaced by ***."""
+    return _CONNINFO_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
 
 
 def sqlite_path(url: str) -> Path:

@@ -161,6 +161,7 @@ E2E_MODULES = {  # modules whose tests start processes themselves
     "tests/security/test_unauthenticated_surface.py",
     "tests/security/test_management_keys.py",
     "tests/security/test_poison.py",
+    "tests/security/test_no_secret_relayed.py",
 }
 SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state machines, bulk
     "tests/domain/test_key_lifecycle.py::test_key_lifecycle_state_machine_in_memory",

@@ -33,6 +33,7 @@ from infrastructure.upstream import (
     upstream_body,
     usage_counts,
 )
+from infrastructure.upstream_errors import refusal_text
 from projections.lookup import KeyRecord
 
 MAX_FALLBACK_MODELS = 3  # lowrouter/auto tries at most this many models; the hold covers them
@@ -310,15 +311,10 @@ async def upstream_refused(
 ) -> NoReturn:
     """The upstream refused the request itself (4xx): pass its error on, charge nothing."""
     await durable(attempt.settle(entry, provider, 0, 0, "upstream_refused", status, charge=False))
-    try:
-        data = orjson.loads(content)
-        message = data["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = content[:300].decode("utf-8", "replace")
     raise ApiError(
         status if status != 401 else 502,
         "upstream_refused",
-        f"The upstream provider {provider.name} refused the request: {message}",
+        refusal_text(provider, status, content),  # sanitized: never the upstream's body itself
     )
 
 
