@@ -29,7 +29,8 @@ from domain.scope import Scope, check_name
 from domain.tokens import Token, TokenKind, generate_token, hash_token
 
 _ACCOUNT_NAMESPACE = uuid5(NAMESPACE_URL, "https://lowrouter.dev/account")
-MAX_GRACE = timedelta(days=30)
+MAX_GRACE = timedelta(days=30)  # the longest rotation grace
+MAX_GRACE_SECONDS = int(MAX_GRACE.total_seconds())  # as the API and the dashboard take it
 ATTEMPT_WINDOW = timedelta(seconds=60)
 
 

@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -90,6 +90,12 @@ class _RefusalCounter:
 PageLock = Callable[[Sequence[UUID]], AbstractContextManager[object]]
 
 
+class CommitObserver(Protocol):
+    """Told of every batch saved (e.g. metrics, injected from infrastructure)."""
+
+    def committed(self, seconds: float, commands: int) -> None: ...
+
+
 def no_lock(_accounts: Sequence[UUID]) -> AbstractContextManager[object]:
     return nullcontext()
 
@@ -97,9 +103,15 @@ def no_lock(_accounts: Sequence[UUID]) -> AbstractContextManager[object]:
 class SpendControl:
     """The hot-path ledger: reserve before going upstream, settle or release after."""
 
-    def __init__(self, app: Lowrouter, page_lock: PageLock = no_lock) -> None:
+    def __init__(
+        self,
+        app: Lowrouter,
+        page_lock: PageLock = no_lock,
+        observer: CommitObserver | None = None,
+    ) -> None:
         self.app = app
         self._page_lock = page_lock
+        self._observer = observer
         self._writer = BatchWorker("lowrouter-ledger-writer", self._commit, MAX_BATCH)
         self._pages: OrderedDict[UUID, LedgerPage] = OrderedDict()  # committed current pages
         self._snapshot_versions: dict[UUID, int] = {}
@@ -305,6 +317,7 @@ class SpendControl:
             # Reads never write: a read on a new day sees the rolled-over figures, but the
             # books are closed by the next write, not by someone looking at them.
             changed = []
+        saving = time.perf_counter()
         try:
             if changed:
                 self.app.save(*changed)
@@ -320,13 +333,23 @@ class SpendControl:
                 self._remember(account_id, pages[-1])
         self.batches += 1
         self.commands += len(batch)
+        saved = time.perf_counter() - saving
         for command, (ok, value) in zip(batch, outcomes, strict=True):
             if ok:
                 command.future.set_result(value)
             else:
                 command.future.set_exception(value)
+        if changed and self._observer is not None:
+            self._observe(saved, len(batch))
         self._take_snapshots(working)
         return _ANSWERED
+
+    def _observe(self, seconds: float, commands: int) -> None:
+        try:
+            assert self._observer is not None
+            self._observer.committed(seconds, commands)
+        except Exception:  # observing must never fail the ledger
+            log.exception("the commit observer failed")
 
     def _fast_forward(self, accounts: list[UUID]) -> set[UUID]:
         """Apply what other processes appended to our cached pages since we last saw them.

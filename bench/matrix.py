@@ -5,7 +5,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,7 +140,11 @@ def running_bare(
 
 @contextmanager
 def running_lowrouter(
-    target: Target, upstream: Server, work_dir: Path, nice: int = 0
+    target: Target,
+    upstream: Server,
+    work_dir: Path,
+    nice: int = 0,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[Server, Runtime, Tenant]]:
     """A fresh database with the schema and a tenant, then the gateway on it; the setup runtime
     stays open beside it to watch the projections."""
@@ -155,7 +159,7 @@ def running_lowrouter(
         catalogue = write_catalogue(work_dir / f"{target.name}.toml", upstream.url + "/v1")
         port = free_port()
         command = serve_command(port, target.workers)
-        env = gateway_environ(url, catalogue)
+        env = {**gateway_environ(url, catalogue), **(extra_env or {})}
         server = start_server(
             target.name, command, port, env, work_dir, workers=target.workers, nice=nice
         )

@@ -69,6 +69,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-ledger", action="store_true", help="skip the in-process figures")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
+    parser.add_argument(
+        "--no-observability",
+        action="store_true",
+        help="skip the metrics/logging on-vs-off comparison (`--only observability`: only it)",
+    )
     parser.add_argument("--output", type=Path, help="the JSON file (default: bench/results/…)")
     parser.add_argument(
         "--soak", type=float, help="extra seconds of c=64 load on lowrouter-pg, for memory marks"
@@ -160,9 +165,26 @@ def ledger_section(events: int, lookup_seconds: float, stores: list[str]) -> dic
     return figures
 
 
+def observability_section(
+    args: argparse.Namespace, plan: Any, upstream: Any, postgres: bool
+) -> dict[str, Any]:
+    """Metrics and logging on vs off (bench/observability.py), unless left out."""
+    from bench.observability import observability_cost
+
+    wanted = not args.only or "observability" in {n.strip() for n in args.only.split(",")}
+    if args.no_observability or not wanted or not postgres:
+        return {}
+    try:
+        return observability_cost(plan, upstream)
+    except Exception as error:  # the other figures still count
+        log(f"observability: FAILED: {type(error).__name__}: {error}")
+        return {"error": f"{type(error).__name__}: {error}"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     notes = ensure_packages()
+    from bench import observability as bench_observability
     from bench import report
     from bench.fixtures import admin_conninfo, postgres_available
     from bench.loadgen import load_generator
@@ -204,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         upstream = start_upstream(Path(work), args.nice)
         stack.callback(upstream.stop)
         reports = run_targets(plan, targets, upstream)
+        observability = observability_section(args, plan, upstream, postgres)
     http_seconds = time.monotonic() - started
     ledger: dict[str, Any] = {}
     if not args.no_ledger:
@@ -215,12 +238,15 @@ def main(argv: list[str] | None = None) -> int:
         + report.lag_verdicts(reports)
         + report.memory_verdicts(reports)
         + report.ledger_verdicts(ledger)
+        + (bench_observability.verdicts(observability) if observability else [])
     )
     log("")
     log(text)
     log("")
     log(f"Storage (one commit, ms): {description['storage']}")
     for line in report.ledger_lines(ledger):
+        log(line)
+    for line in bench_observability.lines(observability) if observability else []:
         log(line)
     log("")
     log("Targets (issue 8):")
@@ -250,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
         "verdicts": [v.line() for v in verdicts],
         "ledger": ledger,
+        "observability": observability,
     }
     output.write_text(json.dumps(document, indent=1, default=str) + "\n")
     log(f"\nwritten: {output} ({document['total_seconds']:.0f} s)")

@@ -17,6 +17,14 @@ class InvalidScope(DomainError, ValueError):
     """A scope with malformed models, region or limit."""
 
 
+class UnknownScopePart(InvalidScope):
+    """A model or region the gateway does not serve."""
+
+    def __init__(self, field: str, code: str, message: str) -> None:
+        self.field, self.code = field, code
+        super().__init__(message)
+
+
 class KeyRevoked(DomainError):
     """The key is revoked: it can no longer be scoped, renamed or rotated."""
 

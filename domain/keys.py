@@ -11,6 +11,7 @@ from eventsourcing.domain import Aggregate
 from domain.access import NOT_CHECKED, Access, PublicStatus, key_access
 from domain.actor import Actor
 from domain.errors import DomainError, KeyRevoked
+from domain.flags import check_flag
 from domain.policy import NO_POLICY, KeyPolicy
 from domain.scope import Scope, check_name
 
@@ -89,6 +90,16 @@ class ApiKey(Aggregate):
         def apply(self, key: "ApiKey") -> None:
             key.attempts_after_revocation += self.count
 
+    class FlagAcknowledged(Aggregate.Event):
+        """The owner looked at an unexpected-usage flag of this key and accepted it."""
+
+        kind: str
+        subject: str
+        actor: dict[str, Any]
+
+        def apply(self, key: "ApiKey") -> None:
+            key.acknowledged_flags.add((self.kind, self.subject))
+
     def __init__(
         self,
         account_id: UUID,
@@ -115,6 +126,7 @@ class ApiKey(Aggregate):
         self.revoked_at: datetime | None = None
         self.revoke_reason: str | None = None
         self.attempts_after_revocation = 0
+        self.acknowledged_flags: set[tuple[str, str]] = set()
 
     @classmethod
     def create(
@@ -219,6 +231,17 @@ class ApiKey(Aggregate):
             user_agent=(user_agent or "")[:300] or None,
             timestamp=at,
         )
+
+    def acknowledge_flag(self, kind: str, subject: str, actor: Actor, at: datetime) -> bool:
+        """Accept a flag (a revoked key's too: it is book-keeping, not access). Acknowledging
+        one twice records nothing more; returns whether this call recorded it."""
+        kind, subject = check_flag(kind, subject)
+        if (kind, subject) in self.acknowledged_flags:
+            return False
+        self.trigger_event(
+            self.FlagAcknowledged, kind=kind, subject=subject, actor=actor.as_dict(), timestamp=at
+        )
+        return True
 
     def revoke(self, reason: str, actor: Actor, at: datetime) -> None:
         if not self.access_at(at).revocable:

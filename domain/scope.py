@@ -1,9 +1,10 @@
 """What a key may do: which models, through which region, and how much per UTC day."""
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from domain.errors import InvalidName, InvalidScope
+from domain.errors import InvalidName, InvalidScope, UnknownScopePart
 
 MAX_MODELS = 200
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
@@ -56,6 +57,40 @@ class Scope:
         cls, models: list[str] | None, region: str | None, daily_limit: int | None
     ) -> "Scope":
         return cls(tuple(models) if models is not None else None, region, daily_limit)
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the gateway serves: the one check of a scope against the catalogue, used by the
+    management API, the dashboard and the CLI alike."""
+
+    models: frozenset[str]
+    regions: frozenset[str]
+
+    def check(
+        self,
+        models: Iterable[str] | None,
+        region: str | None,
+        current: Scope | None = None,
+    ) -> None:
+        """Refuse a model or region the gateway does not serve; one the key already has may
+        stay (an edit can keep what the catalogue has since dropped)."""
+        kept_models = set(current.models or ()) if current else set()
+        kept_region = current.region if current else None
+        for model in models or ():
+            if model not in self.models and model not in kept_models:
+                raise UnknownScopePart(
+                    "models",
+                    "unknown_model",
+                    f"{model!r} is not a model of this gateway (GET /api/v1/models lists them)",
+                )
+        if region is not None and region not in self.regions and region != kept_region:
+            served = ", ".join(sorted(self.regions)) or "none"
+            raise UnknownScopePart(
+                "region",
+                "unknown_region",
+                f"no provider of this gateway serves region {region!r} (regions: {served})",
+            )
 
 
 def check_name(name: object) -> str:

@@ -85,11 +85,12 @@ class BackgroundProcess:
                 return
             ran = time.monotonic() - self._started
             delay = RESTART_DELAY if ran >= HEALTHY_RUN else min(delay * 2, MAX_RESTART_DELAY)
-            log.error("the background process exited (%s); restarting it in %g s", code, delay)
-            print(
-                f"lowrouter: the projections process exited ({code}); restarting it in {delay:g} s",
-                file=sys.stderr,
-                flush=True,
+            # `serve` configured logging (text or JSON lines): one line, in the chosen format.
+            log.error(
+                "lowrouter: the projections process exited (%s); restarting it in %g s",
+                code,
+                delay,
+                extra={"event": "background_restart", "exit_code": code},
             )
             if self._stopping.wait(delay):
                 return

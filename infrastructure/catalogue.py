@@ -56,30 +56,23 @@ class ConfigError(ValueError):
 
 
 class RoutingError(Exception):
-    """A request's model cannot be served for this key. `status` and `code` suit the HTTP edge."""
-
-    status = 400
-    code = "model_unavailable"
+    """A request's model cannot be served for this key (the gateway maps each to its answer)."""
 
 
 class ModelNotFound(RoutingError, LookupError):
-    status = 404
-    code = "model_not_found"
+    """No such model, or not one this key's scope lists."""
 
 
 class ModelNotAllowed(RoutingError):
-    status = 403
-    code = "model_not_allowed"
+    """The model exists but the key's scope does not allow it."""
 
 
 class RegionUnavailable(RoutingError):
-    status = 403
-    code = "region_unavailable"
+    """The model has no provider in the key's region."""
 
 
 class NoModelAvailable(RoutingError):
-    status = 403
-    code = "no_model_available"
+    """lowrouter/auto found no model this key may use."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 
 from application.clock import Clock, system_clock
 from application.keys import Lowrouter
@@ -211,3 +211,27 @@ def build_key_lookup(database_url: str) -> KeyLookup:
     if database_url.startswith("sqlite:///"):
         return KeyLookup(sqlite_path=str(sqlite_path(database_url).expanduser()))
     return KeyLookup(conninfo=postgres_conninfo(database_url))
+
+
+def projections_leader_present(database_url: str, engine: Engine) -> bool:
+    """Whether some process holds the projections' leadership (PostgresLeadership or
+    FileLeadership above), i.e. the background work is running somewhere for this database."""
+    if database_url.startswith("sqlite:///"):
+        import fcntl
+
+        path = str(sqlite_path(database_url).expanduser()) + ".projections-lock"
+        with open(path, "a+b") as file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True  # held by a runner
+            fcntl.flock(file, fcntl.LOCK_UN)
+            return False
+    key = PostgresLeadership.KEY  # a bigint advisory lock shows as (classid, objid) halves
+    query = text(
+        "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND classid = CAST(:high AS oid) AND objid = CAST(:low AS oid) AND objsubid = 1"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+    with engine.connect() as conn:
+        return conn.execute(query, {"high": key >> 32, "low": key & 0xFFFFFFFF}).first() is not None

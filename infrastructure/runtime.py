@@ -4,6 +4,8 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -11,6 +13,7 @@ from application.clock import Clock, system_clock
 from application.keys import Lowrouter
 from application.reconcile import reconcile
 from application.spend import SpendControl
+from infrastructure.observability.metrics import LedgerMetrics
 from infrastructure.persistence import (
     build_engine,
     build_key_lookup,
@@ -19,11 +22,13 @@ from infrastructure.persistence import (
     build_page_lock,
 )
 from infrastructure.settings import Settings
+from infrastructure.webhooks.vault import create_secrets_table
 from projections import all_projections
 from projections.chain import catch_up_chain
 from projections.holds import stale_holds
 from projections.lookup import KeyLookup
 from projections.runner import ProjectionFailed, ProjectionRunner
+from projections.webhooks import create_delivery_tables
 
 
 @dataclass
@@ -35,6 +40,14 @@ class Runtime:
     projections: ProjectionRunner
     lookup: KeyLookup
     _stopping: threading.Event = field(default_factory=threading.Event)
+    _deliverer: Any = None  # infrastructure.webhooks.deliverer.Deliverer, once started
+
+    @cached_property
+    def webhooks(self) -> Any:
+        """The webhook use cases (application.webhooks.Webhooks)."""
+        from infrastructure.webhooks.wiring import webhook_use_cases
+
+        return webhook_use_cases(self)
 
     def reconcile(self) -> int:
         """Settle holds older than the hold timeout (see application.reconcile). A failed usage
@@ -60,6 +73,9 @@ class Runtime:
             (self._chain_forever, chain_every, "lowrouter-chain"),
         ):
             threading.Thread(target=target, args=(every,), daemon=True, name=name).start()
+        from infrastructure.webhooks.wiring import start_deliverer
+
+        self._deliverer = start_deliverer(self)  # webhooks, on a loop of its own
 
     def _chain_forever(self, every: float) -> None:
         """Extend the tamper-evidence chain (projections.chain) as events are appended."""
@@ -72,12 +88,21 @@ class Runtime:
     def _reconcile_forever(self, every: float) -> None:
         while not self._stopping.wait(every):
             try:
-                self.reconcile()
+                settled = self.reconcile()
+                if settled:
+                    logging.getLogger("lowrouter.reconcile").warning(
+                        "settled %d stale holds at the held amount (a gateway stopped before "
+                        "settling them)",
+                        settled,
+                        extra={"event": "reconciled", "settled": settled},
+                    )
             except Exception:
                 logging.getLogger("lowrouter.reconcile").exception("reconciler pass failed")
 
     def close(self) -> None:
         self._stopping.set()
+        if self._deliverer is not None:
+            self._deliverer.stop()
         self.projections.stop()
         self.lookup.close()
         self.spend.close()
@@ -100,6 +125,9 @@ def open_runtime(
     )
     if prepare_schema:
         runner.create_schema()
+        create_delivery_tables(engine)
+        create_secrets_table(engine)
     ledger.access_barrier = lambda position: runner.wait_for(position, names=("keys",))
-    spend = SpendControl(ledger, build_page_lock(settings.database_url))
+    observer = LedgerMetrics() if settings.metrics else None
+    spend = SpendControl(ledger, build_page_lock(settings.database_url), observer)
     return Runtime(settings, ledger, spend, engine, runner, build_key_lookup(settings.database_url))

@@ -11,6 +11,9 @@ from urllib.parse import unquote, urlsplit
 DEFAULT_DATABASE_URL = "sqlite:///lowrouter.db"
 MiB = 1024 * 1024
 BACKGROUND_CHOICES = ("inline", "external")
+LOG_FORMAT_CHOICES = ("text", "json")
+SWITCH_CHOICES = ("true", "false")
+LEAK_POLICIES = ("revoke", "notify")
 
 
 class SettingsError(ValueError):
@@ -30,12 +33,21 @@ class Settings:
     # Where the projections, the reconciler and the chain run: "inline" in each app's own threads,
     # or "external" in a process of their own (`lowrouter serve` starts one for its workers).
     background: str = "inline"
+    # Webhooks and leaked keys (README, "Webhooks" and "When a key leaks").
+    webhooks_allow_private: bool = False
+    webhooks_timeout_seconds: float = 5.0
+    webhooks_retry_schedule: tuple[float, ...] | None = None  # None: domain.webhooks' schedule
+    leak_policy: str = "revoke"
+    github_scanning_keys: Path | None = None
     # Peers whose X-Forwarded-For is believed (LOWROUTER_TRUSTED_PROXIES, comma-separated CIDRs).
     trusted_proxies: tuple[str, ...] = ()
-
-    @property
-    def is_postgres(self) -> bool:
-        return self.database_url.startswith(("postgresql://", "postgres://"))
+    # Observability (infrastructure/observability): log format, the per-request log line, the
+    # Prometheus metrics (and the bearer token guarding /metrics), the OTLP/HTTP traces endpoint.
+    log_format: str = "text"
+    access_log: bool = True
+    metrics: bool = True
+    metrics_token: str | None = None
+    otlp_traces_endpoint: str | None = None
 
 
 def load_settings(
@@ -58,8 +70,27 @@ def load_settings(
         upstream_timeout_seconds=float(_int(env, "LOWROUTER_UPSTREAM_TIMEOUT_SECONDS", 120)),
         body_timeout_seconds=float(_int(env, "LOWROUTER_BODY_TIMEOUT_SECONDS", 30)),
         background=_choice(env, "LOWROUTER_BACKGROUND", BACKGROUND_CHOICES),
+        webhooks_allow_private=_flag(env, "LOWROUTER_WEBHOOKS_ALLOW_PRIVATE"),
+        webhooks_timeout_seconds=float(_int(env, "LOWROUTER_WEBHOOKS_TIMEOUT_SECONDS", 5)),
+        webhooks_retry_schedule=_seconds_list(env, "LOWROUTER_WEBHOOKS_RETRY_SCHEDULE"),
+        leak_policy=_choice(env, "LOWROUTER_LEAK_POLICY", LEAK_POLICIES),
+        github_scanning_keys=_path(env, "LOWROUTER_GITHUB_SCANNING_KEYS"),
         trusted_proxies=_networks(env, "LOWROUTER_TRUSTED_PROXIES"),
+        log_format=_choice(env, "LOWROUTER_LOG_FORMAT", LOG_FORMAT_CHOICES),
+        access_log=_choice(env, "LOWROUTER_ACCESS_LOG", SWITCH_CHOICES) == "true",
+        metrics=_choice(env, "LOWROUTER_METRICS", SWITCH_CHOICES) == "true",
+        metrics_token=env.get("LOWROUTER_METRICS_TOKEN") or None,
+        otlp_traces_endpoint=otlp_traces_endpoint(env),
     )
+
+
+def otlp_traces_endpoint(env: Mapping[str, str]) -> str | None:
+    """Where OTLP/HTTP traces go, by OpenTelemetry's variables; None: no tracing at all."""
+    traces = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if traces:
+        return traces
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return base.rstrip("/") + "/v1/traces" if base else None
 
 
 def check_database_url(url: str) -> None:
@@ -168,3 +199,29 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     if raw not in choices:
         raise SettingsError(f"{name}={raw!r} is not one of: {', '.join(choices)}")
     return raw
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "false").strip().lower()
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise SettingsError(f"{name}={raw!r} is not true or false")
+    return raw in ("true", "1", "yes")
+
+
+def _seconds_list(env: Mapping[str, str], name: str) -> tuple[float, ...] | None:
+    """Comma-separated seconds, e.g. "5,300,1800"; unset: None."""
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        values = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a comma-separated list of seconds") from None
+    if not values or any(value < 0 for value in values) or len(values) > 20:
+        raise SettingsError(f"{name} must list 1 to 20 waits of zero or more seconds")
+    return values
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    return Path(raw).expanduser() if raw else None

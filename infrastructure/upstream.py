@@ -8,6 +8,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from domain.bounds import bounded_count
 from infrastructure.catalogue import DEMO_BASE_URL, DEMO_HOST, ModelEntry, Provider
+from infrastructure.observability.upstream import observed_send
 
 
 class UpstreamTransport(AiohttpTransport):
@@ -50,7 +51,7 @@ class Upstream:
         request = httpx.Request(
             "POST", url, content=content, headers=headers, extensions={"timeout": self._timeout}
         )
-        return await self.transport.handle_async_request(request)
+        return await observed_send(self.transport, request, provider.name)
 
     async def aclose(self) -> None:
         await self.transport.aclose()

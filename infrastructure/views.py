@@ -7,6 +7,7 @@ from uuid import UUID
 
 from domain.keys import ApiKey
 from domain.money import format_credits
+from domain.policy import KeyPolicy
 from projections.schema import from_us
 
 
@@ -23,24 +24,42 @@ def key_json(
 ) -> dict[str, Any]:
     """The public KEY shape. Never contains the token or its hash."""
     scope = key.scope
+    access = key.access_at(now)
+    ended = access.ended_at if access.state in ("revoked", "grace_ended") else None
     return {
         "id": str(key.id),
         "name": key.name,
         "display": key.display,
         "prefix": key.prefix,
         "last4": key.last4,
-        "status": key.status_at(now),
+        "status": access.status,
         "models": list(scope.models) if scope.models is not None else None,
         "region": scope.region,
         "daily_limit": format_credits(scope.daily_limit) if scope.daily_limit is not None else None,
         "created_at": iso(key.created_on),
         "last_used_at": iso(last_used_at),
-        "revoked_at": iso(key.revoked_at or _expired_at(key, now)),
+        "revoked_at": iso(ended),
         "rotation_grace_until": iso(key.grace_deadline),
         "predecessor_id": str(key.predecessor_id) if key.predecessor_id else None,
         "successor_id": str(key.successor_id) if key.successor_id else None,
         "spent_today": format_credits(spent_today),
         "account_id": str(key.account_id),
+        **policy_json(key.policy),
+        "changeable": access.changeable,
+    }
+
+
+def policy_json(policy: KeyPolicy) -> dict[str, Any]:
+    """The key policy's fields of the KEY shape (API.md, Key policy)."""
+    return {
+        "expires_at": iso(policy.expires_at),
+        "requests_per_minute": policy.requests_per_minute,
+        "tokens_per_minute": policy.tokens_per_minute,
+        "max_concurrent": policy.max_concurrent,
+        "allowed_ips": list(policy.allowed_ips) if policy.allowed_ips is not None else None,
+        "monthly_limit": (
+            format_credits(policy.monthly_limit) if policy.monthly_limit is not None else None
+        ),
     }
 
 
@@ -50,12 +69,6 @@ def key_state_json(key: ApiKey | None, as_of: datetime) -> dict[str, Any] | None
     if key is None:
         return None
     return {**key_json(key, as_of), "spent_today": None, "last_used_at": None}
-
-
-def _expired_at(key: ApiKey, now: datetime) -> datetime | None:
-    if key.grace_deadline is not None and now >= key.grace_deadline:
-        return key.grace_deadline
-    return None
 
 
 def usage_json(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -85,7 +98,15 @@ _EVENT_ENVELOPE = frozenset(
 )
 _EVENT_SECRET = frozenset({"token_hash"})
 _EVENT_MONEY = frozenset(
-    {"daily_limit", "amount", "cost", "held", "opening_balance", "closing_balance"}
+    {
+        "daily_limit",
+        "monthly_limit",
+        "amount",
+        "cost",
+        "held",
+        "opening_balance",
+        "closing_balance",
+    }
 )
 
 

@@ -11,6 +11,8 @@ The projection reads every completion (LedgerPage.Settled) and keeps, per key:
   * `spend_spike`: the key's spend on a day went over three times its trailing 7-day daily
     average. The average is over the 7 days before (or, for a younger key, the days since its
     first day of spend); a key with no spend in those days has no history and is not flagged.
+- `lr_flag_acknowledgements`: the flags an owner accepted (ApiKey.FlagAcknowledged): a flag
+  stays listed, marked acknowledged, and stops being an open alert.
 
 Like every projection, the tables are a pure function of the log: rebuilt, they are the same.
 The module also holds the read-side queries `lowrouter investigate` and the dashboard use.
@@ -37,6 +39,7 @@ from sqlalchemy import (
 
 from application.audit import Figures, KeyHistory, key_history
 from application.keys import Lowrouter
+from domain.flags import NEW_ADDRESS, NEW_USER_AGENT, SPEND_SPIKE
 from domain.keys import ApiKey
 from domain.ledger import LedgerPage
 from domain.money import format_credits
@@ -91,9 +94,15 @@ key_flags = Table(
     Column("baseline", BigInteger),  # spend_spike: the trailing daily average
 )
 
-NEW_ADDRESS = "new_address"
-NEW_USER_AGENT = "new_user_agent"
-SPEND_SPIKE = "spend_spike"
+flag_acknowledgements = Table(
+    "lr_flag_acknowledgements",
+    metadata,
+    Column("key_id", String(36), primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("subject", String(AGENT_LENGTH), primary_key=True),
+    Column("at_us", BigInteger, nullable=False),
+    Column("actor", String(300), nullable=False),  # who, for people: "session of lr-mk-…"
+)
 
 
 # The projection ---------------------------------------------------------------------------------
@@ -101,18 +110,20 @@ SPEND_SPIKE = "spend_spike"
 
 class ForensicsProjection:
     name = "forensics"
-    schema_version = 1
-    tables = (key_clients, key_days, key_flags)
-    topics = (get_topic(LedgerPage.Settled),)
+    schema_version = 2
+    tables = (key_clients, key_days, key_flags, flag_acknowledgements)
+    topics = (get_topic(LedgerPage.Settled), get_topic(ApiKey.FlagAcknowledged))
 
     def apply(self, conn: Connection, events: Sequence[tuple[int, Any]]) -> None:
         settled = [(p, e) for p, e in events if isinstance(e, LedgerPage.Settled)]
-        if not settled:
-            return
-        batch = _Batch.load(conn, settled)
-        for position, event in settled:
-            batch.settled(position, event)
-        batch.write(conn)
+        if settled:
+            batch = _Batch.load(conn, settled)
+            for position, event in settled:
+                batch.settled(position, event)
+            batch.write(conn)
+        acknowledged = [e for _, e in events if isinstance(e, ApiKey.FlagAcknowledged)]
+        if acknowledged:
+            _acknowledge(conn, acknowledged)
 
 
 @dataclass
@@ -288,6 +299,30 @@ class _Batch:
         _insert(conn, key_flags, [row for s in states for row in s.new_flags])
 
 
+def _acknowledge(conn: Connection, events: list[Any]) -> None:
+    """The domain records a flag's acknowledgement once; a repeat here is skipped, not fatal."""
+    key_ids = sorted({str(e.originator_id) for e in events})
+    known = {
+        (row.key_id, row.kind, row.subject)
+        for row in conn.execute(
+            select(flag_acknowledgements).where(flag_acknowledgements.c.key_id.in_(key_ids))
+        )
+    }
+    rows = []
+    for e in events:
+        subject = (str(e.originator_id), e.kind, e.subject[:AGENT_LENGTH])
+        if subject in known:
+            continue
+        known.add(subject)
+        actor = e.actor or {}
+        who = f"{actor.get('name', '')} ({actor.get('kind', '')})"[:300]
+        rows.append(
+            dict(zip(("key_id", "kind", "subject"), subject, strict=True))
+            | {"at_us": to_us(e.timestamp), "actor": who}
+        )
+    _insert(conn, flag_acknowledgements, rows)
+
+
 def _client_row(state: _KeyState, pair: tuple[str, str]) -> dict[str, Any]:
     client = state.clients[pair]
     return {
@@ -319,6 +354,12 @@ class UsageFlag:
     user_agent: str | None
     amount: int | None  # spend_spike: the day's spend when it went over (micro-credits)
     baseline: int | None  # spend_spike: the trailing daily average (micro-credits)
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.acknowledged_at is not None
 
     def describe(self) -> str:
         if self.kind == NEW_ADDRESS:
@@ -340,6 +381,7 @@ class UsageFlag:
             "amount": format_credits(self.amount) if self.amount is not None else None,
             "baseline": format_credits(self.baseline) if self.baseline is not None else None,
             "description": self.describe(),
+            "acknowledged_at": _iso(self.acknowledged_at) if self.acknowledged_at else None,
         }
 
 
@@ -350,8 +392,15 @@ def flags_for_keys(engine: Engine, key_ids: Iterable[object]) -> dict[str, list[
     found: dict[str, list[UsageFlag]] = {key_id: [] for key_id in ids}
     if not ids:
         return found
+    ack = flag_acknowledgements
     query = (
-        select(key_flags)
+        select(key_flags, ack.c.at_us.label("acknowledged_us"), ack.c.actor)
+        .outerjoin(
+            ack,
+            (ack.c.key_id == key_flags.c.key_id)
+            & (ack.c.kind == key_flags.c.kind)
+            & (ack.c.subject == key_flags.c.subject),
+        )
         .where(key_flags.c.key_id.in_(ids))
         .order_by(key_flags.c.position, key_flags.c.kind)
     )
@@ -368,6 +417,8 @@ def flags_for_keys(engine: Engine, key_ids: Iterable[object]) -> dict[str, list[
                     user_agent=row.user_agent,
                     amount=row.amount,
                     baseline=row.baseline,
+                    acknowledged_at=from_us(row.acknowledged_us),
+                    acknowledged_by=row.actor,
                 )
             )
     return found

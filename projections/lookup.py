@@ -77,14 +77,13 @@ def find_key(engine: Engine, token_hash: str) -> KeyRecord | None:
     return None if row is None else _record(tuple(row))
 
 
-# The gateway's lookup: the same one indexed read, as a prepared statement on the driver.
+# The gateway's lookup: one indexed read of a batch of hashes, a prepared statement on the driver.
 # Measured on PostgreSQL: 0.07 ms per lookup against 0.53 ms through SQLAlchemy (bench/).
 _COLUMNS = (
     "key_id, account_id, kind, name, prefix, last4, models, region, daily_limit, "
     "status, grace_deadline_us, revoked_us, expires_us, requests_per_minute, tokens_per_minute, "
     "max_concurrent, allowed_ips, monthly_limit"
 )
-_SQL = f"SELECT {_COLUMNS} FROM lr_keys WHERE token_hash = {{}}"
 _SQL_MANY_POSTGRES = f"SELECT token_hash, {_COLUMNS} FROM lr_keys WHERE token_hash = ANY(%s)"
 _SQL_MANY_SQLITE = f"SELECT token_hash, {_COLUMNS} FROM lr_keys WHERE token_hash IN ({{}})"
 
@@ -99,14 +98,6 @@ class KeyLookup:
         self._conninfo = conninfo
         self._pool: Any = None
         self._opening = threading.Lock()
-
-    def find(self, token_hash: str) -> KeyRecord | None:
-        if self._conninfo is not None:
-            with self._postgres().connection() as conn:
-                row = conn.execute(_SQL.format("%s"), (token_hash,), prepare=True).fetchone()
-        else:
-            row = self._sqlite().execute(_SQL.format("?"), (token_hash,)).fetchone()
-        return None if row is None else _record(tuple(row))
 
     def find_many(self, token_hashes: Sequence[str]) -> dict[str, KeyRecord]:
         """The keys behind several token hashes, in one read (absent hashes are left out)."""

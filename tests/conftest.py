@@ -149,6 +149,7 @@ E2E_FIXTURES = {  # fixtures that start a server or a subprocess when the test r
     "served",  # tests/http/test_usage_api.py: uvicorn
     "two_gateways",  # two gateway processes on one PostgreSQL
     "live",  # the dashboard's browser test
+    "receiver",  # tests/webhooks: a webhook receiver on loopback
 }
 E2E_DIRECT_FIXTURES = {"cli"}  # the subprocess runner, when the test itself calls it
 E2E_MODULES = {  # modules whose tests start processes themselves
@@ -162,6 +163,13 @@ E2E_MODULES = {  # modules whose tests start processes themselves
     "tests/security/test_management_keys.py",
     "tests/security/test_poison.py",
     "tests/security/test_no_secret_relayed.py",
+    "tests/observability/test_serve_observed.py",
+    "tests/observability/test_readiness.py",
+    "tests/observability/test_traces.py",
+    "tests/cli/test_scan.py",  # git
+    "tests/webhooks/test_secret_scanning.py",  # gateway processes
+    "tests/webhooks/test_webhooks_api.py",
+    "tests/webhooks/test_budget_concurrency.py",
 }
 SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state machines, bulk
     "tests/domain/test_key_lifecycle.py::test_key_lifecycle_state_machine_in_memory",
@@ -173,6 +181,8 @@ SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state mac
     "tests/projections/test_rebuild.py::test_rebuild_equals_incremental_on_sqlite",
     "tests/audit/test_unexpected_usage.py::test_flags_follow_the_rules_and_rebuild_equals_incremental",
     "tests/audit/test_replay.py::test_replay_at_any_moment_equals_the_live_state_then",
+    "tests/observability/test_serve_observed.py::test_metrics_and_json_logs_of_two_workers_after_a_known_mix",
+    "tests/dashboard/browser/test_layout.py::test_every_page_fits_a_laptop_and_a_phone_and_passes_axe",
 }
 POSTGRES_FIXTURES = {"postgres_url", "postgres_template"}
 STORE_PARAMETERS = ("database_url", "store")

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from domain.money import parse_credits
 from infrastructure.cli.errors import _TOKEN_LIKE, redact_tokens
+from infrastructure.times import parse_time_text
 
 # Key ids and amounts on the command line ----------------------------------------------------------
 
@@ -43,13 +44,12 @@ def parse_time(text: str) -> datetime:
         seconds = float(ago.group(1)) * _SECONDS_PER[ago.group(2)]
         return datetime.now(UTC) - timedelta(seconds=seconds)
     try:
-        moment = datetime.fromisoformat(stripped)
+        return parse_time_text(stripped)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"not a time: {text[:40]!r} (ISO 8601 such as 2026-01-31T12:00:00Z, or an age "
             "such as 90m, 2h, 7d)"
         ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def parse_signed_credits(text: str) -> int:

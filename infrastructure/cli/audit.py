@@ -13,13 +13,12 @@ from application.audit import (
     AccountHistory,
     Books,
     Difference,
-    LedgerScan,
     account_history,
     is_key,
     key_history,
-    scan_ledger,
-    verify_books,
 )
+from application.verification import AccountCheck
+from application.verification import verify_balances as check_balances
 from domain.errors import NotFound
 from domain.money import format_credits
 from infrastructure.cli.context import Context
@@ -224,40 +223,34 @@ def verify_balances(ctx: Context) -> int | None:
     as loaded (snapshots). Exit 1 when anything differs."""
     runtime = ctx.runtime
     runtime.projections.catch_up(["usage"])
-    recorded = recorded_money(runtime.engine)
-    scan = scan_ledger(runtime.ledger, recorded.position)
-    differences = verify_books(runtime.ledger, scan, recorded.figures)
-    problems = [*scan.problems, *(p for books in scan.books.values() for p in books.problems)]
-    summary = [_account_summary(scan, account_id, differences) for account_id in scan.books]
-    summary.sort(key=lambda a: (a["name"] or "", a["id"]))
+    check = check_balances(runtime.ledger, lambda: recorded_money(runtime.engine))
+    summary = [_account_summary(account) for account in check.accounts]
     if ctx.format in ("json", "jsonl"):
         ctx.json(
             {
-                "position": scan.position,
+                "position": check.position,
                 "accounts": summary,
-                "differences": [asdict(d) for d in differences],
-                "problems": problems,
+                "differences": [asdict(d) for d in check.differences],
+                "problems": check.problems,
             }
         )
     else:
-        _verify_table(ctx, scan.position, summary, differences, problems)
-    if differences or problems:
-        ctx.note(f"{len(differences) + len(problems)} differences between the events and the rest")
+        _verify_table(ctx, check.position, summary, check.differences, check.problems)
+    if not check.ok:
+        count = len(check.differences) + len(check.problems)
+        ctx.note(f"{count} differences between the events and the rest")
         return 1
     return None
 
 
-def _account_summary(
-    scan: LedgerScan, account_id: UUID, differences: list[Difference]
-) -> dict[str, Any]:
-    books = scan.books[account_id]
+def _account_summary(account: AccountCheck) -> dict[str, Any]:
     return {
-        "id": str(account_id),
-        "name": scan.names.get(account_id),
-        "balance": format_credits(books.balance),
-        "held": format_credits(books.held),
-        "key_days": len(books.spend),
-        "differences": sum(1 for d in differences if d.account_id == str(account_id)),
+        "id": str(account.account_id),
+        "name": account.name,
+        "balance": format_credits(account.balance),
+        "held": format_credits(account.held),
+        "key_days": account.key_days,
+        "differences": account.differences,
     }
 
 

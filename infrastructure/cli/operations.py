@@ -1,6 +1,7 @@
 """Commands: serve (the gateway), reconcile (settle stale holds) and projections (read models)."""
 
 import argparse
+import logging
 import signal
 import time
 from typing import Any
@@ -11,10 +12,13 @@ from infrastructure.background import follow_parent
 from infrastructure.cli.context import Context
 from infrastructure.cli.errors import Refused
 from infrastructure.cli.output import ProgressBar, render_table, when
+from infrastructure.observability.logs import configure_logging
 from infrastructure.settings import masked_url
 from infrastructure.views import iso
 from projections import all_projections
 from projections.schema import from_us, positions
+
+log = logging.getLogger("lowrouter.projections")
 
 # Commands: reconcile ------------------------------------------------------------------------------
 
@@ -103,6 +107,9 @@ def projections_run(ctx: Context, args: argparse.Namespace) -> int | None:
     reconciler and the tamper-evidence chain, as `lowrouter serve` runs them beside its workers.
     Exit 1 if a projection fails."""
     follow_parent()  # started by `serve`: end with it
+    log_format = ctx.settings.log_format
+    configure_logging(log_format)
+    note = ctx.note if log_format == "text" else lambda text: log.info(text)
     runner = ctx.runtime.projections
     # The handler only appends to a list: a signal arriving while another handler runs (serve
     # stops us and, as it exits, the kernel signals us again) must not wait on a lock. SIGINT is
@@ -113,7 +120,7 @@ def projections_run(ctx: Context, args: argparse.Namespace) -> int | None:
         for number in (signal.SIGTERM, signal.SIGINT)
     }
     ctx.runtime.start_background()
-    ctx.note("following the event log; Ctrl-C to stop")
+    note("following the event log; Ctrl-C to stop")
     try:
         while not terminated:
             time.sleep(0.2)
@@ -124,7 +131,7 @@ def projections_run(ctx: Context, args: argparse.Namespace) -> int | None:
         for number, handler in previous.items():
             signal.signal(number, handler)
     positions_now = ", ".join(f"{s.name} {s.position}" for s in runner.status())
-    ctx.note(f"stopped at {positions_now}")
+    note(f"stopped at {positions_now}")
     return None
 
 

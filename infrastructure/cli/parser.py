@@ -39,8 +39,15 @@ from infrastructure.cli.operations import (
     reconcile_command,
     serve,
 )
+from infrastructure.cli.scan import scan_command
 from infrastructure.cli.usage import usage_command
 from infrastructure.cli.verify import verify_command
+from infrastructure.cli.webhooks import (
+    webhooks_add,
+    webhooks_deliveries,
+    webhooks_list,
+    webhooks_remove,
+)
 
 TABLE_JSON = ("table", "json")
 USAGE_FORMATS = ("table", "json", "csv")
@@ -308,6 +315,39 @@ def _add_audit_commands(subparsers: Any) -> None:
     )
 
 
+def _add_webhook_commands(subparsers: Any) -> None:
+    from domain.webhooks import EVENT_TYPES
+
+    webhooks = _group(subparsers, "webhooks", "tell an account's endpoints what happens")
+    add = _command(webhooks, "add", webhooks_add, "subscribe a URL (prints its secret once)")
+    add.add_argument("account", metavar="ACCOUNT", help="account id or name")
+    add.add_argument("url", metavar="URL")
+    add.add_argument(
+        "--event", action="append", required=True, choices=EVENT_TYPES, metavar="TYPE",
+        help=f"an event type (repeatable): {', '.join(EVENT_TYPES)}",
+    )  # fmt: skip
+    listing = _command(webhooks, "list", webhooks_list, "an account's webhook endpoints")
+    listing.add_argument("account", metavar="ACCOUNT", help="account id or name")
+    remove = _command(webhooks, "remove", webhooks_remove, "stop sending to an endpoint")
+    remove.add_argument("id", metavar="ID")
+    deliveries = _command(
+        webhooks, "deliveries", webhooks_deliveries, "an endpoint's deliveries and attempts"
+    )
+    deliveries.add_argument("id", metavar="ID")
+
+
+def _add_scan_command(subparsers: Any) -> None:
+    scan = _command(
+        subparsers, "scan", scan_command, "find lowrouter tokens in files or a git history"
+    )
+    scan.add_argument("paths", nargs="*", metavar="PATH", help="files or directories (default .)")
+    scan.add_argument("--git", action="store_true", help="every commit of the repositories")
+    scan.add_argument("--check", action="store_true", help="look each token up in the database")
+    scan.add_argument(
+        "--revoke", action="store_true", help="revoke the live keys found (reason leak)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -327,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_usage_command(subparsers)
     _add_audit_commands(subparsers)
     _add_projection_commands(subparsers)
+    _add_webhook_commands(subparsers)
+    _add_scan_command(subparsers)
     return parser
 
 

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -24,6 +23,11 @@ from infrastructure.http.limits import BodyLimitMiddleware
 from infrastructure.http.management import management_routes
 from infrastructure.http.management_keys import management_key_routes
 from infrastructure.http.openapi import docs, openapi_json
+from infrastructure.http.secret_scanning import secret_scanning_routes
+from infrastructure.http.webhooks import webhook_routes
+from infrastructure.observability import Observability
+from infrastructure.observability import routes as operations
+from infrastructure.observability.context import note_error
 from infrastructure.runtime import Runtime
 from infrastructure.upstream import build_upstream
 from projections.lookup import GroupLookup
@@ -55,6 +59,7 @@ class RequestIdMiddleware:
 
 async def api_error(_request: Request, error: Exception) -> Response:
     assert isinstance(error, ApiError)
+    note_error(error.status, error.code)
     return error.response()
 
 
@@ -98,9 +103,11 @@ def create_app(
         )
         if run_background and runtime.settings.background == "inline":
             runtime.start_background()
+        observability.start()
         try:
             yield
         finally:
+            observability.stop()
             await upstream.aclose()
             lookups.close()
             runtime.close()
@@ -111,9 +118,13 @@ def create_app(
         Route("/api/v1/key", this_key, methods=["GET"]),
         *management_routes,
         *management_key_routes,
+        *webhook_routes,
+        *secret_scanning_routes,
         Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
+        Route("/healthz", operations.healthz, methods=["GET"]),
+        Route("/readyz", operations.readyz, methods=["GET"]),
+        Route("/metrics", operations.metrics, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
@@ -132,17 +143,7 @@ def create_app(
         max_bytes=runtime.settings.max_body_bytes,
         timeout=runtime.settings.body_timeout_seconds,
     )
+    observability = Observability.install(app, runtime.settings)  # inside the request id
     app.add_middleware(RequestIdMiddleware)
     install_dashboard(app)
     return app
-
-
-async def healthz(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
-    runner = gateway.runtime.projections
-    failure: Exception | str | None = runner.failure
-    if failure is None:
-        failure = await run_in_threadpool(runner.recorded_failure, "keys")
-    if failure:
-        return ApiError(503, "unhealthy", str(failure)).response()
-    return Response(b'{"status":"ok"}', media_type="application/json")

@@ -27,6 +27,7 @@ from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway, durable
 from infrastructure.http.jsonresponse import json_response
 from infrastructure.http.refusals import rate_headers, refusal_error
+from infrastructure.observability.context import track_reservation, track_settlement
 from infrastructure.upstream import (
     completion_text_length,
     estimate_text_tokens,
@@ -63,7 +64,7 @@ class Attempt:
         charge: bool = True,
     ) -> "Future[int | None]":
         cost = Catalogue.cost(entry, prompt_tokens, completion_tokens) if charge else 0
-        return self.gateway.spend.settle(
+        future = self.gateway.spend.settle(
             self.key.account_id,
             self.request_id,
             cost,
@@ -79,6 +80,16 @@ class Attempt:
             streamed=self.streamed,
             client_ip=self.client_ip,
             user_agent=self.user_agent,
+        )
+        return track_settlement(
+            future,
+            model=entry.id,
+            provider=provider.name if provider else None,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            outcome=status,
+            streamed=self.streamed,
+            client_ip=self.client_ip,
         )
 
 
@@ -148,6 +159,7 @@ async def reserve(
         policy=key.policy,
         tokens=tokens,
     )
+    track_reservation(future, model)
     try:
         return await durable(future)
     except DomainError as refusal:

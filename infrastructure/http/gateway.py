@@ -33,6 +33,7 @@ from infrastructure.http.auth import (
 )
 from infrastructure.http.errors import ApiError
 from infrastructure.http.limits import parse_json, too_large
+from infrastructure.observability.context import note_key
 from infrastructure.runtime import Runtime
 from infrastructure.upstream import Upstream
 from projections.lookup import GroupLookup, KeyRecord
@@ -98,13 +99,23 @@ class Gateway:
             peer, request.headers.getlist("x-forwarded-for"), self.trusted_proxies
         )
 
+    def lookup_trouble(self) -> str | None:
+        """Why the key lookup cannot be trusted to judge access now, or None: this process's
+        runner stopped following the log, or a failure any process recorded (seen by the lookup
+        thread, at most GroupLookup.HEALTH_EVERY old). The one condition for the gateway, the
+        dashboard and the health route."""
+        runner = self.runtime.projections
+        if runner.stopped_unexpectedly:
+            return str(runner.failure or "the projection runner's thread stopped")
+        return self.lookups.unavailable or None
+
     async def authenticate(self, request: Request, kind: TokenKind) -> KeyRecord:
         """The key behind the request's bearer token, read from the lookup on every request."""
         token, token_hash = presented_token(
             request.headers.get("authorization"), self.runtime.settings.pepper, kind
         )
         record = await durable(self.lookups.find(token_hash))
-        if self.runtime.projections.stopped_unexpectedly or self.lookups.unavailable:
+        if self.lookup_trouble() is not None:
             # Never judge access from a lookup that has stopped following the log (this
             # process's runner, or a failure any process recorded, seen by the lookup thread
             # before the read that answered this request).
@@ -117,6 +128,8 @@ class Gateway:
         now = self.clock()
         client_ip = self.client_ip(request)
         request.state.client_ip = client_ip
+        if record is not None:
+            note_key(record.display, record.account_id, client_ip)
         if record is not None and record.kind == "sk" and refused_use(record, now):
             user_agent = request.headers.get("user-agent")
             await asyncio.get_running_loop().run_in_executor(

@@ -8,7 +8,7 @@ from domain.tokens import TokenKind
 from infrastructure.catalogue import AUTO_MODEL
 from infrastructure.http.gateway import Gateway, durable
 from infrastructure.http.jsonresponse import json_response
-from infrastructure.views import iso
+from infrastructure.views import iso, policy_json
 
 CREATED = 1_767_225_600  # a fixed "created" for catalogue entries (2026-01-01)
 
@@ -84,5 +84,7 @@ async def this_key(request: Request) -> Response:
             "account_available": format_credits(page.available),
             "limit_resets_at": iso(gateway.next_reset()),
             "grace_deadline": iso(key.grace_deadline),
+            **policy_json(key.policy),
+            "spent_this_month": format_credits(page.spent_month.get(key_id, 0)),
         }
     )

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from application.audit import key_history
-from application.keys import IssuedKey, Lowrouter
+from application.keys import MAX_GRACE, MAX_GRACE_SECONDS, IssuedKey, Lowrouter
 from application.retry import TooMuchContention
 from application.spend import PageView
 from domain.actor import Actor
@@ -30,12 +30,15 @@ from domain.errors import (
     DomainError,
     InvalidAmount,
     InvalidName,
+    InvalidPolicy,
     InvalidScope,
     KeyRevoked,
     NotFound,
+    UnknownScopePart,
 )
 from domain.keys import ApiKey
 from domain.money import format_credits, parse_credits
+from domain.policy import POLICY_FIELDS, KeyPolicy
 from domain.scope import Scope, check_name
 from domain.tokens import TokenKind
 from infrastructure.catalogue import Catalogue
@@ -43,6 +46,8 @@ from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway, durable
 from infrastructure.http.jsonresponse import json_response
 from infrastructure.http.limits import parse_json
+from infrastructure.served import served
+from infrastructure.times import parse_time_text
 from infrastructure.views import key_event_json, key_json, key_state_json, usage_json
 from projections.queries import last_used, usage_page
 from projections.runner import ProjectionFailed, ProjectionLagging
@@ -50,12 +55,11 @@ from projections.schema import to_us
 
 T = TypeVar("T")
 
-MAX_GRACE_SECONDS = 30 * 24 * 3600  # 2,592,000: the ledger's longest rotation grace
 DEFAULT_USAGE_LIMIT = 100
 MAX_USAGE_LIMIT = 500
 
 SCOPE_FIELDS = ("models", "region", "daily_limit")
-CREATE_FIELDS = frozenset({"name", *SCOPE_FIELDS})
+CREATE_FIELDS = frozenset({"name", *SCOPE_FIELDS, *POLICY_FIELDS})
 PATCH_FIELDS = CREATE_FIELDS
 ROTATE_FIELDS = frozenset({"grace_seconds"})
 REVOKE_FIELDS = frozenset({"reason"})
@@ -104,7 +108,7 @@ class Caller:
 async def authenticate(request: Request) -> Caller:
     gateway: Gateway = request.app.state.gateway
     record = await gateway.authenticate(request, TokenKind.MANAGEMENT)
-    address = request.client.host if request.client else None
+    address = gateway.client_ip(request)
     return Caller(gateway, record.account_id, Actor("management_key", record.display, address))
 
 
@@ -119,8 +123,12 @@ async def call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise key_not_found() from None
     except InvalidName as error:
         raise ApiError(422, "invalid_name", str(error), param="name") from None
+    except UnknownScopePart as error:
+        raise ApiError(422, error.code, f"{error}.", param=error.field) from None
     except InvalidScope as error:
         raise ApiError(422, "invalid_scope", str(error)) from None
+    except InvalidPolicy as error:
+        raise ApiError(422, "invalid_policy", str(error)) from None
     except InvalidAmount as error:
         raise ApiError(422, "invalid_amount", str(error), param="daily_limit") from None
     except KeyRevoked as error:
@@ -202,60 +210,92 @@ def name_field(body: Mapping[str, Any]) -> str:
 
 
 def scope_parts(body: Mapping[str, Any], catalogue: Catalogue) -> dict[str, Any]:
-    """The scope fields present in the body, each checked on its own (so a 422 names it)."""
-    regions = frozenset(provider.region for provider in catalogue.providers.values())
+    """The scope fields present in the body, each checked on its own (so a 422 names it), and
+    the models and region against what the gateway serves (domain.scope.Served)."""
     parsers: dict[str, Callable[[Any], Any]] = {
-        "models": lambda value: models_field(value, frozenset(catalogue.models)),
-        "region": lambda value: region_field(value, regions),
-        "daily_limit": daily_limit_field,
+        "models": models_field,
+        "region": region_field,
+        "daily_limit": lambda value: credits_field("daily_limit", value),
     }
-    return {name: parsers[name](body[name]) for name in SCOPE_FIELDS if name in body}
+    parts = {name: parsers[name](body[name]) for name in SCOPE_FIELDS if name in body}
+    try:
+        served(catalogue).check(parts.get("models"), parts.get("region"))
+    except UnknownScopePart as error:
+        raise ApiError(422, error.code, f"{error}.", param=error.field) from None
+    return parts
 
 
-def models_field(value: Any, known: frozenset[str]) -> tuple[str, ...] | None:
+def models_field(value: Any) -> tuple[str, ...] | None:
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(model, str) for model in value):
         wrong_type("models", "a list of model ids, or null for every model")
     models = tuple(value)
     check_scope_part("models", models)
-    unknown = [model for model in models if model not in known]
-    if unknown:
-        raise ApiError(
-            422,
-            "unknown_model",
-            f"{unknown[0]!r} is not a model of this gateway (GET /api/v1/models lists them).",
-            param="models",
-        )
     return models
 
 
-def region_field(value: Any, known: frozenset[str]) -> str | None:
+def region_field(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
         wrong_type("region", "a string, or null for any region")
     check_scope_part("region", value)
-    if value not in known:
-        served = ", ".join(sorted(known)) or "none"
-        raise ApiError(
-            422,
-            "unknown_region",
-            f"No provider of this gateway serves region {value!r} (regions: {served}).",
-            param="region",
-        )
     return value
 
 
-def daily_limit_field(value: Any) -> int | None:
+def credits_field(name: str, value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        wrong_type("daily_limit", "an amount of credits (a decimal string or number), or null")
+        wrong_type(name, "an amount of credits (a decimal string or number), or null")
     try:
         return parse_credits(value)
     except InvalidAmount as error:
-        raise ApiError(422, "invalid_amount", str(error), param="daily_limit") from None
+        raise ApiError(422, "invalid_amount", str(error), param=name) from None
+
+
+def policy_parts(body: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """The key policy's fields present in the body (null clears one), each checked on its own
+    by the domain's rules (so a 422 names it)."""
+    parts: dict[str, Any] = {}
+    for name in POLICY_FIELDS:
+        if name not in body:
+            continue
+        value = body[name]
+        if value is None:
+            parts[name] = None
+        elif name == "expires_at":
+            parts[name] = expiry_field(value, now)
+        elif name == "monthly_limit":
+            parts[name] = credits_field(name, value)
+        elif name == "allowed_ips":
+            parts[name] = tuple(value) if isinstance(value, list) else value
+        else:
+            parts[name] = value
+        try:
+            KeyPolicy(**{name: parts[name]})
+        except InvalidPolicy as error:
+            raise ApiError(422, "invalid_policy", f"{error}.", param=name) from None
+    return parts
+
+
+def expiry_field(value: Any, now: datetime) -> datetime:
+    if not isinstance(value, str):
+        wrong_type("expires_at", "an ISO 8601 time (e.g. 2026-12-31T00:00:00Z), or null")
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        wrong_type("expires_at", "an ISO 8601 time (e.g. 2026-12-31T00:00:00Z), or null")
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    if moment <= now:
+        raise ApiError(
+            422,
+            "invalid_policy",
+            "'expires_at' is in the past; revoke the key to stop it now.",
+            param="expires_at",
+        )
+    return moment.astimezone(UTC)
 
 
 def check_scope_part(field: str, value: Any) -> None:
@@ -274,7 +314,7 @@ def grace_field(body: Mapping[str, Any]) -> timedelta:
         raise ApiError(
             422,
             "invalid_value",
-            f"'grace_seconds' must be between 0 and {MAX_GRACE_SECONDS} (30 days).",
+            f"'grace_seconds' must be between 0 and {MAX_GRACE_SECONDS} ({MAX_GRACE.days} days).",
             param="grace_seconds",
         )
     return timedelta(seconds=value)
@@ -293,7 +333,7 @@ def time_param(params: QueryParams, name: str) -> datetime | None:
     if text is None or text == "":
         return None
     try:
-        moment = datetime.fromisoformat(text.strip())
+        return parse_time_text(text)
     except ValueError:
         raise ApiError(
             422,
@@ -301,7 +341,6 @@ def time_param(params: QueryParams, name: str) -> datetime | None:
             f"{name!r} must be an ISO 8601 time, e.g. 2026-01-31T12:00:00Z.",
             param=name,
         ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 # --- cursors ----------------------------------------------------------------------------------
@@ -383,7 +422,10 @@ async def create_key(request: Request) -> Response:
     body = await read_object(caller, request, CREATE_FIELDS)
     name = name_field(body)
     scope = Scope(**scope_parts(body, caller.gateway.catalogue))
-    issued = await call(caller.ledger.create_key, caller.account_id, name, scope, caller.actor)
+    policy = KeyPolicy(**policy_parts(body, caller.now()))
+    issued = await call(
+        caller.ledger.create_key, caller.account_id, name, scope, caller.actor, policy
+    )
     return issued_response(caller, issued)
 
 
@@ -403,25 +445,24 @@ async def get_key(request: Request) -> Response:
 
 
 async def patch_key(request: Request) -> Response:
-    """Rename and/or rescope. A scope field set to null clears it; an absent one is kept."""
+    """Rename, rescope and/or change the policy. A field set to null clears it; an absent one
+    is kept. Whether the key may change is the access policy's answer (domain.access)."""
     caller = await authenticate(request)
     key_id = parse_key_id(request)
     body = await read_object(caller, request, PATCH_FIELDS)
     name = name_field(body) if "name" in body else None
     parts = scope_parts(body, caller.gateway.catalogue)
-    key = await call(apply_patch, caller, key_id, name, parts)
-    return json_response(await render_key(caller, key))
-
-
-def apply_patch(caller: Caller, key_id: UUID, name: str | None, parts: dict[str, Any]) -> ApiKey:
-    """Everything was validated before this runs, so a refusal here changes nothing."""
-    ledger, account_id = caller.ledger, caller.account_id
-    key = ledger.get_key(key_id, account_id)
-    if (name is not None or parts) and key.status_at(caller.now()) == "revoked":
-        raise KeyRevoked(f"key {key.display} is revoked and cannot be changed")
-    return ledger.update_key(
-        key_id, caller.actor, name=name, scope_changes=parts, account_id=account_id
+    policy = policy_parts(body, caller.now())
+    key = await call(
+        caller.ledger.update_key,
+        key_id,
+        caller.actor,
+        name=name,
+        scope_changes=parts,
+        policy_changes=policy,
+        account_id=caller.account_id,
     )
+    return json_response(await render_key(caller, key))
 
 
 async def revoke_key(request: Request) -> Response:

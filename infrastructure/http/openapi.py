@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from infrastructure.http.jsonresponse import json_response
+from infrastructure.http.openapi_webhooks import GITHUB_SCHEME, GITHUB_SIGNATURE, webhook_paths
 
 MONEY = {"type": "string", "pattern": r"^-?\d+\.\d{6}$", "example": "5.000000"}
 NULLABLE_MONEY = {**MONEY, "nullable": True}
@@ -37,7 +38,7 @@ KEY = {
         "display": {"type": "string", "example": "lr-sk-AbCd…wXyZ"},
         "prefix": {"type": "string"},
         "last4": {"type": "string"},
-        "status": {"type": "string", "enum": ["active", "rotating", "revoked"]},
+        "status": {"type": "string", "enum": ["active", "rotating", "revoked", "expired"]},
         "models": {"type": "array", "items": {"type": "string"}, "nullable": True},
         "region": {"type": "string", "nullable": True},
         "daily_limit": NULLABLE_MONEY,
@@ -47,6 +48,13 @@ KEY = {
         "predecessor_id": {"type": "string", "nullable": True},
         "successor_id": {"type": "string", "nullable": True},
         "spent_today": MONEY,
+        "expires_at": {"type": "string", "format": "date-time", "nullable": True},
+        "requests_per_minute": {"type": "integer", "nullable": True},
+        "tokens_per_minute": {"type": "integer", "nullable": True},
+        "max_concurrent": {"type": "integer", "nullable": True},
+        "allowed_ips": {"type": "array", "items": {"type": "string"}, "nullable": True},
+        "monthly_limit": NULLABLE_MONEY,
+        "changeable": {"type": "boolean"},
     },
 }
 USAGE = {
@@ -74,6 +82,17 @@ SCOPE_FIELDS = {
     "models": {"type": "array", "items": {"type": "string"}, "nullable": True},
     "region": {"type": "string", "nullable": True},
     "daily_limit": {"oneOf": [MONEY, {"type": "number"}], "nullable": True},
+    "expires_at": {"type": "string", "format": "date-time", "nullable": True},
+    "requests_per_minute": {"type": "integer", "minimum": 1, "nullable": True},
+    "tokens_per_minute": {"type": "integer", "minimum": 1, "nullable": True},
+    "max_concurrent": {"type": "integer", "minimum": 1, "nullable": True},
+    "allowed_ips": {
+        "type": "array",
+        "items": {"type": "string", "example": "203.0.113.0/24"},
+        "minItems": 1,
+        "nullable": True,
+    },
+    "monthly_limit": {"oneOf": [MONEY, {"type": "number"}], "nullable": True},
 }
 PAGE_QUERY = [
     {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
@@ -256,6 +275,9 @@ DOCUMENT: dict[str, Any] = {
         },
     },
 }
+
+DOCUMENT["paths"].update(webhook_paths(_op, _object, MANAGEMENT))
+DOCUMENT["components"]["securitySchemes"][GITHUB_SIGNATURE] = GITHUB_SCHEME
 
 
 # Management keys (issue 15): the account's lr-mk- keys, first-class like inference keys.

@@ -59,7 +59,9 @@ def two_region_catalogue() -> Catalogue:
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 FORM_ID = re.compile(r'name="form_id" value="([^"]+)"')
-KEY_ROW = re.compile(r'data-key-id="([0-9a-f-]{36})">\s*<th scope="row">([^<]*)</th>')
+KEY_ROW = re.compile(
+    r'data-key-id="([0-9a-f-]{36})">\s*<th scope="row"[^>]*><span class="name">([^<]*)</span>'
+)
 TOKEN_FIELD = re.compile(r'id="token"[^>]*value="(lr-sk-[^"]+)"')
 
 
@@ -128,7 +130,7 @@ class Browser:
     def signed_in(self, management_key: str) -> "Browser":
         response = self.sign_in(management_key)
         assert response.status_code == 303, response.text
-        assert response.headers["location"] == "/dashboard/keys"
+        assert response.headers["location"] == "/dashboard/overview"
         return self
 
     def create_key(

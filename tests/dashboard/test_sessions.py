@@ -27,7 +27,7 @@ def test_the_session_cookie_is_httponly_strict_and_never_holds_the_token(dash: D
         {"csrf_token": csrf_of(first.text), "management_key": account.management_key},
     )
     assert response.status_code == 303
-    assert response.headers["location"] == "/dashboard/keys"
+    assert response.headers["location"] == "/dashboard/overview"
     header = cookie_header(response.headers.get_list("set-cookie"), COOKIE)
     attributes = [part.strip().lower() for part in header.split(";")]
     assert "httponly" in attributes

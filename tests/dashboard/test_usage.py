@@ -10,8 +10,8 @@ from infrastructure.http.dashboard import usage as usage_pages
 from tests.dashboard.conftest import OPERATOR, Dash
 
 ROW = re.compile(
-    r"<tr>\s*<td><time[^>]*>([^<]+)</time></td>\s*<th scope=\"row\">(.*?)</th>"
-    r"\s*<td><code>([^<]+)</code>",
+    r"<tr>\s*<td[^>]*><time[^>]*>([^<]+)</time></td>\s*<th scope=\"row\"[^>]*>(.*?)</th>"
+    r"\s*<td[^>]*><code>([^<]+)</code>",
     re.S,
 )
 
@@ -43,21 +43,21 @@ def test_usage_history_chart_filters_and_paging(
     html = page.text
     # The chart: one bar per key and day, titled, with a legend and a table of its figures.
     bars = re.findall(
-        r'<rect x="[^"]+" y="[^"]+" width="[^"]+" height="[^"]+" fill="(#[0-9a-f]{6})">'
+        r'<rect x="[^"]+" y="[^"]+" width="[^"]+" height="[^"]+" fill="(#[0-9a-f]{6})"[^>]*>'
         r"<title>([^<]+)</title>",
         html,
     )
     assert sorted(title for _colour, title in bars) == [
-        "2026-03-02 · prod-api: 1.5 credits",
-        "2026-03-03 · local-dev: 0.375 credits",
-        "2026-03-03 · prod-api: 0.5 credits",
+        "2026-03-02 · prod-api: 1.500000 credits",
+        "2026-03-03 · local-dev: 0.375000 credits",
+        "2026-03-03 · prod-api: 0.500000 credits",
     ]
     assert len({colour for colour, _title in bars}) == 2
-    assert "prod-api <code>" in html and "2 credits</li>" in html  # legend totals
-    assert "Daily spend per key from 2026-02-02 to 2026-03-03: 2.375 credits in all" in html
-    assert (
-        '<th scope="row">2026-03-03</th><td class="num">0.5</td><td class="num">0.375</td>' in html
-    )
+    legend = '<span class="series">prod-api</span> <code>'
+    assert legend in html and '"money">2.000000</span> credits</li>' in html  # legend totals
+    assert "Daily spend per key from 2026-02-02 to 2026-03-03: 2.375000 credits in all" in html
+    cells = '<td class="num">0.500000</td><td class="num">0.375000</td>'
+    assert '<th scope="row">2026-03-03</th>' + cells in html
 
     # Newest first, two a page, the key's (current) name on every row.
     first = rows_of(html)
@@ -100,3 +100,64 @@ def test_usage_page_with_nothing_yet(dash: Dash) -> None:
     html = browser.get("/dashboard/usage").text
     assert "No spend in the last 30 days." in html
     assert "No completions yet." in html
+
+
+def test_the_csv_is_exactly_the_filtered_rows_and_the_page_says_where_it_is(
+    dash: Dash, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import csv
+    import io
+
+    from domain.money import format_credits
+    from projections.queries import usage_page
+    from projections.schema import from_us
+
+    monkeypatch.setattr(usage_pages, "USAGE_PAGE_SIZE", 2)
+    monkeypatch.setattr(usage_pages, "CSV_PAGE", 2)  # the download reads page after page
+    account = dash.open_account()
+    prod = dash.issue_key(account, "prod-server")
+    dev = dash.issue_key(account, "local-dev")
+    for n in range(5):
+        dash.record_usage(account, prod, cost=f"0.00{n + 1}")
+        dash.record_usage(account, dev, model="acme/big", cost="0.5")
+        dash.clock.advance(timedelta(days=1))
+    dash.record_usage(account, prod, cost="0.25", client_ip="=1+2")  # a formula, if unguarded
+    browser = dash.browser().signed_in(account.management_key)
+    query = f"key={prod}&model=lowrouter/echo&since=2026-03-03&until=2026-03-07"
+
+    page = browser.get(f"/dashboard/usage?{query}").text
+    expected = [
+        row
+        for row in usage_page(dash.runtime.engine, account.id, key_id=prod, limit=100)
+        if "2026-03-03" <= from_us(row["at_us"]).date().isoformat() <= "2026-03-07"  # type: ignore[union-attr]
+    ]
+    assert len(expected) == 5  # March 3, 4, 5, 6 and the formula on the 7th
+    assert 'id="total-completions">5 completions<' in page
+    total = sum(int(r["cost"]) for r in expected)
+    assert f'id="total-cost">{format_credits(total)}<' in page
+    assert "Completions 1–2 of 5, newest first (page 1 of 3)." in page
+    older = re.search(r'<a href="([^"]+)" rel="next">Older</a>', page)
+    assert older
+    second = browser.get(older.group(1).replace("&amp;", "&")).text
+    assert "Completions 3–4 of 5, newest first (page 2 of 3)." in second
+
+    link = re.search(r'<a href="(/dashboard/usage\.csv\?[^"]+)" download>', page)
+    assert link
+    download = browser.get(link.group(1).replace("&amp;", "&"))
+    assert download.status_code == 200
+    assert download.headers["content-type"].startswith("text/csv")
+    assert "attachment" in download.headers["content-disposition"]
+    lines = list(csv.DictReader(io.StringIO(download.text)))
+    assert [line["request_id"] for line in lines] == [r["request_id"] for r in expected]
+    for line, row in zip(lines, expected, strict=True):
+        assert line["cost"] == format_credits(int(row["cost"]))
+        assert line["key_id"] == str(prod) and line["model"] == "lowrouter/echo"
+        assert line["at"] == from_us(row["at_us"]).isoformat().replace("+00:00", "Z")  # type: ignore[union-attr]
+        assert int(line["prompt_tokens"]) == row["prompt_tokens"]
+    assert lines[0]["client_ip"] == "'=1+2"  # a spreadsheet shows it, never runs it
+
+    everything = list(csv.DictReader(io.StringIO(browser.get("/dashboard/usage.csv").text)))
+    assert len(everything) == 11
+    bad = browser.get("/dashboard/usage.csv?since=soon")  # an unusable filter is ignored
+    assert bad.status_code == 200 and len(list(csv.DictReader(io.StringIO(bad.text)))) == 11
+    assert browser.get("/dashboard/usage?before=" + "9" * 5000).status_code == 200

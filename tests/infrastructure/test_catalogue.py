@@ -330,7 +330,6 @@ def test_unknown_model_lists_some_available_ids(catalogue: Catalogue) -> None:
     message = str(caught.value)
     assert '"openai/gpt-5" does not exist' in message
     assert '"openai/gpt-4o-mini"' in message
-    assert caught.value.status == 404
 
 
 def test_unknown_model_lists_only_ids_the_key_may_use(catalogue: Catalogue) -> None:
@@ -351,7 +350,6 @@ def test_model_without_a_provider_in_the_pinned_region_is_unavailable(
     with pytest.raises(RegionUnavailable) as caught:
         catalogue.candidates("openai/gpt-4o-mini", Scope(region="eu"))
     assert 'no provider in region "eu"' in str(caught.value)
-    assert caught.value.status == 403
 
 
 def test_auto_orders_allowed_models_cheapest_first_with_ties_by_id(catalogue: Catalogue) -> None:

@@ -4,7 +4,7 @@ policy, domain.access): whatever was done to a key, at any moment and from any a
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -91,10 +91,11 @@ def test_the_lookup_record_and_the_aggregate_always_agree(
     runtime, clock = world
     app: Lowrouter = runtime.ledger
     clock.now = T0
-    account = app.open_account(f"agree-{id(steps)}-{clock.now.timestamp()}-{len(probes)}", ACTOR)
+    account = app.open_account(f"agree-{uuid4().hex}", ACTOR)
     issued = app.create_key(account.account.id, "k", Scope(), ACTOR, first)
-    first_hash = hash_token(runtime.settings.pepper, issued.token)
-    keys: list[tuple[UUID, str]] = [(issued.key.id, first_hash)]
+    keys: list[tuple[UUID, str]] = [
+        (issued.key.id, hash_token(runtime.settings.pepper, issued.token))
+    ]
     for action, value in steps:
         key_id = keys[-1][0]
         try:

@@ -124,6 +124,8 @@ def test_a_worker_refuses_when_the_key_lookup_failed_in_another_process(
             assert response.status_code == 503
             assert response.json()["error"]["code"] == "lookup_unavailable"
             assert client.get("/healthz").status_code == 503
+            # the dashboard of a worker that runs no projections sees it too (one condition)
+            assert client.get("/dashboard/sign-in").status_code == 503
 
             monkeypatch.undo()  # the code is fixed; the projection gets past the event
             background.projections.catch_up(["keys"])
@@ -131,5 +133,6 @@ def test_a_worker_refuses_when_the_key_lookup_failed_in_another_process(
             while status() != 200 and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert status() == 200 and client.get("/healthz").status_code == 200
+            assert client.get("/dashboard/sign-in").status_code == 200
     finally:
         background.close()

@@ -1,9 +1,10 @@
-"""The usage chart: stacked bars of each key's daily spend, drawn as SVG on the server."""
+"""Spend charts: stacked bars of daily spend per key or per model, drawn as SVG on the server,
+with the same figures as a table (so they read without the picture, and without JavaScript)."""
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from infrastructure.http.dashboard.rows import credits_text
+from infrastructure.http.dashboard.money import credits, money, plural
 
 # Okabe–Ito: distinguishable with the common colour-vision deficiencies.
 CHART_COLOURS = (
@@ -62,9 +63,10 @@ def daily_chart(
     spend: Mapping[tuple[str, str], int],
     names: Mapping[str, tuple[str, str]],
     days: Sequence[str],
+    per: str = "key",
 ) -> Chart:
-    """Stacked bars of each key's spend per day. `spend`: (key id, day) -> micro-credits;
-    `names`: key id -> (name, display)."""
+    """Stacked bars of each series' spend per day. `spend`: (series, day) -> micro-credits;
+    `names`: series (a key id, a model) -> (name, display); `per` names a series in words."""
     width, height, left, top, bottom, right = 760, 260, 70, 12, 36, 12
     plot_width, plot_height = width - left - right, height - top - bottom
     key_ids = sorted(
@@ -93,13 +95,12 @@ def daily_chart(
                     width=round(slot * 0.7, 2),
                     height=round(h, 2),
                     colour=colours[key],
-                    label=f"{day} · {name}: {credits_text(cost)} credits",
+                    label=f"{day} · {name}: {credits(cost)}",
                 )
             )
             base += cost
     y_ticks = [
-        (round(top + plot_height - plot_height * i / 4, 2), credits_text(step * i))
-        for i in range(5)
+        (round(top + plot_height - plot_height * i / 4, 2), money(step * i)) for i in range(5)
     ]
     x_ticks = [
         (round(left + i * slot + slot / 2, 2), days[i][5:])
@@ -111,19 +112,18 @@ def daily_chart(
             names.get(k, (k[:8], ""))[0],
             names.get(k, ("", ""))[1],
             colours[k],
-            credits_text(sum(spend.get((k, d), 0) for d in days)),
+            money(sum(spend.get((k, d), 0) for d in days)),
         )
         for k in key_ids
     ]
     table = [
-        (day, [credits_text(spend.get((k, day), 0)) for k in key_ids], credits_text(totals[day]))
+        (day, [money(spend.get((k, day), 0)) for k in key_ids], money(totals[day]))
         for day in reversed(days)
         if totals[day]
     ]
     total = sum(totals.values())
-    summary = (
-        f"Daily spend per key from {days[0]} to {days[-1]}: {credits_text(total)} credits in all"
-        + (f", across {len(key_ids)} key{'s' if len(key_ids) != 1 else ''}." if key_ids else ".")
+    summary = f"Daily spend per {per} from {days[0]} to {days[-1]}: {credits(total)} in all" + (
+        f", across {plural(len(key_ids), per)}." if key_ids else "."
     )
     return Chart(
         width=width,
@@ -137,6 +137,6 @@ def daily_chart(
         x_ticks=x_ticks,
         legend=legend,
         days=table,
-        total=credits_text(total),
+        total=money(total),
         summary=summary,
     )

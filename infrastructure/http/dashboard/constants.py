@@ -3,7 +3,7 @@
 from datetime import timedelta
 from pathlib import Path
 
-from application.keys import MAX_GRACE
+from application.keys import MAX_GRACE_SECONDS as MAX_GRACE_SECONDS  # re-exported
 
 BASE = "/dashboard"
 STATIC = BASE + "/static"
@@ -21,7 +21,15 @@ CHART_DAYS = 30
 MAX_FORM_BYTES = 64 * 1024
 MAX_FORM_FIELDS = 500
 MAX_MANAGEMENT_KEY_FIELD = 200
-MAX_GRACE_SECONDS = int(MAX_GRACE.total_seconds())
+
+# The navigation: (nav id, label, path under BASE). A new page adds its line here and passes
+# `nav=` its id to `render`.
+NAV = [
+    ("overview", "Overview", "/overview"),
+    ("keys", "Keys", "/keys"),
+    ("usage", "Usage", "/usage"),
+    ("webhooks", "Webhooks", "/webhooks"),
+]
 
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",

@@ -16,8 +16,9 @@ from domain.money import parse_credits
 from domain.scope import Scope as KeyScope
 from domain.scope import check_name
 from infrastructure.http.dashboard.constants import MAX_FORM_BYTES, MAX_FORM_FIELDS
+from infrastructure.http.dashboard.money import money
 from infrastructure.http.dashboard.rendering import Refusal
-from infrastructure.http.dashboard.rows import credits_text, limit_text, models_text, region_text
+from infrastructure.http.dashboard.rows import limit_text, models_text, region_text
 from infrastructure.http.dashboard.state import Dashboard
 
 # --- forms, cookies, sessions --------------------------------------------------------------------
@@ -77,7 +78,7 @@ class ScopeForm:
             name=key.name,
             models=list(scope.models or []),
             region=scope.region or "",
-            daily_limit=credits_text(scope.daily_limit) if scope.daily_limit is not None else "",
+            daily_limit=money(scope.daily_limit) if scope.daily_limit is not None else "",
             errors={},
         )
 

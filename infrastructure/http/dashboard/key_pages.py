@@ -18,12 +18,14 @@ from infrastructure.http.dashboard.forms import (
     catalogue_regions,
     scope_changes,
 )
+from infrastructure.http.dashboard.money import money
 from infrastructure.http.dashboard.rendering import Refusal, call, not_found, render, see_other
-from infrastructure.http.dashboard.rows import KeyRow, credits_text, key_row, when
+from infrastructure.http.dashboard.rows import KeyRow, key_row, when
 from infrastructure.http.dashboard.sessions import new_form_id, posted, signed_in, use_form_once
 from infrastructure.http.dashboard.state import Dashboard
 from infrastructure.http.dashboard.store import Session
 from infrastructure.http.gateway import durable
+from projections.dashboard_queries import FRESH_FOR
 from projections.forensics import flags_for_keys
 from projections.queries import last_used
 from projections.runner import ProjectionFailed
@@ -47,9 +49,7 @@ async def catch_up_usage(dashboard: Dashboard) -> None:
     """Bring the usage tables up to date (read-your-writes); a busy SQLite may leave them a
     moment behind, which a page can live with."""
     try:
-        await run_in_threadpool(
-            dashboard.gateway.runtime.projections.catch_up, ["usage", "forensics"]
-        )
+        await run_in_threadpool(dashboard.gateway.runtime.projections.catch_up, list(FRESH_FOR))
     except OperationalError:
         pass
     except ProjectionFailed:
@@ -62,6 +62,7 @@ KEY_NOTICES = {
     "renamed": "The key {display} is now called {name}.",
     "revoked": "{name} ({display}) is revoked: its token stops working on the next request.",
     "unchanged": "Nothing changed for {name} ({display}).",
+    "acknowledged": "The flag of {name} ({display}) is acknowledged; it stays in its history.",
     "already-done": "That form was already submitted; nothing more was done, and a token is "
     "never shown twice.",
 }
@@ -84,7 +85,7 @@ async def keys_page(request: Request, dashboard: Dashboard) -> Response:
             now,
             view.spent_today.get(str(key.id), 0),
             used.get(str(key.id)),
-            [flag.describe() for flag in flags.get(str(key.id), [])],
+            flags.get(str(key.id), []),
         )
         for key in reversed(api_keys)  # the account lists them in creation order
     ]
@@ -95,8 +96,8 @@ async def keys_page(request: Request, dashboard: Dashboard) -> Response:
         nav="keys",
         keys=rows,
         notice=key_notice(request, rows),
-        balance=credits_text(view.balance),
-        held=credits_text(view.held),
+        balance=money(view.balance),
+        held=money(view.held),
         rotate_days=ROTATE_AFTER.days,
     )
 

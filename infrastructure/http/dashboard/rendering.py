@@ -19,7 +19,13 @@ from domain.errors import (
     KeyRevoked,
     NotFound,
 )
-from infrastructure.http.dashboard.constants import BASE, SECURITY_HEADERS, STATIC, TEMPLATE_DIR
+from infrastructure.http.dashboard.constants import (
+    BASE,
+    NAV,
+    SECURITY_HEADERS,
+    STATIC,
+    TEMPLATE_DIR,
+)
 from infrastructure.http.dashboard.state import Dashboard, dashboard_of
 from infrastructure.http.dashboard.store import Session
 from projections.runner import ProjectionLagging
@@ -50,6 +56,7 @@ def render(
     html = templates.get_template(template).render(
         base=BASE,
         static=STATIC,
+        nav_items=NAV,
         session=session,
         csrf=session.csrf if session else "",
         **context,
@@ -91,7 +98,7 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
             dashboard = await dashboard_of(request)
-            if dashboard.gateway.runtime.projections.failure is not None:
+            if dashboard.gateway.lookup_trouble() is not None:
                 raise Refusal(
                     503,
                     "Unavailable",

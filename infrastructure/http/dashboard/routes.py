@@ -8,6 +8,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from infrastructure.http.dashboard.constants import BASE, SECURITY_HEADERS, STATIC_DIR
+from infrastructure.http.dashboard.flag_pages import acknowledge
 from infrastructure.http.dashboard.history import key_history
 from infrastructure.http.dashboard.key_pages import (
     create_key,
@@ -18,9 +19,16 @@ from infrastructure.http.dashboard.key_pages import (
     rotate_key,
     scope_key,
 )
+from infrastructure.http.dashboard.overview import overview_page
 from infrastructure.http.dashboard.rendering import page, render
 from infrastructure.http.dashboard.signin import home, sign_in, sign_in_form, sign_out
-from infrastructure.http.dashboard.usage import usage_page_view
+from infrastructure.http.dashboard.usage import usage_csv, usage_page_view
+from infrastructure.http.dashboard.webhook_pages import (
+    add_webhook,
+    deliveries_page,
+    remove_webhook,
+    webhooks_page,
+)
 
 # --- routes --------------------------------------------------------------------------------------
 
@@ -44,15 +52,22 @@ _pages: list[BaseRoute] = [
     Route("/sign-in", page(sign_in_form), methods=["GET"]),
     Route("/sign-in", page(sign_in), methods=["POST"]),
     Route("/sign-out", page(sign_out), methods=["POST"]),
+    Route("/overview", page(overview_page), methods=["GET"]),
     Route("/keys", page(keys_page), methods=["GET"]),
     Route("/keys/new", page(new_key_form), methods=["GET"]),
     Route("/keys/new", page(create_key), methods=["POST"]),
     Route("/keys/{key_id}/history", page(key_history), methods=["GET"]),
+    Route("/keys/{key_id}/flags/acknowledge", page(acknowledge), methods=["POST"]),
     Route("/keys/{key_id}/scope", page(scope_key), methods=["GET", "POST"]),
     Route("/keys/{key_id}/rename", page(rename_key), methods=["GET", "POST"]),
     Route("/keys/{key_id}/rotate", page(rotate_key), methods=["GET", "POST"]),
     Route("/keys/{key_id}/revoke", page(revoke_key), methods=["GET", "POST"]),
     Route("/usage", page(usage_page_view), methods=["GET"]),
+    Route("/webhooks", page(webhooks_page), methods=["GET"]),
+    Route("/webhooks", page(add_webhook), methods=["POST"]),
+    Route("/webhooks/{webhook_id}/remove", page(remove_webhook), methods=["POST"]),
+    Route("/webhooks/{webhook_id}/deliveries", page(deliveries_page), methods=["GET"]),
+    Route("/usage.csv", page(usage_csv), methods=["GET"]),
     Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="dashboard-static"),
 ]
 

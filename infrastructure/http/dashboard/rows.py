@@ -5,9 +5,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from domain.keys import ApiKey
-from domain.money import format_credits
+from domain.policy import KeyPolicy
 from infrastructure.http.dashboard.constants import BASE, ROTATE_AFTER
+from infrastructure.http.dashboard.money import money, per_day, per_month, plural
+from projections.forensics import UsageFlag
 from projections.schema import from_us
 
 # --- how things look -----------------------------------------------------------------------------
@@ -23,14 +27,6 @@ def iso(moment: datetime | None) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else ""
 
 
-def credits_text(micro: int) -> str:
-    """Credits for people: "0.000123", "5", "12.5" (no trailing zeros)."""
-    text = format_credits(micro)
-    whole, _, frac = text.partition(".")
-    frac = frac.rstrip("0")
-    return f"{whole}.{frac}" if frac else whole
-
-
 def models_text(models: Sequence[str] | None) -> str:
     return "every model" if models is None else ", ".join(models)
 
@@ -40,15 +36,94 @@ def region_text(region: str | None) -> str:
 
 
 def limit_text(limit: int | None) -> str:
-    return "no limit" if limit is None else f"{credits_text(limit)} credits a day"
+    return "no limit" if limit is None else per_day(limit)
+
+
+def monthly_limit_text(limit: int | None) -> str:
+    return "no monthly limit" if limit is None else per_month(limit)
+
+
+def expiry_text(expires_at: datetime | None, now: datetime) -> str:
+    if expires_at is None:
+        return "never expires"
+    if expires_at <= now:
+        return f"expired {when(expires_at)}"
+    return f"expires {when(expires_at)} (in {age_text(expires_at - now)})"
+
+
+def rates_text(policy: KeyPolicy) -> str:
+    parts = []
+    if policy.requests_per_minute is not None:
+        parts.append(f"{plural(policy.requests_per_minute, 'request')} a minute")
+    if policy.tokens_per_minute is not None:
+        parts.append(f"{plural(policy.tokens_per_minute, 'token')} a minute")
+    if policy.max_concurrent is not None:
+        parts.append(f"{policy.max_concurrent} at once")
+    return " · ".join(parts) or "no rate limits"
+
+
+def networks_text(allowed_ips: Sequence[str] | None) -> str:
+    return "any address" if allowed_ips is None else "from " + ", ".join(allowed_ips)
+
+
+def policy_lines(policy: KeyPolicy, now: datetime) -> tuple[str, ...]:
+    """The policy for a table cell: only what is set, in words."""
+    lines = []
+    if policy.monthly_limit is not None:
+        lines.append(monthly_limit_text(policy.monthly_limit))
+    if policy.has_rate_limits:
+        lines.append(rates_text(policy))
+    if policy.allowed_ips is not None:
+        lines.append(networks_text(policy.allowed_ips))
+    if policy.expires_at is not None:
+        lines.append(expiry_text(policy.expires_at, now))
+    return tuple(lines)
 
 
 def age_text(age: timedelta) -> str:
-    days = age.days
-    if days >= 1:
-        return f"{days} day{'s' if days != 1 else ''}"
+    if age.days >= 1:
+        return plural(age.days, "day")
     hours = int(age.total_seconds() // 3600)
-    return f"{hours} hour{'s' if hours != 1 else ''}" if hours else "less than an hour"
+    return plural(hours, "hour") if hours else "less than an hour"
+
+
+FLAG_NAMES = {
+    "new_address": "New address",
+    "new_user_agent": "New client",
+    "spend_spike": "Spend spike",
+}
+
+
+def flag_text(kind: str, subject: str) -> str:
+    return f"{FLAG_NAMES.get(kind, kind)}: {subject}"
+
+
+@dataclass(frozen=True)
+class FlagView:
+    """An unexpected-usage flag for people, with what its acknowledge form posts."""
+
+    kind: str
+    subject: str
+    label: str  # "New address"
+    text: str  # "first use from address 203.0.113.7"
+    at: str
+    at_iso: str
+    acknowledged: str | None  # "by session of lr-mk-… (dashboard), 2026-03-02 10:00 UTC"
+
+
+def flag_view(flag: UsageFlag) -> FlagView:
+    acknowledged = (
+        f"by {flag.acknowledged_by}, {when(flag.acknowledged_at)}" if flag.acknowledged else None
+    )
+    return FlagView(
+        kind=flag.kind,
+        subject=flag.subject,
+        label=FLAG_NAMES.get(flag.kind, flag.kind),
+        text=flag.describe(),
+        at=when(flag.at),
+        at_iso=iso(flag.at),
+        acknowledged=acknowledged,
+    )
 
 
 @dataclass(frozen=True)
@@ -69,7 +144,16 @@ class KeyRow:
     grace_until: str | None
     changeable: bool
     rotated: bool
-    flags: tuple[str, ...] = ()  # unexpected usage, described for people
+    flags: tuple[FlagView, ...] = ()  # unexpected usage, oldest first
+    policy: tuple[str, ...] = ()  # monthly limit, rates, networks, expiry: what is set
+    monthly_limit: str = "no monthly limit"
+    rates: str = "no rate limits"
+    networks: str = "any address"
+    expiry: str = "never expires"
+
+    @property
+    def open_flags(self) -> int:
+        return sum(1 for flag in self.flags if flag.acknowledged is None)
 
 
 def key_row(
@@ -77,7 +161,7 @@ def key_row(
     now: datetime,
     spent_today: int = 0,
     last_used_at: datetime | None = None,
-    flags: Sequence[str] = (),
+    flags: Sequence[UsageFlag] = (),
 ) -> KeyRow:
     status = key.status_at(now)
     age = now - key.created_on
@@ -89,16 +173,23 @@ def key_row(
         models=models_text(key.scope.models),
         region=region_text(key.scope.region),
         daily_limit=limit_text(key.scope.daily_limit),
-        spent_today=credits_text(spent_today),
+        spent_today=money(spent_today),
         created=when(key.created_on),
         created_iso=iso(key.created_on),
         last_used=when(last_used_at),
         age=age_text(age),
-        rotate_warning=status != "revoked" and age > ROTATE_AFTER,
+        rotate_warning=status not in ("revoked", "expired")
+        and age > ROTATE_AFTER
+        and key.policy.expires_at is None,
         grace_until=when(key.grace_deadline) if status == "rotating" else None,
         changeable=status != "revoked" and key.successor_id is None,
         rotated=key.successor_id is not None,
-        flags=tuple(flags),
+        flags=tuple(flag_view(flag) for flag in flags),
+        policy=policy_lines(key.policy, now),
+        monthly_limit=monthly_limit_text(key.policy.monthly_limit),
+        rates=rates_text(key.policy),
+        networks=networks_text(key.policy.allowed_ips),
+        expiry=expiry_text(key.policy.expires_at, now),
     )
 
 
@@ -119,9 +210,12 @@ class HistoryRow:
 EVENT_NAMES = {
     "Created": "Created",
     "Scoped": "Scope changed",
+    "PolicyChanged": "Policy changed",
     "Renamed": "Renamed",
     "Rotated": "Rotated",
     "Revoked": "Revoked",
+    "FlagAcknowledged": "Unexpected usage acknowledged",
+    "UsedAfterRevocation": "Used after revocation (refused)",
 }
 
 
@@ -138,6 +232,14 @@ def history_row(event: Any) -> HistoryRow:
             ("Region", region_text(event.region), None),
             ("Daily limit", limit_text(event.daily_limit), None),
         ]
+    if kind == "PolicyChanged":
+        policy = KeyPolicy.from_fields(**vars(event))
+        details += [
+            ("Monthly limit", monthly_limit_text(policy.monthly_limit), None),
+            ("Rate limits", rates_text(policy), None),
+            ("Addresses", networks_text(policy.allowed_ips), None),
+            ("Expiry", "never" if policy.expires_at is None else when(policy.expires_at), None),
+        ]
     if kind == "Created" and event.predecessor_id is not None:
         details.append(
             (
@@ -153,6 +255,11 @@ def history_row(event: Any) -> HistoryRow:
         ]
     if kind == "Revoked":
         details.append(("Reason", str(event.reason), None))
+    if kind == "FlagAcknowledged":
+        details.append(("Flag", flag_text(str(event.kind), str(event.subject)), None))
+    if kind == "UsedAfterRevocation":
+        details.append(("Attempts", str(event.count), None))
+        details.append(("From", str(event.client_ip or "unknown address"), None))
     return HistoryRow(
         version=int(event.originator_version),
         at=when(event.timestamp),
@@ -181,6 +288,9 @@ class UsageRow:
     status: str
     latency_ms: int
     streamed: bool
+    api: str | None = None  # once usage rows carry it (release 0.3 metering)
+    cost_source: str | None = None
+    flags: tuple[str, ...] = ()
 
 
 def usage_row(row: Mapping[str, Any], names: Mapping[str, tuple[str, str]]) -> UsageRow:
@@ -198,8 +308,11 @@ def usage_row(row: Mapping[str, Any], names: Mapping[str, tuple[str, str]]) -> U
         region=row["region"] or "",
         prompt_tokens=int(row["prompt_tokens"]),
         completion_tokens=int(row["completion_tokens"]),
-        cost=credits_text(int(row["cost"])),
+        cost=money(int(row["cost"])),
         status=row["status"],
         latency_ms=int(row["latency_ms"]),
         streamed=bool(row["streamed"]),
+        api=row.get("api"),
+        cost_source=row.get("cost_source"),
+        flags=tuple(orjson.loads(row["flags"])) if row.get("flags") else (),
     )

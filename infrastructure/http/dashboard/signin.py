@@ -36,7 +36,7 @@ from projections.lookup import find_key
 
 async def home(request: Request, dashboard: Dashboard) -> Response:
     await signed_in(request, dashboard)
-    return see_other("/keys")
+    return see_other("/overview")
 
 
 SIGNIN_NOTICES = {
@@ -87,7 +87,7 @@ def signin_nonce(request: Request, dashboard: Dashboard) -> str | None:
 
 async def sign_in_form(request: Request, dashboard: Dashboard) -> Response:
     if await current_session(request, dashboard) is not None:
-        return see_other("/keys")
+        return see_other("/overview")
     return sign_in_page(request, dashboard)
 
 
@@ -124,7 +124,7 @@ async def sign_in(request: Request, dashboard: Dashboard) -> Response:
         record.display,
         dashboard.now(),
     )
-    response = see_other("/keys")
+    response = see_other("/overview")
     value = dashboard.cookies.dumps(
         {"s": session_id, "a": str(record.account_id), "k": str(record.key_id)}, salt="session"
     )

@@ -1,124 +1,273 @@
-"""The usage page: the chart of daily spend per key and the usage history, with filters and
-paging."""
+"""The usage page: the chart of daily spend per key, and the usage history with filters (key,
+model, API, status, time range), the filtered range's totals, pages that say where you are, and
+a CSV of exactly the filtered rows."""
 
+import csv
+import io
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
 
-from sqlalchemy import (
-    Engine,
-    select,
-)
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
+from domain.money import format_credits
 from infrastructure.http.dashboard.chart import daily_chart
 from infrastructure.http.dashboard.constants import BASE, CHART_DAYS, USAGE_PAGE_SIZE
 from infrastructure.http.dashboard.forms import catalogue_models
 from infrastructure.http.dashboard.key_pages import catch_up_usage
+from infrastructure.http.dashboard.money import money, plural
 from infrastructure.http.dashboard.rendering import call, render
-from infrastructure.http.dashboard.rows import usage_row
+from infrastructure.http.dashboard.rows import iso, usage_row
 from infrastructure.http.dashboard.sessions import signed_in
 from infrastructure.http.dashboard.state import Dashboard
-from projections.queries import usage_page
-from projections.schema import daily_spend, to_us
+from projections.dashboard_queries import (
+    UsageFilter,
+    rows_newer_than,
+    spend_history,
+    usage_choices,
+    usage_rows,
+    usage_totals,
+)
+from projections.schema import from_us, to_us
+
+FILTERS = ("key", "model", "api", "status", "since", "until")
+# The CSV's columns: the management API's USAGE names (and `api` etc. once rows carry them).
+CSV_COLUMNS = (
+    "request_id",
+    "at",
+    "key_id",
+    "key_name",
+    "api",
+    "model",
+    "provider",
+    "region",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+    "status",
+    "latency_ms",
+    "streamed",
+    "client_ip",
+    "user_agent",
+)
 
 
-def spend_by_day(engine: Engine, account_id: UUID, first_day: str) -> dict[tuple[str, str], int]:
-    query = select(daily_spend.c.key_id, daily_spend.c.day, daily_spend.c.cost).where(
-        daily_spend.c.account_id == str(account_id), daily_spend.c.day >= first_day
-    )
-    with engine.connect() as conn:
-        return {(row.key_id, row.day): int(row.cost) for row in conn.execute(query)}
-
-
-def parse_since(text: str) -> datetime | None:
-    """A day (2026-01-31) or an ISO time; a time without a zone is UTC."""
+def parse_moment(text: str, end_of_day: bool = False) -> datetime | None:
+    """A day (2026-01-31) or an ISO time; a time without a zone is UTC. A day as the end of a
+    range means the end of that day."""
     text = text.strip()
     if not text:
         return None
     try:
-        moment = (
-            datetime.combine(date.fromisoformat(text), datetime.min.time())
-            if len(text) == 10
-            else datetime.fromisoformat(text)
-        )
+        if len(text) == 10:
+            day = date.fromisoformat(text) + timedelta(days=1 if end_of_day else 0)
+            moment = datetime.combine(day, datetime.min.time())
+        else:
+            moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError("'since' must be a day (2026-01-31) or an ISO time") from None
+        raise ValueError("must be a day (2026-01-31) or an ISO time") from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+parse_since = parse_moment  # the name earlier callers used
+
+
+@dataclass
+class ChosenUsage:
+    """The filters as given (to fill the form and the links) and as a query."""
+
+    query: UsageFilter
+    given: dict[str, str]
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def kept(self) -> dict[str, str]:
+        return {k: v for k, v in self.given.items() if v}
+
+
+def read_filters(
+    params: QueryParams, account_id: UUID, names: Mapping[str, tuple[str, str]]
+) -> ChosenUsage:
+    """The filters of a usage request. An unusable one is dropped with a message."""
+    given = {name: params.get(name, "").strip()[:128] for name in FILTERS}
+    errors: list[str] = []
+    key_id: UUID | None = None
+    if given["key"]:
+        if given["key"] in names:
+            key_id = UUID(given["key"])
+        else:
+            errors.append("No such key in this account; showing every key.")
+            given["key"] = ""
+    moments: dict[str, datetime | None] = {}
+    for name in ("since", "until"):
+        try:
+            moments[name] = parse_moment(given[name], end_of_day=name == "until")
+        except ValueError as error:
+            errors.append(f"'{name}' {error}; ignored.")
+            given[name], moments[name] = "", None
+    since, until = moments["since"], moments["until"]
+    query = UsageFilter(
+        account_id=account_id,
+        key_id=key_id,
+        model=given["model"] or None,
+        status=given["status"] or None,
+        api=given["api"] or None,
+        since_us=to_us(since) if since else None,
+        until_us=to_us(until) if until else None,
+    )
+    return ChosenUsage(query, given, errors)
+
+
+def page_position(params: QueryParams) -> int | None:
+    text = params.get("before", "")
+    return int(text) if text.isdigit() and len(text) <= 18 else None
 
 
 async def usage_page_view(request: Request, dashboard: Dashboard) -> Response:
     """The chart of daily spend per key (30 days) and the usage history, newest first."""
     session = await signed_in(request, dashboard)
     runtime = dashboard.gateway.runtime
-    params = request.query_params
     api_keys = await call(runtime.ledger.list_keys, session.account_id)
     names = {str(k.id): (k.name, k.display) for k in api_keys}
-    errors: list[str] = []
-
-    key_filter = params.get("key", "")
-    key_id: UUID | None = None
-    if key_filter:
-        if key_filter in names:
-            key_id = UUID(key_filter)
-        else:
-            errors.append("No such key in this account; showing every key.")
-            key_filter = ""
-    model_filter = params.get("model", "").strip()[:128]
-    since_text = params.get("since", "").strip()[:40]
-    since: datetime | None = None
-    try:
-        since = parse_since(since_text)
-    except ValueError as error:
-        errors.append(f"{error}; showing every day.")
-        since_text = ""
-    before_text = params.get("before", "")
-    before = int(before_text) if before_text.isdigit() else None
-
+    chosen = read_filters(request.query_params, session.account_id, names)
+    before = page_position(request.query_params)
     await catch_up_usage(dashboard)
+    engine = runtime.engine
     rows = await run_in_threadpool(
-        usage_page,
-        runtime.engine,
-        session.account_id,
-        key_id=key_id,
-        model=model_filter or None,
-        since_us=to_us(since) if since else None,
-        before_position=before,
-        limit=USAGE_PAGE_SIZE + 1,
+        lambda: usage_rows(engine, chosen.query, before_position=before, limit=USAGE_PAGE_SIZE + 1)
     )
+    totals = await run_in_threadpool(usage_totals, engine, chosen.query)
     more = len(rows) > USAGE_PAGE_SIZE
     rows = rows[:USAGE_PAGE_SIZE]
-    filters = {"key": key_filter, "model": model_filter, "since": since_text}
-    kept = {k: v for k, v in filters.items() if v}
+    kept = chosen.kept
+    first_shown = (
+        await run_in_threadpool(rows_newer_than, engine, chosen.query, rows[0]["position"])
+        if rows
+        else 0
+    )
     next_url = (
         f"{BASE}/usage?{urlencode({**kept, 'before': str(rows[-1]['position'])})}"
         if more and rows
         else None
     )
     first_url = f"{BASE}/usage?{urlencode(kept)}" if before is not None else None
+    page_number = (first_shown - 1) // USAGE_PAGE_SIZE + 1 if rows else 1
+    pages = max(1, -(-totals.requests // USAGE_PAGE_SIZE))
+    where = (
+        f"Completions {first_shown}–{first_shown + len(rows) - 1} of {totals.requests}, "
+        f"newest first (page {page_number} of {pages})."
+        if rows
+        else ""
+    )
 
     today = dashboard.now().astimezone(UTC).date()
     days = [(today - timedelta(days=n)).isoformat() for n in range(CHART_DAYS - 1, -1, -1)]
-    spend = await run_in_threadpool(spend_by_day, runtime.engine, session.account_id, days[0])
-    chart = daily_chart(spend, names, days)
-
+    history = await run_in_threadpool(
+        spend_history, engine, session.account_id, [k.id for k in api_keys], days[0]
+    )
+    choices = await run_in_threadpool(usage_choices, engine, session.account_id)
+    models = sorted({m for m, _ in catalogue_models(dashboard)} | set(choices["model"]))
     return render(
         request,
         "usage.html",
         title="Usage",
         nav="usage",
-        chart=chart,
+        chart=daily_chart(history.by_key_day, names, days),
         rows=[usage_row(row, names) for row in rows],
         keys=sorted(
             ((key_id, name, display) for key_id, (name, display) in names.items()),
             key=lambda item: item[1].casefold(),
         ),
-        models=[model_id for model_id, _ in catalogue_models(dashboard)],
-        filters=filters,
-        errors=errors,
+        models=models,
+        statuses=choices["status"],
+        apis=choices.get("api", []),
+        filters=chosen.given,
+        filtered=bool(kept),
+        errors=chosen.errors,
+        totals={
+            "completions": plural(totals.requests, "completion"),
+            "cost": money(totals.cost),
+            "prompt_tokens": totals.prompt_tokens,
+            "completion_tokens": totals.completion_tokens,
+        },
+        where=where,
+        csv_url=f"{BASE}/usage.csv" + (f"?{urlencode(kept)}" if kept else ""),
         next_url=next_url,
         first_url=first_url,
         page_size=USAGE_PAGE_SIZE,
+    )
+
+
+CSV_PAGE = 1000
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell(value: Any) -> str:
+    """A text cell that a spreadsheet would run as a formula (a user agent of "=cmd|…") gets
+    a leading apostrophe, as OWASP advises; numbers and everything else are written as they are."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return str(value)
+
+
+def csv_line(row: Mapping[str, Any]) -> list[str]:
+    """One usage row as the CSV writes it: money as decimal strings, times in ISO UTC."""
+    values = {
+        **row,
+        "at": iso(from_us(row["at_us"])),
+        "cost": format_credits(int(row["cost"])),
+        "streamed": "true" if row["streamed"] else "false",
+    }
+    if row.get("upstream_cost") is not None:
+        values["upstream_cost"] = format_credits(int(row["upstream_cost"]))
+    return [cell(values.get(c)) for c in csv_columns(row)]
+
+
+def csv_columns(row: Mapping[str, Any] | None) -> tuple[str, ...]:
+    extra = ("cached_prompt_tokens", "reasoning_tokens", "cost_source", "upstream_cost")
+    present = tuple(c for c in extra if row is not None and c in row)
+    return tuple(c for c in CSV_COLUMNS if c != "api" or row is None or "api" in row) + present
+
+
+def csv_text(engine: Engine, chosen: UsageFilter) -> Iterator[str]:
+    """Every filtered row, newest first, read a page at a time (so memory stays small); rows
+    that arrive during the download are newer than the first page and are not included."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    rows = usage_rows(engine, chosen, limit=CSV_PAGE)
+    writer.writerow(csv_columns(rows[0] if rows else None))
+    while rows:
+        for row in rows:
+            writer.writerow(csv_line(row))
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        if len(rows) < CSV_PAGE:
+            break
+        rows = usage_rows(engine, chosen, before_position=rows[-1]["position"], limit=CSV_PAGE)
+    yield buffer.getvalue()
+
+
+async def usage_csv(request: Request, dashboard: Dashboard) -> Response:
+    """Exactly the rows the same filters show on the page (every page of them), newest first."""
+    session = await signed_in(request, dashboard)
+    runtime = dashboard.gateway.runtime
+    api_keys = await call(runtime.ledger.list_keys, session.account_id)
+    names = {str(k.id): (k.name, k.display) for k in api_keys}
+    chosen = read_filters(request.query_params, session.account_id, names)
+    await catch_up_usage(dashboard)
+    stamp = dashboard.now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return StreamingResponse(
+        csv_text(runtime.engine, chosen.query),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="lowrouter-usage-{stamp}.csv"'},
     )

@@ -7,120 +7,35 @@ key's scope, rotates it, revokes it, and the revoked key fails on the next reque
 with JavaScript switched off. Every page is saved as a screenshot in tests/artifacts/.
 """
 
-import os
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-import uvicorn
 
-from domain.actor import Actor
-from domain.money import parse_credits
-from infrastructure.catalogue import DEMO_MODEL, demo_catalogue
-from infrastructure.http.app import create_app
-from infrastructure.http.dashboard import COOKIE, install_dashboard
-from infrastructure.runtime import Runtime, open_runtime
-from infrastructure.settings import load_settings
-from tests.support.stores import PEPPER
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-OPERATOR = Actor("operator", "cli:browser-e2e")
-
-
-def _require_browser() -> Any:
-    """Playwright's sync API, or a skip (a failure under CI=true) naming what is missing."""
-    missing = None
-    try:
-        from playwright import sync_api
-    except ImportError:
-        missing = "the playwright package is not installed (pip install playwright)"
-    if missing is None and not CHROMIUM.exists():
-        missing = f"{CHROMIUM} is missing (apt-get install chromium)"
-    if missing is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the browser test needs a browser under CI=true: {missing}")
-        pytest.skip(missing)
-    return sync_api
-
-
-@dataclass
-class Live:
-    url: str
-    runtime: Runtime
-    management_key: str
-
-    def chat(self, token: str) -> httpx.Response:
-        return httpx.post(
-            f"{self.url}/api/v1/chat/completions",
-            headers={"Authorization": f"Bearer {token}"},
-            json={"model": DEMO_MODEL, "messages": [{"role": "user", "content": "Hello there"}]},
-            timeout=10,
-        )
-
-
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[Live]:
-    """The gateway with the dashboard, under uvicorn on a free port, on SQLite."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    settings = load_settings(
-        {"LOWROUTER_TOKEN_PEPPER": PEPPER, "LOWROUTER_DATA_DIR": str(tmp_path)},
-        database_url=f"sqlite:///{tmp_path}/lowrouter.db",
-    )
-    runtime = open_runtime(settings)
-    app = create_app(runtime, demo_catalogue())
-    install_dashboard(app)
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="on")
-    )
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="dashboard-e2e", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    opened = runtime.ledger.open_account("browser-e2e", OPERATOR, parse_credits("10"))
-    try:
-        yield Live(f"http://127.0.0.1:{port}", runtime, opened.token.value)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+from infrastructure.catalogue import DEMO_MODEL
+from infrastructure.http.dashboard import COOKIE
+from tests.dashboard.browser.conftest import ARTIFACTS, Chromium, Live
 
 
 def nav(page: Any, name: str) -> None:
     page.get_by_role("navigation", name="Dashboard").get_by_role("link", name=name).click()
 
 
-def test_a_new_user_creates_uses_rotates_and_revokes_a_key_in_a_browser(live: Live) -> None:
-    sync_api = _require_browser()
-    expect = sync_api.expect
+def act(page: Any, key_name: str, action: str, scope: Any = None) -> None:
+    """Open the key's Actions menu, then follow one of its links."""
+    where = scope or page
+    where.locator("summary", has_text=f"Actions for {key_name}").click()
+    where.get_by_role("link", name=action).click()
+
+
+def test_a_new_user_creates_uses_rotates_and_revokes_a_key_in_a_browser(
+    live: Live, chromium: Chromium
+) -> None:
+    expect = chromium.sync_api.expect
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
-
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    browser = chromium.browser
+    if True:  # one shared browser: this test opens and closes its own contexts
         context = browser.new_context(viewport={"width": 1360, "height": 860})
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live.url)
         page = context.new_page()
@@ -143,7 +58,9 @@ def test_a_new_user_creates_uses_rotates_and_revokes_a_key_in_a_browser(live: Li
         shot("dashboard-01-sign-in.png")
         page.get_by_label("Management key").fill(live.management_key)
         page.get_by_role("button", name="Sign in").click()
-        expect(page).to_have_url(f"{live.url}/dashboard/keys")
+        expect(page).to_have_url(f"{live.url}/dashboard/overview")
+        expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        nav(page, "Keys")
         expect(page.get_by_text("No keys yet")).to_be_visible()
         shot("dashboard-02-keys-empty.png")
         cookie = next(c for c in context.cookies() if c["name"] == COOKIE)
@@ -177,7 +94,7 @@ def test_a_new_user_creates_uses_rotates_and_revokes_a_key_in_a_browser(live: Li
         row = page.locator("tr", has_text="prod-server")
         expect(row).to_have_count(1)
         expect(row).to_contain_text(f"{token[:10]}…{token[-4:]}")
-        expect(row).to_contain_text("5 credits a day")
+        expect(row).to_contain_text("5.000000 credits a day")
 
         # Use it for a completion through the gateway.
         response = live.chat(token)
@@ -206,7 +123,7 @@ def test_a_new_user_creates_uses_rotates_and_revokes_a_key_in_a_browser(live: Li
         shot("dashboard-keys.png")
 
         # Edit its scope: a confirmation naming the key, then the change.
-        page.get_by_role("link", name="Edit scope of prod-server").click()
+        act(page, "prod-server", "Edit scope of prod-server")
         page.get_by_label(DEMO_MODEL).check()
         page.get_by_label("Region").select_option("local")
         page.get_by_label("Daily limit (credits per UTC day)").fill("2")
@@ -222,7 +139,8 @@ def test_a_new_user_creates_uses_rotates_and_revokes_a_key_in_a_browser(live: Li
         assert scope == {"models": [DEMO_MODEL], "region": "local", "daily_limit": "2.000000"}
 
         # Its history: who changed what, when.
-        page.get_by_role("link", name="History of prod-server").click()
+        nav(page, "Keys")
+        act(page, "prod-server", "History of prod-server")
         history = page.locator("table.history")
         expect(history).to_contain_text("Created")
         expect(history).to_contain_text("Scope changed")
@@ -231,7 +149,7 @@ def test_a_new_user_creates_uses_rotates_and_revokes_a_key_in_a_browser(live: Li
 
         # Rotate with no grace: the new token once; the old one stops at once.
         nav(page, "Keys")
-        page.get_by_role("link", name="Rotate prod-server").click()
+        act(page, "prod-server", "Rotate prod-server")
         expect(page.get_by_role("heading", name="Rotate prod-server")).to_be_visible()
         shot("dashboard-09-rotate.png")
         page.get_by_role("button", name="Rotate prod-server").click()
@@ -246,7 +164,7 @@ def test_a_new_user_creates_uses_rotates_and_revokes_a_key_in_a_browser(live: Li
         page.get_by_role("link", name="I have stored it").click()
         active = page.locator("tr.status-active", has_text="prod-server")
         expect(active).to_have_count(1)
-        active.get_by_role("link", name="Delete prod-server").click()
+        act(page, "prod-server", "Delete prod-server", scope=active)
         expect(page.get_by_role("heading", name="Delete prod-server")).to_be_visible()
         expect(page.locator("main")).to_contain_text(f"{new_token[:10]}…{new_token[-4:]}")
         shot("dashboard-11-revoke-confirm.png")
@@ -277,6 +195,7 @@ def test_a_new_user_creates_uses_rotates_and_revokes_a_key_in_a_browser(live: Li
         page.goto(f"{live.url}/dashboard/sign-in")
         page.get_by_label("Management key").fill(live.management_key)
         page.get_by_role("button", name="Sign in").click()
+        nav(page, "Keys")
         page.get_by_role("link", name="New key").click()
         page.get_by_label("Name", exact=True).fill("no-js")
         page.get_by_role("button", name="Create").click()
@@ -284,16 +203,15 @@ def test_a_new_user_creates_uses_rotates_and_revokes_a_key_in_a_browser(live: Li
         expect(page.get_by_role("button", name="Copy")).to_be_hidden()
         assert live.chat(no_js_token).status_code == 200
         page.get_by_role("link", name="I have stored it").click()
-        page.get_by_role("link", name="Rename no-js").click()
+        act(page, "no-js", "Rename no-js")
         page.get_by_label("New name").fill("plain-html")
         page.get_by_role("button", name="Review the change").click()
         page.get_by_role("button", name="Rename: no-js").click()
-        page.get_by_role("link", name="Delete plain-html").click()
+        act(page, "plain-html", "Delete plain-html")
         page.get_by_role("button", name="Revoke plain-html").click()
         expect(page.locator("tr.status-revoked", has_text="plain-html")).to_have_count(1)
         shot("dashboard-14-no-javascript.png")
         assert live.chat(no_js_token).status_code == 401
         plain.close()
-        browser.close()
 
     assert problems == [], problems

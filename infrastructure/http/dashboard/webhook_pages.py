@@ -1,0 +1,119 @@
+"""The Webhooks page: the account's endpoints, subscribing one (its secret shown once), removing
+one, and each endpoint's deliveries. Self-contained: its own templates (webhooks*.html)."""
+
+from uuid import UUID
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from application.webhooks import Webhooks
+from domain.webhooks import EVENT_TYPES, InvalidWebhook
+from infrastructure.http.dashboard.rendering import Refusal, call, render, see_other
+from infrastructure.http.dashboard.sessions import new_form_id, posted, signed_in, use_form_once
+from infrastructure.http.dashboard.state import Dashboard
+from infrastructure.webhook_views import delivery_json, webhook_json
+from projections.webhooks import deliveries_of_endpoint, endpoints_of_account
+
+NOTICES = {
+    "removed": "The webhook was removed: nothing more is sent to it, and its secret is erased.",
+    "already-done": "That form was already submitted; a secret is never shown twice.",
+}
+
+
+def use_cases(dashboard: Dashboard) -> Webhooks:
+    return dashboard.gateway.runtime.webhooks  # type: ignore[no-any-return]
+
+
+def endpoint_id_of(request: Request) -> UUID:
+    try:
+        return UUID(request.path_params["webhook_id"])
+    except ValueError:
+        raise missing() from None
+
+
+def missing() -> Refusal:
+    return Refusal(404, "Not found", "There is no webhook with this id in your account.")
+
+
+async def webhooks_page(request: Request, dashboard: Dashboard) -> Response:
+    session = await signed_in(request, dashboard)
+    return await listing(request, dashboard, session.account_id)
+
+
+async def listing(
+    request: Request,
+    dashboard: Dashboard,
+    account_id: UUID,
+    url: str = "",
+    chosen: tuple[str, ...] = (),
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    engine = dashboard.gateway.runtime.engine
+    views = await run_in_threadpool(endpoints_of_account, engine, account_id)
+    return render(
+        request,
+        "webhooks.html",
+        status,
+        title="Webhooks",
+        nav="webhooks",
+        webhooks=[webhook_json(view) for view in views],
+        event_types=EVENT_TYPES,
+        url=url,
+        chosen=chosen,
+        error=error,
+        form_id=new_form_id(),
+        notice=NOTICES.get(request.query_params.get("notice", "")),
+    )
+
+
+async def add_webhook(request: Request, dashboard: Dashboard) -> Response:
+    session, form = await posted(request, dashboard)
+    url, chosen = form.get("url", ""), tuple(form.getlist("events"))
+    try:
+        if not await use_form_once(dashboard, session, form):
+            return see_other("/webhooks", notice="already-done")
+        added = await run_in_threadpool(
+            use_cases(dashboard).add, session.account_id, url, chosen, session.actor
+        )
+    except InvalidWebhook as error:
+        return await listing(request, dashboard, session.account_id, url, chosen, f"{error}.", 422)
+    response = render(
+        request,
+        "webhook_secret.html",
+        title="Webhook added",
+        nav="webhooks",
+        webhook=webhook_json(added.endpoint),
+        secret=added.secret,
+    )
+    response.headers["Cache-Control"] = "no-store, max-age=0"
+    return response
+
+
+async def remove_webhook(request: Request, dashboard: Dashboard) -> Response:
+    session, _ = await posted(request, dashboard)
+    endpoint_id = endpoint_id_of(request)
+    try:
+        await call(use_cases(dashboard).remove, endpoint_id, session.actor, session.account_id)
+    except Refusal as refusal:  # a removed one is 409 (already removed)
+        raise missing() if refusal.status == 404 else refusal from None
+    return see_other("/webhooks", notice="removed")
+
+
+async def deliveries_page(request: Request, dashboard: Dashboard) -> Response:
+    session = await signed_in(request, dashboard)
+    try:
+        endpoint = await call(use_cases(dashboard).get, endpoint_id_of(request), session.account_id)
+    except Refusal as refusal:
+        raise missing() if refusal.status == 404 else refusal from None
+    engine = dashboard.gateway.runtime.engine
+    rows = await run_in_threadpool(deliveries_of_endpoint, engine, endpoint.id)
+    return render(
+        request,
+        "webhook_deliveries.html",
+        title="Deliveries",
+        nav="webhooks",
+        webhook=webhook_json(endpoint),
+        deliveries=[delivery_json(row) for row in rows],
+    )

@@ -1,0 +1,207 @@
+"""What raises a webhook: key lifecycle, budget thresholds, low credits, unexpected usage — each
+once, derived from the log, with the data a receiver needs and never a token."""
+
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from domain.policy import KeyPolicy
+from domain.scope import Scope
+from domain.webhooks import THRESHOLDS, credits_low, retry_delay, thresholds_reached
+from infrastructure.runtime import Runtime
+from projections.schema import to_us
+from projections.webhooks import deliveries_of_endpoint
+from tests.webhooks.conftest import OPERATOR, deliver, make_deliverer, open_account, use
+from tests.webhooks.receiver import Receiver
+
+CREDIT = 1_000_000
+
+
+def bodies(receiver: Receiver) -> list[dict[str, Any]]:
+    return [orjson.loads(r.body) for r in receiver.received]
+
+
+def test_key_lifecycle_events(local_runtime: Runtime, receiver: Receiver) -> None:
+    runtime = local_runtime
+    account = open_account(runtime)
+    account.subscribe(receiver.url, ["key.created", "key.updated", "key.rotated", "key.revoked"])
+    key_id, token = account.new_key("ci")
+    runtime.ledger.rename_key(key_id, "ci-2", OPERATOR)
+    runtime.ledger.scope_key(key_id, Scope(daily_limit=5 * CREDIT), OPERATOR)
+    successor = runtime.ledger.rotate_key(key_id, OPERATOR)
+    runtime.ledger.revoke_key(successor.key.id, OPERATOR, reason="done")
+    deliver(runtime, make_deliverer(runtime), passes=2)
+
+    seen = sorted(((b["type"], b["data"]["key"]["id"]) for b in bodies(receiver)), key=lambda x: x)
+    assert seen == sorted(
+        [
+            ("key.created", str(key_id)),
+            ("key.updated", str(key_id)),
+            ("key.updated", str(key_id)),
+            ("key.created", str(successor.key.id)),
+            ("key.rotated", str(key_id)),
+            ("key.revoked", str(successor.key.id)),
+        ]
+    )
+    by_type = {b["type"]: b["data"] for b in bodies(receiver)}
+    assert by_type["key.rotated"]["successor_id"] == str(successor.key.id)
+    assert by_type["key.revoked"]["reason"] == "done"
+    assert by_type["key.revoked"]["actor"]["name"] == "cli:test"
+    raw = b"".join(r.body for r in receiver.received)
+    assert token.encode() not in raw and successor.token.value.encode() not in raw
+
+
+def test_budget_thresholds_fire_once_each_per_day(
+    local_runtime: Runtime, receiver: Receiver
+) -> None:
+    runtime = local_runtime
+    account = open_account(runtime)
+    account.subscribe(receiver.url, ["budget.threshold"])
+    limited, _ = account.new_key("limited", Scope(daily_limit=10 * CREDIT))
+    unlimited, _ = account.new_key("unlimited")
+    for cost in (3, 1, 1, 4, 1):  # 30 %, 40 %, 50 %, 90 %, 100 %
+        use(runtime, account.id, limited, cost * CREDIT)
+        use(runtime, account.id, unlimited, cost * CREDIT)
+    deliver(runtime, make_deliverer(runtime))
+    sent = sorted(bodies(receiver), key=lambda b: b["data"]["percent"])  # order is not promised
+    committed = [
+        (b["data"]["percent"], float(b["data"]["spent"]) + float(b["data"]["held"])) for b in sent
+    ]  # settled + held: what the daily limit is checked against (reached on the hold)
+    assert committed == [(50, 5.0), (80, 9.0), (100, 10.0)]
+    assert {b["data"]["key"]["id"] for b in sent} == {str(limited)}
+    assert sent[0]["data"]["spent"] == "4.000000"  # 50 % was reached by the hold of the third
+    assert all(b["data"]["period"] == "daily" and b["data"]["limit"] == "10.000000" for b in sent)
+
+
+def test_a_refusal_for_the_daily_limit_is_100_percent(
+    local_runtime: Runtime, receiver: Receiver
+) -> None:
+    runtime = local_runtime
+    account = open_account(runtime)
+    account.subscribe(receiver.url, ["budget.threshold"])
+    key, _ = account.new_key("limited", Scope(daily_limit=10 * CREDIT))
+    use(runtime, account.id, key, 6 * CREDIT)  # 60 %
+    runtime.spend.record_refusal(account.id, key, "daily_limit_exceeded")  # asked for 5 more
+    runtime.spend.record_refusal(account.id, key, "insufficient_credits")  # not about the limit
+    runtime.spend.view(account.id).result()  # queued behind the refusals: they are saved
+    deliver(runtime, make_deliverer(runtime))
+    sent = sorted(bodies(receiver), key=lambda b: b["data"]["percent"])
+    assert [(b["data"]["percent"], b["data"]["refused"]) for b in sent] == [
+        (50, False),
+        (80, True),
+        (100, True),
+    ]
+
+
+def test_monthly_thresholds_count_the_month_under_the_keys_meter(
+    local_runtime: Runtime, receiver: Receiver
+) -> None:
+    runtime = local_runtime
+    account = open_account(runtime)
+    account.subscribe(receiver.url, ["budget.threshold"])
+    policy = KeyPolicy(monthly_limit=10 * CREDIT)
+    key = runtime.ledger.create_key(
+        account.id, "monthly", Scope(daily_limit=100 * CREDIT), OPERATOR, policy=policy
+    ).key.id
+    for cost in (3, 3, 2):  # 30 %, 60 %, 80 % of the month; 8 % of the day
+        use(runtime, account.id, key, cost * CREDIT)
+    deliver(runtime, make_deliverer(runtime))
+    sent = sorted(bodies(receiver), key=lambda b: b["data"]["percent"])
+    month = runtime.ledger.clock().strftime("%Y-%m")
+    assert [(b["data"]["period"], b["data"]["month"], b["data"]["percent"]) for b in sent] == [
+        ("monthly", month, 50),
+        ("monthly", month, 80),
+    ]
+
+
+def test_key_expiring_is_sent_7_days_before_and_withdrawn_when_the_expiry_changes(
+    local_runtime: Runtime, receiver: Receiver
+) -> None:
+    runtime = local_runtime
+    account = open_account(runtime)
+    endpoint_id, _ = account.subscribe(receiver.url, ["key.expiring"])
+    now = runtime.ledger.clock()
+    later = now + timedelta(days=30)
+    soon = runtime.ledger.create_key(
+        account.id, "soon", Scope(), OPERATOR, policy=KeyPolicy(expires_at=now + timedelta(days=3))
+    ).key.id
+    month = runtime.ledger.create_key(
+        account.id, "month", Scope(), OPERATOR, policy=KeyPolicy(expires_at=later)
+    ).key.id
+    changed = runtime.ledger.create_key(
+        account.id, "changed", Scope(), OPERATOR, policy=KeyPolicy(expires_at=later)
+    ).key.id
+    runtime.ledger.update_key(changed, OPERATOR, policy_changes={"expires_at": None})
+
+    deliver(runtime, make_deliverer(runtime))  # now: only the key expiring within 7 days
+    assert [b["data"]["key"]["id"] for b in bodies(receiver)] == [str(soon)]
+    pending = [d for d in deliveries_of_endpoint(runtime.engine, endpoint_id) if d.attempt == 0]
+    assert [d.next_attempt_at for d in pending] == [later - timedelta(days=7)]
+
+    in_23_days = to_us(later - timedelta(days=7)) + 1_000_000
+    deliver(runtime, make_deliverer(runtime, now_us=lambda: in_23_days), passes=2)
+    assert sorted(b["data"]["key"]["id"] for b in bodies(receiver)) == sorted(
+        [str(soon), str(month)]
+    )  # not the key whose expiry was removed
+    assert bodies(receiver)[-1]["data"]["expires_at"].startswith(later.date().isoformat())
+
+
+def test_credits_low_once_per_funding(local_runtime: Runtime, receiver: Receiver) -> None:
+    runtime = local_runtime
+    account = open_account(runtime, credits=10 * CREDIT)
+    account.subscribe(receiver.url, ["credits.low"])
+    key, _ = account.new_key()
+    use(runtime, account.id, key, 8 * CREDIT)  # 2 left: 20 %
+    use(runtime, account.id, key, int(1.5 * CREDIT))  # 0.5 left: 5 %, under 10 %
+    use(runtime, account.id, key, int(0.2 * CREDIT))  # still low: not again
+    runtime.spend.fund(account.id, 10 * CREDIT, OPERATOR).result()  # 10.3: fine
+    use(runtime, account.id, key, int(9.5 * CREDIT))  # 0.8 < 1.0: low again, a new funding
+    deliver(runtime, make_deliverer(runtime), passes=2)
+    assert sorted(b["data"]["balance"] for b in bodies(receiver)) == ["0.500000", "0.800000"]
+    assert len(set(receiver.ids())) == 2
+
+
+def test_unexpected_usage_flags_are_sent(local_runtime: Runtime, receiver: Receiver) -> None:
+    runtime = local_runtime
+    account = open_account(runtime)
+    account.subscribe(receiver.url, ["usage.unexpected"])
+    key, _ = account.new_key()
+    use(runtime, account.id, key, 10, address="198.51.100.1")  # the first use: never flagged
+    use(runtime, account.id, key, 10, address="203.0.113.9")
+    use(runtime, account.id, key, 10, address="203.0.113.9")
+    deliver(runtime, make_deliverer(runtime))
+    (sent,) = bodies(receiver)
+    assert sent["type"] == "usage.unexpected"
+    assert (sent["data"]["flag"]["kind"], sent["data"]["flag"]["subject"]) == (
+        "new_address",
+        "203.0.113.9",
+    )
+    runtime.projections.reset("webhooks")  # rebuilt: the same message, not sent again
+    deliver(runtime, make_deliverer(runtime))
+    assert len(receiver.received) == 1
+
+
+@given(
+    st.integers(min_value=1, max_value=10**9),
+    st.lists(st.integers(min_value=0, max_value=10**8), max_size=30),
+)
+def test_each_threshold_is_reached_once_and_in_order(limit: int, costs: list[int]) -> None:
+    reached: list[int] = []
+    spent = 0
+    for cost in costs:
+        spent += cost
+        new = thresholds_reached(spent, limit, reached)
+        assert new == sorted(new)
+        reached += new
+    assert reached == [t for t in THRESHOLDS if spent * 100 >= limit * t]
+
+
+def test_low_credits_and_the_retry_schedule_are_bounded() -> None:
+    assert credits_low(99, 1000) and not credits_low(100, 1000) and not credits_low(0, 0)
+    schedule = (5.0, 300.0)
+    waits = [retry_delay(n, schedule) for n in (1, 2, 3)]
+    assert waits[2] is None
+    assert 4.0 <= waits[0] <= 6.0 and 240.0 <= waits[1] <= 360.0  # type: ignore[operator]

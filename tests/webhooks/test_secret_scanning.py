@@ -1,0 +1,155 @@
+"""GitHub's secret-scanning partner endpoint, end to end on two gateway processes and a test key
+pair: a valid report of a live key revokes it (the next request on the other process is a 401),
+records where it was found and sends a signed `key.leaked`; a bad signature is a 401 and changes
+nothing; unknown and malformed tokens are false positives; a repeated report changes nothing."""
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from standardwebhooks.webhooks import Webhook
+
+from application.leaks import handle_leak
+from domain.tokens import TokenKind, generate_token
+from infrastructure.http.secret_scanning import GITHUB
+from infrastructure.runtime import Runtime
+from tests.webhooks.conftest import open_account
+from tests.webhooks.processes import gateway_environment, gateway_process
+from tests.webhooks.receiver import Receiver
+
+KEY_ID = "github-test-key-1"
+LEAK_URL = "https://github.com/acme/app/blob/abc123/config.py#L3"
+
+
+@pytest.fixture
+def github_key(tmp_path: Path) -> Iterator[tuple[ec.EllipticCurvePrivateKey, Path]]:
+    private = ec.generate_private_key(ec.SECP256R1())
+    other = ec.generate_private_key(ec.SECP256R1())  # published too, but not the signer
+    document = {
+        "public_keys": [
+            {"key_identifier": "old-key", "key": _pem(other), "is_current": False},
+            {"key_identifier": KEY_ID, "key": _pem(private), "is_current": True},
+        ]
+    }
+    path = tmp_path / "github_keys.json"
+    path.write_bytes(orjson.dumps(document))
+    yield private, path
+
+
+def _pem(key: ec.EllipticCurvePrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def signed(private: ec.EllipticCurvePrivateKey, body: bytes) -> dict[str, str]:
+    signature = private.sign(body, ec.ECDSA(hashes.SHA256()))
+    return {
+        "Github-Public-Key-Identifier": KEY_ID,
+        "Github-Public-Key-Signature": base64.b64encode(signature).decode(),
+        "Content-Type": "application/json",
+    }
+
+
+def head(runtime: Runtime) -> int:
+    return int(runtime.ledger.recorder.max_notification_id() or 0)
+
+
+def test_a_report_revokes_the_key_on_every_process_and_tells_the_owner(
+    pg_runtime: Runtime,
+    receiver: Receiver,
+    github_key: tuple[ec.EllipticCurvePrivateKey, Path],
+    tmp_path: Path,
+) -> None:
+    runtime = pg_runtime
+    private, keys_file = github_key
+    account = open_account(runtime)
+    _, secret = account.subscribe(receiver.url, ["key.leaked", "key.revoked"])
+    key_id, token = account.new_key("leaky")
+    env = gateway_environment(
+        runtime.settings.database_url, tmp_path, LOWROUTER_GITHUB_SCANNING_KEYS=str(keys_file)
+    )
+    with gateway_process(env) as reporter, gateway_process(env) as other:
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{other}/api/v1/key", headers=bearer).status_code == 200
+        good_wrong_checksum = token[:-1] + ("A" if token[-1] != "A" else "B")
+        report = orjson.dumps(
+            [
+                {"token": token, "type": "lowrouter_api_key", "url": LEAK_URL, "source": "content"},
+                {"token": generate_token(TokenKind.INFERENCE).value, "type": "t", "url": "u"},
+                {"token": "lr-sk-not-a-key", "type": "t", "url": "u", "source": "commit"},
+                {"token": good_wrong_checksum, "type": "t", "url": "u", "source": "commit"},
+            ]
+        )
+        endpoint = f"{reporter}/api/v1/secret-scanning/github"
+
+        # A bad signature (another key's, a tampered body, none at all) changes nothing.
+        before = head(runtime)
+        for headers in (
+            {**signed(private, report), "Github-Public-Key-Identifier": "old-key"},
+            signed(private, report + b" "),
+            {"Content-Type": "application/json"},
+        ):
+            answer = httpx.post(endpoint, content=report, headers=headers)
+            assert answer.status_code == 401, answer.text
+            assert answer.json()["error"]["code"] == "invalid_signature"
+        assert head(runtime) == before
+        assert httpx.get(f"{other}/api/v1/key", headers=bearer).status_code == 200
+
+        # A valid report: one true positive, three false ones; the key stops everywhere.
+        answer = httpx.post(endpoint, content=report, headers=signed(private, report))
+        assert answer.status_code == 200, answer.text
+        labels = [(a["token_type"], a["label"]) for a in answer.json()]
+        assert labels == [
+            ("lowrouter_api_key", "true_positive"),
+            ("t", "false_positive"),
+            ("t", "false_positive"),
+            ("t", "false_positive"),
+        ]
+        refused = httpx.get(f"{other}/api/v1/key", headers=bearer)
+        assert refused.status_code == 401
+
+        # GitHub repeats itself: same answers, nothing new in the log.
+        after = head(runtime)
+        again = httpx.post(endpoint, content=report, headers=signed(private, report))
+        assert [a["label"] for a in again.json()] == [a["label"] for a in answer.json()]
+        assert head(runtime) == after
+
+    events = runtime.ledger.get_key(key_id)
+    assert events.revoke_reason == "leak"
+    history = list(runtime.ledger.events.get(key_id))
+    leak = next(e for e in history if type(e).__name__ == "LeakReported")
+    (revoked,) = [e for e in history if type(e).__name__ == "Revoked"]
+    assert (leak.url, leak.source) == (LEAK_URL, "content")
+    assert revoked.actor["name"] == "GitHub secret scanning" and revoked.reason == "leak"
+    assert history.index(leak) < history.index(revoked)
+
+    # The owner's endpoint gets a signed key.leaked (the gateways' deliverers sent it).
+    received = receiver.wait_for(2)
+    bodies = [Webhook(secret).verify(r.body, r.headers) for r in received]
+    leaked = next(b for b in bodies if b["type"] == "key.leaked")
+    assert leaked["data"]["url"] == LEAK_URL and leaked["data"]["key"]["id"] == str(key_id)
+    assert {b["type"] for b in bodies} == {"key.leaked", "key.revoked"}
+    assert all(token.encode() not in r.body for r in received)
+
+
+def test_under_the_notify_policy_a_report_records_but_does_not_revoke(
+    local_runtime: Runtime,
+) -> None:
+    runtime = local_runtime
+    account = open_account(runtime)
+    key_id, _ = account.new_key()
+    outcome = handle_leak(runtime.ledger, key_id, LEAK_URL, "content", GITHUB, "notify")
+    assert outcome.recorded and not outcome.revoked_now
+    assert runtime.ledger.get_key(key_id).status_at(runtime.ledger.clock()) == "active"
+    repeat = handle_leak(runtime.ledger, key_id, LEAK_URL, "content", GITHUB, "notify")
+    assert not repeat.recorded
+    other_place = handle_leak(runtime.ledger, key_id, LEAK_URL + "x", "content", GITHUB, "revoke")
+    assert other_place.recorded and other_place.revoked_now
