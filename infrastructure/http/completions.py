@@ -207,6 +207,13 @@ def parse_completion_request(body: Any) -> dict[str, Any]:
         raise ApiError(400, "invalid_n", "`n` must be an integer from 1 to 16.", param="n")
     if "stream" in body and not isinstance(body["stream"], bool | None):
         raise ApiError(400, "invalid_stream", "`stream` must be true or false.", param="stream")
+    if not isinstance(body.get("stream_options"), dict | None):
+        raise ApiError(
+            400,
+            "invalid_stream_options",
+            "`stream_options` must be an object.",
+            param="stream_options",
+        )
     return body
 
 

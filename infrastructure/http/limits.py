@@ -131,3 +131,13 @@ async def parse_json(raw: bytes) -> Any:
     if len(raw) > OFF_LOOP_BYTES:
         return await run_in_threadpool(_parse, raw)
     return _parse(raw)
+
+
+def whole_number(text: str | None, max_digits: int = 18) -> int | None:
+    """An ASCII decimal of at most `max_digits` digits (fits a 64-bit column), else None.
+    `str.isdigit` alone accepts "²" and 5,000-digit strings, which `int()` then refuses."""
+    if text is None or not text or len(text) > max_digits:
+        return None
+    if not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)

@@ -45,7 +45,7 @@ from infrastructure.catalogue import Catalogue
 from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway, durable
 from infrastructure.http.jsonresponse import json_response
-from infrastructure.http.limits import parse_json
+from infrastructure.http.limits import parse_json, whole_number
 from infrastructure.served import served
 from infrastructure.times import parse_time_text
 from infrastructure.views import key_event_json, key_json, key_state_json, usage_json
@@ -355,8 +355,9 @@ def encode_cursor(position: int) -> str:
 def decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if text.startswith(_CURSOR_PREFIX) and text[len(_CURSOR_PREFIX) :].isdigit():
-            return int(text[len(_CURSOR_PREFIX) :])
+        position = whole_number(text.removeprefix(_CURSOR_PREFIX))
+        if text.startswith(_CURSOR_PREFIX) and position is not None:
+            return position
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
     raise ApiError(
@@ -537,14 +538,15 @@ def limit_param(params: QueryParams) -> int:
     text = params.get("limit")
     if text is None:
         return DEFAULT_USAGE_LIMIT
-    if not text.isdigit() or not 1 <= int(text) <= MAX_USAGE_LIMIT:
+    value = whole_number(text, 6)
+    if value is None or not 1 <= value <= MAX_USAGE_LIMIT:
         raise ApiError(
             422,
             "invalid_value",
             f"'limit' must be a whole number from 1 to {MAX_USAGE_LIMIT}.",
             param="limit",
         )
-    return int(text)
+    return value
 
 
 def key_param(params: QueryParams) -> UUID | None:
