@@ -6,6 +6,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -55,6 +56,13 @@ def metrics_directory(settings: Settings) -> str | None:
     return made
 
 
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn believes X-Forwarded-For/-Proto only from LOWROUTER_TRUSTED_PROXIES (uvicorn's own
+    default trusts 127.0.0.1, so anything on the host could claim any client address)."""
+    trusted = list(settings.trusted_proxies)
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or None}
+
+
 def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
     configure_logging(settings.log_format)
     say = announcer(settings)
@@ -100,6 +108,7 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
             port=port,
             workers=workers if workers > 1 else None,
             log_level="warning",
+            **proxy_options(settings),
             log_config=logging_config(settings.log_format),
             access_log=False,  # the observability middleware writes the one request line
             loop="auto",

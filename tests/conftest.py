@@ -163,6 +163,7 @@ E2E_MODULES = {  # modules whose tests start processes themselves
     "tests/security/test_management_keys.py",
     "tests/security/test_poison.py",
     "tests/security/test_no_secret_relayed.py",
+    "tests/security/test_cli_hygiene.py",
     "tests/observability/test_serve_observed.py",
     "tests/observability/test_readiness.py",
     "tests/observability/test_traces.py",

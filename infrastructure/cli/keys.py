@@ -39,7 +39,7 @@ def keys_create(ctx: Context, args: argparse.Namespace) -> None:
         view = key_view(ctx, issued.key)
         show_issued_token(ctx, issued.token.value, view, _key_record(view))
         return
-    with EnvFile(Path(args.env_file)) as env_file:
+    with EnvFile(Path(args.env_file), force=args.force_env_file) as env_file:
         issued = ctx.runtime.ledger.create_key(account.id, args.name, scope, ctx.actor)
         env_file.write_api_key(issued.token.value)
     view = key_view(ctx, issued.key)

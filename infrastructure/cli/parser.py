@@ -182,6 +182,11 @@ def _add_key_commands(subparsers: Any) -> None:
         metavar="PATH",
         help="append LOWROUTER_API_KEY=<token> to this file (mode 0600) instead of printing it",
     )
+    create.add_argument(
+        "--force-env-file",
+        action="store_true",
+        help="write --env-file even through a symlink or when others can read it",
+    )
 
     listing = _command(keys, "list", keys_list, "an account's keys (never a token)")
     listing.add_argument("--account", required=True, metavar="ACCOUNT", help="account id or name")

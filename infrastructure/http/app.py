@@ -145,5 +145,8 @@ def create_app(
     )
     observability = Observability.install(app, runtime.settings)  # inside the request id
     app.add_middleware(RequestIdMiddleware)
+    # No trailing-slash redirects: Starlette builds their Location from the Host header, which
+    # the client chooses (an open redirect to any host). A wrong path is a plain 404.
+    app.router.redirect_slashes = False
     install_dashboard(app)
     return app

@@ -105,3 +105,17 @@ def test_the_inputs_that_gave_500s_are_refused_with_4xx(
         )
         assert response.status_code == 400, response.text
         assert response.json()["error"]["param"] == "stream_options"
+
+
+def test_no_redirect_is_built_from_the_host_header(
+    served: tuple[TestClient, dict[str, str]],
+) -> None:
+    client, tokens = served
+    for path in ("/api/v1/keys/", "/api/v1/models/", "/dashboard"):
+        response = client.get(
+            path,
+            headers={"Host": "evil.example", "Authorization": f"Bearer {tokens['management']}"},
+            follow_redirects=False,
+        )
+        assert "evil.example" not in response.headers.get("location", ""), (path, response)
+    assert client.get("/api/v1/keys/", follow_redirects=False).status_code == 404
