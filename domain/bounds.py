@@ -34,12 +34,21 @@ def bounded_usage(usage: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The usage fields of a settlement, bounded, and the flags that bounding raised."""
     flags: list[str] = []
     bounded = dict(usage)
-    for name in ("prompt_tokens", "completion_tokens"):
+    for name in (
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_prompt_tokens",
+        "cache_write_tokens",
+        "reasoning_tokens",
+    ):
         if name in bounded:
             count = bounded[name]
             if count >= MAX_TOKENS and "implausible_usage" not in flags:
                 flags.append("implausible_usage")
             bounded[name] = bounded_count(count)
+    cost = bounded.get("upstream_cost")
+    if isinstance(cost, int) and not isinstance(cost, bool):
+        bounded["upstream_cost"] = max(0, min(cost, 2**62))
     if "latency_ms" in bounded:
         bounded["latency_ms"] = max(0, min(int(bounded["latency_ms"]), MAX_LATENCY_MS))
     if "status_code" in bounded and not 0 <= bounded["status_code"] <= 999:

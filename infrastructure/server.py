@@ -31,7 +31,7 @@ def app_factory() -> Starlette:
     """Build the app in a worker process, from the environment `serve` prepared."""
     settings = load_settings()
     catalogue = load_catalogue_for(settings)
-    return create_app(open_runtime(settings, prepare_schema=False), catalogue)
+    return create_app(open_runtime(settings, prepare_schema=False, role="gateway"), catalogue)
 
 
 log = logging.getLogger("lowrouter.serve")
@@ -78,7 +78,7 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
     made_metrics_dir = metrics_directory(settings)
     os.environ["LOWROUTER_DATABASE_URL"] = settings.database_url
     # Prepare the schema once, before workers race to create it.
-    open_runtime(settings).close()
+    open_runtime(settings, role="serve").close()
     # Unless told otherwise, the projections, reconciler and chain get a process of their own.
     own_background = "LOWROUTER_BACKGROUND" not in os.environ
     if own_background:

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from domain.keys import ApiKey
 from domain.money import format_credits
-from domain.policy import KeyPolicy
+from domain.policy import KeyPolicy, rotation_due
 from projections.schema import from_us
 
 
@@ -46,6 +46,7 @@ def key_json(
         "account_id": str(key.account_id),
         **policy_json(key.policy),
         "changeable": access.changeable,
+        "rotation_due": access.usable and rotation_due(key.created_on, key.policy, now),
     }
 
 
@@ -89,6 +90,12 @@ def usage_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "streamed": bool(row["streamed"]),
         "client_ip": row["client_ip"],
         "user_agent": row["user_agent"],
+        "api": row["api"],
+        "cached_prompt_tokens": row["cached_prompt_tokens"],
+        "cache_write_tokens": row["cache_write_tokens"],
+        "reasoning_tokens": row["reasoning_tokens"],
+        "cost_source": row["cost_source"],
+        "upstream_cost": row["upstream_cost"],
     }
 
 

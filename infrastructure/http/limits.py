@@ -106,7 +106,8 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
-def _parse(raw: bytes) -> Any:
+def parse_json_bytes(raw: bytes) -> Any:
+    """The parsed body, or a 400 (invalid, or nested deeper than MAX_JSON_DEPTH)."""
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
@@ -129,8 +130,8 @@ def too_deep() -> ApiError:
 async def parse_json(raw: bytes) -> Any:
     """The parsed body, or a 400 (invalid, or nested too deep); off the loop when large."""
     if len(raw) > OFF_LOOP_BYTES:
-        return await run_in_threadpool(_parse, raw)
-    return _parse(raw)
+        return await run_in_threadpool(parse_json_bytes, raw)
+    return parse_json_bytes(raw)
 
 
 def whole_number(text: str | None, max_digits: int = 18) -> int | None:

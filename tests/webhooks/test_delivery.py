@@ -180,3 +180,35 @@ def test_private_and_loopback_targets_are_refused_unless_allowed(local_runtime: 
         with pytest.raises(InvalidWebhook):
             refusing.add(account.id, url, events, OPERATOR)
     assert endpoints_of_account(runtime.engine, account.id) == []
+
+
+def test_a_slow_endpoint_does_not_hold_up_another(local_runtime: Runtime) -> None:
+    import asyncio
+    import time
+
+    from tests.webhooks.receiver import run_receiver
+
+    runtime = local_runtime
+    with run_receiver() as slow, run_receiver() as fast:
+        slow.hang_count, slow.hang_seconds = 100, 3.0
+        account = open_account(runtime)
+        account.subscribe(slow.url, ["key.created"])
+        account.subscribe(fast.url, ["key.created"])
+        for number in range(6):  # more messages than the slow endpoint may have in flight
+            account.new_key(f"k{number}")
+        runtime.projections.catch_up()
+        deliverer = make_deliverer(runtime, timeout=5.0)
+
+        async def run() -> float:
+            async with deliverer.session() as session:
+                started = time.monotonic()
+                await deliverer.send_due(session)
+                while len(fast.received) < 6 and time.monotonic() - started < 10:
+                    await asyncio.sleep(0.02)
+                took = time.monotonic() - started
+                await deliverer.wait_idle()
+                return took
+
+        took = asyncio.run(run())
+    assert len(fast.received) == 6 and took < 3.0  # all sent while the slow one still hangs
+    assert len(slow.received) == 4  # at most 4 in flight per endpoint; the rest wait their turn

@@ -4,8 +4,10 @@ records where it was found and sends a signed `key.leaked`; a bad signature is a
 nothing; unknown and malformed tokens are false positives; a repeated report changes nothing."""
 
 import base64
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import UUID
 
 import httpx
 import orjson
@@ -153,3 +155,54 @@ def test_under_the_notify_policy_a_report_records_but_does_not_revoke(
     assert not repeat.recorded
     other_place = handle_leak(runtime.ledger, key_id, LEAK_URL + "x", "content", GITHUB, "revoke")
     assert other_place.recorded and other_place.revoked_now
+
+
+def test_investigate_and_the_audit_show_where_the_key_leaked(
+    local_runtime: Runtime, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from infrastructure.cli import main
+
+    runtime = local_runtime
+    account = open_account(runtime)
+    key_id, token = account.new_key("leaky")
+    handle_leak(runtime.ledger, key_id, LEAK_URL, "content", GITHUB, "revoke")
+    monkeypatch.setenv("LOWROUTER_DATABASE_URL", runtime.settings.database_url)
+    monkeypatch.setenv("LOWROUTER_TOKEN_PEPPER", runtime.settings.pepper.decode())
+    monkeypatch.setenv("LOWROUTER_DATA_DIR", str(runtime.settings.data_dir))
+    capsys.readouterr()
+
+    assert main(["investigate", str(key_id), "--format", "json"]) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    lifecycle = [(e["type"], e.get("url"), e.get("reason")) for e in report["lifecycle"]]
+    assert ("LeakReported", LEAK_URL, None) in lifecycle
+    assert lifecycle[-1] == ("Revoked", None, "leak")
+    assert report["key"]["status"] == "revoked"
+
+    assert main(["investigate", str(key_id)]) == 0  # the table names the URL too
+    table = capsys.readouterr().out
+    assert "LeakReported" in table and "github.com/acme/app" in table and token not in table
+    assert main(["audit", str(key_id), "--format", "json"]) == 0
+    assert LEAK_URL in capsys.readouterr().out
+
+
+def test_reports_are_answered_per_token_and_a_leaked_management_key_is_revoked(
+    local_runtime: Runtime,
+) -> None:
+    from application.leaks import FoundKey, LeakReport, handle_reports
+    from domain.tokens import hash_token, parse_token
+    from projections.forensics import key_by_token_hash
+
+    runtime = local_runtime
+    name = f"mk-{uuid.uuid4().hex[:8]}"
+    opened = runtime.ledger.open_account(name, GITHUB, credits=1)
+    mk = opened.token.value
+
+    def find(token_hash: str) -> FoundKey | None:
+        match = key_by_token_hash(runtime.engine, token_hash)
+        return FoundKey(match.kind, UUID(match.key_id), UUID(match.account_id)) if match else None
+
+    reports = [LeakReport(mk, LEAK_URL, "content"), LeakReport("lr-mk-short", "", "")]
+    assert handle_reports(runtime.ledger, find, reports, GITHUB, "revoke") == [True, False]
+    record = key_by_token_hash(runtime.engine, hash_token(runtime.ledger.pepper, parse_token(mk)))
+    assert record is not None and record.status == "revoked"
+    assert handle_reports(runtime.ledger, find, reports, GITHUB, "revoke") == [True, False]
