@@ -228,8 +228,6 @@ def csv_line(row: Mapping[str, Any]) -> list[str]:
         "cost": format_credits(int(row["cost"])),
         "streamed": "true" if row["streamed"] else "false",
     }
-    if row.get("upstream_cost") is not None:
-        values["upstream_cost"] = format_credits(int(row["upstream_cost"]))
     return [cell(values.get(c)) for c in csv_columns(row)]
 
 
