@@ -5,7 +5,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
@@ -30,6 +30,9 @@ from projections.lookup import KeyLookup
 from projections.runner import ProjectionRunner
 from projections.webhooks import create_delivery_tables
 
+if TYPE_CHECKING:  # imported when first used: the webhooks load only where they run
+    from application.webhooks import Webhooks
+
 
 @dataclass
 class Runtime:
@@ -43,7 +46,7 @@ class Runtime:
     _deliverer: Any = None  # infrastructure.webhooks.deliverer.Deliverer, once started
 
     @cached_property
-    def webhooks(self) -> Any:
+    def webhooks(self) -> "Webhooks":
         """The webhook use cases (application.webhooks.Webhooks)."""
         from infrastructure.webhooks.wiring import webhook_use_cases
 
