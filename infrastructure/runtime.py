@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from sqlalchemy import Engine
@@ -41,6 +41,9 @@ from projections.webhooks import create_delivery_tables
 SCHEMA_LOCK = UUID("6c6f7772-6f75-7465-7273-6368656d6121")  # an advisory lock key, not an account
 LEADERSHIP_TICK = 0.1  # seconds between the background jobs' looks at the leadership
 
+if TYPE_CHECKING:  # imported when first used: the webhooks load only where they run
+    from application.webhooks import Webhooks
+
 
 @dataclass
 class Runtime:
@@ -56,7 +59,7 @@ class Runtime:
     _deliverer: Any = None  # infrastructure.webhooks.deliverer.Deliverer, once started
 
     @cached_property
-    def webhooks(self) -> Any:
+    def webhooks(self) -> "Webhooks":
         """The webhook use cases (application.webhooks.Webhooks)."""
         from infrastructure.webhooks.wiring import webhook_use_cases
 
