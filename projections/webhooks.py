@@ -45,6 +45,7 @@ from sqlalchemy import (
     Text,
     delete,
     func,
+    inspect,
     or_,
     select,
     tuple_,
@@ -204,6 +205,26 @@ DELIVERY_TABLES = (delivery_state, attempts, imported)
 
 def create_delivery_tables(engine: Engine) -> None:
     metadata.create_all(engine, tables=list(DELIVERY_TABLES))
+    _add_pending_column(engine)
+
+
+def _add_pending_column(engine: Engine) -> None:
+    """Delivery state written before `pending` existed (an early 0.3 development build) gains
+    it, filled from what the rows say, and its index."""
+    columns = {c["name"] for c in inspect(engine).get_columns(delivery_state.name)}
+    if "pending" in columns:
+        return
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"ALTER TABLE {delivery_state.name} ADD COLUMN pending BOOLEAN NOT NULL DEFAULT false"
+        )
+        conn.execute(
+            update(delivery_state)
+            .where(delivery_state.c.delivered_us.is_(None), delivery_state.c.gave_up.is_(False))
+            .values(pending=True)
+        )
+    for index in delivery_state.indexes:
+        index.create(engine, checkfirst=True)
 
 
 def message_id(endpoint_id: str, subject: str) -> str:
