@@ -158,3 +158,11 @@ def parse_duration(text: str) -> timedelta:
     if not timedelta(0) < duration <= MAX_EXPIRY:
         raise InvalidPolicy(f"a key lives between 1 second and {MAX_EXPIRY.days} days")
     return duration
+
+
+ROTATE_AFTER = timedelta(days=90)  # the product page: rotate every 90 days
+
+
+def rotation_due(created: datetime, policy: KeyPolicy, now: datetime) -> bool:
+    """A key older than 90 days that will never expire on its own: flag it "rotate"."""
+    return policy.expires_at is None and now - created > ROTATE_AFTER

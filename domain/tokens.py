@@ -25,6 +25,11 @@ class TokenKind(Enum):
     INFERENCE = "lr-sk-"
     MANAGEMENT = "lr-mk-"
 
+    @property
+    def code(self) -> str:
+        """The two letters the read models keep for the kind: "sk" or "mk"."""
+        return self.value[3:5]
+
 
 class TokenFormatError(ValueError):
     """A string that cannot be a lowrouter token. The message never contains the token."""

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from domain.keys import ApiKey
 from domain.money import format_credits
-from domain.policy import KeyPolicy
+from domain.policy import KeyPolicy, rotation_due
 from projections.schema import from_us
 
 
@@ -46,6 +46,7 @@ def key_json(
         "account_id": str(key.account_id),
         **policy_json(key.policy),
         "changeable": access.changeable,
+        "rotation_due": access.usable and rotation_due(key.created_on, key.policy, now),
     }
 
 

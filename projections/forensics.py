@@ -15,95 +15,90 @@ The projection reads every completion (LedgerPage.Settled) and keeps, per key:
   stays listed, marked acknowledged, and stops being an open alert.
 
 Like every projection, the tables are a pure function of the log: rebuilt, they are the same.
-The module also holds the read-side queries `lowrouter investigate` and the dashboard use.
+Their queries are in projections.forensics_queries; the investigation that reads them is
+application.investigation (their names stay importable from here for older callers).
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
-from uuid import UUID
 
 from eventsourcing.utils import get_topic
 from sqlalchemy import (
-    BigInteger,
-    Column,
     Connection,
-    Engine,
-    String,
     Table,
     func,
     select,
     update,
 )
 
-from application.audit import Figures, KeyHistory, key_history
-from application.keys import Lowrouter
+from application.investigation import (  # the value types: names kept importable here
+    SPIKE_FACTOR,
+    TRAILING_DAYS,
+    ClientSeen,
+    HourSpend,
+    KeyInvestigation,
+    ModelUse,
+    UsageFlag,
+)
 from domain.flags import NEW_ADDRESS, NEW_USER_AGENT, SPEND_SPIKE
 from domain.keys import ApiKey
 from domain.ledger import LedgerPage
-from domain.money import format_credits
 from projections.base import insert_rows
-from projections.schema import (
-    daily_spend,
-    from_us,
-    holds,
-    keys,
-    metadata,
-    positions,
-    to_us,
-    usage,
+from projections.forensics_queries import (  # the queries: names kept importable here
+    KeyMatch,
+    MovingTarget,
+    RecordedMoney,
+    clients_of_key,
+    flags_for_keys,
+    investigate_key,
+    key_by_token_hash,
+    keys_by_display,
+    models_of_key,
+    recorded_money,
+    spend_per_hour,
+    summarize_flags,
 )
-
-ADDRESS_LENGTH = 64
-AGENT_LENGTH = 300
-SPIKE_FACTOR = 3
-TRAILING_DAYS = 7
-
-key_clients = Table(
-    "lr_key_clients",
-    metadata,
-    Column("key_id", String(36), primary_key=True),
-    Column("client_ip", String(ADDRESS_LENGTH), primary_key=True),  # "" = unknown
-    Column("user_agent", String(AGENT_LENGTH), primary_key=True),  # "" = unknown
-    Column("first_seen_us", BigInteger, nullable=False),
-    Column("last_seen_us", BigInteger, nullable=False),
-    Column("requests", BigInteger, nullable=False),
-    Column("cost", BigInteger, nullable=False),
+from projections.forensics_tables import (
+    ADDRESS_LENGTH,
+    AGENT_LENGTH,
+    flag_acknowledgements,
+    key_clients,
+    key_days,
+    key_flags,
 )
+from projections.schema import to_us
 
-key_days = Table(
-    "lr_key_days",
-    metadata,
-    Column("key_id", String(36), primary_key=True),
-    Column("day", String(10), primary_key=True),
-    Column("cost", BigInteger, nullable=False),
-)
-
-key_flags = Table(
-    "lr_key_flags",
-    metadata,
-    Column("key_id", String(36), primary_key=True),
-    Column("kind", String(32), primary_key=True),  # new_address | new_user_agent | spend_spike
-    Column("subject", String(AGENT_LENGTH), primary_key=True),  # the address, agent or day
-    Column("position", BigInteger, nullable=False),  # the Settled event that raised it
-    Column("at_us", BigInteger, nullable=False),
-    Column("client_ip", String(ADDRESS_LENGTH)),
-    Column("user_agent", String(AGENT_LENGTH)),
-    Column("amount", BigInteger),  # spend_spike: the day's spend when it went over
-    Column("baseline", BigInteger),  # spend_spike: the trailing daily average
-)
-
-flag_acknowledgements = Table(
-    "lr_flag_acknowledgements",
-    metadata,
-    Column("key_id", String(36), primary_key=True),
-    Column("kind", String(32), primary_key=True),
-    Column("subject", String(AGENT_LENGTH), primary_key=True),
-    Column("at_us", BigInteger, nullable=False),
-    Column("actor", String(300), nullable=False),  # who, for people: "session of lr-mk-…"
-)
-
+__all__ = [  # the projection, and the names older callers import from here
+    "NEW_ADDRESS",
+    "NEW_USER_AGENT",
+    "SPEND_SPIKE",
+    "SPIKE_FACTOR",
+    "TRAILING_DAYS",
+    "ClientSeen",
+    "ForensicsProjection",
+    "HourSpend",
+    "KeyInvestigation",
+    "KeyMatch",
+    "ModelUse",
+    "MovingTarget",
+    "RecordedMoney",
+    "UsageFlag",
+    "clients_of_key",
+    "flag_acknowledgements",
+    "flags_for_keys",
+    "investigate_key",
+    "key_by_token_hash",
+    "key_clients",
+    "key_days",
+    "key_flags",
+    "keys_by_display",
+    "models_of_key",
+    "recorded_money",
+    "spend_per_hour",
+    "summarize_flags",
+]
 
 # The projection ---------------------------------------------------------------------------------
 
@@ -338,392 +333,3 @@ def _client_row(state: _KeyState, pair: tuple[str, str]) -> dict[str, Any]:
 
 def _insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     insert_rows(conn, table, rows)
-
-
-# Reading: unexpected-usage flags ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class UsageFlag:
-    key_id: str
-    kind: str  # new_address | new_user_agent | spend_spike
-    subject: str  # the new address or agent, or the day of the spike
-    at: datetime
-    position: int
-    client_ip: str | None
-    user_agent: str | None
-    amount: int | None  # spend_spike: the day's spend when it went over (micro-credits)
-    baseline: int | None  # spend_spike: the trailing daily average (micro-credits)
-    acknowledged_at: datetime | None = None
-    acknowledged_by: str | None = None
-
-    @property
-    def acknowledged(self) -> bool:
-        return self.acknowledged_at is not None
-
-    def describe(self) -> str:
-        if self.kind == NEW_ADDRESS:
-            return f"first use from address {self.subject}"
-        if self.kind == NEW_USER_AGENT:
-            return f"first use with user agent {self.subject!r}"
-        return (
-            f"spent {format_credits(self.amount or 0)} on {self.subject}, over "
-            f"{SPIKE_FACTOR}x its trailing daily average of {format_credits(self.baseline or 0)}"
-        )
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "subject": self.subject,
-            "at": _iso(self.at),
-            "client_ip": self.client_ip,
-            "user_agent": self.user_agent,
-            "amount": format_credits(self.amount) if self.amount is not None else None,
-            "baseline": format_credits(self.baseline) if self.baseline is not None else None,
-            "description": self.describe(),
-            "acknowledged_at": _iso(self.acknowledged_at) if self.acknowledged_at else None,
-        }
-
-
-def flags_for_keys(engine: Engine, key_ids: Iterable[object]) -> dict[str, list[UsageFlag]]:
-    """Unexpected-usage flags of these keys, oldest first, by key id string (every key given
-    is present, with an empty list when it has none)."""
-    ids = sorted({str(key_id) for key_id in key_ids})
-    found: dict[str, list[UsageFlag]] = {key_id: [] for key_id in ids}
-    if not ids:
-        return found
-    ack = flag_acknowledgements
-    query = (
-        select(key_flags, ack.c.at_us.label("acknowledged_us"), ack.c.actor)
-        .outerjoin(
-            ack,
-            (ack.c.key_id == key_flags.c.key_id)
-            & (ack.c.kind == key_flags.c.kind)
-            & (ack.c.subject == key_flags.c.subject),
-        )
-        .where(key_flags.c.key_id.in_(ids))
-        .order_by(key_flags.c.position, key_flags.c.kind)
-    )
-    with engine.connect() as conn:
-        for row in conn.execute(query):
-            found[row.key_id].append(
-                UsageFlag(
-                    key_id=row.key_id,
-                    kind=row.kind,
-                    subject=row.subject,
-                    at=_time(row.at_us),
-                    position=row.position,
-                    client_ip=row.client_ip,
-                    user_agent=row.user_agent,
-                    amount=row.amount,
-                    baseline=row.baseline,
-                    acknowledged_at=from_us(row.acknowledged_us),
-                    acknowledged_by=row.actor,
-                )
-            )
-    return found
-
-
-def summarize_flags(flags: Sequence[UsageFlag]) -> str:
-    """`new address x2, spend spike` for a table cell; "-" when there are none."""
-    counts: dict[str, int] = {}
-    for flag in flags:
-        counts[flag.kind] = counts.get(flag.kind, 0) + 1
-    parts = [
-        kind.replace("_", " ") + (f" x{count}" if count > 1 else "")
-        for kind, count in counts.items()
-    ]
-    return ", ".join(parts) or "-"
-
-
-# Reading: how a key was used --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClientSeen:
-    client_ip: str | None
-    user_agent: str | None
-    first_seen: datetime
-    last_seen: datetime
-    requests: int
-    cost: int
-
-
-def clients_of_key(engine: Engine, key_id: object) -> list[ClientSeen]:
-    """Every (address, user agent) the key was used from, in order of first use."""
-    query = (
-        select(key_clients)
-        .where(key_clients.c.key_id == str(key_id))
-        .order_by(key_clients.c.first_seen_us, key_clients.c.client_ip, key_clients.c.user_agent)
-    )
-    with engine.connect() as conn:
-        return [
-            ClientSeen(
-                client_ip=row.client_ip or None,
-                user_agent=row.user_agent or None,
-                first_seen=_time(row.first_seen_us),
-                last_seen=_time(row.last_seen_us),
-                requests=row.requests,
-                cost=row.cost,
-            )
-            for row in conn.execute(query)
-        ]
-
-
-@dataclass(frozen=True)
-class ModelUse:
-    model: str
-    requests: int
-    cost: int
-    first_used: datetime
-    last_used: datetime
-
-
-def models_of_key(engine: Engine, key_id: object) -> list[ModelUse]:
-    """The models a key was used for, most requests first (from the usage history)."""
-    query = (
-        select(
-            usage.c.model,
-            func.count().label("requests"),
-            func.sum(usage.c.cost).label("cost"),
-            func.min(usage.c.at_us).label("first_us"),
-            func.max(usage.c.at_us).label("last_us"),
-        )
-        .where(usage.c.key_id == str(key_id))
-        .group_by(usage.c.model)
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    used = [
-        ModelUse(row.model, row.requests, int(row.cost), _time(row.first_us), _time(row.last_us))
-        for row in rows
-    ]
-    return sorted(used, key=lambda m: (-m.requests, m.model))
-
-
-@dataclass(frozen=True)
-class HourSpend:
-    hour: datetime
-    requests: int
-    cost: int
-
-
-def spend_per_hour(
-    engine: Engine, key_id: object, since: datetime | None, until: datetime
-) -> list[HourSpend]:
-    """The key's completions per UTC hour in [since, until), hours without any left out."""
-    query = select(usage.c.at_us, usage.c.cost).where(
-        usage.c.key_id == str(key_id), usage.c.at_us < to_us(until)
-    )
-    if since is not None:
-        query = query.where(usage.c.at_us >= to_us(since))
-    hours: dict[datetime, list[int]] = {}
-    with engine.connect() as conn:
-        for at_us, cost in conn.execute(query):
-            hour = _time(at_us).replace(minute=0, second=0, microsecond=0)
-            totals = hours.setdefault(hour, [0, 0])
-            totals[0] += 1
-            totals[1] += cost
-    return [HourSpend(hour, n, cost) for hour, (n, cost) in sorted(hours.items())]
-
-
-# Reading: finding a key from what the security team was given -----------------------------------
-
-
-@dataclass(frozen=True)
-class KeyMatch:
-    key_id: str
-    account_id: str
-    kind: str  # "sk" (inference) or "mk" (management)
-    name: str
-    display: str
-    status: str
-    created: datetime
-
-
-def keys_by_display(engine: Engine, prefix: str, last4: str) -> list[KeyMatch]:
-    """Every key whose display (`lr-sk-AbCd…wXyZ`) has this prefix and last four."""
-    return _matches(engine, keys.c.prefix == prefix, keys.c.last4 == last4)
-
-
-def key_by_token_hash(engine: Engine, token_hash: str) -> KeyMatch | None:
-    found = _matches(engine, keys.c.token_hash == token_hash)
-    return found[0] if found else None
-
-
-def _matches(engine: Engine, *conditions: Any) -> list[KeyMatch]:
-    query = (
-        select(
-            keys.c.key_id,
-            keys.c.account_id,
-            keys.c.kind,
-            keys.c.name,
-            keys.c.prefix,
-            keys.c.last4,
-            keys.c.status,
-            keys.c.created_us,
-        )
-        .where(*conditions)
-        .order_by(keys.c.created_us, keys.c.key_id)
-    )
-    with engine.connect() as conn:
-        return [
-            KeyMatch(
-                key_id=row.key_id,
-                account_id=row.account_id,
-                kind=row.kind,
-                name=row.name,
-                display=f"{row.prefix}…{row.last4}",
-                status=row.status,
-                created=_time(row.created_us),
-            )
-            for row in conn.execute(query)
-        ]
-
-
-# The leak investigation ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class KeyInvestigation:
-    """Everything known about one key's use, for `lowrouter investigate`: its history from the
-    events, and its uses from the read models."""
-
-    history: KeyHistory  # every event, the key as it is now
-    since: datetime | None  # when the leak may have started (None: the key's whole life)
-    until: datetime  # its revocation, or now
-    clients: list[ClientSeen]
-    models: list[ModelUse]
-    hours: list[HourSpend]  # spend per hour between `since` and `until`
-    flags: list[UsageFlag]
-
-    @property
-    def key(self) -> ApiKey:
-        assert self.history.state is not None
-        return self.history.state
-
-    @property
-    def first_used(self) -> datetime | None:
-        return min((c.first_seen for c in self.clients), default=None)
-
-    @property
-    def last_used(self) -> datetime | None:
-        return max((c.last_seen for c in self.clients), default=None)
-
-    @property
-    def window_requests(self) -> int:
-        return sum(hour.requests for hour in self.hours)
-
-    @property
-    def window_cost(self) -> int:
-        return sum(hour.cost for hour in self.hours)
-
-    @property
-    def attempts_after_revocation(self) -> int:
-        return sum(e.count for e in self.history.attempts_after_revocation)
-
-    def new_since(self, client: ClientSeen) -> bool:
-        """Was this address and agent first seen after the leak started?"""
-        return self.since is not None and client.first_seen >= self.since
-
-
-def investigate_key(
-    app: Lowrouter, engine: Engine, key_id: UUID, since: datetime | None, now: datetime
-) -> KeyInvestigation:
-    history = key_history(app, key_id)
-    key = history.state
-    assert key is not None
-    until = _end_of_use(key, now)
-    return KeyInvestigation(
-        history=history,
-        since=since,
-        until=until,
-        clients=clients_of_key(engine, key_id),
-        models=models_of_key(engine, key_id),
-        hours=spend_per_hour(engine, key_id, since, until),
-        flags=flags_for_keys(engine, [key_id])[str(key_id)],
-    )
-
-
-def _end_of_use(key: ApiKey, now: datetime) -> datetime:
-    """When the key stopped working (revoked, or its rotation grace ended), else now. The window
-    ends just after that moment, so a request in the same microsecond is counted."""
-    if key.revoked_at is not None:
-        return key.revoked_at + timedelta(microseconds=1)
-    if key.status_at(now) == "revoked" and key.grace_deadline is not None:
-        return key.grace_deadline
-    return now + timedelta(microseconds=1)
-
-
-# Reading: the money the usage projection recorded, for --verify-balances ------------------------
-
-
-@dataclass(frozen=True)
-class RecordedMoney:
-    """What the usage projection's tables say, all read at one tracking position."""
-
-    position: int
-    figures: dict[str, Figures]  # table name -> figures (see application.audit.verify_books)
-
-
-class MovingTarget(RuntimeError):
-    """The usage projection kept moving while its tables were read."""
-
-
-def recorded_money(engine: Engine, name: str = "usage", attempts: int = 20) -> RecordedMoney:
-    """Read the usage tables at one position: the position is read before and after, and the
-    read is repeated if a batch was applied in between (positions only move forward)."""
-    for _ in range(attempts):
-        with engine.connect() as conn:
-            before = _position(conn, name)
-            figures = {
-                "lr_daily_spend": _daily_spend(conn),
-                "lr_usage": _usage_totals(conn),
-                "lr_holds": _held(conn),
-            }
-            if _position(conn, name) == before:
-                return RecordedMoney(before, figures)
-    raise MovingTarget(f"the {name!r} projection kept moving while it was read; try again")
-
-
-def _position(conn: Connection, name: str) -> int:
-    query = select(positions.c.position).where(positions.c.name == name)
-    return int(conn.execute(query).scalar_one())
-
-
-def _daily_spend(conn: Connection) -> Figures:
-    query = select(
-        daily_spend.c.account_id,
-        daily_spend.c.key_id,
-        daily_spend.c.day,
-        daily_spend.c.cost,
-        daily_spend.c.requests,
-    )
-    return {(a, k, d): (int(cost), int(n)) for a, k, d, cost, n in conn.execute(query)}
-
-
-def _usage_totals(conn: Connection) -> Figures:
-    query = select(
-        usage.c.account_id, usage.c.key_id, usage.c.day, func.sum(usage.c.cost), func.count()
-    ).group_by(usage.c.account_id, usage.c.key_id, usage.c.day)
-    return {(a, k, d): (int(cost), int(n)) for a, k, d, cost, n in conn.execute(query)}
-
-
-def _held(conn: Connection) -> Figures:
-    query = select(holds.c.account_id, func.sum(holds.c.amount), func.count()).group_by(
-        holds.c.account_id
-    )
-    return {(a, None, None): (int(amount), int(n)) for a, amount, n in conn.execute(query)}
-
-
-# Times --------------------------------------------------------------------------------------------
-
-
-def _time(us: int) -> datetime:
-    moment = from_us(us)
-    assert moment is not None
-    return moment
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, insert, update
 
 from domain.accounts import Account
 from domain.keys import ApiKey
+from domain.tokens import TokenKind
 from projections.schema import accounts, keys, to_us
 
 
@@ -43,7 +44,7 @@ class KeyLookupProjection:
             insert(keys).values(
                 key_id=str(e.originator_id),
                 token_hash=e.token_hash,
-                kind="sk",
+                kind=TokenKind.INFERENCE.code,
                 account_id=str(e.account_id),
                 name=e.name,
                 prefix=e.prefix,
@@ -107,7 +108,7 @@ class KeyLookupProjection:
             insert(keys).values(
                 key_id=str(e.key_id),
                 token_hash=e.token_hash,
-                kind="mk",
+                kind=TokenKind.MANAGEMENT.code,
                 account_id=str(e.originator_id),
                 name="management key",
                 prefix=e.prefix,

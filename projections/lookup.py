@@ -25,7 +25,7 @@ from projections.schema import from_us, keys
 class KeyRecord:
     key_id: UUID
     account_id: UUID
-    kind: str  # "sk" | "mk"
+    kind: str  # TokenKind.code: "sk" | "mk"
     name: str
     display: str
     scope: Scope

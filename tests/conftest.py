@@ -165,6 +165,7 @@ E2E_MODULES = {  # modules whose tests start processes themselves
     "tests/cli/test_scan.py",  # git
     "tests/webhooks/test_secret_scanning.py",  # gateway processes
     "tests/webhooks/test_webhooks_api.py",
+    "tests/webhooks/test_delivery.py",  # test-local receivers
     "tests/webhooks/test_budget_concurrency.py",
 }
 SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state machines, bulk

@@ -21,13 +21,14 @@ from application.verification import AccountCheck
 from application.verification import verify_balances as check_balances
 from domain.errors import NotFound
 from domain.money import format_credits
+from domain.tokens import TokenKind
 from infrastructure.cli.context import Context
 from infrastructure.cli.errors import UsageError
 from infrastructure.cli.finding import _one_key
 from infrastructure.cli.output import _events_table, render_record, render_table, section, when
 from infrastructure.cli.shapes import _key_record, find_account
 from infrastructure.views import iso, key_event_json, key_state_json
-from projections.forensics import recorded_money
+from projections.forensics_queries import recorded_money
 
 # Commands: audit --------------------------------------------------------------------------------
 
@@ -48,7 +49,7 @@ def audit(ctx: Context, args: argparse.Namespace) -> int | None:
         match = _one_key(ctx, target)
         if match is None:
             return 1
-        if match.kind == "mk":
+        if match.kind == TokenKind.MANAGEMENT.code:
             return audit_account(ctx, UUID(match.account_id), args.as_of)
         audit_key(ctx, UUID(match.key_id), args.as_of)
         return None

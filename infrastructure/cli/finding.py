@@ -8,7 +8,7 @@ from uuid import UUID
 from sqlalchemy import select
 
 from domain.errors import NotFound
-from domain.tokens import TokenFormatError, hash_token, parse_token
+from domain.tokens import TokenFormatError, TokenKind, hash_token, parse_token
 from infrastructure.cli.context import Context
 from infrastructure.cli.errors import UsageError, redact_tokens
 from infrastructure.cli.output import render_table, when
@@ -63,7 +63,7 @@ def _matches_of_id(ctx: Context, key_id: UUID) -> list[KeyMatch]:
         KeyMatch(
             str(key.id),
             str(key.account_id),
-            "sk",
+            TokenKind.INFERENCE.code,
             key.name,
             key.display,
             key.status_at(ctx.now()),
@@ -80,7 +80,7 @@ def show_matches(ctx: Context, given: str, matches: list[KeyMatch]) -> None:
     data = [
         {
             "id": m.key_id,
-            "kind": "inference" if m.kind == "sk" else "management",
+            "kind": "inference" if m.kind == TokenKind.INFERENCE.code else "management",
             "name": m.name,
             "display": m.display,
             "status": m.status,

@@ -3,13 +3,16 @@
 import argparse
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
-from domain.scope import Scope
+from domain.errors import InvalidPolicy
+from domain.policy import KeyPolicy, parse_duration
+from domain.scope import Scope, Served
+from infrastructure.catalogue import ConfigError
 from infrastructure.cli.arguments import optional_credits
 from infrastructure.cli.context import Context
 from infrastructure.cli.env_file import EnvFile, warn_about_env_file
-from infrastructure.cli.errors import UsageError
+from infrastructure.cli.errors import Refused, UsageError
 from infrastructure.cli.output import render_record, render_table, when
 from infrastructure.cli.shapes import (
     KEY_COLUMNS,
@@ -21,26 +24,72 @@ from infrastructure.cli.shapes import (
     show_issued_token,
     show_key,
 )
+from infrastructure.served import served
 from projections.forensics import flags_for_keys, summarize_flags
 
-T = TypeVar("T")
-
-
 # Commands: keys ---------------------------------------------------------------------------------
+
+
+def served_by_gateway(ctx: Context) -> Served:
+    """What the configured gateway serves (the catalogue `serve` would load)."""
+    from infrastructure.server import load_catalogue_for
+
+    try:
+        return served(load_catalogue_for(ctx.settings, "http://127.0.0.1/demo/v1"))
+    except ConfigError as error:
+        raise Refused(f"cannot check the scope against the catalogue: {error}") from None
+
+
+def policy_changes(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    """The key policy options given (clearing ones as None), checked by the domain's rules."""
+    changes: dict[str, Any] = {}
+    if args.expires_at is not None:
+        changes["expires_at"] = args.expires_at
+    elif args.expires_in is not None:
+        changes["expires_at"] = ctx.now() + parse_duration(args.expires_in)
+    elif getattr(args, "no_expiry", False):
+        changes["expires_at"] = None
+    if getattr(args, "no_rate_limits", False):
+        if args.rpm or args.tpm or args.max_concurrent:
+            raise UsageError(
+                "--no-rate-limits cannot be combined with --rpm, --tpm or --max-concurrent"
+            )
+        changes.update(requests_per_minute=None, tokens_per_minute=None, max_concurrent=None)
+    for option, name in (
+        ("rpm", "requests_per_minute"),
+        ("tpm", "tokens_per_minute"),
+        ("max_concurrent", "max_concurrent"),
+    ):
+        if getattr(args, option) is not None:
+            changes[name] = getattr(args, option)
+    if args.allow_ip is not None:
+        changes["allowed_ips"] = tuple(args.allow_ip)
+    elif getattr(args, "any_ip", False):
+        changes["allowed_ips"] = None
+    if args.monthly_limit is not None:
+        changes["monthly_limit"] = optional_credits(args.monthly_limit)
+    elif getattr(args, "no_monthly_limit", False):
+        changes["monthly_limit"] = None
+    if changes.get("expires_at") is not None and changes["expires_at"] <= ctx.now():
+        raise InvalidPolicy("the expiry is in the past; revoke the key to stop it now")
+    KeyPolicy(**{k: v for k, v in changes.items() if v is not None})  # each part checked
+    return changes
 
 
 def keys_create(ctx: Context, args: argparse.Namespace) -> None:
     scope = Scope(
         tuple(args.model) if args.model else None, args.region, optional_credits(args.daily_limit)
     )
+    served_by_gateway(ctx).check(scope.models, scope.region)
+    policy = KeyPolicy(**policy_changes(ctx, args))
     account = find_account(ctx, args.account)
     if args.env_file is None:
-        issued = ctx.runtime.ledger.create_key(account.id, args.name, scope, ctx.actor)
+        issued = ctx.runtime.ledger.create_key(account.id, args.name, scope, ctx.actor, policy)
         view = key_view(ctx, issued.key)
         show_issued_token(ctx, issued.token.value, view, _key_record(view))
         return
     with EnvFile(Path(args.env_file)) as env_file:
-        issued = ctx.runtime.ledger.create_key(account.id, args.name, scope, ctx.actor)
+        issued = ctx.runtime.ledger.create_key(account.id, args.name, scope, ctx.actor, policy)
         env_file.write_api_key(issued.token.value)
     view = key_view(ctx, issued.key)
     where = str(env_file.path.resolve())
@@ -75,29 +124,46 @@ def keys_show(ctx: Context, args: argparse.Namespace) -> None:
 
 
 SCOPE_OPTIONS = ("model", "all_models", "region", "any_region", "daily_limit", "no_daily_limit")
+POLICY_OPTIONS = (
+    "expires_at",
+    "expires_in",
+    "no_expiry",
+    "rpm",
+    "tpm",
+    "max_concurrent",
+    "no_rate_limits",
+    "allow_ip",
+    "any_ip",
+    "monthly_limit",
+    "no_monthly_limit",
+)
 
 
 def keys_scope(ctx: Context, args: argparse.Namespace) -> None:
-    if all(getattr(args, option) in (None, False) for option in SCOPE_OPTIONS):
+    """Change the named parts of the scope and policy; the others keep their value as of the
+    save (merged inside the application's retry, as the management API's PATCH)."""
+    if all(getattr(args, option) in (None, False) for option in SCOPE_OPTIONS + POLICY_OPTIONS):
         raise UsageError(
             "nothing to change: give --model, --all-models, --region, --any-region, "
-            "--daily-limit or --no-daily-limit"
+            "--daily-limit, --no-daily-limit, or a policy option (--expires-in, --rpm, --tpm, "
+            "--max-concurrent, --allow-ip, --monthly-limit, and their --no-…/--any-ip)"
         )
-    current = ctx.runtime.ledger.get_key(args.key_id).scope
-    models = tuple(args.model) if args.model is not None else current.models
-    region = _given_or(args.region, current.region)
-    daily_limit = _given_or(optional_credits(args.daily_limit), current.daily_limit)
-    scope = Scope(
-        models=None if args.all_models else models,
-        region=None if args.any_region else region,
-        daily_limit=None if args.no_daily_limit else daily_limit,
+    scope: dict[str, Any] = {}
+    if args.model is not None or args.all_models:
+        scope["models"] = None if args.all_models else tuple(args.model)
+    if args.region is not None or args.any_region:
+        scope["region"] = None if args.any_region else args.region
+    if args.daily_limit is not None or args.no_daily_limit:
+        scope["daily_limit"] = None if args.no_daily_limit else optional_credits(args.daily_limit)
+    Scope(**scope)  # each part checked by the domain's rules before anything is read
+    policy = policy_changes(ctx, args)
+    ledger = ctx.runtime.ledger
+    current = ledger.get_key(args.key_id).scope  # only to let a key keep what it already has
+    served_by_gateway(ctx).check(scope.get("models"), scope.get("region"), current)
+    show_key(
+        ctx,
+        ledger.update_key(args.key_id, ctx.actor, scope_changes=scope, policy_changes=policy),
     )
-    show_key(ctx, ctx.runtime.ledger.scope_key(args.key_id, scope, ctx.actor))
-
-
-def _given_or(given: T | None, current: T | None) -> T | None:
-    """A part of the scope: the new value when the option was given, else the current one."""
-    return given if given is not None else current
 
 
 def keys_rename(ctx: Context, args: argparse.Namespace) -> None:

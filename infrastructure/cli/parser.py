@@ -135,6 +135,36 @@ def _add_scope_options(parser: argparse.ArgumentParser, *, clearing: bool) -> No
         models.add_argument("--all-models", action="store_true", help="allow every model")
         region.add_argument("--any-region", action="store_true", help="allow any region")
         limit.add_argument("--no-daily-limit", action="store_true", help="remove the daily limit")
+    _add_policy_options(parser, clearing=clearing)
+
+
+def _add_policy_options(parser: argparse.ArgumentParser, *, clearing: bool) -> None:
+    """The key policy (API.md, Key policy): expiry, rates, networks, monthly limit."""
+    expiry = parser.add_mutually_exclusive_group()
+    expiry.add_argument("--expires-at", metavar="TIME", type=parse_time, help="ISO 8601 time")
+    expiry.add_argument("--expires-in", metavar="DURATION", help="from now: 90d, 12h, 30m")
+    parser.add_argument("--rpm", type=_positive_int, metavar="N", help="requests per minute")
+    parser.add_argument("--tpm", type=_positive_int, metavar="N", help="tokens per minute")
+    parser.add_argument(
+        "--max-concurrent", type=_positive_int, metavar="N", help="requests in flight at once"
+    )
+    ips = parser.add_mutually_exclusive_group()
+    ips.add_argument(
+        "--allow-ip", action="append", metavar="CIDR", help="allow this network (repeatable)"
+    )
+    monthly = parser.add_mutually_exclusive_group()
+    monthly.add_argument("--monthly-limit", metavar="AMOUNT", help="credits per UTC month")
+    if clearing:
+        expiry.add_argument("--no-expiry", action="store_true", help="never expire")
+        parser.add_argument(
+            "--no-rate-limits",
+            action="store_true",
+            help="remove requests/tokens per minute and max concurrent",
+        )
+        ips.add_argument("--any-ip", action="store_true", help="allow any address")
+        monthly.add_argument(
+            "--no-monthly-limit", action="store_true", help="remove the monthly limit"
+        )
 
 
 def _add_key_commands(subparsers: Any) -> None:

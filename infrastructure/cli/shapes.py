@@ -1,7 +1,7 @@
 """Accounts and keys as the management API shapes them, for people (records, rows) and scripts."""
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -34,7 +34,16 @@ def _key_record(key: dict[str, Any]) -> list[tuple[str, str]]:
         ("models", _models_cell(key["models"])),
         ("region", key["region"] or "any"),
         ("daily limit", key["daily_limit"] or "none"),
+        ("monthly limit", key["monthly_limit"] or "none"),
         ("spent today", key["spent_today"]),
+        (
+            "expires",
+            when(key["expires_at"], "never") + (" (rotate)" if key["rotation_due"] else ""),
+        ),
+        ("requests per minute", _or_none(key["requests_per_minute"])),
+        ("tokens per minute", _or_none(key["tokens_per_minute"])),
+        ("max concurrent", _or_none(key["max_concurrent"])),
+        ("allowed ips", ", ".join(key["allowed_ips"]) if key["allowed_ips"] else "any"),
         ("last used", when(key["last_used_at"], "never")),
         ("created", when(key["created_at"])),
         ("revoked", when(key["revoked_at"])),
@@ -55,7 +64,19 @@ KEY_COLUMNS = (
     "DAILY LIMIT",
     "SPENT TODAY",
     "LAST USED",
+    "AGE",
+    "EXPIRES",
 )
+
+
+def _or_none(value: object) -> str:
+    return "none" if value is None else str(value)
+
+
+def _age(created_at: str) -> str:
+    created = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+    days = (datetime.now(UTC) - created).days
+    return f"{days}d"
 
 
 def _key_row(key: dict[str, Any]) -> list[str]:
@@ -69,6 +90,8 @@ def _key_row(key: dict[str, Any]) -> list[str]:
         key["daily_limit"] or "none",
         key["spent_today"],
         when(key["last_used_at"], "never"),
+        _age(key["created_at"]),
+        when(key["expires_at"], "never") + (" rotate" if key["rotation_due"] else ""),
     ]
 
 

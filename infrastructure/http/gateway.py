@@ -129,7 +129,8 @@ class Gateway:
         request.state.client_ip = client_ip
         if record is not None:
             note_key(record.display, record.account_id, client_ip)
-        if record is not None and record.kind == "sk" and refused_use(record, now):
+        inference = record is not None and record.kind == TokenKind.INFERENCE.code
+        if record is not None and inference and refused_use(record, now):
             user_agent = request.headers.get("user-agent")
             await asyncio.get_running_loop().run_in_executor(
                 REFUSED_USE_THREADS,

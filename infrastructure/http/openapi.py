@@ -55,6 +55,7 @@ KEY = {
         "allowed_ips": {"type": "array", "items": {"type": "string"}, "nullable": True},
         "monthly_limit": NULLABLE_MONEY,
         "changeable": {"type": "boolean"},
+        "rotation_due": {"type": "boolean"},
     },
 }
 USAGE = {

@@ -41,7 +41,7 @@ async def healthz(request: Request) -> Response:
     lookup has stopped following the log (a failed projection). No I/O: a probe must not fail
     because the database is slow (that is what /readyz says)."""
     gateway = request.app.state.gateway
-    failure = gateway.runtime.projections.failure or gateway.lookups.unavailable
+    failure = gateway.lookup_trouble()  # the very condition under which it refuses
     if failure:
         return ApiError(503, "unhealthy", str(failure)).response()
     return Response(b'{"status":"ok"}', media_type="application/json")
@@ -73,7 +73,7 @@ async def readiness(gateway: Any) -> dict[str, str]:
         await durable(gateway.lookups.find(NO_SUCH_KEY))
     except Exception as error:
         checks["key_lookup"] = f"unavailable: {type(error).__name__}"
-    failure = runtime.projections.failure or gateway.lookups.unavailable
+    failure = gateway.lookup_trouble()
     if failure is None and checks["store"] == "ok":
         failure = await run_in_threadpool(runtime.projections.recorded_failure, "keys")
     if failure:

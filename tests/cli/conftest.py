@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import LOWROUTER, PEPPER, Cli, Run  # noqa: F401  (kept importable from here for tests written before tests/support)
+from tests.support.cli import CATALOGUE, LOWROUTER, PEPPER, Cli, Run  # noqa: F401  (kept importable from here for tests written before tests/support)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -25,41 +24,12 @@ from sqlalchemy import delete, text, update
 
 from domain.actor import Actor
 from domain.scope import Scope
-from infrastructure import cli as cli_module
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings
 from projections.schema import daily_spend, holds, usage
-from tests.support.cli import LOWROUTER, Cli
+from tests.support.cli import LOWROUTER, Cli, InProcess
 
 OPERATOR = Actor("operator", "cli:test")
-
-
-@dataclass(frozen=True)
-class Out:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-class InProcess:
-    """`run("usage", ...)` calls `lowrouter usage ...` in this process, on the test database."""
-
-    def __init__(self, capsys: Any) -> None:
-        self.capsys = capsys
-
-    def __call__(self, *args: str) -> Out:
-        self.capsys.readouterr()
-        code = cli_module.main(list(args))
-        captured = self.capsys.readouterr()
-        return Out(code, captured.out, captured.err)
-
-    def ok(self, *args: str) -> Out:
-        out = self(*args)
-        assert out.code == 0, f"lowrouter {' '.join(args)} -> {out.code}: {out.stderr}"
-        return out
 
 
 @pytest.fixture

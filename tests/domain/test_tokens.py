@@ -260,3 +260,9 @@ def test_hash_differs_across_peppers(token: Token, first: bytes, second: bytes) 
 def test_different_tokens_have_different_hashes(first: Token, second: Token, pepper: bytes) -> None:
     if first.value != second.value:
         assert hash_token(pepper, first) != hash_token(pepper, second)
+
+
+def test_each_kind_has_the_two_letter_code_the_read_models_keep() -> None:
+    assert (TokenKind.INFERENCE.code, TokenKind.MANAGEMENT.code) == ("sk", "mk")
+    for kind in TokenKind:
+        assert generate_token(kind).value.startswith(f"lr-{kind.code}-")

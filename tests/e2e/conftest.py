@@ -15,8 +15,6 @@ but the time the suite takes.
 (so `lowrouter/auto` picks it). `start_gateway(config, credits=..., scope=...)` gives another.
 """
 
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -27,7 +25,6 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-import uvicorn
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
@@ -47,6 +44,7 @@ from tests.fake_upstream import (
     run_fake_upstream,
     write_catalogue,
 )
+from tests.support.servers import LiveServer as _Server
 from tests.support.stores import PEPPER, PG_ADMIN_URL, pg_admin_conninfo, require_postgres
 
 OPERATOR = Actor("operator", "cli:e2e-tests")
@@ -230,51 +228,6 @@ class LiveGateway:
         assert page.held == 0
         assert sum(page.spent_today.values()) == 0
         assert page.balance == self.initial_balance
-
-
-class _Server:
-    """uvicorn serving one app on a free 127.0.0.1 port in a background thread."""
-
-    def __init__(self, app: Any) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(
-            app,
-            log_config=None,  # leave the test process's logging alone
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=3,
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run,
-            kwargs={"sockets": [self.sock]},
-            name=f"e2e-gateway-{self.port}",
-            daemon=True,
-        )
-
-    def start(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if not self.thread.is_alive():
-                raise RuntimeError("the gateway stopped during startup")
-            if self.server.started:
-                return f"http://127.0.0.1:{self.port}"
-            time.sleep(0.01)
-        self.stop()
-        raise RuntimeError("the gateway did not start within 15 s")
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        if self.thread.is_alive():
-            self.server.force_exit = True
-            self.thread.join(timeout=5)
-        self.sock.close()
 
 
 @dataclass

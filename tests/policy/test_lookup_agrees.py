@@ -19,7 +19,7 @@ from domain.tokens import hash_token
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings
 from projections.lookup import find_key
-from tests.conftest import PEPPER
+from tests.support.stores import PEPPER
 
 ACTOR = Actor("operator", "test")
 T0 = datetime(2031, 5, 1, 12, 0, tzinfo=UTC)

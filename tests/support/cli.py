@@ -1,4 +1,5 @@
-"""Running the real `lowrouter` executable in a subprocess, against one test database."""
+"""Running `lowrouter`: the real executable in a subprocess, against one test database, or
+`main(argv)` in this process (InProcess)."""
 
 import json
 import os
@@ -9,8 +10,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infrastructure import cli as cli_module
+
 LOWROUTER = Path(sys.executable).parent / "lowrouter"
 PEPPER = "cli-test-pepper-not-secret"
+# The catalogue the CLI checks scopes against (`keys create/scope` refuse what it does not serve).
+CATALOGUE = """
+[providers."p-eu"]
+base_url = "http://127.0.0.1:9/v1"
+region = "eu"
+[providers."p-us"]
+base_url = "http://127.0.0.1:9/v1"
+region = "us"
+""" + "".join(
+    f'[models."{model}"]\nproviders = ["p-eu", "p-us"]\n'
+    'prompt_price_per_million = "1"\ncompletion_price_per_million = "2"\n'
+    "max_output_tokens = 1000\n"
+    for model in ("openai/gpt-4o", "a/one", "a/two", "b/x", "c/d", "lowrouter/echo")
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +51,8 @@ class Cli:
     def __init__(self, database_url: str, home: Path) -> None:
         self.database_url = database_url
         self.home = home
+        self.catalogue = home / "lowrouter.toml"
+        self.catalogue.write_text(CATALOGUE)
 
     def environment(self, **overrides: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOWROUTER_")}
@@ -41,6 +60,7 @@ class Cli:
             LOWROUTER_TOKEN_PEPPER=PEPPER,
             LOWROUTER_DATA_DIR=str(self.home),
             LOWROUTER_DATABASE_URL=self.database_url,
+            LOWROUTER_CONFIG=str(self.catalogue),
         )
         env.update(overrides)
         return env
@@ -78,3 +98,31 @@ class Cli:
         assert "Traceback" not in result.stderr
         assert result.stdout == ""
         return result
+
+
+@dataclass(frozen=True)
+class Out:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+class InProcess:
+    """`run("usage", ...)` calls `lowrouter usage ...` in this process, on the test database."""
+
+    def __init__(self, capsys: Any) -> None:
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> Out:
+        self.capsys.readouterr()
+        code = cli_module.main(list(args))
+        captured = self.capsys.readouterr()
+        return Out(code, captured.out, captured.err)
+
+    def ok(self, *args: str) -> Out:
+        out = self(*args)
+        assert out.code == 0, f"lowrouter {' '.join(args)} -> {out.code}: {out.stderr}"
+        return out

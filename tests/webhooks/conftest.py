@@ -16,7 +16,7 @@ from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings
 from infrastructure.webhooks.deliverer import Deliverer, DeliveryConfig
 from infrastructure.webhooks.wiring import vault
-from tests.conftest import PEPPER
+from tests.support.stores import PEPPER
 from tests.webhooks.receiver import Receiver, run_receiver
 
 OPERATOR = Actor("operator", "cli:test")

@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from domain.actor import Actor
+from domain.tokens import TokenKind
 from infrastructure.http.dashboard.constants import SESSION_LIFETIME
 from projections.schema import keys, to_us
 
@@ -129,7 +130,7 @@ class SessionStore:
                 sessions_table.c.management_key_id == key_id,
                 sessions_table.c.ended_us.is_(None),
                 sessions_table.c.expires_us > to_us(now),
-                keys.c.kind == "mk",
+                keys.c.kind == TokenKind.MANAGEMENT.code,
                 keys.c.status == "active",
                 keys.c.account_id == account_id,
             )
