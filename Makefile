@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: setup browser run test test-fast lint bench clean
+.PHONY: setup browser pgbouncer run test test-fast lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ browser:
 		&& (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| echo "make: chromium not installed; the browser test will be skipped (fails under CI=true)"; }
 
+# The PgBouncer tests start their own instances of Debian's pgbouncer (transaction and session mode).
+pgbouncer:
+	@sh deploy/install-pgbouncer.sh
+
 run: setup
 	$(BIN)/lowrouter serve --host $(HOST) --port $(PORT)
 
@@ -28,7 +32,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: setup browser
+test: setup browser pgbouncer
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q

@@ -81,6 +81,7 @@ class ModelUse:
     cost: int
     first_used: datetime
     last_used: datetime
+    apis: tuple[str, ...] = ()  # the inference APIs it was called through
 
 
 @dataclass(frozen=True)

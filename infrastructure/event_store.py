@@ -10,18 +10,27 @@ and arrays psycopg's C extension dumps instead of an array of a composite type i
 value in Python: together most of the ledger writer's time (see README, Performance).
 eventsourcing's own database function (POSTGRES_ENABLE_DB_FUNCTIONS) does not lock the table, so
 readers tailing the log could pass over an id that commits later; this one does.
+
+The store does not keep a pool of its own: it borrows the process's one pool
+(infrastructure.database), named by `SHARED_POOL` in its environment, or opens one it owns.
 """
 
 import logging
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 from eventsourcing.persistence import ProgrammingError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresFactory
+from eventsourcing.utils import Environment
 from psycopg.errors import UndefinedFunction
 from psycopg.sql import SQL, Identifier
 
+from infrastructure.database import Database
+
 log = logging.getLogger("lowrouter.event_store")
+
+SHARED_POOL = "LOWROUTER_SHARED_POOL"  # env: the id of the Database whose pool the store uses
 
 
 class LedgerRecorder(PostgresApplicationRecorder):
@@ -85,5 +94,36 @@ class LedgerRecorder(PostgresApplicationRecorder):
             return super().insert_events(stored_events, **kwargs) or []
 
 
+class SharedPoolDatastore(PostgresDatastore):
+    """eventsourcing's datastore on a pool it borrows: closing the store closes the pool only
+    if the store opened it."""
+
+    database: Database
+    owns_database: bool
+
+    def close(self) -> None:
+        if getattr(self, "owns_database", False):
+            self.database.close()
+
+
 class LedgerFactory(PostgresFactory):
     application_recorder_class = LedgerRecorder
+
+    def __init__(self, env: Environment) -> None:
+        super().__init__(env)  # builds eventsourcing's datastore, whose own pool never opens
+        built = self.datastore
+        shared = Database.find(env.get(SHARED_POOL) or "")
+        datastore = SharedPoolDatastore.__new__(SharedPoolDatastore)
+        datastore.__dict__.update(built.__dict__)
+        if shared is None:  # a ledger opened on its own (tools, tests)
+            user, password = (
+                quote(env.get(f"POSTGRES_{n}") or "", safe="") for n in ("USER", "PASSWORD")
+            )
+            url = f"postgresql://{user}:{password}@{env.get('POSTGRES_HOST')}:" + (
+                f"{env.get('POSTGRES_PORT')}/{env.get('POSTGRES_DBNAME')}"
+            )
+            shared, datastore.owns_database = Database(url, application_name="lowrouter"), True
+        else:
+            datastore.owns_database = False
+        datastore.database, datastore.pool = shared, shared.pool  # type: ignore[assignment]
+        self.datastore = datastore

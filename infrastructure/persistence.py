@@ -1,23 +1,31 @@
 """Wiring the event store (eventsourcing) and the projection tables (SQLAlchemy) to one database."""
 
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import ProgrammingError
 
 from application.clock import Clock, system_clock
 from application.keys import Lowrouter
 from application.spend import PageLock, no_lock
-from infrastructure.settings import Settings, postgres_conninfo, postgres_parts, sqlite_path
+from infrastructure.database import Database
+from infrastructure.event_store import SHARED_POOL
+from infrastructure.leadership import LEASE_HELD, LeadershipLease
+from infrastructure.settings import Settings, postgres_parts, sqlite_path
 from projections.lookup import KeyLookup
 
 TRANSCODER = {"TRANSCODER_TOPIC": "infrastructure.transcoder:OrjsonDecodingTranscoder"}
 
 
-def eventsourcing_env(database_url: str) -> dict[str, str]:
-    return {**TRANSCODER, **_store_env(database_url)}
+def eventsourcing_env(database_url: str, database: Database | None = None) -> dict[str, str]:
+    env = {**TRANSCODER, **_store_env(database_url)}
+    if database is not None:  # the event store borrows this process's pool (event_store.py)
+        env[SHARED_POOL] = database.id
+    return env
 
 
 def _store_env(database_url: str) -> dict[str, str]:
@@ -39,23 +47,31 @@ def _store_env(database_url: str) -> dict[str, str]:
         "POSTGRES_PORT": pg["port"],
         "POSTGRES_USER": pg["user"],
         "POSTGRES_PASSWORD": pg["password"],
-        "POSTGRES_POOL_SIZE": "4",
-        "POSTGRES_MAX_OVERFLOW": "4",
         "POSTGRES_LOCK_TIMEOUT": "10",
         "POSTGRES_CONNECT_TIMEOUT": "5",
     }
 
 
+def open_database(settings: Settings, role: str) -> Database | None:
+    """The process's one PostgreSQL pool (None on SQLite)."""
+    return Database.for_settings(settings, role) if settings.is_postgres else None
+
+
 def build_ledger(
-    settings: Settings, clock: Clock = system_clock, create_tables: bool = True
+    settings: Settings,
+    clock: Clock = system_clock,
+    create_tables: bool = True,
+    database: Database | None = None,
 ) -> Lowrouter:
-    env = eventsourcing_env(settings.database_url)
+    """The ledger application. Without `database`, on PostgreSQL, it opens a pool of its own
+    (closed with it)."""
+    env = eventsourcing_env(settings.database_url, database)
     if not create_tables:
         env["CREATE_TABLE"] = "n"  # worker processes: the parent prepared the schema
     return Lowrouter(env, pepper=settings.pepper, clock=clock)
 
 
-def build_engine(database_url: str) -> Engine:
+def build_engine(database_url: str, database: Database | None = None) -> Engine:
     """The SQLAlchemy engine for projection tables, in the same database as the events."""
     if database_url.startswith("sqlite:///"):
         engine = create_engine(
@@ -72,44 +88,40 @@ def build_engine(database_url: str) -> Engine:
             cursor.close()
 
         return engine
-    pg = postgres_parts(database_url)
-    from sqlalchemy.engine import URL
-
-    url = URL.create(
-        "postgresql+psycopg",
-        username=pg["user"],
-        password=pg["password"] or None,
-        host=pg["host"],
-        port=int(pg["port"]),
-        database=pg["dbname"],
+    # PostgreSQL: no pool of its own; it borrows from the process's one pool.
+    if database is not None:
+        return database.engine()
+    return _owning(
+        Database(database_url, application_name="lowrouter-engine"), lambda d: d.engine()
     )
-    # Small pools: a process needs few connections (one writer thread, a lookup per request),
-    # and several processes share one server's connection limit.
-    # No pre-ping (it would cost a round trip per lookup): recycle connections instead.
-    return create_engine(url, pool_size=6, max_overflow=6, pool_recycle=600)
 
 
 class PostgresPageLock:
-    """A session advisory lock per account, held around a ledger batch, so gateway processes
-    sharing one database take turns on an account's page instead of conflicting."""
+    """A transaction-scoped advisory lock per account, held around a ledger batch, so gateway
+    processes sharing one database take turns on an account's page instead of conflicting.
 
-    def __init__(self, database_url: str) -> None:
-        self._conninfo = postgres_conninfo(database_url)
-        self._conn: Any = None
+    The lock lives in a transaction of its own on a borrowed connection (the batch's reads and
+    its save run on others), so it works through a transaction-mode pooler too, and ends with
+    that transaction: on commit, on error, or when a dead process's connection closes."""
+
+    # A holder that went silent mid-batch (its host vanished, its connection lingering) is cut
+    # off by the server after 5 s, well before a waiter gives up (10 s) rather than wait forever.
+    SETTINGS = (
+        "SELECT set_config('lock_timeout', '10s', true), "
+        "set_config('idle_in_transaction_session_timeout', '5s', true)"
+    )
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
 
     @contextmanager
     def __call__(self, accounts: Sequence[UUID]) -> Iterator[None]:
-        import psycopg
-
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._conninfo, autocommit=True)
         keys = [int.from_bytes(account.bytes[:8], "big", signed=True) for account in accounts]
-        # Sorted accounts, locked in array order: no two batches can deadlock.
-        self._conn.execute("SELECT pg_advisory_lock(k) FROM unnest(%s::bigint[]) AS k", [keys])
-        try:
+        with self._database.connection() as conn, conn.transaction():
+            conn.execute(self.SETTINGS)
+            # Sorted accounts, locked in array order: no two batches can deadlock.
+            conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", [keys])
             yield
-        finally:
-            self._conn.execute("SELECT pg_advisory_unlock_all()")
 
 
 class FilePageLock:
@@ -131,45 +143,14 @@ class FilePageLock:
                 fcntl.flock(file, fcntl.LOCK_UN)
 
 
-def build_page_lock(database_url: str) -> PageLock:
+def build_page_lock(database_url: str, database: Database | None = None) -> PageLock:
     if database_url.startswith("sqlite:///"):
         return FilePageLock(str(sqlite_path(database_url).expanduser()))
     if database_url.startswith(("postgresql://", "postgres://")):
-        return PostgresPageLock(database_url)
+        if database is not None:
+            return PostgresPageLock(database)
+        return _owning(Database(database_url, application_name="lowrouter-lock"), PostgresPageLock)
     return no_lock
-
-
-class PostgresLeadership:
-    """Who runs the projections in the background: the holder of a session advisory lock on
-    its own connection. If that process dies, its connection closes and another takes over."""
-
-    KEY = 0x6C6F77726F757465  # "lowroute"
-
-    def __init__(self, database_url: str) -> None:
-        self._conninfo = postgres_conninfo(database_url)
-        self._conn: Any = None
-        self._leading = False
-
-    def __call__(self) -> bool:
-        import psycopg
-
-        try:
-            if self._conn is None or self._conn.closed:
-                self._conn, self._leading = psycopg.connect(self._conninfo, autocommit=True), False
-            if not self._leading:
-                row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", [self.KEY]).fetchone()
-                self._leading = bool(row and row[0])
-            else:
-                self._conn.execute("SELECT 1")  # still connected, so still holding the lock
-            return self._leading
-        except psycopg.Error:
-            self._conn, self._leading = None, False
-            return False
-
-    def release(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-        self._conn, self._leading = None, False
 
 
 class FileLeadership:
@@ -199,23 +180,41 @@ class FileLeadership:
             self._file = None
 
 
-def build_leadership(database_url: str) -> Callable[[], bool]:
+def build_leadership(database_url: str, database: Database | None = None) -> Callable[[], bool]:
     if database_url.startswith("sqlite:///"):
         return FileLeadership(str(sqlite_path(database_url).expanduser()))
     if database_url.startswith(("postgresql://", "postgres://")):
-        return PostgresLeadership(database_url)
+        if database is not None:
+            return LeadershipLease(database)
+        return _owning(
+            Database(database_url, application_name="lowrouter-leadership"), LeadershipLease
+        )
     return lambda: True
 
 
-def build_key_lookup(database_url: str) -> KeyLookup:
+def build_key_lookup(database_url: str, database: Database | None = None) -> KeyLookup:
     if database_url.startswith("sqlite:///"):
         return KeyLookup(sqlite_path=str(sqlite_path(database_url).expanduser()))
-    return KeyLookup(conninfo=postgres_conninfo(database_url))
+    if database is not None:
+        return KeyLookup(pool=database)
+    return _owning(
+        Database(database_url, application_name="lowrouter-lookup"), lambda d: KeyLookup(pool=d)
+    )
+
+
+T = TypeVar("T")
+
+
+def _owning(database: Database, build: Callable[[Database], T]) -> T:
+    """An object built on a pool of its own (tools, tests): the pool closes when it goes."""
+    built = build(database)
+    weakref.finalize(built, database.close)
+    return built
 
 
 def projections_leader_present(database_url: str, engine: Engine) -> bool:
-    """Whether some process holds the projections' leadership (PostgresLeadership or
-    FileLeadership above), i.e. the background work is running somewhere for this database."""
+    """Whether some process holds the projections' leadership (the lease, or FileLeadership
+    above), i.e. the background work is running somewhere for this database."""
     if database_url.startswith("sqlite:///"):
         import fcntl
 
@@ -227,11 +226,8 @@ def projections_leader_present(database_url: str, engine: Engine) -> bool:
                 return True  # held by a runner
             fcntl.flock(file, fcntl.LOCK_UN)
             return False
-    key = PostgresLeadership.KEY  # a bigint advisory lock shows as (classid, objid) halves
-    query = text(
-        "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
-        " AND classid = CAST(:high AS oid) AND objid = CAST(:low AS oid) AND objsubid = 1"
-        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-    )
     with engine.connect() as conn:
-        return conn.execute(query, {"high": key >> 32, "low": key & 0xFFFFFFFF}).first() is not None
+        try:
+            return conn.execute(text(LEASE_HELD)).first() is not None
+        except ProgrammingError:  # no lease table yet: nobody has led
+            return False

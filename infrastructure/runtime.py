@@ -1,11 +1,15 @@
 """Everything a process needs, wired once: the ledger, spend control, projections."""
 
+import contextlib
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from sqlalchemy import Engine
 
@@ -13,15 +17,19 @@ from application.clock import Clock, system_clock
 from application.keys import Lowrouter
 from application.reconcile import reconcile
 from application.spend import SpendControl
+from infrastructure.database import Database
+from infrastructure.leadership import ensure_leadership_table
 from infrastructure.observability.metrics import LedgerMetrics
 from infrastructure.persistence import (
+    PostgresPageLock,
     build_engine,
     build_key_lookup,
     build_leadership,
     build_ledger,
     build_page_lock,
+    open_database,
 )
-from infrastructure.settings import Settings
+from infrastructure.settings import Settings, postgres_conninfo
 from infrastructure.webhooks.vault import create_secrets_table
 from projections import all_projections
 from projections.chain import catch_up_chain
@@ -33,6 +41,9 @@ from projections.webhooks import create_delivery_tables
 if TYPE_CHECKING:  # imported when first used: the webhooks load only where they run
     from application.webhooks import Webhooks
 
+SCHEMA_LOCK = UUID("6c6f7772-6f75-7465-7273-6368656d6121")  # an advisory lock key, not an account
+LEADERSHIP_TICK = 0.1  # seconds between the background jobs' looks at the leadership
+
 
 @dataclass
 class Runtime:
@@ -42,6 +53,8 @@ class Runtime:
     engine: Engine
     projections: ProjectionRunner
     lookup: KeyLookup
+    # PostgreSQL: the process's one pool, which all of the above borrow from (None on SQLite).
+    database: Database | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
     _deliverer: Any = None  # infrastructure.webhooks.deliverer.Deliverer, once started
 
@@ -62,40 +75,51 @@ class Runtime:
             timedelta(seconds=self.settings.hold_timeout_seconds),
         )
 
-    def start_background(self, reconcile_every: float = 30.0, chain_every: float = 5.0) -> None:
+    def _reconcile_and_log(self) -> None:
+        settled = self.reconcile()
+        if settled:
+            logging.getLogger("lowrouter.reconcile").warning(
+                "settled %d stale holds at the held amount (a gateway stopped before "
+                "settling them)",
+                settled,
+                extra={"event": "reconciled", "settled": settled},
+            )
+
+    def start_background(
+        self, reconcile_every: float | None = None, chain_every: float = 5.0
+    ) -> None:
         """What `lowrouter serve` runs beside requests: the projections, the reconciler and the
-        tamper-evidence chain."""
+        tamper-evidence chain. All three follow one leader per database (the projection
+        runner's leadership): on the other processes they stand by, and take over together."""
+        every = reconcile_every or self.settings.reconcile_interval_seconds
         self.projections.start()
-        for target, every, name in (
-            (self._reconcile_forever, reconcile_every, "lowrouter-reconciler"),
-            (self._chain_forever, chain_every, "lowrouter-chain"),
+        for job, interval, name in (
+            (self._reconcile_and_log, every, "lowrouter-reconciler"),
+            (lambda: catch_up_chain(self), chain_every, "lowrouter-chain"),
         ):
-            threading.Thread(target=target, args=(every,), daemon=True, name=name).start()
+            threading.Thread(
+                target=self._while_leading, args=(job, interval, name), daemon=True, name=name
+            ).start()
         from infrastructure.webhooks.wiring import start_deliverer
 
         self._deliverer = start_deliverer(self)  # webhooks, on a loop of its own
 
-    def _chain_forever(self, every: float) -> None:
-        """Extend the tamper-evidence chain (projections.chain) as events are appended."""
-        while not self._stopping.wait(every):
+    def _while_leading(self, job: Callable[[], object], every: float, name: str) -> None:
+        """Run `job` every `every` seconds while this process leads, and at once on taking
+        over (a crashed leader's open holds and unchained events are not left waiting)."""
+        last: float | None = None
+        while not self._stopping.wait(LEADERSHIP_TICK):
+            if not self.projections.leading:
+                last = None
+                continue
+            now = time.monotonic()
+            if last is not None and now - last < every:
+                continue
+            last = now
             try:
-                catch_up_chain(self)
+                job()
             except Exception:
-                logging.getLogger("lowrouter.chain").exception("chain catch-up failed")
-
-    def _reconcile_forever(self, every: float) -> None:
-        while not self._stopping.wait(every):
-            try:
-                settled = self.reconcile()
-                if settled:
-                    logging.getLogger("lowrouter.reconcile").warning(
-                        "settled %d stale holds at the held amount (a gateway stopped before "
-                        "settling them)",
-                        settled,
-                        extra={"event": "reconciled", "settled": settled},
-                    )
-            except Exception:
-                logging.getLogger("lowrouter.reconcile").exception("reconciler pass failed")
+                logging.getLogger(name.replace("-", ".")).exception("%s pass failed", name)
 
     def close(self) -> None:
         self._stopping.set()
@@ -106,26 +130,49 @@ class Runtime:
         self.spend.close()
         self.ledger.close()
         self.engine.dispose()
+        if self.database is not None:
+            self.database.close()  # last: everything above borrowed from it
 
 
 def open_runtime(
-    settings: Settings, clock: Clock = system_clock, prepare_schema: bool = True
+    settings: Settings,
+    clock: Clock = system_clock,
+    prepare_schema: bool = True,
+    role: str = "cli",
 ) -> Runtime:
     """Open the store, create or upgrade the projection tables, and wire read-your-writes:
     commands that change access return only once the key lookup shows the change.
 
     Worker processes pass prepare_schema=False: their parent created or upgraded the schema, and
-    concurrent DDL on PostgreSQL fails ("tuple concurrently updated")."""
-    ledger = build_ledger(settings, clock, create_tables=prepare_schema)
-    engine = build_engine(settings.database_url)
-    runner = ProjectionRunner(
-        engine, ledger, all_projections(), leadership=build_leadership(settings.database_url)
-    )
-    if prepare_schema:
-        runner.create_schema()
-        create_delivery_tables(engine)
-        create_secrets_table(engine)
+    concurrent DDL on PostgreSQL fails ("tuple concurrently updated"). `role` names the
+    process's PostgreSQL connections (`lowrouter-<role>` in pg_stat_activity)."""
+    database = open_database(settings, role)
+    # Hosts starting together take turns preparing the schema (concurrent DDL fails).
+    turns = PostgresPageLock(database) if prepare_schema and database else None
+    try:
+        with turns([SCHEMA_LOCK]) if turns else contextlib.nullcontext():
+            ledger = build_ledger(settings, clock, create_tables=prepare_schema, database=database)
+            engine = build_engine(settings.database_url, database)
+            listen = settings.listen_url
+            runner = ProjectionRunner(
+                engine,
+                ledger,
+                all_projections(),
+                leadership=build_leadership(settings.database_url, database),
+                listen_conninfo=postgres_conninfo(listen) if listen and database else None,
+            )
+            if prepare_schema:
+                runner.create_schema()
+                create_delivery_tables(engine)
+                create_secrets_table(engine)
+                if database is not None:
+                    ensure_leadership_table(database)
+    except BaseException:
+        if database is not None:
+            database.close()
+        raise
     ledger.access_barrier = lambda position: runner.wait_for(position, names=("keys",))
     observer = LedgerMetrics() if settings.metrics else None
-    spend = SpendControl(ledger, build_page_lock(settings.database_url), observer)
-    return Runtime(settings, ledger, spend, engine, runner, build_key_lookup(settings.database_url))
+    spend = SpendControl(ledger, build_page_lock(settings.database_url, database), observer)
+    lookup = build_key_lookup(settings.database_url, database)
+    return Runtime(settings, ledger, spend, engine, runner, lookup, database)

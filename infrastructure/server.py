@@ -30,7 +30,7 @@ def app_factory() -> Starlette:
     settings = load_settings()
     demo = os.environ.get("LOWROUTER_DEMO_BASE_URL", "http://127.0.0.1:8080/demo/v1")
     catalogue = load_catalogue_for(settings, demo)
-    return create_app(open_runtime(settings, prepare_schema=False), catalogue)
+    return create_app(open_runtime(settings, prepare_schema=False, role="gateway"), catalogue)
 
 
 log = logging.getLogger("lowrouter.serve")
@@ -72,7 +72,7 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
     os.environ["LOWROUTER_DATABASE_URL"] = settings.database_url
     os.environ["LOWROUTER_DEMO_BASE_URL"] = demo_base_url
     # Prepare the schema once, before workers race to create it.
-    open_runtime(settings).close()
+    open_runtime(settings, role="serve").close()
     # Unless told otherwise, the projections, reconciler and chain get a process of their own.
     own_background = "LOWROUTER_BACKGROUND" not in os.environ
     if own_background:

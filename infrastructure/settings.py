@@ -10,6 +10,9 @@ from urllib.parse import unquote, urlsplit
 DEFAULT_DATABASE_URL = "sqlite:///lowrouter.db"
 MiB = 1024 * 1024
 BACKGROUND_CHOICES = ("inline", "external")
+# What sits between lowrouter and PostgreSQL: nothing, or a pooler (PgBouncer) in session or
+# transaction mode (then no session state and no server-side prepared statements through it).
+POOLER_CHOICES = ("none", "session", "transaction")
 LOG_FORMAT_CHOICES = ("text", "json")
 SWITCH_CHOICES = ("true", "false")
 LEAK_POLICIES = ("revoke", "notify")
@@ -31,6 +34,14 @@ class Settings:
     # Where the projections, the reconciler and the chain run: "inline" in each app's own threads,
     # or "external" in a process of their own (`lowrouter serve` starts one for its workers).
     background: str = "inline"
+    # PostgreSQL connections a process may hold (its one shared pool; see infrastructure.database).
+    db_pool_size: int = 4
+    database_pooler: str = "none"
+    # A connection straight to PostgreSQL, for LISTEN/NOTIFY when the main URL is a
+    # transaction-mode pooler. None: the main URL (or, behind such a pooler, polling).
+    direct_database_url: str | None = None
+    application_name: str | None = None  # None: "lowrouter-<role>" (gateway, background, cli)
+    reconcile_interval_seconds: float = 30.0
     # Webhooks and leaked keys (README, "Webhooks" and "When a key leaks").
     webhooks_allow_private: bool = False
     webhooks_timeout_seconds: float = 5.0
@@ -47,6 +58,18 @@ class Settings:
     metrics_token: str | None = None
     otlp_traces_endpoint: str | None = None
 
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith(("postgresql://", "postgres://"))
+
+    @property
+    def listen_url(self) -> str | None:
+        """Where LISTEN/NOTIFY works: the direct URL, else the main one unless it is a
+        transaction-mode pooler (which cannot keep a LISTEN: the runner polls instead)."""
+        if self.direct_database_url:
+            return self.direct_database_url
+        return self.database_url if self.database_pooler != "transaction" else None
+
 
 def load_settings(
     environ: Mapping[str, str] | None = None, database_url: str | None = None
@@ -58,6 +81,9 @@ def load_settings(
     pepper_text = env.get("LOWROUTER_TOKEN_PEPPER")
     pepper = pepper_text.encode() if pepper_text else _pepper_from_file(data_dir)
     config = env.get("LOWROUTER_CONFIG")
+    if _int(env, "LOWROUTER_DB_POOL_SIZE", 4) < 2:
+        # The ledger writer holds its page lock on one connection while it saves on another.
+        raise SettingsError("LOWROUTER_DB_POOL_SIZE must be at least 2")
     return Settings(
         database_url=url,
         pepper=pepper,
@@ -67,6 +93,11 @@ def load_settings(
         hold_timeout_seconds=float(_int(env, "LOWROUTER_HOLD_TIMEOUT_SECONDS", 600)),
         upstream_timeout_seconds=float(_int(env, "LOWROUTER_UPSTREAM_TIMEOUT_SECONDS", 120)),
         background=_choice(env, "LOWROUTER_BACKGROUND", BACKGROUND_CHOICES),
+        db_pool_size=_int(env, "LOWROUTER_DB_POOL_SIZE", 4),
+        database_pooler=_choice(env, "LOWROUTER_DATABASE_POOLER", POOLER_CHOICES),
+        direct_database_url=_direct_url(env),
+        application_name=env.get("LOWROUTER_APPLICATION_NAME") or None,
+        reconcile_interval_seconds=float(_int(env, "LOWROUTER_RECONCILE_INTERVAL_SECONDS", 30)),
         webhooks_allow_private=_flag(env, "LOWROUTER_WEBHOOKS_ALLOW_PRIVATE"),
         webhooks_timeout_seconds=float(_int(env, "LOWROUTER_WEBHOOKS_TIMEOUT_SECONDS", 5)),
         webhooks_retry_schedule=_seconds_list(env, "LOWROUTER_WEBHOOKS_RETRY_SCHEDULE"),
@@ -81,6 +112,13 @@ def load_settings(
     )
 
 
+def _direct_url(env: Mapping[str, str]) -> str | None:
+    url = env.get("LOWROUTER_DIRECT_DATABASE_URL") or None
+    if url is not None and not url.startswith(("postgresql://", "postgres://")):
+        raise SettingsError(
+            f"LOWROUTER_DIRECT_DATABASE_URL {url!r} is not postgresql://USER@HOST:PORT/DB"
+        )
+    return url
 def otlp_traces_endpoint(env: Mapping[str, str]) -> str | None:
     """Where OTLP/HTTP traces go, by OpenTelemetry's variables; None: no tracing at all."""
     traces = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")

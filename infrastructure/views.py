@@ -90,6 +90,12 @@ def usage_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "streamed": bool(row["streamed"]),
         "client_ip": row["client_ip"],
         "user_agent": row["user_agent"],
+        "api": row["api"],
+        "cached_prompt_tokens": row["cached_prompt_tokens"],
+        "cache_write_tokens": row["cache_write_tokens"],
+        "reasoning_tokens": row["reasoning_tokens"],
+        "cost_source": row["cost_source"],
+        "upstream_cost": row["upstream_cost"],
     }
 
 

@@ -132,24 +132,37 @@ def clients_of_key(engine: Engine, key_id: object) -> list[ClientSeen]:
 
 
 def models_of_key(engine: Engine, key_id: object) -> list[ModelUse]:
-    """The models a key was used for, most requests first (from the usage history)."""
+    """The models a key was used for, most requests first (from the usage history), with the
+    APIs each was called through."""
     query = (
         select(
             usage.c.model,
+            usage.c.api,
             func.count().label("requests"),
             func.sum(usage.c.cost).label("cost"),
             func.min(usage.c.at_us).label("first_us"),
             func.max(usage.c.at_us).label("last_us"),
         )
         .where(usage.c.key_id == str(key_id))
-        .group_by(usage.c.model)
+        .group_by(usage.c.model, usage.c.api)
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    used = [
-        ModelUse(row.model, row.requests, int(row.cost), _time(row.first_us), _time(row.last_us))
-        for row in rows
-    ]
+    by_model: dict[str, ModelUse] = {}
+    for row in rows:
+        first, last = _time(row.first_us), _time(row.last_us)
+        seen = by_model.get(row.model)
+        if seen is not None:
+            first, last = min(seen.first_used, first), max(seen.last_used, last)
+        by_model[row.model] = ModelUse(
+            row.model,
+            row.requests + (seen.requests if seen else 0),
+            int(row.cost) + (seen.cost if seen else 0),
+            first,
+            last,
+            tuple(sorted({*(seen.apis if seen else ()), row.api})),
+        )
+    used = list(by_model.values())
     return sorted(used, key=lambda m: (-m.requests, m.model))
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
+from psycopg.rows import tuple_row
 from sqlalchemy import Engine, select
 
 from application.batching import BatchWorker
@@ -92,40 +93,22 @@ class KeyLookup:
     """Reads the active-key lookup on every request: no cache, so a revocation or a narrower
     scope applies to the very next request on every process."""
 
-    def __init__(self, *, conninfo: str | None = None, sqlite_path: str | None = None) -> None:
+    def __init__(self, *, pool: Any = None, sqlite_path: str | None = None) -> None:
+        """`pool`: the process's PostgreSQL pool (infrastructure.database), borrowed per read."""
         self._local = threading.local()
         self._sqlite_path = sqlite_path
-        self._conninfo = conninfo
-        self._pool: Any = None
-        self._opening = threading.Lock()
+        self._pool = pool
 
     def find_many(self, token_hashes: Sequence[str]) -> dict[str, KeyRecord]:
         """The keys behind several token hashes, in one read (absent hashes are left out)."""
-        if self._conninfo is not None:
-            with self._postgres().connection() as conn:
-                rows = conn.execute(_SQL_MANY_POSTGRES, (list(token_hashes),), prepare=True)
-                found = rows.fetchall()
+        if self._pool is not None:
+            with self._pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
+                cursor.execute(_SQL_MANY_POSTGRES, (list(token_hashes),), prepare=True)
+                found = cursor.fetchall()
         else:
             marks = ",".join("?" * len(token_hashes))
             found = self._sqlite().execute(_SQL_MANY_SQLITE.format(marks), token_hashes).fetchall()
         return {row[0]: _record(tuple(row[1:])) for row in found}
-
-    def _postgres(self) -> Any:
-        """A small pool, opened on first use (tools that never authenticate never open it)."""
-        if self._pool is None:
-            with self._opening:
-                if self._pool is None:
-                    from psycopg_pool import ConnectionPool
-
-                    assert self._conninfo is not None  # only a PostgreSQL lookup opens a pool
-                    self._pool = ConnectionPool(
-                        self._conninfo,
-                        min_size=1,
-                        max_size=4,
-                        kwargs={"autocommit": True},
-                        open=True,
-                    )
-        return self._pool
 
     def _sqlite(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -137,8 +120,7 @@ class KeyLookup:
         return conn
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
+        """Nothing to close on PostgreSQL: the pool belongs to the process (Runtime)."""
 
 
 def _record(row: tuple[Any, ...]) -> KeyRecord:

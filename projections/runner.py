@@ -28,7 +28,7 @@ log = logging.getLogger("lowrouter.projections")
 
 BATCH_SIZE = 2000
 MIN_CYCLE = 0.1  # seconds: at most 10 cycles a second, each a batch (see _run)
-STANDBY_INTERVAL = 0.5  # how often a standby runner checks whether it should take over
+STANDBY_INTERVAL = 0.15  # how often a standby runner checks whether it should take over
 
 
 class ProjectionFailed(RuntimeError):
@@ -68,6 +68,7 @@ class ProjectionRunner:
         app: Application[UUID],
         projections: Sequence[Projection],
         leadership: Callable[[], bool] = lambda: True,
+        listen_conninfo: str | None = None,
     ) -> None:
         self.engine = engine
         self.app = app
@@ -75,6 +76,11 @@ class ProjectionRunner:
         # several processes don't race to apply the same batches. Commands waiting for their own
         # change still help directly (wait_for), leader or not.
         self.leadership = leadership
+        # Whether this runner led at its last look: the reconciler and the chain follow it.
+        self.leading = False
+        # PostgreSQL: where to LISTEN for new events (a direct connection: a transaction-mode
+        # pooler cannot hold a LISTEN). None: poll only.
+        self._listen_conninfo = listen_conninfo
         self.projections = {p.name: p for p in projections}
         self.failure: ProjectionFailed | None = None
         self._stop = threading.Event()
@@ -279,7 +285,7 @@ class ProjectionRunner:
             target=self._run, args=(poll_interval,), name="lowrouter-projections", daemon=True
         )
         self._thread.start()
-        if hasattr(self.app.recorder, "channel_name"):
+        if self._listen_conninfo and hasattr(self.app.recorder, "channel_name"):
             self._listener = threading.Thread(
                 target=self._listen, name="lowrouter-projections-listen", daemon=True
             )
@@ -287,16 +293,25 @@ class ProjectionRunner:
 
     def _listen(self) -> None:
         """PostgreSQL: the event recorder NOTIFYs on every insert; wake the runner at once
-        instead of waiting for the next poll. (SQLite cannot notify: the runner polls.)"""
+        instead of waiting for the next poll. (SQLite cannot notify: the runner polls.) Only
+        the leading runner listens, on a connection of its own, named `<application>-listen`."""
+        import psycopg
         from psycopg.sql import SQL, Identifier
 
         recorder: Any = self.app.recorder
+        name = getattr(getattr(recorder.datastore, "database", None), "application_name", "")
         while not self._stop.is_set():
+            if not self.leading:
+                self._stop.wait(STANDBY_INTERVAL)
+                continue
             try:
-                with recorder.datastore.get_connection() as conn:
+                with psycopg.connect(
+                    str(self._listen_conninfo),
+                    autocommit=True,
+                    application_name=f"{name or 'lowrouter'}-listen",
+                ) as conn:
                     conn.execute(SQL("LISTEN {0}").format(Identifier(recorder.channel_name)))
-                    conn.commit()
-                    while not self._stop.is_set():
+                    while not self._stop.is_set() and self.leading:
                         for _ in conn.notifies(timeout=0.5, stop_after=1):
                             self._wake.set()
             except Exception:
@@ -313,6 +328,7 @@ class ProjectionRunner:
             if thread is not None:
                 thread.join(timeout=10)
         self._thread = self._listener = None
+        self.leading = False
         release = getattr(self.leadership, "release", None)
         if release is not None:
             release()  # let a standby runner in another process take over at once
@@ -332,13 +348,18 @@ class ProjectionRunner:
         while not self._stop.is_set():
             cycle_started = time.monotonic()
             try:
-                if not self.leadership():
+                self.leading = self.leadership()
+                if not self.leading:
                     self._stop.wait(STANDBY_INTERVAL)
                     continue
                 self.catch_up()
             except ProjectionFailed as failure:
                 self.failure = failure
                 log.critical("%s; the runner has stopped", failure)
+                self.leading = False
+                release = getattr(self.leadership, "release", None)
+                if release is not None:
+                    release()  # a standby elsewhere may try (and will stop at the same event)
                 return
             except Exception:  # a database hiccup: log it and try again shortly
                 log.exception("projection runner error; retrying")

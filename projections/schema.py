@@ -109,6 +109,12 @@ usage = Table(
     Column("client_ip", String(64)),
     Column("user_agent", Text),
     Column("flags", Text, nullable=False),  # JSON list
+    Column("api", String(32), nullable=False),  # "chat.completions", "messages", …
+    Column("cached_prompt_tokens", Integer, nullable=False),
+    Column("cache_write_tokens", Integer, nullable=False),
+    Column("reasoning_tokens", Integer, nullable=False),
+    Column("cost_source", String(16), nullable=False),  # "reported" | "estimated" | "none"
+    Column("upstream_cost", Text),  # the upstream's own reported cost, a decimal string
 )
 Index("lr_usage_account", usage.c.account_id, usage.c.position)
 Index("lr_usage_key", usage.c.key_id, usage.c.position)

@@ -16,6 +16,7 @@ import pytest
 if TYPE_CHECKING:
     from infrastructure.runtime import Runtime
 
+from tests.hosts.pgbouncer import pgbouncers  # noqa: F401  (fixture: PgBouncer per pool mode)
 from tests.support.stores import (
     PEPPER,
     database_url_named,
@@ -106,20 +107,45 @@ def ledger(settings):  # type: ignore[no-untyped-def]
     app.close()
 
 
+@pytest.fixture(params=["direct", "transaction"])
+def route(request: pytest.FixtureRequest) -> str:
+    """How two_gateways' processes reach PostgreSQL: directly, or through PgBouncer in that pool
+    mode ("session" too where a test parametrises it: it keeps session state, the easy one)."""
+    return str(request.param)
+
+
 @pytest.fixture
-def two_gateways(postgres_url: str, tmp_path: Path) -> Iterator[tuple["Runtime", list[str]]]:
-    """Two gateway processes on one fresh PostgreSQL database, and this process's runtime on it."""
+def database_route(
+    route: str, postgres_url: str, request: pytest.FixtureRequest
+) -> tuple[str, dict[str, str]]:
+    """The database URL the processes use for `route`, and the settings that go with it."""
+    if route == "direct":
+        return postgres_url, {}
+    bouncers = request.getfixturevalue("pgbouncers")  # started on first use (tests/hosts)
+    extra = {"LOWROUTER_DATABASE_POOLER": route}
+    if route == "transaction":  # LISTEN on a direct connection, everything else through it
+        extra["LOWROUTER_DIRECT_DATABASE_URL"] = postgres_url
+    return bouncers[route].url_for(postgres_url), extra
+
+
+@pytest.fixture
+def two_gateways(
+    database_route: tuple[str, dict[str, str]], tmp_path: Path
+) -> Iterator[tuple["Runtime", list[str]]]:
+    """Two gateway processes on one fresh PostgreSQL database, and this process's runtime on it
+    (directly or through PgBouncer: `route`)."""
     from infrastructure.runtime import open_runtime
     from infrastructure.settings import load_settings
     from tests.support.processes import free_port, start_gateway, wait_until_up
 
+    database_url, extra = database_route
     settings = load_settings(
-        {"LOWROUTER_TOKEN_PEPPER": PEPPER, "LOWROUTER_DATA_DIR": str(tmp_path)},
-        database_url=postgres_url,
+        {"LOWROUTER_TOKEN_PEPPER": PEPPER, "LOWROUTER_DATA_DIR": str(tmp_path), **extra},
+        database_url=database_url,
     )
     runtime = open_runtime(settings)
     ports = [free_port(), free_port()]
-    processes = [start_gateway(postgres_url, port, tmp_path) for port in ports]
+    processes = [start_gateway(database_url, port, tmp_path, extra) for port in ports]
     try:
         for port, process in zip(ports, processes, strict=True):
             wait_until_up(port, process)
@@ -130,6 +156,7 @@ def two_gateways(postgres_url: str, tmp_path: Path) -> Iterator[tuple["Runtime",
         for process in processes:
             process.wait(timeout=20)
         runtime.close()
+
 
 # --- markers: the pyramid's layers, applied by what a test uses ---------------------------------
 #
@@ -148,6 +175,7 @@ E2E_FIXTURES = {  # fixtures that start a server or a subprocess when the test r
     "upstream",  # the fake upstream: an HTTP server
     "served",  # tests/http/test_usage_api.py: uvicorn
     "two_gateways",  # two gateway processes on one PostgreSQL
+    "pgbouncers",  # PgBouncer instances (tests/hosts/pgbouncer.py)
     "live",  # the dashboard's browser test
     "receiver",  # tests/webhooks: a webhook receiver on loopback
 }
@@ -159,6 +187,8 @@ E2E_MODULES = {  # modules whose tests start processes themselves
     "tests/spend/test_crash_mid_commit.py",
     "tests/spend/test_two_gateways.py",
     "tests/infrastructure/test_fake_upstream.py",
+    "tests/hosts/test_many_hosts.py",
+    "tests/hosts/test_connection_budget.py",
     "tests/observability/test_serve_observed.py",
     "tests/observability/test_readiness.py",
     "tests/observability/test_traces.py",
@@ -178,6 +208,8 @@ SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state mac
     "tests/projections/test_rebuild.py::test_rebuild_equals_incremental_on_sqlite",
     "tests/audit/test_unexpected_usage.py::test_flags_follow_the_rules_and_rebuild_equals_incremental",
     "tests/audit/test_replay.py::test_replay_at_any_moment_equals_the_live_state_then",
+    "tests/hosts/test_many_hosts.py::test_many_hosts_keep_every_promise",
+    "tests/hosts/test_connection_budget.py::test_a_worker_holds_at_most_three_idle_and_its_pool_size_under_load",
     "tests/observability/test_serve_observed.py::test_metrics_and_json_logs_of_two_workers_after_a_known_mix",
     "tests/dashboard/browser/test_layout.py::test_every_page_fits_a_laptop_and_a_phone_and_passes_axe",
 }

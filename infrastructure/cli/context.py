@@ -30,6 +30,7 @@ class Context:
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
     _settings: Settings | None = field(default=None, init=False)
     _runtime: Runtime | None = field(default=None, init=False)
+    role: str = field(default="cli", init=False)  # names its PostgreSQL connections
 
     @property
     def format(self) -> str:
@@ -47,7 +48,7 @@ class Context:
         if self._runtime is None:
             settings = self.settings
             try:
-                self._runtime = open_runtime(settings)
+                self._runtime = open_runtime(settings, role=self.role)
             except Exception as error:
                 where = without_password(settings.database_url)
                 raise Refused(

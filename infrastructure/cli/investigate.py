@@ -72,6 +72,7 @@ def investigation_json(ctx: Context, report: KeyInvestigation, revoked_now: bool
         "models": [
             {
                 "model": m.model,
+                "apis": list(m.apis),
                 "requests": m.requests,
                 "cost": format_credits(m.cost),
                 "first_used_at": iso(m.first_used),
@@ -171,6 +172,7 @@ def _models_table(models: list[dict[str, Any]]) -> str:
     rows = [
         [
             m["model"],
+            ", ".join(m["apis"]),
             str(m["requests"]),
             m["cost"],
             when(m["first_used_at"]),
@@ -178,7 +180,7 @@ def _models_table(models: list[dict[str, Any]]) -> str:
         ]
         for m in models
     ]
-    columns = ("MODEL", "REQUESTS", "COST", "FIRST USED", "LAST USED")
+    columns = ("MODEL", "APIS", "REQUESTS", "COST", "FIRST USED", "LAST USED")
     return render_table(columns, rows) if rows else "(none)"
 
 

@@ -104,6 +104,7 @@ def projections_run(ctx: Context, args: argparse.Namespace) -> int | None:
     reconciler and the tamper-evidence chain, as `lowrouter serve` runs them beside its workers.
     Exit 1 if a projection fails."""
     follow_parent()  # started by `serve`: end with it
+    ctx.role = "background"
     log_format = ctx.settings.log_format
     configure_logging(log_format)
     note = ctx.note if log_format == "text" else lambda text: log.info(text)

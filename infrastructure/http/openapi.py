@@ -76,6 +76,15 @@ USAGE = {
         "streamed": {"type": "boolean"},
         "client_ip": {"type": "string", "nullable": True},
         "user_agent": {"type": "string", "nullable": True},
+        "api": {
+            "type": "string",
+            "enum": ["chat.completions", "completions", "responses", "embeddings", "messages"],
+        },
+        "cached_prompt_tokens": {"type": "integer"},
+        "cache_write_tokens": {"type": "integer"},
+        "reasoning_tokens": {"type": "integer"},
+        "cost_source": {"type": "string", "enum": ["reported", "estimated", "none"]},
+        "upstream_cost": {"type": "string", "nullable": True},
     },
 }
 SCOPE_FIELDS = {
@@ -174,6 +183,42 @@ DOCUMENT: dict[str, Any] = {
                 {"type": "object"},
                 security=INFERENCE,
                 body={"type": "object", "required": ["model", "messages"]},
+            )
+        },
+        "/api/v1/completions": {
+            "post": _op(
+                "OpenAI legacy text completions (`prompt`, `max_tokens`, `stream`); usage as "
+                "chat, with `cost`",
+                {"type": "object"},
+                security=INFERENCE,
+                body={"type": "object", "required": ["model", "prompt"]},
+            )
+        },
+        "/api/v1/responses": {
+            "post": _op(
+                "OpenAI Responses API; streams are typed SSE events, `response.completed` "
+                "carries `response.usage` with `cost`",
+                {"type": "object"},
+                security=INFERENCE,
+                body={"type": "object", "required": ["model", "input"]},
+            )
+        },
+        "/api/v1/embeddings": {
+            "post": _op(
+                'OpenAI embeddings for models of kind "embedding"; usage `{prompt_tokens, '
+                "total_tokens, cost}`",
+                {"type": "object"},
+                security=INFERENCE,
+                body={"type": "object", "required": ["model", "input"]},
+            )
+        },
+        "/api/v1/messages": {
+            "post": _op(
+                "Anthropic Messages API (key as `x-api-key` or bearer); native on Anthropic "
+                "providers, translated on OpenAI ones; errors in Anthropic's shape",
+                {"type": "object"},
+                security=INFERENCE,
+                body={"type": "object", "required": ["model", "max_tokens", "messages"]},
             )
         },
         "/api/v1/models": {

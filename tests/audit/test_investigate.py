@@ -64,7 +64,7 @@ class Gateway:
             headers={"Authorization": f"Bearer {token}", "User-Agent": agent},
         )
         assert response.status_code == 200, response.text
-        return Decimal(response.json()["usage"]["cost"])
+        return Decimal(str(response.json()["usage"]["cost"]))
 
     def lowrouter(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOWROUTER_")}
@@ -137,6 +137,7 @@ def test_a_pasted_token_to_a_revoked_key_and_a_timeline(
     assert Decimal(window["cost"]) == sum(stolen) + after_leak > 0
     assert sum(Decimal(h["cost"]) for h in report["spend_per_hour"]) == Decimal(window["cost"])
     assert [(m["model"], m["requests"]) for m in report["models"]] == [("lowrouter/echo", 6)]
+    assert report["models"][0]["apis"] == ["chat.completions"]  # which APIs the key was used on
     flagged = {(f["kind"], f["subject"]) for f in report["flags"]}
     assert flagged == {("new_address", THIEF[0]), ("new_user_agent", "curl/8.5")}
     assert report["attempts_after_revocation"] == {"count": 0, "attempts": []}

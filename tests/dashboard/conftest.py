@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 from domain.actor import Actor
 from domain.money import parse_credits, parse_price_per_million
 from domain.scope import Scope
+from domain.usage import Usage
 from infrastructure.catalogue import Catalogue, ModelEntry, Provider, demo_catalogue
 from infrastructure.http.app import create_app
 from infrastructure.http.dashboard import COOKIE, install_dashboard
@@ -212,18 +213,20 @@ class Dash:
             account.id,
             request_id,
             amount,
-            key_name=key_name or self.runtime.ledger.get_key(key_id).name,
-            model=model,
-            provider="lowrouter-demo",
-            region="local",
-            prompt_tokens=12,
-            completion_tokens=7,
-            status="ok",
-            status_code=200,
-            latency_ms=42,
-            streamed=False,
-            client_ip=client_ip,
-            user_agent="tests",
+            Usage(
+                key_name=key_name or self.runtime.ledger.get_key(key_id).name,
+                model=model,
+                provider="lowrouter-demo",
+                region="local",
+                prompt_tokens=12,
+                completion_tokens=7,
+                status="ok",
+                status_code=200,
+                latency_ms=42,
+                streamed=False,
+                client_ip=client_ip,
+                user_agent="tests",
+            ),
         ).result(timeout=10)
         return request_id
 

@@ -39,6 +39,7 @@ from infrastructure.settings import load_settings, postgres_parts
 from projections.schema import holds, usage
 from tests.fake_upstream import (
     FAKE_API_KEY_ENV,
+    MODES,
     FakeUpstream,
     fake_environ,
     run_fake_upstream,
@@ -54,10 +55,12 @@ UPSTREAM_TIMEOUT_SECONDS = 1  # the "impatient" gateway's upstream timeout
 MAX_BODY_BYTES = 2048  # the "small-body" gateway's request size limit
 
 
-def micro(decimal_string: str) -> int:
-    """A response's decimal credit string as micro-credits (exact; fails on a non-number)."""
-    value = Decimal(decimal_string) * MICRO
-    assert value == value.to_integral_value(), decimal_string
+def micro(amount: str | float) -> int:
+    """A response's credits as micro-credits: a decimal string (management and usage APIs) or a
+    JSON number as parsed (inference answers' `usage.cost`). Exact; fails on a non-number."""
+    assert isinstance(amount, str | int | float) and not isinstance(amount, bool), amount
+    value = Decimal(str(amount)) * MICRO  # str() of a parsed float: its shortest exact digits
+    assert value == value.to_integral_value(), amount
     return int(value)
 
 
@@ -119,6 +122,52 @@ def fallback_catalogue(path: Path, base_url: str) -> Path:
     )
 
 
+def apis_catalogue(path: Path, base_url: str) -> Path:
+    """Every API's models: "fake/<mode>" on an OpenAI-dialect provider, "claude/<mode>" on an
+    Anthropic-dialect one (the fake speaks both), and "fake/embed-<mode>" of kind embedding."""
+    lines = [
+        '[providers."fake-us"]',
+        f'base_url = "{base_url}"',
+        f'api_key_env = "{FAKE_API_KEY_ENV}"',
+        'region = "us"',
+        "",
+        '[providers."fake-anthropic"]',
+        f'base_url = "{base_url}"',
+        'api = "anthropic"',
+        f'api_key_env = "{FAKE_API_KEY_ENV}"',
+        'region = "us"',
+        "",
+    ]
+    for mode in MODES:
+        lines += [
+            f'[models."fake/embed-{mode}"]',
+            'provider = "fake-us"',
+            'kind = "embedding"',
+            f'upstream_model = "fake-{mode}"',
+            'prompt_price_per_million = "0.02"',
+            "",
+        ]
+    for vendor, provider in (("fake", "fake-us"), ("claude", "fake-anthropic")):
+        for mode in MODES:
+            lines += [
+                f'[models."{vendor}/{mode}"]',
+                f'provider = "{provider}"',
+                f'upstream_model = "fake-{mode}"',
+                f'prompt_price_per_million = "{APIS_PRICES[0]}"',
+                f'completion_price_per_million = "{APIS_PRICES[1]}"',
+                f'cached_prompt_price_per_million = "{APIS_PRICES[2]}"',
+                f'cache_write_price_per_million = "{APIS_PRICES[3]}"',
+                "max_output_tokens = 256",
+                "",
+            ]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+# prompt, completion, cache read, cache write: credits per million (the "apis" configuration)
+APIS_PRICES = ("1.00", "2.00", "0.10", "1.25")
+
+
 @dataclass(frozen=True)
 class Config:
     catalogue: Callable[[Path, str], Path]
@@ -133,6 +182,7 @@ CONFIGS = {
     ),
     "regions": Config(two_region_catalogue),
     "fallback": Config(fallback_catalogue),
+    "apis": Config(apis_catalogue),
 }
 
 

@@ -32,6 +32,13 @@ USAGE_FIELDS = {
     "streamed",
     "client_ip",
     "user_agent",
+    # release 0.3
+    "api",
+    "cached_prompt_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_source",
+    "upstream_cost",
 }
 
 
@@ -126,6 +133,11 @@ def test_usage_rows_have_the_usage_shape_and_feed_key_and_credit_figures(served:
         assert row["prompt_tokens"] > 0 and row["completion_tokens"] > 0
         assert parse_credits(row["cost"]) > 0 and isinstance(row["latency_ms"], int)
         assert row["at"].endswith("Z")
+        assert (row["api"], row["cost_source"], row["upstream_cost"]) == (
+            "chat.completions",
+            "reported",
+            None,
+        )
     assert [r["streamed"] for r in rows] == [True, False]
     assert [r["user_agent"] for r in rows] == ["streamer/2", "usage-test/1"]
 

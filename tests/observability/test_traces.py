@@ -92,7 +92,7 @@ def start(tmp_path: Path, upstream: FakeUpstream, env: dict[str, str]) -> tuple[
     )
     runtime = open_runtime(settings)
     catalogue = write_catalogue(
-        tmp_path / "lowrouter.toml", upstream.base_url, modes=("ok", "error500")
+        tmp_path / "lowrouter.toml", upstream.base_url, modes=("ok", "error500", "slow")
     )
     app = create_app(runtime, load_catalogue(catalogue, fake_environ()))
     return app, LiveServer(app)

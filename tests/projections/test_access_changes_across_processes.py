@@ -1,5 +1,6 @@
 """No caching delay: a revoke, a narrower scope or an ended rotation made in one process is
-obeyed by the very next request on every gateway process."""
+obeyed by the very next request on every gateway process (directly and through PgBouncer in
+transaction mode: `route`, tests/conftest.py)."""
 
 import threading
 from collections.abc import Iterator

@@ -1,7 +1,10 @@
 """No overspend under concurrency: two gateway processes on one PostgreSQL database share one
-account's ledger; limits hold and every request is either served or refused."""
+account's ledger; limits hold and every request is either served or refused. Directly, and
+through PgBouncer in transaction and in session pooling mode (`route`, tests/conftest.py)."""
 
 import asyncio
+
+import pytest
 
 from domain.actor import Actor
 from domain.scope import Scope
@@ -11,6 +14,7 @@ from tests.support.processes import fire, worst_case_of_one_request
 OPERATOR = Actor("operator", "test")
 
 
+@pytest.mark.parametrize("route", ["direct", "transaction", "session"], indirect=True)
 def test_two_gateways_never_overspend_a_keys_daily_limit(
     two_gateways: tuple[Runtime, list[str]],
 ) -> None:

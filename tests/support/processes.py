@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -21,9 +22,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_gateway(database_url: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+def start_gateway(
+    database_url: str, port: int, data_dir: Path, extra: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`extra`: more settings (e.g. LOWROUTER_DATABASE_POOLER); the ones below win."""
     env = {
         **os.environ,
+        **(extra or {}),
         "LOWROUTER_DATABASE_URL": database_url,
         "LOWROUTER_TOKEN_PEPPER": PEPPER,
         "LOWROUTER_DATA_DIR": str(data_dir),
@@ -112,8 +117,9 @@ async def fire(urls: list[str], tokens: list[str], total: int) -> list[int]:
 def worst_case_of_one_request() -> int:
     # lowrouter/echo: 0.10 prompt + 0.40 completion credits per million tokens; the hold covers the
     # generous prompt estimate plus max_tokens=100. Measured from the catalogue, not hard-coded.
-    from infrastructure.catalogue import demo_catalogue, estimate_prompt_tokens
+    from domain.pricing import estimate_prompt_tokens, hold_for
+    from infrastructure.catalogue import demo_catalogue
 
     entry = demo_catalogue("http://x/v1").models["lowrouter/echo"]
     body = {"messages": [{"role": "user", "content": "hello " * 20}]}
-    return demo_catalogue("http://x/v1").max_cost(entry, estimate_prompt_tokens(body), 100)
+    return hold_for(entry.prices, estimate_prompt_tokens(body), 100)
