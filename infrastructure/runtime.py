@@ -35,14 +35,14 @@ from projections import all_projections
 from projections.chain import catch_up_chain
 from projections.holds import stale_holds
 from projections.lookup import KeyLookup
-from projections.runner import ProjectionRunner
+from projections.runner import ProjectionFailed, ProjectionRunner
 from projections.webhooks import create_delivery_tables
-
-if TYPE_CHECKING:  # imported when first used: the webhooks load only where they run
-    from application.webhooks import Webhooks
 
 SCHEMA_LOCK = UUID("6c6f7772-6f75-7465-7273-6368656d6121")  # an advisory lock key, not an account
 LEADERSHIP_TICK = 0.1  # seconds between the background jobs' looks at the leadership
+
+if TYPE_CHECKING:  # imported when first used: the webhooks load only where they run
+    from application.webhooks import Webhooks
 
 
 @dataclass
@@ -66,8 +66,13 @@ class Runtime:
         return webhook_use_cases(self)
 
     def reconcile(self) -> int:
-        """Settle holds older than the hold timeout (see application.reconcile)."""
-        self.projections.catch_up(["usage"])
+        """Settle holds older than the hold timeout (see application.reconcile). A failed usage
+        projection does not stop it: settling is idempotent per request id, so a hold whose
+        settlement the open-holds table has not seen yet is left as it is by the ledger."""
+        try:
+            self.projections.catch_up(["usage"])
+        except ProjectionFailed as failure:
+            logging.getLogger("lowrouter.reconcile").error("reconciling without %s", failure)
         return reconcile(
             self.ledger,
             self.spend,
