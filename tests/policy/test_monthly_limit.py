@@ -14,7 +14,7 @@ from domain.policy import KeyPolicy
 from domain.scope import Scope
 from infrastructure.persistence import build_ledger
 from infrastructure.settings import Settings
-from tests.spend.test_ledger_machine import OPERATOR, TIMEOUT, MutableClock, usage
+from tests.support.spend import OPERATOR, TIMEOUT, MutableClock, usage
 
 POLICY = KeyPolicy(monthly_limit=1_000)
 
