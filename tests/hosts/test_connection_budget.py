@@ -19,8 +19,7 @@ from domain.actor import Actor
 from domain.scope import Scope
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import load_settings, postgres_conninfo
-from tests.spend.test_two_gateways import fire
-from tests.support.processes import free_port, start_gateway, wait_until_up
+from tests.support.processes import fire, free_port, start_gateway, wait_until_up
 from tests.support.stores import PEPPER
 
 OPERATOR = Actor("operator", "test")

@@ -33,7 +33,7 @@ from projections.chain import chain_position
 from projections.schema import usage
 from tests.hosts.network import Host, forwarder, hosts
 from tests.hosts.pgbouncer import free_port, running_pgbouncer
-from tests.spend.test_two_gateways import fire, worst_case_of_one_request
+from tests.support.processes import fire, worst_case_of_one_request
 from tests.support.stores import PEPPER
 
 OPERATOR = Actor("operator", "test")
