@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 from domain.actor import Actor
 from domain.money import parse_credits, parse_price_per_million
 from domain.scope import Scope
-from domain.usage import Usage
+from domain.usage import Api, Usage
 from infrastructure.catalogue import Catalogue, ModelEntry, Provider, demo_catalogue
 from infrastructure.http.app import create_app
 from infrastructure.http.dashboard import COOKIE, install_dashboard
@@ -203,6 +203,7 @@ class Dash:
         cost: str = "0.002",
         key_name: str = "",
         client_ip: str = "127.0.0.1",
+        api: Api = "chat.completions",
     ) -> str:
         """A completion as the gateway records it: a hold, then its settlement."""
         spend = self.runtime.spend
@@ -226,6 +227,7 @@ class Dash:
                 streamed=False,
                 client_ip=client_ip,
                 user_agent="tests",
+                api=api,
             ),
         ).result(timeout=10)
         return request_id

@@ -71,6 +71,7 @@ def seed(live: Live) -> dict[str, UUID]:
                 streamed=bool(n % 2),
                 client_ip="198.51.100.7" if n < 8 else "2001:db8:85a3::8a2e:370:7334",
                 user_agent="OpenAI/Python 1.99.0" if n < 10 else "curl/8.5.0",
+                api=("chat.completions", "messages", "responses")[n % 3],
             ),
         ).result(timeout=10)
     spend.record_refusal(account, keys["dev"], "daily_limit_exceeded")
@@ -114,7 +115,9 @@ def test_every_page_fits_a_laptop_and_a_phone_and_passes_axe(
         "revoke": f"/keys/{keys['long']}/revoke",
         "history": f"/keys/{keys['old']}/history",
         "usage": "/usage",
-        "usage-filtered": f"/usage?key={keys['prod']}&status=ok&since=2020-01-01",
+        "usage-filtered": (
+            f"/usage?key={keys['prod']}&status=ok&api=chat.completions&since=2020-01-01"
+        ),
         "webhooks": "/webhooks",
         "not-found": f"/keys/{uuid.UUID(int=0)}/history",
     }
