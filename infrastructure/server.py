@@ -111,9 +111,6 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
             **proxy_options(settings),
             log_config=logging_config(settings.log_format),
             access_log=False,  # the observability middleware writes the one request line
-            # The client address is lowrouter's to decide (LOWROUTER_TRUSTED_PROXIES): uvicorn
-            # would otherwise believe X-Forwarded-For from 127.0.0.1 before the app sees it.
-            proxy_headers=False,
             loop="auto",
             http="auto",
         )
