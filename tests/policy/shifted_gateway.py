@@ -6,7 +6,6 @@ lookup, the trailing-60 s windows) is the production code, judging by that clock
     python -m tests.policy.shifted_gateway PORT
 """
 
-import os
 import signal
 import sys
 from datetime import datetime, timedelta
@@ -36,7 +35,7 @@ def factory() -> Any:
 
     signal.signal(signal.SIGUSR1, _move_on)
     settings = load_settings()
-    catalogue = load_catalogue_for(settings, os.environ["LOWROUTER_DEMO_BASE_URL"])
+    catalogue = load_catalogue_for(settings)
     return create_app(open_runtime(settings, clock, prepare_schema=False), catalogue, clock=clock)
 
 

@@ -14,7 +14,7 @@ from domain.policy import KeyPolicy
 from domain.scope import Scope
 from infrastructure.persistence import build_ledger
 from infrastructure.settings import Settings
-from tests.spend.test_ledger_machine import OPERATOR, TIMEOUT, MutableClock, usage
+from tests.support.spend import OPERATOR, TIMEOUT, MutableClock, usage
 
 POLICY = KeyPolicy(monthly_limit=1_000)
 
@@ -44,7 +44,7 @@ def test_the_monthly_limit_carries_over_midnight_and_resets_with_the_month(
         spend.admit(account, request, key, "m", amount, None, policy=POLICY).result(TIMEOUT)
 
     admit("a", 600)
-    spend.settle(account, "a", 600, **usage()).result(TIMEOUT)
+    spend.settle(account, "a", 600, usage()).result(TIMEOUT)
     clock.now = datetime(2031, 1, 31, 0, 0, 5, tzinfo=UTC)  # past midnight: a new daily page
     with pytest.raises(MonthlyLimitExceeded) as refused:
         admit("b", 401)
