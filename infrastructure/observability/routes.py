@@ -14,7 +14,8 @@ from infrastructure.http.jsonresponse import json_response
 from infrastructure.observability.metrics import render
 from infrastructure.persistence import projections_leader_present
 
-READY_TIMEOUT = 3.0  # seconds: an orchestrator's probe should not hang on a dead database
+CHECK_TIMEOUT = 1.5  # seconds per check: an orchestrator's probe must not hang on a dead store
+READY_TIMEOUT = 5.0  # and for them all
 NO_SUCH_KEY = "0" * 64  # a key hash no key has: the lookup's full path, answering None
 
 
@@ -54,7 +55,7 @@ async def readyz(request: Request) -> Response:
     try:
         checks = await asyncio.wait_for(readiness(gateway), READY_TIMEOUT)
     except TimeoutError:
-        checks = {"store": f"no answer within {READY_TIMEOUT:g} s"}
+        checks = {"store": f"unreachable: no answer within {READY_TIMEOUT:g} s"}
     ready = all(value == "ok" for value in checks.values())
     body = {"status": "ready" if ready else "not_ready", "checks": checks}
     return json_response(body, status=200 if ready else 503)
@@ -66,13 +67,13 @@ async def readiness(gateway: Any) -> dict[str, str]:
     runtime = gateway.runtime
     checks = {"store": "ok", "key_lookup": "ok", "background": "ok"}
     try:
-        await run_in_threadpool(_select_one, runtime.engine)
+        await asyncio.wait_for(run_in_threadpool(_select_one, runtime.engine), CHECK_TIMEOUT)
     except Exception as error:
-        checks["store"] = f"unreachable: {type(error).__name__}"
+        checks["store"] = f"unreachable: {_why(error)}"
     try:
-        await durable(gateway.lookups.find(NO_SUCH_KEY))
+        await asyncio.wait_for(durable(gateway.lookups.find(NO_SUCH_KEY)), CHECK_TIMEOUT)
     except Exception as error:
-        checks["key_lookup"] = f"unavailable: {type(error).__name__}"
+        checks["key_lookup"] = f"unavailable: {_why(error)}"
     failure = gateway.lookup_trouble()
     if failure is None and checks["store"] == "ok":
         failure = await run_in_threadpool(runtime.projections.recorded_failure, "keys")
@@ -88,6 +89,12 @@ async def readiness(gateway: Any) -> dict[str, str]:
     ):
         checks["background"] = "no process runs the projections (the background process)"
     return checks
+
+
+def _why(error: Exception) -> str:
+    if isinstance(error, TimeoutError):
+        return f"no answer within {CHECK_TIMEOUT:g} s"
+    return type(error).__name__
 
 
 def _select_one(engine: Any) -> None:

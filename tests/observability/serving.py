@@ -18,7 +18,7 @@ from domain.actor import Actor
 from domain.scope import Scope
 from infrastructure.runtime import Runtime
 from tests.fake_upstream import fake_environ
-from tests.support.processes import free_port, wait_healthy
+from tests.support.processes import free_port
 from tests.support.stores import PEPPER
 
 LOWROUTER = str(Path(sys.executable).with_name("lowrouter"))
@@ -72,10 +72,7 @@ def serving(
         )
     served = Served(f"http://127.0.0.1:{port}", process, stdout, stderr)
     try:
-        try:
-            wait_healthy(port)
-        except AssertionError:
-            raise AssertionError(f"serve did not start: {served.output()}") from None
+        wait_serving(served)
         if environ.get("LOWROUTER_LOG_FORMAT") == "json":
             wait_for_workers(served, workers)
         yield served
@@ -112,3 +109,18 @@ def wait_for_workers(served: Served, workers: int, timeout: float = 60.0) -> Non
             return
         time.sleep(0.1)
     raise AssertionError(f"not every worker started: {served.output()}")
+
+
+def wait_serving(served: Served, timeout: float = 90.0) -> None:
+    """Until /healthz answers (generous: workers start slowly on a machine shared with other
+    test runs), failing at once if `serve` exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if served.process.poll() is not None:
+            raise AssertionError(f"serve exited: {served.output()}")
+        try:
+            if httpx.get(served.url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError(f"serve did not start: {served.output()}")
