@@ -12,6 +12,7 @@ from uuid import UUID
 from application.keys import Lowrouter
 from application.spend import SpendControl
 from domain.errors import NotFound
+from domain.usage import Usage
 
 log = logging.getLogger("lowrouter.reconcile")
 
@@ -44,19 +45,22 @@ def reconcile(
                 hold.account_id,
                 hold.request_id,
                 hold.amount,
-                key_name=key_name,
-                model="(unknown: the gateway stopped before settling)",
-                provider=None,
-                region=None,
-                prompt_tokens=0,
-                completion_tokens=0,
-                status="unsettled",
-                status_code=0,
-                latency_ms=int((app.clock() - hold.reserved_at).total_seconds() * 1000),
-                streamed=False,
-                client_ip=None,
-                user_agent=None,
-                flags=["unsettled"],
+                Usage(
+                    key_name=key_name,
+                    model="(unknown: the gateway stopped before settling)",
+                    provider=None,
+                    region=None,
+                    prompt_tokens=0,
+                    completion_tokens=0,
+                    status="unsettled",
+                    status_code=0,
+                    latency_ms=int((app.clock() - hold.reserved_at).total_seconds() * 1000),
+                    streamed=False,
+                    client_ip=None,
+                    user_agent=None,
+                    cost_source="estimated",  # the held amount: an upper bound
+                    flags=["unsettled"],
+                ),
             )
         )
     wait(futures)

@@ -42,6 +42,7 @@ from domain.actor import Actor
 from domain.errors import DomainError, NotFound
 from domain.ledger import Admission, LedgerPage, page_id
 from domain.policy import NO_POLICY, KeyPolicy
+from domain.usage import Usage
 
 log = logging.getLogger("lowrouter.spend")
 
@@ -177,11 +178,11 @@ class SpendControl:
         return self._submit(account_id, apply)
 
     def settle(
-        self, account_id: UUID, request_id: str, cost: int, **usage: Any
+        self, account_id: UUID, request_id: str, cost: int, usage: Usage
     ) -> "Future[int | None]":
         """Charge the hold its real cost (capped at the hold). None if it was already closed."""
         return self._submit(
-            account_id, lambda page, now: page.settle(request_id, cost, now, **usage)
+            account_id, lambda page, now: page.settle(request_id, cost, now, usage)
         )
 
     def release(self, account_id: UUID, request_id: str, reason: str) -> "Future[bool]":

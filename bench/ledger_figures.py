@@ -13,6 +13,7 @@ from application.clock import utc_day
 from bench.fixtures import MODEL, Tenant, create_tenant
 from domain.ledger import LedgerPage, page_id
 from domain.tokens import TokenKind, hash_token, parse_token
+from domain.usage import Usage
 from infrastructure.http.auth import authenticate
 from infrastructure.runtime import Runtime
 from projections.lookup import KeyRecord, find_key
@@ -46,7 +47,8 @@ def generate_events(runtime: Runtime, tenant: Tenant, events: int) -> dict[str, 
         for future in holds:
             future.result()
         settlements = [
-            spend.settle(tenant.account_id, rid, 50, key_name="bench-key", **USAGE) for rid in ids
+            spend.settle(tenant.account_id, rid, 50, Usage(key_name="bench-key", **USAGE))
+            for rid in ids
         ]
         for future in settlements:
             future.result()

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from domain.actor import Actor
 from domain.money import parse_credits
 from domain.scope import Scope
+from domain.usage import Usage
 from infrastructure.catalogue import demo_catalogue
 from infrastructure.http.app import create_app
 from infrastructure.http.dashboard import install_dashboard
@@ -86,18 +87,21 @@ def main() -> None:
                 account,
                 request,
                 cost,
-                key_name=name,
-                model=model,
-                provider=model.split("/")[0],
-                region="us",
-                prompt_tokens=rng.randrange(200, 4000),
-                completion_tokens=rng.randrange(50, 900),
-                status="ok" if rng.random() > 0.03 else "upstream_error",
-                status_code=200,
-                latency_ms=rng.randrange(300, 2400),
-                streamed=rng.random() > 0.5,
-                client_ip="203.0.113.77" if late else "198.51.100.10",
-                user_agent="OpenAI/Python 1.99.0",
+                Usage(
+                    key_name=name,
+                    model=model,
+                    provider=model.split("/")[0],
+                    region="us",
+                    prompt_tokens=rng.randrange(200, 4000),
+                    completion_tokens=rng.randrange(50, 900),
+                    status="ok" if rng.random() > 0.03 else "upstream_error",
+                    status_code=200,
+                    latency_ms=rng.randrange(300, 2400),
+                    streamed=rng.random() > 0.5,
+                    client_ip="203.0.113.77" if late else "198.51.100.10",
+                    user_agent="OpenAI/Python 1.99.0",
+                    api="embeddings" if "embedding" in model else "chat.completions",
+                ),
             ).result(timeout=10)
     spend.record_refusal(account, keys["local-dev"], "daily_limit_exceeded")
     clock.now = NOW

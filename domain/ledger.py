@@ -29,6 +29,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from domain.actor import Actor
+from domain.bounds import bounded_usage
 from domain.errors import (
     ConcurrencyLimitExceeded,
     DailyLimitExceeded,
@@ -39,6 +40,7 @@ from domain.errors import (
     RateLimitExceeded,
 )
 from domain.policy import NO_POLICY, KeyPolicy
+from domain.usage import Usage
 
 _PAGE_NAMESPACE = uuid5(NAMESPACE_URL, "https://lowrouter.dev/ledger-page")
 
@@ -151,6 +153,27 @@ class LedgerPage(Aggregate):
         client_ip: str | None
         user_agent: str | None
         flags: list[str]
+        # Since class version 2 (release 0.3): which API, the finer token counts, and where the
+        # cost came from. Older events are upcast with the values they implied.
+        api: str
+        cached_prompt_tokens: int
+        cache_write_tokens: int
+        reasoning_tokens: int
+        cost_source: str
+        upstream_cost: str | None
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.update(
+                api="chat.completions",
+                cached_prompt_tokens=0,
+                cache_write_tokens=0,
+                reasoning_tokens=0,
+                cost_source="estimated" if state.get("status") == "unsettled" else "reported",
+                upstream_cost=None,
+            )
 
         def apply(self, page: "LedgerPage") -> None:
             hold = page._drop_hold(self.request_id, self.prompt_tokens + self.completion_tokens)
@@ -402,7 +425,7 @@ class LedgerPage(Aggregate):
             wait = self._wait_for(buckets, at, used + tokens - tpm, 2)
             raise RateLimitExceeded("tokens", tpm, used, wait)
 
-    def settle(self, request_id: str, cost: int, at: datetime, **usage: Any) -> int | None:
+    def settle(self, request_id: str, cost: int, at: datetime, usage: Usage) -> int | None:
         """Charge a held request its real cost, never more than it held (flagged if it would be).
 
         Returns the amount charged, or None when the hold is already settled or released
@@ -414,7 +437,9 @@ class LedgerPage(Aggregate):
             return None
         if cost < 0:
             raise InvalidAmount("a cost cannot be negative")
-        flags = list(usage.pop("flags", []))
+        fields, bounding_flags = bounded_usage(usage.event_fields())
+        flags = list(usage.flags)
+        flags.extend(f for f in bounding_flags if f not in flags)
         if cost > hold["amount"]:
             flags.append("over_hold")
             cost = hold["amount"]
@@ -427,7 +452,7 @@ class LedgerPage(Aggregate):
             cost=cost,
             flags=flags,
             timestamp=at,
-            **usage,
+            **fields,
         )
         return cost
 

@@ -1,43 +1,83 @@
-"""The provider and model catalogue: which models exist, who serves them, where, and at what price.
+"""Loading the provider and model catalogue: which models exist, who serves them, where, in which
+dialect and at what price.
 
 Loaded once from the TOML file named by `LOWROUTER_CONFIG` (see API.md, Configuration), or the
 built-in demo catalogue when there is none. Prices are integer micro-credits per million tokens.
+The routing and pricing rules themselves are pure domain rules (domain.routing, domain.pricing).
 """
 
 import difflib
 import json
-import math
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from domain.errors import InvalidAmount
-from domain.money import cost_of, parse_price_per_million
-from domain.scope import Scope
+from domain.money import parse_price_per_million
+from domain.pricing import IMAGE_PART_TOKENS, estimate_prompt_tokens
+from domain.routing import (
+    AUTO_MODEL,
+    DIALECTS,
+    MODEL_KINDS,
+    ApiNotServed,
+    Catalogue,
+    ModelEntry,
+    ModelNotAllowed,
+    ModelNotFound,
+    NoModelAvailable,
+    Provider,
+    RegionUnavailable,
+    RoutingError,
+    WrongModelKind,
+)
 
-AUTO_MODEL = "lowrouter/auto"
+__all__ = [  # the routing and pricing names this module has always offered
+    "AUTO_MODEL",
+    "IMAGE_PART_TOKENS",
+    "ApiNotServed",
+    "Catalogue",
+    "ConfigError",
+    "ModelEntry",
+    "ModelNotAllowed",
+    "ModelNotFound",
+    "NoModelAvailable",
+    "Provider",
+    "RegionUnavailable",
+    "RoutingError",
+    "WrongModelKind",
+    "demo_catalogue",
+    "estimate_prompt_tokens",
+    "load_catalogue",
+]
+
 DEMO_PROVIDER = "lowrouter-demo"
 DEMO_MODEL = "lowrouter/echo"
+# The demo upstream is reached inside the gateway process (infrastructure.upstream), never over
+# the network: this host name is reserved (RFC 2606) and only ever routed in-process.
+DEMO_HOST = "lowrouter-demo.invalid"
+DEMO_BASE_URL = f"http://{DEMO_HOST}/v1"
+DEMO_EMBEDDING_MODEL = "lowrouter/echo-embedding"
 MAX_OUTPUT_TOKENS_BOUND = 10_000_000
-IMAGE_PART_TOKENS = 1_700  # a generous flat estimate for an image (or other non-text) part
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]*/[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
 _MAX_MODEL_ID = 128
-_PROVIDER_FIELDS = frozenset({"base_url", "api_key_env", "region"})
+_PROVIDER_FIELDS = frozenset({"base_url", "api_key_env", "region", "api"})
 _MODEL_FIELDS = frozenset(
     {
         "providers",
         "provider",
         "upstream_model",
+        "kind",
         "prompt_price_per_million",
         "completion_price_per_million",
+        "cached_prompt_price_per_million",
+        "cache_write_price_per_million",
         "max_output_tokens",
     }
 )
@@ -51,192 +91,12 @@ class ConfigError(ValueError):
         super().__init__(" ".join(message.split()))
 
 
-class RoutingError(Exception):
-    """A request's model cannot be served for this key (the gateway maps each to its answer)."""
-
-
-class ModelNotFound(RoutingError, LookupError):
-    """No such model, or not one this key's scope lists."""
-
-
-class ModelNotAllowed(RoutingError):
-    """The model exists but the key's scope does not allow it."""
-
-
-class RegionUnavailable(RoutingError):
-    """The model has no provider in the key's region."""
-
-
-class NoModelAvailable(RoutingError):
-    """lowrouter/auto found no model this key may use."""
-
-
-@dataclass(frozen=True, slots=True)
-class Provider:
-    name: str
-    base_url: str  # without a trailing "/", e.g. "https://api.openai.com/v1"
-    api_key_env: str  # "" when the upstream needs no credential
-    region: str
-    api_key: str | None = field(default=None, repr=False)  # never printed
-
-
-@dataclass(frozen=True, slots=True)
-class ModelEntry:
-    id: str
-    providers: tuple[str, ...]
-    upstream_model: str
-    prompt_price: int  # micro-credits per million prompt tokens
-    completion_price: int  # micro-credits per million completion tokens
-    max_output_tokens: int
-    demo: bool = False
-
-    @property
-    def price(self) -> int:
-        """The ordering price for `lowrouter/auto`: prompt plus completion per million."""
-        return self.prompt_price + self.completion_price
-
-
-@dataclass(frozen=True)
-class Catalogue:
-    providers: dict[str, Provider]
-    models: dict[str, ModelEntry]
-
-    # --- routing ---------------------------------------------------------------------------
-
-    def candidates(self, model_id: str, scope: Scope) -> list[tuple[ModelEntry, Provider]]:
-        """The (model, provider) pairs to try, in order, for a request from a key with `scope`."""
-        if model_id == AUTO_MODEL:
-            return self._auto_candidates(scope)
-        entry = self.models.get(model_id)
-        if entry is None:
-            raise ModelNotFound(self._not_found_message(model_id, scope))
-        if not scope.allows_model(model_id):
-            raise ModelNotAllowed(f"model {_q(model_id)} is outside this key's scope")
-        pairs = self._providers_in_region(entry, scope.region)
-        if not pairs:
-            raise RegionUnavailable(
-                f"model {_q(model_id)} has no provider in region {_q(scope.region or '')}, "
-                "the region this key is pinned to"
-            )
-        return pairs
-
-    def allowed_models(self, scope: Scope) -> list[ModelEntry]:
-        """The models a key with `scope` may use (and reach in its region), in catalogue order."""
-        return [
-            entry
-            for entry in self.models.values()
-            if scope.allows_model(entry.id) and self._providers_in_region(entry, scope.region)
-        ]
-
-    def _auto_candidates(self, scope: Scope) -> list[tuple[ModelEntry, Provider]]:
-        entries = sorted(self.allowed_models(scope), key=lambda entry: (entry.price, entry.id))
-        pairs = [
-            pair for entry in entries for pair in self._providers_in_region(entry, scope.region)
-        ]
-        if not pairs:
-            where = f" in region {_q(scope.region)}" if scope.region else ""
-            raise NoModelAvailable(f"{AUTO_MODEL} found no model this key may use{where}")
-        return pairs
-
-    def _providers_in_region(
-        self, entry: ModelEntry, region: str | None
-    ) -> list[tuple[ModelEntry, Provider]]:
-        providers = (self.providers[name] for name in entry.providers)
-        return [(entry, p) for p in providers if region is None or p.region == region]
-
-    def _not_found_message(self, model_id: str, scope: Scope) -> str:
-        available = [entry.id for entry in self.allowed_models(scope)]
-        if not available:
-            return f"model {_q(model_id)} does not exist, and no model is available to this key"
-        shown = ", ".join(_q(model) for model in available[:5])
-        more = f" and {len(available) - 5} more" if len(available) > 5 else ""
-        return (
-            f"model {_q(model_id)} does not exist; available: {shown}{more} "
-            f"(or {_q(AUTO_MODEL)}; GET /models lists them)"
-        )
-
-    # --- prices ----------------------------------------------------------------------------
-
-    @staticmethod
-    def cost(entry: ModelEntry, prompt_tokens: int, completion_tokens: int) -> int:
-        """Micro-credits for a completion's real usage (each part rounded up)."""
-        _check_tokens(prompt_tokens, completion_tokens)
-        return cost_of(prompt_tokens, entry.prompt_price) + cost_of(
-            completion_tokens, entry.completion_price
-        )
-
-    @staticmethod
-    def max_cost(entry: ModelEntry, prompt_tokens: int, max_tokens: int | None) -> int:
-        """The hold for a request: the client's `max_tokens` if given (even above the model's
-        cap: the hold must cover what may be produced), else the model's output cap."""
-        completion = entry.max_output_tokens if max_tokens is None else max_tokens
-        return Catalogue.cost(entry, prompt_tokens, completion)
-
-
-def _check_tokens(*counts: int) -> None:
-    if any(count < 0 for count in counts):
-        raise ValueError("token counts cannot be negative")
-
-
-# --- estimating prompt size ----------------------------------------------------------------
-
-
-def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
-    """A cheap, deliberately generous estimate of a chat request's prompt tokens (never zero).
-
-    UTF-8 bytes / 3 of every text (a real tokenizer gives about 4 characters per token in
-    English, and no fewer than one token per CJK character), plus 4 per message and 3 to prime
-    the reply; a flat allowance per image or other non-text part; tool and schema definitions
-    count as text.
-    """
-    messages = body.get("messages")
-    messages = messages if isinstance(messages, list) else []
-    text_bytes = 0
-    tokens = 3 + 4 * len(messages)
-    for message in messages:
-        message_bytes, message_tokens = _message_size(message)
-        text_bytes += message_bytes
-        tokens += message_tokens
-    for key in ("tools", "functions", "response_format"):
-        if body.get(key) is not None:
-            text_bytes += len(json.dumps(body[key], ensure_ascii=False).encode())
-    return max(1, tokens + math.ceil(text_bytes / 3))
-
-
-def _message_size(message: object) -> tuple[int, int]:
-    """(text bytes, flat tokens) of one message."""
-    if not isinstance(message, Mapping):
-        return 0, 0
-    text_bytes, flat_tokens = _content_size(message.get("content"))
-    for key in ("name", "tool_call_id", "refusal"):
-        if isinstance(message.get(key), str):
-            text_bytes += len(message[key].encode())
-    if message.get("tool_calls") is not None:
-        text_bytes += len(json.dumps(message["tool_calls"], ensure_ascii=False).encode())
-    return text_bytes, flat_tokens
-
-
-def _content_size(content: object) -> tuple[int, int]:
-    if isinstance(content, str):
-        return len(content.encode()), 0
-    if not isinstance(content, list):
-        return 0, 0
-    text_bytes = flat_tokens = 0
-    for part in content:
-        if isinstance(part, str):
-            text_bytes += len(part.encode())
-        elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
-            text_bytes += len(part["text"].encode())
-        else:
-            flat_tokens += IMAGE_PART_TOKENS
-    return text_bytes, flat_tokens
-
-
 # --- the demo catalogue --------------------------------------------------------------------
 
 
-def demo_catalogue(base_url: str) -> Catalogue:
-    """With no configuration: the built-in demo upstream serving `lowrouter/echo` offline."""
+def demo_catalogue(base_url: str = DEMO_BASE_URL) -> Catalogue:
+    """With no configuration: the built-in demo upstream serving `lowrouter/echo` (and an echo
+    embedding model) offline, reached in-process."""
     provider = Provider(
         name=DEMO_PROVIDER,
         base_url=base_url.rstrip("/"),
@@ -253,7 +113,19 @@ def demo_catalogue(base_url: str) -> Catalogue:
         max_output_tokens=1024,
         demo=True,
     )
-    return Catalogue(providers={provider.name: provider}, models={model.id: model})
+    embedding = ModelEntry(
+        id=DEMO_EMBEDDING_MODEL,
+        providers=(DEMO_PROVIDER,),
+        upstream_model="echo-embedding",
+        prompt_price=parse_price_per_million("0.02"),
+        completion_price=0,
+        max_output_tokens=0,
+        demo=True,
+        kind="embedding",
+    )
+    return Catalogue(
+        providers={provider.name: provider}, models={model.id: model, embedding.id: embedding}
+    )
 
 
 # --- loading the TOML file -----------------------------------------------------------------
@@ -315,7 +187,10 @@ def _load_provider(
             f"{where}: region {_q(region)} must be lowercase letters, digits, '-', '.', '_'"
         )
     api_key_env = _string(where, table, "api_key_env", default="")
-    return Provider(name, base_url, api_key_env, region, _api_key(where, api_key_env, environ))
+    api = _choice(where, table, "api", DIALECTS)
+    return Provider(
+        name, base_url, api_key_env, region, _api_key(where, api_key_env, environ), api
+    )
 
 
 def _api_key(where: str, api_key_env: str, environ: Mapping[str, str]) -> str | None:
@@ -338,13 +213,18 @@ def _load_model(
     _check_model_id(where, model_id)
     _check_fields(where, table, _MODEL_FIELDS)
     upstream_model = _string(where, table, "upstream_model", default=model_id.split("/", 1)[1])
+    kind = _choice(where, table, "kind", MODEL_KINDS)
+    chat = kind == "chat"  # an embedding model produces no tokens: no completion price or cap
     return ModelEntry(
         id=model_id,
         providers=_model_providers(where, table, providers),
         upstream_model=upstream_model,
         prompt_price=_price(where, table, "prompt_price_per_million"),
-        completion_price=_price(where, table, "completion_price_per_million"),
-        max_output_tokens=_max_output_tokens(where, table),
+        completion_price=_price(where, table, "completion_price_per_million", required=chat),
+        max_output_tokens=_max_output_tokens(where, table) if chat else 0,
+        cached_prompt_price=_optional_price(where, table, "cached_prompt_price_per_million"),
+        cache_write_price=_optional_price(where, table, "cache_write_price_per_million"),
+        kind=kind,
     )
 
 
@@ -380,8 +260,23 @@ def _model_providers(
     return tuple(names)
 
 
-def _price(where: str, table: dict[str, Any], key: str) -> int:
+def _optional_price(where: str, table: dict[str, Any], key: str) -> int | None:
+    return _price(where, table, key) if key in table else None
+
+
+def _choice(where: str, table: dict[str, Any], key: str, allowed: tuple[str, ...]) -> Any:
+    """One of `allowed` (the first is the default)."""
+    value = table.get(key, allowed[0])
+    if value not in allowed:
+        expected = " or ".join(_q(choice) for choice in allowed)
+        raise ConfigError(f"{where}: {key} must be {expected} (got {_q(str(value))})")
+    return value
+
+
+def _price(where: str, table: dict[str, Any], key: str, required: bool = True) -> int:
     if key not in table:
+        if not required:
+            return 0
         raise ConfigError(f"{where}: missing field {_q(key)} (credits per million tokens)")
     value = table[key]
     if isinstance(value, bool) or not isinstance(value, str | int | float):

@@ -1,12 +1,13 @@
-"""Talking to OpenAI-compatible upstreams: one pooled client, request shaping, usage reading."""
+"""Talking to upstreams: one pooled client for every provider and dialect."""
 
 import asyncio
-from typing import Any
 
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from infrastructure.catalogue import ModelEntry, Provider
+from domain.routing import Provider
+from infrastructure.catalogue import DEMO_BASE_URL, DEMO_HOST
+from infrastructure.dialects import anthropic, openai
 from infrastructure.observability.upstream import observed_send
 
 
@@ -29,23 +30,29 @@ class UpstreamTransport(AiohttpTransport):
 
 
 class Upstream:
-    """Sends completions to providers through httpx's transport API.
+    """Sends requests to providers through httpx's transport API.
 
     httpx.AsyncClient.send adds auth, redirect, cookie and event-hook handling we never use, and
     costs about 140 µs of CPU per request (half of the whole upstream leg, measured in bench/);
-    the transport is what does the work. Each provider's URL and headers are built once.
+    the transport is what does the work. Each provider's URLs and headers are built once.
     """
 
     def __init__(self, transport: httpx.AsyncBaseTransport, timeout: httpx.Timeout) -> None:
         self.transport = transport
         self._timeout = timeout.as_dict()
-        self._targets: dict[Provider, tuple[httpx.URL, httpx.Headers]] = {}
+        self._targets: dict[tuple[Provider, str], tuple[httpx.URL, httpx.Headers]] = {}
 
-    async def send(self, provider: Provider, content: bytes) -> httpx.Response:
-        """POST to the provider's /chat/completions; the body is not read yet (it may stream)."""
-        target = self._targets.get(provider)
+    async def send(
+        self, provider: Provider, content: bytes, path: str = "/chat/completions"
+    ) -> httpx.Response:
+        """POST to the provider's `path` (in its dialect); the body is not read yet (it may
+        stream)."""
+        target = self._targets.get((provider, path))
         if target is None:
-            target = self._targets[provider] = (upstream_url(provider), upstream_headers(provider))
+            target = self._targets[(provider, path)] = (
+                httpx.URL(f"{provider.base_url}{path}"),
+                upstream_headers(provider),
+            )
         url, headers = target
         request = httpx.Request(
             "POST", url, content=content, headers=headers, extensions={"timeout": self._timeout}
@@ -56,55 +63,37 @@ class Upstream:
         await self.transport.aclose()
 
 
+class InProcessDemo(httpx.AsyncBaseTransport):
+    """Requests to the demo provider's host go to the demo app inside this process, so the demo
+    upstream is never a public route (nothing unauthenticated reaches it); the rest go out."""
+
+    def __init__(self, network: httpx.AsyncBaseTransport) -> None:
+        from starlette.applications import Starlette
+        from starlette.routing import Mount
+
+        from infrastructure.demo_provider import demo_upstream_app
+
+        self.network = network
+        app = Starlette(routes=[Mount(httpx.URL(DEMO_BASE_URL).path, app=demo_upstream_app())])
+        self.demo = httpx.ASGITransport(app=app)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == DEMO_HOST:
+            return await self.demo.handle_async_request(request)
+        return await self.network.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.network.aclose()
+
+
 def build_upstream(timeout: float) -> Upstream:
     """One pooled client for the whole process (connections are reused across requests)."""
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=256, keepalive_expiry=30)
-    transport = UpstreamTransport(limits=limits, trust_env=False)
+    transport = InProcessDemo(UpstreamTransport(limits=limits, trust_env=False))
     return Upstream(transport, httpx.Timeout(timeout, connect=5.0))
 
 
-def upstream_url(provider: Provider) -> httpx.URL:
-    return httpx.URL(f"{provider.base_url}/chat/completions")
-
-
 def upstream_headers(provider: Provider) -> httpx.Headers:
-    headers = {"content-type": "application/json", "accept": "application/json"}
-    if provider.api_key:
-        headers["authorization"] = f"Bearer {provider.api_key}"
-    return httpx.Headers(headers)
-
-
-def upstream_body(body: dict[str, Any], entry: ModelEntry, stream: bool) -> dict[str, Any]:
-    """The client's request with the upstream's model name; streams always ask for usage."""
-    shaped = dict(body)
-    shaped["model"] = entry.upstream_model
-    if stream:
-        options = dict(shaped.get("stream_options") or {})
-        options["include_usage"] = True
-        shaped["stream_options"] = options
-    return shaped
-
-
-def estimate_text_tokens(characters: int) -> int:
-    """Tokens in produced text when the upstream did not say: about four characters each."""
-    return -(-characters // 4)
-
-
-def completion_text_length(data: dict[str, Any]) -> int:
-    total = 0
-    for choice in data.get("choices") or []:
-        if isinstance(choice, dict):
-            message = choice.get("message") or choice.get("delta") or {}
-            if isinstance(message, dict) and isinstance(message.get("content"), str):
-                total += len(message["content"])
-    return total
-
-
-def usage_counts(usage: Any) -> tuple[int, int] | None:
-    """(prompt, completion) tokens from an upstream usage block, if it is well-formed."""
-    if not isinstance(usage, dict):
-        return None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if isinstance(prompt, int) and isinstance(completion, int) and prompt >= 0 and completion >= 0:
-        return prompt, completion
-    return None
+    """The provider's headers, in its dialect (the credential is never logged)."""
+    dialect = anthropic if provider.api == "anthropic" else openai
+    return httpx.Headers(dialect.headers(provider))

@@ -4,7 +4,7 @@ verify-balances). The tables are written by the projection in projections.forens
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -20,6 +20,8 @@ from application.investigation import (
 )
 from application.keys import Lowrouter
 from application.verification import Figures
+from domain.access import key_access
+from domain.policy import KeyPolicy
 from projections.forensics_tables import flag_acknowledgements, key_clients, key_flags
 from projections.schema import daily_spend, from_us, holds, keys, positions, to_us, usage
 
@@ -132,24 +134,37 @@ def clients_of_key(engine: Engine, key_id: object) -> list[ClientSeen]:
 
 
 def models_of_key(engine: Engine, key_id: object) -> list[ModelUse]:
-    """The models a key was used for, most requests first (from the usage history)."""
+    """The models a key was used for, most requests first (from the usage history), with the
+    APIs each was called through."""
     query = (
         select(
             usage.c.model,
+            usage.c.api,
             func.count().label("requests"),
             func.sum(usage.c.cost).label("cost"),
             func.min(usage.c.at_us).label("first_us"),
             func.max(usage.c.at_us).label("last_us"),
         )
         .where(usage.c.key_id == str(key_id))
-        .group_by(usage.c.model)
+        .group_by(usage.c.model, usage.c.api)
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    used = [
-        ModelUse(row.model, row.requests, int(row.cost), _time(row.first_us), _time(row.last_us))
-        for row in rows
-    ]
+    by_model: dict[str, ModelUse] = {}
+    for row in rows:
+        first, last = _time(row.first_us), _time(row.last_us)
+        seen = by_model.get(row.model)
+        if seen is not None:
+            first, last = min(seen.first_used, first), max(seen.last_used, last)
+        by_model[row.model] = ModelUse(
+            row.model,
+            row.requests + (seen.requests if seen else 0),
+            int(row.cost) + (seen.cost if seen else 0),
+            first,
+            last,
+            tuple(sorted({*(seen.apis if seen else ()), row.api})),
+        )
+    used = list(by_model.values())
     return sorted(used, key=lambda m: (-m.requests, m.model))
 
 
@@ -207,6 +222,9 @@ def _matches(engine: Engine, *conditions: Any) -> list[KeyMatch]:
             keys.c.last4,
             keys.c.status,
             keys.c.created_us,
+            keys.c.grace_deadline_us,
+            keys.c.revoked_us,
+            keys.c.expires_us,
         )
         .where(*conditions)
         .order_by(keys.c.created_us, keys.c.key_id)
@@ -219,11 +237,22 @@ def _matches(engine: Engine, *conditions: Any) -> list[KeyMatch]:
                 kind=row.kind,
                 name=row.name,
                 display=f"{row.prefix}…{row.last4}",
-                status=row.status,
+                status=_status_now(row),
                 created=_time(row.created_us),
             )
             for row in conn.execute(query)
         ]
+
+
+def _status_now(row: Any) -> str:
+    """The key's status now, by the access policy (the stored column says "rotating" until a
+    revocation, even after the grace ended)."""
+    return key_access(
+        revoked_at=from_us(row.revoked_us) if row.status == "revoked" else None,
+        grace_deadline=from_us(row.grace_deadline_us),
+        policy=KeyPolicy(expires_at=from_us(row.expires_us)),
+        now=datetime.now(UTC),
+    ).status
 
 
 # Reading: the money the usage projection recorded, for --verify-balances ------------------------

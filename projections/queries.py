@@ -33,6 +33,12 @@ USAGE_COLUMNS = (
     usage.c.streamed,
     usage.c.client_ip,
     usage.c.user_agent,
+    usage.c.api,
+    usage.c.cached_prompt_tokens,
+    usage.c.cache_write_tokens,
+    usage.c.reasoning_tokens,
+    usage.c.cost_source,
+    usage.c.upstream_cost,
 )
 
 

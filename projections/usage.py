@@ -15,7 +15,7 @@ from projections.schema import daily_spend, holds, key_activity, ledger_pages, t
 
 class UsageProjection:
     name = "usage"
-    schema_version = 1
+    schema_version = 3  # 2: api, cached/cache-write/reasoning tokens, cost source; 3: 64-bit
     tables = (usage, daily_spend, key_activity, holds, ledger_pages)
     topics = tuple(
         get_topic(cls)
@@ -113,6 +113,12 @@ def _usage_row(position: int, account_id: str, at_us: int, e: Any) -> dict[str, 
         "client_ip": e.client_ip,
         "user_agent": e.user_agent,
         "flags": orjson.dumps(e.flags).decode(),
+        "api": e.api,
+        "cached_prompt_tokens": e.cached_prompt_tokens,
+        "cache_write_tokens": e.cache_write_tokens,
+        "reasoning_tokens": e.reasoning_tokens,
+        "cost_source": e.cost_source,
+        "upstream_cost": e.upstream_cost,
     }
 
 

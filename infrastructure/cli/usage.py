@@ -41,8 +41,24 @@ USAGE_FIELDS = (
     "streamed",
     "client_ip",
     "user_agent",
+    "api",
+    "cached_prompt_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_source",
+    "upstream_cost",
 )
-USAGE_TABLE = ("AT", "KEY", "MODEL", "TOKENS IN/OUT", "COST", "STATUS", "LATENCY", "CLIENT")
+USAGE_TABLE = (
+    "AT",
+    "KEY",
+    "API",
+    "MODEL",
+    "TOKENS IN/OUT",
+    "COST",
+    "STATUS",
+    "LATENCY",
+    "CLIENT",
+)
 
 
 def usage_command(ctx: Context, args: argparse.Namespace) -> None:
@@ -98,9 +114,10 @@ def _usage_row(row: dict[str, Any]) -> list[str]:
     return [
         when(row["at"]),
         row["key_name"],
+        row["api"],
         row["model"],
         f"{row['prompt_tokens']}/{row['completion_tokens']}",
-        row["cost"],
+        row["cost"] + (" (estimated)" if row["cost_source"] == "estimated" else ""),
         row["status"],
         f"{row['latency_ms']} ms",
         row["client_ip"] or "-",

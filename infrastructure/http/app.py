@@ -9,24 +9,31 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from application.clock import Clock, system_clock
+from application.metering import Metering
 from infrastructure.catalogue import Catalogue
-from infrastructure.demo_provider import demo_upstream_app
-from infrastructure.http.completions import chat_completions
+from infrastructure.http.apis.chat import chat_completions
+from infrastructure.http.apis.embeddings import embeddings
+from infrastructure.http.apis.legacy_completions import completions
+from infrastructure.http.apis.messages import messages
+from infrastructure.http.apis.responses import responses
 from infrastructure.http.dashboard import install_dashboard
 from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway
 from infrastructure.http.inference import list_models, this_key
+from infrastructure.http.limits import BodyLimitMiddleware
 from infrastructure.http.management import management_routes
+from infrastructure.http.management_keys import management_key_routes
 from infrastructure.http.openapi import docs, openapi_json
 from infrastructure.http.secret_scanning import secret_scanning_routes
 from infrastructure.http.webhooks import webhook_routes
 from infrastructure.observability import Observability
 from infrastructure.observability import routes as operations
 from infrastructure.observability.context import note_error
+from infrastructure.observability.metering import ObservedMetering
 from infrastructure.runtime import Runtime
 from infrastructure.upstream import build_upstream
 from projections.lookup import GroupLookup
@@ -62,11 +69,30 @@ async def api_error(_request: Request, error: Exception) -> Response:
     return error.response()
 
 
-async def http_error(_request: Request, error: Exception) -> Response:
+INFERENCE_ROUTES = (
+    "POST /api/v1/chat/completions",
+    "POST /api/v1/completions",
+    "POST /api/v1/responses",
+    "POST /api/v1/embeddings",
+    "POST /api/v1/messages",
+    "GET /api/v1/models",
+    "GET /api/v1/key",
+)
+
+
+async def http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
     headers = dict(error.headers or {})  # keep e.g. the Allow header of a 405
-    return ApiError(error.status_code, code, str(error.detail), headers=headers).response()
+    message = str(error.detail)
+    if error.status_code == 404 and request.url.path.startswith("/api/v1/"):
+        # A bare "Not Found" looks like a wrong base URL: say what exists.
+        message = (
+            f"No route {request.method} {request.url.path}. Inference routes: "
+            f"{', '.join(INFERENCE_ROUTES)}; management routes: /api/v1/keys, /api/v1/usage, "
+            "/api/v1/credits (see GET /api/v1/openapi.json)."
+        )
+    return ApiError(error.status_code, code, message, headers=headers).response()
 
 
 async def client_gone(_request: Request, _error: Exception) -> Response:
@@ -99,6 +125,7 @@ def create_app(
             lookups=lookups,
             clock=clock,
             max_body_bytes=runtime.settings.max_body_bytes,
+            metering=Metering(runtime.spend, catalogue, ObservedMetering()),
         )
         if run_background and runtime.settings.background == "inline":
             runtime.start_background()
@@ -113,9 +140,14 @@ def create_app(
 
     routes = [
         Route("/api/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/api/v1/completions", completions, methods=["POST"]),
+        Route("/api/v1/responses", responses, methods=["POST"]),
+        Route("/api/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/api/v1/messages", messages, methods=["POST"]),
         Route("/api/v1/models", list_models, methods=["GET"]),
         Route("/api/v1/key", this_key, methods=["GET"]),
         *management_routes,
+        *management_key_routes,
         *webhook_routes,
         *secret_scanning_routes,
         Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
@@ -123,7 +155,6 @@ def create_app(
         Route("/healthz", operations.healthz, methods=["GET"]),
         Route("/readyz", operations.readyz, methods=["GET"]),
         Route("/metrics", operations.metrics, methods=["GET"]),
-        Mount("/demo/v1", app=demo_upstream_app()),
     ]
     app = Starlette(
         routes=routes,
@@ -135,7 +166,17 @@ def create_app(
             Exception: unexpected_error,
         },
     )
+    # Bounds every body (and refuses duplicate Authorization) before any handler; inside the
+    # request id, so even these refusals carry one.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=runtime.settings.max_body_bytes,
+        timeout=runtime.settings.body_timeout_seconds,
+    )
     observability = Observability.install(app, runtime.settings)  # inside the request id
     app.add_middleware(RequestIdMiddleware)
+    # No trailing-slash redirects: Starlette builds their Location from the Host header, which
+    # the client chooses (an open redirect to any host). A wrong path is a plain 404.
+    app.router.redirect_slashes = False
     install_dashboard(app)
     return app

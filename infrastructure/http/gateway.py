@@ -1,28 +1,21 @@
-"""The per-process state of the HTTP app: runtime, catalogue, upstream; and the steps every
-route shares (authenticate, read a bounded body, route a model)."""
+"""The per-process state of the HTTP app: runtime, catalogue, upstream, metering; and the steps
+every route shares (authenticate, read a bounded body)."""
 
 import asyncio
 import math
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import Any
 
 from starlette.requests import Request
 
 from application.clock import Clock, next_midnight
+from application.durable import durable
+from application.metering import Metering
 from application.spend import SpendControl
-from domain.scope import Scope
 from domain.tokens import TokenKind
-from infrastructure.catalogue import (
-    Catalogue,
-    ModelEntry,
-    ModelNotAllowed,
-    ModelNotFound,
-    NoModelAvailable,
-    Provider,
-    RegionUnavailable,
-)
+from infrastructure.catalogue import Catalogue
 from infrastructure.http.auth import (
     Network,
     admitted,
@@ -32,45 +25,14 @@ from infrastructure.http.auth import (
     trusted_networks,
 )
 from infrastructure.http.errors import ApiError
+from infrastructure.http.limits import parse_json, too_large
 from infrastructure.observability.context import note_key
 from infrastructure.runtime import Runtime
 from infrastructure.upstream import Upstream
 from projections.lookup import GroupLookup, KeyRecord
 
-T = TypeVar("T")
-
 # Recording a use of a revoked key writes an event: off the event loop, on threads of its own.
 REFUSED_USE_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lowrouter-refused-use")
-
-
-async def durable(future: "Future[T]") -> T:
-    """Wait for a ledger command (or a lookup) without ever cancelling it: a client that hangs up
-    must not stop a reservation or a settlement half way (the writer completes it either way).
-
-    What asyncio.shield(asyncio.wrap_future(f)) does, with one loop future instead of three: the
-    thread that resolves `future` hands its outcome to the loop; cancelling the waiting task
-    cancels only the waiter.
-    """
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[T] = loop.create_future()
-
-    def from_the_writer(done: "Future[T]") -> None:
-        if not loop.is_closed():  # the server has already stopped: nobody to tell
-            loop.call_soon_threadsafe(_hand_over, done, waiter)
-
-    future.add_done_callback(from_the_writer)
-    return await waiter
-
-
-def _hand_over(done: "Future[T]", waiter: "asyncio.Future[T]") -> None:
-    if waiter.done():  # the waiting task was cancelled: nobody to tell
-        return
-    if done.cancelled():
-        waiter.cancel()
-    elif (error := done.exception()) is not None:
-        waiter.set_exception(error)
-    else:
-        waiter.set_result(done.result())
 
 
 @dataclass
@@ -81,6 +43,7 @@ class Gateway:
     lookups: GroupLookup
     clock: Clock
     max_body_bytes: int
+    metering: Metering
     trusted_proxies: tuple[Network, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -108,11 +71,13 @@ class Gateway:
             return str(runner.failure or "the projection runner's thread stopped")
         return self.lookups.unavailable or None
 
-    async def authenticate(self, request: Request, kind: TokenKind) -> KeyRecord:
-        """The key behind the request's bearer token, read from the lookup on every request."""
-        token, token_hash = presented_token(
-            request.headers.get("authorization"), self.runtime.settings.pepper, kind
-        )
+    async def authenticate(
+        self, request: Request, kind: TokenKind, authorization: str | None = None
+    ) -> KeyRecord:
+        """The key behind the request's bearer token (or the `authorization` value given, e.g.
+        built from Anthropic's `x-api-key`), read from the lookup on every request."""
+        header = authorization or request.headers.get("authorization")
+        token, token_hash = presented_token(header, self.runtime.settings.pepper, kind)
         record = await durable(self.lookups.find(token_hash))
         if self.lookup_trouble() is not None:
             # Never judge access from a lookup that has stopped following the log (this
@@ -154,26 +119,12 @@ class Gateway:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def route(self, model_id: str, scope: Scope) -> list[tuple[ModelEntry, Provider]]:
-        try:
-            return self.catalogue.candidates(model_id, scope)
-        except ModelNotFound as error:
-            raise ApiError(404, "model_not_found", str(error), param="model") from None
-        except ModelNotAllowed as error:
-            raise ApiError(403, "model_not_allowed", str(error), param="model") from None
-        except RegionUnavailable as error:
-            raise ApiError(403, "region_unavailable", str(error), param="model") from None
-        except NoModelAvailable as error:
-            raise ApiError(403, "no_model_available", str(error), param="model") from None
+    async def read_json(self, request: Request) -> Any:
+        """The bounded body, parsed (off the event loop when large; depth-limited)."""
+        return await parse_json(await self.read_body(request))
 
     def next_reset(self) -> datetime:
         return next_midnight(self.clock())
 
     def seconds_until(self, moment: datetime) -> int:
         return max(1, math.ceil((moment - self.clock()).total_seconds()))
-
-
-def too_large(limit: int) -> ApiError:
-    return ApiError(
-        413, "request_too_large", f"The request body is larger than the limit of {limit} bytes."
-    )

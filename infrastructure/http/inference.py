@@ -23,9 +23,12 @@ async def list_models(request: Request) -> Response:
             "object": "model",
             "created": CREATED,
             "owned_by": "lowrouter-demo" if entry.demo else entry.id.split("/", 1)[0],
+            "kind": entry.kind,
             "pricing": {
                 "prompt_per_million": format_credits(entry.prompt_price),
                 "completion_per_million": format_credits(entry.completion_price),
+                "cached_prompt_per_million": format_credits(entry.prices.cache_read_price),
+                "cache_write_per_million": format_credits(entry.prices.cache_write_price),
             },
             "max_output_tokens": entry.max_output_tokens,
             "providers": [

@@ -68,6 +68,7 @@ class Observation:
     inference: bool = False
     status: int = 0
     upstream_seconds: float = 0.0  # waiting on upstreams (headers and every body read)
+    client_seconds: float = 0.0  # waiting for the client to take the response (backpressure)
     key_display: str | None = None
     account_id: str | None = None
     model: str | None = None  # the catalogue model that served (or was last tried)
@@ -84,7 +85,8 @@ class Observation:
     upstream_calls: list[Span] = field(default_factory=list)
 
     def overhead_seconds(self, now: float) -> float:
-        return max(0.0, now - self.started - self.upstream_seconds)
+        """The time in lowrouter itself: not waiting on the upstream, nor on a slow client."""
+        return max(0.0, now - self.started - self.upstream_seconds - self.client_seconds)
 
     def wall(self, moment: float) -> int:
         """A perf_counter() moment of this request as nanoseconds since the epoch."""

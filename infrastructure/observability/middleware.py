@@ -52,7 +52,11 @@ class ObservabilityMiddleware:
                 observation.status = message["status"]
                 if observation.inference:
                     message["headers"] = with_inference_headers(observation, message)
+                await send(message)
+                return
+            handing = perf_counter()
             await send(message)
+            observation.client_seconds += perf_counter() - handing
 
         try:
             await self.app(scope, receive, send_observed)

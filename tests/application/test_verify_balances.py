@@ -45,7 +45,7 @@ def books() -> Iterator[Books]:
     account = app.open_account("acme", OPERATOR, credits=1_000).account.id
     key = app.create_key(account, "k", Scope(), OPERATOR).key.id
     spend.reserve(account, "r1", key, "m", 400, None).result(TIMEOUT)
-    spend.settle(account, "r1", 150, **usage()).result(TIMEOUT)
+    spend.settle(account, "r1", 150, usage()).result(TIMEOUT)
     spend.reserve(account, "r2", key, "m", 200, None).result(TIMEOUT)
     yield Books(app, spend, account, key)
     spend.close()
@@ -100,7 +100,7 @@ def test_each_figure_that_disagrees_is_named(books: Books) -> None:
 def test_the_log_is_read_only_up_to_where_the_read_models_stand(books: Books) -> None:
     position = head(books.app)
     books.spend.fund(books.account, 1, OPERATOR).result(TIMEOUT)  # after the read models' read
-    books.spend.settle(books.account, "r2", 50, **usage()).result(TIMEOUT)
+    books.spend.settle(books.account, "r2", 50, usage()).result(TIMEOUT)
     check = verify_balances(books.app, lambda: Recorded(position, truth(books)))
     assert check.ok and check.position == position
     assert check.accounts[0].balance == 850

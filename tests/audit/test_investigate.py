@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
-import httpx
 import orjson
 import pytest
 from starlette.testclient import TestClient
@@ -36,7 +35,6 @@ from infrastructure.catalogue import demo_catalogue
 from infrastructure.http.app import create_app
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings
-from infrastructure.upstream import Upstream
 from tests.support.secrets import files_under, pieces_of, spellings, stored_bytes
 from tests.support.stores import PEPPER
 
@@ -64,7 +62,7 @@ class Gateway:
             headers={"Authorization": f"Bearer {token}", "User-Agent": agent},
         )
         assert response.status_code == 200, response.text
-        return Decimal(response.json()["usage"]["cost"])
+        return Decimal(str(response.json()["usage"]["cost"]))
 
     def lowrouter(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOWROUTER_")}
@@ -88,9 +86,8 @@ class Gateway:
 def gateway(settings: Settings) -> Iterator[Gateway]:
     """The gateway app; its upstream (the built-in demo) is reached in-process."""
     runtime = open_runtime(settings)
-    app = create_app(runtime, demo_catalogue("http://gateway.test/demo/v1"), run_background=False)
+    app = create_app(runtime, demo_catalogue(), run_background=False)
     with TestClient(app, client=OWNER):  # runs the app's startup and shutdown
-        app.state.gateway.upstream = Upstream(httpx.ASGITransport(app=app), httpx.Timeout(30))
         yield Gateway(app, runtime, settings)
 
 
@@ -137,6 +134,7 @@ def test_a_pasted_token_to_a_revoked_key_and_a_timeline(
     assert Decimal(window["cost"]) == sum(stolen) + after_leak > 0
     assert sum(Decimal(h["cost"]) for h in report["spend_per_hour"]) == Decimal(window["cost"])
     assert [(m["model"], m["requests"]) for m in report["models"]] == [("lowrouter/echo", 6)]
+    assert report["models"][0]["apis"] == ["chat.completions"]  # which APIs the key was used on
     flagged = {(f["kind"], f["subject"]) for f in report["flags"]}
     assert flagged == {("new_address", THIEF[0]), ("new_user_agent", "curl/8.5")}
     assert report["attempts_after_revocation"] == {"count": 0, "attempts": []}

@@ -26,6 +26,7 @@ from application.audit import account_history, key_history, scan_ledger, verify_
 from domain.actor import Actor
 from domain.errors import DomainError
 from domain.scope import Scope
+from domain.usage import Usage
 from infrastructure import cli
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings
@@ -117,7 +118,7 @@ class History:
             self.request(n, settle=action == "spend")
         elif action == "settle" and self.open_holds:
             request = self.open_holds.pop(n % len(self.open_holds))
-            spend.settle(self.account, request, 100 * n, **usage(n)).result()
+            spend.settle(self.account, request, 100 * n, usage(n)).result()
         elif action == "release" and self.open_holds:
             request = self.open_holds.pop(n % len(self.open_holds))
             spend.release(self.account, request, "upstream failed").result()
@@ -138,7 +139,7 @@ class History:
         spend = self.runtime.spend
         spend.reserve(self.account, request, key_id, "a/b", 1000 + n, limit).result()
         if settle:
-            spend.settle(self.account, request, 500 + 10 * n, **usage(n)).result()
+            spend.settle(self.account, request, 500 + 10 * n, usage(n)).result()
         else:
             self.open_holds.append(request)
 
@@ -155,21 +156,21 @@ class History:
 KEY_ACTIONS = {"scope", "rename", "rotate", "revoke", "spend", "hold"}
 
 
-def usage(n: int) -> dict[str, Any]:
-    return {
-        "key_name": f"k{n}",
-        "model": "a/b",
-        "provider": "p",
-        "region": None,
-        "prompt_tokens": n,
-        "completion_tokens": n,
-        "status": "ok",
-        "status_code": 200,
-        "latency_ms": n,
-        "streamed": False,
-        "client_ip": f"198.51.100.{n}",
-        "user_agent": "replay-test",
-    }
+def usage(n: int) -> Usage:
+    return Usage(
+        key_name=f"k{n}",
+        model="a/b",
+        provider="p",
+        region=None,
+        prompt_tokens=n,
+        completion_tokens=n,
+        status="ok",
+        status_code=200,
+        latency_ms=n,
+        streamed=False,
+        client_ip=f"198.51.100.{n}",
+        user_agent="replay-test",
+    )
 
 
 def run(runtime: Runtime, clock: Clock, steps: list[tuple[str, int]]) -> History:

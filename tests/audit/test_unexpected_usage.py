@@ -23,6 +23,7 @@ from sqlalchemy import select
 from application.clock import utc_day
 from domain.actor import Actor
 from domain.scope import Scope
+from domain.usage import Usage
 from infrastructure import cli
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings
@@ -80,18 +81,20 @@ def use(
         account,
         request,
         cost,
-        key_name="k",
-        model="a/b",
-        provider="p",
-        region=None,
-        prompt_tokens=1,
-        completion_tokens=1,
-        status="ok",
-        status_code=200,
-        latency_ms=1,
-        streamed=False,
-        client_ip=address,
-        user_agent=agent,
+        Usage(
+            key_name="k",
+            model="a/b",
+            provider="p",
+            region=None,
+            prompt_tokens=1,
+            completion_tokens=1,
+            status="ok",
+            status_code=200,
+            latency_ms=1,
+            streamed=False,
+            client_ip=address,
+            user_agent=agent,
+        ),
     ).result()
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import delete, func, select, text, update
 
 from domain.actor import Actor
 from domain.scope import Scope
+from domain.usage import Usage
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings
 from projections import chain
@@ -58,18 +59,20 @@ def spend(runtime: Runtime, account_id: UUID, key_id: UUID, cost: int, settle: b
         account_id,
         request,
         cost,
-        key_name="ci",
-        model="a/b",
-        provider="p",
-        region=None,
-        prompt_tokens=10,
-        completion_tokens=20,
-        status="ok",
-        status_code=200,
-        latency_ms=5,
-        streamed=False,
-        client_ip="127.0.0.1",
-        user_agent="test",
+        Usage(
+            key_name="ci",
+            model="a/b",
+            provider="p",
+            region=None,
+            prompt_tokens=10,
+            completion_tokens=20,
+            status="ok",
+            status_code=200,
+            latency_ms=5,
+            streamed=False,
+            client_ip="127.0.0.1",
+            user_agent="test",
+        ),
     ).result()
 
 

@@ -15,7 +15,6 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -25,41 +24,13 @@ from sqlalchemy import delete, text, update
 
 from domain.actor import Actor
 from domain.scope import Scope
-from infrastructure import cli as cli_module
+from domain.usage import Usage
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings
 from projections.schema import daily_spend, holds, usage
-from tests.support.cli import LOWROUTER, Cli
+from tests.support.cli import LOWROUTER, Cli, InProcess
 
 OPERATOR = Actor("operator", "cli:test")
-
-
-@dataclass(frozen=True)
-class Out:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-class InProcess:
-    """`run("usage", ...)` calls `lowrouter usage ...` in this process, on the test database."""
-
-    def __init__(self, capsys: Any) -> None:
-        self.capsys = capsys
-
-    def __call__(self, *args: str) -> Out:
-        self.capsys.readouterr()
-        code = cli_module.main(list(args))
-        captured = self.capsys.readouterr()
-        return Out(code, captured.out, captured.err)
-
-    def ok(self, *args: str) -> Out:
-        out = self(*args)
-        assert out.code == 0, f"lowrouter {' '.join(args)} -> {out.code}: {out.stderr}"
-        return out
 
 
 @pytest.fixture
@@ -97,18 +68,20 @@ def spend(
             account,
             request,
             cost,
-            key_name=name,
-            model=model,
-            provider="p",
-            region=None,
-            prompt_tokens=3,
-            completion_tokens=4,
-            status="ok",
-            status_code=200,
-            latency_ms=12,
-            streamed=False,
-            client_ip=address,
-            user_agent="audit-cli-test/1",
+            Usage(
+                key_name=name,
+                model=model,
+                provider="p",
+                region=None,
+                prompt_tokens=3,
+                completion_tokens=4,
+                status="ok",
+                status_code=200,
+                latency_ms=12,
+                streamed=False,
+                client_ip=address,
+                user_agent="audit-cli-test/1",
+            ),
         ).result()
     return request
 
@@ -274,8 +247,8 @@ def test_usage_rows_carry_the_key_name_then_filter_and_csv_parses_back(
     assert run.ok("usage", "--until", "1h", "--format", "json").json()["data"] == []
 
     table = run.ok("usage", "--account", "acme").stdout
-    assert table.splitlines()[0].split()[:3] == ["AT", "KEY", "MODEL"]
-    assert "one-renamed" in table and "3/4" in table
+    assert table.splitlines()[0].split()[:4] == ["AT", "KEY", "API", "MODEL"]
+    assert "one-renamed" in table and "3/4" in table and "chat.completions" in table
 
     assert run("usage", "--key", str(stranger), "--account", "acme").code == 1
     assert run("usage", "--since", "yesterday").code == 2

@@ -13,7 +13,7 @@ from domain.scope import Scope
 from domain.tokens import TokenKind, generate_token
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import load_settings
-from tests.cli.test_audit_cli import InProcess
+from tests.support.cli import InProcess
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

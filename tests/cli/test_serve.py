@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.processes import free_port
+from tests.support.processes import background_pid, free_port, wait_healthy
 from tests.support.stores import PEPPER
 
 LOWROUTER = str(Path(sys.executable).with_name("lowrouter"))
@@ -72,32 +72,6 @@ def test_serve_prints_the_url_and_how_to_create_a_first_key_and_serves(tmp_path:
     assert f"http://127.0.0.1:{port}/api/v1" in output
     assert "lowrouter accounts create" in output and "lowrouter keys create" in output
     assert "DEMO" in output
-
-
-def children_of(pid: int) -> dict[int, str]:
-    """The processes whose parent is `pid`, with their command lines."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-            found[int(entry.name)] = cmdline
-    return found
-
-
-def background_pid(serve_pid: int, timeout: float = 20.0, not_this: int | None = None) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for pid, cmdline in children_of(serve_pid).items():
-            if "projections run" in cmdline and pid != not_this:
-                return pid
-        time.sleep(0.1)
-    raise AssertionError(f"no background process under {serve_pid}: {children_of(serve_pid)}")
 
 
 def alive(pid: int) -> bool:
@@ -181,17 +155,6 @@ def test_serve_runs_the_projections_in_a_process_of_their_own_and_restarts_it(
         output, _ = process.communicate(timeout=30)
     assert "restarting it" in output
     assert gone(second, timeout=10), "the background process outlived serve"
-
-
-def wait_healthy(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError("serve did not start")
 
 
 def usage_lag(env: dict[str, str], timeout: float = 10.0) -> int:

@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 from domain.actor import Actor
 from domain.money import parse_credits, parse_price_per_million
 from domain.scope import Scope
+from domain.usage import Api, Usage
 from infrastructure.catalogue import Catalogue, ModelEntry, Provider, demo_catalogue
 from infrastructure.http.app import create_app
 from infrastructure.http.dashboard import COOKIE, install_dashboard
@@ -202,6 +203,7 @@ class Dash:
         cost: str = "0.002",
         key_name: str = "",
         client_ip: str = "127.0.0.1",
+        api: Api = "chat.completions",
     ) -> str:
         """A completion as the gateway records it: a hold, then its settlement."""
         spend = self.runtime.spend
@@ -212,18 +214,21 @@ class Dash:
             account.id,
             request_id,
             amount,
-            key_name=key_name or self.runtime.ledger.get_key(key_id).name,
-            model=model,
-            provider="lowrouter-demo",
-            region="local",
-            prompt_tokens=12,
-            completion_tokens=7,
-            status="ok",
-            status_code=200,
-            latency_ms=42,
-            streamed=False,
-            client_ip=client_ip,
-            user_agent="tests",
+            Usage(
+                key_name=key_name or self.runtime.ledger.get_key(key_id).name,
+                model=model,
+                provider="lowrouter-demo",
+                region="local",
+                prompt_tokens=12,
+                completion_tokens=7,
+                status="ok",
+                status_code=200,
+                latency_ms=42,
+                streamed=False,
+                client_ip=client_ip,
+                user_agent="tests",
+                api=api,
+            ),
         ).result(timeout=10)
         return request_id
 

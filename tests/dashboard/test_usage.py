@@ -161,3 +161,29 @@ def test_the_csv_is_exactly_the_filtered_rows_and_the_page_says_where_it_is(
     bad = browser.get("/dashboard/usage.csv?since=soon")  # an unusable filter is ignored
     assert bad.status_code == 200 and len(list(csv.DictReader(io.StringIO(bad.text)))) == 11
     assert browser.get("/dashboard/usage?before=" + "9" * 5000).status_code == 200
+
+
+def test_usage_filters_by_api_and_status_and_the_csv_names_the_api(dash: Dash) -> None:
+    import csv
+    import io
+
+    account = dash.open_account()
+    key = dash.issue_key(account, "claude-code")
+    dash.record_usage(account, key, api="messages")
+    dash.record_usage(account, key, api="chat.completions")
+    dash.record_usage(account, key, api="messages")
+    browser = dash.browser().signed_in(account.management_key)
+    page = browser.get("/dashboard/usage").text
+    assert '<select id="filter-api" name="api">' in page
+    assert '<option value="messages">messages</option>' in page
+    filtered = browser.get("/dashboard/usage?api=messages").text
+    assert 'id="total-completions">2 completions<' in filtered
+    assert filtered.count("messages · lowrouter-demo") == 2
+    assert "chat.completions · lowrouter-demo" not in filtered
+    lines = list(csv.DictReader(io.StringIO(browser.get("/dashboard/usage.csv?api=messages").text)))
+    assert [line["api"] for line in lines] == ["messages", "messages"]
+    assert {line["cost_source"] for line in lines} == {"reported"}
+    assert (
+        'id="total-completions">0 completions<'
+        in browser.get("/dashboard/usage?api=messages&status=upstream_error").text
+    )

@@ -17,6 +17,7 @@ from domain.errors import (
 )
 from domain.ledger import LedgerPage
 from domain.policy import KeyPolicy
+from domain.usage import Usage
 
 T0 = datetime(2031, 1, 30, 12, 0, 0, tzinfo=UTC)
 KEY = "key-1"
@@ -46,18 +47,20 @@ def settle(
         rid,
         cost,
         at,
-        key_name="k",
-        model="m",
-        provider=None,
-        region=None,
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        status="ok",
-        status_code=200,
-        latency_ms=1,
-        streamed=False,
-        client_ip=None,
-        user_agent=None,
+        Usage(
+            key_name="k",
+            model="m",
+            provider=None,
+            region=None,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            status="ok",
+            status_code=200,
+            latency_ms=1,
+            streamed=False,
+            client_ip=None,
+            user_agent=None,
+        ),
     )
 
 

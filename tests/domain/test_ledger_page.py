@@ -40,7 +40,7 @@ def settle(
     page: LedgerPage, request_id: str, cost: int, at: datetime = AT, flags: list[str] | None = None
 ) -> int | None:
     """Settle with the usage fields the gateway records (one place to follow settle's signature)."""
-    return page.settle(request_id, cost, at, **usage(flags=flags or []))
+    return page.settle(request_id, cost, at, usage(flags=flags or []))
 
 
 def replayed(events: list[Aggregate.Event]) -> LedgerPage:

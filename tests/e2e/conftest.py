@@ -15,8 +15,6 @@ but the time the suite takes.
 (so `lowrouter/auto` picks it). `start_gateway(config, credits=..., scope=...)` gives another.
 """
 
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -27,7 +25,6 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-import uvicorn
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
@@ -42,11 +39,13 @@ from infrastructure.settings import load_settings, postgres_parts
 from projections.schema import holds, usage
 from tests.fake_upstream import (
     FAKE_API_KEY_ENV,
+    MODES,
     FakeUpstream,
     fake_environ,
     run_fake_upstream,
     write_catalogue,
 )
+from tests.support.servers import LiveServer as _Server
 from tests.support.stores import PEPPER, PG_ADMIN_URL, pg_admin_conninfo, require_postgres
 
 OPERATOR = Actor("operator", "cli:e2e-tests")
@@ -56,10 +55,12 @@ UPSTREAM_TIMEOUT_SECONDS = 1  # the "impatient" gateway's upstream timeout
 MAX_BODY_BYTES = 2048  # the "small-body" gateway's request size limit
 
 
-def micro(decimal_string: str) -> int:
-    """A response's decimal credit string as micro-credits (exact; fails on a non-number)."""
-    value = Decimal(decimal_string) * MICRO
-    assert value == value.to_integral_value(), decimal_string
+def micro(amount: str | float) -> int:
+    """A response's credits as micro-credits: a decimal string (management and usage APIs) or a
+    JSON number as parsed (inference answers' `usage.cost`). Exact; fails on a non-number."""
+    assert isinstance(amount, str | int | float) and not isinstance(amount, bool), amount
+    value = Decimal(str(amount)) * MICRO  # str() of a parsed float: its shortest exact digits
+    assert value == value.to_integral_value(), amount
     return int(value)
 
 
@@ -121,6 +122,52 @@ def fallback_catalogue(path: Path, base_url: str) -> Path:
     )
 
 
+def apis_catalogue(path: Path, base_url: str) -> Path:
+    """Every API's models: "fake/<mode>" on an OpenAI-dialect provider, "claude/<mode>" on an
+    Anthropic-dialect one (the fake speaks both), and "fake/embed-<mode>" of kind embedding."""
+    lines = [
+        '[providers."fake-us"]',
+        f'base_url = "{base_url}"',
+        f'api_key_env = "{FAKE_API_KEY_ENV}"',
+        'region = "us"',
+        "",
+        '[providers."fake-anthropic"]',
+        f'base_url = "{base_url}"',
+        'api = "anthropic"',
+        f'api_key_env = "{FAKE_API_KEY_ENV}"',
+        'region = "us"',
+        "",
+    ]
+    for mode in MODES:
+        lines += [
+            f'[models."fake/embed-{mode}"]',
+            'provider = "fake-us"',
+            'kind = "embedding"',
+            f'upstream_model = "fake-{mode}"',
+            'prompt_price_per_million = "0.02"',
+            "",
+        ]
+    for vendor, provider in (("fake", "fake-us"), ("claude", "fake-anthropic")):
+        for mode in MODES:
+            lines += [
+                f'[models."{vendor}/{mode}"]',
+                f'provider = "{provider}"',
+                f'upstream_model = "fake-{mode}"',
+                f'prompt_price_per_million = "{APIS_PRICES[0]}"',
+                f'completion_price_per_million = "{APIS_PRICES[1]}"',
+                f'cached_prompt_price_per_million = "{APIS_PRICES[2]}"',
+                f'cache_write_price_per_million = "{APIS_PRICES[3]}"',
+                "max_output_tokens = 256",
+                "",
+            ]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+# prompt, completion, cache read, cache write: credits per million (the "apis" configuration)
+APIS_PRICES = ("1.00", "2.00", "0.10", "1.25")
+
+
 @dataclass(frozen=True)
 class Config:
     catalogue: Callable[[Path, str], Path]
@@ -135,6 +182,9 @@ CONFIGS = {
     ),
     "regions": Config(two_region_catalogue),
     "fallback": Config(fallback_catalogue),
+    "apis": Config(apis_catalogue),
+    # Behind a proxy on loopback: X-Forwarded-For from 127.0.0.1 is believed.
+    "proxied": Config(default_catalogue, {"LOWROUTER_TRUSTED_PROXIES": "127.0.0.0/8, ::1"}),
 }
 
 
@@ -163,8 +213,13 @@ class LiveGateway:
 
     # --- changing keys and accounts through the application -----------------------------------
 
-    def create_key(self, scope: Scope | None = None, name: str = "e2e-extra") -> tuple[UUID, str]:
-        issued = self.runtime.ledger.create_key(self.account_id, name, scope or Scope(), OPERATOR)
+    def create_key(
+        self, scope: Scope | None = None, name: str = "e2e-extra", policy: Any = None
+    ) -> tuple[UUID, str]:
+        extra = () if policy is None else (policy,)
+        issued = self.runtime.ledger.create_key(
+            self.account_id, name, scope or Scope(), OPERATOR, *extra
+        )
         return issued.key.id, issued.token.value
 
     # --- reading what was recorded ------------------------------------------------------------
@@ -230,51 +285,6 @@ class LiveGateway:
         assert page.held == 0
         assert sum(page.spent_today.values()) == 0
         assert page.balance == self.initial_balance
-
-
-class _Server:
-    """uvicorn serving one app on a free 127.0.0.1 port in a background thread."""
-
-    def __init__(self, app: Any) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(
-            app,
-            log_config=None,  # leave the test process's logging alone
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=3,
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run,
-            kwargs={"sockets": [self.sock]},
-            name=f"e2e-gateway-{self.port}",
-            daemon=True,
-        )
-
-    def start(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if not self.thread.is_alive():
-                raise RuntimeError("the gateway stopped during startup")
-            if self.server.started:
-                return f"http://127.0.0.1:{self.port}"
-            time.sleep(0.01)
-        self.stop()
-        raise RuntimeError("the gateway did not start within 15 s")
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        if self.thread.is_alive():
-            self.server.force_exit = True
-            self.thread.join(timeout=5)
-        self.sock.close()
 
 
 @dataclass

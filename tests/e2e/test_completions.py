@@ -6,6 +6,7 @@ for that request id.
 
 import json
 import os
+import re
 import subprocess
 from typing import Any
 
@@ -56,7 +57,9 @@ def test_sdk_completion_names_the_catalogue_model_and_reports_the_recorded_cost(
     assert completion.choices[0].message.content == "Hello from the fake upstream"
     assert completion.usage is not None
     cost = completion.usage.model_extra["cost"]
-    assert isinstance(cost, str)
+    # A JSON number written with exact decimal digits, as OpenRouter sends it (0.3 changelog).
+    assert isinstance(cost, float)
+    assert re.search(rb'"cost":0\.[0-9]{6}[,}]', raw.http_response.content)
     row = gateway.usage_row(request_id)
     assert micro(cost) == row.cost > 0
     assert (row.model, row.provider, row.region, row.status) == ("fake/ok", "fake-us", "us", "ok")

@@ -12,6 +12,7 @@ import pytest
 
 from domain.money import format_credits, parse_credits
 from domain.scope import Scope
+from tests.e2e.apis import CALLS, ApiCall
 from tests.e2e.conftest import USER_HELLO, LiveGateway, StartGateway, micro
 
 BODY = {"model": "fake/ok", "messages": USER_HELLO, "max_tokens": 5}
@@ -77,11 +78,23 @@ def test_daily_limit_refuses_with_429_once_the_worst_case_no_longer_fits(
     assert gateway.page().balance == gateway.initial_balance - probe_cost - settled
 
 
-def test_daily_limit_holds_under_concurrent_requests(gateway: LiveGateway) -> None:
-    probe = post(gateway, gateway.token)
+@pytest.mark.parametrize("call", CALLS, ids=[c.id for c in CALLS])
+@pytest.mark.parametrize("limit", ["daily-limit", "balance"])
+def test_limits_hold_under_concurrent_requests_on_every_api(
+    start_gateway: StartGateway, call: ApiCall, limit: str
+) -> None:
+    """40 concurrent requests against room for 4 worst cases: a key's daily limit, or the
+    account's credits. Refusals are 429 or 402; what was served stays within the limit."""
+    gateway = start_gateway("apis")
+    probe = call.post(gateway)
+    assert probe.status_code == 200, probe.text
     hold = gateway.usage_row(probe.headers["x-request-id"]).held
-    limit = 4 * hold
-    key_id, token = gateway.create_key(Scope(daily_limit=limit), name="limited-burst")
+    if limit == "daily-limit":
+        key_id, token = gateway.create_key(Scope(daily_limit=4 * hold), name="limited-burst")
+        target, refusal = gateway, 429
+    else:
+        target = start_gateway("apis", credits=format_credits(4 * hold))
+        key_id, token, refusal = target.key_id, target.token, 402
 
     async def burst() -> list[int]:
         limits = httpx.Limits(max_connections=40)
@@ -89,7 +102,7 @@ def test_daily_limit_holds_under_concurrent_requests(gateway: LiveGateway) -> No
             responses = await asyncio.gather(
                 *(
                     client.post(
-                        gateway.api + "/chat/completions", headers=gateway.auth(token), json=BODY
+                        target.api + call.path, headers=call.headers(token), json=call.body()
                     )
                     for _ in range(40)
                 )
@@ -97,12 +110,17 @@ def test_daily_limit_holds_under_concurrent_requests(gateway: LiveGateway) -> No
         return [r.status_code for r in responses]
 
     statuses = asyncio.run(burst())
-    assert set(statuses) <= {200, 429}, statuses
+    assert set(statuses) <= {200, refusal}, statuses
     served = statuses.count(200)
     assert 4 <= served < 40
-    rows = [r for r in gateway.usage_rows() if r.key_id == str(key_id)]
-    assert len(rows) == served
-    assert sum(r.cost for r in rows) == gateway.spent_today(key_id) <= limit
+    rows = [r for r in target.usage_rows() if r.key_id == str(key_id)]
+    assert len(rows) == served and {r.api for r in rows} == {call.api}
+    charged = sum(r.cost for r in rows)
+    assert charged == target.spent_today(key_id) <= 4 * hold
+    page = target.page()
+    assert page.held == 0 and page.balance >= 0
+    if limit == "balance":
+        assert page.balance == target.initial_balance - charged
 
 
 # --- credits -------------------------------------------------------------------------------------

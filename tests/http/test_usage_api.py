@@ -12,6 +12,7 @@ import pytest
 import uvicorn
 
 from domain.money import format_credits, parse_credits
+from infrastructure.catalogue import DEMO_BASE_URL
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import Settings
 from tests.support.management_api import CHAT, Api, assert_error, build_app
@@ -32,6 +33,13 @@ USAGE_FIELDS = {
     "streamed",
     "client_ip",
     "user_agent",
+    # release 0.3
+    "api",
+    "cached_prompt_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_source",
+    "upstream_cost",
 }
 
 
@@ -42,7 +50,7 @@ def served(settings: Settings) -> Iterator[Api]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     runtime = open_runtime(settings)
-    app = build_app(runtime, f"http://127.0.0.1:{port}/demo/v1")
+    app = build_app(runtime, DEMO_BASE_URL)  # the demo upstream runs in-process
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -126,6 +134,11 @@ def test_usage_rows_have_the_usage_shape_and_feed_key_and_credit_figures(served:
         assert row["prompt_tokens"] > 0 and row["completion_tokens"] > 0
         assert parse_credits(row["cost"]) > 0 and isinstance(row["latency_ms"], int)
         assert row["at"].endswith("Z")
+        assert (row["api"], row["cost_source"], row["upstream_cost"]) == (
+            "chat.completions",
+            "reported",
+            None,
+        )
     assert [r["streamed"] for r in rows] == [True, False]
     assert [r["user_agent"] for r in rows] == ["streamer/2", "usage-test/1"]
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from domain.pricing import TokenCounts, hold_for, output_cap
 from domain.scope import Scope
 from infrastructure.catalogue import (
     AUTO_MODEL,
@@ -87,6 +88,10 @@ def config_error(tmp_path: Path, text: str, environ: dict[str, str] = ENV) -> st
     assert "\n" not in message
     assert message.startswith(f"{path}: ")
     return message
+
+
+def hold(entry: ModelEntry, prompt_tokens: int, max_tokens: int | None) -> int:
+    return hold_for(entry.prices, prompt_tokens, output_cap(max_tokens, entry.max_output_tokens))
 
 
 def pairs(result: list[tuple[ModelEntry, Provider]]) -> list[tuple[str, str]]:
@@ -385,28 +390,28 @@ def test_allowed_models_are_scope_and_region_filtered(catalogue: Catalogue) -> N
 
 def test_cost_rounds_each_part_up_to_a_micro_credit(catalogue: Catalogue) -> None:
     gpt4o = catalogue.models["openai/gpt-4o"]  # 2.50 and 10.00 credits per million
-    assert catalogue.cost(gpt4o, 1_000_000, 0) == 2_500_000
-    assert catalogue.cost(gpt4o, 1000, 500) == 2_500 + 5_000
-    assert catalogue.cost(gpt4o, 1, 1) == 3 + 10  # 2.5 rounds up to 3
-    assert catalogue.cost(gpt4o, 0, 0) == 0
+    assert gpt4o.prices.cost(TokenCounts(1_000_000, 0)) == 2_500_000
+    assert gpt4o.prices.cost(TokenCounts(1000, 500)) == 2_500 + 5_000
+    assert gpt4o.prices.cost(TokenCounts(1, 1)) == 3 + 10  # 2.5 rounds up to 3
+    assert gpt4o.prices.cost(TokenCounts(0, 0)) == 0
 
 
 def test_max_cost_uses_max_tokens_when_given_even_above_the_cap(catalogue: Catalogue) -> None:
     llama = catalogue.models["meta/llama-3.1-8b"]  # 0.05 / 0, cap 4096
     gpt4o = catalogue.models["openai/gpt-4o"]  # cap 16384
-    assert catalogue.max_cost(gpt4o, 100, 10) == 250 + 100
-    assert catalogue.max_cost(gpt4o, 100, 20_000) == 250 + 200_000
-    assert catalogue.max_cost(llama, 1_000_000, 50) == 50_000
+    assert hold(gpt4o, 100, 10) == 250 + 100
+    assert hold(gpt4o, 100, 20_000) == 250 + 200_000
+    assert hold(llama, 1_000_000, 50) == 50_000
 
 
 def test_max_cost_without_max_tokens_uses_the_output_cap(catalogue: Catalogue) -> None:
     gpt4o = catalogue.models["openai/gpt-4o"]
-    assert catalogue.max_cost(gpt4o, 100, None) == 250 + 163_840
+    assert hold(gpt4o, 100, None) == 250 + 163_840
 
 
 def test_negative_token_counts_are_refused(catalogue: Catalogue) -> None:
     with pytest.raises(ValueError):
-        catalogue.cost(catalogue.models["openai/gpt-4o"], -1, 0)
+        catalogue.models["openai/gpt-4o"].prices.cost(TokenCounts(-1, 0))
 
 
 # --- the demo catalogue --------------------------------------------------------------------------

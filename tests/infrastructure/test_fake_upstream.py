@@ -14,8 +14,13 @@ from domain.scope import Scope
 from infrastructure.catalogue import AUTO_MODEL, load_catalogue
 from infrastructure.demo_provider import demo_upstream_app
 from tests.fake_upstream import (
+    CACHE_READ,
     FAKE_API_KEY,
     MODES,
+    REASONING_TOKENS,
+    REPLY_WORDS,
+    TOOL_ARGUMENTS,
+    UPSTREAM_COST,
     FakeUpstream,
     fake_environ,
     run_fake_upstream,
@@ -114,7 +119,10 @@ def test_demo_refuses_a_body_that_is_not_json(demo: TestClient) -> None:
 def test_demo_lists_its_model_as_a_demo(demo: TestClient) -> None:
     listing = demo.get("/models").json()
     assert listing["object"] == "list"
-    assert [(m["id"], m["owned_by"]) for m in listing["data"]] == [("echo", "lowrouter-demo")]
+    assert [(m["id"], m["owned_by"]) for m in listing["data"]] == [
+        ("echo", "lowrouter-demo"),
+        ("echo-embedding", "lowrouter-demo"),
+    ]
 
 
 # --- the fake upstream ---------------------------------------------------------------------------
@@ -318,3 +326,84 @@ def test_written_catalogue_loads_and_routes_to_the_fake(
     assert provider.base_url == upstream.base_url
     assert provider.api_key == FAKE_API_KEY
     assert catalogue.candidates(AUTO_MODEL, Scope())[0][0].id == "fake/slow"
+
+
+# --- the other APIs and the Anthropic dialect ----------------------------------------------------
+
+TOOLS_CHAT = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+TOOLS_ANTHROPIC = [{"name": "get_weather", "input_schema": {"type": "object"}}]
+
+
+def test_fake_messages_answers_in_anthropics_shape_and_requires_max_tokens(
+    client: httpx.Client,
+) -> None:
+    body = {"model": "fake-cached", "max_tokens": 50, "messages": USER[1:], "system": "be brief"}
+    answer = client.post("/messages", json=body).json()
+    assert answer["type"] == "message" and answer["content"][0]["text"] == " ".join(REPLY_WORDS)
+    # "cached": of the prompt's words ("be brief" and "hello big world"), the cache read and
+    # written are at most what the prompt has
+    usage = answer["usage"]
+    prompt = 5
+    cached = min(CACHE_READ, prompt)
+    assert usage["cache_read_input_tokens"] == cached
+    total = usage["input_tokens"] + cached + usage["cache_creation_input_tokens"]
+    assert total == prompt
+    missing = client.post("/messages", json={"model": "fake-ok", "messages": USER[1:]})
+    assert missing.status_code == 400 and missing.json()["type"] == "error"
+
+
+def test_fake_messages_streams_events_and_calls_a_tool(client: httpx.Client) -> None:
+    body = {
+        "model": "fake-ok",
+        "max_tokens": 50,
+        "messages": USER[1:],
+        "tools": TOOLS_ANTHROPIC,
+        "stream": True,
+    }
+    with client.stream("POST", "/messages", json=body) as response:
+        lines = list(response.iter_lines())
+    events = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+    assert [e["type"] for e in events][:2] == ["message_start", "ping"]
+    assert events[2]["content_block"]["type"] == "tool_use"
+    arguments = "".join(
+        e["delta"]["partial_json"] for e in events if e["type"] == "content_block_delta"
+    )
+    assert json.loads(arguments) == TOOL_ARGUMENTS
+    assert events[-2]["delta"]["stop_reason"] == "tool_use" and events[-1]["type"] == "message_stop"
+    assert sum(line.startswith("event: ") for line in lines) == len(events)
+
+
+def test_fake_chat_calls_a_tool_until_it_has_the_result(client: httpx.Client) -> None:
+    call = chat(client, "fake-ok", tools=TOOLS_CHAT).json()["choices"][0]
+    assert call["finish_reason"] == "tool_calls"
+    function = call["message"]["tool_calls"][0]["function"]
+    assert json.loads(function["arguments"]) == TOOL_ARGUMENTS
+    result = {"role": "tool", "tool_call_id": "x", "content": "18C"}
+    body = {"model": "fake-ok", "messages": [*USER, result], "tools": TOOLS_CHAT}
+    answer = client.post("/chat/completions", json=body).json()["choices"][0]
+    assert answer["finish_reason"] == "stop"
+
+
+def test_fake_cached_chat_reports_cached_reasoning_tokens_and_its_own_cost(
+    client: httpx.Client,
+) -> None:
+    usage = chat(client, "fake-cached").json()["usage"]
+    assert usage["prompt_tokens_details"]["cached_tokens"] == min(CACHE_READ, 5)
+    assert usage["completion_tokens_details"]["reasoning_tokens"] == REASONING_TOKENS
+    assert usage["cost"] == float(UPSTREAM_COST)
+
+
+def test_fake_serves_responses_completions_and_embeddings(client: httpx.Client) -> None:
+    response = client.post("/responses", json={"model": "fake-ok", "input": "hi there"}).json()
+    assert response["output"][0]["content"][0]["text"] == " ".join(REPLY_WORDS)
+    assert (response["usage"]["input_tokens"], response["usage"]["output_tokens"]) == (2, 5)
+    with client.stream(
+        "POST", "/responses", json={"model": "fake-ok", "input": "hi", "stream": True}
+    ) as streamed:
+        events = sse_events(streamed.iter_lines())
+    assert events[-1]["type"] == "response.completed"
+    assert events[-1]["response"]["usage"]["output_tokens"] == 5
+    legacy = client.post("/completions", json={"model": "fake-ok", "prompt": "hi"}).json()
+    assert legacy["choices"][0]["text"] == " ".join(REPLY_WORDS)
+    vectors = client.post("/embeddings", json={"model": "fake-ok", "input": ["a", "b c"]}).json()
+    assert len(vectors["data"]) == 2 and vectors["usage"]["prompt_tokens"] == 3

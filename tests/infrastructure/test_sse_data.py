@@ -8,7 +8,7 @@ import httpx
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infrastructure.http.completions import sse_data
+from infrastructure.dialects.sse import sse_data
 
 
 class Reads(httpx.AsyncByteStream):

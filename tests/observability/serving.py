@@ -17,9 +17,8 @@ import httpx
 from domain.actor import Actor
 from domain.scope import Scope
 from infrastructure.runtime import Runtime
-from tests.cli.test_serve import wait_healthy
 from tests.fake_upstream import fake_environ
-from tests.support.processes import free_port
+from tests.support.processes import free_port, wait_healthy
 from tests.support.stores import PEPPER
 
 LOWROUTER = str(Path(sys.executable).with_name("lowrouter"))

@@ -20,8 +20,8 @@ from infrastructure.http.app import create_app
 from infrastructure.persistence import projections_leader_present
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import load_settings, postgres_parts
-from tests.e2e.conftest import _Server
 from tests.observability.serving import eventually
+from tests.support.servers import LiveServer
 from tests.support.stores import PEPPER
 
 
@@ -101,7 +101,7 @@ def test_readyz_is_503_while_postgresql_is_unreachable_and_200_once_it_is_back(
         database_url=database_url,
     )
     app = create_app(open_runtime(settings, prepare_schema=False), demo_catalogue("http://x/v1"))
-    server = _Server(app)
+    server = LiveServer(app)
     url = server.start()
     try:
         ready = eventually(url, 200)

@@ -22,9 +22,9 @@ from domain.tokens import display_of
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import load_settings
 from projections.schema import usage
-from tests.cli.test_serve import background_pid
 from tests.fake_upstream import run_fake_upstream, write_catalogue
 from tests.observability.serving import eventually, issue_key, serving
+from tests.support.processes import background_pid
 from tests.support.secrets import pieces_of
 from tests.support.stores import PEPPER
 

@@ -21,9 +21,9 @@ from infrastructure.catalogue import load_catalogue
 from infrastructure.http.app import create_app
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import load_settings
-from tests.e2e.conftest import _Server
 from tests.fake_upstream import FakeUpstream, fake_environ, run_fake_upstream, write_catalogue
 from tests.observability.serving import issue_key
+from tests.support.servers import LiveServer
 from tests.support.stores import PEPPER
 
 HELLO = [{"role": "user", "content": "Hello there"}]
@@ -85,17 +85,17 @@ def attributes(span: SpanProto) -> dict[str, Any]:
     return found
 
 
-def start(tmp_path: Path, upstream: FakeUpstream, env: dict[str, str]) -> tuple[Any, _Server]:
+def start(tmp_path: Path, upstream: FakeUpstream, env: dict[str, str]) -> tuple[Any, LiveServer]:
     settings = load_settings(
         {"LOWROUTER_TOKEN_PEPPER": PEPPER, "LOWROUTER_DATA_DIR": str(tmp_path), **env},
         database_url=f"sqlite:///{tmp_path}/lowrouter.db",
     )
     runtime = open_runtime(settings)
     catalogue = write_catalogue(
-        tmp_path / "lowrouter.toml", upstream.base_url, modes=("ok", "error500")
+        tmp_path / "lowrouter.toml", upstream.base_url, modes=("ok", "error500", "slow")
     )
     app = create_app(runtime, load_catalogue(catalogue, fake_environ()))
-    return app, _Server(app)
+    return app, LiveServer(app)
 
 
 def test_one_server_span_per_request_with_genai_attributes_and_child_spans(

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from domain.actor import Actor
 from domain.scope import Scope
 from domain.tokens import hash_token
+from domain.usage import Usage
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import Settings
 from projections.lookup import find_key
@@ -79,18 +80,20 @@ def test_usage_rebuild_equals_the_incremental_tables(settings: Settings) -> None
                 account.id,
                 request,
                 10 + i,
-                key_name="k",
-                model="m",
-                provider="p",
-                region=None,
-                prompt_tokens=i,
-                completion_tokens=i,
-                status="ok",
-                status_code=200,
-                latency_ms=i,
-                streamed=False,
-                client_ip="10.0.0.1",
-                user_agent="t",
+                Usage(
+                    key_name="k",
+                    model="m",
+                    provider="p",
+                    region=None,
+                    prompt_tokens=i,
+                    completion_tokens=i,
+                    status="ok",
+                    status_code=200,
+                    latency_ms=i,
+                    streamed=False,
+                    client_ip="10.0.0.1",
+                    user_agent="t",
+                ),
             )
         runtime.spend.view(account.id).result()
         runtime.projections.catch_up()

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from domain.actor import Actor
 from domain.errors import DomainError
 from domain.scope import Scope
+from domain.usage import Usage
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings
 from projections.schema import metadata
@@ -71,18 +72,20 @@ def run_history(runtime: Runtime, history: list[tuple[str, int]]) -> None:
                         account_id,
                         request,
                         500 + n,
-                        key_name=f"k{n}",
-                        model="a/b",
-                        provider="p",
-                        region=None,
-                        prompt_tokens=n,
-                        completion_tokens=n,
-                        status="ok",
-                        status_code=200,
-                        latency_ms=n,
-                        streamed=bool(n % 2),
-                        client_ip="127.0.0.1",
-                        user_agent="test",
+                        Usage(
+                            key_name=f"k{n}",
+                            model="a/b",
+                            provider="p",
+                            region=None,
+                            prompt_tokens=n,
+                            completion_tokens=n,
+                            status="ok",
+                            status_code=200,
+                            latency_ms=n,
+                            streamed=bool(n % 2),
+                            client_ip="127.0.0.1",
+                            user_agent="test",
+                        ),
                     ).result()
             elif action == "catch_up":
                 runtime.projections.catch_up()

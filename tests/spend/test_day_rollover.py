@@ -53,7 +53,7 @@ class Ledger:
         return future.result(TIMEOUT)
 
     def settle(self, account_id: UUID, request_id: str, cost: int) -> int | None:
-        return self.spend.settle(account_id, request_id, cost, **usage()).result(TIMEOUT)
+        return self.spend.settle(account_id, request_id, cost, usage()).result(TIMEOUT)
 
     def fresh_app(self) -> Lowrouter:
         """Another application on the same store: it can only know what was stored."""
@@ -221,7 +221,7 @@ def test_idle_account_rolls_over_to_todays_page(ledger: Ledger, writer: str) -> 
         assert (view.balance, view.held, view.held_today, view.spent_today) == (3_000, 500, {}, {})
         day_limit_resets = spend.reserve(account, "today", key, "test/model", LIMIT, LIMIT)
         assert day_limit_resets.result(TIMEOUT) == today.isoformat()
-        charged = spend.settle(account, "before-the-quiet", 400, **usage()).result(TIMEOUT)
+        charged = spend.settle(account, "before-the-quiet", 400, usage()).result(TIMEOUT)
         assert charged == 400
         view = spend.view(account).result(TIMEOUT)
         assert (view.balance, view.held, view.spent_today) == (2_600, LIMIT, {})

@@ -332,7 +332,7 @@ class LedgerMachine(RuleBasedStateMachine):
             "cost = hold": hold.amount,
             "cost above hold": hold.amount + delta,
         }[outcome]
-        charged = self.spend.settle(self.account, request_id, cost, **usage()).result(TIMEOUT)
+        charged = self.spend.settle(self.account, request_id, cost, usage()).result(TIMEOUT)
         assert charged == min(cost, hold.amount)  # never above the hold
         m.settle(request_id, charged, over_hold=cost > hold.amount)
 
@@ -351,7 +351,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.command_starts()
         request_id = self.pick([*self.m.closed, *self.m.refused, "req-never"], index)
         if again == "settle":
-            future = self.spend.settle(self.account, request_id, cost, **usage())
+            future = self.spend.settle(self.account, request_id, cost, usage())
             assert future.result(TIMEOUT) is None
         else:
             assert self.spend.release(self.account, request_id, "again").result(TIMEOUT) is False

@@ -55,7 +55,7 @@ def open_account(app: Lowrouter, credits: int) -> tuple[UUID, UUID]:
 def spend_once(spend: SpendControl, account_id: UUID, key_id: UUID, amount: int) -> None:
     request_id = uuid4().hex
     spend.reserve(account_id, request_id, key_id, "test/model", amount, None).result(TIMEOUT)
-    spend.settle(account_id, request_id, amount, **usage()).result(TIMEOUT)
+    spend.settle(account_id, request_id, amount, usage()).result(TIMEOUT)
 
 
 def test_an_account_only_this_process_writes_never_takes_the_lock(

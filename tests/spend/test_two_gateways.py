@@ -4,44 +4,14 @@ through PgBouncer in transaction and in session pooling mode (`route`, tests/con
 
 import asyncio
 
-import httpx
 import pytest
 
 from domain.actor import Actor
 from domain.scope import Scope
 from infrastructure.runtime import Runtime
+from tests.support.processes import fire, worst_case_of_one_request
 
 OPERATOR = Actor("operator", "test")
-
-
-async def fire(urls: list[str], tokens: list[str], total: int) -> list[int]:
-    body = {
-        "model": "lowrouter/echo",
-        "max_tokens": 100,
-        "messages": [{"role": "user", "content": "hello " * 20}],
-    }
-    limits = httpx.Limits(max_connections=total)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-
-        async def one(i: int) -> int:
-            response = await client.post(
-                urls[i % len(urls)] + "/chat/completions",
-                json=body,
-                headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"},
-            )
-            return response.status_code
-
-        return list(await asyncio.gather(*(one(i) for i in range(total))))
-
-
-def worst_case_of_one_request() -> int:
-    # lowrouter/echo: 0.10 prompt + 0.40 completion credits per million tokens; the hold covers the
-    # generous prompt estimate plus max_tokens=100. Measured from the catalogue, not hard-coded.
-    from infrastructure.catalogue import demo_catalogue, estimate_prompt_tokens
-
-    entry = demo_catalogue("http://x/v1").models["lowrouter/echo"]
-    body = {"messages": [{"role": "user", "content": "hello " * 20}]}
-    return demo_catalogue("http://x/v1").max_cost(entry, estimate_prompt_tokens(body), 100)
 
 
 @pytest.mark.parametrize("route", ["direct", "transaction", "session"], indirect=True)

@@ -1,4 +1,5 @@
-"""Running the real `lowrouter` executable in a subprocess, against one test database."""
+"""Running `lowrouter`: the real executable in a subprocess, against one test database, or
+`main(argv)` in this process (InProcess)."""
 
 import json
 import os
@@ -8,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from infrastructure import cli as cli_module
 
 LOWROUTER = Path(sys.executable).parent / "lowrouter"
 PEPPER = "cli-test-pepper-not-secret"
@@ -95,3 +98,31 @@ class Cli:
         assert "Traceback" not in result.stderr
         assert result.stdout == ""
         return result
+
+
+@dataclass(frozen=True)
+class Out:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+class InProcess:
+    """`run("usage", ...)` calls `lowrouter usage ...` in this process, on the test database."""
+
+    def __init__(self, capsys: Any) -> None:
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> Out:
+        self.capsys.readouterr()
+        code = cli_module.main(list(args))
+        captured = self.capsys.readouterr()
+        return Out(code, captured.out, captured.err)
+
+    def ok(self, *args: str) -> Out:
+        out = self(*args)
+        assert out.code == 0, f"lowrouter {' '.join(args)} -> {out.code}: {out.stderr}"
+        return out

@@ -1,9 +1,10 @@
-"""Driving SpendControl by hand: a clock the test moves, and the usage fields of a settlement."""
+"""Driving SpendControl by hand: a clock the test moves, and the usage record of a settlement."""
 
 from datetime import datetime, timedelta
 from typing import Any
 
 from domain.actor import Actor
+from domain.usage import Usage
 
 OPERATOR = Actor("operator", "ledger-machine")
 MODEL = "test/model"
@@ -23,8 +24,8 @@ class MutableClock:
         self.now += delta
 
 
-def usage(key_name: str = "k", **overrides: Any) -> dict[str, Any]:
-    """The usage fields a settlement records (the gateway passes these)."""
+def usage(key_name: str = "k", **overrides: Any) -> Usage:
+    """The usage record a settlement records (the gateway passes one)."""
     fields: dict[str, Any] = {
         "key_name": key_name,
         "model": MODEL,
@@ -40,4 +41,4 @@ def usage(key_name: str = "k", **overrides: Any) -> dict[str, Any]:
         "user_agent": "pytest",
     }
     fields.update(overrides)
-    return fields
+    return Usage(**fields)

@@ -12,11 +12,12 @@ import pytest
 
 from domain.actor import Actor
 from domain.scope import Scope
+from domain.usage import Usage
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings
 from infrastructure.webhooks.deliverer import Deliverer, DeliveryConfig
 from infrastructure.webhooks.wiring import vault
-from tests.conftest import PEPPER
+from tests.support.stores import PEPPER
 from tests.webhooks.receiver import Receiver, run_receiver
 
 OPERATOR = Actor("operator", "cli:test")
@@ -112,16 +113,18 @@ def use(
         account,
         request,
         cost,
-        key_name="k",
-        model="a/b",
-        provider="p",
-        region=None,
-        prompt_tokens=1,
-        completion_tokens=1,
-        status="ok",
-        status_code=200,
-        latency_ms=1,
-        streamed=False,
-        client_ip=address,
-        user_agent="app/1",
+        Usage(
+            key_name="k",
+            model="a/b",
+            provider="p",
+            region=None,
+            prompt_tokens=1,
+            completion_tokens=1,
+            status="ok",
+            status_code=200,
+            latency_ms=1,
+            streamed=False,
+            client_ip=address,
+            user_agent="app/1",
+        ),
     ).result()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import PEPPER
 from tests.support.processes import free_port
+from tests.support.stores import PEPPER
 
 
 def gateway_environment(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from domain.scope import Scope
 from infrastructure.runtime import Runtime
 from projections.webhooks import delivery_state, messages
-from tests.spend.test_two_gateways import fire, worst_case_of_one_request
+from tests.support.processes import fire, worst_case_of_one_request
 from tests.webhooks.conftest import open_account
 from tests.webhooks.processes import gateway_environment, gateway_process
 from tests.webhooks.receiver import Receiver

@@ -14,6 +14,7 @@ from uuid import UUID
 from domain.money import parse_credits
 from domain.policy import NO_POLICY, KeyPolicy
 from domain.scope import Scope
+from domain.usage import Usage
 from infrastructure.catalogue import DEMO_MODEL
 from tests.dashboard.browser.conftest import ARTIFACTS, OPERATOR, Chromium, Live
 
@@ -57,18 +58,21 @@ def seed(live: Live) -> dict[str, UUID]:
             account,
             request,
             cost,
-            key_name=name,
-            model=models[n % 3],
-            provider="lowrouter-demo",
-            region="local",
-            prompt_tokens=1200 + n,
-            completion_tokens=300 + n,
-            status="ok" if n % 7 else "upstream_error",
-            status_code=200 if n % 7 else 502,
-            latency_ms=420 + n,
-            streamed=bool(n % 2),
-            client_ip="198.51.100.7" if n < 8 else "2001:db8:85a3::8a2e:370:7334",
-            user_agent="OpenAI/Python 1.99.0" if n < 10 else "curl/8.5.0",
+            Usage(
+                key_name=name,
+                model=models[n % 3],
+                provider="lowrouter-demo",
+                region="local",
+                prompt_tokens=1200 + n,
+                completion_tokens=300 + n,
+                status="ok" if n % 7 else "upstream_error",
+                status_code=200 if n % 7 else 502,
+                latency_ms=420 + n,
+                streamed=bool(n % 2),
+                client_ip="198.51.100.7" if n < 8 else "2001:db8:85a3::8a2e:370:7334",
+                user_agent="OpenAI/Python 1.99.0" if n < 10 else "curl/8.5.0",
+                api=("chat.completions", "messages", "responses")[n % 3],
+            ),
         ).result(timeout=10)
     spend.record_refusal(account, keys["dev"], "daily_limit_exceeded")
     live.runtime.projections.catch_up()
@@ -111,7 +115,10 @@ def test_every_page_fits_a_laptop_and_a_phone_and_passes_axe(
         "revoke": f"/keys/{keys['long']}/revoke",
         "history": f"/keys/{keys['old']}/history",
         "usage": "/usage",
-        "usage-filtered": f"/usage?key={keys['prod']}&status=ok&since=2020-01-01",
+        "usage-filtered": (
+            f"/usage?key={keys['prod']}&status=ok&api=chat.completions&since=2020-01-01"
+        ),
+        "webhooks": "/webhooks",
         "not-found": f"/keys/{uuid.UUID(int=0)}/history",
     }
     problems: list[str] = []

@@ -1,0 +1,237 @@
+"""The one metering use case: what each outcome is charged (pure), and a metered call on the
+in-memory store — the hold before anything goes upstream, one settlement, refusals recorded,
+observers told."""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from application.keys import Lowrouter
+from application.metering import (
+    NOT_CHARGED,
+    MeteredOutcome,
+    MeteredRequest,
+    Metering,
+    Outcome,
+    decide_charge,
+)
+from application.spend import SpendControl
+from domain.actor import Actor
+from domain.errors import DailyLimitExceeded, InsufficientCredits
+from domain.policy import NO_POLICY, KeyPolicy
+from domain.pricing import PriceSheet, TokenCounts, hold_for
+from domain.routing import Catalogue, ModelEntry, NoModelAvailable, Provider, WrongModelKind
+from domain.scope import Scope
+from infrastructure.persistence import eventsourcing_env
+from tests.conftest import PEPPER
+
+PRICES = PriceSheet(1_000_000, 2_000_000)
+ESTIMATE = TokenCounts(30, 8)
+OPERATOR = Actor("operator", "metering-tests")
+
+tokens = st.builds(
+    lambda p, c, cached, r: TokenCounts(p, c, min(cached, p), 0, min(r, c)),
+    st.integers(0, 10_000),
+    st.integers(0, 10_000),
+    st.integers(0, 10_000),
+    st.integers(0, 10_000),
+)
+
+
+# --- the charging decision, per outcome ---------------------------------------------------------
+
+
+def test_an_answer_with_usage_is_charged_the_reported_usage() -> None:
+    charge = decide_charge(Outcome.ANSWERED, PRICES, TokenCounts(10, 5), ESTIMATE)
+    assert (charge.tokens, charge.cost, charge.cost_source) == (TokenCounts(10, 5), 20, "reported")
+    assert (charge.status, charge.status_code) == ("ok", 200)
+
+
+def test_an_answer_without_usage_is_charged_the_estimate() -> None:
+    charge = decide_charge(Outcome.ANSWERED, PRICES, None, ESTIMATE)
+    assert (charge.tokens, charge.cost_source) == (ESTIMATE, "estimated")
+    assert charge.cost == PRICES.cost(ESTIMATE) > 0
+
+
+@pytest.mark.parametrize("outcome", sorted(NOT_CHARGED, key=lambda o: o.value))
+def test_failures_are_charged_nothing(outcome: Outcome) -> None:
+    charge = decide_charge(outcome, PRICES, TokenCounts(10, 5), ESTIMATE)
+    assert (charge.cost, charge.tokens, charge.cost_source) == (0, TokenCounts(), "none")
+
+
+def test_an_upstream_refusal_records_its_status_code() -> None:
+    charge = decide_charge(Outcome.UPSTREAM_REFUSED, PRICES, None, ESTIMATE, status_code=422)
+    assert (charge.status, charge.status_code) == ("upstream_refused", 422)
+    timeout = decide_charge(Outcome.UPSTREAM_TIMEOUT, PRICES, None, ESTIMATE)
+    assert (timeout.status, timeout.status_code) == ("upstream_timeout", 504)
+
+
+def test_a_stream_the_upstream_broke_off_is_charged_what_was_produced() -> None:
+    charge = decide_charge(Outcome.BROKEN_OFF, PRICES, None, ESTIMATE)
+    assert (charge.status, charge.status_code, charge.tokens) == ("upstream_error", 502, ESTIMATE)
+
+
+def test_a_client_hanging_up_before_any_output_is_still_charged_a_token() -> None:
+    charge = decide_charge(Outcome.CLIENT_CLOSED, PRICES, None, TokenCounts(30, 0))
+    assert charge.tokens == TokenCounts(30, 1)
+    assert (charge.status, charge.status_code, charge.cost_source) == (
+        "client_closed",
+        499,
+        "estimated",
+    )
+
+
+@given(st.sampled_from(list(Outcome)), st.none() | tokens, tokens)
+def test_every_outcome_is_charged_a_non_negative_price_of_its_tokens(
+    outcome: Outcome, reported: TokenCounts | None, estimated: TokenCounts
+) -> None:
+    charge = decide_charge(outcome, PRICES, reported, estimated)
+    assert charge.cost == PRICES.cost(charge.tokens) >= 0
+    if outcome in NOT_CHARGED:
+        assert charge.cost == 0 and charge.cost_source == "none"
+    elif outcome is Outcome.CLIENT_CLOSED:
+        assert charge.tokens.completion_tokens >= 1  # never nothing
+        assert charge.cost_source == ("reported" if charge.tokens == reported else "estimated")
+    else:
+        assert charge.tokens == (reported if reported is not None else estimated)
+
+
+# --- a metered call on the in-memory store -------------------------------------------------------
+
+OPENAI = Provider("p-openai", "http://127.0.0.1:9/v1", "", "us")
+ANTHROPIC = Provider("p-anthropic", "http://127.0.0.1:9/v1", "", "us", api="anthropic")
+CHAT = ModelEntry("a/chat", ("p-openai",), "chat", 1_000_000, 2_000_000, 100)
+CLAUDE = ModelEntry("b/claude", ("p-anthropic",), "claude", 500_000, 1_000_000, 100)
+EMBED = ModelEntry("a/embed", ("p-openai",), "embed", 20_000, 0, 0, kind="embedding")
+CATALOGUE = Catalogue(
+    {p.name: p for p in (OPENAI, ANTHROPIC)}, {m.id: m for m in (CHAT, CLAUDE, EMBED)}
+)
+
+
+@dataclass(frozen=True)
+class Key:
+    key_id: UUID
+    account_id: UUID
+    name: str
+    scope: Scope
+    policy: KeyPolicy = NO_POLICY
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.outcomes: list[MeteredOutcome] = []
+        self.refusals: list[tuple[str, str]] = []
+
+    def metered(self, outcome: MeteredOutcome) -> None:
+        self.outcomes.append(outcome)
+
+    def refused(self, api: Any, reason: str) -> None:
+        self.refusals.append((api, reason))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def ledger() -> Any:
+    app = Lowrouter(eventsourcing_env("memory://"), pepper=PEPPER.encode())
+    spend = SpendControl(app)
+    yield app, spend
+    spend.close()
+
+
+def open_key(app: Lowrouter, credits: int, scope: Scope | None = None) -> Key:
+    opened = app.open_account(f"acct-{datetime.now(UTC).timestamp()}", OPERATOR, credits)
+    issued = app.create_key(opened.account.id, "k", scope or Scope(), OPERATOR)
+    return Key(issued.key.id, opened.account.id, "k", scope or Scope())
+
+
+def request(**fields: Any) -> MeteredRequest:
+    return MeteredRequest(
+        **{"api": "messages", "model": "a/chat", "prompt_bound": 40, "output_cap": 10, **fields}
+    )
+
+
+@pytest.mark.anyio
+async def test_a_call_holds_its_worst_case_then_settles_once_with_the_outcome(ledger: Any) -> None:
+    app, spend = ledger
+    recorder = Recorder()
+    metering = Metering(spend, CATALOGUE, recorder)
+    key = open_key(app, 1_000_000)
+    call = await metering.begin(key, "req-1", request(), started=0.0)
+
+    assert call.hold == hold_for(CHAT.prices, 40, 10) > 0
+    held = spend.view(key.account_id).result(5)
+    assert held.held == call.hold  # durable before anything goes upstream
+
+    charged = await call.finish(Outcome.ANSWERED, reported=TokenCounts(12, 3))
+    again = await call.finish(Outcome.CLIENT_CLOSED)  # a second report changes nothing
+
+    assert charged == again == PRICES.cost(TokenCounts(12, 3))
+    page = spend.view(key.account_id).result(5)
+    assert page.held == 0 and page.balance == 1_000_000 - charged
+    [outcome] = recorder.outcomes
+    assert (outcome.api, outcome.model, outcome.provider, outcome.status) == (
+        "messages",
+        "a/chat",
+        "p-openai",
+        "ok",
+    )
+    assert (outcome.cost, outcome.cost_source) == (charged, "reported")
+
+
+@pytest.mark.anyio
+async def test_refusals_are_recorded_and_raised_before_anything_is_held(ledger: Any) -> None:
+    app, spend = ledger
+    recorder = Recorder()
+    metering = Metering(spend, CATALOGUE, recorder)
+    poor = open_key(app, 1)
+    with pytest.raises(InsufficientCredits):
+        await metering.begin(poor, "req-2", request(), started=0.0)
+    limited = open_key(app, 1_000_000, Scope(daily_limit=1))
+    with pytest.raises(DailyLimitExceeded):
+        await metering.begin(limited, "req-3", request(), started=0.0)
+    assert recorder.refusals == [
+        ("messages", "insufficient_credits"),
+        ("messages", "daily_limit_exceeded"),
+    ]
+    assert spend.view(poor.account_id).result(5).held == 0
+
+
+@pytest.mark.anyio
+async def test_an_abandoned_call_is_recorded_and_charged_nothing(ledger: Any) -> None:
+    app, spend = ledger
+    metering = Metering(spend, CATALOGUE)
+    key = open_key(app, 1_000_000)
+    call = await metering.begin(key, "req-4", request(), started=0.0)
+    call.abandon()
+    assert call.settled and call.charge is not None and call.charge.status == "gateway_error"
+    page = spend.view(key.account_id).result(5)
+    assert (page.held, page.balance) == (0, 1_000_000)
+
+
+def test_routing_follows_the_api_the_kind_and_the_dialect() -> None:
+    metering = Metering(None, CATALOGUE)  # type: ignore[arg-type]  # routing needs no ledger
+    anywhere = Scope()
+    assert [p.name for _, p in metering.route(anywhere, request(model="b/claude"))] == [
+        "p-anthropic"
+    ]
+    auto = metering.route(anywhere, request(model="lowrouter/auto"))
+    assert {e.id for e, _ in auto} == {"a/chat", "b/claude"}  # chat models only, cheapest first
+    assert auto[0][0] == CLAUDE
+    openai_only = request(model="lowrouter/auto", api="responses", dialects=("openai",))
+    assert [e.id for e, _ in metering.route(anywhere, openai_only)] == ["a/chat"]
+    with pytest.raises(WrongModelKind):
+        metering.route(anywhere, request(model="a/embed"))
+    with pytest.raises(WrongModelKind):
+        metering.route(anywhere, request(model="a/chat", kind="embedding"))
+    assert metering.route(anywhere, request(model="a/embed", kind="embedding"))[0][0] == EMBED
+    with pytest.raises(NoModelAvailable):
+        metering.route(Scope(models=("a/embed",)), request(model="lowrouter/auto"))
