@@ -230,8 +230,13 @@ class ProjectionRunner:
             if conn.dialect.name == "postgresql":
                 # A projection is a pure function of the log: after a crash it re-applies from
                 # its durable position, so its commits need not wait for the disk (rows and
-                # position commit or vanish together).
-                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                # position commit or vanish together). A runner whose host vanished mid-batch
+                # must not keep the position row locked: the server ends it after 5 s idle
+                # (set here, per transaction, as a transaction-mode pooler allows).
+                conn.exec_driver_sql(
+                    "SET LOCAL synchronous_commit = off; "
+                    "SET LOCAL idle_in_transaction_session_timeout = '5s'"
+                )
             claimed = conn.execute(
                 update(positions)
                 .where(positions.c.name == projection.name, positions.c.position == start)

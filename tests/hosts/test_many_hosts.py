@@ -127,6 +127,18 @@ def cluster(request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path) -
         yield Cluster(runtime, made, urls)
 
 
+def activity(runtime: Runtime) -> list[tuple[object, ...]]:
+    """What every connection to the database is doing (for a failure's message)."""
+    with runtime.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT application_name, state, wait_event_type, left(query, 80) "
+                "FROM pg_stat_activity WHERE datname = current_database()"
+            )
+        )
+        return [tuple(row) for row in rows]
+
+
 def complete(client: httpx.Client, url: str, token: str) -> int:
     headers = {"Authorization": f"Bearer {token}"}
     return client.post(url + "/chat/completions", json=BODY, headers=headers).status_code
@@ -250,7 +262,7 @@ def when_the_background_host_vanishes_another_takes_over_within_a_second(
         all(s.position >= head for s in runtime.projections.status())
         and chain_position(runtime.engine) >= head
     ):
-        assert time.monotonic() < deadline, runtime.projections.status()
+        assert time.monotonic() < deadline, (runtime.projections.status(), activity(runtime))
         time.sleep(0.05)
     # No hold left open: the dead host's in-flight requests are settled by the new
     # leader's reconciler once they are older than the hold timeout.

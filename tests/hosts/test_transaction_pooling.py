@@ -53,16 +53,16 @@ def hammer(database: Database, threads: int = 8, each: int = 60) -> list[str]:
 
 
 def test_prepared_statements_are_off_behind_transaction_pooling(bounced_url: str) -> None:
+    """(With them on, the same hammering meets "prepared statement does not exist" on another
+    server connection — but only when PgBouncer happens to shuffle them, so that is not
+    asserted here.)"""
     unprepared = Database(bounced_url, pool_size=4, transaction_pooler=True)
-    prepared = Database(bounced_url, pool_size=4, transaction_pooler=False)
     try:
         assert hammer(unprepared) == []
-        # The control: prepared statements through transaction pooling meet "does not exist"
-        # (or "already exists") on another server connection.
-        assert hammer(prepared), "expected prepared statements to break through PgBouncer"
+        with unprepared.connection() as conn:
+            assert conn.prepare_threshold is None
     finally:
         unprepared.close()
-        prepared.close()
 
 
 def test_the_page_lock_excludes_across_processes_through_transaction_pooling(
