@@ -169,12 +169,14 @@ def investigate_key(
 
 
 def _end_of_use(key: ApiKey, now: datetime) -> datetime:
-    """When the key stopped working (revoked, or its rotation grace ended), else now. The window
-    ends just after that moment, so a request in the same microsecond is counted."""
-    if key.revoked_at is not None:
+    """When the key stopped working (revoked, its rotation grace ended, or it expired: the access
+    policy's answer), else now. The window ends just after a revocation or now, so a request in
+    the same microsecond is counted; a deadline is the first moment the key was refused."""
+    access = key.access_at(now)
+    if access.state == "revoked" and key.revoked_at is not None:
         return key.revoked_at + timedelta(microseconds=1)
-    if key.status_at(now) == "revoked" and key.grace_deadline is not None:
-        return key.grace_deadline
+    if access.ended and access.ended_at is not None:
+        return access.ended_at
     return now + timedelta(microseconds=1)
 
 

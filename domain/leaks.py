@@ -27,9 +27,9 @@ class LeakReported(Aggregate.Event):
     actor: dict[str, Any]
 
     def apply(self, key: ApiKey) -> None:
-        reported = getattr(key, "leak_urls", None)
-        if reported is None:
-            reported = key.leak_urls = []  # type: ignore[attr-defined]
+        reported: list[str] | None = getattr(key, "leak_urls", None)
+        if reported is None:  # ApiKey has no such field: the list joins a key on its first leak
+            reported = vars(key).setdefault("leak_urls", [])
         reported.append(self.url)
 
 

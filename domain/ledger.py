@@ -29,6 +29,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from domain.actor import Actor
+from domain.bounds import bounded_usage
 from domain.errors import (
     ConcurrencyLimitExceeded,
     DailyLimitExceeded,
@@ -436,7 +437,9 @@ class LedgerPage(Aggregate):
             return None
         if cost < 0:
             raise InvalidAmount("a cost cannot be negative")
+        fields, bounding_flags = bounded_usage(usage.event_fields())
         flags = list(usage.flags)
+        flags.extend(f for f in bounding_flags if f not in flags)
         if cost > hold["amount"]:
             flags.append("over_hold")
             cost = hold["amount"]
@@ -449,7 +452,7 @@ class LedgerPage(Aggregate):
             cost=cost,
             flags=flags,
             timestamp=at,
-            **usage.event_fields(),
+            **fields,
         )
         return cost
 

@@ -84,6 +84,10 @@ class KeyPolicy:
             ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1 (a dual-stack socket's view)
         return any(ip.version == net.version and ip in net for net in self._networks)
 
+    def as_parts(self) -> dict[str, Any]:
+        """Every field, for a change that sets them all (`policy.changed(**parts)`)."""
+        return {name: getattr(self, name) for name in POLICY_FIELDS}
+
     def changed(self, **changes: Any) -> "KeyPolicy":
         return replace(self, **changes)
 

@@ -52,6 +52,10 @@ class Scope:
             "daily_limit": self.daily_limit,
         }
 
+    def as_parts(self) -> dict[str, object]:
+        """Every part, for a change that sets them all (`replace(scope, **parts)`)."""
+        return {"models": self.models, "region": self.region, "daily_limit": self.daily_limit}
+
     @classmethod
     def from_fields(
         cls, models: list[str] | None, region: str | None, daily_limit: int | None

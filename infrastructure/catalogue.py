@@ -56,6 +56,10 @@ __all__ = [  # the routing and pricing names this module has always offered
 
 DEMO_PROVIDER = "lowrouter-demo"
 DEMO_MODEL = "lowrouter/echo"
+# The demo upstream is reached inside the gateway process (infrastructure.upstream), never over
+# the network: this host name is reserved (RFC 2606) and only ever routed in-process.
+DEMO_HOST = "lowrouter-demo.invalid"
+DEMO_BASE_URL = f"http://{DEMO_HOST}/v1"
 DEMO_EMBEDDING_MODEL = "lowrouter/echo-embedding"
 MAX_OUTPUT_TOKENS_BOUND = 10_000_000
 
@@ -90,9 +94,9 @@ class ConfigError(ValueError):
 # --- the demo catalogue --------------------------------------------------------------------
 
 
-def demo_catalogue(base_url: str) -> Catalogue:
+def demo_catalogue(base_url: str = DEMO_BASE_URL) -> Catalogue:
     """With no configuration: the built-in demo upstream serving `lowrouter/echo` (and an echo
-    embedding model) offline."""
+    embedding model) offline, reached in-process."""
     provider = Provider(
         name=DEMO_PROVIDER,
         base_url=base_url.rstrip("/"),

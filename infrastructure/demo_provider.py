@@ -1,9 +1,11 @@
 """A tiny OpenAI-compatible upstream for the offline quick start: it echoes, it does not think.
 
-The gateway mounts it at `/demo/v1` when no catalogue file is configured, and the demo catalogue
-points the models `lowrouter/echo` and `lowrouter/echo-embedding` at it. It answers chat
-completions, legacy completions, Responses and embeddings (Anthropic Messages reach it translated
-to chat), streaming and not. Tokens are counted as whitespace-separated words.
+Only when no catalogue file is configured, the demo catalogue points the models `lowrouter/echo`
+and `lowrouter/echo-embedding` at it, and the gateway reaches it inside its own process
+(infrastructure.upstream.InProcessDemo), after authentication and under the same body limits:
+it is not a public route. It answers chat completions, legacy completions, Responses and
+embeddings (Anthropic Messages reach it translated to chat), streaming and not. Tokens are
+counted as whitespace-separated words.
 """
 
 import hashlib

@@ -1,8 +1,10 @@
 """Wiring the event store (eventsourcing) and the projection tables (SQLAlchemy) to one database."""
 
+import os
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -34,6 +36,7 @@ def _store_env(database_url: str) -> dict[str, str]:
     if database_url.startswith("sqlite:///"):
         path = sqlite_path(database_url).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(path)
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": str(path),
@@ -50,6 +53,14 @@ def _store_env(database_url: str) -> dict[str, str]:
         "POSTGRES_LOCK_TIMEOUT": "10",
         "POSTGRES_CONNECT_TIMEOUT": "5",
     }
+
+
+def create_private(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (0600, whatever the umask): it holds
+    token hashes and every account's history. SQLite gives its -wal and -shm files the same
+    mode. An existing file is left as it is."""
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def open_database(settings: Settings, role: str) -> Database | None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from sqlalchemy import Engine
@@ -35,11 +35,14 @@ from projections import all_projections
 from projections.chain import catch_up_chain
 from projections.holds import stale_holds
 from projections.lookup import KeyLookup
-from projections.runner import ProjectionRunner
+from projections.runner import ProjectionFailed, ProjectionRunner
 from projections.webhooks import create_delivery_tables
 
 SCHEMA_LOCK = UUID("6c6f7772-6f75-7465-7273-6368656d6121")  # an advisory lock key, not an account
 LEADERSHIP_TICK = 0.1  # seconds between the background jobs' looks at the leadership
+
+if TYPE_CHECKING:  # imported when first used: the webhooks load only where they run
+    from application.webhooks import Webhooks
 
 
 @dataclass
@@ -56,15 +59,20 @@ class Runtime:
     _deliverer: Any = None  # infrastructure.webhooks.deliverer.Deliverer, once started
 
     @cached_property
-    def webhooks(self) -> Any:
+    def webhooks(self) -> "Webhooks":
         """The webhook use cases (application.webhooks.Webhooks)."""
         from infrastructure.webhooks.wiring import webhook_use_cases
 
         return webhook_use_cases(self)
 
     def reconcile(self) -> int:
-        """Settle holds older than the hold timeout (see application.reconcile)."""
-        self.projections.catch_up(["usage"])
+        """Settle holds older than the hold timeout (see application.reconcile). A failed usage
+        projection does not stop it: settling is idempotent per request id, so a hold whose
+        settlement the open-holds table has not seen yet is left as it is by the ledger."""
+        try:
+            self.projections.catch_up(["usage"])
+        except ProjectionFailed as failure:
+            logging.getLogger("lowrouter.reconcile").error("reconciling without %s", failure)
         return reconcile(
             self.ledger,
             self.spend,

@@ -6,6 +6,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -16,20 +17,20 @@ from infrastructure.http.app import create_app
 from infrastructure.observability.logs import configure_logging, logging_config
 from infrastructure.observability.metrics import MULTIPROC_ENV, use_multiprocess_dir
 from infrastructure.runtime import open_runtime
-from infrastructure.settings import Settings, load_settings
+from infrastructure.settings import Settings, load_settings, masked_url
 
 
-def load_catalogue_for(settings: Settings, demo_base_url: str) -> Catalogue:
+def load_catalogue_for(settings: Settings) -> Catalogue:
+    """The configured catalogue; only with none, the demo (its upstream runs in-process)."""
     if settings.config_path is None:
-        return demo_catalogue(demo_base_url)
+        return demo_catalogue()
     return load_catalogue(settings.config_path, os.environ)
 
 
 def app_factory() -> Starlette:
     """Build the app in a worker process, from the environment `serve` prepared."""
     settings = load_settings()
-    demo = os.environ.get("LOWROUTER_DEMO_BASE_URL", "http://127.0.0.1:8080/demo/v1")
-    catalogue = load_catalogue_for(settings, demo)
+    catalogue = load_catalogue_for(settings)
     return create_app(open_runtime(settings, prepare_schema=False, role="gateway"), catalogue)
 
 
@@ -55,13 +56,19 @@ def metrics_directory(settings: Settings) -> str | None:
     return made
 
 
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn believes X-Forwarded-For/-Proto only from LOWROUTER_TRUSTED_PROXIES (uvicorn's own
+    default trusts 127.0.0.1, so anything on the host could claim any client address)."""
+    trusted = list(settings.trusted_proxies)
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or None}
+
+
 def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
     configure_logging(settings.log_format)
     say = announcer(settings)
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    demo_base_url = f"http://{local}:{port}/demo/v1"
     try:
-        load_catalogue_for(settings, demo_base_url)  # fail fast, with one line, before starting
+        load_catalogue_for(settings)  # fail fast, with one line, before starting
     except ConfigError as error:
         if settings.log_format == "json":
             log.error("lowrouter: %s", error, extra={"event": "config_error"})
@@ -70,7 +77,6 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
         return 2
     made_metrics_dir = metrics_directory(settings)
     os.environ["LOWROUTER_DATABASE_URL"] = settings.database_url
-    os.environ["LOWROUTER_DEMO_BASE_URL"] = demo_base_url
     # Prepare the schema once, before workers race to create it.
     open_runtime(settings, role="serve").close()
     # Unless told otherwise, the projections, reconciler and chain get a process of their own.
@@ -83,7 +89,8 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
             "this gateway (projections, stale holds, tamper-evidence chain)",
             file=sys.stderr,
         )
-    say(f"lowrouter: gateway on http://{local}:{port}/api/v1 (database {settings.database_url})")
+    database = masked_url(settings.database_url)  # never the password
+    say(f"lowrouter: gateway on http://{local}:{port}/api/v1 (database {database})")
     if settings.config_path is None:
         say("lowrouter: no LOWROUTER_CONFIG: serving the built-in DEMO model lowrouter/echo")
     say(
@@ -101,8 +108,12 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
             port=port,
             workers=workers if workers > 1 else None,
             log_level="warning",
+            **proxy_options(settings),
             log_config=logging_config(settings.log_format),
             access_log=False,  # the observability middleware writes the one request line
+            # The client address is lowrouter's to decide (LOWROUTER_TRUSTED_PROXIES): uvicorn
+            # would otherwise believe X-Forwarded-For from 127.0.0.1 before the app sees it.
+            proxy_headers=False,
             loop="auto",
             http="auto",
         )

@@ -1,6 +1,7 @@
 """All configuration, read from the environment once, in one place."""
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ class Settings:
     max_body_bytes: int = MiB
     hold_timeout_seconds: float = 600.0
     upstream_timeout_seconds: float = 120.0
+    body_timeout_seconds: float = 30.0  # a request body must arrive within this (slow drip)
     # Where the projections, the reconciler and the chain run: "inline" in each app's own threads,
     # or "external" in a process of their own (`lowrouter serve` starts one for its workers).
     background: str = "inline"
@@ -92,6 +94,7 @@ def load_settings(
         max_body_bytes=_int(env, "LOWROUTER_MAX_BODY_BYTES", MiB),
         hold_timeout_seconds=float(_int(env, "LOWROUTER_HOLD_TIMEOUT_SECONDS", 600)),
         upstream_timeout_seconds=float(_int(env, "LOWROUTER_UPSTREAM_TIMEOUT_SECONDS", 120)),
+        body_timeout_seconds=float(_int(env, "LOWROUTER_BODY_TIMEOUT_SECONDS", 30)),
         background=_choice(env, "LOWROUTER_BACKGROUND", BACKGROUND_CHOICES),
         db_pool_size=_int(env, "LOWROUTER_DB_POOL_SIZE", 4),
         database_pooler=_choice(env, "LOWROUTER_DATABASE_POOLER", POOLER_CHOICES),
@@ -135,8 +138,23 @@ def check_database_url(url: str) -> None:
     if parts.scheme in ("postgresql", "postgres") and parts.path.strip("/"):
         return
     raise SettingsError(
-        f"LOWROUTER_DATABASE_URL {url!r} is not sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+        f"LOWROUTER_DATABASE_URL {masked_url(url)!r} is not sqlite:///PATH or "
+        "postgresql://USER@HOST:PORT/DB"
     )
+
+
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
+_CONNINFO_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+
+
+def masked_url(url: str) -> str:
+    """A database URL as it may be printed: the password, if any, as ***."""
+    return mask_passwords(url)
+
+
+def mask_passwords(text: str) -> str:
+    """Any text (an error, a log line) with URL and libpq passwords replaced by ***."""
+    return _CONNINFO_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
 
 
 def sqlite_path(url: str) -> Path:

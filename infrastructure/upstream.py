@@ -6,6 +6,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from domain.routing import Provider
+from infrastructure.catalogue import DEMO_BASE_URL, DEMO_HOST
 from infrastructure.dialects import anthropic, openai
 from infrastructure.observability.upstream import observed_send
 
@@ -62,10 +63,33 @@ class Upstream:
         await self.transport.aclose()
 
 
+class InProcessDemo(httpx.AsyncBaseTransport):
+    """Requests to the demo provider's host go to the demo app inside this process, so the demo
+    upstream is never a public route (nothing unauthenticated reaches it); the rest go out."""
+
+    def __init__(self, network: httpx.AsyncBaseTransport) -> None:
+        from starlette.applications import Starlette
+        from starlette.routing import Mount
+
+        from infrastructure.demo_provider import demo_upstream_app
+
+        self.network = network
+        app = Starlette(routes=[Mount(httpx.URL(DEMO_BASE_URL).path, app=demo_upstream_app())])
+        self.demo = httpx.ASGITransport(app=app)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == DEMO_HOST:
+            return await self.demo.handle_async_request(request)
+        return await self.network.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.network.aclose()
+
+
 def build_upstream(timeout: float) -> Upstream:
     """One pooled client for the whole process (connections are reused across requests)."""
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=256, keepalive_expiry=30)
-    transport = UpstreamTransport(limits=limits, trust_env=False)
+    transport = InProcessDemo(UpstreamTransport(limits=limits, trust_env=False))
     return Upstream(transport, httpx.Timeout(timeout, connect=5.0))
 
 

@@ -141,3 +141,24 @@ def _event_value(name: str, value: Any) -> Any:
     if name in _EVENT_MONEY and isinstance(value, int) and not isinstance(value, bool):
         return format_credits(value)
     return value
+
+
+def management_key_json(key: Any, *, last_used_at: datetime | None = None) -> dict[str, Any]:
+    """The public MGMT_KEY shape (application.management_keys.ManagementKey). Never a token."""
+    revoked_at = key.revoked_at
+    if revoked_at is None and key.status == "revoked":  # rotated and past its grace
+        revoked_at = key.grace_deadline
+    return {
+        "id": str(key.id),
+        "name": key.name,
+        "display": key.display,
+        "prefix": key.prefix,
+        "last4": key.last4,
+        "status": key.status,
+        "created_at": iso(key.created_at),
+        "last_used_at": iso(last_used_at),
+        "revoked_at": iso(revoked_at),
+        "rotation_grace_until": iso(key.grace_deadline),
+        "predecessor_id": key.predecessor_id,
+        "successor_id": key.successor_id,
+    }

@@ -4,7 +4,7 @@ verify-balances). The tables are written by the projection in projections.forens
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -20,6 +20,8 @@ from application.investigation import (
 )
 from application.keys import Lowrouter
 from application.verification import Figures
+from domain.access import key_access
+from domain.policy import KeyPolicy
 from projections.forensics_tables import flag_acknowledgements, key_clients, key_flags
 from projections.schema import daily_spend, from_us, holds, keys, positions, to_us, usage
 
@@ -220,6 +222,9 @@ def _matches(engine: Engine, *conditions: Any) -> list[KeyMatch]:
             keys.c.last4,
             keys.c.status,
             keys.c.created_us,
+            keys.c.grace_deadline_us,
+            keys.c.revoked_us,
+            keys.c.expires_us,
         )
         .where(*conditions)
         .order_by(keys.c.created_us, keys.c.key_id)
@@ -232,11 +237,22 @@ def _matches(engine: Engine, *conditions: Any) -> list[KeyMatch]:
                 kind=row.kind,
                 name=row.name,
                 display=f"{row.prefix}…{row.last4}",
-                status=row.status,
+                status=_status_now(row),
                 created=_time(row.created_us),
             )
             for row in conn.execute(query)
         ]
+
+
+def _status_now(row: Any) -> str:
+    """The key's status now, by the access policy (the stored column says "rotating" until a
+    revocation, even after the grace ended)."""
+    return key_access(
+        revoked_at=from_us(row.revoked_us) if row.status == "revoked" else None,
+        grace_deadline=from_us(row.grace_deadline_us),
+        policy=KeyPolicy(expires_at=from_us(row.expires_us)),
+        now=datetime.now(UTC),
+    ).status
 
 
 # Reading: the money the usage projection recorded, for --verify-balances ------------------------

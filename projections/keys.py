@@ -30,6 +30,7 @@ class KeyLookupProjection:
             Account.Opened,
             Account.ManagementKeyIssued,
             Account.ManagementKeyRevoked,
+            Account.ManagementKeyRotated,
         )
     )
 
@@ -110,12 +111,24 @@ class KeyLookupProjection:
                 token_hash=e.token_hash,
                 kind=TokenKind.MANAGEMENT.code,
                 account_id=str(e.originator_id),
-                name="management key",
+                name=e.name,
                 prefix=e.prefix,
                 last4=e.last4,
                 status="active",
                 created_us=to_us(e.timestamp),
+                predecessor_id=str(e.predecessor_id) if e.predecessor_id else None,
             )
+        )
+
+    def _Account_ManagementKeyRotated(
+        self, conn: Connection, e: Account.ManagementKeyRotated
+    ) -> None:
+        self._update(
+            conn,
+            e.key_id,
+            status="rotating",
+            successor_id=str(e.successor_id),
+            grace_deadline_us=to_us(e.grace_deadline),
         )
 
     def _Account_ManagementKeyRevoked(

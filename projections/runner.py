@@ -27,6 +27,8 @@ from projections.schema import metadata, positions, projection_failures
 log = logging.getLogger("lowrouter.projections")
 
 BATCH_SIZE = 2000
+ACCESS = "keys"  # the projection access is judged from: its failure stops the gateway's auth
+RETRY_FAILED = 30.0  # seconds before a failed (non-access) projection is tried again
 MIN_CYCLE = 0.1  # seconds: at most 10 cycles a second, each a batch (see _run)
 STANDBY_INTERVAL = 0.15  # how often a standby runner checks whether it should take over
 
@@ -82,7 +84,11 @@ class ProjectionRunner:
         # pooler cannot hold a LISTEN). None: poll only.
         self._listen_conninfo = listen_conninfo
         self.projections = {p.name: p for p in projections}
-        self.failure: ProjectionFailed | None = None
+        # Every projection that failed on an event, by name. Only the access projection's
+        # failure stops this runner (and makes the gateway refuse to authenticate); the others
+        # stay stuck at their event, retried now and then, while the rest keep following.
+        self.failures: dict[str, ProjectionFailed] = {}
+        self._failed_at: dict[str, float] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -146,6 +152,11 @@ class ProjectionRunner:
         head = self.head()
         return [ProjectionStatus(name, self.position(name), head) for name in self.projections]
 
+    @property
+    def failure(self) -> ProjectionFailed | None:
+        """The access projection's failure, if it failed: access cannot be judged any more."""
+        return self.failures.get(ACCESS)
+
     # Processing ---------------------------------------------------------------------------
 
     def catch_up(
@@ -154,21 +165,53 @@ class ProjectionRunner:
         until: int | None = None,
         progress: Callable[[str, int, int], None] | None = None,
     ) -> int:
-        """Apply every event up to the head (or `until`). Returns how many events were applied."""
+        """Apply every event up to the head (or `until`). Returns how many events were applied.
+
+        A projection that fails does not hold the others back: each is caught up in turn, and
+        the first failure is raised once all have had their go."""
         applied = 0
         head = self.head()
         stop = head if until is None else min(head, until)
-        for name in names or list(self.projections):
-            projection = self.projections[name]
-            position = self.position(name)
-            while position < stop:
-                claimed, position, count = self._apply_next_batch(projection, position, stop)
-                if not claimed:  # another runner moved it: continue from where it is
-                    position = self.position(name)
-                applied += count
-                if progress is not None:
-                    progress(name, position, head)
+        first_failure: ProjectionFailed | None = None
+        for name in list(self.projections) if names is None else names:
+            try:
+                applied += self._catch_up_one(name, stop, head, progress)
+            except ProjectionFailed as failure:
+                self.failures[name] = failure
+                self._failed_at[name] = time.monotonic()
+                first_failure = first_failure or failure
+        if first_failure is not None:
+            raise first_failure
         return applied
+
+    def _catch_up_one(
+        self,
+        name: str,
+        stop: int,
+        head: int,
+        progress: Callable[[str, int, int], None] | None,
+    ) -> int:
+        applied = 0
+        projection = self.projections[name]
+        position = self.position(name)
+        while position < stop:
+            claimed, position, count = self._apply_next_batch(projection, position, stop)
+            if not claimed:  # another runner moved it: continue from where it is
+                position = self.position(name)
+            applied += count
+            if progress is not None:
+                progress(name, position, head)
+        self.failures.pop(name, None)  # it got past whatever stopped it
+        return applied
+
+    def _due(self) -> list[str]:
+        """The projections a background cycle works on: all but those that failed recently."""
+        now = time.monotonic()
+        return [
+            name
+            for name in self.projections
+            if name not in self.failures or now - self._failed_at[name] >= RETRY_FAILED
+        ]
 
     def _apply_next_batch(
         self, projection: Projection, start: int, stop: int
@@ -352,15 +395,20 @@ class ProjectionRunner:
                 if not self.leading:
                     self._stop.wait(STANDBY_INTERVAL)
                     continue
-                self.catch_up()
+                self.catch_up(self._due())
             except ProjectionFailed as failure:
-                self.failure = failure
-                log.critical("%s; the runner has stopped", failure)
-                self.leading = False
-                release = getattr(self.leadership, "release", None)
-                if release is not None:
-                    release()  # a standby elsewhere may try (and will stop at the same event)
-                return
+                if self.failure is not None:
+                    log.critical("%s; the runner has stopped", self.failure)
+                    self.leading = False
+                    release = getattr(self.leadership, "release", None)
+                    if release is not None:
+                        release()  # a standby elsewhere may try (and will stop at the same event)
+                    return
+                log.critical(
+                    "%s; the other projections keep following, this one is retried every %g s",
+                    failure,
+                    RETRY_FAILED,
+                )
             except Exception:  # a database hiccup: log it and try again shortly
                 log.exception("projection runner error; retrying")
                 time.sleep(0.5)

@@ -98,21 +98,22 @@ usage = Table(
     Column("model", Text, nullable=False),
     Column("provider", Text),
     Column("region", String(32)),
-    Column("prompt_tokens", Integer, nullable=False),
-    Column("completion_tokens", Integer, nullable=False),
+    # 64-bit: an event can hold any count the edge accepts (domain.bounds), so none can fail here.
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
     Column("held", BigInteger, nullable=False),
     Column("cost", BigInteger, nullable=False),
     Column("status", String(32), nullable=False),
     Column("status_code", Integer, nullable=False),
-    Column("latency_ms", Integer, nullable=False),
+    Column("latency_ms", BigInteger, nullable=False),
     Column("streamed", Boolean, nullable=False),
     Column("client_ip", String(64)),
     Column("user_agent", Text),
     Column("flags", Text, nullable=False),  # JSON list
     Column("api", String(32), nullable=False),  # "chat.completions", "messages", …
-    Column("cached_prompt_tokens", Integer, nullable=False),
-    Column("cache_write_tokens", Integer, nullable=False),
-    Column("reasoning_tokens", Integer, nullable=False),
+    Column("cached_prompt_tokens", BigInteger, nullable=False),
+    Column("cache_write_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
     Column("cost_source", String(16), nullable=False),  # "reported" | "estimated" | "none"
     Column("upstream_cost", Text),  # the upstream's own reported cost, a decimal string
 )
@@ -127,7 +128,7 @@ daily_spend = Table(
     Column("day", String(10), primary_key=True),
     Column("account_id", String(36), nullable=False, index=True),
     Column("cost", BigInteger, nullable=False),
-    Column("requests", Integer, nullable=False),
+    Column("requests", BigInteger, nullable=False),
 )
 
 # Per key: first and last use (the KEY shape's last_used_at).

@@ -15,7 +15,7 @@ from projections.schema import daily_spend, holds, key_activity, ledger_pages, t
 
 class UsageProjection:
     name = "usage"
-    schema_version = 2  # 2: api, cached/cache-write/reasoning tokens, cost source
+    schema_version = 3  # 2: api, cached/cache-write/reasoning tokens, cost source; 3: 64-bit
     tables = (usage, daily_spend, key_activity, holds, ledger_pages)
     topics = tuple(
         get_topic(cls)

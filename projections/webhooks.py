@@ -43,8 +43,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    and_,
     delete,
+    func,
+    inspect,
     or_,
     select,
     tuple_,
@@ -93,7 +94,11 @@ messages = Table(
     Column("at_us", BigInteger, nullable=False),
     Column("not_before_us", BigInteger, nullable=False),  # key.expiring: 7 days before expiry
     Column("withdrawn", Boolean, nullable=False),  # no longer owed (the expiry changed): not sent
+    # The outbox's position when the row was written: grows with every batch, so the deliverer
+    # finds new messages from where it last looked (a flag's message can have a lower position).
+    Column("seq", BigInteger, nullable=False),
 )
+Index("lr_webhook_messages_seq", messages.c.seq)
 Index("lr_webhook_messages_endpoint", messages.c.endpoint_id, messages.c.position)
 Index("lr_webhook_messages_position", messages.c.position)
 
@@ -171,6 +176,15 @@ delivery_state = Table(
     Column("lease_until_us", BigInteger),  # a deliverer is sending it until then
     Column("delivered_us", BigInteger),
     Column("gave_up", Boolean, nullable=False),
+    Column("pending", Boolean, nullable=False),  # not delivered, given up or dropped yet
+)
+Index("lr_webhook_delivery_pending", delivery_state.c.pending, delivery_state.c.next_attempt_us)
+
+imported = Table(  # how far the deliverers have taken new messages into delivery_state
+    "lr_webhook_imported",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
 )
 
 attempts = Table(
@@ -186,11 +200,31 @@ attempts = Table(
     Column("next_attempt_us", BigInteger),  # None: delivered, or given up
 )
 
-DELIVERY_TABLES = (delivery_state, attempts)
+DELIVERY_TABLES = (delivery_state, attempts, imported)
 
 
 def create_delivery_tables(engine: Engine) -> None:
     metadata.create_all(engine, tables=list(DELIVERY_TABLES))
+    _add_pending_column(engine)
+
+
+def _add_pending_column(engine: Engine) -> None:
+    """Delivery state written before `pending` existed (an early 0.3 development build) gains
+    it, filled from what the rows say, and its index."""
+    columns = {c["name"] for c in inspect(engine).get_columns(delivery_state.name)}
+    if "pending" in columns:
+        return
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"ALTER TABLE {delivery_state.name} ADD COLUMN pending BOOLEAN NOT NULL DEFAULT false"
+        )
+        conn.execute(
+            update(delivery_state)
+            .where(delivery_state.c.delivered_us.is_(None), delivery_state.c.gave_up.is_(False))
+            .values(pending=True)
+        )
+    for index in delivery_state.indexes:
+        index.create(engine, checkfirst=True)
 
 
 def message_id(endpoint_id: str, subject: str) -> str:
@@ -223,7 +257,7 @@ LIMIT_REFUSALS = {"daily_limit_exceeded": "daily", "monthly_limit_exceeded": "mo
 
 class WebhooksProjection:
     name = "webhooks"
-    schema_version = 2
+    schema_version = 3
     tables = (
         endpoints,
         messages,
@@ -243,7 +277,7 @@ class WebhooksProjection:
             batch.apply(position, event)
         bound = _own_position(conn, self.name) or max((p for p, _ in events), default=0)
         batch.read_flags(bound)
-        batch.write()
+        batch.write(seq=bound)
 
 
 @dataclass
@@ -700,7 +734,9 @@ class _Batch:
                     }
                 )
 
-    def write(self) -> None:
+    def write(self, seq: int) -> None:
+        for message in self.messages:
+            message["seq"] = seq
         for table, rows in self.dirty.items():
             if not rows:
                 continue
@@ -928,35 +964,92 @@ def deliveries_of_endpoint(
     return rows
 
 
+def import_new_messages(engine: Engine, limit: int = 5000) -> int:
+    """Give every message written since the last look a delivery state (pending, due at its
+    send time). Several deliverers may do it at once: a state that exists is left alone."""
+    with engine.begin() as conn:
+        cursor = conn.execute(
+            select(imported.c.seq).where(imported.c.name == "messages")
+        ).scalar_one_or_none()
+        if cursor is None:
+            _insert_ignoring_duplicates(conn, imported, [{"name": "messages", "seq": 0}], "name")
+            cursor = 0
+        last = conn.execute(
+            select(messages.c.seq)
+            .where(messages.c.seq > cursor)
+            .order_by(messages.c.seq)
+            .limit(1)
+            .offset(limit - 1)
+        ).scalar_one_or_none()
+        upto = (
+            last
+            if last is not None
+            else conn.execute(select(func.max(messages.c.seq))).scalar_one_or_none()
+        )
+        if upto is None or upto <= cursor:
+            return 0
+        rows = conn.execute(
+            select(messages.c.message_id, messages.c.not_before_us).where(
+                messages.c.seq > cursor, messages.c.seq <= upto
+            )
+        ).all()
+        states = [
+            {
+                "message_id": r.message_id,
+                "attempts": 0,
+                "next_attempt_us": r.not_before_us,
+                "lease_until_us": None,
+                "delivered_us": None,
+                "gave_up": False,
+                "pending": True,
+            }
+            for r in rows
+        ]
+        _insert_ignoring_duplicates(conn, delivery_state, states, "message_id")
+        conn.execute(
+            update(imported)
+            .where(imported.c.name == "messages", imported.c.seq < upto)
+            .values(seq=upto)
+        )
+        return len(states)
+
+
+def _insert_ignoring_duplicates(
+    conn: Connection, table: Table, rows: list[dict[str, Any]], key: str
+) -> None:
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+    for start in range(0, len(rows), 1000):
+        statement = dialect_insert(table).on_conflict_do_nothing(index_elements=[key])
+        conn.execute(statement, rows[start : start + 1000])
+
+
 def due_messages(engine: Engine, now_us: int, limit: int, skip: Iterable[str] = ()) -> list[Any]:
-    """Messages to send now: never attempted, or due for a retry and not leased by another
-    deliverer; of endpoints that were not removed; oldest first."""
+    """Pending messages due now and not leased by another deliverer, soonest first; with
+    whether they are still owed (not withdrawn, their endpoint not removed)."""
     state = delivery_state
     query = (
         select(
             messages.c.message_id,
             messages.c.endpoint_id,
             messages.c.body,
+            messages.c.withdrawn,
             endpoints.c.url,
+            endpoints.c.removed_us,
             state.c.attempts,
         )
+        .join(messages, messages.c.message_id == state.c.message_id)
         .join(endpoints, endpoints.c.endpoint_id == messages.c.endpoint_id)
-        .outerjoin(state, state.c.message_id == messages.c.message_id)
         .where(
-            endpoints.c.removed_us.is_(None),
-            messages.c.withdrawn.is_(False),
-            messages.c.not_before_us <= now_us,
-            or_(
-                state.c.message_id.is_(None),
-                and_(
-                    state.c.delivered_us.is_(None),
-                    state.c.gave_up.is_(False),
-                    state.c.next_attempt_us <= now_us,
-                    or_(state.c.lease_until_us.is_(None), state.c.lease_until_us < now_us),
-                ),
-            ),
+            state.c.pending.is_(True),
+            state.c.next_attempt_us <= now_us,
+            or_(state.c.lease_until_us.is_(None), state.c.lease_until_us < now_us),
         )
-        .order_by(messages.c.position)
+        .order_by(state.c.next_attempt_us)
         .limit(limit)
     )
     skipped = list(skip)
@@ -964,3 +1057,14 @@ def due_messages(engine: Engine, now_us: int, limit: int, skip: Iterable[str] = 
         query = query.where(messages.c.endpoint_id.not_in(skipped))
     with engine.connect() as conn:
         return list(conn.execute(query).all())
+
+
+def drop_messages(engine: Engine, message_ids: Sequence[str]) -> None:
+    """No longer owed (withdrawn, or the endpoint was removed): never sent."""
+    if message_ids:
+        with engine.begin() as conn:
+            conn.execute(
+                update(delivery_state)
+                .where(delivery_state.c.message_id.in_(list(message_ids)))
+                .values(pending=False, lease_until_us=None)
+            )

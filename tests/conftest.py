@@ -178,6 +178,7 @@ E2E_FIXTURES = {  # fixtures that start a server or a subprocess when the test r
     "pgbouncers",  # PgBouncer instances (tests/hosts/pgbouncer.py)
     "live",  # the dashboard's browser test
     "receiver",  # tests/webhooks: a webhook receiver on loopback
+    "pair",  # tests/policy: two gateway processes on one PostgreSQL
 }
 E2E_DIRECT_FIXTURES = {"cli"}  # the subprocess runner, when the test itself calls it
 E2E_MODULES = {  # modules whose tests start processes themselves
@@ -187,6 +188,11 @@ E2E_MODULES = {  # modules whose tests start processes themselves
     "tests/spend/test_crash_mid_commit.py",
     "tests/spend/test_two_gateways.py",
     "tests/infrastructure/test_fake_upstream.py",
+    "tests/security/test_unauthenticated_surface.py",
+    "tests/security/test_management_keys.py",
+    "tests/security/test_poison.py",
+    "tests/security/test_no_secret_relayed.py",
+    "tests/security/test_cli_hygiene.py",
     "tests/hosts/test_many_hosts.py",
     "tests/hosts/test_connection_budget.py",
     "tests/observability/test_serve_observed.py",
@@ -212,6 +218,8 @@ SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state mac
     "tests/hosts/test_connection_budget.py::test_a_worker_holds_at_most_three_idle_and_its_pool_size_under_load",
     "tests/observability/test_serve_observed.py::test_metrics_and_json_logs_of_two_workers_after_a_known_mix",
     "tests/dashboard/browser/test_layout.py::test_every_page_fits_a_laptop_and_a_phone_and_passes_axe",
+    "tests/policy/test_lookup_agrees.py::test_the_lookup_record_and_the_aggregate_always_agree",
+    "tests/policy/test_limits_across_processes.py::test_a_limit_admits_exactly_its_allowance_across_two_processes",
 }
 POSTGRES_FIXTURES = {"postgres_url", "postgres_template"}
 STORE_PARAMETERS = ("database_url", "store")

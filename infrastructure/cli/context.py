@@ -14,6 +14,7 @@ import orjson
 
 from domain.actor import Actor
 from infrastructure.cli.errors import Refused, without_password
+from infrastructure.cli.escaping import printable
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings, load_settings
 
@@ -71,13 +72,14 @@ class Context:
     # Output ---------------------------------------------------------------------------------
 
     def out(self, text: str = "") -> None:
-        print(text, file=self.stdout)
+        # Last line of defence (tables escape each cell): no terminal escape reaches stdout.
+        print(printable(text, keep_newlines=True), file=self.stdout)
 
     def warn(self, text: str) -> None:
-        print(f"{PROG}: warning: {text}", file=self.stderr)
+        print(f"{PROG}: warning: {printable(text)}", file=self.stderr)
 
     def note(self, text: str) -> None:
-        print(f"{PROG}: {text}", file=self.stderr)
+        print(f"{PROG}: {printable(text)}", file=self.stderr)
 
     def json(self, data: Any) -> None:
         self.out(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())

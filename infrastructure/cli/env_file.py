@@ -17,8 +17,9 @@ class EnvFile:
     a key exists whose token would be lost; a file this command created is removed if it fails.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, force: bool = False) -> None:
         self.path = path
+        self.force = force  # --force-env-file: follow a symlink, accept a loosely readable file
         self.existed = path.exists()
         self.loose_mode: int | None = None
         self.had_api_key = False
@@ -27,12 +28,25 @@ class EnvFile:
     def __enter__(self) -> "EnvFile":
         if self.path.is_dir():
             raise Refused(f"--env-file {self.path} is a directory")
+        if self.path.is_symlink() and not self.force:
+            # A link could point the token anywhere (another user's file, a synced folder).
+            raise Refused(
+                f"--env-file {self.path} is a symbolic link; give the real path "
+                "(or --force-env-file)"
+            )
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | (0 if self.force else os.O_NOFOLLOW)
         try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._fd = os.open(self.path, flags, 0o600)
         except OSError as error:
             raise Refused(f"cannot write --env-file {self.path}: {error.strerror}") from None
         mode = os.fstat(self._fd).st_mode & 0o777
         self.loose_mode = mode if mode & 0o077 else None
+        if self.loose_mode is not None and not self.force:
+            os.close(self._fd)
+            raise Refused(
+                f"--env-file {self.path} is readable by others (mode {mode:o}): run "
+                f"chmod 600 {self.path} first (or --force-env-file)"
+            )
         return self
 
     def write_api_key(self, token: str) -> None:

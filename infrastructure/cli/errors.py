@@ -3,9 +3,9 @@ what it prints.
 """
 
 import re
-from urllib.parse import urlsplit, urlunsplit
 
 from domain.tokens import display_of
+from infrastructure.settings import mask_passwords, masked_url
 
 _TOKEN_LIKE = re.compile(r"lr-(?:sk|mk)-[0-9A-Za-z]*+(?!…)")  # not one already shown as display
 
@@ -32,13 +32,10 @@ def redact_tokens(text: str) -> str:
 
 
 def without_password(database_url: str) -> str:
-    parts = urlsplit(database_url)
-    if parts.password is None:
-        return database_url
-    user_info, _, host = parts.netloc.rpartition("@")
-    user = user_info.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return masked_url(database_url)
 
 
 def one_line(text: str) -> str:
-    return " ".join(redact_tokens(text).split())
+    """An error as printed: one line, tokens shortened, passwords masked, control characters
+    gone (an error may quote outside text)."""
+    return " ".join(mask_passwords(redact_tokens(text)).split())

@@ -4,15 +4,15 @@ import argparse
 from typing import Any
 from uuid import UUID
 
-from domain.errors import KeyRevoked
+from application import management_keys
+from domain.errors import DomainError, KeyRevoked
 from domain.money import format_credits
 from infrastructure.cli.context import Context
-from infrastructure.cli.errors import Refused
 from infrastructure.cli.finding import _account_names, _one_key
 from infrastructure.cli.output import _events_table, render_record, render_table, section, when
 from infrastructure.cli.shapes import key_view
-from infrastructure.views import iso, key_event_json
-from projections.forensics import ClientSeen, KeyInvestigation, investigate_key
+from infrastructure.views import iso, key_event_json, management_key_json
+from projections.forensics import ClientSeen, KeyInvestigation, KeyMatch, investigate_key
 
 # Commands: investigate --------------------------------------------------------------------------
 
@@ -29,10 +29,8 @@ def investigate(ctx: Context, args: argparse.Namespace) -> int | None:
             ctx.note("nothing was revoked: several keys match")
         return 1 if args.revoke else None
     if match.kind == "mk":
-        raise Refused(
-            f"{match.display} is a management key of account {match.account_id}; "
-            "investigate covers inference keys (lr-sk-…)"
-        )
+        investigate_management_key(ctx, args, match)
+        return None
     key_id = UUID(match.key_id)
     revoked_now = args.revoke and revoke_for_leak(ctx, key_id)
     runtime.projections.catch_up()
@@ -43,6 +41,50 @@ def investigate(ctx: Context, args: argparse.Namespace) -> int | None:
     else:
         investigation_table(ctx, data)
     return None
+
+
+def investigate_management_key(ctx: Context, args: argparse.Namespace, match: KeyMatch) -> None:
+    """A management key's report: its lifecycle and every change made with it (when, from
+    which address, to what); with --revoke, it is revoked first."""
+    ledger, account_id, key_id = ctx.runtime.ledger, UUID(match.account_id), UUID(match.key_id)
+    revoked_now = False
+    if args.revoke:
+        try:
+            management_keys.revoke_management_key(ledger, account_id, key_id, ctx.actor)
+            revoked_now = True
+        except DomainError:
+            ctx.note("the key had already stopped working; nothing to revoke")
+    report = management_keys.investigate_management_key(ledger, account_id, key_id)
+    names = _account_names(ctx)
+    data: dict[str, Any] = {
+        "key": {**management_key_json(report.key), "kind": "management"},
+        "account": {"id": match.account_id, "name": names.get(match.account_id)},
+        "revoked_now": revoked_now,
+        "lifecycle": [key_event_json(event) for event in report.lifecycle],
+        "actions": [
+            {**key_event_json(event), "stream": str(event.originator_id)}
+            for event in report.actions
+        ],
+    }
+    if ctx.format == "json":
+        ctx.json(data)
+        return
+    key, account = data["key"], data["account"]
+    revoked = " (revoked just now)" if revoked_now else ""
+    ctx.out(
+        render_record(
+            [
+                ("management key", f"{key['display']}  {key['id']}"),
+                ("name", key["name"]),
+                ("account", f"{account['name'] or '-'}  {account['id']}"),
+                ("status", key["status"] + revoked),
+                ("created", when(key["created_at"])),
+                ("revoked", when(key["revoked_at"])),
+            ]
+        )
+    )
+    section(ctx, "LIFECYCLE", _events_table(data["lifecycle"]))
+    section(ctx, f"CHANGES MADE WITH IT: {len(data['actions'])}", _events_table(data["actions"]))
 
 
 def revoke_for_leak(ctx: Context, key_id: UUID) -> bool:

@@ -35,7 +35,7 @@ def served_by_gateway(ctx: Context) -> Served:
     from infrastructure.server import load_catalogue_for
 
     try:
-        return served(load_catalogue_for(ctx.settings, "http://127.0.0.1/demo/v1"))
+        return served(load_catalogue_for(ctx.settings))
     except ConfigError as error:
         raise Refused(f"cannot check the scope against the catalogue: {error}") from None
 
@@ -88,7 +88,7 @@ def keys_create(ctx: Context, args: argparse.Namespace) -> None:
         view = key_view(ctx, issued.key)
         show_issued_token(ctx, issued.token.value, view, _key_record(view))
         return
-    with EnvFile(Path(args.env_file)) as env_file:
+    with EnvFile(Path(args.env_file), force=args.force_env_file) as env_file:
         issued = ctx.runtime.ledger.create_key(account.id, args.name, scope, ctx.actor, policy)
         env_file.write_api_key(issued.token.value)
     view = key_view(ctx, issued.key)

@@ -13,6 +13,7 @@ from infrastructure.cli.context import Context
 from infrastructure.cli.errors import Refused
 from infrastructure.cli.output import ProgressBar, render_table, when
 from infrastructure.observability.logs import configure_logging
+from infrastructure.settings import masked_url
 from infrastructure.views import iso
 from projections import all_projections
 from projections.schema import from_us, positions
@@ -59,14 +60,16 @@ def projections_status(ctx: Context, args: argparse.Namespace) -> None:
         }
         for status in statuses
     ]
+    database = masked_url(ctx.settings.database_url)
     if ctx.format == "json":
-        ctx.json({"data": data})
+        ctx.json({"data": data, "database": database})
         return
     rows = [
         [p["name"], str(p["position"]), str(p["head"]), str(p["lag"]), when(p["last_moved_at"])]
         for p in data
     ]
     ctx.out(render_table(PROJECTION_COLUMNS, rows))
+    ctx.note(f"database {database}")
 
 
 def projections_rebuild(ctx: Context, args: argparse.Namespace) -> None:

@@ -5,13 +5,14 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from infrastructure.cli.context import Context
+from infrastructure.cli.escaping import printable
 
 # Rendering for people ---------------------------------------------------------------------------
 
 
 def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """Simple aligned columns: a header line, then one line per row."""
-    lines = [list(headers), *(list(row) for row in rows)]
+    lines = [list(headers), *([printable(str(cell)) for cell in row] for row in rows)]
     widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
@@ -22,7 +23,9 @@ def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 def render_record(pairs: Sequence[tuple[str, str]]) -> str:
     """One object, a field per line: `label   value`."""
     width = max(len(label) for label, _ in pairs)
-    return "\n".join(f"{label.ljust(width)}  {value}".rstrip() for label, value in pairs)
+    return "\n".join(
+        f"{label.ljust(width)}  {printable(str(value))}".rstrip() for label, value in pairs
+    )
 
 
 def when(iso_text: str | None, empty: str = "-") -> str:

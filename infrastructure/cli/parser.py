@@ -25,6 +25,12 @@ from infrastructure.cli.keys import (
     keys_scope,
     keys_show,
 )
+from infrastructure.cli.management_keys import (
+    management_keys_create,
+    management_keys_list,
+    management_keys_revoke,
+    management_keys_rotate,
+)
 from infrastructure.cli.operations import (
     projection_names,
     projections_rebuild,
@@ -106,6 +112,7 @@ def _add_account_commands(subparsers: Any) -> None:
     _command(accounts, "list", accounts_list, "every account with its balance")
     show = _command(accounts, "show", accounts_show, "one account: balance and keys")
     show.add_argument("account", metavar="ACCOUNT", help="account id or name")
+    _add_management_key_commands(accounts)
 
     credits = _group(subparsers, "credits", "fund accounts and correct balances")
     add = _command(credits, "add", credits_add, "add credits to an account")
@@ -119,6 +126,32 @@ def _add_account_commands(subparsers: Any) -> None:
     adjust.add_argument("--reason", required=True, metavar="TEXT", help="kept in the ledger")
     adjust.add_argument(
         "--key", metavar="KEY_ID", type=parse_key_id, help="the key the correction concerns"
+    )
+
+
+def _add_management_key_commands(accounts: Any) -> None:
+    group = _group(accounts, "keys", "an account's management keys (lr-mk-…)")
+    listing = _command(group, "list", management_keys_list, "the account's management keys")
+    listing.add_argument("account", metavar="ACCOUNT", help="account id or name")
+    create = _command(
+        group, "create", management_keys_create, "issue a management key (prints its token once)"
+    )
+    create.add_argument("account", metavar="ACCOUNT", help="account id or name")
+    create.add_argument("--name", default="management key", metavar="NAME")
+    revoke = _command(
+        group, "revoke", management_keys_revoke, "revoke a management key; the next request fails"
+    )
+    revoke.add_argument("key_id", metavar="MGMT_KEY_ID", type=parse_key_id)
+    rotate = _command(
+        group, "rotate", management_keys_rotate, "replace a management key (prints the new token)"
+    )
+    rotate.add_argument("key_id", metavar="MGMT_KEY_ID", type=parse_key_id)
+    rotate.add_argument(
+        "--grace",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="how long the old key keeps working (default 0)",
     )
 
 
@@ -178,6 +211,11 @@ def _add_key_commands(subparsers: Any) -> None:
         "--env-file",
         metavar="PATH",
         help="append LOWROUTER_API_KEY=<token> to this file (mode 0600) instead of printing it",
+    )
+    create.add_argument(
+        "--force-env-file",
+        action="store_true",
+        help="write --env-file even through a symlink or when others can read it",
     )
 
     listing = _command(keys, "list", keys_list, "an account's keys (never a token)")

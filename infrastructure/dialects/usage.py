@@ -10,13 +10,16 @@ from typing import Any
 
 import orjson
 
+from domain.bounds import bounded_count
 from domain.money import format_credits
 from domain.pricing import TokenCounts
 
 
 def _count(value: Any) -> int | None:
+    """A well-formed count, bounded at the edge (domain.bounds: a count at the bound is flagged
+    implausible_usage and can never overflow a read model or a JSON encoder)."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
+        return bounded_count(value)
     return None
 
 

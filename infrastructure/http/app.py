@@ -9,13 +9,12 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from application.clock import Clock, system_clock
 from application.metering import Metering
 from infrastructure.catalogue import Catalogue
-from infrastructure.demo_provider import demo_upstream_app
 from infrastructure.http.apis.chat import chat_completions
 from infrastructure.http.apis.embeddings import embeddings
 from infrastructure.http.apis.legacy_completions import completions
@@ -25,7 +24,9 @@ from infrastructure.http.dashboard import install_dashboard
 from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway
 from infrastructure.http.inference import list_models, this_key
+from infrastructure.http.limits import BodyLimitMiddleware
 from infrastructure.http.management import management_routes
+from infrastructure.http.management_keys import management_key_routes
 from infrastructure.http.openapi import docs, openapi_json
 from infrastructure.http.secret_scanning import secret_scanning_routes
 from infrastructure.http.webhooks import webhook_routes
@@ -146,6 +147,7 @@ def create_app(
         Route("/api/v1/models", list_models, methods=["GET"]),
         Route("/api/v1/key", this_key, methods=["GET"]),
         *management_routes,
+        *management_key_routes,
         *webhook_routes,
         *secret_scanning_routes,
         Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
@@ -153,7 +155,6 @@ def create_app(
         Route("/healthz", operations.healthz, methods=["GET"]),
         Route("/readyz", operations.readyz, methods=["GET"]),
         Route("/metrics", operations.metrics, methods=["GET"]),
-        Mount("/demo/v1", app=demo_upstream_app()),
     ]
     app = Starlette(
         routes=routes,
@@ -165,7 +166,17 @@ def create_app(
             Exception: unexpected_error,
         },
     )
+    # Bounds every body (and refuses duplicate Authorization) before any handler; inside the
+    # request id, so even these refusals carry one.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=runtime.settings.max_body_bytes,
+        timeout=runtime.settings.body_timeout_seconds,
+    )
     observability = Observability.install(app, runtime.settings)  # inside the request id
     app.add_middleware(RequestIdMiddleware)
+    # No trailing-slash redirects: Starlette builds their Location from the Host header, which
+    # the client chooses (an open redirect to any host). A wrong path is a plain 404.
+    app.router.redirect_slashes = False
     install_dashboard(app)
     return app

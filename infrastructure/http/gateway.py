@@ -6,6 +6,7 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from starlette.requests import Request
 
@@ -24,6 +25,7 @@ from infrastructure.http.auth import (
     trusted_networks,
 )
 from infrastructure.http.errors import ApiError
+from infrastructure.http.limits import parse_json, too_large
 from infrastructure.observability.context import note_key
 from infrastructure.runtime import Runtime
 from infrastructure.upstream import Upstream
@@ -117,14 +119,12 @@ class Gateway:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    async def read_json(self, request: Request) -> Any:
+        """The bounded body, parsed (off the event loop when large; depth-limited)."""
+        return await parse_json(await self.read_body(request))
+
     def next_reset(self) -> datetime:
         return next_midnight(self.clock())
 
     def seconds_until(self, moment: datetime) -> int:
         return max(1, math.ceil((moment - self.clock()).total_seconds()))
-
-
-def too_large(limit: int) -> ApiError:
-    return ApiError(
-        413, "request_too_large", f"The request body is larger than the limit of {limit} bytes."
-    )

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 from uuid import UUID
 
-import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -46,6 +45,7 @@ from infrastructure.catalogue import Catalogue
 from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway, durable
 from infrastructure.http.jsonresponse import json_response
+from infrastructure.http.limits import parse_json, whole_number
 from infrastructure.served import served
 from infrastructure.times import parse_time_text
 from infrastructure.views import key_event_json, key_json, key_state_json, usage_json
@@ -166,10 +166,7 @@ async def read_object(caller: Caller, request: Request, allowed: frozenset[str])
     raw = await caller.gateway.read_body(request)
     if not raw.strip():
         return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+    body = await parse_json(raw)
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_body", "The request body must be a JSON object.")
     check_fields(body, allowed)
@@ -358,8 +355,9 @@ def encode_cursor(position: int) -> str:
 def decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if text.startswith(_CURSOR_PREFIX) and text[len(_CURSOR_PREFIX) :].isdigit():
-            return int(text[len(_CURSOR_PREFIX) :])
+        position = whole_number(text.removeprefix(_CURSOR_PREFIX))
+        if text.startswith(_CURSOR_PREFIX) and position is not None:
+            return position
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
     raise ApiError(
@@ -377,18 +375,21 @@ async def page_view(caller: Caller) -> PageView:
     return await durable(caller.gateway.spend.view(caller.account_id))
 
 
-async def catch_up_usage(caller: Caller) -> None:
-    """Bring the usage history up to everything recorded so far (read-your-writes)."""
+async def catch_up_usage(caller: Caller, *, required: bool = True) -> None:
+    """Bring the usage history up to everything recorded so far (read-your-writes). When it
+    has failed: a 503 where the usage is what was asked for (`required`), else the figures as
+    they are — a key's change must never look refused after it was applied."""
     try:
         await run_in_threadpool(caller.gateway.runtime.projections.catch_up, ["usage"])
     except ProjectionFailed as failure:
-        raise ApiError(503, "usage_unavailable", str(failure)) from None
+        if required:
+            raise ApiError(503, "usage_unavailable", str(failure)) from None
 
 
 async def render_keys(caller: Caller, keys: list[ApiKey]) -> list[dict[str, Any]]:
     """KEY shapes with today's spend (the ledger) and last use (the usage history)."""
     view = await page_view(caller)
-    await catch_up_usage(caller)
+    await catch_up_usage(caller, required=False)  # last_used_at may lag; the key is current
     engine = caller.gateway.runtime.engine
     used = await run_in_threadpool(last_used, engine, [key.id for key in keys])
     now = caller.now()
@@ -537,14 +538,15 @@ def limit_param(params: QueryParams) -> int:
     text = params.get("limit")
     if text is None:
         return DEFAULT_USAGE_LIMIT
-    if not text.isdigit() or not 1 <= int(text) <= MAX_USAGE_LIMIT:
+    value = whole_number(text, 6)
+    if value is None or not 1 <= value <= MAX_USAGE_LIMIT:
         raise ApiError(
             422,
             "invalid_value",
             f"'limit' must be a whole number from 1 to {MAX_USAGE_LIMIT}.",
             param="limit",
         )
-    return int(text)
+    return value
 
 
 def key_param(params: QueryParams) -> UUID | None:

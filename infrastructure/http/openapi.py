@@ -104,11 +104,34 @@ SCOPE_FIELDS = {
     },
     "monthly_limit": {"oneOf": [MONEY, {"type": "number"}], "nullable": True},
 }
+# Precise types and bounds for every parameter, so a schema fuzzer (the suite runs schemathesis)
+# explores the values that matter: the server refuses anything outside them with a 4xx.
+TIME = {"type": "string", "format": "date-time"}
 PAGE_QUERY = [
-    {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
-    for n in ("since", "until", "model", "limit", "cursor")
+    {"name": "since", "in": "query", "required": False, "schema": TIME},
+    {"name": "until", "in": "query", "required": False, "schema": TIME},
+    {"name": "model", "in": "query", "required": False, "schema": {"type": "string"}},
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+    },
+    {
+        "name": "cursor",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,40}$"},
+    },
 ]
-KEY_ID = [{"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+KEY_ID = [
+    {
+        "name": "key_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "format": "uuid"},
+    }
+]
 
 
 def _ok(schema: dict[str, Any], status: str = "200") -> dict[str, Any]:
@@ -292,7 +315,7 @@ DOCUMENT: dict[str, Any] = {
                 security=MANAGEMENT,
                 parameters=[
                     *KEY_ID,
-                    {"name": "as_of", "in": "query", "schema": {"type": "string"}},
+                    {"name": "as_of", "in": "query", "schema": TIME},
                 ],
             )
         },
@@ -308,7 +331,7 @@ DOCUMENT: dict[str, Any] = {
                 security=MANAGEMENT,
                 parameters=[
                     *PAGE_QUERY,
-                    {"name": "key", "in": "query", "schema": {"type": "string"}},
+                    {"name": "key", "in": "query", "schema": {"type": "string", "format": "uuid"}},
                 ],
             )
         },
@@ -324,6 +347,64 @@ DOCUMENT: dict[str, Any] = {
 
 DOCUMENT["paths"].update(webhook_paths(_op, _object, MANAGEMENT))
 DOCUMENT["components"]["securitySchemes"][GITHUB_SIGNATURE] = GITHUB_SCHEME
+
+
+# Management keys (issue 15): the account's lr-mk- keys, first-class like inference keys.
+MGMT_KEY = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "name": {"type": "string"},
+        "display": {"type": "string", "example": "lr-mk-AbCd…wXyZ"},
+        "prefix": {"type": "string"},
+        "last4": {"type": "string"},
+        "status": {"type": "string", "enum": ["active", "rotating", "revoked"]},
+        "created_at": {"type": "string", "format": "date-time", "nullable": True},
+        "last_used_at": {"type": "string", "format": "date-time", "nullable": True},
+        "revoked_at": {"type": "string", "format": "date-time", "nullable": True},
+    },
+}
+MGMT_KEY_ID = KEY_ID
+ISSUED_MGMT_KEY = _object({"key": {"type": "string", "example": "lr-mk-…"}, "data": MGMT_KEY})
+GRACE = {"grace_seconds": {"type": "integer", "minimum": 0, "maximum": 2_592_000}}
+DOCUMENT["components"]["schemas"]["ManagementKey"] = MGMT_KEY
+DOCUMENT["paths"].update(
+    {
+        "/api/v1/management-keys": {
+            "get": _op(
+                "The account's management keys (never a token)",
+                _object({"data": {"type": "array", "items": MGMT_KEY}}),
+                security=MANAGEMENT,
+            ),
+            "post": _op(
+                "Issue a management key; the only response that carries its token",
+                ISSUED_MGMT_KEY,
+                security=MANAGEMENT,
+                body=_object({"name": {"type": "string", "minLength": 1, "maxLength": 64}}),
+                status="201",
+            ),
+        },
+        "/api/v1/management-keys/{key_id}": {
+            "delete": _op(
+                "Revoke: the next request with it fails on every process; its dashboard "
+                "sessions end",
+                MGMT_KEY,
+                security=MANAGEMENT,
+                parameters=MGMT_KEY_ID,
+            ),
+        },
+        "/api/v1/management-keys/{key_id}/rotate": {
+            "post": _op(
+                "Rotate: a successor; the old key works until the grace ends",
+                ISSUED_MGMT_KEY,
+                security=MANAGEMENT,
+                body=_object(GRACE),
+                parameters=MGMT_KEY_ID,
+                status="201",
+            ),
+        },
+    }
+)
 
 
 async def openapi_json(_request: Request) -> Response:

@@ -48,7 +48,7 @@ async def call(function: Callable[..., T], *args: Any) -> T:
 
 
 def use_cases(caller: Caller) -> Webhooks:
-    return caller.gateway.runtime.webhooks  # type: ignore[no-any-return]
+    return caller.gateway.runtime.webhooks
 
 
 def endpoint_id(request: Request) -> UUID:

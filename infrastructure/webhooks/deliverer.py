@@ -28,13 +28,18 @@ import aiohttp
 from aiohttp.abc import ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from sqlalchemy import Engine, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from standardwebhooks.webhooks import Webhook
 
 from domain.webhooks import RETRY_SCHEDULE, retry_delay
 from infrastructure.webhooks.targets import TargetRefused, check_target, is_public
 from infrastructure.webhooks.vault import SecretMissing, SecretVault
-from projections.webhooks import attempts, delivery_state, due_messages
+from projections.webhooks import (
+    attempts,
+    delivery_state,
+    drop_messages,
+    due_messages,
+    import_new_messages,
+)
 
 log = logging.getLogger("lowrouter.webhooks")
 
@@ -143,14 +148,19 @@ class Deliverer:
         room = CONCURRENCY - sum(self._in_flight.values())
         if room <= 0:
             return 0
+        await asyncio.to_thread(import_new_messages, self.engine)
         rows = await asyncio.to_thread(
             due_messages, self.engine, self.now_us(), min(BATCH, room), busy
         )
+        unowed = [row.message_id for row in rows if row.withdrawn or row.removed_us is not None]
+        await asyncio.to_thread(drop_messages, self.engine, unowed)
         started = 0
         for row in rows:
+            if row.message_id in unowed:
+                continue
             if self._in_flight.get(row.endpoint_id, 0) >= PER_ENDPOINT:
                 continue
-            if not await asyncio.to_thread(self.claim, row.message_id, row.attempts):
+            if not await asyncio.to_thread(self.claim, row.message_id):
                 continue
             self._in_flight[row.endpoint_id] = self._in_flight.get(row.endpoint_id, 0) + 1
             task = asyncio.create_task(self._send(session, row))
@@ -164,34 +174,17 @@ class Deliverer:
         while self._tasks:
             await asyncio.wait(list(self._tasks))
 
-    def claim(self, message_id: str, attempts_made: int | None) -> bool:
+    def claim(self, message_id: str) -> bool:
         """Lease the message to this deliverer, unless another has it or it is not due."""
         now = self.now_us()
         lease_until = now + int(self.config.lease * 1_000_000)
         state = delivery_state
         with self.engine.begin() as conn:
-            if attempts_made is None:  # never attempted: the first to insert the row has it
-                try:
-                    with conn.begin_nested():
-                        conn.execute(
-                            insert(state).values(
-                                message_id=message_id,
-                                attempts=0,
-                                next_attempt_us=now,
-                                lease_until_us=lease_until,
-                                delivered_us=None,
-                                gave_up=False,
-                            )
-                        )
-                except IntegrityError:
-                    return False
-                return True
             claimed = conn.execute(
                 update(state)
                 .where(
                     state.c.message_id == message_id,
-                    state.c.delivered_us.is_(None),
-                    state.c.gave_up.is_(False),
+                    state.c.pending.is_(True),
                     state.c.next_attempt_us <= now,
                     or_(state.c.lease_until_us.is_(None), state.c.lease_until_us < now),
                 )
@@ -257,6 +250,7 @@ class Deliverer:
                     delivered_us=now if delivered else None,
                     next_attempt_us=next_us if next_us is not None else now,
                     gave_up=not delivered and next_us is None,
+                    pending=not delivered and next_us is not None,
                 )
             )
             conn.execute(

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
-import httpx
 import orjson
 import pytest
 from starlette.testclient import TestClient
@@ -36,7 +35,6 @@ from infrastructure.catalogue import demo_catalogue
 from infrastructure.http.app import create_app
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings
-from infrastructure.upstream import Upstream
 from tests.support.secrets import files_under, pieces_of, spellings, stored_bytes
 from tests.support.stores import PEPPER
 
@@ -88,9 +86,8 @@ class Gateway:
 def gateway(settings: Settings) -> Iterator[Gateway]:
     """The gateway app; its upstream (the built-in demo) is reached in-process."""
     runtime = open_runtime(settings)
-    app = create_app(runtime, demo_catalogue("http://gateway.test/demo/v1"), run_background=False)
+    app = create_app(runtime, demo_catalogue(), run_background=False)
     with TestClient(app, client=OWNER):  # runs the app's startup and shutdown
-        app.state.gateway.upstream = Upstream(httpx.ASGITransport(app=app), httpx.Timeout(30))
         yield Gateway(app, runtime, settings)
 
 

@@ -183,6 +183,8 @@ CONFIGS = {
     "regions": Config(two_region_catalogue),
     "fallback": Config(fallback_catalogue),
     "apis": Config(apis_catalogue),
+    # Behind a proxy on loopback: X-Forwarded-For from 127.0.0.1 is believed.
+    "proxied": Config(default_catalogue, {"LOWROUTER_TRUSTED_PROXIES": "127.0.0.0/8, ::1"}),
 }
 
 
@@ -211,8 +213,13 @@ class LiveGateway:
 
     # --- changing keys and accounts through the application -----------------------------------
 
-    def create_key(self, scope: Scope | None = None, name: str = "e2e-extra") -> tuple[UUID, str]:
-        issued = self.runtime.ledger.create_key(self.account_id, name, scope or Scope(), OPERATOR)
+    def create_key(
+        self, scope: Scope | None = None, name: str = "e2e-extra", policy: Any = None
+    ) -> tuple[UUID, str]:
+        extra = () if policy is None else (policy,)
+        issued = self.runtime.ledger.create_key(
+            self.account_id, name, scope or Scope(), OPERATOR, *extra
+        )
         return issued.key.id, issued.token.value
 
     # --- reading what was recorded ------------------------------------------------------------

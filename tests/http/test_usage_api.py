@@ -12,6 +12,7 @@ import pytest
 import uvicorn
 
 from domain.money import format_credits, parse_credits
+from infrastructure.catalogue import DEMO_BASE_URL
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import Settings
 from tests.support.management_api import CHAT, Api, assert_error, build_app
@@ -49,7 +50,7 @@ def served(settings: Settings) -> Iterator[Api]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     runtime = open_runtime(settings)
-    app = build_app(runtime, f"http://127.0.0.1:{port}/demo/v1")
+    app = build_app(runtime, DEMO_BASE_URL)  # the demo upstream runs in-process
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

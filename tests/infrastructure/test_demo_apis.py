@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
@@ -17,7 +16,6 @@ from infrastructure.catalogue import demo_catalogue
 from infrastructure.http.app import create_app
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings
-from infrastructure.upstream import Upstream
 from projections.schema import usage
 from tests.e2e.apis import answer_text, reported_cost
 from tests.support.stores import PEPPER
@@ -43,11 +41,10 @@ def demo(tmp_path: Path) -> Iterator[tuple[TestClient, Runtime, str]]:
         database_url=f"sqlite:///{tmp_path}/lowrouter.db",
     )
     runtime = open_runtime(settings)
-    app = create_app(runtime, demo_catalogue("http://gateway.test/demo/v1"), run_background=False)
+    app = create_app(runtime, demo_catalogue(), run_background=False)  # the demo in-process
     opened = runtime.ledger.open_account("demo", OPERATOR, 10_000_000)
     token = runtime.ledger.create_key(opened.account.id, "k", Scope(), OPERATOR).token.value
     with TestClient(app, base_url="http://gateway.test") as client:
-        app.state.gateway.upstream = Upstream(httpx.ASGITransport(app=app), httpx.Timeout(30))
         yield client, runtime, token
 
 

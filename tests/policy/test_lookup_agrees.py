@@ -130,3 +130,19 @@ def _fields(policy: KeyPolicy) -> dict[str, object]:
         for name in KeyPolicy.__dataclass_fields__
         if not name.startswith("_")
     }
+
+
+def test_investigate_finds_a_key_whose_grace_ended_as_revoked_not_rotating(
+    world: tuple[Runtime, Clock],
+) -> None:
+    from projections.forensics_queries import keys_by_display
+
+    runtime, clock = world
+    app = runtime.ledger
+    clock.now = datetime.now(UTC) - timedelta(hours=2)
+    account = app.open_account(f"grace-{uuid4().hex}", ACTOR)
+    issued = app.create_key(account.account.id, "k", Scope(), ACTOR)
+    app.rotate_key(issued.key.id, ACTOR, grace=timedelta(hours=1))  # ended an hour ago
+    display = issued.key.display
+    matches = keys_by_display(runtime.engine, display[:10], display[-4:])
+    assert [m.status for m in matches if m.key_id == str(issued.key.id)] == ["revoked"]

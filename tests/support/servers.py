@@ -23,6 +23,7 @@ class LiveServer:
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=3,
+            proxy_headers=False,  # as `lowrouter serve`: the app decides the client address
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(

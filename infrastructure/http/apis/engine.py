@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 import anyio
 import httpx
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -25,7 +26,9 @@ from infrastructure.dialects.sse import sse_data
 from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway
 from infrastructure.http.jsonresponse import json_response
+from infrastructure.http.limits import OFF_LOOP_BYTES
 from infrastructure.http.refusals import rate_headers, refusal_error
+from infrastructure.upstream_errors import refusal_text
 from projections.lookup import KeyRecord
 
 
@@ -44,7 +47,9 @@ async def serve(request: Request, api: Api) -> Response:
     gateway: Gateway = request.app.state.gateway
     started = time.perf_counter()
     key = await gateway.authenticate(request, TokenKind.INFERENCE, api.credential(request))
-    body = api.parse(await gateway.read_body(request))
+    raw = await gateway.read_body(request)
+    # A large body is parsed (and walked) off the event loop.
+    body = await run_in_threadpool(api.parse, raw) if len(raw) > OFF_LOOP_BYTES else api.parse(raw)
     metered = api.metered(body)
     metered = _with_client(metered, request)
     call = await begin(gateway, key, request.state.request_id, metered, started)
@@ -149,15 +154,11 @@ async def upstream_refused(call: MeteredCall, answer: Answer) -> NoReturn:
     """The upstream refused the request itself (4xx): pass its error on, charge nothing."""
     status = answer.response.status_code
     await call.finish(Outcome.UPSTREAM_REFUSED, answer.entry, answer.provider, status_code=status)
-    content = answer.response.content
-    try:
-        message = orjson.loads(content)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = content[:300].decode("utf-8", "replace")
     raise ApiError(
         status if status != 401 else 502,
         "upstream_refused",
-        f"The upstream provider {answer.provider.name} refused the request: {message}",
+        # Our words: the upstream's message without credentials or token-like strings.
+        refusal_text(answer.provider, status, answer.response.content),
     )
 
 

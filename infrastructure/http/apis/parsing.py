@@ -3,18 +3,14 @@ guess (and changes nothing)."""
 
 from typing import Any
 
-import orjson
-
 from infrastructure.http.errors import ApiError
+from infrastructure.http.limits import parse_json_bytes
 
 MAX_OUTPUT_TOKENS = 10_000_000
 
 
 def json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+    body = parse_json_bytes(raw)  # invalid or too deeply nested: a 400
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "The request body must be a JSON object.")
     return body
@@ -52,3 +48,10 @@ def check_choices(body: dict[str, Any]) -> None:
 def check_stream(body: dict[str, Any]) -> None:
     if "stream" in body and not isinstance(body["stream"], bool | None):
         raise ApiError(400, "invalid_stream", "`stream` must be true or false.", param="stream")
+    if not isinstance(body.get("stream_options"), dict | None):
+        raise ApiError(
+            400,
+            "invalid_stream_options",
+            "`stream_options` must be an object.",
+            param="stream_options",
+        )

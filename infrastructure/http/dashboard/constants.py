@@ -4,6 +4,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from application.keys import MAX_GRACE_SECONDS as MAX_GRACE_SECONDS  # re-exported
+from domain.policy import ROTATE_AFTER as ROTATE_AFTER  # one home: domain.policy
 
 BASE = "/dashboard"
 STATIC = BASE + "/static"
@@ -15,7 +16,6 @@ COOKIE = "lr_dashboard"
 SIGNIN_COOKIE = "lr_dashboard_signin"
 SESSION_LIFETIME = timedelta(hours=12)
 SIGNIN_FORM_LIFETIME = timedelta(hours=1)
-ROTATE_AFTER = timedelta(days=90)
 USAGE_PAGE_SIZE = 50
 CHART_DAYS = 30
 MAX_FORM_BYTES = 64 * 1024

@@ -1,6 +1,8 @@
 """Reading posted forms, the catalogue as form choices, and the scope form's validation."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.datastructures import ImmutableMultiDict
@@ -9,17 +11,21 @@ from starlette.requests import Request
 from domain.errors import (
     InvalidAmount,
     InvalidName,
+    InvalidPolicy,
     InvalidScope,
+    UnknownScopePart,
 )
 from domain.keys import ApiKey
 from domain.money import parse_credits
+from domain.policy import KeyPolicy
 from domain.scope import Scope as KeyScope
 from domain.scope import check_name
 from infrastructure.http.dashboard.constants import MAX_FORM_BYTES, MAX_FORM_FIELDS
 from infrastructure.http.dashboard.money import money
 from infrastructure.http.dashboard.rendering import Refusal
-from infrastructure.http.dashboard.rows import limit_text, models_text, region_text
+from infrastructure.http.dashboard.rows import limit_text, models_text, region_text, when
 from infrastructure.http.dashboard.state import Dashboard
+from infrastructure.served import served
 
 # --- forms, cookies, sessions --------------------------------------------------------------------
 
@@ -70,6 +76,8 @@ class ScopeForm:
     region: str
     daily_limit: str
     errors: dict[str, str]
+    # The key policy, as typed (empty: none). Names are the API's.
+    policy_text: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of_key(cls, key: ApiKey) -> "ScopeForm":
@@ -80,6 +88,7 @@ class ScopeForm:
             region=scope.region or "",
             daily_limit=money(scope.daily_limit) if scope.daily_limit is not None else "",
             errors={},
+            policy_text=policy_text(key.policy),
         )
 
     @classmethod
@@ -90,22 +99,50 @@ class ScopeForm:
             region=form.get("region", "").strip(),
             daily_limit=form.get("daily_limit", "").strip(),
             errors={},
+            policy_text={name: form.get(name, "").strip()[:4000] for name in POLICY_INPUTS},
         )
+
+    def hidden(self) -> list[tuple[str, str]]:
+        """The form again, as the confirmation page's hidden fields."""
+        return (
+            [("models", m) for m in self.models]
+            + [("region", self.region), ("daily_limit", self.daily_limit)]
+            + [(name, self.policy_text.get(name, "")) for name in POLICY_INPUTS]
+        )
+
+    def policy(self, now: datetime, current: KeyPolicy | None = None) -> KeyPolicy | None:
+        """The policy, or None with `errors` filled (by the domain's rules, per field). An
+        expiry must be in the future, unless it is the one the key already has."""
+        text = self.policy_text
+        values: dict[str, Any] = {}
+        for name in POLICY_INPUTS:
+            raw = text.get(name, "")
+            if not raw:
+                continue
+            try:
+                values[name] = _policy_value(name, raw)
+                KeyPolicy(**{name: values[name]})
+            except (InvalidPolicy, InvalidAmount, ValueError) as error:
+                self.errors[name] = f"{error}."
+        expires = values.get("expires_at")
+        if (
+            expires is not None
+            and expires <= now
+            and (current is None or current.expires_at != expires)
+        ):
+            self.errors["expires_at"] = "The expiry is in the past; revoke the key to stop it now."
+        if any(name in self.errors for name in POLICY_INPUTS):
+            return None
+        return KeyPolicy(**values)
 
     def scope(self, dashboard: Dashboard, current: KeyScope | None = None) -> KeyScope | None:
         """The scope, or None with `errors` filled. Models and regions must be the catalogue's
-        (or already in the key's scope, so an edit can keep what the catalogue no longer has)."""
-        known_models = set(dashboard.gateway.catalogue.models)
-        known_regions = set(catalogue_regions(dashboard))
-        if current is not None:
-            known_models.update(current.models or ())
-            if current.region:
-                known_regions.add(current.region)
-        unknown = [m for m in self.models if m not in known_models]
-        if unknown:
-            self.errors["models"] = f"{unknown[0]!r} is not a model of this gateway."
-        if self.region and self.region not in known_regions:
-            self.errors["region"] = f"No provider of this gateway serves region {self.region!r}."
+        (or already in the key's scope, so an edit can keep what the catalogue no longer has):
+        the one check of domain.scope.Served."""
+        try:
+            served(dashboard.gateway.catalogue).check(self.models, self.region or None, current)
+        except UnknownScopePart as error:
+            self.errors[error.field] = f"{str(error)[0].upper()}{str(error)[1:]}."
         limit: int | None = None
         if self.daily_limit:
             try:
@@ -128,10 +165,80 @@ class ScopeForm:
             return None
 
 
-def scope_changes(old: KeyScope, new: KeyScope) -> list[tuple[str, str, str]]:
-    """(what, before, after) for the confirmation page."""
+POLICY_INPUTS = (
+    "expires_at",
+    "requests_per_minute",
+    "tokens_per_minute",
+    "max_concurrent",
+    "allowed_ips",
+    "monthly_limit",
+)
+
+
+def _policy_value(name: str, raw: str) -> Any:
+    if name == "expires_at":
+        moment = datetime.fromisoformat(raw)
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    if name == "monthly_limit":
+        return parse_credits(raw)
+    if name == "allowed_ips":
+        return tuple(part for part in raw.replace(",", " ").split() if part)
+    if not raw.isdigit():
+        raise ValueError("enter a whole number")
+    return int(raw)
+
+
+def policy_text(policy: KeyPolicy) -> dict[str, str]:
+    """A policy as the form shows it."""
+    return {
+        "expires_at": policy.expires_at.strftime("%Y-%m-%dT%H:%M") if policy.expires_at else "",
+        "requests_per_minute": str(policy.requests_per_minute or ""),
+        "tokens_per_minute": str(policy.tokens_per_minute or ""),
+        "max_concurrent": str(policy.max_concurrent or ""),
+        "allowed_ips": "\n".join(policy.allowed_ips or ()),
+        "monthly_limit": money(policy.monthly_limit)
+        if policy.monthly_limit is not None
+        else "",
+    }
+
+
+def _or_none(value: object, unit: str = "") -> str:
+    return "none" if value is None else f"{value}{unit}"
+
+
+def policy_rows(policy: KeyPolicy) -> list[tuple[str, str]]:
     return [
+        ("Expires", when(policy.expires_at) if policy.expires_at else "never"),
+        ("Requests per minute", _or_none(policy.requests_per_minute)),
+        ("Tokens per minute", _or_none(policy.tokens_per_minute)),
+        ("Requests at once", _or_none(policy.max_concurrent)),
+        ("Allowed networks", ", ".join(policy.allowed_ips) if policy.allowed_ips else "any"),
+        (
+            "Monthly limit",
+            "no limit"
+            if policy.monthly_limit is None
+            else f"{money(policy.monthly_limit)} credits a month",
+        ),
+    ]
+
+
+def scope_changes(
+    old: KeyScope,
+    new: KeyScope,
+    old_policy: KeyPolicy | None = None,
+    new_policy: KeyPolicy | None = None,
+) -> list[tuple[str, str, str]]:
+    """(what, before, after) for the confirmation page."""
+    rows = [
         ("Models", models_text(old.models), models_text(new.models)),
         ("Region", region_text(old.region), region_text(new.region)),
         ("Daily limit", limit_text(old.daily_limit), limit_text(new.daily_limit)),
     ]
+    if old_policy is not None and new_policy is not None:
+        rows += [
+            (what, before, after)
+            for (what, before), (_, after) in zip(
+                policy_rows(old_policy), policy_rows(new_policy), strict=True
+            )
+        ]
+    return rows

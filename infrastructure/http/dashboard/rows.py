@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 
 from domain.keys import ApiKey
-from domain.policy import KeyPolicy
-from infrastructure.http.dashboard.constants import BASE, ROTATE_AFTER
+from domain.policy import KeyPolicy, rotation_due
+from infrastructure.http.dashboard.constants import BASE
 from infrastructure.http.dashboard.money import money, per_day, per_month, plural
 from projections.forensics import UsageFlag
 from projections.schema import from_us
@@ -150,6 +150,7 @@ class KeyRow:
     rates: str = "no rate limits"
     networks: str = "any address"
     expiry: str = "never expires"
+    rotatable: bool = False  # the access policy's answer: changeable and not yet rotated
 
     @property
     def open_flags(self) -> int:
@@ -163,7 +164,8 @@ def key_row(
     last_used_at: datetime | None = None,
     flags: Sequence[UsageFlag] = (),
 ) -> KeyRow:
-    status = key.status_at(now)
+    access = key.access_at(now)  # the one answer (domain.access)
+    status = access.status
     age = now - key.created_on
     return KeyRow(
         id=str(key.id),
@@ -178,11 +180,9 @@ def key_row(
         created_iso=iso(key.created_on),
         last_used=when(last_used_at),
         age=age_text(age),
-        rotate_warning=status not in ("revoked", "expired")
-        and age > ROTATE_AFTER
-        and key.policy.expires_at is None,
+        rotate_warning=access.usable and rotation_due(key.created_on, key.policy, now),
         grace_until=when(key.grace_deadline) if status == "rotating" else None,
-        changeable=status != "revoked" and key.successor_id is None,
+        changeable=access.changeable,
         rotated=key.successor_id is not None,
         flags=tuple(flag_view(flag) for flag in flags),
         policy=policy_lines(key.policy, now),
@@ -190,6 +190,7 @@ def key_row(
         rates=rates_text(key.policy),
         networks=networks_text(key.policy.allowed_ips),
         expiry=expiry_text(key.policy.expires_at, now),
+        rotatable=access.rotatable,
     )
 
 

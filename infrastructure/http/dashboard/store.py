@@ -14,9 +14,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     delete,
     insert,
     inspect,
+    or_,
     select,
     update,
 )
@@ -131,7 +133,11 @@ class SessionStore:
                 sessions_table.c.ended_us.is_(None),
                 sessions_table.c.expires_us > to_us(now),
                 keys.c.kind == TokenKind.MANAGEMENT.code,
-                keys.c.status == "active",
+                # Active, or rotated and still in its grace period.
+                or_(
+                    keys.c.status == "active",
+                    and_(keys.c.status == "rotating", keys.c.grace_deadline_us > to_us(now)),
+                ),
                 keys.c.account_id == account_id,
             )
         )

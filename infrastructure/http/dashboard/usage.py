@@ -27,6 +27,7 @@ from infrastructure.http.dashboard.rendering import call, render
 from infrastructure.http.dashboard.rows import iso, usage_row
 from infrastructure.http.dashboard.sessions import signed_in
 from infrastructure.http.dashboard.state import Dashboard
+from infrastructure.http.limits import whole_number
 from projections.dashboard_queries import (
     UsageFilter,
     rows_newer_than,
@@ -127,7 +128,7 @@ def read_filters(
 
 def page_position(params: QueryParams) -> int | None:
     text = params.get("before", "")
-    return int(text) if text.isdigit() and len(text) <= 18 else None
+    return whole_number(text)
 
 
 async def usage_page_view(request: Request, dashboard: Dashboard) -> Response:

@@ -22,7 +22,7 @@ NOTICES = {
 
 
 def use_cases(dashboard: Dashboard) -> Webhooks:
-    return dashboard.gateway.runtime.webhooks  # type: ignore[no-any-return]
+    return dashboard.gateway.runtime.webhooks
 
 
 def endpoint_id_of(request: Request) -> UUID:

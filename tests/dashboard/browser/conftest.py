@@ -134,7 +134,7 @@ def live(tmp_path: Path) -> Iterator[Live]:
         database_url=f"sqlite:///{tmp_path}/lowrouter.db",
     )
     runtime = open_runtime(settings)
-    app = create_app(runtime, demo_catalogue(f"http://127.0.0.1:{port}/demo/v1"))
+    app = create_app(runtime, demo_catalogue())  # the demo upstream runs in-process
     install_dashboard(app)
     server = uvicorn.Server(
         uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="on")

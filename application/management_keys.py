@@ -1,0 +1,179 @@
+"""Management keys as first-class keys: list, issue (token once), revoke, rotate with grace.
+
+Each use case loads the account, calls one domain method, saves, and returns only once the key
+lookup every process reads shows the change (`access_barrier`), so a revoked management key fails
+on the next request on every process and its dashboard sessions end there too.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+from application.keys import Lowrouter
+from application.retry import retry_on_conflict
+from domain.accounts import DEFAULT_MANAGEMENT_KEY_NAME, management_key_status
+from domain.actor import Actor
+from domain.tokens import Token, TokenKind, generate_token, hash_token
+
+
+@dataclass(frozen=True)
+class ManagementKey:
+    """What may be shown of a management key: never its token or hash."""
+
+    id: UUID
+    account_id: UUID
+    name: str
+    prefix: str
+    last4: str
+    status: str  # "active" | "rotating" | "revoked"
+    created_at: datetime | None
+    revoked_at: datetime | None
+    grace_deadline: datetime | None
+    predecessor_id: str | None
+    successor_id: str | None
+
+    @property
+    def display(self) -> str:
+        return f"{self.prefix}…{self.last4}"
+
+
+@dataclass(frozen=True)
+class IssuedManagementKey:
+    key: ManagementKey
+    token: Token
+
+
+def _view(account_id: UUID, key_id: str, entry: dict[str, Any], now: datetime) -> ManagementKey:
+    prefix, last4 = entry.get("prefix"), entry.get("last4")
+    if prefix is None or last4 is None:  # a state recorded before 0.3 kept only the display
+        prefix, _, last4 = entry["display"].partition("…")
+    return ManagementKey(
+        id=UUID(key_id),
+        account_id=account_id,
+        name=entry.get("name", DEFAULT_MANAGEMENT_KEY_NAME),
+        prefix=prefix,
+        last4=last4,
+        status=management_key_status(entry, now),
+        created_at=entry.get("created_at"),
+        revoked_at=entry.get("revoked_at"),
+        grace_deadline=entry.get("grace_deadline"),
+        predecessor_id=entry.get("predecessor_id"),
+        successor_id=entry.get("successor_id"),
+    )
+
+
+def list_management_keys(ledger: Lowrouter, account_id: UUID) -> list[ManagementKey]:
+    """Every management key of the account, oldest first."""
+    account, now = ledger.get_account(account_id), ledger.clock()
+    return [_view(account.id, kid, e, now) for kid, e in account.management_keys.items()]
+
+
+def get_management_key(ledger: Lowrouter, account_id: UUID, key_id: UUID) -> ManagementKey:
+    account = ledger.get_account(account_id)
+    return _view(account.id, str(key_id), account.management_key(key_id), ledger.clock())
+
+
+def issue_management_key(
+    ledger: Lowrouter, account_id: UUID, actor: Actor, name: str = DEFAULT_MANAGEMENT_KEY_NAME
+) -> IssuedManagementKey:
+    token = generate_token(TokenKind.MANAGEMENT)
+    key_id = uuid4()
+
+    def command() -> Any:
+        account = ledger.get_account(account_id)
+        account.issue_management_key(
+            key_id,
+            hash_token(ledger.pepper, token),
+            token.value[:10],
+            token.last4,
+            actor,
+            ledger.clock(),
+            name,
+        )
+        return ledger.save(account)
+
+    _barrier(ledger, retry_on_conflict(command))
+    return IssuedManagementKey(get_management_key(ledger, account_id, key_id), token)
+
+
+def revoke_management_key(
+    ledger: Lowrouter, account_id: UUID, key_id: UUID, actor: Actor, using: UUID | None = None
+) -> ManagementKey:
+    """Revoke; `using` is the key the request itself is authenticated with (see the domain)."""
+
+    def command() -> Any:
+        account = ledger.get_account(account_id)
+        account.revoke_management_key(key_id, actor, ledger.clock(), using)
+        return ledger.save(account)
+
+    _barrier(ledger, retry_on_conflict(command))
+    return get_management_key(ledger, account_id, key_id)
+
+
+def rotate_management_key(
+    ledger: Lowrouter,
+    account_id: UUID,
+    key_id: UUID,
+    actor: Actor,
+    grace: timedelta = timedelta(0),
+) -> IssuedManagementKey:
+    token = generate_token(TokenKind.MANAGEMENT)
+    successor_id = uuid4()
+
+    def command() -> Any:
+        account = ledger.get_account(account_id)
+        account.rotate_management_key(
+            key_id,
+            successor_id,
+            hash_token(ledger.pepper, token),
+            token.value[:10],
+            token.last4,
+            grace,
+            actor,
+            ledger.clock(),
+        )
+        return ledger.save(account)
+
+    _barrier(ledger, retry_on_conflict(command))
+    return IssuedManagementKey(get_management_key(ledger, account_id, successor_id), token)
+
+
+def _barrier(ledger: Lowrouter, recordings: Any) -> None:
+    if recordings:
+        ledger.access_barrier(max(r.notification.id for r in recordings))
+
+
+@dataclass(frozen=True)
+class ManagementKeyReport:
+    """What a leaked management key is and what was done with it: its own lifecycle (issued,
+    rotated, revoked) and every change made by a caller presenting it (keys created, revoked,
+    …), each with the time and the client address."""
+
+    key: ManagementKey
+    lifecycle: list[Any]
+    actions: list[Any]
+
+
+def investigate_management_key(
+    ledger: Lowrouter, account_id: UUID, key_id: UUID
+) -> ManagementKeyReport:
+    key = get_management_key(ledger, account_id, key_id)
+    account = ledger.get_account(account_id)
+    account_events: list[Any] = list(ledger.events.get(account.id))
+    lifecycle = [e for e in account_events if getattr(e, "key_id", None) == key_id]
+    streams: list[list[Any]] = [
+        account_events,
+        *(list(ledger.events.get(k)) for k in account.api_key_ids),
+    ]
+    actions = sorted(
+        (
+            event
+            for events in streams
+            for event in events
+            if (getattr(event, "actor", None) or {}).get("kind") == "management_key"
+            and event.actor.get("name") == key.display
+        ),
+        key=lambda event: event.timestamp,
+    )
+    return ManagementKeyReport(key, lifecycle, actions)
