@@ -124,7 +124,7 @@ def test_a_new_user_creates_uses_rotates_and_revokes_a_key_in_a_browser(
 
         # Edit its scope: a confirmation naming the key, then the change.
         act(page, "prod-server", "Edit scope of prod-server")
-        page.get_by_label(DEMO_MODEL).check()
+        page.get_by_role("checkbox", name=f"{DEMO_MODEL} (demo)", exact=True).check()
         page.get_by_label("Region").select_option("local")
         page.get_by_label("Daily limit (credits per UTC day)").fill("2")
         shot("dashboard-06-edit-scope.png")
