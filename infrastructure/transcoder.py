@@ -6,14 +6,22 @@ objects (UUIDs, datetimes, decimals) innermost first, as the object hook did. En
 unchanged (the json module's C encoder), so stored bytes stay exactly what they were.
 """
 
+import re
 from typing import Any
 
 import orjson
 from eventsourcing.persistence import JSONTranscoder
 
+# orjson reads an integer beyond 64 bits as a float (-2**63 - 1 becomes -9.223372036854776e18)
+# instead of refusing it: any run of 19 or more digits goes to the json module, which reads it
+# exactly. Such runs are rare in events (a digit string in a text field costs a slower decode).
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
 
 class OrjsonDecodingTranscoder(JSONTranscoder):
     def decode(self, data: bytes) -> Any:
+        if _LONG_DIGITS.search(data):
+            return super().decode(data)
         try:
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError:  # what orjson refuses (an integer beyond 64 bits, NaN)

@@ -54,3 +54,11 @@ def test_typed_values_come_back_typed_and_nested() -> None:
     assert decoded == event
     assert isinstance(decoded["originator_id"], UUID)
     assert isinstance(decoded["amounts"][1]["inner"], UUID)
+
+
+def test_integers_just_beyond_64_bits_are_read_exactly() -> None:
+    # orjson turns these into floats rather than refusing them (found by the property above).
+    for number in (-(2**63) - 1, 2**64, -(2**64), 2**63, -(2**63)):
+        encoded = STANDARD.encode({"n": number})
+        assert FAST.decode(encoded) == {"n": number}
+        assert type(FAST.decode(encoded)["n"]) is int
