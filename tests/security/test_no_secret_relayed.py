@@ -8,12 +8,14 @@ import httpx
 import orjson
 
 from domain.redaction import REDACTED, redact
+from domain.tokens import TokenKind, generate_token
 from tests.cli.test_serve import LOWROUTER, environment, wait_healthy
 from tests.security.hostile import UPSTREAM_SECRET, hostile_gateway
 from tests.support.processes import free_port
 
 CHAT = {"model": "hostile/model", "messages": [{"role": "user", "content": "hi"}]}
-CLIENT_TOKEN_ECHO = "lr-sk-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AB"
+# A token-shaped string the hostile upstream echoes; generated, so no token-shaped text is committed.
+CLIENT_TOKEN_ECHO = generate_token(TokenKind.INFERENCE).value
 
 
 def test_a_credential_echoing_upstream_error_is_relayed_sanitized(
