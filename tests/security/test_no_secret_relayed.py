@@ -14,7 +14,7 @@ from tests.security.hostile import UPSTREAM_SECRET, hostile_gateway
 from tests.support.processes import free_port
 
 CHAT = {"model": "hostile/model", "messages": [{"role": "user", "content": "hi"}]}
-# A token-shaped string the hostile upstream echoes; generated, so no token-shaped text is committed.
+# The token-shaped string the hostile upstream echoes (generated: none is committed).
 CLIENT_TOKEN_ECHO = generate_token(TokenKind.INFERENCE).value
 
 
