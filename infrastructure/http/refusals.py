@@ -7,6 +7,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from application.clock import next_midnight, utc_day
+from application.metering import REFUSALS
 from domain.errors import (
     ConcurrencyLimitExceeded,
     DailyLimitExceeded,
@@ -40,14 +41,17 @@ def _seconds(delta: timedelta | float) -> int:
 
 def refusal_error(
     refusal: DomainError, display: str, now: datetime, max_tokens: Any
-) -> tuple[str, ApiError] | None:
-    """(the reason recorded in the ledger, the answer), or None for an error that is not one of
-    the reservation's refusals."""
+) -> ApiError | None:
+    """The answer to one of the reservation's refusals (its code is the reason the ledger
+    records, application.metering.REFUSALS), or None for any other error."""
+    code = REFUSALS.get(type(refusal))
+    if code is None:
+        return None
     if isinstance(refusal, InsufficientCredits):
         lower = " or a lower max_tokens" if max_tokens else " or set a lower max_tokens"
-        return "insufficient_credits", ApiError(
+        return ApiError(
             402,
-            "insufficient_credits",
+            code,
             f"Not enough credits: the account balance is {format_credits(refusal.balance)} "
             f"with {format_credits(refusal.held)} held by requests in flight, and this request "
             f"could cost up to {format_credits(refusal.needed)}. Add credits{lower}.",
@@ -56,9 +60,9 @@ def refusal_error(
         reset = next_midnight(now)
         # No retry-after (until 0.3 it said "until midnight"): a client that honours it waits
         # hours (openai-node 6 sleeps the whole of it) instead of failing at once.
-        return "daily_limit_exceeded", ApiError(
+        return ApiError(
             429,
-            "daily_limit_exceeded",
+            code,
             f"Daily limit reached for key {display}: spent "
             f"{format_credits(refusal.spent)} and {format_credits(refusal.held)} held of "
             f"{format_credits(refusal.limit)} today; this request could cost up to "
@@ -67,9 +71,9 @@ def refusal_error(
         )
     if isinstance(refusal, MonthlyLimitExceeded):
         reset = next_month(now)
-        return "monthly_limit_exceeded", ApiError(
+        return ApiError(
             429,
-            "monthly_limit_exceeded",
+            code,
             f"Monthly limit reached for key {display}: spent "
             f"{format_credits(refusal.spent)} and {format_credits(refusal.held)} held of "
             f"{format_credits(refusal.limit)} this month (UTC); this request could cost up to "
@@ -78,25 +82,25 @@ def refusal_error(
         )
     if isinstance(refusal, RateLimitExceeded):
         if refusal.retry_after is None:
-            return "rate_limit_exceeded", ApiError(
+            return ApiError(
                 429,
-                "rate_limit_exceeded",
+                code,
                 f"This request alone could use more than the {refusal.limit} tokens per minute "
                 f"key {display} may use; lower max_tokens or the prompt.",
                 retryable=False,
             )
         wait = _seconds(refusal.retry_after)
-        return "rate_limit_exceeded", ApiError(
+        return ApiError(
             429,
-            "rate_limit_exceeded",
+            code,
             f"Rate limit reached for key {display}: {refusal.used} {refusal.what} of "
             f"{refusal.limit} per minute used in the last 60 s. Try again in {wait} s.",
             headers={"retry-after": str(wait)},
         )
     if isinstance(refusal, ConcurrencyLimitExceeded):
-        return "concurrency_limit_exceeded", ApiError(
+        return ApiError(
             429,
-            "concurrency_limit_exceeded",
+            code,
             f"Key {display} already has {refusal.limit} requests in flight (max_concurrent); "
             "try again when one has finished.",
             headers={"retry-after": "1"},

@@ -84,7 +84,7 @@ async def begin(
         answer = refusal_error(refusal, key.display, gateway.clock(), metered.output_cap)
         if answer is None:
             raise
-        raise answer[1] from None
+        raise answer from None
 
 
 # --- choosing the upstream ---------------------------------------------------------------------
