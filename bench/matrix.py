@@ -56,6 +56,7 @@ class Target:
     store: str | None = None  # "sqlite" | "postgres"
     workers: int = 1
     concurrencies: tuple[int, ...] = (1, 16, 64, 256)
+    source: Path | None = None  # another checkout's code (`--baseline`), not this one's
 
 
 @dataclass
@@ -161,7 +162,14 @@ def running_lowrouter(
         command = serve_command(port, target.workers)
         env = {**gateway_environ(url, catalogue), **(extra_env or {})}
         server = start_server(
-            target.name, command, port, env, work_dir, workers=target.workers, nice=nice
+            target.name,
+            command,
+            port,
+            env,
+            work_dir,
+            workers=target.workers,
+            nice=nice,
+            source=target.source,
         )
         stack.callback(server.stop)
         yield server, runtime, tenant

@@ -74,6 +74,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="skip the metrics/logging on-vs-off comparison (`--only observability`: only it)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (e.g. a worktree of main): adds lowrouter-pg@base, its code "
+        "under the same interpreter, measured in the same run as this one",
+    )
     parser.add_argument("--output", type=Path, help="the JSON file (default: bench/results/…)")
     parser.add_argument(
         "--soak", type=float, help="extra seconds of c=64 load on lowrouter-pg, for memory marks"
@@ -95,15 +101,21 @@ def all_targets() -> list[Any]:
         Target("bare-httpx", "bare", "httpx"),
         Target("bare-httpx-aiohttp", "bare", "httpx-aiohttp"),
         Target("bare-aiohttp", "bare", "aiohttp"),
-        # lowrouter's upstream client is httpx over aiohttp's pool (infrastructure/upstream.py).
-        Target("lowrouter-sqlite", "lowrouter", "httpx-aiohttp", "sqlite"),
-        Target("lowrouter-pg", "lowrouter", "httpx-aiohttp", "postgres"),
-        Target("lowrouter-pg-w2", "lowrouter", "httpx-aiohttp", "postgres", workers=2),
+        # lowrouter calls aiohttp's client directly (infrastructure/upstream.py).
+        Target("lowrouter-sqlite", "lowrouter", "aiohttp", "sqlite"),
+        Target("lowrouter-pg", "lowrouter", "aiohttp", "postgres"),
+        Target("lowrouter-pg-w2", "lowrouter", "aiohttp", "postgres", workers=2),
     ]
 
 
-def select_targets(only: str | None, postgres: bool) -> list[Any]:
+def select_targets(only: str | None, postgres: bool, baseline: Path | None = None) -> list[Any]:
+    from bench.matrix import Target
+
     targets = all_targets()
+    if baseline is not None:
+        base = Target("lowrouter-pg@base", "lowrouter", "aiohttp", "postgres", source=baseline)
+        at = next(i for i, t in enumerate(targets) if t.name == "lowrouter-pg")
+        targets.insert(at, base)  # just before the one it is compared with
     if only:
         wanted = {name.strip() for name in only.split(",")}
         targets = [t for t in targets if t.name in wanted]
@@ -202,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     generator = load_generator(args.nice)
     notes.append(f"load generator: {generator.name}")
     postgres = postgres_available()
-    targets = select_targets(args.only, postgres)
+    targets = select_targets(args.only, postgres, args.baseline)
     description = report.machine()
     description["storage"] = storage_probes(admin_conninfo() if postgres else None)
     log(
