@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -129,15 +130,29 @@ class RssSampler(threading.Thread):
         self.join()
 
 
-def measure(server: Server, headers: dict[str, str], streams: int) -> dict[str, Any]:
+def measure(
+    server: Server,
+    headers: dict[str, str],
+    streams: int,
+    profile: Path | None = None,
+    seconds: float = 0,
+) -> dict[str, Any]:
+    """Drive the streams; with `profile`, py-spy records the worker meanwhile (collapsed)."""
     import uvloop
 
+    recorder = None
+    if profile is not None:
+        from bench.profile import start_recording
+
+        recorder = start_recording(server.worker_pids()[0], max(2, round(seconds)), profile)
     cpu_before, started = server.cpu_seconds(), time.monotonic()
     with RssSampler(server) as rss:
         figures = uvloop.run(
             drive_streams(server.url + "/api/v1/chat/completions", headers, streams)
         )
     cpu = server.cpu_seconds() - cpu_before
+    if recorder is not None:
+        recorder.wait(timeout=60)
     result = figures.summary()
     result["seconds"] = round(time.monotonic() - started, 1)
     result["cpu_s"] = round(cpu, 2)
@@ -168,7 +183,9 @@ def charged_rows(runtime: Any, account_id: Any) -> tuple[int, int]:
             return (ok if (least or 0) > 0 else 0), total
 
 
-def llm_profile(plan: Plan, streams: int, seconds: float) -> dict[str, Any]:
+def llm_profile(
+    plan: Plan, streams: int, seconds: float, profile: Path | None = None
+) -> dict[str, Any]:
     env = {
         "BENCH_LLM_SECONDS": str(seconds),
         "BENCH_LLM_FIRST_TOKEN_S": "0.2",
@@ -201,10 +218,16 @@ def llm_profile(plan: Plan, streams: int, seconds: float) -> dict[str, Any]:
                 "content-type": "application/json",
                 "authorization": f"Bearer {tenant.token}",
             }
-            out["lowrouter"] = measure(s, headers, streams)
+            out["lowrouter"] = measure(s, headers, streams, profile, seconds)
             ok, rows = charged_rows(rt, tenant.account_id)
             out["lowrouter"]["usage_rows_ok_with_cost"] = ok
             out["lowrouter"]["usage_rows"] = rows
+        if profile is not None and profile.exists():
+            from bench.profile import format_summary, parse_collapsed, summarise
+
+            summary = summarise(parse_collapsed(profile))
+            out["lowrouter"]["profile"] = {"collapsed": profile.name, **summary}
+            plan.log(format_summary(summary))
         plan.log(f"  lowrouter: {out['lowrouter']}")
         out["load_average"].append(os.getloadavg()[0])
     finally:

@@ -310,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         if "many-account" in profiles and postgres:
             many = guarded("many-account", lambda: many_account_profile(plan, upstream))
         if "llm" in profiles and postgres:
-            llm = guarded("llm", lambda: llm_profile(plan, llm_streams, llm_seconds))
+            spied = None if args.no_profile else RESULTS / f"profile-{stamp}-llm.txt"
+            llm = guarded("llm", lambda: llm_profile(plan, llm_streams, llm_seconds, spied))
         if "observability" in profiles:
             observability = observability_section(args, plan, upstream, postgres)
     http_seconds = time.monotonic() - started
