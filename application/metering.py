@@ -37,7 +37,16 @@ from domain.pricing import (
     hold_for,
     output_cap,
 )
-from domain.routing import DIALECTS, Candidate, Catalogue, Dialect, ModelEntry, ModelKind, Provider
+from domain.routing import (
+    DIALECTS,
+    Candidate,
+    Catalogue,
+    Dialect,
+    ModelEntry,
+    ModelKind,
+    Provider,
+    check_extra_fields,
+)
 from domain.scope import Scope
 from domain.usage import Api, CostSource, Usage
 
@@ -77,7 +86,7 @@ class MeteredRequest:
 
     api: Api
     model: str  # the requested id (or lowrouter/auto)
-    prompt_bound: int  # a generous estimate of the prompt's tokens
+    prompt_bound: int  # an upper bound of the prompt's tokens (domain.pricing.prompt_bound)
     output_cap: int | None  # the client's output cap (max_tokens …); None: the model's
     choices: int = 1
     streamed: bool = False
@@ -85,6 +94,7 @@ class MeteredRequest:
     user_agent: str | None = None
     kind: ModelKind = "chat"
     dialects: tuple[Dialect, ...] = DIALECTS  # the upstream dialects that can serve this API
+    extra_fields: frozenset[str] = frozenset()  # fields beyond the API's schema (providers allow)
 
 
 # --- what happened, and what it is charged ------------------------------------------------------
@@ -232,10 +242,13 @@ class Metering:
 
     def route(self, scope: Scope, request: MeteredRequest) -> list[Candidate]:
         """The (model, provider) pairs to try, at most MAX_FALLBACK_MODELS models; raises a
-        domain.routing.RoutingError when none may serve it."""
+        domain.routing.RoutingError when none may serve it (or a provider refuses one of the
+        request's extra fields)."""
         candidates = self.catalogue.candidates(request.model, scope, request.kind, request.dialects)
         models = list(dict.fromkeys(entry for entry, _ in candidates))[:MAX_FALLBACK_MODELS]
-        return [(e, p) for e, p in candidates if e in models]
+        chosen = [(e, p) for e, p in candidates if e in models]
+        check_extra_fields(chosen, request.extra_fields)
+        return chosen
 
     @staticmethod
     def hold(candidates: Sequence[Candidate], request: MeteredRequest) -> int:
@@ -321,6 +334,11 @@ class MeteredCall:
     @property
     def settled(self) -> bool:
         return self._settlement is not None
+
+    def output_cap(self, entry: ModelEntry) -> int:
+        """The output cap sent upstream to `entry`, whatever the client sent: the one the hold
+        covers (the hold is sized for the dearest candidate at its own cap)."""
+        return output_cap(self.request.output_cap, entry.max_output_tokens)
 
     def estimate(self, produced_characters: int) -> TokenCounts:
         """What we count when the upstream says nothing: the prompt bound, and the produced
