@@ -190,6 +190,7 @@ class MeteredOutcome:
     tokens: TokenCounts
     upstream_seconds: float  # time spent waiting on the upstream (0 if never reached)
     total_seconds: float
+    unbilled: int = 0  # micro-credits the usage cost beyond the hold (over_hold), not charged
 
 
 class MeteringObserver(Protocol):
@@ -431,16 +432,19 @@ class MeteredCall:
     def _observe(self, done: "Future[int | None]", usage: Usage) -> None:
         if done.cancelled() or done.exception() is not None:
             return
+        charged = done.result()
+        decided = self.charge.cost if self.charge is not None else 0
         outcome = MeteredOutcome(
             api=usage.api,
             model=usage.model,
             provider=usage.provider,
             status=usage.status,
             status_code=usage.status_code,
-            cost=done.result() or 0,
+            cost=charged or 0,
             cost_source=usage.cost_source,
             tokens=usage.tokens,
             upstream_seconds=self.upstream_seconds,
             total_seconds=usage.latency_ms / 1000,
+            unbilled=max(0, decided - charged) if charged is not None else 0,
         )
         self.metering._tell(lambda: self.metering.observer.metered(outcome))

@@ -29,7 +29,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from domain.actor import Actor
-from domain.bounds import bounded_usage
+from domain.bounds import MAX_UNBILLED, bounded_usage
 from domain.errors import (
     ConcurrencyLimitExceeded,
     DailyLimitExceeded,
@@ -161,8 +161,10 @@ class LedgerPage(Aggregate):
         reasoning_tokens: int
         cost_source: str
         upstream_cost: str | None
+        # Since class version 3: what the usage cost beyond the hold (not charged: `over_hold`).
+        unbilled: int
 
-        class_version = 2
+        class_version = 3
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -174,6 +176,10 @@ class LedgerPage(Aggregate):
                 cost_source="estimated" if state.get("status") == "unsettled" else "reported",
                 upstream_cost=None,
             )
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state["unbilled"] = 0  # not known before 0.3 (the flag `over_hold` still says so)
 
         def apply(self, page: "LedgerPage") -> None:
             hold = page._drop_hold(self.request_id, self.prompt_tokens + self.completion_tokens)
@@ -440,8 +446,10 @@ class LedgerPage(Aggregate):
         fields, bounding_flags = bounded_usage(usage.event_fields())
         flags = list(usage.flags)
         flags.extend(f for f in bounding_flags if f not in flags)
+        unbilled = 0
         if cost > hold["amount"]:
             flags.append("over_hold")
+            unbilled = min(cost - hold["amount"], MAX_UNBILLED)
             cost = hold["amount"]
         self.trigger_event(
             self.Settled,
@@ -451,6 +459,7 @@ class LedgerPage(Aggregate):
             held=hold["amount"],
             cost=cost,
             flags=flags,
+            unbilled=unbilled,
             timestamp=at,
             **fields,
         )

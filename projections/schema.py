@@ -116,6 +116,7 @@ usage = Table(
     Column("reasoning_tokens", BigInteger, nullable=False),
     Column("cost_source", String(16), nullable=False),  # "reported" | "estimated" | "none"
     Column("upstream_cost", Text),  # the upstream's own reported cost, a decimal string
+    Column("unbilled", BigInteger, nullable=False),  # cost beyond the hold (over_hold), not charged
 )
 Index("lr_usage_account", usage.c.account_id, usage.c.position)
 Index("lr_usage_key", usage.c.key_id, usage.c.position)

@@ -47,6 +47,8 @@ USAGE_FIELDS = (
     "reasoning_tokens",
     "cost_source",
     "upstream_cost",
+    "over_hold",
+    "unbilled",
 )
 USAGE_TABLE = (
     "AT",

@@ -226,13 +226,14 @@ def csv_line(row: Mapping[str, Any]) -> list[str]:
         **row,
         "at": iso(from_us(row["at_us"])),
         "cost": format_credits(int(row["cost"])),
+        "unbilled": format_credits(int(row.get("unbilled") or 0)),
         "streamed": "true" if row["streamed"] else "false",
     }
     return [cell(values.get(c)) for c in csv_columns(row)]
 
 
 def csv_columns(row: Mapping[str, Any] | None) -> tuple[str, ...]:
-    extra = ("cached_prompt_tokens", "reasoning_tokens", "cost_source", "upstream_cost")
+    extra = ("cached_prompt_tokens", "reasoning_tokens", "cost_source", "upstream_cost", "unbilled")
     present = tuple(c for c in extra if row is not None and c in row)
     return tuple(c for c in CSV_COLUMNS if c != "api" or row is None or "api" in row) + present
 
