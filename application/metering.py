@@ -68,6 +68,9 @@ class MeteredKey(Protocol):
     def scope(self) -> Scope: ...
     @property
     def policy(self) -> KeyPolicy: ...
+    @property
+    def lineage_id(self) -> UUID | None:
+        """The rotation lineage's first key: its limits are the lineage's (None: the key's)."""
 
 
 # The ledger's refusals of a reservation, and the reason each is recorded under.
@@ -289,6 +292,7 @@ class Metering:
             key.scope.daily_limit,
             policy=key.policy,
             tokens=self.token_bound(candidates, request),
+            meter=str(key.lineage_id or key.key_id),  # a rotation never raises a limit
         )
         self._tell(lambda: self.observer.reserving(future, request))
         try:

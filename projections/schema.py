@@ -72,6 +72,8 @@ keys = Table(
     Column("max_concurrent", BigInteger),
     Column("allowed_ips", Text),  # JSON list of CIDRs, NULL = any address
     Column("monthly_limit", BigInteger),  # micro-credits, NULL = none
+    # The rotation lineage: the id of the key it was first issued as (its limits' meter).
+    Column("lineage_id", String(36)),
 )
 Index("lr_keys_display", keys.c.prefix, keys.c.last4)
 
