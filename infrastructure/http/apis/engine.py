@@ -79,7 +79,8 @@ async def begin(
     try:
         return await gateway.metering.begin(key, request_id, metered, started)
     except RoutingError as error:
-        raise ApiError(error.status, error.code, str(error), param="model") from None
+        param = getattr(error, "param", "model")
+        raise ApiError(error.status, error.code, str(error), param=param) from None
     except tuple(REFUSALS) as refusal:
         answer = refusal_error(refusal, key.display, gateway.clock(), metered.output_cap)
         if answer is None:
@@ -108,7 +109,10 @@ async def first_answer(
     failure: Failure = (502, "upstream_error", "")
     for entry, provider in call.candidates:
         exchange = api.exchanges[provider.api]
-        content = orjson.dumps(exchange.upstream_body(body, entry, stream=stream))
+        shaped = exchange.upstream_body(
+            body, entry, provider, stream=stream, cap=call.output_cap(entry)
+        )
+        content = orjson.dumps(shaped)
         call.upstream_began(entry, provider)
         try:
             response = await gateway.upstream.send(provider, content, exchange.path)
