@@ -403,7 +403,13 @@ class MeteredCall:
             status_code=status_code,
             upstream_cost=upstream_cost,
         )
-        return await durable(future) or 0
+        charged = await durable(future)
+        if charged is None:
+            # The hold was already closed: the reconciler settled it (this process looked dead,
+            # or the request outlived every deadline). Report what the ledger charged.
+            spend = self.metering.spend
+            charged = await durable(spend.reconciled_cost(self.key.account_id, self.request_id))
+        return charged or 0
 
     def abandon(self) -> None:
         """Our own failure before a settlement: record it, charge nothing."""

@@ -113,6 +113,9 @@ class SpendControl:
         self.app = app
         self._page_lock = page_lock
         self._observer = observer
+        # This process's liveness lease (see application.reconcile): recorded on every hold, so
+        # the reconciler leaves a live process's holds alone. None: no lease (a CLI).
+        self.owner: str | None = None
         self._writer = BatchWorker("lowrouter-ledger-writer", self._commit, MAX_BATCH)
         self._pages: OrderedDict[UUID, LedgerPage] = OrderedDict()  # committed current pages
         self._snapshot_versions: dict[UUID, int] = {}
@@ -137,7 +140,7 @@ class SpendControl:
         """Hold `amount`; resolves to the day the hold is charged to, or raises the refusal."""
 
         def apply(page: LedgerPage, now: datetime) -> str:
-            page.reserve(request_id, str(key_id), model, amount, daily_limit, now)
+            page.reserve(request_id, str(key_id), model, amount, daily_limit, now, owner=self.owner)
             return str(page.holds[request_id]["day"])  # a retried, carried hold keeps its day
 
         return self._submit(account_id, apply)
@@ -171,6 +174,7 @@ class SpendControl:
                 policy=policy,
                 tokens=tokens,
                 meter=meter_id,
+                owner=self.owner,
             )
             day = str(page.holds[request_id]["day"])
             return Admission(day, page.rate_status(meter_id, policy, now))
@@ -181,8 +185,13 @@ class SpendControl:
         self, account_id: UUID, request_id: str, cost: int, usage: Usage
     ) -> "Future[int | None]":
         """Charge the hold its real cost (capped at the hold). None if it was already closed."""
+        return self._submit(account_id, lambda page, now: page.settle(request_id, cost, now, usage))
+
+    def reconciled_cost(self, account_id: UUID, request_id: str) -> "Future[int | None]":
+        """What the reconciler charged this request's hold (on the current page), if it did:
+        what a settlement that came too late reports."""
         return self._submit(
-            account_id, lambda page, now: page.settle(request_id, cost, now, usage)
+            account_id, lambda page, now: page.reconciled_cost(request_id), read_only=True
         )
 
     def release(self, account_id: UUID, request_id: str, reason: str) -> "Future[bool]":

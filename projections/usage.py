@@ -15,7 +15,8 @@ from projections.schema import daily_spend, holds, key_activity, ledger_pages, t
 
 class UsageProjection:
     name = "usage"
-    schema_version = 3  # 2: api, cached/cache-write/reasoning tokens, cost source; 3: 64-bit
+    # 2: api, cached/cache-write/reasoning tokens, cost source; 3: 64-bit; 4: holds' owners
+    schema_version = 4
     tables = (usage, daily_spend, key_activity, holds, ledger_pages)
     topics = tuple(
         get_topic(cls)
@@ -53,6 +54,7 @@ class UsageProjection:
                     "key_id": event.key_id,
                     "amount": event.amount,
                     "reserved_us": to_us(event.timestamp),
+                    "owner": getattr(event, "owner", None),
                 }
             elif isinstance(event, LedgerPage.Released):
                 if new_holds.pop(event.request_id, None) is None:

@@ -127,6 +127,7 @@ def create_app(
             max_body_bytes=runtime.settings.max_body_bytes,
             metering=Metering(runtime.spend, catalogue, ObservedMetering()),
         )
+        runtime.start_lease()  # before the first hold: holds record their live owner
         if run_background and runtime.settings.background == "inline":
             runtime.start_background()
         observability.start()
