@@ -93,6 +93,9 @@ class MeteredRequest:
 class Outcome(Enum):
     ANSWERED = "answered"  # the upstream answered (with or without usage)
     BROKEN_OFF = "broken_off"  # the upstream broke a stream off after producing something
+    TRUNCATED = "truncated"  # a stream ended without its end ([DONE] or usage): cut short
+    TRUNCATED_BODY = "truncated_body"  # a non-streamed answer cut mid-read (nothing relayed)
+    STALLED = "stalled"  # a stream outlived a deadline (idle or total) after producing something
     BAD_ANSWER = "bad_answer"  # the upstream's answer was not valid (nothing usable came back)
     UPSTREAM_FAILED = "upstream_failed"  # every candidate failed (5xx, unreachable)
     UPSTREAM_TIMEOUT = "upstream_timeout"
@@ -105,6 +108,9 @@ class Outcome(Enum):
 _STATUS = {
     Outcome.ANSWERED: ("ok", 200),
     Outcome.BROKEN_OFF: ("upstream_error", 502),
+    Outcome.TRUNCATED: ("upstream_truncated", 502),
+    Outcome.TRUNCATED_BODY: ("upstream_truncated", 502),
+    Outcome.STALLED: ("upstream_timeout", 504),
     Outcome.BAD_ANSWER: ("upstream_error", 502),
     Outcome.UPSTREAM_FAILED: ("upstream_error", 502),
     Outcome.UPSTREAM_TIMEOUT: ("upstream_timeout", 504),
@@ -120,7 +126,13 @@ NOT_CHARGED = frozenset(
         Outcome.UPSTREAM_TIMEOUT,
         Outcome.UPSTREAM_REFUSED,
         Outcome.GATEWAY_ERROR,
+        Outcome.TRUNCATED_BODY,
     }
+)
+# Cut short after part of the answer reached the client: charged as a hang-up is, for what was
+# delivered (never zero), from our estimate unless the upstream reported usage.
+CUT_SHORT = frozenset(
+    {Outcome.CLIENT_CLOSED, Outcome.BROKEN_OFF, Outcome.TRUNCATED, Outcome.STALLED}
 )
 
 
@@ -148,7 +160,7 @@ def decide_charge(
     if outcome in NOT_CHARGED:
         return Charge(NO_TOKENS, 0, "none", status, code)
     tokens, source = (reported, "reported") if reported is not None else (estimated, "estimated")
-    if outcome is Outcome.CLIENT_CLOSED:
+    if outcome in CUT_SHORT:
         completion = max(tokens.completion_tokens, estimated.completion_tokens, 1)
         if completion != tokens.completion_tokens:
             source = "estimated"
