@@ -18,6 +18,7 @@ from typing import Protocol
 from uuid import UUID
 
 from application.durable import durable
+from application.retry import StoreUnavailable
 from application.spend import SpendControl
 from domain.errors import (
     ConcurrencyLimitExceeded,
@@ -236,11 +237,15 @@ class Metering:
         catalogue: Catalogue,
         observer: MeteringObserver | None = None,
         timer: Callable[[], float] = time.perf_counter,
+        store_wait: float | None = None,
     ) -> None:
         self.spend = spend
         self.catalogue = catalogue
         self.observer: MeteringObserver = observer or NoObserver()
         self.timer = timer
+        # The longest a request waits for the ledger to write its hold, or to tell it its
+        # settlement is durable (None: as long as it takes). See begin and finish.
+        self.store_wait = store_wait
 
     def route(self, scope: Scope, request: MeteredRequest) -> list[Candidate]:
         """The (model, provider) pairs to try, at most MAX_FALLBACK_MODELS models; raises a
@@ -290,7 +295,14 @@ class Metering:
         )
         self._tell(lambda: self.observer.reserving(future, request))
         try:
-            admission = await durable(future)
+            admission = await asyncio.wait_for(durable(future), self.store_wait)
+        except TimeoutError:
+            # The store is too slow to answer: refuse now rather than hang. The hold may still
+            # land; the release queued behind it (the writer keeps order) undoes it.
+            self.spend.release(key.account_id, request_id, "store_unavailable")
+            raise StoreUnavailable(
+                "the ledger's store did not answer in time; nothing was charged"
+            ) from None
         except tuple(REFUSALS) as refusal:
             self._refused(key, request, REFUSALS[type(refusal)])
             raise
@@ -329,6 +341,7 @@ class MeteredCall:
     charge: Charge | None = None  # what was decided, once settled
     _settlement: "Future[int | None] | None" = field(default=None, repr=False)
     _last: Candidate | None = None
+    settlement_pending: bool = False  # answered before the settlement was durable (see finish)
 
     @property
     def settled(self) -> bool:
@@ -405,7 +418,9 @@ class MeteredCall:
         status_code: int | None = None,
         upstream_cost: str | None = None,
     ) -> int:
-        """Settle and wait until durable; the amount charged."""
+        """Settle and wait until durable; the amount charged. If the store is slow (an outage),
+        wait at most the metering's `store_wait`, then answer with the amount the settlement
+        charges: it stays queued and is retried until it lands (`settlement_pending`)."""
         future = self.settle(
             outcome,
             entry,
@@ -415,7 +430,12 @@ class MeteredCall:
             status_code=status_code,
             upstream_cost=upstream_cost,
         )
-        charged = await durable(future)
+        try:
+            charged = await asyncio.wait_for(durable(future), self.metering.store_wait)
+        except TimeoutError:
+            assert self.charge is not None
+            self.settlement_pending = True
+            return min(self.charge.cost, self.hold)  # what the ledger will charge (capped)
         if charged is None:
             # The hold was already closed: the reconciler settled it (this process looked dead,
             # or the request outlived every deadline). Report what the ledger charged.

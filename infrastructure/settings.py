@@ -34,6 +34,7 @@ class Settings:
     upstream_timeout_seconds: float = 120.0  # each read of the upstream's answer
     upstream_idle_seconds: float = 300.0  # between two events of a stream (comments don't count)
     max_request_seconds: float = 900.0  # a request's whole upstream leg, first byte to last
+    store_wait_seconds: float = 2.0  # a request waits this long for the store, then gets a 503
     process_lease_seconds: float = 30.0  # a gateway counts as gone this long after its last renewal
     body_timeout_seconds: float = 30.0  # a request body must arrive within this (slow drip)
     # Where the projections, the reconciler and the chain run: "inline" in each app's own threads,
@@ -100,6 +101,7 @@ def load_settings(
         upstream_idle_seconds=_seconds(env, "LOWROUTER_UPSTREAM_IDLE_SECONDS", 300),
         max_request_seconds=_seconds(env, "LOWROUTER_MAX_REQUEST_SECONDS", 900),
         process_lease_seconds=_seconds(env, "LOWROUTER_PROCESS_LEASE_SECONDS", 30),
+        store_wait_seconds=_seconds(env, "LOWROUTER_STORE_WAIT_SECONDS", 2),
         body_timeout_seconds=float(_int(env, "LOWROUTER_BODY_TIMEOUT_SECONDS", 30)),
         background=_choice(env, "LOWROUTER_BACKGROUND", BACKGROUND_CHOICES),
         db_pool_size=_int(env, "LOWROUTER_DB_POOL_SIZE", 4),

@@ -29,6 +29,7 @@ from infrastructure.http.gateway import Gateway
 from infrastructure.http.jsonresponse import json_response
 from infrastructure.http.limits import OFF_LOOP_BYTES
 from infrastructure.http.refusals import rate_headers, refusal_error
+from infrastructure.observability.context import note_pending_charge
 from infrastructure.upstream_errors import refusal_text
 from projections.lookup import KeyRecord
 
@@ -239,6 +240,8 @@ async def complete(
         upstream_cost=reading.upstream_cost,
     )
     assert call.charge is not None
+    if call.settlement_pending:
+        note_pending_charge(charged)
     data = exchange.answer(reading, call.charge.tokens, charged)
     return json_response(data, headers={"x-lowrouter-provider": provider.name})
 
