@@ -101,6 +101,18 @@ class Metrics:
             ["model"],
             registry=registry,
         )
+        self.over_hold = Counter(
+            "lowrouter_over_hold",
+            "Settlements whose usage cost more than their hold (served, not charged), by model.",
+            ["model"],
+            registry=registry,
+        )
+        self.unbilled = Counter(
+            "lowrouter_unbilled_credits",
+            "Credits of usage beyond holds (over_hold): served and not charged, by model.",
+            ["model"],
+            registry=registry,
+        )
         self.commit_seconds = Histogram(
             "lowrouter_ledger_commit_seconds",
             "Time to save one batch of ledger commands in one transaction.",
@@ -149,6 +161,10 @@ class Metrics:
     def charge(self, model: str, micro_credits: int) -> None:
         self.child(self.charged, model).inc(micro_credits / MICRO)
 
+    def beyond_hold(self, model: str, micro_credits: int) -> None:
+        self.child(self.over_hold, model).inc()
+        self.child(self.unbilled, model).inc(micro_credits / MICRO)
+
     def upstream_error(self, provider: str) -> None:
         self.child(self.upstream_errors, provider).inc()
 
@@ -165,6 +181,7 @@ def process_metrics() -> Metrics:
             if _metrics is None:
                 _metrics = Metrics()
                 context.charged_hook = _metrics.charge
+                context.unbilled_hook = _metrics.beyond_hold
     return _metrics
 
 
