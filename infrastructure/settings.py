@@ -33,6 +33,9 @@ class Settings:
     hold_timeout_seconds: float = 600.0
     upstream_timeout_seconds: float = 120.0
     body_timeout_seconds: float = 30.0  # a request body must arrive within this (slow drip)
+    # Failed authentications per client address before a short ban (domain.throttle; 0: off).
+    auth_failure_burst: int = 20
+    auth_ban_seconds: float = 60.0
     # Where the projections, the reconciler and the chain run: "inline" in each app's own threads,
     # or "external" in a process of their own (`lowrouter serve` starts one for its workers).
     background: str = "inline"
@@ -95,6 +98,8 @@ def load_settings(
         hold_timeout_seconds=float(_int(env, "LOWROUTER_HOLD_TIMEOUT_SECONDS", 600)),
         upstream_timeout_seconds=float(_int(env, "LOWROUTER_UPSTREAM_TIMEOUT_SECONDS", 120)),
         body_timeout_seconds=float(_int(env, "LOWROUTER_BODY_TIMEOUT_SECONDS", 30)),
+        auth_failure_burst=_int(env, "LOWROUTER_AUTH_FAILURE_BURST", 20),
+        auth_ban_seconds=float(_int(env, "LOWROUTER_AUTH_BAN_SECONDS", 60)),
         background=_choice(env, "LOWROUTER_BACKGROUND", BACKGROUND_CHOICES),
         db_pool_size=_int(env, "LOWROUTER_DB_POOL_SIZE", 4),
         database_pooler=_choice(env, "LOWROUTER_DATABASE_POOLER", POOLER_CHOICES),

@@ -3,6 +3,7 @@ every route shares (authenticate, read a bounded body)."""
 
 import asyncio
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,6 +15,7 @@ from application.clock import Clock, next_midnight
 from application.durable import durable
 from application.metering import Metering
 from application.spend import SpendControl
+from domain.throttle import FailureThrottle
 from domain.tokens import TokenKind
 from infrastructure.catalogue import Catalogue
 from infrastructure.http.auth import (
@@ -45,10 +47,13 @@ class Gateway:
     max_body_bytes: int
     metering: Metering
     trusted_proxies: tuple[Network, ...] = field(default=())
+    throttle: FailureThrottle = field(default_factory=FailureThrottle)
 
     def __post_init__(self) -> None:
+        settings = self.runtime.settings
         if not self.trusted_proxies:
-            self.trusted_proxies = trusted_networks(self.runtime.settings.trusted_proxies)
+            self.trusted_proxies = trusted_networks(settings.trusted_proxies)
+        self.throttle = FailureThrottle(settings.auth_failure_burst, ban=settings.auth_ban_seconds)
 
     @property
     def spend(self) -> SpendControl:
@@ -76,6 +81,28 @@ class Gateway:
     ) -> KeyRecord:
         """The key behind the request's bearer token (or the `authorization` value given, e.g.
         built from Anthropic's `x-api-key`), read from the lookup on every request."""
+        client_ip = self.client_ip(request)
+        request.state.client_ip = client_ip
+        address, moment = client_ip or "", time.monotonic()
+        banned = self.throttle.banned_for(address, moment)
+        if banned is not None:
+            raise ApiError(
+                429,
+                "auth_throttled",
+                "Too many failed authentications from your address: try again in "
+                f"{math.ceil(banned)} s.",
+                headers={"retry-after": str(math.ceil(banned))},
+            )
+        try:
+            return await self._authenticate(request, kind, authorization, client_ip)
+        except ApiError as error:
+            if error.status == 401:  # a bad, unknown or dead key: one more failure
+                self.throttle.failed(address, moment)
+            raise
+
+    async def _authenticate(
+        self, request: Request, kind: TokenKind, authorization: str | None, client_ip: str | None
+    ) -> KeyRecord:
         header = authorization or request.headers.get("authorization")
         token, token_hash = presented_token(header, self.runtime.settings.pepper, kind)
         record = await durable(self.lookups.find(token_hash))
@@ -90,8 +117,6 @@ class Gateway:
                 "stale access. The operator must check `lowrouter projections status`.",
             )
         now = self.clock()
-        client_ip = self.client_ip(request)
-        request.state.client_ip = client_ip
         if record is not None:
             note_key(record.display, record.account_id, client_ip)
         inference = record is not None and record.kind == TokenKind.INFERENCE.code
