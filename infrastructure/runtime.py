@@ -34,7 +34,7 @@ from infrastructure.webhooks.vault import create_secrets_table
 from projections import all_projections
 from projections.chain import catch_up_chain
 from projections.holds import stale_holds
-from projections.lookup import KeyLookup
+from projections.lookup import KeyLookup, live_key_count
 from projections.runner import ProjectionFailed, ProjectionRunner
 from projections.webhooks import create_delivery_tables
 
@@ -177,6 +177,8 @@ def open_runtime(
             database.close()
         raise
     ledger.access_barrier = lambda position: runner.wait_for(position, names=("keys",))
+    ledger.max_keys_per_account = settings.max_keys_per_account or None
+    ledger.live_key_count = lambda account_id: live_key_count(engine, account_id, ledger.clock())
     observer = LedgerMetrics() if settings.metrics else None
     spend = SpendControl(ledger, build_page_lock(settings.database_url, database), observer)
     lookup = build_key_lookup(settings.database_url, database)

@@ -36,6 +36,7 @@ class Settings:
     # Failed authentications per client address before a short ban (domain.throttle; 0: off).
     auth_failure_burst: int = 20
     auth_ban_seconds: float = 60.0
+    max_keys_per_account: int = 1000  # live inference keys an account may have (0: no cap)
     # Where the projections, the reconciler and the chain run: "inline" in each app's own threads,
     # or "external" in a process of their own (`lowrouter serve` starts one for its workers).
     background: str = "inline"
@@ -100,6 +101,7 @@ def load_settings(
         body_timeout_seconds=float(_int(env, "LOWROUTER_BODY_TIMEOUT_SECONDS", 30)),
         auth_failure_burst=_int(env, "LOWROUTER_AUTH_FAILURE_BURST", 20),
         auth_ban_seconds=float(_int(env, "LOWROUTER_AUTH_BAN_SECONDS", 60)),
+        max_keys_per_account=_int(env, "LOWROUTER_MAX_KEYS_PER_ACCOUNT", 1000),
         background=_choice(env, "LOWROUTER_BACKGROUND", BACKGROUND_CHOICES),
         db_pool_size=_int(env, "LOWROUTER_DB_POOL_SIZE", 4),
         database_pooler=_choice(env, "LOWROUTER_DATABASE_POOLER", POOLER_CHOICES),
