@@ -125,6 +125,16 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
+        self.conflicts = Counter(
+            "lowrouter_ledger_conflicts",
+            "Ledger saves refused because another process had written the page first.",
+            registry=registry,
+        )
+        self.locked_batches = Counter(
+            "lowrouter_ledger_locked_batches",
+            "Ledger batches that took turns under the page lock (after a conflict or a read).",
+            registry=registry,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:
@@ -198,6 +208,12 @@ class LedgerMetrics:
 
     def committed(self, seconds: float, commands: int) -> None:
         process_metrics().committed(seconds, commands)
+
+    def conflicted(self, locked: bool) -> None:
+        process_metrics().conflicts.inc()
+
+    def took_turns(self) -> None:
+        process_metrics().locked_batches.inc()
 
 
 class StoreCollector:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 import anyio
-import httpx
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -28,6 +27,7 @@ from infrastructure.http.gateway import Gateway
 from infrastructure.http.jsonresponse import json_response
 from infrastructure.http.limits import OFF_LOOP_BYTES
 from infrastructure.http.refusals import rate_headers, refusal_error
+from infrastructure.upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 from infrastructure.upstream_errors import refusal_text
 from projections.lookup import KeyRecord
 
@@ -98,7 +98,7 @@ class Answer:
     entry: ModelEntry
     provider: Provider
     exchange: Exchange
-    response: httpx.Response
+    response: UpstreamResponse
 
 
 async def first_answer(
@@ -119,11 +119,11 @@ async def first_answer(
             if not stream or response.status_code >= 400:
                 await response.aread()
                 call.upstream_ended()
-        except httpx.TimeoutException:
+        except UpstreamTimeout:
             failure = (504, "upstream_timeout", f"{provider.name} timed out")
             continue
-        except httpx.TransportError as error:
-            failure = (502, "upstream_unreachable", f"{provider.name}: {type(error).__name__}")
+        except UpstreamError as error:
+            failure = (502, "upstream_unreachable", f"{provider.name}: {error}")
             continue
         if response.status_code >= 500:
             await response.aclose()
@@ -225,11 +225,11 @@ async def relay(call: MeteredCall, answer: Answer) -> AsyncIterator[bytes]:
                 if out:  # what arrived together leaves together: one write, not one per event
                     yield b"".join(out)
             outcome = Outcome.ANSWERED
-        except httpx.HTTPError as error:
+        except UpstreamError as error:
             outcome = Outcome.BROKEN_OFF
             yield events.error(
                 f"The upstream provider {provider.name} broke off the stream "
-                f"({type(error).__name__}); you are charged for what was produced."
+                f"({error}); you are charged for what was produced."
             )
         if events.relayed == 0 and events.reported is None:
             # Nothing valid came back (garbage, or an empty stream): an upstream failure.
