@@ -18,6 +18,7 @@ from application.keys import Lowrouter
 from application.reconcile import reconcile
 from application.spend import SpendControl
 from infrastructure.database import Database
+from infrastructure.key_uses import create_key_uses_table
 from infrastructure.leadership import ensure_leadership_table
 from infrastructure.observability.metrics import LedgerMetrics
 from infrastructure.persistence import (
@@ -170,6 +171,7 @@ def open_runtime(
                 runner.create_schema()
                 create_delivery_tables(engine)
                 create_secrets_table(engine)
+                create_key_uses_table(engine)
                 if database is not None:
                     ensure_leadership_table(database)
     except BaseException:

@@ -28,6 +28,7 @@ from infrastructure.http.auth import (
 )
 from infrastructure.http.errors import ApiError
 from infrastructure.http.limits import parse_json, too_large
+from infrastructure.key_uses import KeyUses
 from infrastructure.observability.context import note_key
 from infrastructure.runtime import Runtime
 from infrastructure.upstream import Upstream
@@ -48,12 +49,14 @@ class Gateway:
     metering: Metering
     trusted_proxies: tuple[Network, ...] = field(default=())
     throttle: FailureThrottle = field(default_factory=FailureThrottle)
+    key_uses: KeyUses | None = None  # management keys' last use (infrastructure.key_uses)
 
     def __post_init__(self) -> None:
         settings = self.runtime.settings
         if not self.trusted_proxies:
             self.trusted_proxies = trusted_networks(settings.trusted_proxies)
         self.throttle = FailureThrottle(settings.auth_failure_burst, ban=settings.auth_ban_seconds)
+        self.key_uses = KeyUses(self.runtime.engine, REFUSED_USE_THREADS)
 
     @property
     def spend(self) -> SpendControl:
@@ -129,7 +132,10 @@ class Gateway:
                 client_ip,
                 user_agent,
             )
-        return admitted(record, token, now, client_ip)
+        key = admitted(record, token, now, client_ip)
+        if key.kind == TokenKind.MANAGEMENT.code and self.key_uses is not None:
+            self.key_uses.seen(key.key_id, now)  # at most once a minute: off the event loop
+        return key
 
     async def read_body(self, request: Request) -> bytes:
         limit = self.max_body_bytes
