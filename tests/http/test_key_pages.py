@@ -47,15 +47,20 @@ def test_keys_are_listed_a_page_at_a_time_without_gaps_or_repeats(api: Api) -> N
     assert [k["id"] for k in everything["data"]] == made and everything["next_cursor"] is None
 
 
-@pytest.mark.parametrize(
-    ("params", "code"),
-    [({"limit": "0"}, "invalid_value"), ({"limit": "²"}, "invalid_value"),
-     ({"cursor": "nonsense"}, "invalid_cursor"), ({"page": "2"}, "unknown_parameter")],
-)
-def test_bad_page_parameters_are_refused(api: Api, params: dict[str, str], code: str) -> None:
+BAD_PAGES = [
+    ({"limit": "0"}, "invalid_value"),
+    ({"limit": "²"}, "invalid_value"),
+    ({"cursor": "nonsense"}, "invalid_cursor"),
+    ({"page": "2"}, "unknown_parameter"),
+]
+
+
+def test_bad_page_parameters_are_refused(api: Api) -> None:
     mk = api.open_account("acme")
-    response = api.call("GET", "/api/v1/keys", mk, params=params)
-    assert response.status_code in (400, 422) and response.json()["error"]["code"] == code
+    for params, code in BAD_PAGES:  # one store for all: each case is one cheap request
+        response = api.call("GET", "/api/v1/keys", mk, params=params)
+        assert response.status_code in (400, 422), (params, response.text)
+        assert response.json()["error"]["code"] == code, params
 
 
 def test_an_account_has_at_most_the_cap_of_live_keys_and_rotation_is_not_refused(
