@@ -28,7 +28,7 @@ from domain.errors import (
     MonthlyLimitExceeded,
     RateLimitExceeded,
 )
-from domain.ledger import Admission
+from domain.ledger import Admission, meter_of
 from domain.policy import KeyPolicy
 from domain.pricing import (
     NO_TOKENS,
@@ -309,7 +309,7 @@ class Metering:
             key.scope.daily_limit,
             policy=key.policy,
             tokens=self.token_bound(candidates, request),
-            meter=str(key.lineage_id or key.key_id),  # a rotation never raises a limit
+            meter=meter_of(key.key_id, key.lineage_id),
         )
         self._tell(lambda: self.observer.reserving(future, request))
         try:

@@ -66,12 +66,46 @@ class PageView:
     held: int
     spent_today: dict[str, int]
     held_today: dict[str, int]
-    spent_month: dict[str, int] = field(default_factory=dict)  # by meter (key id)
+    spent_month: dict[str, int] = field(default_factory=dict)  # by meter (the key's lineage)
     held_month: dict[str, int] = field(default_factory=dict)
+    day_spent: dict[str, int] = field(default_factory=dict)  # by meter
+    day_held: dict[str, int] = field(default_factory=dict)
 
     @property
     def available(self) -> int:
         return self.balance - self.held
+
+    def limits_of(self, meter: str) -> "LimitFigures":
+        """What a key's limits are checked against: its meter's (its rotation lineage's)
+        figures, so a successor shows the spend its predecessor left it."""
+        return LimitFigures(
+            self.day_spent.get(meter, 0),
+            self.day_held.get(meter, 0),
+            self.spent_month.get(meter, 0),
+            self.held_month.get(meter, 0),
+        )
+
+
+@dataclass(frozen=True)
+class LimitFigures:
+    """One meter's figures on the current page (micro-credits)."""
+
+    spent_today: int
+    held_today: int
+    spent_month: int
+    held_month: int
+
+    @property
+    def committed_today(self) -> int:
+        """Settled plus held: what the daily limit is checked against."""
+        return self.spent_today + self.held_today
+
+    @property
+    def committed_month(self) -> int:
+        return self.spent_month + self.held_month
+
+    def remaining_today(self, daily_limit: int | None) -> int | None:
+        return None if daily_limit is None else max(0, daily_limit - self.committed_today)
 
 
 @dataclass
@@ -241,6 +275,8 @@ class SpendControl:
                 dict(page.held_today),
                 dict(page.spent_month),
                 dict(page.held_month),
+                dict(page.day_spent),
+                dict(page.day_held),
             )
 
         return self._submit(account_id, read, read_only=True)

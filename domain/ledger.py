@@ -580,5 +580,11 @@ class LedgerPage(Aggregate):
         self.windows[meter] = buckets
 
 
+def meter_of(key_id: UUID | str, lineage_id: UUID | str | None) -> str:
+    """What a key's limits are metered under: its rotation lineage (the id it was first issued
+    as), or its own id when the lineage is not known (a rotation never raises a limit)."""
+    return str(lineage_id or key_id)
+
+
 def _meter(hold: dict[str, Any]) -> str:
     return str(hold.get("meter") or hold["key_id"])

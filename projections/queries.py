@@ -13,7 +13,8 @@ from uuid import UUID
 
 from sqlalchemy import Engine, select
 
-from projections.schema import from_us, key_activity, usage
+from domain.ledger import meter_of
+from projections.schema import from_us, key_activity, keys, usage
 
 USAGE_COLUMNS = (
     usage.c.position,
@@ -88,3 +89,16 @@ def last_used(engine: Engine, key_ids: Iterable[UUID | str]) -> dict[str, dateti
     with engine.connect() as conn:
         rows = conn.execute(query).all()
     return {row.key_id: moment for row in rows if (moment := from_us(row.last_used_us))}
+
+
+def meters(engine: Engine, key_ids: Iterable[UUID | str]) -> dict[str, str]:
+    """What each key's limits are metered under (its rotation lineage), by key id string: the
+    ledger keeps a lineage's figures under it (`PageView.limits_of`). A key the projection does
+    not hold yet is its own meter."""
+    ids = [str(key_id) for key_id in key_ids]
+    if not ids:
+        return {}
+    query = select(keys.c.key_id, keys.c.lineage_id).where(keys.c.key_id.in_(ids))
+    with engine.connect() as conn:
+        found = {row.key_id: row.lineage_id for row in conn.execute(query)}
+    return {key_id: meter_of(key_id, found.get(key_id)) for key_id in ids}

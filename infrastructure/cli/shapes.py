@@ -13,7 +13,7 @@ from infrastructure.cli.context import Context
 from infrastructure.cli.errors import redact_tokens
 from infrastructure.cli.output import render_record, when
 from infrastructure.views import iso, key_json
-from projections.queries import last_used
+from projections.queries import last_used, meters
 
 STORE_IT_NOW = (
     "store this token now; it is shown only once "
@@ -148,20 +148,22 @@ def account_json(
 
 
 def key_views(ctx: Context, keys: Sequence[ApiKey]) -> list[dict[str, Any]]:
-    """KEYs as the management API shows them: today's spend from the ledger, last use from the
-    usage history (brought up to date first)."""
+    """KEYs as the management API shows them: today's spend from the ledger (the key's rotation
+    lineage's), last use from the usage history (brought up to date first)."""
     runtime = ctx.runtime
-    spent: dict[str, int] = {}
-    for account_id in {key.account_id for key in keys}:
-        spent.update(runtime.spend.view(account_id).result().spent_today)
-    runtime.projections.catch_up(["usage"])
+    views = {
+        account_id: runtime.spend.view(account_id).result()
+        for account_id in {key.account_id for key in keys}
+    }
+    runtime.projections.catch_up(["keys", "usage"])
     used = last_used(runtime.engine, [key.id for key in keys])
+    metered = meters(runtime.engine, [key.id for key in keys])
     now = ctx.now()
     return [
         key_json(
             key,
             now,
-            spent_today=spent.get(str(key.id), 0),
+            spent_today=views[key.account_id].limits_of(metered[str(key.id)]).spent_today,
             last_used_at=used.get(str(key.id)),
         )
         for key in keys

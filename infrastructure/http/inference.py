@@ -3,6 +3,7 @@
 from starlette.requests import Request
 from starlette.responses import Response
 
+from domain.ledger import meter_of
 from domain.money import format_credits
 from domain.tokens import TokenKind
 from infrastructure.catalogue import AUTO_MODEL
@@ -64,9 +65,10 @@ async def this_key(request: Request) -> Response:
     key = await gateway.authenticate(request, TokenKind.INFERENCE)
     page = await durable(gateway.spend.view(key.account_id))
     key_id = str(key.key_id)
-    spent, held = page.spent_today.get(key_id, 0), page.held_today.get(key_id, 0)
+    figures = page.limits_of(meter_of(key.key_id, key.lineage_id))  # the lineage's figures
+    spent, held = figures.spent_today, figures.held_today
     limit = key.scope.daily_limit
-    remaining = None if limit is None else max(0, limit - spent - held)
+    remaining = figures.remaining_today(limit)
     now = gateway.clock()
     return json_response(
         {
@@ -88,6 +90,6 @@ async def this_key(request: Request) -> Response:
             "limit_resets_at": iso(gateway.next_reset()),
             "grace_deadline": iso(key.grace_deadline),
             **policy_json(key.policy),
-            "spent_this_month": format_credits(page.spent_month.get(key_id, 0)),
+            "spent_this_month": format_credits(figures.spent_month),
         }
     )

@@ -8,6 +8,7 @@ Handlers parse, call one application method in a worker thread, and render (infr
 
 import base64
 import binascii
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ from infrastructure.http.limits import parse_json, whole_number
 from infrastructure.served import served
 from infrastructure.times import parse_time_text
 from infrastructure.views import key_event_json, key_json, key_state_json, usage_json
-from projections.queries import last_used, usage_page
+from projections.queries import last_used, meters, usage_page
 from projections.runner import ProjectionFailed, ProjectionLagging
 from projections.schema import to_us
 
@@ -389,30 +390,44 @@ async def catch_up_usage(caller: Caller, *, required: bool = True) -> None:
 
 
 async def render_keys(caller: Caller, keys: list[ApiKey]) -> list[dict[str, Any]]:
-    """KEY shapes with today's spend (the ledger) and last use (the usage history)."""
+    """KEY shapes with today's spend (the ledger's, of the key's rotation lineage: what its
+    daily limit counts) and last use (the usage history)."""
     view = await page_view(caller)
     await catch_up_usage(caller, required=False)  # last_used_at may lag; the key is current
     engine = caller.gateway.runtime.engine
-    used = await run_in_threadpool(last_used, engine, [key.id for key in keys])
+    ids = [key.id for key in keys]
+    await catch_up_keys(caller)
+    used = await run_in_threadpool(last_used, engine, ids)
+    metered = await run_in_threadpool(meters, engine, ids)
     now = caller.now()
     return [
         key_json(
             key,
             now,
-            spent_today=view.spent_today.get(str(key.id), 0),
+            spent_today=view.limits_of(metered[str(key.id)]).spent_today,
             last_used_at=used.get(str(key.id)),
         )
         for key in keys
     ]
 
 
+async def catch_up_keys(caller: Caller) -> None:
+    """Bring the keys projection (the lineages) up to date; when it has failed, a key not yet
+    in it shows its own figures rather than a refusal of its change."""
+    with contextlib.suppress(ProjectionFailed):
+        await run_in_threadpool(caller.gateway.runtime.projections.catch_up, ["keys"])
+
+
 async def render_key(caller: Caller, key: ApiKey) -> dict[str, Any]:
     return (await render_keys(caller, [key]))[0]
 
 
-def issued_response(caller: Caller, issued: IssuedKey) -> Response:
-    """201 with the token: the one and only time it is shown."""
-    data = key_json(issued.key, caller.now())
+def issued_response(
+    caller: Caller, issued: IssuedKey, data: dict[str, Any] | None = None
+) -> Response:
+    """201 with the token: the one and only time it is shown. `data`: the KEY when it is not
+    fresh (a rotation's successor has its lineage's spend)."""
+    data = data or key_json(issued.key, caller.now())
     return json_response({"key": issued.token.value, "data": data}, status=201)
 
 
@@ -496,7 +511,7 @@ async def rotate_key(request: Request) -> Response:
     issued = await call(
         caller.ledger.rotate_key, key_id, caller.actor, grace, account_id=caller.account_id
     )
-    return issued_response(caller, issued)
+    return issued_response(caller, issued, await render_key(caller, issued.key))
 
 
 # --- history ----------------------------------------------------------------------------------

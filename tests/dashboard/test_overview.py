@@ -153,3 +153,21 @@ def test_the_key_policy_shows_on_the_keys_page_and_as_headroom_and_alerts(dash: 
     assert "batch-job" in overview and "expires 2026-03-05 09:30 UTC" in overview
     history = browser.get(f"/dashboard/keys/{key}/history").text
     assert "Policy changed" in history and "from 203.0.113.0/24" in history
+
+
+def test_a_rotated_keys_headroom_counts_what_its_predecessor_spent(dash: Dash) -> None:
+    """The limit bars are the ledger's figures of the rotation lineage (issue 15): the successor
+    starts from its predecessor's spend, as its limits do, not from nothing."""
+    from tests.dashboard.conftest import OPERATOR
+
+    account = dash.open_account()
+    ledger = dash.runtime.ledger
+    scope = Scope(daily_limit=parse_credits("10"))
+    first = ledger.create_key(account.id, "rotating", scope, OPERATOR).key.id
+    dash.record_usage(account, first, cost="2.5")
+    successor = ledger.rotate_key(first, OPERATOR).key.id  # no grace: the first is revoked
+
+    overview = dash.browser().signed_in(account.management_key).get("/dashboard/overview").text
+    section = overview.split('id="headroom-heading"', 1)[1].split("</section>", 1)[0]
+    assert f"#key-{successor}" in section and f"#key-{first}" not in section
+    assert "2.500000 of 10.000000 credits today (25%)" in section

@@ -58,3 +58,32 @@ def test_a_rotation_chain_cannot_exceed_the_daily_limit(api: Api) -> None:
     # The refusal is the lineage's day, not the limit itself: a fresh key with it is served.
     fresh, _ = api.create_key(mk, name="fresh", daily_limit=limit)
     assert complete(api, fresh) == (200, "")
+
+
+def test_a_rotated_key_shows_its_predecessors_spend(api: Api) -> None:
+    """`GET /key` and the KEY shape count the lineage's day (and month), as the limits do: a
+    rotation does not show a fresh "remaining today" the ledger would refuse."""
+    mk = api.open_account("acme")
+    limit = "5"
+    first, key = api.create_key(mk, name="rotating", daily_limit=limit, monthly_limit="50")
+    response = api.call("POST", "/api/v1/chat/completions", first, json=CHAT)
+    assert response.status_code == 200, response.text
+    spent = parse_credits(response.headers["x-lowrouter-cost"])
+    assert spent > 0
+    rotated = api.call("POST", f"/api/v1/keys/{key['id']}/rotate", mk, json={})
+    assert rotated.status_code == 201, rotated.text
+    token, successor = rotated.json()["key"], rotated.json()["data"]
+    assert successor["spent_today"] == format_credits(spent)  # the rotation's own response
+
+    this_key = api.call("GET", "/api/v1/key", token).json()
+    assert this_key["id"] == successor["id"]
+    assert this_key["spent_today"] == format_credits(spent)
+    assert this_key["remaining_today"] == format_credits(parse_credits(limit) - spent)
+    assert this_key["spent_this_month"] == format_credits(spent)
+    shown = api.call("GET", f"/api/v1/keys/{successor['id']}", mk).json()
+    assert shown["spent_today"] == format_credits(spent)
+    listed = api.call("GET", "/api/v1/keys", mk).json()["data"]
+    assert {k["id"]: k["spent_today"] for k in listed} == {
+        key["id"]: format_credits(spent),
+        successor["id"]: format_credits(spent),
+    }

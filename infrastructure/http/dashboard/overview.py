@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from application.spend import PageView
 from domain.keys import ApiKey
 from infrastructure.http.dashboard.chart import daily_chart
 from infrastructure.http.dashboard.constants import BASE, CHART_DAYS, ROTATE_AFTER
@@ -20,6 +21,7 @@ from infrastructure.http.dashboard.state import Dashboard
 from infrastructure.http.gateway import durable
 from projections.dashboard_queries import SpendHistory, spend_history
 from projections.forensics import UsageFlag, flags_for_keys
+from projections.queries import meters
 
 TOP_KEYS = 5  # the keys closest to a limit shown on the overview
 EXPIRING_SOON = timedelta(days=7)  # as the key.expiring webhook
@@ -108,30 +110,17 @@ def periods(history: SpendHistory, today: date) -> list[Period]:
     ]
 
 
-def headroom(
-    keys: list[ApiKey],
-    spent_today: dict[str, int],
-    held_today: dict[str, int],
-    spent_month: dict[str, int],
-) -> list[Headroom]:
-    """Each limit of each key (daily; monthly), the closest to its limit first. Today's figure
-    counts holds of requests in flight, as the limit does."""
+def headroom(keys: list[ApiKey], view: PageView, metered: dict[str, str]) -> list[Headroom]:
+    """Each limit of each key (daily; monthly), the closest to its limit first: the ledger's
+    figures of the key's rotation lineage (`metered`: key id -> meter), holds of requests in
+    flight included, as the limits count them."""
     found: list[Headroom] = []
     for key in keys:
         key_id = str(key.id)
+        figures = view.limits_of(metered.get(key_id, key_id))
         limits = [
-            (
-                "Daily limit",
-                key.scope.daily_limit,
-                "today",
-                spent_today.get(key_id, 0) + held_today.get(key_id, 0),
-            ),
-            (
-                "Monthly limit",
-                key.policy.monthly_limit,
-                "this month",
-                spent_month.get(key_id, 0) + held_today.get(key_id, 0),
-            ),
+            ("Daily limit", key.scope.daily_limit, "today", figures.committed_today),
+            ("Monthly limit", key.policy.monthly_limit, "this month", figures.committed_month),
         ]
         for limit_name, limit, period, used in limits:
             if limit is None:
@@ -168,6 +157,7 @@ async def overview_page(request: Request, dashboard: Dashboard) -> Response:
         spend_history, runtime.engine, session.account_id, key_ids, first_day
     )
     flags = await run_in_threadpool(flags_for_keys, runtime.engine, key_ids)
+    metered = await run_in_threadpool(meters, runtime.engine, key_ids)
     live = [key for key in api_keys if key.status_at(now) != "revoked"]
     names = {str(k.id): (k.name, k.display) for k in api_keys}
     models = {model: (model, "") for model, _day in history.by_model_day}
@@ -194,7 +184,7 @@ async def overview_page(request: Request, dashboard: Dashboard) -> Response:
             "refused": sum(n for (d, _), n in history.refusals.items() if d >= days[0]),
         },
         refusal_reasons=refusal_reasons(history),
-        headroom=headroom(live, view.spent_today, view.held_today, history.by_key(month)),
+        headroom=headroom(live, view, metered),
         alerts=alerts(api_keys, flags, history, now),
         today=today.isoformat(),
         month=f"{today:%B %Y}",
