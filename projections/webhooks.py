@@ -11,9 +11,10 @@ removed.
 What raises a message (the rules are in domain/webhooks.py):
 - key lifecycle: ApiKey Created, Scoped/Renamed (`key.updated`), Rotated, Revoked, LeakReported;
 - `budget.threshold`: from the ledger's Reserved, Settled, Released and Refused events: a key's
-  committed amount for a UTC day (settled spend plus open holds: what its daily limit is checked
-  against) reached 50/80/100 % of its daily limit at the time, or the ledger refused a request
-  for the limit (100 %); once per key, day and threshold. The ledger orders every event of an
+  committed amount for a UTC day or month (settled spend plus open holds of its rotation lineage,
+  the ledger's meter: what its limits are checked against) reached 50/80/100 % of its limit at
+  the time, or the ledger refused a request for the limit (100 %); once per lineage, period and
+  threshold. The ledger orders every event of an
   account (one page per day, versioned saves), so reading them in log order is exact however
   many processes reserve and settle at once;
 - `credits.low`: the account's balance after a charge or correction fell under 10 % of its last
@@ -117,10 +118,10 @@ webhook_keys = Table(
 )
 
 key_spend = (
-    Table(  # what the ledger checks limits against: per key and UTC day, per meter and month
+    Table(  # what the ledger checks limits against: per meter and UTC day, per meter and month
         "lr_webhook_spend",
         metadata,
-        Column("key_id", String(64), primary_key=True),  # the key (daily) or its meter (monthly)
+        Column("key_id", String(64), primary_key=True),  # the key's meter (its lineage)
         Column("period", String(10), primary_key=True),  # "2026-12-01" daily, "2026-12" monthly
         Column("spent", BigInteger, nullable=False),  # settled, charged to the period
         Column("held", BigInteger, nullable=False),  # open holds of keys with this period's limit
@@ -257,7 +258,7 @@ LIMIT_REFUSALS = {"daily_limit_exceeded": "daily", "monthly_limit_exceeded": "mo
 
 class WebhooksProjection:
     name = "webhooks"
-    schema_version = 3
+    schema_version = 4  # 4: a daily limit's spend is its lineage's (the meter), as the month's
     tables = (
         endpoints,
         messages,
@@ -299,7 +300,7 @@ class _Endpoint:
 @dataclass(frozen=True)
 class _Period:
     kind: str  # "daily" | "monthly"
-    subject: str  # the key (daily) or its meter (monthly)
+    subject: str  # the key's meter (its rotation lineage), as the ledger checks the limit
     period: str  # the day or the month
     limit: int | None
 
@@ -589,7 +590,7 @@ class _Batch:
     ) -> list["_Period"]:
         found = []
         if daily:
-            found.append(_Period("daily", key["key_id"], day, key["daily_limit"]))
+            found.append(_Period("daily", meter, day, key["daily_limit"]))
         if monthly:
             found.append(_Period("monthly", meter, day[:7], key["monthly_limit"]))
         return found
@@ -600,7 +601,7 @@ class _Batch:
             return None
         self.closed_holds.add(request_id)
         for counted, subject, period in (
-            (hold["daily"], hold["key_id"], hold["period"]),
+            (hold["daily"], hold["meter"], hold["period"]),
             (hold["monthly"], hold["meter"], hold["period"][:7]),
         ):
             if counted:

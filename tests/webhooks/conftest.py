@@ -104,11 +104,18 @@ def open_account(runtime: Runtime, credits: int = 10**9) -> Account:
 
 
 def use(
-    runtime: Runtime, account: UUID, key: UUID, cost: int, address: str = "198.51.100.1"
+    runtime: Runtime,
+    account: UUID,
+    key: UUID,
+    cost: int,
+    address: str = "198.51.100.1",
+    meter: UUID | None = None,
 ) -> None:
-    """One completion of `cost`, reserved and settled on the ledger."""
+    """One completion of `cost`, reserved (under the key's lineage `meter`, as the gateway
+    does; None: the key's own) and settled on the ledger."""
     request = f"req-{uuid.uuid4().hex}"
-    runtime.spend.reserve(account, request, key, "a/b", cost, None).result()
+    lineage = str(meter) if meter else None
+    runtime.spend.admit(account, request, key, "a/b", cost, None, meter=lineage).result()
     runtime.spend.settle(
         account,
         request,

@@ -96,6 +96,26 @@ def test_a_refusal_for_the_daily_limit_is_100_percent(
     ]
 
 
+def test_daily_thresholds_count_the_rotation_lineages_day(
+    local_runtime: Runtime, receiver: Receiver
+) -> None:
+    """A successor's day starts from what its predecessor spent (issue 15), as its limit does."""
+    runtime = local_runtime
+    account = open_account(runtime)
+    account.subscribe(receiver.url, ["budget.threshold"])
+    first, _ = account.new_key("rotating", Scope(daily_limit=10 * CREDIT))
+    use(runtime, account.id, first, 6 * CREDIT)  # 60 %
+    successor = runtime.ledger.rotate_key(first, OPERATOR).key.id
+    use(runtime, account.id, successor, 3 * CREDIT, meter=first)  # the lineage's 90 %
+    deliver(runtime, make_deliverer(runtime))
+    sent = sorted(bodies(receiver), key=lambda b: b["data"]["percent"])
+    assert [(b["data"]["percent"], b["data"]["key"]["id"]) for b in sent] == [
+        (50, str(first)),
+        (80, str(successor)),
+    ]
+    assert sent[1]["data"]["spent"] == "6.000000" and sent[1]["data"]["held"] == "3.000000"
+
+
 def test_monthly_thresholds_count_the_month_under_the_keys_meter(
     local_runtime: Runtime, receiver: Receiver
 ) -> None:
