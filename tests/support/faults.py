@@ -46,6 +46,7 @@ class Gateway:
     account_id: Any
     told: dict[str, int] = field(default_factory=dict)  # request id -> the cost it was told
     statuses: dict[str, int] = field(default_factory=dict)  # request id -> HTTP status
+    refused: set[str] = field(default_factory=set)  # 503 store_unavailable: nothing charged
 
     @property
     def api(self) -> str:
@@ -60,6 +61,12 @@ class Gateway:
         with client.stream("POST", self.api, json=self.body(model, stream), headers=headers) as r:
             request_id = r.headers["x-request-id"]
             self.statuses[request_id] = r.status_code
+            if r.status_code == 503:
+                r.read()
+                assert r.json()["error"]["code"] == "store_unavailable", r.text
+                assert r.headers["retry-after"]
+                self.refused.add(request_id)  # refused before the upstream: no hold kept
+                return 503
             if r.status_code != 200:
                 r.read()
                 self.told[request_id] = 0  # an error answer: "you were not charged"

@@ -4,7 +4,7 @@ charged twice, no hold left open, every balance recomputed from the events equal
 and `lowrouter verify` (the hash chain) passing."""
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +49,6 @@ def replay(runtime: Runtime) -> Books:
             return books
         for notification in notifications:
             event = app.mapper.to_domain_event(notification)
-            account = str(getattr(event, "account_id", "")) or None
             if isinstance(event, LedgerPage.Opened):
                 books.pages[str(event.originator_id)] = str(event.account_id)
             account = books.pages.get(str(event.originator_id))
@@ -70,11 +69,16 @@ def check_books(
     runtime: Runtime,
     answered: Mapping[str, int],
     *,
+    refused: Collection[str] = (),
     verify: bool = True,
 ) -> Books:
-    """`answered`: request id -> the cost (micro-credits) the client was told. Raises an
-    AssertionError naming the first broken promise."""
+    """`answered`: request id -> the cost (micro-credits) the client was told; `refused`:
+    requests refused before going upstream (nothing may be charged). Raises an AssertionError
+    naming the first broken promise."""
     books = replay(runtime)
+    for request_id in refused:
+        charged = [e.cost for e in books.settled.get(request_id, []) if e.cost]
+        assert not charged, f"{request_id} was refused, yet charged {charged}"
     for request_id, told in answered.items():
         settlements = books.settled.get(request_id, [])
         assert len(settlements) == 1, f"{request_id}: {len(settlements)} settlements"
