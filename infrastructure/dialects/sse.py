@@ -3,27 +3,37 @@ writing events for a client (OpenAI chat style `data:` only, or typed `event:` +
 Responses and Anthropic Messages streams are)."""
 
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
-import httpx
 import orjson
 
 MAX_EVENT_BYTES = 16 * 1024 * 1024  # one upstream line; a bigger one is an upstream error
 
+class Body(Protocol):
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+
 
 class EventTooLarge(ValueError):
-    """An upstream line longer than the parser's limit (a broken or hostile upstream)."""
+    """An upstream line longer than the parser's limit (a broken or hostile upstream).
+    `payloads` are the complete events that arrived before it, in the same read."""
+
+    def __init__(self, message: str, payloads: list[bytes] | None = None) -> None:
+        super().__init__(message)
+        self.payloads = payloads or []
 
 
-async def sse_data(
-    response: httpx.Response, parser: "SseParser | None" = None
-) -> AsyncIterator[list[bytes]]:
+async def sse_data(response: Body, parser: "SseParser | None" = None) -> AsyncIterator[list[bytes]]:
     """The `data:` payloads of a server-sent event stream, as they arrive: one list per network
     read, ending at `[DONE]` or at the end of the stream (`parser.done` tells which). Bytes all
     the way (no text decoding, splitting in C): this runs for every chunk of every stream."""
     parser = parser or SseParser()
     async for received in response.aiter_bytes():
-        payloads = parser.feed(received)
+        try:
+            payloads = parser.feed(received)
+        except EventTooLarge as error:
+            if error.payloads:  # what was complete before the oversized line still counts
+                yield error.payloads
+            raise
         if payloads:
             yield payloads
         if parser.done:
@@ -60,9 +70,14 @@ class SseParser:
             self._pieces, self._pending_size = [], 0
         self._check(len(lines[0]))
         rest = lines.pop()
-        if rest:
-            self._keep(rest)
-        return self._payloads(lines)
+        payloads = self._payloads(lines)
+        if rest and not self.done:
+            try:
+                self._keep(rest)
+            except EventTooLarge as error:
+                error.payloads = payloads
+                raise
+        return payloads
 
     def end(self) -> list[bytes]:
         pending = b"".join(self._pieces)

@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 import anyio
-import httpx
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -30,6 +29,7 @@ from infrastructure.http.jsonresponse import json_response
 from infrastructure.http.limits import OFF_LOOP_BYTES
 from infrastructure.http.refusals import rate_headers, refusal_error
 from infrastructure.observability.context import note_pending_charge
+from infrastructure.upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 from infrastructure.upstream_errors import refusal_text
 from projections.lookup import KeyRecord
 
@@ -82,7 +82,8 @@ async def begin(
     try:
         return await gateway.metering.begin(key, request_id, metered, started)
     except RoutingError as error:
-        raise ApiError(error.status, error.code, str(error), param="model") from None
+        param = getattr(error, "param", "model")
+        raise ApiError(error.status, error.code, str(error), param=param) from None
     except tuple(REFUSALS) as refusal:
         answer = refusal_error(refusal, key.display, gateway.clock(), metered.output_cap)
         if answer is None:
@@ -119,7 +120,7 @@ class Answer:
     entry: ModelEntry
     provider: Provider
     exchange: Exchange
-    response: httpx.Response
+    response: UpstreamResponse
 
 
 async def first_answer(
@@ -136,31 +137,34 @@ async def first_answer(
     failure: Failure = (502, "upstream_error", "")
     for entry, provider in call.candidates:
         exchange = api.exchanges[provider.api]
-        content = orjson.dumps(exchange.upstream_body(body, entry, stream=stream))
+        shaped = exchange.upstream_body(
+            body, entry, provider, stream=stream, cap=call.output_cap(entry)
+        )
+        content = orjson.dumps(shaped)
         call.upstream_began(entry, provider)
         try:
             async with asyncio.timeout_at(limits.total):
                 response = await gateway.upstream.send(provider, content, exchange.path)
-        except (httpx.TimeoutException, TimeoutError):
+        except (UpstreamTimeout, TimeoutError):
             failure = (504, "upstream_timeout", f"{provider.name} timed out")
             continue
-        except httpx.TransportError as error:
-            failure = (502, "upstream_unreachable", f"{provider.name}: {type(error).__name__}")
+        except UpstreamError as error:
+            failure = (502, "upstream_unreachable", f"{provider.name}: {error}")
             continue
         if not stream or response.status_code >= 400:
             try:
                 async with asyncio.timeout_at(limits.total):
                     await response.aread()
-            except (httpx.TimeoutException, TimeoutError):
+            except (UpstreamTimeout, TimeoutError):
                 await response.aclose()
                 failure = (504, "upstream_timeout", f"{provider.name} timed out mid-answer")
                 continue
-            except httpx.TransportError as error:  # it answered, then the body broke off
+            except UpstreamError as error:  # it answered, then the body broke off
                 await response.aclose()
                 failure = (
                     502,
                     "upstream_truncated",
-                    f"{provider.name} cut its answer off mid-read ({type(error).__name__})",
+                    f"{provider.name} cut its answer off mid-read ({error})",
                 )
                 continue
             finally:
@@ -282,32 +286,34 @@ async def relay(call: MeteredCall, answer: Answer, limits: Deadlines) -> AsyncIt
                 if out:  # what arrived together leaves together: one write, not one per event
                     yield b"".join(out)
             if parser.done or events.reported is not None:
-                outcome = Outcome.ANSWERED
+                outcome, problem = Outcome.ANSWERED, None
             else:
                 outcome = Outcome.TRUNCATED
-                yield events.error(
+                problem = (
                     f"The upstream provider {provider.name} ended the stream before its end "
                     "(no [DONE], no usage); you are charged for what was delivered."
                 )
-        except (httpx.TimeoutException, TimeoutError):
+        except (UpstreamTimeout, TimeoutError):
             outcome = Outcome.STALLED
-            yield events.error(
+            problem = (
                 f"The upstream provider {provider.name} stalled past the request's deadline; "
                 "you are charged for what was delivered."
             )
-        except (httpx.HTTPError, EventTooLarge) as error:
+        except (UpstreamError, EventTooLarge) as error:
             outcome = Outcome.BROKEN_OFF
-            yield events.error(
+            problem = (
                 f"The upstream provider {provider.name} broke off the stream "
                 f"({type(error).__name__}); you are charged for what was delivered."
             )
         if events.relayed == 0 and events.reported is None:
             # Nothing valid came back (garbage, or an empty stream): an upstream failure.
             outcome = Outcome.BAD_ANSWER
-            yield events.error(
+            problem = (
                 f"The upstream provider {provider.name} sent no valid completion chunks; "
                 "you were not charged."
             )
+        if problem is not None:  # one error event, the stream's last word before our usage
+            yield events.error(problem)
         charged = await call.finish(
             outcome,
             entry,
