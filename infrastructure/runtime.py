@@ -19,6 +19,7 @@ from application.reconcile import reconcile
 from application.retry import retry_transient
 from application.spend import SpendControl
 from infrastructure.database import Database
+from infrastructure.key_uses import create_key_uses_table
 from infrastructure.leadership import ensure_leadership_table
 from infrastructure.liveness import ProcessLease, create_processes_table, live_processes
 from infrastructure.observability.metrics import LedgerMetrics
@@ -36,7 +37,7 @@ from infrastructure.webhooks.vault import create_secrets_table
 from projections import all_projections
 from projections.chain import catch_up_chain
 from projections.holds import stale_holds
-from projections.lookup import KeyLookup
+from projections.lookup import KeyLookup, live_key_count
 from projections.runner import ProjectionFailed, ProjectionRunner
 from projections.webhooks import create_delivery_tables
 
@@ -187,6 +188,7 @@ def open_runtime(
                 runner.create_schema()
                 create_delivery_tables(engine)
                 create_secrets_table(engine)
+                create_key_uses_table(engine)
                 create_processes_table(engine)
                 if database is not None:
                     ensure_leadership_table(database)
@@ -195,6 +197,8 @@ def open_runtime(
             database.close()
         raise
     ledger.access_barrier = lambda position: runner.wait_for(position, names=("keys",))
+    ledger.max_keys_per_account = settings.max_keys_per_account or None
+    ledger.live_key_count = lambda account_id: live_key_count(engine, account_id, ledger.clock())
     observer = LedgerMetrics() if settings.metrics else None
     spend = SpendControl(ledger, build_page_lock(settings.database_url, database), observer)
     lookup = build_key_lookup(settings.database_url, database)

@@ -194,6 +194,7 @@ E2E_MODULES = {  # modules whose tests start processes themselves
     "tests/spend/test_crash_mid_commit.py",
     "tests/spend/test_two_gateways.py",
     "tests/infrastructure/test_fake_upstream.py",
+    "tests/infrastructure/test_upstream_client.py",
     "tests/security/test_unauthenticated_surface.py",
     "tests/security/test_management_keys.py",
     "tests/security/test_poison.py",
