@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from application.clock import Clock, system_clock
 from application.keys import Lowrouter
 from application.reconcile import reconcile
+from application.retry import retry_transient
 from application.spend import SpendControl
 from infrastructure.database import Database
 from infrastructure.key_uses import create_key_uses_table
@@ -135,7 +136,9 @@ class Runtime:
                 continue
             last = now
             try:
-                job()
+                # A transient store error (a blip, a failover) is retried here with backoff and
+                # jitter rather than waiting a whole interval; anything else is logged.
+                retry_transient(job, attempts=4, base=0.2)
             except Exception:
                 logging.getLogger(name.replace("-", ".")).exception("%s pass failed", name)
 
