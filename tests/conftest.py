@@ -215,6 +215,7 @@ E2E_TESTS = {  # single tests that start a subprocess: `--env-file` asks git if 
     "tests/cli/test_cli.py::test_env_file_in_a_git_work_tree_warns_unless_it_is_ignored",
     "tests/cli/test_no_plaintext.py::test_tokens_created_through_the_cli_are_not_stored_in_plaintext",
     "tests/security/test_cli_hygiene.py::test_env_file_refuses_symlinks_and_loose_files_unless_forced",
+    "tests/security/test_holds.py::test_usage_beyond_the_hold_raises_the_usage_unexpected_webhook",
 }
 SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state machines, bulk
     "tests/domain/test_key_lifecycle.py::test_key_lifecycle_state_machine_in_memory",

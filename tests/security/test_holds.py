@@ -6,11 +6,14 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import select
+from standardwebhooks.webhooks import Webhook
 
 from domain.money import parse_credits
+from infrastructure.webhooks.wiring import start_deliverer
 from projections.forensics import flags_for_keys
 from projections.schema import usage
-from tests.security.hostile import completion, hostile_gateway
+from tests.security.hostile import OPERATOR, completion, hostile_gateway
+from tests.webhooks.receiver import run_receiver
 
 
 def chat(**fields: object) -> dict[str, object]:
@@ -86,3 +89,37 @@ def test_usage_beyond_the_hold_shows_in_the_usage_api_metrics_and_alerts(
         [flag] = [f for f in flags if f.kind == "over_hold"]
         assert (flag.subject, flag.amount) == (row["request_id"], real - charged)
         assert "served and not charged" in flag.describe()
+
+
+def test_usage_beyond_the_hold_raises_the_usage_unexpected_webhook(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """End to end: a hostile upstream's usage over the hold is served, the forensics projection
+    flags it, and the deliverer a gateway runs sends the owner a signed `usage.unexpected`."""
+    env = {"LOWROUTER_WEBHOOKS_ALLOW_PRIVATE": "true"}
+    with (
+        run_receiver() as receiver,
+        hostile_gateway(tmp_path, sqlite_url, env) as (gateway, upstream),
+    ):
+        runtime = gateway.runtime
+        account_id, _, token = gateway.account("overrun")
+        secret = runtime.webhooks.add(account_id, receiver.url, ["usage.unexpected"], OPERATOR)
+        upstream.answer = completion({"prompt_tokens": 10, "completion_tokens": 50_000})
+        served = httpx.post(
+            gateway.api + "/chat/completions",
+            json=chat(max_tokens=10),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert served.status_code == 200, served.text
+
+        runtime.projections.catch_up()
+        deliverer = start_deliverer(runtime)
+        try:
+            [request] = receiver.wait_for(1)
+        finally:
+            deliverer.stop()
+    event = Webhook(secret.secret).verify(request.body, request.headers)
+    assert event["type"] == "usage.unexpected"
+    flag = event["data"]["flag"]
+    assert flag["kind"] == "over_hold"
+    assert flag["subject"] == served.headers["x-request-id"]
