@@ -33,7 +33,7 @@ def when(iso_text: str | None, empty: str = "-") -> str:
     return f"{iso_text[:19].replace('T', ' ')}Z" if iso_text else empty
 
 
-def _csv_value(value: Any) -> str:
+def csv_value(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -107,7 +107,7 @@ class ProgressBar:
 EVENT_COLUMNS = ("VERSION", "TYPE", "AT", "ACTOR", "DETAILS")
 
 
-def _events_table(events: list[dict[str, Any]], leave_out: Iterable[str] = ()) -> str:
+def events_table(events: list[dict[str, Any]], leave_out: Iterable[str] = ()) -> str:
     rows = [
         [
             str(e["version"]),

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from domain.errors import NotFound
 from infrastructure.cli.context import Context
 from infrastructure.cli.errors import UsageError
-from infrastructure.cli.output import _csv_value, render_table, when
+from infrastructure.cli.output import csv_value, render_table, when
 from infrastructure.cli.shapes import find_account
 from infrastructure.views import usage_json
 from projections.queries import usage_page
@@ -72,7 +72,7 @@ def usage_command(ctx: Context, args: argparse.Namespace) -> None:
     elif ctx.format == "csv":
         writer = csv.DictWriter(ctx.stdout, fieldnames=USAGE_FIELDS)
         writer.writeheader()
-        writer.writerows({k: _csv_value(row[k]) for k in USAGE_FIELDS} for row in rows)
+        writer.writerows({k: csv_value(row[k]) for k in USAGE_FIELDS} for row in rows)
     else:
         ctx.out(render_table(USAGE_TABLE, (_usage_row(row) for row in rows)))
 
