@@ -14,10 +14,13 @@ Its invariants, checked before any event is recorded, are the product's promises
 The event store's unique (stream, version) constraint makes them hold across processes.
 A hold is charged to the day it was reserved in, even when it settles on a later page.
 
-The per-key figures the limits need are kept by *meter* (today the key's id; a rotation lineage
-can share one meter). The trailing-minute windows are one-second buckets (at most 60 per
-metered key, and only for keys with a per-minute limit), carried to the next page with the
-month-to-date spend, so the state stays small and survives closing the books.
+The figures the limits need are kept by *meter*: the key's rotation lineage (the id of the key
+it was first issued as, so a rotation's successor shares its predecessor's day, month, rate
+windows and concurrency, and rotating never raises a limit); a hold reserved without one
+(events stored before 0.3) is metered under its key's id. The trailing-minute windows are
+one-second buckets (at most 60 per meter, and only for keys with a per-minute limit), carried to
+the next page with the month-to-date spend, so the state stays small and survives closing the
+books.
 """
 
 import math
@@ -29,7 +32,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from domain.actor import Actor
-from domain.bounds import bounded_usage
+from domain.bounds import MAX_UNBILLED, bounded_usage
 from domain.errors import (
     ConcurrencyLimitExceeded,
     DailyLimitExceeded,
@@ -45,6 +48,7 @@ from domain.usage import Usage
 _PAGE_NAMESPACE = uuid5(NAMESPACE_URL, "https://lowrouter.dev/ledger-page")
 
 
+UNSETTLED = "unsettled"  # the status of a hold the reconciler settled at its amount
 WINDOW_SECONDS = 60  # the trailing minute of the per-minute limits
 Bucket = list[int]  # [second since the epoch, requests, tokens]
 
@@ -111,10 +115,14 @@ class LedgerPage(Aggregate):
         # key's limits are kept under, and the request's token estimate when it is windowed.
         meter: str
         tokens: int | None
+        # Since 0.3 too: the gateway process serving the request (its liveness lease), so the
+        # reconciler leaves the holds of live processes alone. None: no lease (older events).
+        owner: str | None
 
         def apply(self, page: "LedgerPage") -> None:
             meter = getattr(self, "meter", None) or self.key_id
             tokens = getattr(self, "tokens", None)
+            owner = getattr(self, "owner", None)
             page.holds[self.request_id] = {
                 "key_id": self.key_id,
                 "amount": self.amount,
@@ -126,7 +134,10 @@ class LedgerPage(Aggregate):
                 page.holds[self.request_id]["meter"] = meter
             if tokens is not None:
                 page.holds[self.request_id]["tokens"] = tokens
+            if owner is not None:
+                page.holds[self.request_id]["owner"] = owner
             page.held_today[self.key_id] = page.held_today.get(self.key_id, 0) + self.amount
+            page.day_held[meter] = page.day_held.get(meter, 0) + self.amount
             page.total_held += self.amount
             page._count_hold(meter, page.day, self.amount, +1)
             if tokens is not None:
@@ -161,8 +172,10 @@ class LedgerPage(Aggregate):
         reasoning_tokens: int
         cost_source: str
         upstream_cost: str | None
+        # Since class version 3: what the usage cost beyond the hold (not charged: `over_hold`).
+        unbilled: int
 
-        class_version = 2
+        class_version = 3
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -175,13 +188,22 @@ class LedgerPage(Aggregate):
                 upstream_cost=None,
             )
 
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state["unbilled"] = 0  # not known before 0.3 (the flag `over_hold` still says so)
+
         def apply(self, page: "LedgerPage") -> None:
             hold = page._drop_hold(self.request_id, self.prompt_tokens + self.completion_tokens)
             page.balance -= self.cost
             page.settled += self.cost
             if self.reserved_day == page.day:
                 page.spent_today[self.key_id] = page.spent_today.get(self.key_id, 0) + self.cost
+                meter = _meter(hold)
+                page.day_spent[meter] = page.day_spent.get(meter, 0) + self.cost
             page._count_month_spend(hold, self.reserved_day, self.cost)
+            if self.status == UNSETTLED:
+                # (a page restored from a snapshot taken before 0.3 has no such map yet)
+                page.__dict__.setdefault("reconciled", {})[self.request_id] = self.cost
 
     class Released(Aggregate.Event):
         request_id: str
@@ -236,6 +258,8 @@ class LedgerPage(Aggregate):
         self.total_held: int = sum(h["amount"] for h in carried_holds.values())
         self.held_today: dict[str, int] = {}  # key id -> today's open holds
         self.spent_today: dict[str, int] = {}  # key id -> today's settled spend
+        self.day_held: dict[str, int] = {}  # meter -> today's open holds (the daily limit's)
+        self.day_spent: dict[str, int] = {}  # meter -> today's settled spend
         # meter -> this month's settled spend (earlier days' carried in), open holds of this
         # month, open holds of any day, and the trailing minute's buckets.
         self.spent_month: dict[str, int] = dict(carried_month or {})
@@ -246,6 +270,9 @@ class LedgerPage(Aggregate):
         }
         for hold in self.holds.values():
             self._count_hold(_meter(hold), hold["day"], hold["amount"], +1)
+        # request id -> what the reconciler charged, on this page: a gateway's late settlement
+        # reports this, not a cost of its own (rare, so small).
+        self.reconciled: dict[str, int] = {}
         self.closed = False
 
     # Creating and closing pages ------------------------------------------------------------
@@ -314,6 +341,10 @@ class LedgerPage(Aggregate):
     def month_held_by(self, meter: str) -> int:
         return self.held_month.get(meter, 0)
 
+    def reconciled_cost(self, request_id: str) -> int | None:
+        """What the reconciler charged a hold of this page, if it settled it."""
+        return getattr(self, "reconciled", {}).get(request_id)
+
     def in_flight(self, meter: str) -> int:
         return self.open_holds.get(meter, 0)
 
@@ -374,6 +405,7 @@ class LedgerPage(Aggregate):
         policy: KeyPolicy = NO_POLICY,
         tokens: int = 0,
         meter: str | None = None,
+        owner: str | None = None,
     ) -> None:
         """Hold a request's maximum cost, or refuse it. Idempotent per request id.
 
@@ -387,7 +419,7 @@ class LedgerPage(Aggregate):
             raise InvalidAmount("a hold cannot be negative")
         meter = meter or key_id
         if daily_limit is not None:
-            spent, held = self.spent_by(key_id), self.held_by(key_id)
+            spent, held = self.day_spent.get(meter, 0), self.day_held.get(meter, 0)
             if spent + held + amount > daily_limit:
                 raise DailyLimitExceeded(spent, held, daily_limit, amount)
         if policy.monthly_limit is not None:
@@ -405,6 +437,7 @@ class LedgerPage(Aggregate):
             amount=amount,
             meter=meter,
             tokens=tokens if policy.windowed else None,
+            owner=owner,
             timestamp=at,
         )
 
@@ -440,8 +473,10 @@ class LedgerPage(Aggregate):
         fields, bounding_flags = bounded_usage(usage.event_fields())
         flags = list(usage.flags)
         flags.extend(f for f in bounding_flags if f not in flags)
+        unbilled = 0
         if cost > hold["amount"]:
             flags.append("over_hold")
+            unbilled = min(cost - hold["amount"], MAX_UNBILLED)
             cost = hold["amount"]
         self.trigger_event(
             self.Settled,
@@ -451,6 +486,7 @@ class LedgerPage(Aggregate):
             held=hold["amount"],
             cost=cost,
             flags=flags,
+            unbilled=unbilled,
             timestamp=at,
             **fields,
         )
@@ -484,6 +520,19 @@ class LedgerPage(Aggregate):
             timestamp=at,
         )
 
+    def __getattr__(self, name: str) -> Any:
+        """A page restored from a snapshot taken before the lineage meters (0.3) rebuilds them:
+        its holds of today by meter, and today's spend (metered by key id back then)."""
+        if name not in ("day_held", "day_spent"):
+            raise AttributeError(name)
+        held: dict[str, int] = {}
+        for hold in self.__dict__.get("holds", {}).values():
+            if hold["day"] == self.day:
+                held[_meter(hold)] = held.get(_meter(hold), 0) + hold["amount"]
+        self.__dict__["day_held"] = held
+        self.__dict__["day_spent"] = dict(self.__dict__.get("spent_today", {}))
+        return self.__dict__[name]
+
     def _check_open(self) -> None:
         if self.closed:
             raise DomainError(f"ledger page {self.day} is closed")
@@ -492,9 +541,10 @@ class LedgerPage(Aggregate):
         """Close a hold; a windowed one's token estimate becomes what was used."""
         hold = self.holds.pop(request_id)
         self.total_held -= hold["amount"]
+        meter = _meter(hold)
         if hold["day"] == self.day:
             self.held_today[hold["key_id"]] -= hold["amount"]
-        meter = _meter(hold)
+            self.day_held[meter] -= hold["amount"]
         self._count_hold(meter, hold["day"], hold["amount"], -1)
         estimate = hold.get("tokens")
         if estimate is not None:
@@ -532,4 +582,3 @@ class LedgerPage(Aggregate):
 
 def _meter(hold: dict[str, Any]) -> str:
     return str(hold.get("meter") or hold["key_id"])
-

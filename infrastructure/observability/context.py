@@ -98,6 +98,7 @@ CURRENT: ContextVar[Observation | None] = ContextVar("lowrouter_observation", de
 # Called (in the ledger writer's thread) with the model and micro-credits of every charge
 # made for a request, once durable; set by the metrics.
 charged_hook: Callable[[str, int], None] | None = None
+unbilled_hook: Callable[[str, int], None] | None = None  # (model, micro-credits beyond a hold)
 
 
 def current() -> Observation | None:
@@ -177,3 +178,11 @@ def track_settlement(
 
     future.add_done_callback(done)
     return future
+
+
+def note_pending_charge(charged: int) -> None:
+    """The request was answered before its settlement was durable (a store outage): the cost
+    the settlement charges once it lands, for this request's headers and log line."""
+    observation = CURRENT.get()
+    if observation is not None and observation.cost is None:
+        observation.cost = charged

@@ -227,7 +227,8 @@ def test_usage_rows_carry_the_key_name_then_filter_and_csv_parses_back(
     everything = cli.ok("usage", "--format", "json").json()["data"]
     assert len(parsed) == len(everything) == 4
     assert parsed == [{k: _csv(v) for k, v in row.items()} for row in everything]
-    assert parsed[0]["client_ip"] == '10.0.0.1",\n; x'
+    # quotes and commas survive; a newline from outside is escaped, never a line of the file
+    assert parsed[0]["client_ip"] == '10.0.0.1",\\n; x'
 
     by_key = cli.ok("usage", "--key", str(one), "--format", "json").json()["data"]
     assert [r["key_name"] for r in by_key] == ["one-renamed", "one"]
@@ -252,7 +253,7 @@ def _csv(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    return str(value).replace("\n", "\\n")
 
 
 # audit ------------------------------------------------------------------------------------------
