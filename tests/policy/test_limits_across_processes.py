@@ -87,7 +87,6 @@ def pair(postgres_template: str, tmp_path_factory: pytest.TempPathFactory) -> It
             "LOWROUTER_TOKEN_PEPPER": PEPPER,
             "LOWROUTER_DATA_DIR": str(home),
             "LOWROUTER_CONFIG": str(catalogue),
-            "LOWROUTER_DEMO_BASE_URL": "http://127.0.0.1:9/demo/v1",
         }
         processes = [
             subprocess.Popen(

@@ -32,7 +32,6 @@ def start_gateway(
         "LOWROUTER_DATABASE_URL": database_url,
         "LOWROUTER_TOKEN_PEPPER": PEPPER,
         "LOWROUTER_DATA_DIR": str(data_dir),
-        "LOWROUTER_DEMO_BASE_URL": f"http://127.0.0.1:{port}/demo/v1",
     }
     env.pop("LOWROUTER_CONFIG", None)
     code = (
