@@ -28,6 +28,7 @@ def start_gateway(
     """`extra`: more settings (e.g. LOWROUTER_DATABASE_POOLER); the ones below win."""
     env = {
         **os.environ,
+        "LOWROUTER_ACCESS_LOG": "false",  # no request lines in pytest's output (`extra` may say)
         **(extra or {}),
         "LOWROUTER_DATABASE_URL": database_url,
         "LOWROUTER_TOKEN_PEPPER": PEPPER,

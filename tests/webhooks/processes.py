@@ -23,6 +23,9 @@ def gateway_environment(database_url: str, data_dir: Path, **extra: str) -> dict
         LOWROUTER_TOKEN_PEPPER=PEPPER,
         LOWROUTER_DATA_DIR=str(data_dir),
         LOWROUTER_WEBHOOKS_ALLOW_PRIVATE="true",
+        LOWROUTER_ACCESS_LOG="false",  # no request lines in pytest's output
+    )
+    env.update(
         **extra,
     )
     return env
