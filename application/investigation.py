@@ -12,7 +12,7 @@ from uuid import UUID
 
 from application.keys import Lowrouter
 from application.replay import KeyHistory, key_history
-from domain.flags import NEW_ADDRESS, NEW_USER_AGENT
+from domain.flags import NEW_ADDRESS, NEW_USER_AGENT, OVER_HOLD
 from domain.keys import ApiKey
 from domain.money import format_credits
 
@@ -25,13 +25,13 @@ TRAILING_DAYS = 7
 @dataclass(frozen=True)
 class UsageFlag:
     key_id: str
-    kind: str  # new_address | new_user_agent | spend_spike
-    subject: str  # the new address or agent, or the day of the spike
+    kind: str  # new_address | new_user_agent | spend_spike | over_hold
+    subject: str  # the new address or agent, the day of the spike, or the request id
     at: datetime
     position: int
     client_ip: str | None
     user_agent: str | None
-    amount: int | None  # spend_spike: the day's spend when it went over (micro-credits)
+    amount: int | None  # spend_spike: the day's spend; over_hold: the unbilled (micro-credits)
     baseline: int | None  # spend_spike: the trailing daily average (micro-credits)
     acknowledged_at: datetime | None = None
     acknowledged_by: str | None = None
@@ -45,6 +45,11 @@ class UsageFlag:
             return f"first use from address {self.subject}"
         if self.kind == NEW_USER_AGENT:
             return f"first use with user agent {self.subject!r}"
+        if self.kind == OVER_HOLD:
+            return (
+                f"request {self.subject} used more than its hold: "
+                f"{format_credits(self.amount or 0)} served and not charged"
+            )
         return (
             f"spent {format_credits(self.amount or 0)} on {self.subject}, over "
             f"{SPIKE_FACTOR}x its trailing daily average of {format_credits(self.baseline or 0)}"

@@ -37,7 +37,16 @@ from domain.pricing import (
     hold_for,
     output_cap,
 )
-from domain.routing import DIALECTS, Candidate, Catalogue, Dialect, ModelEntry, ModelKind, Provider
+from domain.routing import (
+    DIALECTS,
+    Candidate,
+    Catalogue,
+    Dialect,
+    ModelEntry,
+    ModelKind,
+    Provider,
+    check_extra_fields,
+)
 from domain.scope import Scope
 from domain.usage import Api, CostSource, Usage
 
@@ -59,6 +68,9 @@ class MeteredKey(Protocol):
     def scope(self) -> Scope: ...
     @property
     def policy(self) -> KeyPolicy: ...
+    @property
+    def lineage_id(self) -> UUID | None:
+        """The rotation lineage's first key: its limits are the lineage's (None: the key's)."""
 
 
 # The ledger's refusals of a reservation, and the reason each is recorded under.
@@ -77,7 +89,7 @@ class MeteredRequest:
 
     api: Api
     model: str  # the requested id (or lowrouter/auto)
-    prompt_bound: int  # a generous estimate of the prompt's tokens
+    prompt_bound: int  # an upper bound of the prompt's tokens (domain.pricing.prompt_bound)
     output_cap: int | None  # the client's output cap (max_tokens …); None: the model's
     choices: int = 1
     streamed: bool = False
@@ -85,6 +97,7 @@ class MeteredRequest:
     user_agent: str | None = None
     kind: ModelKind = "chat"
     dialects: tuple[Dialect, ...] = DIALECTS  # the upstream dialects that can serve this API
+    extra_fields: frozenset[str] = frozenset()  # fields beyond the API's schema (providers allow)
 
 
 # --- what happened, and what it is charged ------------------------------------------------------
@@ -180,6 +193,7 @@ class MeteredOutcome:
     tokens: TokenCounts
     upstream_seconds: float  # time spent waiting on the upstream (0 if never reached)
     total_seconds: float
+    unbilled: int = 0  # micro-credits the usage cost beyond the hold (over_hold), not charged
 
 
 class MeteringObserver(Protocol):
@@ -232,10 +246,13 @@ class Metering:
 
     def route(self, scope: Scope, request: MeteredRequest) -> list[Candidate]:
         """The (model, provider) pairs to try, at most MAX_FALLBACK_MODELS models; raises a
-        domain.routing.RoutingError when none may serve it."""
+        domain.routing.RoutingError when none may serve it (or a provider refuses one of the
+        request's extra fields)."""
         candidates = self.catalogue.candidates(request.model, scope, request.kind, request.dialects)
         models = list(dict.fromkeys(entry for entry, _ in candidates))[:MAX_FALLBACK_MODELS]
-        return [(e, p) for e, p in candidates if e in models]
+        chosen = [(e, p) for e, p in candidates if e in models]
+        check_extra_fields(chosen, request.extra_fields)
+        return chosen
 
     @staticmethod
     def hold(candidates: Sequence[Candidate], request: MeteredRequest) -> int:
@@ -275,6 +292,7 @@ class Metering:
             key.scope.daily_limit,
             policy=key.policy,
             tokens=self.token_bound(candidates, request),
+            meter=str(key.lineage_id or key.key_id),  # a rotation never raises a limit
         )
         self._tell(lambda: self.observer.reserving(future, request))
         try:
@@ -321,6 +339,11 @@ class MeteredCall:
     @property
     def settled(self) -> bool:
         return self._settlement is not None
+
+    def output_cap(self, entry: ModelEntry) -> int:
+        """The output cap sent upstream to `entry`, whatever the client sent: the one the hold
+        covers (the hold is sized for the dearest candidate at its own cap)."""
+        return output_cap(self.request.output_cap, entry.max_output_tokens)
 
     def estimate(self, produced_characters: int) -> TokenCounts:
         """What we count when the upstream says nothing: the prompt bound, and the produced
@@ -413,16 +436,19 @@ class MeteredCall:
     def _observe(self, done: "Future[int | None]", usage: Usage) -> None:
         if done.cancelled() or done.exception() is not None:
             return
+        charged = done.result()
+        decided = self.charge.cost if self.charge is not None else 0
         outcome = MeteredOutcome(
             api=usage.api,
             model=usage.model,
             provider=usage.provider,
             status=usage.status,
             status_code=usage.status_code,
-            cost=done.result() or 0,
+            cost=charged or 0,
             cost_source=usage.cost_source,
             tokens=usage.tokens,
             upstream_seconds=self.upstream_seconds,
             total_seconds=usage.latency_ms / 1000,
+            unbilled=max(0, decided - charged) if charged is not None else 0,
         )
         self.metering._tell(lambda: self.metering.observer.metered(outcome))

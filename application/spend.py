@@ -96,6 +96,13 @@ class CommitObserver(Protocol):
 
     def committed(self, seconds: float, commands: int) -> None: ...
 
+    def conflicted(self, locked: bool) -> None:
+        """A save was refused: another process had written one of the batch's pages (`locked`:
+        it happened under the page lock, after a fast-forward)."""
+
+    def took_turns(self) -> None:
+        """A batch took the page-locked path (a conflict before, a read, or a contended page)."""
+
 
 def no_lock(_accounts: Sequence[UUID]) -> AbstractContextManager[object]:
     return nullcontext()
@@ -257,6 +264,8 @@ class SpendControl:
                 outcome = self._attempt(batch, fast_forward=True)
             if outcome is _ANSWERED:
                 return
+        if self._observer is not None:
+            self._observer.took_turns()
         with self._page_lock(accounts):
             moved = self._commit_locked(batch, accounts)
         until = time.monotonic() + CONTENDED_SECONDS
@@ -324,6 +333,8 @@ class SpendControl:
                 self.app.save(*changed)
         except IntegrityError:
             self.conflicts += 1
+            if self._observer is not None:
+                self._observer.conflicted(fresh)
             return _CONFLICT
         except BaseException:
             for account_id in working:

@@ -33,7 +33,7 @@ providers = ["bench"]
 upstream_model = "fast"
 prompt_price_per_million = "0.10"
 completion_price_per_million = "0.40"
-max_output_tokens = 256
+max_output_tokens = 4096
 """,
         encoding="utf-8",
     )

@@ -31,6 +31,15 @@ done = function(summary, latency, requests)
 end
 """
 
+LUA_TOKENS = r"""
+local turn = 0
+request = function()
+  turn = turn % #tokens + 1
+  wrk.headers["authorization"] = "Bearer " .. tokens[turn]
+  return wrk.format(nil, nil, nil, nil)
+end
+"""
+
 
 @dataclass(frozen=True)
 class LoadResult:
@@ -63,6 +72,8 @@ class Load:
     url: str
     body: bytes
     headers: dict[str, str]
+    # Bearer tokens to take in turn, one per request (the many-account load); empty: the headers'
+    tokens: tuple[str, ...] = ()
 
 
 def ensure_wrk() -> str | None:
@@ -107,6 +118,9 @@ def lua_script(load: Load) -> str:
     lines = ['wrk.method = "POST"', f"wrk.body = {_lua_string(load.body.decode())}"]
     for name, value in load.headers.items():
         lines.append(f"wrk.headers[ {_lua_string(name)} ] = {_lua_string(value)}")
+    if load.tokens:
+        lines.append("local tokens = {" + ",".join(_lua_string(t) for t in load.tokens) + "}")
+        lines.append(LUA_TOKENS)
     return "\n".join(lines) + "\n" + LUA_DONE
 
 
@@ -146,16 +160,25 @@ async def _drive(load: Load, concurrency: int, seconds: float) -> LoadResult:
     parts = urlsplit(load.url)
     head = f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in load.headers.items())
-    request = (head + f"Content-Length: {len(load.body)}\r\n\r\n").encode() + load.body
+    tail = f"Content-Length: {len(load.body)}\r\n\r\n"
+    requests = [
+        (head + f"Authorization: Bearer {token}\r\n" + tail).encode() + load.body
+        for token in load.tokens
+    ] or [(head + tail).encode() + load.body]
     latencies: list[float] = []
     counters = {"socket": 0, "status": 0}
     started = time.perf_counter()
     deadline = started + seconds
     workers = [
         _connection(
-            parts.hostname or "127.0.0.1", parts.port or 80, request, deadline, latencies, counters
+            parts.hostname or "127.0.0.1",
+            parts.port or 80,
+            requests[i::concurrency] or requests,
+            deadline,
+            latencies,
+            counters,
         )
-        for _ in range(concurrency)
+        for i in range(concurrency)
     ]
     await asyncio.gather(*workers)
     elapsed = time.perf_counter() - started
@@ -180,13 +203,16 @@ async def _drive(load: Load, concurrency: int, seconds: float) -> LoadResult:
 async def _connection(
     host: str,
     port: int,
-    request: bytes,
+    requests: list[bytes],
     deadline: float,
     latencies: list[float],
     counters: dict[str, int],
 ) -> None:
     reader = writer = None
+    turn = 0
     while time.perf_counter() < deadline:
+        request = requests[turn % len(requests)]
+        turn += 1
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection(host, port)

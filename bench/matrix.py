@@ -51,11 +51,12 @@ def request_body(stream: bool) -> bytes:
 @dataclass(frozen=True)
 class Target:
     name: str
-    kind: str  # "bare" | "lowrouter"
+    kind: str  # "bare" | "lowrouter" | "peer"
     transport: str  # the upstream client: "httpx" | "httpx-aiohttp" | "aiohttp"
     store: str | None = None  # "sqlite" | "postgres"
     workers: int = 1
     concurrencies: tuple[int, ...] = (1, 16, 64, 256)
+    source: Path | None = None  # another checkout's code (`--baseline`), not this one's
 
 
 @dataclass
@@ -161,7 +162,14 @@ def running_lowrouter(
         command = serve_command(port, target.workers)
         env = {**gateway_environ(url, catalogue), **(extra_env or {})}
         server = start_server(
-            target.name, command, port, env, work_dir, workers=target.workers, nice=nice
+            target.name,
+            command,
+            port,
+            env,
+            work_dir,
+            workers=target.workers,
+            nice=nice,
+            source=target.source,
         )
         stack.callback(server.stop)
         yield server, runtime, tenant
@@ -170,11 +178,17 @@ def running_lowrouter(
 # Driving ------------------------------------------------------------------------------------
 
 
-def load_for(server: Server, token: str | None, stream: bool) -> Load:
-    headers = {"content-type": "application/json"}
+def load_for(
+    server: Server,
+    token: str | None,
+    stream: bool,
+    path: str = "/api/v1/chat/completions",
+    headers: Mapping[str, str] | None = None,
+) -> Load:
+    sent = dict(headers or {"content-type": "application/json"})
     if token:
-        headers["authorization"] = f"Bearer {token}"
-    return Load(server.url + "/api/v1/chat/completions", request_body(stream), headers)
+        sent["authorization"] = f"Bearer {token}"
+    return Load(server.url + path, request_body(stream), sent)
 
 
 def measure(
@@ -221,16 +235,39 @@ def measure(
     )
 
 
+def probe(load: Load) -> str | None:
+    """One request: None if it answered 2xx, else what went wrong."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(load.url, data=load.body, headers=load.headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+            return None
+    except urllib.error.HTTPError as error:
+        return f"{error.code} {error.read()[:120]!r}"
+    except OSError as error:
+        return f"{type(error).__name__}: {error}"
+
+
 def drive(
     plan: Plan,
     target: Target,
     server: Server,
     token: str | None,
     runtime: Runtime | None = None,
+    path: str = "/api/v1/chat/completions",
+    headers: Mapping[str, str] | None = None,
 ) -> TargetReport:
     report = TargetReport(target)
     for mode in MODES:
-        load = load_for(server, token, stream=mode == "stream")
+        load = load_for(server, token, mode == "stream", path, headers)
+        problem = probe(load)
+        if problem:  # e.g. a peer that cannot stream here: its rows would only be errors
+            plan.log(f"  {target.name} {mode}: skipped, one request got {problem}")
+            report.extra.setdefault("skipped", {})[mode] = problem
+            continue
         for i, concurrency in enumerate(target.concurrencies):
             warm_up = plan.warmup > 0 and (plan.warmup_every_run or i == 0)
             row = measure(plan, server, load, concurrency, runtime, warm_up)
@@ -251,6 +288,12 @@ def run_target(plan: Plan, target: Target, upstream: Server) -> TargetReport:
     if target.kind == "bare":
         with running_bare(target, upstream, plan.work_dir, plan.nice) as server:
             report = drive(plan, target, server, None)
+    elif target.kind == "peer":
+        from bench.peers import peer_headers, peer_path, running_peer
+
+        with running_peer(target.name, upstream, plan.work_dir, plan.nice) as server:
+            headers = {"content-type": "application/json", **peer_headers(target.name, upstream)}
+            report = drive(plan, target, server, None, path=peer_path(target.name), headers=headers)
     else:
         with running_lowrouter(target, upstream, plan.work_dir, plan.nice) as (
             server,

@@ -103,12 +103,13 @@ def start_server(
     ready_path: str = "/healthz",
     timeout: float = 60.0,
     nice: int = 0,
+    source: Path | None = None,
 ) -> Server:
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             list(command),
-            cwd=ROOT,
+            cwd=source or ROOT,  # `python -m` imports the code of its working directory first
             env=dict(env),
             stdout=log,
             stderr=subprocess.STDOUT,

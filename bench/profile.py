@@ -2,6 +2,7 @@
 GIL (`--gil`: where the worker's Python CPU time goes, waiting excluded), summarised into shares by
 thread, by package and by function. The collapsed file loads into speedscope or flamegraph.pl."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+LINES = bool(os.environ.get("BENCH_PROFILE_LINES"))  # keep line numbers (for a closer look)
 FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^()]*)\)$")
 
 
@@ -25,7 +27,7 @@ def start_recording(pid: int, seconds: int, output: Path) -> subprocess.Popen[by
         raise RuntimeError("py-spy is not installed")
     command = [binary, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "100"]
     command += ["--nonblocking", "--gil", "--output", str(output)]
-    command += ["--format", "raw", "--threads", "--nolineno"]
+    command += ["--format", "raw", "--threads"] + ([] if LINES else ["--nolineno"])
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

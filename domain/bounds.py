@@ -10,6 +10,7 @@ from typing import Any
 
 MAX_TOKENS = 10**12
 MAX_LATENCY_MS = 2**31 - 1
+MAX_UNBILLED = 2**62  # micro-credits: what a settlement records beyond its hold, at most
 TEXT_BOUNDS = {  # field of a usage record -> most characters kept
     "request_id": 64,
     "key_name": 200,

@@ -10,7 +10,8 @@ from domain.errors import DomainError
 NEW_ADDRESS = "new_address"
 NEW_USER_AGENT = "new_user_agent"
 SPEND_SPIKE = "spend_spike"
-FLAG_KINDS = (NEW_ADDRESS, NEW_USER_AGENT, SPEND_SPIKE)
+OVER_HOLD = "over_hold"  # an upstream reported usage beyond the hold: served, not charged
+FLAG_KINDS = (NEW_ADDRESS, NEW_USER_AGENT, SPEND_SPIKE, OVER_HOLD)
 SUBJECT_LENGTH = 300  # the longest subject a flag has (a user agent, bounded at the edge)
 
 

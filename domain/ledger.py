@@ -14,10 +14,13 @@ Its invariants, checked before any event is recorded, are the product's promises
 The event store's unique (stream, version) constraint makes them hold across processes.
 A hold is charged to the day it was reserved in, even when it settles on a later page.
 
-The per-key figures the limits need are kept by *meter* (today the key's id; a rotation lineage
-can share one meter). The trailing-minute windows are one-second buckets (at most 60 per
-metered key, and only for keys with a per-minute limit), carried to the next page with the
-month-to-date spend, so the state stays small and survives closing the books.
+The figures the limits need are kept by *meter*: the key's rotation lineage (the id of the key
+it was first issued as, so a rotation's successor shares its predecessor's day, month, rate
+windows and concurrency, and rotating never raises a limit); a hold reserved without one
+(events stored before 0.3) is metered under its key's id. The trailing-minute windows are
+one-second buckets (at most 60 per meter, and only for keys with a per-minute limit), carried to
+the next page with the month-to-date spend, so the state stays small and survives closing the
+books.
 """
 
 import math
@@ -29,7 +32,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from domain.actor import Actor
-from domain.bounds import bounded_usage
+from domain.bounds import MAX_UNBILLED, bounded_usage
 from domain.errors import (
     ConcurrencyLimitExceeded,
     DailyLimitExceeded,
@@ -127,6 +130,7 @@ class LedgerPage(Aggregate):
             if tokens is not None:
                 page.holds[self.request_id]["tokens"] = tokens
             page.held_today[self.key_id] = page.held_today.get(self.key_id, 0) + self.amount
+            page.day_held[meter] = page.day_held.get(meter, 0) + self.amount
             page.total_held += self.amount
             page._count_hold(meter, page.day, self.amount, +1)
             if tokens is not None:
@@ -161,8 +165,10 @@ class LedgerPage(Aggregate):
         reasoning_tokens: int
         cost_source: str
         upstream_cost: str | None
+        # Since class version 3: what the usage cost beyond the hold (not charged: `over_hold`).
+        unbilled: int
 
-        class_version = 2
+        class_version = 3
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -175,12 +181,18 @@ class LedgerPage(Aggregate):
                 upstream_cost=None,
             )
 
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state["unbilled"] = 0  # not known before 0.3 (the flag `over_hold` still says so)
+
         def apply(self, page: "LedgerPage") -> None:
             hold = page._drop_hold(self.request_id, self.prompt_tokens + self.completion_tokens)
             page.balance -= self.cost
             page.settled += self.cost
             if self.reserved_day == page.day:
                 page.spent_today[self.key_id] = page.spent_today.get(self.key_id, 0) + self.cost
+                meter = _meter(hold)
+                page.day_spent[meter] = page.day_spent.get(meter, 0) + self.cost
             page._count_month_spend(hold, self.reserved_day, self.cost)
 
     class Released(Aggregate.Event):
@@ -236,6 +248,8 @@ class LedgerPage(Aggregate):
         self.total_held: int = sum(h["amount"] for h in carried_holds.values())
         self.held_today: dict[str, int] = {}  # key id -> today's open holds
         self.spent_today: dict[str, int] = {}  # key id -> today's settled spend
+        self.day_held: dict[str, int] = {}  # meter -> today's open holds (the daily limit's)
+        self.day_spent: dict[str, int] = {}  # meter -> today's settled spend
         # meter -> this month's settled spend (earlier days' carried in), open holds of this
         # month, open holds of any day, and the trailing minute's buckets.
         self.spent_month: dict[str, int] = dict(carried_month or {})
@@ -387,7 +401,7 @@ class LedgerPage(Aggregate):
             raise InvalidAmount("a hold cannot be negative")
         meter = meter or key_id
         if daily_limit is not None:
-            spent, held = self.spent_by(key_id), self.held_by(key_id)
+            spent, held = self.day_spent.get(meter, 0), self.day_held.get(meter, 0)
             if spent + held + amount > daily_limit:
                 raise DailyLimitExceeded(spent, held, daily_limit, amount)
         if policy.monthly_limit is not None:
@@ -440,8 +454,10 @@ class LedgerPage(Aggregate):
         fields, bounding_flags = bounded_usage(usage.event_fields())
         flags = list(usage.flags)
         flags.extend(f for f in bounding_flags if f not in flags)
+        unbilled = 0
         if cost > hold["amount"]:
             flags.append("over_hold")
+            unbilled = min(cost - hold["amount"], MAX_UNBILLED)
             cost = hold["amount"]
         self.trigger_event(
             self.Settled,
@@ -451,6 +467,7 @@ class LedgerPage(Aggregate):
             held=hold["amount"],
             cost=cost,
             flags=flags,
+            unbilled=unbilled,
             timestamp=at,
             **fields,
         )
@@ -484,6 +501,19 @@ class LedgerPage(Aggregate):
             timestamp=at,
         )
 
+    def __getattr__(self, name: str) -> Any:
+        """A page restored from a snapshot taken before the lineage meters (0.3) rebuilds them:
+        its holds of today by meter, and today's spend (metered by key id back then)."""
+        if name not in ("day_held", "day_spent"):
+            raise AttributeError(name)
+        held: dict[str, int] = {}
+        for hold in self.__dict__.get("holds", {}).values():
+            if hold["day"] == self.day:
+                held[_meter(hold)] = held.get(_meter(hold), 0) + hold["amount"]
+        self.__dict__["day_held"] = held
+        self.__dict__["day_spent"] = dict(self.__dict__.get("spent_today", {}))
+        return self.__dict__[name]
+
     def _check_open(self) -> None:
         if self.closed:
             raise DomainError(f"ledger page {self.day} is closed")
@@ -492,9 +522,10 @@ class LedgerPage(Aggregate):
         """Close a hold; a windowed one's token estimate becomes what was used."""
         hold = self.holds.pop(request_id)
         self.total_held -= hold["amount"]
+        meter = _meter(hold)
         if hold["day"] == self.day:
             self.held_today[hold["key_id"]] -= hold["amount"]
-        meter = _meter(hold)
+            self.day_held[meter] -= hold["amount"]
         self._count_hold(meter, hold["day"], hold["amount"], -1)
         estimate = hold.get("tokens")
         if estimate is not None:

@@ -6,15 +6,11 @@ dialect: `prompt_tokens` is every input token, *including* cache reads and cache
 `completion_tokens` every output token, including reasoning.
 """
 
-import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from domain.money import cost_of
-
-IMAGE_PART_TOKENS = 1_700  # a generous flat estimate for an image (or other non-text) part
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +106,34 @@ def output_cap(requested: int | None, model_cap: int) -> int:
     return model_cap if requested is None else requested
 
 
-# --- estimating sizes ------------------------------------------------------------------------
+# --- bounding sizes ---------------------------------------------------------------------------
+
+# A prompt bound that never undercounts. Byte-level BPE tokenizers (OpenAI's, Llama's, Qwen's)
+# and SentencePiece with byte fallback (Gemma, Mistral) never make a token of less than one UTF-8
+# byte, so a text's bytes bound its tokens. What a chat template adds (role markers, separators,
+# the reply's priming) is bounded per object and once per request; what the client cannot see
+# (a tool-use preamble, a built-in tool's definition) by allowances; a non-text part (an image,
+# audio, a file) by the larger of its encoded size and a flat allowance (a part given by URL has
+# no size here: the flat allowance, and an upstream that counts more shows as `over_hold`).
+PRIMING_TOKENS = 16  # the template's framing and the reply's priming, once per request
+ITEM_TOKENS = 8  # each object (a message, a content part, a tool): markers and separators
+NON_TEXT_PART_TOKENS = 2_500  # an image or file part, at least (OpenAI high detail ≤ ~2,500)
+TOOL_USE_TOKENS = 600  # the system preamble an upstream adds when tools are offered
+BUILT_IN_TOOL_TOKENS = 1_000  # a built-in tool (computer use, bash, web search …): hidden text
+IMAGE_PART_TOKENS = NON_TEXT_PART_TOKENS  # the name older callers import
+NON_TEXT_TYPES = frozenset(
+    {
+        "image",
+        "image_url",
+        "input_image",
+        "input_audio",
+        "input_file",
+        "audio",
+        "file",
+        "document",
+    }
+)
+_DEFINED_TOOL_TYPES = frozenset({None, "function", "custom"})  # defined by the client's text
 
 
 def estimate_text_tokens(characters: int) -> int:
@@ -118,75 +141,50 @@ def estimate_text_tokens(characters: int) -> int:
     return -(-characters // 4)
 
 
-def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
-    """A cheap, deliberately generous estimate of a chat request's prompt tokens (never zero).
-
-    UTF-8 bytes / 3 of every text (a real tokenizer gives about 4 characters per token in
-    English, and no fewer than one token per CJK character), plus 4 per message and 3 to prime
-    the reply; a flat allowance per image or other non-text part; tool and schema definitions
-    count as text.
-    """
-    messages = body.get("messages")
-    messages = messages if isinstance(messages, list) else []
-    text_bytes = 0
-    tokens = 3 + 4 * len(messages)
-    for message in messages:
-        message_bytes, message_tokens = _message_size(message)
-        text_bytes += message_bytes
-        tokens += message_tokens
-    for key in ("tools", "functions", "response_format"):
-        if body.get(key) is not None:
-            text_bytes += len(json.dumps(body[key], ensure_ascii=False).encode())
-    return max(1, tokens + math.ceil(text_bytes / 3))
+def prompt_bound(body: Mapping[str, Any]) -> int:
+    """An upper bound of the prompt tokens of any request body (chat, legacy completions,
+    Responses, embeddings, Anthropic Messages): every string's UTF-8 bytes (keys too: a schema's
+    property names are rendered), every number's digits, ITEM_TOKENS per object, flat
+    allowances for what an upstream adds unseen, and NON_TEXT_PART_TOKENS or more per non-text
+    part. Counts the whole body, so no prompt-bearing field can be missed; never zero."""
+    tokens = PRIMING_TOKENS + _size(body)
+    for name in ("tools", "functions"):
+        tools = body.get(name)
+        if isinstance(tools, list) and tools:
+            tokens += TOOL_USE_TOKENS + BUILT_IN_TOOL_TOKENS * sum(
+                1
+                for tool in tools
+                if isinstance(tool, Mapping) and tool.get("type") not in _DEFINED_TOOL_TYPES
+            )
+    return tokens
 
 
-def estimate_input_tokens(*values: object) -> int:
-    """The same generous estimate for any other request shape (a legacy prompt, Responses
-    `input`, embeddings `input`, Anthropic `system` and `messages`): every text's UTF-8 bytes
-    / 3, 4 per structured item, a flat allowance per non-text part (never zero)."""
-    text_bytes, tokens = 0, 3
-    stack: list[object] = list(values)
+def _size(value: object) -> int:
+    """The bound of one JSON value (see prompt_bound), walked without recursion."""
+    total = 0
+    stack: list[object] = [value]
     while stack:
-        value = stack.pop()
-        if isinstance(value, str):
-            text_bytes += len(value.encode())
-        elif isinstance(value, Mapping):
-            tokens += 4
-            if value.get("type") in ("image", "image_url", "input_image", "document"):
-                tokens += IMAGE_PART_TOKENS
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item.encode("utf-8", "surrogatepass"))
+        elif isinstance(item, Mapping):
+            if item.get("type") in NON_TEXT_TYPES:
+                total += ITEM_TOKENS + max(NON_TEXT_PART_TOKENS, _size(dict(item, type="")))
                 continue
-            stack.extend(value.values())
-        elif isinstance(value, list | tuple):
-            stack.extend(value)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            tokens += 1  # a token id (legacy prompts and embeddings accept token arrays)
-    return max(1, tokens + math.ceil(text_bytes / 3))
+            total += ITEM_TOKENS
+            for name, child in item.items():
+                total += len(str(name).encode("utf-8", "surrogatepass"))
+                stack.append(child)
+        elif isinstance(item, list | tuple):
+            total += 1
+            stack.extend(item)
+        elif isinstance(item, bool) or item is None:
+            total += 1
+        elif isinstance(item, int | float):
+            total += len(repr(item))  # a token id is one token; a number in a schema, its digits
+    return total
 
 
-def _message_size(message: object) -> tuple[int, int]:
-    """(text bytes, flat tokens) of one message."""
-    if not isinstance(message, Mapping):
-        return 0, 0
-    text_bytes, flat_tokens = _content_size(message.get("content"))
-    for key in ("name", "tool_call_id", "refusal"):
-        if isinstance(message.get(key), str):
-            text_bytes += len(message[key].encode())
-    if message.get("tool_calls") is not None:
-        text_bytes += len(json.dumps(message["tool_calls"], ensure_ascii=False).encode())
-    return text_bytes, flat_tokens
-
-
-def _content_size(content: object) -> tuple[int, int]:
-    if isinstance(content, str):
-        return len(content.encode()), 0
-    if not isinstance(content, list):
-        return 0, 0
-    text_bytes = flat_tokens = 0
-    for part in content:
-        if isinstance(part, str):
-            text_bytes += len(part.encode())
-        elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
-            text_bytes += len(part["text"].encode())
-        else:
-            flat_tokens += IMAGE_PART_TOKENS
-    return text_bytes, flat_tokens
+def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
+    """A chat request's prompt bound (prompt_bound; the name older callers use)."""
+    return prompt_bound(body)

@@ -62,6 +62,27 @@ class ApiNotServed(RoutingError):
     code = "api_not_supported"
 
 
+class ParameterNotAllowed(RoutingError):
+    """A request field outside its API's schema that a provider of the request does not allow
+    (`extra_fields` in the catalogue)."""
+
+    code = "unknown_parameter"
+
+    def __init__(self, field: str, provider: str | None) -> None:
+        self.param = field
+        allowed = (
+            f"provider {_q(provider)} does not allow it (extra_fields in the catalogue)"
+            if provider
+            else "it is not a parameter of this API"
+        )
+        super().__init__(f"unknown parameter {_q(field[:64])}: {allowed}")
+
+
+# The output-cap fields an OpenAI-dialect chat upstream is sent (both, unless the operator
+# names the one it takes: OpenAI's reasoning models refuse `max_tokens`).
+CAP_FIELDS: tuple[str, ...] = ("max_tokens", "max_completion_tokens")
+
+
 @dataclass(frozen=True, slots=True)
 class Provider:
     name: str
@@ -70,6 +91,8 @@ class Provider:
     region: str
     api_key: str | None = field(default=None, repr=False)  # never printed
     api: Dialect = "openai"  # the upstream's wire dialect
+    extra_fields: frozenset[str] = frozenset()  # request fields beyond the API's schema it takes
+    cap_fields: tuple[str, ...] = CAP_FIELDS  # where a chat request's output cap is sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +124,16 @@ class ModelEntry:
 
 
 Candidate = tuple[ModelEntry, Provider]
+
+
+def check_extra_fields(candidates: Collection[Candidate], fields: Collection[str]) -> None:
+    """Fields beyond the API's schema pass only if every provider that may serve the request
+    allows them; else ParameterNotAllowed names the first (before anything is held)."""
+    for name in sorted(fields):
+        refusing = next((p.name for _, p in candidates if name not in p.extra_fields), None)
+        if refusing is not None or not candidates:
+            known = any(name in p.extra_fields for _, p in candidates)
+            raise ParameterNotAllowed(name, refusing if known else None)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from domain.money import parse_price_per_million
 from domain.pricing import IMAGE_PART_TOKENS, estimate_prompt_tokens
 from domain.routing import (
     AUTO_MODEL,
+    CAP_FIELDS,
     DIALECTS,
     MODEL_KINDS,
     ApiNotServed,
@@ -67,7 +68,10 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]*/[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
 _MAX_MODEL_ID = 128
-_PROVIDER_FIELDS = frozenset({"base_url", "api_key_env", "region", "api"})
+_PROVIDER_FIELDS = frozenset(
+    {"base_url", "api_key_env", "region", "api", "extra_fields", "output_cap_fields"}
+)
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _MODEL_FIELDS = frozenset(
     {
         "providers",
@@ -189,8 +193,38 @@ def _load_provider(
     api_key_env = _string(where, table, "api_key_env", default="")
     api = _choice(where, table, "api", DIALECTS)
     return Provider(
-        name, base_url, api_key_env, region, _api_key(where, api_key_env, environ), api
+        name,
+        base_url,
+        api_key_env,
+        region,
+        _api_key(where, api_key_env, environ),
+        api,
+        extra_fields=frozenset(_names(where, table, "extra_fields", _FIELD_NAME)),
+        cap_fields=_cap_fields(where, table),
     )
+
+
+def _names(where: str, table: dict[str, Any], key: str, pattern: re.Pattern[str]) -> list[str]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(
+        isinstance(n, str) and pattern.match(n) for n in value
+    ):
+        raise ConfigError(f"{where}: {key} must be a list of request field names")
+    return value
+
+
+def _cap_fields(where: str, table: dict[str, Any]) -> tuple[str, ...]:
+    """Where a chat request's output cap is sent: both fields by default (an upstream may
+    honour either); OpenAI's reasoning models take only "max_completion_tokens"."""
+    if "output_cap_fields" not in table:
+        return CAP_FIELDS
+    names = _names(where, table, "output_cap_fields", _FIELD_NAME)
+    if not names or not set(names) <= set(CAP_FIELDS) or len(set(names)) != len(names):
+        raise ConfigError(
+            f"{where}: output_cap_fields must list one or both of "
+            f'"max_tokens" and "max_completion_tokens"'
+        )
+    return tuple(names)
 
 
 def _api_key(where: str, api_key_env: str, environ: Mapping[str, str]) -> str | None:

@@ -5,6 +5,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
+
 from domain.keys import ApiKey
 from domain.money import format_credits
 from domain.policy import KeyPolicy, rotation_due
@@ -96,6 +98,9 @@ def usage_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "reasoning_tokens": row["reasoning_tokens"],
         "cost_source": row["cost_source"],
         "upstream_cost": row["upstream_cost"],
+        # the upstream reported more than the hold: the difference was served, not charged
+        "over_hold": "over_hold" in orjson.loads(row["flags"]),
+        "unbilled": format_credits(row["unbilled"]),
     }
 
 

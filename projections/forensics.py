@@ -11,6 +11,8 @@ The projection reads every completion (LedgerPage.Settled) and keeps, per key:
   * `spend_spike`: the key's spend on a day went over three times its trailing 7-day daily
     average. The average is over the 7 days before (or, for a younger key, the days since its
     first day of spend); a key with no spend in those days has no history and is not flagged.
+  * `over_hold`: an upstream reported usage costing more than the request's hold; the rest was
+    served and not charged (subject: the request id; amount: what was not charged).
 - `lr_flag_acknowledgements`: the flags an owner accepted (ApiKey.FlagAcknowledged): a flag
   stays listed, marked acknowledged, and stops being an open alert.
 
@@ -42,7 +44,7 @@ from application.investigation import (  # the value types: names kept importabl
     ModelUse,
     UsageFlag,
 )
-from domain.flags import NEW_ADDRESS, NEW_USER_AGENT, SPEND_SPIKE
+from domain.flags import NEW_ADDRESS, NEW_USER_AGENT, OVER_HOLD, SPEND_SPIKE
 from domain.keys import ApiKey
 from domain.ledger import LedgerPage
 from projections.base import insert_rows
@@ -73,6 +75,7 @@ from projections.schema import to_us
 __all__ = [  # the projection, and the names older callers import from here
     "NEW_ADDRESS",
     "NEW_USER_AGENT",
+    "OVER_HOLD",
     "SPEND_SPIKE",
     "SPIKE_FACTOR",
     "TRAILING_DAYS",
@@ -105,7 +108,7 @@ __all__ = [  # the projection, and the names older callers import from here
 
 class ForensicsProjection:
     name = "forensics"
-    schema_version = 2
+    schema_version = 3  # 3: over_hold flags
     tables = (key_clients, key_days, key_flags, flag_acknowledgements)
     topics = (get_topic(LedgerPage.Settled), get_topic(ApiKey.FlagAcknowledged))
 
@@ -253,6 +256,9 @@ class _Batch:
             state.flag(NEW_ADDRESS, address, position, at_us, **seen)
         if agent and agents and agent not in agents:
             state.flag(NEW_USER_AGENT, agent, position, at_us, **seen)
+        if "over_hold" in e.flags:  # served beyond the hold: an alert (usage.unexpected)
+            amount = getattr(e, "unbilled", 0)
+            state.flag(OVER_HOLD, e.request_id[:64], position, at_us, amount=amount, **seen)
         state.see((address, agent), at_us, e.cost)
         day = e.reserved_day
         spent = state.spend(day, e.cost)

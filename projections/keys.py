@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 from eventsourcing.utils import get_topic
-from sqlalchemy import Connection, insert, update
+from sqlalchemy import Connection, insert, select, update
 
 from domain.accounts import Account
 from domain.keys import ApiKey
@@ -16,7 +16,7 @@ from projections.schema import accounts, keys, to_us
 
 class KeyLookupProjection:
     name = "keys"
-    schema_version = 2  # 2: the key policy's columns
+    schema_version = 3  # 2: the key policy's columns; 3: lineage_id
     tables = (keys, accounts)
     topics = tuple(
         get_topic(cls)
@@ -56,6 +56,7 @@ class KeyLookupProjection:
                 status="active",
                 created_us=to_us(e.timestamp),
                 predecessor_id=str(e.predecessor_id) if e.predecessor_id else None,
+                lineage_id=_lineage(conn, e.originator_id, e.predecessor_id),
             )
         )
 
@@ -139,6 +140,17 @@ class KeyLookupProjection:
     @staticmethod
     def _update(conn: Connection, key_id: object, **values: Any) -> None:
         conn.execute(update(keys).where(keys.c.key_id == str(key_id)).values(**values))
+
+
+def _lineage(conn: Connection, key_id: object, predecessor_id: object | None) -> str:
+    """A rotation's successor belongs to its predecessor's lineage (the predecessor was created,
+    and projected, before it); a key issued afresh starts its own."""
+    if predecessor_id is None:
+        return str(key_id)
+    found = conn.execute(
+        select(keys.c.lineage_id).where(keys.c.key_id == str(predecessor_id))
+    ).scalar_one_or_none()
+    return str(found or predecessor_id)
 
 
 def _models(models: list[str] | None) -> str | None:

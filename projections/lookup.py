@@ -34,6 +34,7 @@ class KeyRecord:
     grace_deadline: datetime | None
     revoked_at: datetime | None = None
     policy: KeyPolicy = NO_POLICY
+    lineage_id: UUID | None = None  # the rotation lineage's first key (its limits' meter)
 
     def access_at(self, now: datetime, client_ip: Any = NOT_CHECKED) -> Access:
         """The domain's answer (domain.access), from what the lookup holds."""
@@ -68,6 +69,7 @@ _KEY_COLUMNS = select(
     keys.c.max_concurrent,
     keys.c.allowed_ips,
     keys.c.monthly_limit,
+    keys.c.lineage_id,
 )
 
 
@@ -83,7 +85,7 @@ def find_key(engine: Engine, token_hash: str) -> KeyRecord | None:
 _COLUMNS = (
     "key_id, account_id, kind, name, prefix, last4, models, region, daily_limit, "
     "status, grace_deadline_us, revoked_us, expires_us, requests_per_minute, tokens_per_minute, "
-    "max_concurrent, allowed_ips, monthly_limit"
+    "max_concurrent, allowed_ips, monthly_limit, lineage_id"
 )
 _SQL_MANY_POSTGRES = f"SELECT token_hash, {_COLUMNS} FROM lr_keys WHERE token_hash = ANY(%s)"
 _SQL_MANY_SQLITE = f"SELECT token_hash, {_COLUMNS} FROM lr_keys WHERE token_hash IN ({{}})"
@@ -125,7 +127,7 @@ class KeyLookup:
 
 def _record(row: tuple[Any, ...]) -> KeyRecord:
     key_id, account_id, kind, name, prefix, last4, models, region, limit, status, grace = row[:11]
-    revoked, expires, rpm, tpm, concurrent, ips, monthly = row[11:]
+    revoked, expires, rpm, tpm, concurrent, ips, monthly, lineage = row[11:]
     policy = NO_POLICY
     if any(value is not None for value in (expires, rpm, tpm, concurrent, ips, monthly)):
         policy = KeyPolicy(
@@ -149,6 +151,7 @@ def _record(row: tuple[Any, ...]) -> KeyRecord:
         grace_deadline=from_us(grace),
         revoked_at=from_us(revoked),
         policy=policy,
+        lineage_id=UUID(lineage) if lineage else None,
     )
 
 

@@ -39,6 +39,8 @@ USAGE_COLUMNS = (
     usage.c.reasoning_tokens,
     usage.c.cost_source,
     usage.c.upstream_cost,
+    usage.c.flags,
+    usage.c.unbilled,
 )
 
 

@@ -72,6 +72,8 @@ keys = Table(
     Column("max_concurrent", BigInteger),
     Column("allowed_ips", Text),  # JSON list of CIDRs, NULL = any address
     Column("monthly_limit", BigInteger),  # micro-credits, NULL = none
+    # The rotation lineage: the id of the key it was first issued as (its limits' meter).
+    Column("lineage_id", String(36)),
 )
 Index("lr_keys_display", keys.c.prefix, keys.c.last4)
 
@@ -116,6 +118,7 @@ usage = Table(
     Column("reasoning_tokens", BigInteger, nullable=False),
     Column("cost_source", String(16), nullable=False),  # "reported" | "estimated" | "none"
     Column("upstream_cost", Text),  # the upstream's own reported cost, a decimal string
+    Column("unbilled", BigInteger, nullable=False),  # cost beyond the hold (over_hold), not charged
 )
 Index("lr_usage_account", usage.c.account_id, usage.c.position)
 Index("lr_usage_key", usage.c.key_id, usage.c.position)

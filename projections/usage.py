@@ -15,7 +15,8 @@ from projections.schema import daily_spend, holds, key_activity, ledger_pages, t
 
 class UsageProjection:
     name = "usage"
-    schema_version = 3  # 2: api, cached/cache-write/reasoning tokens, cost source; 3: 64-bit
+    schema_version = 4  # 2: api, cached/cache-write/reasoning tokens, cost source; 3: 64-bit;
+    # 4: unbilled (what an over_hold usage cost beyond its hold)
     tables = (usage, daily_spend, key_activity, holds, ledger_pages)
     topics = tuple(
         get_topic(cls)
@@ -119,6 +120,7 @@ def _usage_row(position: int, account_id: str, at_us: int, e: Any) -> dict[str, 
         "reasoning_tokens": e.reasoning_tokens,
         "cost_source": e.cost_source,
         "upstream_cost": e.upstream_cost,
+        "unbilled": e.unbilled,
     }
 
 

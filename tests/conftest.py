@@ -162,7 +162,7 @@ def two_gateways(
 #
 # `postgres`: runs on PostgreSQL (a postgres_url fixture, or the "postgres" side of a store
 #     parametrisation). `e2e`: starts a server or a subprocess (everything under tests/e2e, and
-#     the fixtures and modules below). `slow`: takes seconds on its own (SLOW_TESTS).
+#     the fixtures, modules and tests below). `slow`: takes seconds on its own (SLOW_TESTS).
 # `make test-fast` runs `-m "not slow and not e2e and not postgres"` with FAST_GUARD set: there a
 # test that starts a server or a subprocess fails, naming the marker it lacks, so a new test
 # cannot slip into the fast set by mistake. Add a test's fixture or module here rather than
@@ -180,7 +180,7 @@ E2E_FIXTURES = {  # fixtures that start a server or a subprocess when the test r
     "receiver",  # tests/webhooks: a webhook receiver on loopback
     "pair",  # tests/policy: two gateway processes on one PostgreSQL
 }
-E2E_DIRECT_FIXTURES = {"cli"}  # the subprocess runner, when the test itself calls it
+E2E_DIRECT_FIXTURES = {"executable"}  # the real `lowrouter` script in a subprocess (tests/cli)
 E2E_MODULES = {  # modules whose tests start processes themselves
     "tests/audit/test_investigate.py",
     "tests/cli/test_serve.py",
@@ -192,7 +192,6 @@ E2E_MODULES = {  # modules whose tests start processes themselves
     "tests/security/test_management_keys.py",
     "tests/security/test_poison.py",
     "tests/security/test_no_secret_relayed.py",
-    "tests/security/test_cli_hygiene.py",
     "tests/hosts/test_many_hosts.py",
     "tests/hosts/test_connection_budget.py",
     "tests/observability/test_serve_observed.py",
@@ -203,6 +202,12 @@ E2E_MODULES = {  # modules whose tests start processes themselves
     "tests/webhooks/test_webhooks_api.py",
     "tests/webhooks/test_delivery.py",  # test-local receivers
     "tests/webhooks/test_budget_concurrency.py",
+}
+E2E_TESTS = {  # single tests that start a subprocess: `--env-file` asks git if the file is ignored
+    "tests/cli/test_cli.py::test_env_file_gets_the_token_with_mode_0600_and_is_appended_to",
+    "tests/cli/test_cli.py::test_env_file_in_a_git_work_tree_warns_unless_it_is_ignored",
+    "tests/cli/test_no_plaintext.py::test_tokens_created_through_the_cli_are_not_stored_in_plaintext",
+    "tests/security/test_cli_hygiene.py::test_env_file_refuses_symlinks_and_loose_files_unless_forced",
 }
 SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state machines, bulk
     "tests/domain/test_key_lifecycle.py::test_key_lifecycle_state_machine_in_memory",
@@ -232,6 +237,11 @@ def _module(item: pytest.Item) -> str:
     return item.path.relative_to(Path(__file__).parent.parent).as_posix()
 
 
+def _test_name(item: pytest.Item) -> str:
+    """`module::function`, without the parameters."""
+    return f"{_module(item)}::{getattr(item, 'originalname', item.name)}"
+
+
 def _on_postgres(item: pytest.Item) -> bool:
     callspec = getattr(item, "callspec", None)
     params = callspec.params if callspec is not None else {}
@@ -251,6 +261,7 @@ def _is_e2e(item: pytest.Item) -> bool:
         or module in E2E_MODULES
         or bool(fixtures & E2E_FIXTURES)
         or bool(direct & E2E_DIRECT_FIXTURES)
+        or _test_name(item) in E2E_TESTS
     )
 
 
@@ -260,7 +271,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.postgres)
         if _is_e2e(item):
             item.add_marker(pytest.mark.e2e)
-        if f"{_module(item)}::{getattr(item, 'originalname', item.name)}" in SLOW_TESTS:
+        if _test_name(item) in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
 
 

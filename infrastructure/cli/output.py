@@ -33,14 +33,6 @@ def when(iso_text: str | None, empty: str = "-") -> str:
     return f"{iso_text[:19].replace('T', ' ')}Z" if iso_text else empty
 
 
-def _csv_value(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def _actor_cell(actor: dict[str, Any] | None) -> str:
     if not actor:
         return "-"

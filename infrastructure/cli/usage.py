@@ -11,8 +11,9 @@ from sqlalchemy import select
 from domain.errors import NotFound
 from infrastructure.cli.context import Context
 from infrastructure.cli.errors import UsageError
-from infrastructure.cli.output import _csv_value, render_table, when
+from infrastructure.cli.output import render_table, when
 from infrastructure.cli.shapes import find_account
+from infrastructure.escaping import csv_cell
 from infrastructure.views import usage_json
 from projections.queries import usage_page
 from projections.schema import accounts, to_us
@@ -47,6 +48,8 @@ USAGE_FIELDS = (
     "reasoning_tokens",
     "cost_source",
     "upstream_cost",
+    "over_hold",
+    "unbilled",
 )
 USAGE_TABLE = (
     "AT",
@@ -72,7 +75,7 @@ def usage_command(ctx: Context, args: argparse.Namespace) -> None:
     elif ctx.format == "csv":
         writer = csv.DictWriter(ctx.stdout, fieldnames=USAGE_FIELDS)
         writer.writeheader()
-        writer.writerows({k: _csv_value(row[k]) for k in USAGE_FIELDS} for row in rows)
+        writer.writerows({k: csv_cell(row[k]) for k in USAGE_FIELDS} for row in rows)
     else:
         ctx.out(render_table(USAGE_TABLE, (_usage_row(row) for row in rows)))
 

@@ -5,6 +5,7 @@ from typing import Any
 from domain.pricing import TokenCounts
 from domain.routing import Dialect, ModelEntry, Provider
 from infrastructure.dialects.base import Reading
+from infrastructure.dialects.fields import MESSAGES_FIELDS
 from infrastructure.dialects.sse import typed_event
 from infrastructure.dialects.translation import produced_by_message
 from infrastructure.dialects.usage import (
@@ -28,11 +29,15 @@ def headers(provider: Provider) -> dict[str, str]:
     return out
 
 
-def forwarded(body: dict[str, Any], entry: ModelEntry) -> dict[str, Any]:
+def forwarded(
+    body: dict[str, Any], entry: ModelEntry, provider: Provider, cap: int
+) -> dict[str, Any]:
     """What an Anthropic upstream receives of a Messages request: the one place that decides
-    it. Today: every field the client sent, with the upstream's model name."""
-    shaped = dict(body)
+    it. The Messages schema's fields and the provider's `extra_fields` (others were refused
+    before the hold), the upstream's model name, and the output cap held for."""
+    shaped = {k: v for k, v in body.items() if k in MESSAGES_FIELDS or k in provider.extra_fields}
     shaped["model"] = entry.upstream_model
+    shaped["max_tokens"] = cap
     return shaped
 
 
@@ -51,9 +56,9 @@ class MessagesPassthrough:
     path = "/messages"
 
     def upstream_body(
-        self, body: dict[str, Any], entry: ModelEntry, stream: bool
+        self, body: dict[str, Any], entry: ModelEntry, provider: Provider, *, stream: bool, cap: int
     ) -> dict[str, Any]:
-        return forwarded(body, entry)
+        return forwarded(body, entry, provider, cap)
 
     def read(self, data: Any, entry: ModelEntry) -> Reading:
         if not isinstance(data, dict) or not isinstance(data.get("content"), list):
@@ -124,4 +129,3 @@ class MessagesRelay:
 
     def error(self, message: str) -> bytes:
         return error_event(message)
-

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from domain.pricing import TokenCounts
-from domain.routing import Dialect, ModelEntry
+from domain.routing import Dialect, ModelEntry, Provider
 
 
 @dataclass
@@ -59,8 +59,11 @@ class Exchange(Protocol):
     path: str  # under the provider's base_url, e.g. "/chat/completions"
 
     def upstream_body(
-        self, body: dict[str, Any], entry: ModelEntry, stream: bool
-    ) -> dict[str, Any]: ...
+        self, body: dict[str, Any], entry: ModelEntry, provider: Provider, *, stream: bool, cap: int
+    ) -> dict[str, Any]:
+        """The upstream request: the allowed fields only, and `cap` (the output cap the hold
+        covers) as its output cap, whatever the client sent."""
+        ...
 
     def read(self, data: Any, entry: ModelEntry) -> Reading:
         """Raises ValueError when the answer is not a valid one."""

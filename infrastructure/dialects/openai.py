@@ -7,6 +7,12 @@ from typing import Any
 from domain.pricing import TokenCounts
 from domain.routing import Dialect, ModelEntry, Provider
 from infrastructure.dialects.base import Reading, produced_by_chat_choices
+from infrastructure.dialects.fields import (
+    CHAT_FIELDS,
+    COMPLETIONS_FIELDS,
+    EMBEDDINGS_FIELDS,
+    RESPONSES_FIELDS,
+)
 from infrastructure.dialects.sse import DONE, data_event, typed_event
 from infrastructure.dialects.usage import (
     cost_number,
@@ -24,11 +30,25 @@ def headers(provider: Provider) -> dict[str, str]:
     return out
 
 
-def forwarded(body: dict[str, Any], entry: ModelEntry) -> dict[str, Any]:
+def forwarded(
+    body: dict[str, Any], entry: ModelEntry, provider: Provider, allowed: frozenset[str]
+) -> dict[str, Any]:
     """What an OpenAI-dialect upstream receives of a client's request: the one place that
-    decides it. Today: every field the client sent, with the upstream's model name."""
-    shaped = dict(body)
+    decides it. The fields of the API's schema (`allowed`) and the provider's `extra_fields`
+    (others were refused before the hold), with the upstream's model name."""
+    shaped = {k: v for k, v in body.items() if k in allowed or k in provider.extra_fields}
     shaped["model"] = entry.upstream_model
+    return shaped
+
+
+def with_chat_cap(shaped: dict[str, Any], provider: Provider, cap: int) -> dict[str, Any]:
+    """The held output cap in every cap field the provider takes (`cap_fields`), and no other:
+    a client's second cap (`max_completion_tokens: 1` with `max_tokens: 100000`) never
+    reaches an upstream that honours the other one."""
+    for name in ("max_tokens", "max_completion_tokens"):
+        shaped.pop(name, None)
+    for name in provider.cap_fields:
+        shaped[name] = cap
     return shaped
 
 
@@ -48,11 +68,16 @@ class ChatPassthrough:
     def __init__(self, path: str = "/chat/completions", obj: str = "chat.completion") -> None:
         self.path = path
         self.object = obj  # "chat.completion" or "text_completion"
+        self.fields = CHAT_FIELDS if obj == "chat.completion" else COMPLETIONS_FIELDS
 
     def upstream_body(
-        self, body: dict[str, Any], entry: ModelEntry, stream: bool
+        self, body: dict[str, Any], entry: ModelEntry, provider: Provider, *, stream: bool, cap: int
     ) -> dict[str, Any]:
-        shaped = forwarded(body, entry)
+        shaped = forwarded(body, entry, provider, self.fields)
+        if self.object == "chat.completion":
+            shaped = with_chat_cap(shaped, provider, cap)
+        else:  # legacy completions have one cap field
+            shaped["max_tokens"] = cap
         if stream:  # streams always ask for usage
             options = dict(shaped.get("stream_options") or {})
             options["include_usage"] = True
@@ -140,9 +165,11 @@ class ResponsesPassthrough:
     path = "/responses"
 
     def upstream_body(
-        self, body: dict[str, Any], entry: ModelEntry, stream: bool
+        self, body: dict[str, Any], entry: ModelEntry, provider: Provider, *, stream: bool, cap: int
     ) -> dict[str, Any]:
-        return forwarded(body, entry)
+        shaped = forwarded(body, entry, provider, RESPONSES_FIELDS)
+        shaped["max_output_tokens"] = cap
+        return shaped
 
     def read(self, data: Any, entry: ModelEntry) -> Reading:
         if not isinstance(data, dict) or not isinstance(data.get("output"), list):
@@ -241,9 +268,9 @@ class EmbeddingsPassthrough:
     path = "/embeddings"
 
     def upstream_body(
-        self, body: dict[str, Any], entry: ModelEntry, stream: bool
+        self, body: dict[str, Any], entry: ModelEntry, provider: Provider, *, stream: bool, cap: int
     ) -> dict[str, Any]:
-        return forwarded(body, entry)
+        return forwarded(body, entry, provider, EMBEDDINGS_FIELDS)  # no output to cap
 
     def read(self, data: Any, entry: ModelEntry) -> Reading:
         if not isinstance(data, dict) or not isinstance(data.get("data"), list):

@@ -3,13 +3,16 @@ writing events for a client (OpenAI chat style `data:` only, or typed `event:` +
 Responses and Anthropic Messages streams are)."""
 
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
-import httpx
 import orjson
 
 
-async def sse_data(response: httpx.Response) -> AsyncIterator[list[bytes]]:
+class Body(Protocol):
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+
+
+async def sse_data(response: Body) -> AsyncIterator[list[bytes]]:
     """The `data:` payloads of a server-sent event stream, as they arrive: one list per network
     read, ending at `[DONE]` or at the end of the stream. Bytes all the way (no text decoding,
     splitting in C): this runs for every chunk of every stream."""

@@ -5,7 +5,7 @@ import time
 from typing import Any
 
 from domain.pricing import TokenCounts
-from domain.routing import Dialect, ModelEntry
+from domain.routing import Dialect, ModelEntry, Provider
 from infrastructure.dialects import anthropic, openai
 from infrastructure.dialects.base import Reading, produced_by_chat_choices
 from infrastructure.dialects.sse import DONE, data_event, typed_event
@@ -35,9 +35,9 @@ class MessagesViaChat:
     path = "/chat/completions"
 
     def upstream_body(
-        self, body: dict[str, Any], entry: ModelEntry, stream: bool
+        self, body: dict[str, Any], entry: ModelEntry, provider: Provider, *, stream: bool, cap: int
     ) -> dict[str, Any]:
-        chat = messages_to_chat_request(body)
+        chat = openai.with_chat_cap(messages_to_chat_request(body), provider, cap)
         chat["model"] = entry.upstream_model
         if stream:
             chat["stream_options"] = {"include_usage": True}
@@ -94,9 +94,10 @@ class ChatViaMessages:
     path = "/messages"
 
     def upstream_body(
-        self, body: dict[str, Any], entry: ModelEntry, stream: bool
+        self, body: dict[str, Any], entry: ModelEntry, provider: Provider, *, stream: bool, cap: int
     ) -> dict[str, Any]:
-        shaped = chat_to_messages_request(body, entry.max_output_tokens)
+        shaped = chat_to_messages_request(body, cap)
+        shaped["max_tokens"] = cap  # the held cap, whatever the client sent
         shaped["model"] = entry.upstream_model
         return shaped
 

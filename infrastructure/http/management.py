@@ -284,10 +284,9 @@ def expiry_field(value: Any, now: datetime) -> datetime:
     if not isinstance(value, str):
         wrong_type("expires_at", "an ISO 8601 time (e.g. 2026-12-31T00:00:00Z), or null")
     try:
-        moment = datetime.fromisoformat(value.strip())
+        moment = parse_time_text(value)
     except ValueError:
         wrong_type("expires_at", "an ISO 8601 time (e.g. 2026-12-31T00:00:00Z), or null")
-    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
     if moment <= now:
         raise ApiError(
             422,

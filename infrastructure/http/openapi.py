@@ -85,6 +85,8 @@ USAGE = {
         "reasoning_tokens": {"type": "integer"},
         "cost_source": {"type": "string", "enum": ["reported", "estimated", "none"]},
         "upstream_cost": {"type": "string", "nullable": True},
+        "over_hold": {"type": "boolean"},
+        "unbilled": MONEY,
     },
 }
 SCOPE_FIELDS = {

@@ -98,6 +98,7 @@ CURRENT: ContextVar[Observation | None] = ContextVar("lowrouter_observation", de
 # Called (in the ledger writer's thread) with the model and micro-credits of every charge
 # made for a request, once durable; set by the metrics.
 charged_hook: Callable[[str, int], None] | None = None
+unbilled_hook: Callable[[str, int], None] | None = None  # (model, micro-credits beyond a hold)
 
 
 def current() -> Observation | None:

@@ -7,6 +7,7 @@ from concurrent.futures import Future
 from application.metering import MeteredOutcome, MeteredRequest
 from domain.ledger import Admission
 from domain.usage import Api, Usage
+from infrastructure.observability import context
 from infrastructure.observability.context import track_reservation, track_settlement
 
 
@@ -27,7 +28,10 @@ class ObservedMetering:
         )
 
     def metered(self, outcome: MeteredOutcome) -> None:
-        pass  # noted as it happened (settling): the middleware records it after the response
+        # the rest was noted as it happened (settling): the middleware records it
+        hook = context.unbilled_hook
+        if outcome.unbilled > 0 and hook is not None:
+            hook(outcome.model, outcome.unbilled)
 
     def refused(self, api: Api, reason: str) -> None:
         pass  # the error answer is noted by the middleware (note_error)

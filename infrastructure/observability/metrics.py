@@ -101,6 +101,18 @@ class Metrics:
             ["model"],
             registry=registry,
         )
+        self.over_hold = Counter(
+            "lowrouter_over_hold",
+            "Settlements whose usage cost more than their hold (served, not charged), by model.",
+            ["model"],
+            registry=registry,
+        )
+        self.unbilled = Counter(
+            "lowrouter_unbilled_credits",
+            "Credits of usage beyond holds (over_hold): served and not charged, by model.",
+            ["model"],
+            registry=registry,
+        )
         self.commit_seconds = Histogram(
             "lowrouter_ledger_commit_seconds",
             "Time to save one batch of ledger commands in one transaction.",
@@ -111,6 +123,16 @@ class Metrics:
             "lowrouter_ledger_batch_commands",
             "Ledger commands saved together in one transaction (group commit).",
             buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.conflicts = Counter(
+            "lowrouter_ledger_conflicts",
+            "Ledger saves refused because another process had written the page first.",
+            registry=registry,
+        )
+        self.locked_batches = Counter(
+            "lowrouter_ledger_locked_batches",
+            "Ledger batches that took turns under the page lock (after a conflict or a read).",
             registry=registry,
         )
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -139,6 +161,10 @@ class Metrics:
     def charge(self, model: str, micro_credits: int) -> None:
         self.child(self.charged, model).inc(micro_credits / MICRO)
 
+    def beyond_hold(self, model: str, micro_credits: int) -> None:
+        self.child(self.over_hold, model).inc()
+        self.child(self.unbilled, model).inc(micro_credits / MICRO)
+
     def upstream_error(self, provider: str) -> None:
         self.child(self.upstream_errors, provider).inc()
 
@@ -155,6 +181,7 @@ def process_metrics() -> Metrics:
             if _metrics is None:
                 _metrics = Metrics()
                 context.charged_hook = _metrics.charge
+                context.unbilled_hook = _metrics.beyond_hold
     return _metrics
 
 
@@ -181,6 +208,12 @@ class LedgerMetrics:
 
     def committed(self, seconds: float, commands: int) -> None:
         process_metrics().committed(seconds, commands)
+
+    def conflicted(self, locked: bool) -> None:
+        process_metrics().conflicts.inc()
+
+    def took_turns(self) -> None:
+        process_metrics().locked_batches.inc()
 
 
 class StoreCollector:

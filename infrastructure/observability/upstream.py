@@ -1,33 +1,40 @@
 """Timing the upstream: how long a request waited on providers, so overhead = total - that.
 
-`observed_send` replaces `transport.handle_async_request(request)`: it times the wait for the
-response's headers and wraps the response's body stream so every read of it is timed too (a
-streamed completion waits on the upstream between chunks; a non-streamed one while reading
-the body). Failures are counted per provider and logged with the request's id.
+`observed_send` awaits the upstream's answer: it times the wait for the response's head and
+gives the response a BodyTimer so every read of its body is timed too (a streamed completion
+waits on the upstream between chunks; a non-streamed one while reading the body). Failures are
+counted per provider and logged with the request's id.
 """
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable
 from time import perf_counter
-
-import httpx
+from typing import Protocol, TypeVar
 
 from infrastructure.observability.context import CURRENT, Observation, Span
 
 log = logging.getLogger("lowrouter.upstream")
 
 
-async def observed_send(
-    transport: httpx.AsyncBaseTransport, request: httpx.Request, provider: str
-) -> httpx.Response:
+class Answer(Protocol):
+    status_code: int
+    timer: "BodyTimer | None"
+
+
+A = TypeVar("A", bound=Answer)
+
+
+async def observed_send(sending: Awaitable[A], provider: str) -> A:
+    """Await the upstream's answer (its head), timed; its body's reads are timed by the
+    BodyTimer it is given."""
     observation = CURRENT.get()
     if observation is None:
-        return await transport.handle_async_request(request)
+        return await sending
     span = Span(perf_counter(), attributes={"lowrouter.provider": provider})
     observation.upstream_calls.append(span)
     try:
-        response = await transport.handle_async_request(request)
+        response = await sending
     except BaseException as error:
         span.ended = perf_counter()
         observation.upstream_seconds += span.ended - span.started
@@ -39,8 +46,7 @@ async def observed_send(
     span.attributes["http.response.status_code"] = response.status_code
     if response.status_code >= 500:
         upstream_failed(observation, span, provider, f"status {response.status_code}")
-    assert isinstance(response.stream, httpx.AsyncByteStream)  # an async transport's answer
-    response.stream = TimedStream(response.stream, observation, span, provider)
+    response.timer = BodyTimer(observation, span, provider)
     return response
 
 
@@ -57,38 +63,28 @@ def upstream_failed(observation: Observation, span: Span, provider: str, error: 
     )
 
 
-class TimedStream(httpx.AsyncByteStream):
-    """The response body, its reads counted as time waiting on the upstream."""
+class BodyTimer:
+    """The reads of an answer's body, counted as time waiting on the upstream. The response
+    calls it around each read (`asked` is when the read began)."""
 
-    def __init__(
-        self, inner: httpx.AsyncByteStream, observation: Observation, span: Span, provider: str
-    ) -> None:
-        self._inner = inner
+    __slots__ = ("_observation", "_provider", "_span")
+
+    def __init__(self, observation: Observation, span: Span, provider: str) -> None:
         self._observation = observation
         self._span = span
         self._provider = provider
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        observation = self._observation
-        chunks = self._inner.__aiter__()
-        while True:
-            asked = perf_counter()
-            try:
-                chunk = await chunks.__anext__()
-            except StopAsyncIteration:
-                self._span.ended = now = perf_counter()
-                observation.upstream_seconds += now - asked
-                return
-            except BaseException as error:
-                self._span.ended = now = perf_counter()
-                observation.upstream_seconds += now - asked
-                if isinstance(error, httpx.HTTPError):
-                    upstream_failed(observation, self._span, self._provider, type(error).__name__)
-                raise
-            observation.upstream_seconds += perf_counter() - asked
-            yield chunk
+    def read(self, asked: float) -> None:
+        self._observation.upstream_seconds += perf_counter() - asked
 
-    async def aclose(self) -> None:
+    def ended(self, asked: float) -> None:
+        self._span.ended = now = perf_counter()
+        self._observation.upstream_seconds += now - asked
+
+    def failed(self, asked: float, error: str) -> None:
+        self.ended(asked)
+        upstream_failed(self._observation, self._span, self._provider, error)
+
+    def closed(self) -> None:
         if self._span.ended is None:
             self._span.ended = perf_counter()
-        await self._inner.aclose()

@@ -120,6 +120,7 @@ class Key:
     name: str
     scope: Scope
     policy: KeyPolicy = NO_POLICY
+    lineage_id: UUID | None = None
 
 
 class Recorder:

@@ -3,8 +3,8 @@
 PostgreSQL.
 
 Usage is produced through the application (reserve and settle on the ledger, as the gateway does);
-most commands then run in-process (`infrastructure.cli.main`, output captured), and the ones whose
-exit or signals matter run as the real executable.
+the commands run in-process (`main(argv)`, tests/support/cli.py), and `projections run`, whose
+signal handling matters, as the real executable.
 """
 
 import csv
@@ -28,17 +28,9 @@ from domain.usage import Usage
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings
 from projections.schema import daily_spend, holds, usage
-from tests.support.cli import LOWROUTER, Cli, InProcess
+from tests.support.cli import LOWROUTER, Cli, Executable
 
 OPERATOR = Actor("operator", "cli:test")
-
-
-@pytest.fixture
-def run(cli: Cli, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> InProcess:
-    for name, value in cli.environment().items():
-        if name.startswith("LOWROUTER_"):
-            monkeypatch.setenv(name, value)
-    return InProcess(capsys)
 
 
 @pytest.fixture
@@ -97,19 +89,19 @@ def setup_account(runtime: Runtime, name: str = "acme") -> tuple[UUID, UUID, UUI
 
 
 def test_verify_balances_agrees_and_then_names_each_corrupted_figure(
-    runtime: Runtime, run: InProcess
+    runtime: Runtime, cli: Cli
 ) -> None:
     account, one, two = setup_account(runtime)
     settled = [spend(runtime, account, key, 1000 * n) for n, key in enumerate([one, two, one], 1)]
     spend(runtime, account, two, 400, settle=False)  # an open hold
     runtime.spend.adjust(account, -2500, "mispriced", OPERATOR).result()
 
-    clean = run.ok("audit", "--verify-balances")
+    clean = cli.ok("audit", "--verify-balances")
     assert "agrees with the events" in clean.stdout
     assert (
         "acme" in clean.stdout and "9.991500" in clean.stdout
     )  # 10 - 0.006 spent - 0.0025 adjusted
-    assert run.ok("audit", "--verify-balances", "--format", "json").json()["differences"] == []
+    assert cli.ok("audit", "--verify-balances", "--format", "json").json()["differences"] == []
 
     with runtime.engine.begin() as conn:
         conn.execute(
@@ -119,7 +111,7 @@ def test_verify_balances_agrees_and_then_names_each_corrupted_figure(
         )
         conn.execute(delete(usage).where(usage.c.request_id == settled[1]))
         conn.execute(delete(holds))
-    found = run("audit", "--verify-balances", "--format", "json")
+    found = cli("audit", "--verify-balances", "--format", "json")
     assert found.code == 1 and "differences between the events" in found.stderr
     report = {(d["what"], d["key_id"]): d for d in found.json()["differences"]}
     assert set(report) == {
@@ -133,16 +125,16 @@ def test_verify_balances_agrees_and_then_names_each_corrupted_figure(
     assert report[("usage rows (lr_usage)", str(two))]["recorded"] == "(none)"
     assert report[("open holds (lr_holds)", None)]["from_events"] == "0.000900 in 1 holds"
 
-    table = run("audit", "--verify-balances")
+    table = cli("audit", "--verify-balances")
     assert table.code == 1
     assert "DIFFERENCES" in table.stdout and "0.004007 in 2 requests" in table.stdout
     assert "1 differences" not in table.stdout and "3 differences" in table.stdout
 
-    run.ok("projections", "rebuild", "usage")
-    assert run.ok("audit", "--verify-balances", "--format", "json").json()["differences"] == []
+    cli.ok("projections", "rebuild", "usage")
+    assert cli.ok("audit", "--verify-balances", "--format", "json").json()["differences"] == []
 
 
-def test_verify_balances_catches_a_corrupted_snapshot(runtime: Runtime, run: InProcess) -> None:
+def test_verify_balances_catches_a_corrupted_snapshot(runtime: Runtime, cli: Cli) -> None:
     account, one, _ = setup_account(runtime)
     for _ in range(3):
         spend(runtime, account, one, 1000)
@@ -155,7 +147,7 @@ def test_verify_balances_catches_a_corrupted_snapshot(runtime: Runtime, run: InP
     page.balance += 1_000_000  # a snapshot that says the account has a credit more
     assert runtime.ledger.snapshots is not None
     runtime.ledger.snapshots.put([Snapshot.take(page)])
-    found = run("audit", "--verify-balances", "--format", "json")
+    found = cli("audit", "--verify-balances", "--format", "json")
     assert found.code == 1
     [difference] = found.json()["differences"]
     assert difference["what"].startswith("balance (ledger page")
@@ -172,16 +164,16 @@ def _page(account: UUID) -> UUID:
 # credits adjust ---------------------------------------------------------------------------------
 
 
-def test_credits_adjust_is_an_event_in_the_audit_and_the_balance(run: InProcess) -> None:
-    run.ok("accounts", "create", "acme", "--credits", "5")
-    adjusted = run.ok(
+def test_credits_adjust_is_an_event_in_the_audit_and_the_balance(cli: Cli) -> None:
+    cli.ok("accounts", "create", "acme", "--credits", "5")
+    adjusted = cli.ok(
         "credits", "adjust", "acme", "-1.25", "--reason", "mispriced req_1", "--format", "json"
     )
     assert (adjusted.json()["adjusted"], adjusted.json()["balance"]) == ("-1.250000", "3.750000")
-    back = run.ok("credits", "adjust", "acme", "+0.25", "--reason", "goodwill", "--format", "json")
+    back = cli.ok("credits", "adjust", "acme", "+0.25", "--reason", "goodwill", "--format", "json")
     assert back.json()["balance"] == "4.000000"
 
-    audited = run.ok("audit", "acme", "--format", "json").json()
+    audited = cli.ok("audit", "acme", "--format", "json").json()
     events = [e for page in audited["pages"] for e in page["events"] if e["type"] == "Adjusted"]
     assert [(e["amount"], e["reason"]) for e in events] == [
         ("-1.250000", "mispriced req_1"),
@@ -194,9 +186,9 @@ def test_credits_adjust_is_an_event_in_the_audit_and_the_balance(run: InProcess)
         "-1.000000",
         "4.000000",
     )
-    table = run.ok("audit", "acme").stdout
+    table = cli.ok("audit", "acme").stdout
     assert "Adjusted" in table and "reason=mispriced req_1" in table
-    assert run.ok("audit", "--verify-balances").stdout.endswith("agrees with the events\n")
+    assert cli.ok("audit", "--verify-balances").stdout.endswith("agrees with the events\n")
 
     for code, args in (
         (1, ("acme", "0", "--reason", "nothing")),
@@ -204,7 +196,7 @@ def test_credits_adjust_is_an_event_in_the_audit_and_the_balance(run: InProcess)
         (1, ("nobody", "1", "--reason", "no such account")),
         (2, ("acme", "-1")),  # --reason is required
     ):
-        refused = run("credits", "adjust", *args)
+        refused = cli("credits", "adjust", *args)
         assert refused.code == code and refused.stdout == ""
         assert refused.stderr.startswith("lowrouter: ") and len(refused.stderr.splitlines()) == 1
 
@@ -213,7 +205,7 @@ def test_credits_adjust_is_an_event_in_the_audit_and_the_balance(run: InProcess)
 
 
 def test_usage_rows_carry_the_key_name_then_filter_and_csv_parses_back(
-    runtime: Runtime, run: InProcess
+    runtime: Runtime, cli: Cli
 ) -> None:
     account, one, two = setup_account(runtime)
     other, stranger, _ = setup_account(runtime, "globex")
@@ -223,7 +215,7 @@ def test_usage_rows_carry_the_key_name_then_filter_and_csv_parses_back(
     spend(runtime, account, two, 3000, name="two", model="a/b")
     spend(runtime, other, stranger, 4000, name="one", address='10.0.0.1",\n; x')
 
-    rows = run.ok("usage", "--account", "acme", "--format", "json").json()["data"]
+    rows = cli.ok("usage", "--account", "acme", "--format", "json").json()["data"]
     assert [(r["key_name"], r["cost"]) for r in rows] == [
         ("two", "0.003000"),
         ("one-renamed", "0.002000"),
@@ -231,28 +223,29 @@ def test_usage_rows_carry_the_key_name_then_filter_and_csv_parses_back(
     ]
     assert rows[-1]["request_id"] == first and rows[-1]["account_id"] == str(account)
 
-    parsed = list(csv.DictReader(io.StringIO(run.ok("usage", "--format", "csv").stdout)))
-    everything = run.ok("usage", "--format", "json").json()["data"]
+    parsed = list(csv.DictReader(io.StringIO(cli.ok("usage", "--format", "csv").stdout)))
+    everything = cli.ok("usage", "--format", "json").json()["data"]
     assert len(parsed) == len(everything) == 4
     assert parsed == [{k: _csv(v) for k, v in row.items()} for row in everything]
-    assert parsed[0]["client_ip"] == '10.0.0.1",\n; x'
+    # quotes and commas survive; a newline from outside is escaped, never a line of the file
+    assert parsed[0]["client_ip"] == '10.0.0.1",\\n; x'
 
-    by_key = run.ok("usage", "--key", str(one), "--format", "json").json()["data"]
+    by_key = cli.ok("usage", "--key", str(one), "--format", "json").json()["data"]
     assert [r["key_name"] for r in by_key] == ["one-renamed", "one"]
-    by_model = run.ok("usage", "--account", "acme", "--model", "c/d", "--format", "json")
+    by_model = cli.ok("usage", "--account", "acme", "--model", "c/d", "--format", "json")
     assert [r["cost"] for r in by_model.json()["data"]] == ["0.002000"]
-    limited = run.ok("usage", "--limit", "2", "--format", "json").json()["data"]
+    limited = cli.ok("usage", "--limit", "2", "--format", "json").json()["data"]
     assert limited == everything[:2]
-    assert run.ok("usage", "--since", "1h", "--format", "json").json()["data"] == everything
-    assert run.ok("usage", "--until", "1h", "--format", "json").json()["data"] == []
+    assert cli.ok("usage", "--since", "1h", "--format", "json").json()["data"] == everything
+    assert cli.ok("usage", "--until", "1h", "--format", "json").json()["data"] == []
 
-    table = run.ok("usage", "--account", "acme").stdout
+    table = cli.ok("usage", "--account", "acme").stdout
     assert table.splitlines()[0].split()[:4] == ["AT", "KEY", "API", "MODEL"]
     assert "one-renamed" in table and "3/4" in table and "chat.completions" in table
 
-    assert run("usage", "--key", str(stranger), "--account", "acme").code == 1
-    assert run("usage", "--since", "yesterday").code == 2
-    assert run("usage", "--format", "jsonl").code == 2
+    assert cli("usage", "--key", str(stranger), "--account", "acme").code == 1
+    assert cli("usage", "--since", "yesterday").code == 2
+    assert cli("usage", "--format", "jsonl").code == 2
 
 
 def _csv(value: Any) -> str:
@@ -260,78 +253,74 @@ def _csv(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    return str(value).replace("\n", "\\n")
 
 
 # audit ------------------------------------------------------------------------------------------
 
 
-def test_audit_of_a_key_in_every_format_and_its_usage_errors(
-    runtime: Runtime, run: InProcess
-) -> None:
+def test_audit_of_a_key_in_every_format_and_its_usage_errors(runtime: Runtime, cli: Cli) -> None:
     account, one, _ = setup_account(runtime)
     runtime.ledger.rename_key(one, "renamed", OPERATOR)
     runtime.ledger.revoke_key(one, Actor("dashboard", "session:eve", "192.0.2.9"), "done")
 
-    table = run.ok("audit", str(one)).stdout
+    table = cli.ok("audit", str(one)).stdout
     assert "Created" in table and "Renamed" in table and "Revoked" in table
     assert "dashboard session:eve from 192.0.2.9" in table
     assert "STATE AT" in table and "revoked" in table
 
     lines = [
         json.loads(line)
-        for line in run.ok("audit", str(one), "--format", "jsonl").stdout.splitlines()
+        for line in cli.ok("audit", str(one), "--format", "jsonl").stdout.splitlines()
     ]
     assert [line.get("type") for line in lines] == ["Created", "Renamed", "Revoked", None]
     assert all(line["stream_id"] == str(one) for line in lines[:-1])
     assert lines[-1]["state"]["status"] == "revoked"
 
-    before = run.ok("audit", str(one), "--as-of", "2000-01-01", "--format", "json").json()
+    before = cli.ok("audit", str(one), "--as-of", "2000-01-01", "--format", "json").json()
     assert (before["data"], before["state"]) == ([], None)
-    assert "did not exist yet" in run.ok("audit", str(one), "--as-of", "2000-01-01").stdout
+    assert "did not exist yet" in cli.ok("audit", str(one), "--as-of", "2000-01-01").stdout
 
-    by_account_id = run.ok("audit", str(account), "--format", "json").json()
+    by_account_id = cli.ok("audit", str(account), "--format", "json").json()
     assert by_account_id["kind"] == "account" and by_account_id["name"] == "acme"
 
-    assert run("audit").code == 2
-    assert run("audit", "acme", "--verify-balances").code == 2
-    assert run("audit", "acme", "--as-of", "not a time").code == 2
-    assert run("audit", "no-such-account").code == 1
-    assert run("audit", "lr-sk-AbCd…wXyZ").code == 1
+    assert cli("audit").code == 2
+    assert cli("audit", "acme", "--verify-balances").code == 2
+    assert cli("audit", "acme", "--as-of", "not a time").code == 2
+    assert cli("audit", "no-such-account").code == 1
+    assert cli("audit", "lr-sk-AbCd…wXyZ").code == 1
 
 
 # projections and reconcile ----------------------------------------------------------------------
 
 
-def test_projection_status_shows_lag_and_rebuild_catches_up(
-    runtime: Runtime, run: InProcess
-) -> None:
+def test_projection_status_shows_lag_and_rebuild_catches_up(runtime: Runtime, cli: Cli) -> None:
     account, one, _ = setup_account(runtime)
     runtime.projections.catch_up()
     spend(runtime, account, one, 1000)  # not yet applied to the usage read models
     status = {
-        p["name"]: p for p in run.ok("projections", "status", "--format", "json").json()["data"]
+        p["name"]: p for p in cli.ok("projections", "status", "--format", "json").json()["data"]
     }
     from projections import all_projections
 
     assert set(status) == {projection.name for projection in all_projections()}
     assert status["usage"]["lag"] > 0 and status["usage"]["head"] == runtime.projections.head()
-    table = run.ok("projections", "status").stdout
+    table = cli.ok("projections", "status").stdout
     assert table.splitlines()[0].split() == ["NAME", "POSITION", "HEAD", "LAG", "LAST", "MOVED"]
 
-    rebuilt = run.ok("projections", "rebuild", "forensics", "--format", "json")
+    rebuilt = cli.ok("projections", "rebuild", "forensics", "--format", "json")
     [forensics] = rebuilt.json()["data"]
     assert forensics["name"] == "forensics" and forensics["events"] == 1
     assert "forensics [" in rebuilt.stderr and "100%" in rebuilt.stderr
-    after = run.ok("projections", "status", "--format", "json").json()["data"]
+    after = cli.ok("projections", "status", "--format", "json").json()["data"]
     assert {p["name"]: p["lag"] for p in after}["forensics"] == 0
 
-    everything = run.ok("projections", "rebuild")
+    everything = cli.ok("projections", "rebuild")
     assert "gateways refuse" not in everything.stderr  # rebuilt online: nothing is refused
     assert all(
-        p["lag"] == 0 for p in run.ok("projections", "status", "--format", "json").json()["data"]
+        p["lag"] == 0 for p in cli.ok("projections", "status", "--format", "json").json()["data"]
     )
-    assert run("projections", "rebuild", "nope").code == 2
+    assert cli("projections", "rebuild", "nope").code == 2
 
 
 def test_reconcile_settles_old_holds(cli: Cli, runtime: Runtime) -> None:
@@ -339,24 +328,19 @@ def test_reconcile_settles_old_holds(cli: Cli, runtime: Runtime) -> None:
     spend(runtime, account, one, 0, settle=False)
     time.sleep(1.1)
     env = cli.environment(LOWROUTER_HOLD_TIMEOUT_SECONDS="1")
-    done = subprocess.run(
-        [str(LOWROUTER), "reconcile", "--format", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"settled": 1, "hold_timeout_seconds": 1.0}
+    done = cli("reconcile", "--format", "json", env=env)
+    assert done.code == 0, done.stderr
+    assert done.json() == {"settled": 1, "hold_timeout_seconds": 1.0}
     again = cli.ok("reconcile")
     assert again.stdout.startswith("settled 0 holds")
 
 
-def test_projections_run_follows_the_log_until_interrupted(cli: Cli, runtime: Runtime) -> None:
-    follower = subprocess.Popen(
+def test_projections_run_follows_the_log_until_interrupted(
+    executable: Executable, runtime: Runtime
+) -> None:
+    follower = subprocess.Popen(  # a process of its own: SIGINT ends it cleanly
         [str(LOWROUTER), "projections", "run"],
-        env=cli.environment(),
+        env=executable.environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -391,30 +375,30 @@ def delete_event(runtime: Runtime, position: int) -> None:
 
 
 def test_verify_checkpoints_and_names_the_first_tampered_position(
-    runtime: Runtime, run: InProcess, tmp_path: Path
+    runtime: Runtime, cli: Cli, tmp_path: Path
 ) -> None:
     account, one, _ = setup_account(runtime)
     spend(runtime, account, one, 1000)
     checkpoint = tmp_path / "outside" / "checkpoint.json"
 
-    clean = run.ok("verify", "--checkpoint", str(checkpoint))
+    clean = cli.ok("verify", "--checkpoint", str(checkpoint))
     assert "clean" in clean.stdout and "keep the checkpoint outside the database" in clean.stderr
     written = json.loads(checkpoint.read_text())
     assert written["position"] == runtime.projections.head()
 
     spend(runtime, account, one, 2000)  # the log grows after the checkpoint
-    later = run.ok("verify", "--against", str(checkpoint), "--format", "json").json()
+    later = cli.ok("verify", "--against", str(checkpoint), "--format", "json").json()
     assert later["ok"] and later["through"] == written["position"]
-    assert run.ok("verify", "--format", "json").json()["through"] == runtime.projections.head()
+    assert cli.ok("verify", "--format", "json").json()["through"] == runtime.projections.head()
 
     delete_event(runtime, 3)
-    tampered = run("verify", "--format", "json")
+    tampered = cli("verify", "--format", "json")
     assert tampered.code == 1
     assert (tampered.json()["kind"], tampered.json()["position"]) == ("removed", 3)
-    against = run("verify", "--against", str(checkpoint))
+    against = cli("verify", "--against", str(checkpoint))
     assert against.code == 1 and "position 3" in against.stdout
 
     refused = tmp_path / "not-written.json"
-    assert run("verify", "--checkpoint", str(refused)).code == 1
+    assert cli("verify", "--checkpoint", str(refused)).code == 1
     assert not refused.exists()
-    assert run("verify", "--against", str(tmp_path / "missing.json")).code == 1
+    assert cli("verify", "--against", str(tmp_path / "missing.json")).code == 1

@@ -1,4 +1,5 @@
-"""The operator CLI end to end: the real `lowrouter` executable, on SQLite and PostgreSQL.
+"""The operator CLI end to end, on SQLite and PostgreSQL: `main(argv)` in this process, and the
+installed `lowrouter` executable once (its exit codes and stderr).
 
 Exit codes: 0 ok, 1 refused (the domain said no, including a negative, zero or non-numeric
 amount), 2 usage error (unknown command or option, malformed key id, unsupported --format,
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from domain.tokens import TokenKind, generate_token
-from tests.support.cli import Cli
+from tests.support.cli import Cli, Executable
 
 TOKEN = re.compile(r"lr-(?:sk|mk)-[0-9A-Za-z]{38}")
 SCOPE_FIELDS = ("models", "region", "daily_limit")
@@ -72,6 +73,17 @@ def test_account_creation_shows_the_management_key_once_and_credits_add_up(cli: 
     table = cli.ok("accounts", "list").stdout
     assert "NAME" in table.splitlines()[0]
     assert "acme" in table and "8.000000" in table and not tokens_in(table)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_installed_executable_exits_0_1_2_with_one_line_on_stderr(
+    executable: Executable,
+) -> None:
+    created = executable.ok("accounts", "create", "acme", "--credits", "5")
+    [token] = tokens_in(created.stdout)
+    assert "store this token now" in created.stderr and token not in created.stderr
+    executable.fails(1, "credits", "add", "nosuch", "5")
+    executable.fails(2, "keys", "show", "not-a-uuid")
 
 
 # Keys -------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.cli.conftest import Cli
+from tests.support.cli import Cli
 
 
 def create_key(cli: Cli, account: str, name: str, *options: str) -> dict[str, Any]:

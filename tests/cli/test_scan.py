@@ -4,7 +4,6 @@ history, shown by file, line and display form only; exit 1 when any is found; `-
 
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -13,18 +12,17 @@ from domain.scope import Scope
 from domain.tokens import TokenKind, generate_token
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import load_settings
-from tests.support.cli import InProcess
+from tests.support.cli import Cli
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> InProcess:
+def cli(tmp_path: Path) -> Cli:
     """`lowrouter …` in this process (scanning is offline: one store is enough)."""
-    monkeypatch.setenv("LOWROUTER_DATABASE_URL", f"sqlite:///{tmp_path}/lowrouter.db")
-    monkeypatch.setenv("LOWROUTER_TOKEN_PEPPER", "scan-test-pepper")
-    monkeypatch.setenv("LOWROUTER_DATA_DIR", str(tmp_path))
-    return InProcess(capsys)
+    home = tmp_path / "home"
+    home.mkdir()
+    return Cli(f"sqlite:///{home}/lowrouter.db", home)
 
 
 def wrong_checksum(token: str) -> str:
@@ -43,7 +41,7 @@ def tree(root: Path) -> tuple[str, str, str]:
     return sk, mk, near
 
 
-def test_scan_finds_real_tokens_in_files_masked_and_exits_1(cli: InProcess, tmp_path: Path) -> None:
+def test_scan_finds_real_tokens_in_files_masked_and_exits_1(cli: Cli, tmp_path: Path) -> None:
     sk, mk, near = tree(tmp_path / "project")
     result = cli("scan", str(tmp_path / "project"))
     assert result.code == 1, result.stderr
@@ -63,7 +61,7 @@ def test_scan_finds_real_tokens_in_files_masked_and_exits_1(cli: InProcess, tmp_
     assert cli("scan", str(clean)).code == 0
 
 
-def test_scan_git_finds_a_token_removed_in_a_later_commit(cli: InProcess, tmp_path: Path) -> None:
+def test_scan_git_finds_a_token_removed_in_a_later_commit(cli: Cli, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
     token = generate_token(TokenKind.INFERENCE).value
@@ -92,8 +90,10 @@ def test_scan_git_finds_a_token_removed_in_a_later_commit(cli: InProcess, tmp_pa
     assert token not in result.stdout + result.stderr
 
 
-def test_check_names_the_key_and_revoke_stops_it(cli: InProcess, tmp_path: Path) -> None:
-    runtime = open_runtime(load_settings(), prepare_schema=True)
+def test_check_names_the_key_and_revoke_stops_it(cli: Cli, tmp_path: Path) -> None:
+    runtime = open_runtime(
+        load_settings(cli.environment(), database_url=cli.database_url), prepare_schema=True
+    )
     operator = Actor("operator", "cli:test")
     account = runtime.ledger.open_account("acme", operator, credits=5).account.id
     issued = runtime.ledger.create_key(account, "leaky", Scope(), operator)

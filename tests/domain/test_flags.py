@@ -69,6 +69,11 @@ def test_an_unknown_kind_or_a_bad_subject_is_refused_and_records_nothing(
 def test_every_kind_the_projection_raises_is_known_to_the_domain() -> None:
     from projections import forensics
 
-    raised = {forensics.NEW_ADDRESS, forensics.NEW_USER_AGENT, forensics.SPEND_SPIKE}
+    raised = {
+        forensics.NEW_ADDRESS,
+        forensics.NEW_USER_AGENT,
+        forensics.SPEND_SPIKE,
+        forensics.OVER_HOLD,
+    }
     assert raised == set(FLAG_KINDS)
     assert all(check_flag(kind, "s") == (kind, "s") for kind in FLAG_KINDS)

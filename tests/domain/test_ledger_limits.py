@@ -179,3 +179,92 @@ def test_no_trailing_minute_ever_holds_more_than_the_limit(gaps: list[int], rpm:
     for t in admitted:
         in_window = [a for a in admitted if t - 59 * SEC <= a <= t]
         assert len(in_window) <= rpm
+
+
+# --- limits follow the rotation lineage ----------------------------------------------------------
+
+ROOT, SUCCESSOR, THIRD = "key-root", "key-rotated", "key-rotated-again"
+LINEAGE = (ROOT, SUCCESSOR, THIRD)
+
+
+def reserve_as(
+    p: LedgerPage, key: str, rid: str, at: datetime, policy: KeyPolicy, amount: int = 1, **kw: int
+) -> None:
+    """A key of the lineage whose meter is its root's id (what the gateway passes)."""
+    p.reserve(rid, key, "m", amount, kw.get("daily"), at, policy=policy, meter=ROOT)
+
+
+def test_a_rotation_chain_shares_one_daily_limit() -> None:
+    p = page()
+    for n, key in enumerate(LINEAGE):
+        reserve_as(p, key, f"r{n}", T0, KeyPolicy(), amount=30, daily=100)
+        settle(p, f"r{n}", T0, cost=30)
+    with pytest.raises(DailyLimitExceeded) as refused:  # 90 spent by the lineage, 11 more > 100
+        reserve_as(p, THIRD, "r3", T0, KeyPolicy(), amount=11, daily=100)
+    assert (refused.value.spent, refused.value.limit) == (90, 100)
+    reserve_as(p, THIRD, "r3", T0, KeyPolicy(), amount=10, daily=100)
+    with pytest.raises(DailyLimitExceeded):  # held counts too, whoever holds it
+        reserve_as(p, ROOT, "r4", T0, KeyPolicy(), amount=1, daily=100)
+    assert p.spent_by(ROOT) == p.spent_by(SUCCESSOR) == 30  # per-key figures stay per key
+
+
+def test_a_rotation_chain_shares_the_monthly_limit_rates_and_concurrency() -> None:
+    monthly = KeyPolicy(monthly_limit=50)
+    p = page()
+    reserve_as(p, ROOT, "m0", T0, monthly, amount=30)
+    with pytest.raises(MonthlyLimitExceeded):
+        reserve_as(p, SUCCESSOR, "m1", T0, monthly, amount=21)
+    rpm = KeyPolicy(requests_per_minute=2)
+    q = page()
+    reserve_as(q, ROOT, "a", T0, rpm)
+    reserve_as(q, SUCCESSOR, "b", T0 + SEC, rpm)
+    with pytest.raises(RateLimitExceeded):
+        reserve_as(q, THIRD, "c", T0 + 2 * SEC, rpm)
+    concurrent = KeyPolicy(max_concurrent=1)
+    c = page()
+    reserve_as(c, ROOT, "x", T0, concurrent)
+    with pytest.raises(ConcurrencyLimitExceeded):
+        reserve_as(c, SUCCESSOR, "y", T0, concurrent)
+
+
+def test_the_lineages_day_survives_replay_and_settles_after_midnight_to_its_day() -> None:
+    p = page()
+    reserve_as(p, ROOT, "a", T0, KeyPolicy(), amount=60, daily=100)
+    replayed = None
+    for event in p.collect_events():
+        replayed = event.mutate(replayed)
+    assert replayed is not None and replayed.day_held == {ROOT: 60}
+    with pytest.raises(DailyLimitExceeded):
+        reserve_as(replayed, SUCCESSOR, "b", T0, KeyPolicy(), amount=41, daily=100)
+    midnight = datetime(2031, 1, 31, 0, 0, 1, tzinfo=UTC)
+    nxt = replayed.close_and_open(midnight.date(), midnight)
+    reserve_as(nxt, SUCCESSOR, "b", midnight, KeyPolicy(), amount=100, daily=100)  # a new day
+    settle(nxt, "a", midnight, cost=60)  # yesterday's hold is yesterday's spend
+    assert nxt.day_spent == {}
+
+
+def test_a_page_from_a_snapshot_before_lineage_meters_rebuilds_them() -> None:
+    p = page()
+    reserve(p, "a", T0, KeyPolicy(), amount=40, daily=100)
+    settle(p, "a", T0, cost=30)
+    reserve(p, "b", T0, KeyPolicy(), amount=50, daily=100)
+    del p.__dict__["day_held"], p.__dict__["day_spent"]  # as a 0.2 snapshot restores it
+    with pytest.raises(DailyLimitExceeded):
+        reserve(p, "c", T0, KeyPolicy(), amount=21, daily=100)  # 30 spent + 50 held + 21
+    assert (p.day_spent, p.day_held) == ({KEY: 30}, {KEY: 50})
+
+
+@given(st.lists(st.tuples(st.sampled_from(LINEAGE), st.integers(1, 40)), max_size=30))
+def test_no_rotation_chain_ever_commits_more_than_the_daily_limit(
+    uses: list[tuple[str, int]],
+) -> None:
+    p, limit = page(), 100
+    for n, (key, amount) in enumerate(uses):
+        try:
+            reserve_as(p, key, f"r{n}", T0, KeyPolicy(), amount=amount, daily=limit)
+        except DailyLimitExceeded:
+            continue
+        if n % 2:
+            settle(p, f"r{n}", T0, cost=amount)
+        committed = sum(p.spent_by(k) + p.held_by(k) for k in LINEAGE)
+        assert committed <= limit

@@ -7,11 +7,15 @@ from hypothesis import strategies as st
 
 from domain.money import cost_of
 from domain.pricing import (
+    ITEM_TOKENS,
+    NON_TEXT_PART_TOKENS,
+    PRIMING_TOKENS,
+    TOOL_USE_TOKENS,
     PriceSheet,
     TokenCounts,
-    estimate_input_tokens,
     hold_for,
     output_cap,
+    prompt_bound,
 )
 
 # 3.00 prompt, 15.00 completion, 0.30 cache reads, 3.75 cache writes (credits per million)
@@ -80,11 +84,70 @@ def test_a_hold_covers_any_usage_within_its_bounds(
     assert 0 <= sheet.cost(used) <= hold_for(sheet, prompt_bound, cap)
 
 
-def test_other_request_shapes_are_estimated_from_every_text() -> None:
-    short = estimate_input_tokens("hi")
-    assert short >= 1
-    long = estimate_input_tokens(
-        [{"role": "user", "content": [{"type": "text", "text": "x" * 300}]}]
-    )
-    assert long >= 100
-    assert estimate_input_tokens({"type": "image", "source": {}}) > 1_000
+# --- the prompt bound ------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=30,
+)
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (k, *_strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+@given(st.dictionaries(st.text(max_size=12), json_values, max_size=6))
+def test_the_prompt_bound_is_at_least_every_strings_utf8_bytes(body: dict[str, object]) -> None:
+    """A byte-level BPE token is at least one byte: the bytes of every text bound its tokens."""
+    text_bytes = sum(len(s.encode("utf-8", "surrogatepass")) for s in _strings(body))
+    assert prompt_bound(body) >= PRIMING_TOKENS + text_bytes
+
+
+@given(st.text(), st.text(min_size=1))
+def test_adding_a_message_never_lowers_the_bound(first: str, second: str) -> None:
+    one = {"messages": [{"role": "user", "content": first}]}
+    two = {"messages": [*one["messages"], {"role": "user", "content": second}]}
+    assert prompt_bound(two) >= prompt_bound(one) + ITEM_TOKENS + len(second.encode())
+
+
+def test_thirty_thousand_one_letter_words_are_bounded_by_their_bytes() -> None:
+    """The finding: bytes / 3 held a third of what such a prompt costs (one token a word)."""
+    text = " ".join(["a"] * 30_000)
+    body = {"model": "m", "messages": [{"role": "user", "content": text}]}
+    assert prompt_bound(body) >= len(text.encode()) >= 30_000 * 2 - 1
+
+
+def test_non_ascii_text_counts_every_byte() -> None:
+    text = "日本語のテキスト🙂" * 10
+    assert prompt_bound({"input": text}) >= len(text.encode()) > 3 * len(text)
+
+
+def test_a_non_text_part_is_bounded_by_its_size_or_a_flat_allowance() -> None:
+    small = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    inline = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 100_000}}
+    assert prompt_bound({"content": [small]}) >= NON_TEXT_PART_TOKENS
+    assert prompt_bound({"content": [inline]}) >= 100_000
+    for kind in ("image", "input_image", "input_audio", "input_file", "document", "file"):
+        assert prompt_bound({"content": [{"type": kind}]}) >= NON_TEXT_PART_TOKENS
+
+
+def test_tools_add_the_preamble_an_upstream_adds_and_built_in_tools_their_hidden_text() -> None:
+    plain = {"messages": [{"role": "user", "content": "hi"}]}
+    function = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    with_tool = plain | {"tools": [function]}
+    assert prompt_bound(with_tool) >= prompt_bound(plain) + TOOL_USE_TOKENS
+    built_in = plain | {"tools": [{"type": "computer_20250124", "name": "computer"}]}
+    assert prompt_bound(built_in) >= prompt_bound(plain) + TOOL_USE_TOKENS + 1_000
+
+
+def test_token_arrays_count_one_token_per_id_at_least() -> None:
+    assert prompt_bound({"prompt": list(range(500))}) >= 500
+    assert prompt_bound({}) >= 1

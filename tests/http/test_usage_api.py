@@ -40,6 +40,8 @@ USAGE_FIELDS = {
     "reasoning_tokens",
     "cost_source",
     "upstream_cost",
+    "over_hold",
+    "unbilled",
 }
 
 

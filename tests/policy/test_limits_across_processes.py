@@ -24,8 +24,8 @@ import pytest
 
 from domain.actor import Actor
 from domain.policy import KeyPolicy
+from domain.pricing import prompt_bound
 from domain.scope import Scope
-from infrastructure.catalogue import estimate_prompt_tokens
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings
 from tests.fake_upstream import FakeUpstream, fake_environ, run_fake_upstream, write_catalogue
@@ -116,7 +116,7 @@ def pair(postgres_template: str, tmp_path_factory: pytest.TempPathFactory) -> It
 async def burst(
     urls: list[str], token: str, total: int, model: str, stream: bool = False
 ) -> list[httpx.Response]:
-    body: dict[str, Any] = {"model": model, "max_tokens": MAX_TOKENS, "messages": HELLO}
+    body = request_body(model)
     if stream:
         body["stream"] = True
     limits = httpx.Limits(max_connections=total)
@@ -134,9 +134,13 @@ async def burst(
         return list(await asyncio.gather(*(one(i) for i in range(total))))
 
 
-def estimate() -> int:
+def request_body(model: str) -> dict[str, Any]:
+    return {"model": model, "max_tokens": MAX_TOKENS, "messages": HELLO}
+
+
+def estimate(model: str = "fake/slow") -> int:
     """The token estimate the gateway holds for one request (prompt bound + max_tokens)."""
-    return estimate_prompt_tokens({"messages": HELLO}) + MAX_TOKENS
+    return prompt_bound(request_body(model)) + MAX_TOKENS
 
 
 CASES = {

@@ -112,8 +112,9 @@ class Gateway:
 
 @contextmanager
 def hostile_gateway(
-    tmp_path: Path, database_url: str, env: dict[str, str] | None = None
+    tmp_path: Path, database_url: str, env: dict[str, str] | None = None, provider_lines: str = ""
 ) -> Iterator[tuple[Gateway, HostileUpstream]]:
+    """`provider_lines`: more TOML for the provider (e.g. `extra_fields = ["top_k"]`)."""
     upstream = HostileUpstream()
     with Served(upstream.app()) as upstream_url:
         upstream.base_url = upstream_url + "/v1"
@@ -124,6 +125,7 @@ def hostile_gateway(
 base_url = "{upstream.base_url}"
 api_key_env = "{API_KEY_ENV}"
 region = "us"
+{provider_lines}
 
 [models."hostile/model"]
 provider = "hostile"

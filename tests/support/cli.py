@@ -1,6 +1,9 @@
-"""Running `lowrouter`: the real executable in a subprocess, against one test database, or
-`main(argv)` in this process (InProcess)."""
+"""Running `lowrouter` against one test database: `main(argv)` in this process (`Cli`, what the
+CLI tests use: a subprocess costs seconds of imports per command), or the real executable in a
+subprocess (`Executable`, for the few tests about the installed script itself)."""
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -9,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from infrastructure import cli as cli_module
 
@@ -46,7 +50,9 @@ class Run:
 
 
 class Cli:
-    """`cli("keys", "list", ...)` runs `lowrouter keys list ...` against one test database."""
+    """`cli("keys", "list", ...)` runs `lowrouter keys list ...` against one test database, as
+    `main(argv)` in this process: the environment is exactly `environment()` (or `env`), the
+    working directory `cwd`, stdin `stdin`, and stdout/stderr are captured."""
 
     def __init__(self, database_url: str, home: Path) -> None:
         self.database_url = database_url
@@ -66,18 +72,23 @@ class Cli:
         return env
 
     def __call__(
-        self, *args: str, cwd: Path | None = None, env: Mapping[str, str] | None = None
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: str = "",
     ) -> Run:
-        completed = subprocess.run(
-            [str(LOWROUTER), *args],
-            cwd=cwd or self.home,
-            env=dict(env) if env is not None else self.environment(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        return Run(tuple(args), completed.returncode, completed.stdout, completed.stderr)
+        stdout, stderr = io.StringIO(), io.StringIO()
+        environment = dict(env) if env is not None else self.environment()
+        with (
+            mock.patch.dict(os.environ, environment, clear=True),
+            mock.patch.object(sys, "stdin", io.StringIO(stdin)),
+            contextlib.chdir(cwd or self.home),
+            contextlib.redirect_stdout(stdout),
+            contextlib.redirect_stderr(stderr),
+        ):
+            code = cli_module.main(list(args))
+        return Run(tuple(args), code, stdout.getvalue(), stderr.getvalue())
 
     def ok(self, *args: str, cwd: Path | None = None) -> Run:
         result = self(*args, cwd=cwd)
@@ -100,29 +111,25 @@ class Cli:
         return result
 
 
-@dataclass(frozen=True)
-class Out:
-    code: int
-    stdout: str
-    stderr: str
+class Executable(Cli):
+    """As `Cli`, but the installed `lowrouter` script in a subprocess: for the tests about the
+    real executable (its exit codes, its stderr, a process of its own)."""
 
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-class InProcess:
-    """`run("usage", ...)` calls `lowrouter usage ...` in this process, on the test database."""
-
-    def __init__(self, capsys: Any) -> None:
-        self.capsys = capsys
-
-    def __call__(self, *args: str) -> Out:
-        self.capsys.readouterr()
-        code = cli_module.main(list(args))
-        captured = self.capsys.readouterr()
-        return Out(code, captured.out, captured.err)
-
-    def ok(self, *args: str) -> Out:
-        out = self(*args)
-        assert out.code == 0, f"lowrouter {' '.join(args)} -> {out.code}: {out.stderr}"
-        return out
+    def __call__(
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: str = "",
+    ) -> Run:
+        completed = subprocess.run(
+            [str(LOWROUTER), *args],
+            cwd=cwd or self.home,
+            env=dict(env) if env is not None else self.environment(),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        return Run(tuple(args), completed.returncode, completed.stdout, completed.stderr)

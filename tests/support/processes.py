@@ -94,12 +94,15 @@ def wait_healthy(port: int) -> None:
 # Load on gateways ---------------------------------------------------------------------------------
 
 
+FIRE_BODY = {
+    "model": "lowrouter/echo",
+    "max_tokens": 100,
+    "messages": [{"role": "user", "content": "hello " * 20}],
+}
+
+
 async def fire(urls: list[str], tokens: list[str], total: int) -> list[int]:
-    body = {
-        "model": "lowrouter/echo",
-        "max_tokens": 100,
-        "messages": [{"role": "user", "content": "hello " * 20}],
-    }
+    body = FIRE_BODY
     limits = httpx.Limits(max_connections=total)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
 
@@ -116,10 +119,9 @@ async def fire(urls: list[str], tokens: list[str], total: int) -> list[int]:
 
 def worst_case_of_one_request() -> int:
     # lowrouter/echo: 0.10 prompt + 0.40 completion credits per million tokens; the hold covers the
-    # generous prompt estimate plus max_tokens=100. Measured from the catalogue, not hard-coded.
-    from domain.pricing import estimate_prompt_tokens, hold_for
+    # prompt bound of the body `fire` sends plus max_tokens=100. From the catalogue, not hard-coded.
+    from domain.pricing import hold_for, prompt_bound
     from infrastructure.catalogue import demo_catalogue
 
     entry = demo_catalogue("http://x/v1").models["lowrouter/echo"]
-    body = {"messages": [{"role": "user", "content": "hello " * 20}]}
-    return hold_for(entry.prices, estimate_prompt_tokens(body), 100)
+    return hold_for(entry.prices, prompt_bound(FIRE_BODY), 100)

@@ -7,7 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from application.metering import MeteredRequest
-from domain.pricing import estimate_prompt_tokens
+from domain.pricing import prompt_bound
+from infrastructure.dialects.fields import CHAT_FIELDS, fields_beyond
 from infrastructure.dialects.openai import ChatPassthrough
 from infrastructure.dialects.translated import ChatViaMessages
 from infrastructure.http.apis.engine import Api, serve
@@ -46,10 +47,11 @@ def metered_chat(body: dict[str, Any]) -> MeteredRequest:
     return MeteredRequest(
         api="chat.completions",
         model=body["model"],
-        prompt_bound=estimate_prompt_tokens(body),
+        prompt_bound=prompt_bound(body),
         output_cap=body.get("max_completion_tokens", body.get("max_tokens")),
         choices=body.get("n") or 1,
         streamed=bool(body.get("stream")),
+        extra_fields=fields_beyond(body, CHAT_FIELDS),
     )
 
 

@@ -7,7 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from application.metering import MeteredRequest
-from domain.pricing import estimate_input_tokens
+from domain.pricing import prompt_bound
+from infrastructure.dialects.fields import EMBEDDINGS_FIELDS, fields_beyond
 from infrastructure.dialects.openai import EmbeddingsPassthrough
 from infrastructure.http.apis.engine import Api, serve
 from infrastructure.http.apis.parsing import json_object, required_model
@@ -44,10 +45,11 @@ def metered_embeddings(body: dict[str, Any]) -> MeteredRequest:
     return MeteredRequest(
         api="embeddings",
         model=body["model"],
-        prompt_bound=estimate_input_tokens(body["input"]),
+        prompt_bound=prompt_bound(body),
         output_cap=0,
         kind="embedding",
         dialects=("openai",),
+        extra_fields=fields_beyond(body, EMBEDDINGS_FIELDS),
     )
 
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 import anyio
-import httpx
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -28,6 +27,7 @@ from infrastructure.http.gateway import Gateway
 from infrastructure.http.jsonresponse import json_response
 from infrastructure.http.limits import OFF_LOOP_BYTES
 from infrastructure.http.refusals import rate_headers, refusal_error
+from infrastructure.upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 from infrastructure.upstream_errors import refusal_text
 from projections.lookup import KeyRecord
 
@@ -79,7 +79,8 @@ async def begin(
     try:
         return await gateway.metering.begin(key, request_id, metered, started)
     except RoutingError as error:
-        raise ApiError(error.status, error.code, str(error), param="model") from None
+        param = getattr(error, "param", "model")
+        raise ApiError(error.status, error.code, str(error), param=param) from None
     except tuple(REFUSALS) as refusal:
         answer = refusal_error(refusal, key.display, gateway.clock(), metered.output_cap)
         if answer is None:
@@ -97,7 +98,7 @@ class Answer:
     entry: ModelEntry
     provider: Provider
     exchange: Exchange
-    response: httpx.Response
+    response: UpstreamResponse
 
 
 async def first_answer(
@@ -108,18 +109,21 @@ async def first_answer(
     failure: Failure = (502, "upstream_error", "")
     for entry, provider in call.candidates:
         exchange = api.exchanges[provider.api]
-        content = orjson.dumps(exchange.upstream_body(body, entry, stream=stream))
+        shaped = exchange.upstream_body(
+            body, entry, provider, stream=stream, cap=call.output_cap(entry)
+        )
+        content = orjson.dumps(shaped)
         call.upstream_began(entry, provider)
         try:
             response = await gateway.upstream.send(provider, content, exchange.path)
             if not stream or response.status_code >= 400:
                 await response.aread()
                 call.upstream_ended()
-        except httpx.TimeoutException:
+        except UpstreamTimeout:
             failure = (504, "upstream_timeout", f"{provider.name} timed out")
             continue
-        except httpx.TransportError as error:
-            failure = (502, "upstream_unreachable", f"{provider.name}: {type(error).__name__}")
+        except UpstreamError as error:
+            failure = (502, "upstream_unreachable", f"{provider.name}: {error}")
             continue
         if response.status_code >= 500:
             await response.aclose()
@@ -221,11 +225,11 @@ async def relay(call: MeteredCall, answer: Answer) -> AsyncIterator[bytes]:
                 if out:  # what arrived together leaves together: one write, not one per event
                     yield b"".join(out)
             outcome = Outcome.ANSWERED
-        except httpx.HTTPError as error:
+        except UpstreamError as error:
             outcome = Outcome.BROKEN_OFF
             yield events.error(
                 f"The upstream provider {provider.name} broke off the stream "
-                f"({type(error).__name__}); you are charged for what was produced."
+                f"({error}); you are charged for what was produced."
             )
         if events.relayed == 0 and events.reported is None:
             # Nothing valid came back (garbage, or an empty stream): an upstream failure.

@@ -7,7 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from application.metering import MeteredRequest
-from domain.pricing import estimate_input_tokens
+from domain.pricing import prompt_bound
+from infrastructure.dialects.fields import COMPLETIONS_FIELDS, fields_beyond
 from infrastructure.dialects.openai import ChatPassthrough
 from infrastructure.http.apis.engine import Api, serve
 from infrastructure.http.apis.parsing import (
@@ -47,12 +48,13 @@ def metered_completions(body: dict[str, Any]) -> MeteredRequest:
     return MeteredRequest(
         api="completions",
         model=body["model"],
-        prompt_bound=estimate_input_tokens(prompt, body.get("suffix")),
+        prompt_bound=prompt_bound(body),
         output_cap=body.get("max_tokens"),
         # every prompt gets n answers, best_of of them generated
         choices=prompts * max(body.get("n") or 1, body.get("best_of") or 1),
         streamed=bool(body.get("stream")),
         dialects=("openai",),
+        extra_fields=fields_beyond(body, COMPLETIONS_FIELDS),
     )
 
 

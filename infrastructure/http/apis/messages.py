@@ -9,8 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from application.metering import MeteredRequest
-from domain.pricing import estimate_input_tokens
+from domain.pricing import prompt_bound
 from infrastructure.dialects.anthropic import MessagesPassthrough
+from infrastructure.dialects.fields import MESSAGES_FIELDS, fields_beyond
 from infrastructure.dialects.translated import MessagesViaChat
 from infrastructure.http.apis.engine import Api, serve
 from infrastructure.http.apis.parsing import (
@@ -84,9 +85,10 @@ def metered_messages(body: dict[str, Any]) -> MeteredRequest:
     return MeteredRequest(
         api="messages",
         model=body["model"],
-        prompt_bound=estimate_input_tokens(body.get("system"), body["messages"], body.get("tools")),
+        prompt_bound=prompt_bound(body),
         output_cap=body["max_tokens"],
         streamed=bool(body.get("stream")),
+        extra_fields=fields_beyond(body, MESSAGES_FIELDS),
     )
 
 

@@ -7,7 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from application.metering import MeteredRequest
-from domain.pricing import estimate_input_tokens
+from domain.pricing import prompt_bound
+from infrastructure.dialects.fields import RESPONSES_FIELDS, fields_beyond
 from infrastructure.dialects.openai import ResponsesPassthrough
 from infrastructure.http.apis.engine import Api, serve
 from infrastructure.http.apis.parsing import (
@@ -30,13 +31,22 @@ def parse_responses_request(raw: bytes) -> dict[str, Any]:
         raise ApiError(
             400, "invalid_instructions", "`instructions` must be a string.", param="instructions"
         )
-    if body.get("previous_response_id") is not None:
-        # The upstream would add the earlier conversation to the prompt, beyond our hold.
+    for name in ("previous_response_id", "conversation", "prompt"):
+        if body.get(name) is not None:
+            # The upstream would add stored turns (or a stored prompt) beyond our hold.
+            raise ApiError(
+                400,
+                "unsupported_parameter",
+                f"`{name}` is not supported: send the conversation in `input`.",
+                param=name,
+            )
+    if body.get("background"):
+        # A background response is fetched later, past the gateway: its usage never settles.
         raise ApiError(
             400,
             "unsupported_parameter",
-            "`previous_response_id` is not supported: send the conversation in `input`.",
-            param="previous_response_id",
+            "`background` is not supported: stream the response instead.",
+            param="background",
         )
     check_max_tokens(body, "max_output_tokens")
     check_stream(body)
@@ -47,12 +57,11 @@ def metered_responses(body: dict[str, Any]) -> MeteredRequest:
     return MeteredRequest(
         api="responses",
         model=body["model"],
-        prompt_bound=estimate_input_tokens(
-            body.get("instructions"), body.get("input"), body.get("tools"), body.get("text")
-        ),
+        prompt_bound=prompt_bound(body),
         output_cap=body.get("max_output_tokens"),
         streamed=bool(body.get("stream")),
         dialects=("openai",),
+        extra_fields=fields_beyond(body, RESPONSES_FIELDS),
     )
 
 

@@ -91,6 +91,7 @@ FLAG_NAMES = {
     "new_address": "New address",
     "new_user_agent": "New client",
     "spend_spike": "Spend spike",
+    "over_hold": "Over hold",
 }
 
 
@@ -292,6 +293,7 @@ class UsageRow:
     api: str | None = None  # once usage rows carry it (release 0.3 metering)
     cost_source: str | None = None
     flags: tuple[str, ...] = ()
+    unbilled: str | None = None  # over_hold: what the usage cost beyond the hold, not charged
 
 
 def usage_row(row: Mapping[str, Any], names: Mapping[str, tuple[str, str]]) -> UsageRow:
@@ -316,4 +318,5 @@ def usage_row(row: Mapping[str, Any], names: Mapping[str, tuple[str, str]]) -> U
         api=row.get("api"),
         cost_source=row.get("cost_source"),
         flags=tuple(orjson.loads(row["flags"])) if row.get("flags") else (),
+        unbilled=money(int(row["unbilled"])) if row.get("unbilled") else None,
     )

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from domain.money import format_credits
+from infrastructure.escaping import csv_cell
 from infrastructure.http.dashboard.chart import daily_chart
 from infrastructure.http.dashboard.constants import BASE, CHART_DAYS, USAGE_PAGE_SIZE
 from infrastructure.http.dashboard.forms import catalogue_models
@@ -207,18 +208,7 @@ async def usage_page_view(request: Request, dashboard: Dashboard) -> Response:
 
 
 CSV_PAGE = 1000
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def cell(value: Any) -> str:
-    """A text cell that a spreadsheet would run as a formula (a user agent of "=cmd|…") gets
-    a leading apostrophe, as OWASP advises; numbers and everything else are written as they are."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return str(value)
-
+cell = csv_cell  # the name this module's callers know
 
 def csv_line(row: Mapping[str, Any]) -> list[str]:
     """One usage row as the CSV writes it: money as decimal strings, times in ISO UTC."""
@@ -226,13 +216,14 @@ def csv_line(row: Mapping[str, Any]) -> list[str]:
         **row,
         "at": iso(from_us(row["at_us"])),
         "cost": format_credits(int(row["cost"])),
+        "unbilled": format_credits(int(row.get("unbilled") or 0)),
         "streamed": "true" if row["streamed"] else "false",
     }
     return [cell(values.get(c)) for c in csv_columns(row)]
 
 
 def csv_columns(row: Mapping[str, Any] | None) -> tuple[str, ...]:
-    extra = ("cached_prompt_tokens", "reasoning_tokens", "cost_source", "upstream_cost")
+    extra = ("cached_prompt_tokens", "reasoning_tokens", "cost_source", "upstream_cost", "unbilled")
     present = tuple(c for c in extra if row is not None and c in row)
     return tuple(c for c in CSV_COLUMNS if c != "api" or row is None or "api" in row) + present
 

@@ -1,0 +1,164 @@
+"""Which request fields go upstream: each API's allow-list passes every parameter of the
+installed OpenAI and Anthropic SDKs; anything else needs every candidate provider's
+`extra_fields`, or it is a 400 naming it before anything is held."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from anthropic.types import message_create_params
+from anthropic.types.beta import message_create_params as beta_message_create_params
+from openai.types import completion_create_params, embedding_create_params
+from openai.types.chat import completion_create_params as chat_create_params
+from openai.types.responses import response_create_params
+
+from domain.routing import (
+    Catalogue,
+    ModelEntry,
+    ParameterNotAllowed,
+    Provider,
+    check_extra_fields,
+)
+from infrastructure.catalogue import ConfigError, load_catalogue
+from infrastructure.dialects.anthropic import MessagesPassthrough
+from infrastructure.dialects.fields import (
+    CHAT_FIELDS,
+    COMPLETIONS_FIELDS,
+    EMBEDDINGS_FIELDS,
+    MESSAGES_FIELDS,
+    RESPONSES_FIELDS,
+)
+from infrastructure.dialects.openai import ChatPassthrough, ResponsesPassthrough
+
+# Anthropic beta fields that route or bill elsewhere, or are not body fields (documented).
+BETA_REFUSED = {"betas", "billing_policy", "fallback_credit_token", "fallbacks", "id", "thread"}
+
+
+def sdk_fields(module: Any) -> set[str]:
+    """Every key of the module's typed request dicts (streaming variants included)."""
+    names: set[str] = set()
+    for name in dir(module):
+        value = getattr(module, name)
+        if name.endswith(("Params", "ParamsBase", "ParamsStreaming", "ParamsNonStreaming")):
+            names |= set(getattr(value, "__annotations__", {}))
+    return names
+
+
+@pytest.mark.parametrize(
+    ("module", "allowed"),
+    [
+        (chat_create_params, CHAT_FIELDS),
+        (completion_create_params, COMPLETIONS_FIELDS),
+        (response_create_params, RESPONSES_FIELDS),
+        (embedding_create_params, EMBEDDINGS_FIELDS),
+        (message_create_params, MESSAGES_FIELDS),
+    ],
+    ids=["chat", "completions", "responses", "embeddings", "messages"],
+)
+def test_every_sdk_parameter_is_allowed(module: Any, allowed: frozenset[str]) -> None:
+    fields = sdk_fields(module)
+    assert len(fields) >= 5 and "model" in fields  # the SDK's shape was read
+    assert fields - allowed == set()
+
+
+def test_the_anthropic_betas_fields_are_allowed_except_those_that_route_or_bill() -> None:
+    assert sdk_fields(beta_message_create_params) - MESSAGES_FIELDS <= BETA_REFUSED
+
+
+VLLM = Provider("vllm", "http://127.0.0.1:9/v1", "", "us", extra_fields=frozenset({"top_k"}))
+PLAIN = Provider("plain", "http://127.0.0.1:9/v1", "", "us")
+ENTRY = ModelEntry("a/m", ("vllm",), "m", 1, 1, 100)
+
+
+def test_an_extra_field_needs_every_candidate_provider_to_allow_it() -> None:
+    check_extra_fields([(ENTRY, VLLM)], {"top_k"})
+    with pytest.raises(ParameterNotAllowed) as refused:
+        check_extra_fields([(ENTRY, VLLM), (ENTRY, PLAIN)], {"top_k"})
+    assert refused.value.param == "top_k" and '"plain"' in str(refused.value)
+    with pytest.raises(ParameterNotAllowed) as unknown:
+        check_extra_fields([(ENTRY, VLLM)], {"n_predict", "top_k"})
+    assert unknown.value.param == "n_predict" and "not a parameter" in str(unknown.value)
+    assert (unknown.value.status, unknown.value.code) == (400, "unknown_parameter")
+
+
+def test_the_forwarded_body_has_only_allowed_fields_and_the_held_cap() -> None:
+    body = {
+        "model": "a/m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_completion_tokens": 1,
+        "max_tokens": 100_000,
+        "top_k": 5,
+        "n_predict": 9,  # refused before the hold; never forwarded even so
+    }
+    sent = ChatPassthrough().upstream_body(body, ENTRY, VLLM, stream=False, cap=1)
+    assert sent == {
+        "model": "m",
+        "messages": body["messages"],
+        "max_tokens": 1,
+        "max_completion_tokens": 1,
+        "top_k": 5,
+    }
+    reasoning = Provider("o", "http://x/v1", "", "us", cap_fields=("max_completion_tokens",))
+    sent = ChatPassthrough().upstream_body(body, ENTRY, reasoning, stream=True, cap=7)
+    assert "max_tokens" not in sent and sent["max_completion_tokens"] == 7
+    assert sent["stream_options"] == {"include_usage": True}
+    legacy = ChatPassthrough("/completions", "text_completion")
+    assert legacy.upstream_body({"prompt": "x"}, ENTRY, PLAIN, stream=False, cap=3) == {
+        "prompt": "x",
+        "model": "m",
+        "max_tokens": 3,
+    }
+    responses = ResponsesPassthrough().upstream_body(
+        {"input": "x", "max_output_tokens": 10**6}, ENTRY, PLAIN, stream=False, cap=4
+    )
+    assert responses["max_output_tokens"] == 4
+    anthropic = MessagesPassthrough().upstream_body(
+        {"messages": [], "max_tokens": 10**6, "top_k": 1}, ENTRY, PLAIN, stream=False, cap=5
+    )
+    assert anthropic["max_tokens"] == 5 and anthropic["top_k"] == 1  # top_k is Messages'
+
+
+def catalogue_with(tmp_path: Path, provider_lines: str) -> Catalogue:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f"""
+[providers."vllm"]
+base_url = "http://127.0.0.1:9/v1"
+region = "us"
+{provider_lines}
+
+[models."a/m"]
+provider = "vllm"
+prompt_price_per_million = "1"
+completion_price_per_million = "1"
+max_output_tokens = 10
+""",
+        encoding="utf-8",
+    )
+    return load_catalogue(path, {})
+
+
+def test_the_catalogue_reads_extra_fields_and_output_cap_fields(tmp_path: Path) -> None:
+    provider = catalogue_with(
+        tmp_path, 'extra_fields = ["top_k"]\noutput_cap_fields = ["max_completion_tokens"]'
+    ).providers["vllm"]
+    assert provider.extra_fields == {"top_k"}
+    assert provider.cap_fields == ("max_completion_tokens",)
+    default = catalogue_with(tmp_path, "").providers["vllm"]
+    assert default.extra_fields == frozenset()
+    assert default.cap_fields == ("max_tokens", "max_completion_tokens")
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        'extra_fields = "top_k"',
+        'extra_fields = ["top k"]',
+        "output_cap_fields = []",
+        'output_cap_fields = ["n_predict"]',
+        'output_cap_fields = ["max_tokens", "max_tokens"]',
+    ],
+)
+def test_bad_field_lists_are_configuration_errors(tmp_path: Path, lines: str) -> None:
+    with pytest.raises(ConfigError, match=r'providers\."vllm"'):
+        catalogue_with(tmp_path, lines)
