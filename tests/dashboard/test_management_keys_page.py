@@ -7,7 +7,8 @@ import re
 from tests.dashboard.conftest import Dash, csrf_of, form_id_of
 
 MGMT_TOKEN = re.compile(r'id="token"[^>]*value="(lr-mk-[^"]+)"')
-ROW = re.compile(r'data-management-key-id="([0-9a-f-]+)">\s*<th scope="row">([^<]+)')
+NAME_CELL = r'<th scope="row" data-label="Name">([^<]+)'
+ROW = re.compile(r'data-management-key-id="([0-9a-f-]+)">\s*' + NAME_CELL)
 PAGE = "/dashboard/management-keys"
 
 
@@ -21,7 +22,7 @@ def rows(html: str) -> dict[str, str]:
     """Name -> the row's HTML, for each management key listed."""
     found = {}
     for part in html.split("data-management-key-id=")[1:]:
-        name = re.search(r'<th scope="row">([^<]+)', part)
+        name = re.search(NAME_CELL, part)
         assert name
         found[name.group(1).strip()] = part.split("</tr>", 1)[0]
     return found
