@@ -52,6 +52,22 @@ class BatchWorker(Generic[T]):
                     self._thread.start()
         self._queue.put(item)
 
+    def take_queued(self, limit: int) -> list[T]:
+        """From `handle`, on the worker's own thread: up to `limit` more items queued since the
+        batch was taken (their futures claimed), to serve with it."""
+        taken: list[T] = []
+        while len(taken) < limit:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:  # closing: leave the marker for the loop
+                self._queue.put(None)
+                break
+            if item.future.set_running_or_notify_cancel():
+                taken.append(item)
+        return taken
+
     def close(self, timeout: float = 10.0) -> None:
         """Serve what is queued, stop the thread, and refuse what comes after."""
         self._closed = True

@@ -5,6 +5,7 @@ has seen their events through: the gateway reads the active-key lookup projectio
 barrier (supplied by the projections layer) waits until that lookup reflects the change.
 """
 
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -33,6 +34,8 @@ MAX_GRACE = timedelta(days=30)  # the longest rotation grace
 MAX_GRACE_SECONDS = int(MAX_GRACE.total_seconds())  # as the API and the dashboard take it
 ATTEMPT_WINDOW = timedelta(seconds=60)
 
+log = logging.getLogger("lowrouter.keys")
+
 
 def account_id_for(name: str) -> UUID:
     """Account names are unique: the id is derived from the name, so opening twice conflicts."""
@@ -49,6 +52,10 @@ class IssuedKey:
 
     key: ApiKey
     token: Token
+    # Set when the key was created but the key lookup had not caught up when the command
+    # returned (a projection lagging or failing): the token is still returned — the key exists
+    # — and works once the lookup catches up.
+    warning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -173,8 +180,7 @@ class Lowrouter(Application[UUID]):
             return key, self.save(key, account)
 
         key, recordings = retry_on_conflict(command)
-        self._barrier(recordings)
-        return IssuedKey(key, token)
+        return IssuedKey(key, token, self._issued_barrier(recordings))
 
     def get_key(self, key_id: UUID, account_id: UUID | None = None) -> ApiKey:
         """A key by id; with `account_id`, a key of another account is reported as missing."""
@@ -290,8 +296,7 @@ class Lowrouter(Application[UUID]):
             return successor, self.save(old, successor, account)
 
         successor, recordings = retry_on_conflict(command)
-        self._barrier(recordings)
-        return IssuedKey(successor, token)
+        return IssuedKey(successor, token, self._issued_barrier(recordings))
 
     # Helpers ------------------------------------------------------------------------------
 
@@ -335,6 +340,19 @@ class Lowrouter(Application[UUID]):
         key, recordings = retry_on_conflict(command)
         self._barrier(recordings)
         return key
+
+    def _issued_barrier(self, recordings: Sequence[Recording[UUID]]) -> str | None:
+        """The barrier after a new token was written: its write landed, so a lagging lookup
+        must not lose the token (the only moment it exists). A warning instead of an error."""
+        try:
+            self._barrier(recordings)
+        except Exception as error:
+            log.warning("a new key's lookup lags: %s", type(error).__name__)
+            return (
+                "the key was created, but the gateway's key lookup has not caught up yet "
+                f"({type(error).__name__}); the key works once it has"
+            )
+        return None
 
     def _barrier(self, recordings: Sequence[Recording[UUID]]) -> None:
         if recordings:

@@ -18,6 +18,7 @@ from typing import Protocol
 from uuid import UUID
 
 from application.durable import durable
+from application.retry import StoreUnavailable
 from application.spend import SpendControl
 from domain.errors import (
     ConcurrencyLimitExceeded,
@@ -106,6 +107,9 @@ class MeteredRequest:
 class Outcome(Enum):
     ANSWERED = "answered"  # the upstream answered (with or without usage)
     BROKEN_OFF = "broken_off"  # the upstream broke a stream off after producing something
+    TRUNCATED = "truncated"  # a stream ended without its end ([DONE] or usage): cut short
+    TRUNCATED_BODY = "truncated_body"  # a non-streamed answer cut mid-read (nothing relayed)
+    STALLED = "stalled"  # a stream outlived a deadline (idle or total) after producing something
     BAD_ANSWER = "bad_answer"  # the upstream's answer was not valid (nothing usable came back)
     UPSTREAM_FAILED = "upstream_failed"  # every candidate failed (5xx, unreachable)
     UPSTREAM_TIMEOUT = "upstream_timeout"
@@ -118,6 +122,9 @@ class Outcome(Enum):
 _STATUS = {
     Outcome.ANSWERED: ("ok", 200),
     Outcome.BROKEN_OFF: ("upstream_error", 502),
+    Outcome.TRUNCATED: ("upstream_truncated", 502),
+    Outcome.TRUNCATED_BODY: ("upstream_truncated", 502),
+    Outcome.STALLED: ("upstream_timeout", 504),
     Outcome.BAD_ANSWER: ("upstream_error", 502),
     Outcome.UPSTREAM_FAILED: ("upstream_error", 502),
     Outcome.UPSTREAM_TIMEOUT: ("upstream_timeout", 504),
@@ -133,7 +140,13 @@ NOT_CHARGED = frozenset(
         Outcome.UPSTREAM_TIMEOUT,
         Outcome.UPSTREAM_REFUSED,
         Outcome.GATEWAY_ERROR,
+        Outcome.TRUNCATED_BODY,
     }
+)
+# Cut short after part of the answer reached the client: charged as a hang-up is, for what was
+# delivered (never zero), from our estimate unless the upstream reported usage.
+CUT_SHORT = frozenset(
+    {Outcome.CLIENT_CLOSED, Outcome.BROKEN_OFF, Outcome.TRUNCATED, Outcome.STALLED}
 )
 
 
@@ -161,7 +174,7 @@ def decide_charge(
     if outcome in NOT_CHARGED:
         return Charge(NO_TOKENS, 0, "none", status, code)
     tokens, source = (reported, "reported") if reported is not None else (estimated, "estimated")
-    if outcome is Outcome.CLIENT_CLOSED:
+    if outcome in CUT_SHORT:
         completion = max(tokens.completion_tokens, estimated.completion_tokens, 1)
         if completion != tokens.completion_tokens:
             source = "estimated"
@@ -238,11 +251,15 @@ class Metering:
         catalogue: Catalogue,
         observer: MeteringObserver | None = None,
         timer: Callable[[], float] = time.perf_counter,
+        store_wait: float | None = None,
     ) -> None:
         self.spend = spend
         self.catalogue = catalogue
         self.observer: MeteringObserver = observer or NoObserver()
         self.timer = timer
+        # The longest a request waits for the ledger to write its hold, or to tell it its
+        # settlement is durable (None: as long as it takes). See begin and finish.
+        self.store_wait = store_wait
 
     def route(self, scope: Scope, request: MeteredRequest) -> list[Candidate]:
         """The (model, provider) pairs to try, at most MAX_FALLBACK_MODELS models; raises a
@@ -296,7 +313,14 @@ class Metering:
         )
         self._tell(lambda: self.observer.reserving(future, request))
         try:
-            admission = await durable(future)
+            admission = await asyncio.wait_for(durable(future), self.store_wait)
+        except TimeoutError:
+            # The store is too slow to answer: refuse now rather than hang. The hold may still
+            # land; the release queued behind it (the writer keeps order) undoes it.
+            self.spend.release(key.account_id, request_id, "store_unavailable")
+            raise StoreUnavailable(
+                "the ledger's store did not answer in time; nothing was charged"
+            ) from None
         except tuple(REFUSALS) as refusal:
             self._refused(key, request, REFUSALS[type(refusal)])
             raise
@@ -335,6 +359,7 @@ class MeteredCall:
     charge: Charge | None = None  # what was decided, once settled
     _settlement: "Future[int | None] | None" = field(default=None, repr=False)
     _last: Candidate | None = None
+    settlement_pending: bool = False  # answered before the settlement was durable (see finish)
 
     @property
     def settled(self) -> bool:
@@ -416,7 +441,9 @@ class MeteredCall:
         status_code: int | None = None,
         upstream_cost: str | None = None,
     ) -> int:
-        """Settle and wait until durable; the amount charged."""
+        """Settle and wait until durable; the amount charged. If the store is slow (an outage),
+        wait at most the metering's `store_wait`, then answer with the amount the settlement
+        charges: it stays queued and is retried until it lands (`settlement_pending`)."""
         future = self.settle(
             outcome,
             entry,
@@ -426,7 +453,18 @@ class MeteredCall:
             status_code=status_code,
             upstream_cost=upstream_cost,
         )
-        return await durable(future) or 0
+        try:
+            charged = await asyncio.wait_for(durable(future), self.metering.store_wait)
+        except TimeoutError:
+            assert self.charge is not None
+            self.settlement_pending = True
+            return min(self.charge.cost, self.hold)  # what the ledger will charge (capped)
+        if charged is None:
+            # The hold was already closed: the reconciler settled it (this process looked dead,
+            # or the request outlived every deadline). Report what the ledger charged.
+            spend = self.metering.spend
+            charged = await durable(spend.reconciled_cost(self.key.account_id, self.request_id))
+        return charged or 0
 
     def abandon(self) -> None:
         """Our own failure before a settlement: record it, charge nothing."""

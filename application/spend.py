@@ -37,7 +37,7 @@ from application.batching import BatchWorker
 from application.clock import utc_day
 from application.events import stored_events
 from application.keys import Lowrouter
-from application.retry import TooMuchContention
+from application.retry import StoreUnavailable, TooMuchContention, backoff, is_transient
 from domain.actor import Actor
 from domain.errors import DomainError, NotFound
 from domain.ledger import Admission, LedgerPage, page_id
@@ -82,6 +82,10 @@ class _Command:
     apply: Callable[[LedgerPage, datetime], Any]
     future: "Future[Any]" = field(default_factory=Future)
     read_only: bool = False
+    # Settlements and releases: once a request was answered its settlement must land, so a
+    # transient store error keeps it queued (in order) and retries it; other commands fail at
+    # once with StoreUnavailable (the request is refused, nothing changed).
+    durable: bool = False
 
 
 @dataclass
@@ -122,6 +126,9 @@ class SpendControl:
         self.app = app
         self._page_lock = page_lock
         self._observer = observer
+        # This process's liveness lease (see application.reconcile): recorded on every hold, so
+        # the reconciler leaves a live process's holds alone. None: no lease (a CLI).
+        self.owner: str | None = None
         self._writer = BatchWorker("lowrouter-ledger-writer", self._commit, MAX_BATCH)
         self._pages: OrderedDict[UUID, LedgerPage] = OrderedDict()  # committed current pages
         self._snapshot_versions: dict[UUID, int] = {}
@@ -131,6 +138,7 @@ class SpendControl:
         self.batches = 0  # for the benchmark: commands per transaction = commands / batches
         self.commands = 0
         self.conflicts = 0
+        self._retrying = 0
 
     # Commands (thread-safe; each returns a Future resolved once durable) -------------------
 
@@ -146,7 +154,7 @@ class SpendControl:
         """Hold `amount`; resolves to the day the hold is charged to, or raises the refusal."""
 
         def apply(page: LedgerPage, now: datetime) -> str:
-            page.reserve(request_id, str(key_id), model, amount, daily_limit, now)
+            page.reserve(request_id, str(key_id), model, amount, daily_limit, now, owner=self.owner)
             return str(page.holds[request_id]["day"])  # a retried, carried hold keeps its day
 
         return self._submit(account_id, apply)
@@ -180,6 +188,7 @@ class SpendControl:
                 policy=policy,
                 tokens=tokens,
                 meter=meter_id,
+                owner=self.owner,
             )
             day = str(page.holds[request_id]["day"])
             return Admission(day, page.rate_status(meter_id, policy, now))
@@ -191,11 +200,25 @@ class SpendControl:
     ) -> "Future[int | None]":
         """Charge the hold its real cost (capped at the hold). None if it was already closed."""
         return self._submit(
-            account_id, lambda page, now: page.settle(request_id, cost, now, usage)
+            account_id, lambda page, now: page.settle(request_id, cost, now, usage), durable=True
+        )
+
+    def reconciled_cost(self, account_id: UUID, request_id: str) -> "Future[int | None]":
+        """What the reconciler charged this request's hold (on the current page), if it did:
+        what a settlement that came too late reports."""
+        return self._submit(
+            account_id, lambda page, now: page.reconciled_cost(request_id), read_only=True
         )
 
     def release(self, account_id: UUID, request_id: str, reason: str) -> "Future[bool]":
-        return self._submit(account_id, lambda page, now: page.release(request_id, reason, now))
+        return self._submit(
+            account_id, lambda page, now: page.release(request_id, reason, now), durable=True
+        )
+
+    @property
+    def retrying(self) -> int:
+        """Settlements and releases waiting for the store to come back."""
+        return self._retrying
 
     def fund(self, account_id: UUID, amount: int, actor: Actor) -> "Future[None]":
         return self._submit(account_id, lambda page, now: page.fund(amount, actor, now))
@@ -246,8 +269,9 @@ class SpendControl:
         account_id: UUID,
         apply: Callable[[LedgerPage, datetime], Any],
         read_only: bool = False,
+        durable: bool = False,
     ) -> "Future[Any]":
-        command = _Command(account_id, apply, read_only=read_only)
+        command = _Command(account_id, apply, read_only=read_only, durable=durable)
         self._writer.submit(command)
         return command.future
 
@@ -255,6 +279,43 @@ class SpendControl:
         self._writer.close()
 
     def _commit(self, batch: list[_Command]) -> None:
+        """Commit the batch; across a transient store error (an outage, a timeout), keep its
+        settlements and releases and try them again with backoff — in order, ahead of what was
+        queued since, their number bounded by the requests in flight — while every other
+        command fails at once with StoreUnavailable."""
+        attempt = 0
+        while True:
+            try:
+                self._commit_once(batch)
+                self._retrying = 0
+                return
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                refusal = StoreUnavailable("the ledger's store is unavailable; nothing was changed")
+                refusal.__cause__ = error
+                kept = []
+                for command in batch:
+                    if command.future.done():
+                        continue
+                    if command.durable:
+                        kept.append(command)
+                    else:
+                        command.future.set_exception(refusal)
+                self._retrying = len(kept)
+                if not kept:
+                    return
+                if attempt == 0:
+                    log.warning(
+                        "the store failed (%s); retrying %d settlements until it answers",
+                        type(error).__name__,
+                        len(kept),
+                    )
+                time.sleep(backoff(attempt, cap=1.0))
+                attempt += 1
+                batch = kept + self._writer.take_queued(MAX_BATCH)
+
+    def _commit_once(self, batch: list[_Command]) -> None:
         """Optimistically first: an account no other process is writing is applied from the
         cache and saved without the page lock or a fast-forward (the store's version check
         still refuses a stale write). A refusal is judged again on fresh figures (another

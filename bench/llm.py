@@ -23,7 +23,13 @@ import orjson
 
 from bench.fixtures import MODEL
 from bench.matrix import Plan, Target, running_bare, running_lowrouter
-from bench.processes import Server, free_port, start_server, uvicorn_command
+from bench.processes import (
+    Server,
+    free_port,
+    process_cpu_seconds,
+    start_server,
+    uvicorn_command,
+)
 
 STAMP = re.compile(rb"t(\d+\.\d{6}) ")
 EVENT_END = b"\n\n"
@@ -145,18 +151,24 @@ def measure(
         from bench.profile import start_recording
 
         recorder = start_recording(server.worker_pids()[0], max(2, round(seconds)), profile)
+    workers = server.worker_pids()
+    worker_before = sum(process_cpu_seconds(pid) for pid in workers)
     cpu_before, started = server.cpu_seconds(), time.monotonic()
     with RssSampler(server) as rss:
         figures = uvloop.run(
             drive_streams(server.url + "/api/v1/chat/completions", headers, streams)
         )
     cpu = server.cpu_seconds() - cpu_before
+    worker_cpu = sum(process_cpu_seconds(pid) for pid in workers) - worker_before
     if recorder is not None:
         recorder.wait(timeout=60)
     result = figures.summary()
     result["seconds"] = round(time.monotonic() - started, 1)
     result["cpu_s"] = round(cpu, 2)
     result["cpu_us_per_chunk"] = round(cpu / figures.chunks * 1e6, 1) if figures.chunks else None
+    # The worker alone (lowrouter's background process, which runs whatever the load, left out)
+    chunks = figures.chunks or 1
+    result["worker_cpu_us_per_chunk"] = round(worker_cpu / chunks * 1e6, 1)
     result["peak_worker_rss_mb"] = round(rss.peak, 1)
     return result
 
@@ -289,7 +301,8 @@ def lines(figures: dict[str, Any]) -> list[str]:
             f"LLM-shaped {name:<9}: {f['completed']}/{f['streams']} completed, {f['chunks']} "
             f"chunks, delay p50 {f['delay_p50_ms']} ms p99 {f['delay_p99_ms']} ms max "
             f"{f['delay_max_ms']} ms, first chunk p50 {f['first_chunk_p50_ms']} ms, "
-            f"{f['cpu_us_per_chunk']} µs CPU/chunk, peak RSS {f['peak_worker_rss_mb']} MB"
+            f"{f['cpu_us_per_chunk']} µs CPU/chunk ({f.get('worker_cpu_us_per_chunk')} in the "
+            f"worker), peak RSS {f['peak_worker_rss_mb']} MB"
         )
     if figures.get("load_average"):
         out.append(f"LLM-shaped load average: {figures['load_average']}")

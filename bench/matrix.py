@@ -131,8 +131,12 @@ def running_bare(
         "BENCH_UPSTREAM_URL": upstream.url + "/v1",
         "BENCH_TRANSPORT": target.transport,
     }
-    command = uvicorn_command("bench.bare_proxy:create_app", port, factory=True)
-    server = start_server(target.name, command, port, env, work_dir, nice=nice)
+    command = uvicorn_command(
+        "bench.bare_proxy:create_app", port, factory=True, workers=target.workers
+    )
+    server = start_server(
+        target.name, command, port, env, work_dir, workers=target.workers, nice=nice
+    )
     try:
         yield server
     finally:

@@ -129,6 +129,15 @@ def http_verdicts(reports: list[TargetReport]) -> list[Verdict]:
             label = f"{store} {mode} c=64 req/s vs the floor ({FLOOR})"
             verdicts.append(_ratio_verdict(index, target, FLOOR, mode, 64, minimum[mode], label))
         verdicts += _added_latency(index, mode)
+        floor_scaling = _rps_ratio(index, "bare-aiohttp-w2", FLOOR, mode, 64)
+        if floor_scaling is not None:
+            verdicts.append(
+                Verdict(
+                    f"the floor's {mode} --workers 2 vs 1 at c=64 (what this machine allows)",
+                    f"{floor_scaling:.2f}x",
+                    None,
+                )
+            )
         scaling = _rps_ratio(index, "lowrouter-pg-w2", "lowrouter-pg", mode, 64)
         if scaling is not None:
             verdicts.append(

@@ -139,6 +139,8 @@ def all_targets() -> list[Any]:
         Target("bare-httpx", "bare", "httpx"),
         Target("bare-httpx-aiohttp", "bare", "httpx-aiohttp"),
         Target("bare-aiohttp", "bare", "aiohttp"),
+        # Does the floor itself scale to two workers on this machine? (c=64 only)
+        Target("bare-aiohttp-w2", "bare", "aiohttp", workers=2, concurrencies=(64,)),
         # lowrouter calls aiohttp's client directly (infrastructure/upstream.py).
         Target("lowrouter-sqlite", "lowrouter", "aiohttp", "sqlite"),
         Target("lowrouter-pg", "lowrouter", "aiohttp", "postgres"),

@@ -48,6 +48,7 @@ from domain.usage import Usage
 _PAGE_NAMESPACE = uuid5(NAMESPACE_URL, "https://lowrouter.dev/ledger-page")
 
 
+UNSETTLED = "unsettled"  # the status of a hold the reconciler settled at its amount
 WINDOW_SECONDS = 60  # the trailing minute of the per-minute limits
 Bucket = list[int]  # [second since the epoch, requests, tokens]
 
@@ -114,10 +115,14 @@ class LedgerPage(Aggregate):
         # key's limits are kept under, and the request's token estimate when it is windowed.
         meter: str
         tokens: int | None
+        # Since 0.3 too: the gateway process serving the request (its liveness lease), so the
+        # reconciler leaves the holds of live processes alone. None: no lease (older events).
+        owner: str | None
 
         def apply(self, page: "LedgerPage") -> None:
             meter = getattr(self, "meter", None) or self.key_id
             tokens = getattr(self, "tokens", None)
+            owner = getattr(self, "owner", None)
             page.holds[self.request_id] = {
                 "key_id": self.key_id,
                 "amount": self.amount,
@@ -129,6 +134,8 @@ class LedgerPage(Aggregate):
                 page.holds[self.request_id]["meter"] = meter
             if tokens is not None:
                 page.holds[self.request_id]["tokens"] = tokens
+            if owner is not None:
+                page.holds[self.request_id]["owner"] = owner
             page.held_today[self.key_id] = page.held_today.get(self.key_id, 0) + self.amount
             page.day_held[meter] = page.day_held.get(meter, 0) + self.amount
             page.total_held += self.amount
@@ -194,6 +201,9 @@ class LedgerPage(Aggregate):
                 meter = _meter(hold)
                 page.day_spent[meter] = page.day_spent.get(meter, 0) + self.cost
             page._count_month_spend(hold, self.reserved_day, self.cost)
+            if self.status == UNSETTLED:
+                # (a page restored from a snapshot taken before 0.3 has no such map yet)
+                page.__dict__.setdefault("reconciled", {})[self.request_id] = self.cost
 
     class Released(Aggregate.Event):
         request_id: str
@@ -260,6 +270,9 @@ class LedgerPage(Aggregate):
         }
         for hold in self.holds.values():
             self._count_hold(_meter(hold), hold["day"], hold["amount"], +1)
+        # request id -> what the reconciler charged, on this page: a gateway's late settlement
+        # reports this, not a cost of its own (rare, so small).
+        self.reconciled: dict[str, int] = {}
         self.closed = False
 
     # Creating and closing pages ------------------------------------------------------------
@@ -328,6 +341,10 @@ class LedgerPage(Aggregate):
     def month_held_by(self, meter: str) -> int:
         return self.held_month.get(meter, 0)
 
+    def reconciled_cost(self, request_id: str) -> int | None:
+        """What the reconciler charged a hold of this page, if it settled it."""
+        return getattr(self, "reconciled", {}).get(request_id)
+
     def in_flight(self, meter: str) -> int:
         return self.open_holds.get(meter, 0)
 
@@ -388,6 +405,7 @@ class LedgerPage(Aggregate):
         policy: KeyPolicy = NO_POLICY,
         tokens: int = 0,
         meter: str | None = None,
+        owner: str | None = None,
     ) -> None:
         """Hold a request's maximum cost, or refuse it. Idempotent per request id.
 
@@ -419,6 +437,7 @@ class LedgerPage(Aggregate):
             amount=amount,
             meter=meter,
             tokens=tokens if policy.windowed else None,
+            owner=owner,
             timestamp=at,
         )
 
@@ -563,4 +582,3 @@ class LedgerPage(Aggregate):
 
 def _meter(hold: dict[str, Any]) -> str:
     return str(hold.get("meter") or hold["key_id"])
-

@@ -19,6 +19,7 @@ from application.reconcile import reconcile
 from application.spend import SpendControl
 from infrastructure.database import Database
 from infrastructure.leadership import ensure_leadership_table
+from infrastructure.liveness import ProcessLease, create_processes_table, live_processes
 from infrastructure.observability.metrics import LedgerMetrics
 from infrastructure.persistence import (
     PostgresPageLock,
@@ -57,6 +58,14 @@ class Runtime:
     database: Database | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
     _deliverer: Any = None  # infrastructure.webhooks.deliverer.Deliverer, once started
+    lease: ProcessLease | None = None  # this process's liveness lease, once it serves requests
+
+    def start_lease(self) -> None:
+        """This process serves requests: register its liveness lease and record it on every
+        hold it reserves, so the reconciler leaves them alone while it lives."""
+        if self.lease is None:
+            self.lease = ProcessLease(self.engine, self.settings.process_lease_seconds).start()
+            self.spend.owner = self.lease.process_id
 
     @cached_property
     def webhooks(self) -> "Webhooks":
@@ -73,11 +82,14 @@ class Runtime:
             self.projections.catch_up(["usage"])
         except ProjectionFailed as failure:
             logging.getLogger("lowrouter.reconcile").error("reconciling without %s", failure)
+        timeout = self.settings.hold_timeout_seconds
         return reconcile(
             self.ledger,
             self.spend,
             lambda before: stale_holds(self.engine, before),
-            timedelta(seconds=self.settings.hold_timeout_seconds),
+            timedelta(seconds=timeout),
+            live_owners=lambda owners: live_processes(self.engine, owners),
+            backstop=timedelta(seconds=timeout + self.settings.max_request_seconds),
         )
 
     def _reconcile_and_log(self) -> None:
@@ -133,6 +145,8 @@ class Runtime:
         self.projections.stop()
         self.lookup.close()
         self.spend.close()
+        if self.lease is not None:  # after the last settlement: its holds are all closed
+            self.lease.close()
         self.ledger.close()
         self.engine.dispose()
         if self.database is not None:
@@ -170,6 +184,7 @@ def open_runtime(
                 runner.create_schema()
                 create_delivery_tables(engine)
                 create_secrets_table(engine)
+                create_processes_table(engine)
                 if database is not None:
                     ensure_leadership_table(database)
     except BaseException:

@@ -31,7 +31,11 @@ class Settings:
     config_path: Path | None = None
     max_body_bytes: int = MiB
     hold_timeout_seconds: float = 600.0
-    upstream_timeout_seconds: float = 120.0
+    upstream_timeout_seconds: float = 120.0  # each read of the upstream's answer
+    upstream_idle_seconds: float = 300.0  # between two events of a stream (comments don't count)
+    max_request_seconds: float = 900.0  # a request's whole upstream leg, first byte to last
+    store_wait_seconds: float = 2.0  # a request waits this long for the store, then gets a 503
+    process_lease_seconds: float = 30.0  # a gateway counts as gone this long after its last renewal
     body_timeout_seconds: float = 30.0  # a request body must arrive within this (slow drip)
     # Where the projections, the reconciler and the chain run: "inline" in each app's own threads,
     # or "external" in a process of their own (`lowrouter serve` starts one for its workers).
@@ -92,8 +96,12 @@ def load_settings(
         data_dir=data_dir,
         config_path=Path(config) if config else None,
         max_body_bytes=_int(env, "LOWROUTER_MAX_BODY_BYTES", MiB),
-        hold_timeout_seconds=float(_int(env, "LOWROUTER_HOLD_TIMEOUT_SECONDS", 600)),
-        upstream_timeout_seconds=float(_int(env, "LOWROUTER_UPSTREAM_TIMEOUT_SECONDS", 120)),
+        hold_timeout_seconds=_seconds(env, "LOWROUTER_HOLD_TIMEOUT_SECONDS", 600),
+        upstream_timeout_seconds=_seconds(env, "LOWROUTER_UPSTREAM_TIMEOUT_SECONDS", 120),
+        upstream_idle_seconds=_seconds(env, "LOWROUTER_UPSTREAM_IDLE_SECONDS", 300),
+        max_request_seconds=_seconds(env, "LOWROUTER_MAX_REQUEST_SECONDS", 900),
+        process_lease_seconds=_seconds(env, "LOWROUTER_PROCESS_LEASE_SECONDS", 30),
+        store_wait_seconds=_seconds(env, "LOWROUTER_STORE_WAIT_SECONDS", 2),
         body_timeout_seconds=float(_int(env, "LOWROUTER_BODY_TIMEOUT_SECONDS", 30)),
         background=_choice(env, "LOWROUTER_BACKGROUND", BACKGROUND_CHOICES),
         db_pool_size=_int(env, "LOWROUTER_DB_POOL_SIZE", 4),
@@ -213,6 +221,20 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name}={raw!r} is not a whole number") from None
     if value <= 0:
         raise SettingsError(f"{name} must be positive")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A positive number of seconds (fractions allowed, for tests and tuning)."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return float(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise SettingsError(f"{name} must be a positive number of seconds")
     return value
 
 

@@ -28,6 +28,7 @@ def stale_holds(
             key_id=UUID(row.key_id),
             amount=row.amount,
             reserved_at=from_us(row.reserved_us),
+            owner=row.owner,
         )
         for row in rows
     ]

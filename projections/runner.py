@@ -14,6 +14,7 @@ transaction per event, which could not keep up with the hot path (see README, Pe
 """
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -24,6 +25,7 @@ from uuid import UUID
 from eventsourcing.application import Application
 from sqlalchemy import Connection, Engine, insert, select, update
 
+from application.retry import backoff, is_transient
 from projections.base import Projection
 from projections.schema import metadata, positions, projection_failures
 
@@ -37,6 +39,22 @@ STANDBY_INTERVAL = 0.15  # how often a standby runner checks whether it should t
 BUSY_RETRY = 0.005  # seconds before looking again at a position another runner's batch holds
 
 
+TRANSIENT_ATTEMPTS = 6  # tries of a batch through transient store errors, backing off
+PERMANENT_AFTER = 2  # the same (non-transient) failure on the same event this often: recorded
+_SECRET_LIKE = re.compile(r"[0-9a-fA-F]{24,}|[A-Za-z0-9+/_=-]{40,}")
+
+
+def safe_error_text(error: BaseException, limit: int = 300) -> str:
+    """An error as it may be stored, logged and shown: its first line, without the SQL and
+    the bound parameters a driver appends (they may hold token hashes), with anything
+    hash-shaped cut out."""
+    text = str(error).split("\n", 1)[0]
+    for marker in ("[SQL:", "[parameters:", "DETAIL:"):
+        text = text.split(marker, 1)[0]
+    text = _SECRET_LIKE.sub("…", text).strip()
+    return f"{type(error).__name__}: {text}"[:limit]
+
+
 class ProjectionFailed(RuntimeError):
     """A projection could not apply an event. It stops there; it never skips an event."""
 
@@ -44,8 +62,12 @@ class ProjectionFailed(RuntimeError):
         self.name, self.position, self.error = name, position, error
         super().__init__(
             f"projection {name!r} failed on the event at position {position}: "
-            f"{type(error).__name__}: {error}"
+            f"{safe_error_text(error)}"
         )
+
+
+class StoreTrouble(RuntimeError):
+    """The store kept failing transiently; nothing is recorded, the runner tries again later."""
 
 
 class ProjectionLagging(RuntimeError):
@@ -253,12 +275,41 @@ class ProjectionRunner:
         self, projection: Projection, start: int, stop: int
     ) -> tuple[bool, int, int]:
         """Apply the events after `start` (up to `stop`) in one transaction, if the position is
-        still `start`. Returns (claimed, the new position, events applied)."""
-        try:
-            return self._apply_batch(projection, start, stop)
-        except ProjectionFailed as failure:
-            self._record_failure(failure)
-            raise
+        still `start`. Returns (claimed, the new position, events applied).
+
+        A transient store error (a statement timeout, a cancelled statement, a lost connection,
+        a serialization failure) is retried with backoff and jitter and never recorded: if the
+        store keeps failing, the error is raised as it is and the runner tries again later. A
+        projection's own failure is recorded (and stops it) only when it repeats on the same
+        event."""
+        repeats = 0
+        for attempt in range(TRANSIENT_ATTEMPTS):
+            try:
+                return self._apply_batch(projection, start, stop)
+            except ProjectionFailed as failure:
+                if is_transient(failure.error):
+                    error: Exception = failure
+                else:
+                    repeats += 1
+                    if repeats >= PERMANENT_AFTER:
+                        self._record_failure(failure)
+                        raise
+                    continue  # once more at once: a failure that does not repeat is not one
+            except Exception as raised:
+                if not is_transient(raised):
+                    raise
+                error = raised
+            if attempt == TRANSIENT_ATTEMPTS - 1:
+                cause = error.error if isinstance(error, ProjectionFailed) else error
+                raise StoreTrouble(safe_error_text(cause)) from cause
+            log.warning(
+                "projection %r: transient store error at position %d (%s); retrying",
+                projection.name,
+                start,
+                type(error.error if isinstance(error, ProjectionFailed) else error).__name__,
+            )
+            time.sleep(backoff(attempt, base=0.1, cap=2.0))
+        raise AssertionError("unreachable")
 
     def _apply_batch(self, projection: Projection, start: int, stop: int) -> tuple[bool, int, int]:
         end, events = self.read_batch(projection, start, stop)

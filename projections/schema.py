@@ -163,6 +163,7 @@ holds = Table(
     Column("key_id", String(36), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("reserved_us", BigInteger, nullable=False, index=True),
+    Column("owner", String(200), nullable=True),  # the serving process's lease (None: unknown)
 )
 
 

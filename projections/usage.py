@@ -15,8 +15,9 @@ from projections.schema import daily_spend, holds, key_activity, ledger_pages, t
 
 class UsageProjection:
     name = "usage"
-    schema_version = 4  # 2: api, cached/cache-write/reasoning tokens, cost source; 3: 64-bit;
-    # 4: unbilled (what an over_hold usage cost beyond its hold)
+    # 2: api, cached/cache-write/reasoning tokens, cost source; 3: 64-bit;
+    # 4: unbilled (what an over_hold usage cost beyond its hold); 5: holds' owners
+    schema_version = 5
     tables = (usage, daily_spend, key_activity, holds, ledger_pages)
     topics = tuple(
         get_topic(cls)
@@ -54,6 +55,7 @@ class UsageProjection:
                     "key_id": event.key_id,
                     "amount": event.amount,
                     "reserved_us": to_us(event.timestamp),
+                    "owner": getattr(event, "owner", None),
                 }
             elif isinstance(event, LedgerPage.Released):
                 if new_holds.pop(event.request_id, None) is None:

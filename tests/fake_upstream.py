@@ -19,6 +19,11 @@ one of MODES; any other name uses `upstream.mode` (default "ok"), which a test m
 - garbage          200 whose body is not JSON (streaming: an SSE data line that is not JSON).
 - hangup           closes the connection mid-response (streaming: after three chunks).
 - overrun          like ok, but usage reports 100 more completion tokens than max_tokens allowed.
+- truncate         streams three chunks, then ends cleanly without usage or [DONE]
+                   (non-streaming: like hangup).
+- drip             streams two chunks, then only SSE comments (`: keep-alive`) every 50 ms for
+                   `slow_seconds`, then finishes like ok (non-streaming: slow).
+- huge             streams one chunk, then one `data:` line of `huge_bytes` bytes, then finishes.
 - cached           like ok, but CACHE_READ of the prompt tokens were read from the cache and
                    CACHE_WRITE written to it (Anthropic; each at most what the prompt has),
                    REASONING_TOKENS more
@@ -60,6 +65,9 @@ MODES = (
     "hangup",
     "overrun",
     "cached",
+    "truncate",
+    "drip",
+    "huge",
 )
 REPLY_WORDS = ("Hello", "from", "the", "fake", "upstream")
 OVERRUN_EXTRA_TOKENS = 100
@@ -86,6 +94,7 @@ class FakeUpstream:
     mode: str = "ok"  # for model names that do not name a mode
     slow_seconds: float = 5.0
     chunk_delay: float = 0.0  # pause between streamed chunks
+    huge_bytes: int = 1024 * 1024  # the "huge" mode's one long line
     base_url: str = ""  # "http://127.0.0.1:PORT/v1" once running
     requests: list[RecordedRequest] = field(default_factory=list)
     _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -140,16 +149,20 @@ class FakeUpstream:
         if kind == "messages" and not isinstance(body.get("max_tokens"), int):
             return _error(kind, 400, "invalid_request_error", "max_tokens: Field required")
         answer = _Answer(body, self.mode_for(body.get("model")), kind)
-        if answer.mode == "slow" or (answer.mode == "stall" and not answer.stream):
+        slow_modes = ("stall", "drip")
+        if answer.mode == "slow" or (answer.mode in slow_modes and not answer.stream):
             await self._sleep(self.slow_seconds)
         if answer.mode == "error500":
             return _error(kind, 500, "server_error", "the fake upstream failed (error500)")
         if answer.mode == "garbage":
             return _garbage(answer.stream)
+        if answer.mode == "truncate" and answer.stream:
+            chunks = [chunk.encode() for chunk in answer.chunks()][:3]
+            return Response(b"".join(chunks), media_type="text/event-stream")
         if answer.mode == "hangup" and answer.stream:
             chunks = [chunk.encode() for chunk in answer.chunks()][:3]
             return _HangUp(chunks, "text/event-stream", None)
-        if answer.mode == "hangup":
+        if answer.mode in ("hangup", "truncate"):
             full = json.dumps(answer.completion()).encode()
             return _HangUp([full[: len(full) // 2]], "application/json", len(full))
         if answer.stream:
@@ -162,6 +175,13 @@ class FakeUpstream:
                 await self._sleep(self.chunk_delay)
             if answer.mode == "stall" and index == 2:
                 await self._sleep(self.slow_seconds)
+            if answer.mode == "drip" and index == 2:
+                deadline = time.monotonic() + self.slow_seconds
+                while time.monotonic() < deadline and not self._stopping.is_set():
+                    yield ": keep-alive\n\n"
+                    await asyncio.sleep(0.05)
+            if answer.mode == "huge" and index == 1:
+                yield "data: " + "x" * self.huge_bytes + "\n\n"
             yield chunk
 
     def _record(self, request: Request, body: Any) -> None:

@@ -87,10 +87,14 @@ def keys_create(ctx: Context, args: argparse.Namespace) -> None:
         issued = ctx.runtime.ledger.create_key(account.id, args.name, scope, ctx.actor, policy)
         view = key_view(ctx, issued.key)
         show_issued_token(ctx, issued.token.value, view, _key_record(view))
+        if issued.warning:
+            ctx.warn(issued.warning)
         return
     with EnvFile(Path(args.env_file), force=args.force_env_file) as env_file:
         issued = ctx.runtime.ledger.create_key(account.id, args.name, scope, ctx.actor, policy)
         env_file.write_api_key(issued.token.value)
+    if issued.warning:
+        ctx.warn(issued.warning)
     view = key_view(ctx, issued.key)
     where = str(env_file.path.resolve())
     if ctx.format == "json":
@@ -181,5 +185,7 @@ def keys_rotate(ctx: Context, args: argparse.Namespace) -> None:
     old = key_view(ctx, ctx.runtime.ledger.get_key(args.key_id))
     view = key_view(ctx, issued.key)
     show_issued_token(ctx, issued.token.value, view, _key_record(view))
+    if issued.warning:
+        ctx.warn(issued.warning)
     until = f" until {when(old['rotation_grace_until'])}" if old["status"] == "rotating" else ""
     ctx.note(f"the old key {old['display']} is {old['status']}{until}")

@@ -7,18 +7,33 @@ from typing import Any, Protocol
 
 import orjson
 
+MAX_EVENT_BYTES = 16 * 1024 * 1024  # one upstream line; a bigger one is an upstream error
 
 class Body(Protocol):
     def aiter_bytes(self) -> AsyncIterator[bytes]: ...
 
 
-async def sse_data(response: Body) -> AsyncIterator[list[bytes]]:
+class EventTooLarge(ValueError):
+    """An upstream line longer than the parser's limit (a broken or hostile upstream).
+    `payloads` are the complete events that arrived before it, in the same read."""
+
+    def __init__(self, message: str, payloads: list[bytes] | None = None) -> None:
+        super().__init__(message)
+        self.payloads = payloads or []
+
+
+async def sse_data(response: Body, parser: "SseParser | None" = None) -> AsyncIterator[list[bytes]]:
     """The `data:` payloads of a server-sent event stream, as they arrive: one list per network
-    read, ending at `[DONE]` or at the end of the stream. Bytes all the way (no text decoding,
-    splitting in C): this runs for every chunk of every stream."""
-    parser = SseParser()
+    read, ending at `[DONE]` or at the end of the stream (`parser.done` tells which). Bytes all
+    the way (no text decoding, splitting in C): this runs for every chunk of every stream."""
+    parser = parser or SseParser()
     async for received in response.aiter_bytes():
-        payloads = parser.feed(received)
+        try:
+            payloads = parser.feed(received)
+        except EventTooLarge as error:
+            if error.payloads:  # what was complete before the oversized line still counts
+                yield error.payloads
+            raise
         if payloads:
             yield payloads
         if parser.done:
@@ -29,10 +44,16 @@ async def sse_data(response: Body) -> AsyncIterator[list[bytes]]:
 
 
 class SseParser:
-    """Incremental: feed it bytes split anywhere, get the complete `data:` payloads so far."""
+    """Incremental: feed it bytes split anywhere, get the complete `data:` payloads so far.
 
-    def __init__(self) -> None:
-        self._pending = b""
+    Linear in what it is fed: an unfinished line is kept as a list of pieces and joined once,
+    when its end arrives (joining at every read made a long line quadratic), and a line longer
+    than `max_event_bytes` raises EventTooLarge instead of growing without bound."""
+
+    def __init__(self, max_event_bytes: int | None = None) -> None:
+        self._pieces: list[bytes] = []  # the unfinished last line, in pieces
+        self._pending_size = 0
+        self.max_event_bytes = MAX_EVENT_BYTES if max_event_bytes is None else max_event_bytes
         self.done = False  # `[DONE]` was seen: nothing after it counts
 
     def feed(self, received: bytes) -> list[bytes]:
@@ -40,12 +61,39 @@ class SseParser:
             return []
         if b"\r" in received:  # CRLF or CR line ends (SSE allows both): make them LF
             received = received.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        *lines, self._pending = (self._pending + received).split(b"\n")
-        return self._payloads(lines)
+        if b"\n" not in received:
+            self._keep(received)
+            return []
+        lines = received.split(b"\n")
+        if self._pieces:
+            lines[0] = b"".join((*self._pieces, lines[0]))
+            self._pieces, self._pending_size = [], 0
+        self._check(len(lines[0]))
+        rest = lines.pop()
+        payloads = self._payloads(lines)
+        if rest and not self.done:
+            try:
+                self._keep(rest)
+            except EventTooLarge as error:
+                error.payloads = payloads
+                raise
+        return payloads
 
     def end(self) -> list[bytes]:
-        pending, self._pending = self._pending, b""
+        pending = b"".join(self._pieces)
+        self._pieces, self._pending_size = [], 0
         return [] if self.done else self._payloads([pending])
+
+    def _keep(self, piece: bytes) -> None:
+        self._pending_size += len(piece)
+        self._check(self._pending_size)
+        self._pieces.append(piece)
+
+    def _check(self, size: int) -> None:
+        if size > self.max_event_bytes:
+            raise EventTooLarge(
+                f"an upstream stream line of more than {self.max_event_bytes} bytes"
+            )
 
     def _payloads(self, lines: list[bytes]) -> list[bytes]:
         payloads: list[bytes] = []

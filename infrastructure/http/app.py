@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from application.clock import Clock, system_clock
 from application.metering import Metering
+from application.retry import is_transient
 from infrastructure.catalogue import Catalogue
 from infrastructure.http.apis.chat import chat_completions
 from infrastructure.http.apis.embeddings import embeddings
@@ -42,7 +43,10 @@ log = logging.getLogger("lowrouter.http")
 
 
 class RequestIdMiddleware:
-    """Give every request an id (`x-request-id` on every response, the usage record's id)."""
+    """Give every request an id (`x-request-id` on every response, the usage record's id), and
+    answer every unexpected error here, inside it: a 503 `store_unavailable` when the store is
+    down or too slow (a retry will do), else a 500 — both with the request id, and without
+    re-raising, so the connection stays usable for the client's next request."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -54,13 +58,67 @@ class RequestIdMiddleware:
         request_id = "req_" + uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode())
+        started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as error:
+            if started:  # mid-stream: nothing can be said any more
+                raise
+            response = unexpected_error(error)
+            await response(scope, receive, send_with_id)
+
+
+class UnexpectedErrors:
+    """The innermost middleware: an error no handler took becomes its answer here (see
+    unexpected_error), so the metrics and the request's log line see the status sent."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def watching(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watching)
+        except Exception as error:
+            if started or scope["type"] != "http":
+                raise
+            await unexpected_error(error)(scope, receive, send)
+
+
+STORE_RETRY_AFTER = "2"  # seconds: about how long a store blip or failover takes
+
+
+def unexpected_error(error: Exception) -> Response:
+    if is_transient(error):
+        log.warning("the store is unavailable: %s", type(error).__name__)
+        note_error(503, "store_unavailable")
+        return ApiError(
+            503,
+            "store_unavailable",
+            "The gateway's database is unavailable or too slow right now; nothing was charged. "
+            "Try again shortly.",
+            headers={"retry-after": STORE_RETRY_AFTER},
+        ).response()
+    log.error("unexpected error: %s", type(error).__name__, exc_info=error)
+    note_error(500, "internal_error")
+    # Not "you were not charged": a failure after the upstream answered is charged what it
+    # served (the settlement was already queued); the usage history says which.
+    message = "Internal error; see your usage history for what this request was charged."
+    return ApiError(500, "internal_error", message).response()
 
 
 async def api_error(_request: Request, error: Exception) -> Response:
@@ -100,13 +158,6 @@ async def client_gone(_request: Request, _error: Exception) -> Response:
     return Response(status_code=499)
 
 
-async def unexpected_error(_request: Request, error: Exception) -> Response:
-    log.error("unexpected error: %s", type(error).__name__, exc_info=error)
-    return ApiError(
-        500, "internal_error", "Internal error; the request was not charged."
-    ).response()
-
-
 def create_app(
     runtime: Runtime,
     catalogue: Catalogue,
@@ -125,8 +176,14 @@ def create_app(
             lookups=lookups,
             clock=clock,
             max_body_bytes=runtime.settings.max_body_bytes,
-            metering=Metering(runtime.spend, catalogue, ObservedMetering()),
+            metering=Metering(
+                runtime.spend,
+                catalogue,
+                ObservedMetering(),
+                store_wait=runtime.settings.store_wait_seconds,
+            ),
         )
+        runtime.start_lease()  # before the first hold: holds record their live owner
         if run_background and runtime.settings.background == "inline":
             runtime.start_background()
         observability.start()
@@ -163,9 +220,9 @@ def create_app(
             ApiError: api_error,
             HTTPException: http_error,
             ClientDisconnect: client_gone,
-            Exception: unexpected_error,
-        },
+        },  # anything else: RequestIdMiddleware (so even a 500 carries the request id)
     )
+    app.add_middleware(UnexpectedErrors)
     # Bounds every body (and refuses duplicate Authorization) before any handler; inside the
     # request id, so even these refusals carry one.
     app.add_middleware(

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from application.clock import Clock, next_midnight
 from application.durable import durable
 from application.metering import Metering
+from application.retry import StoreUnavailable
 from application.spend import SpendControl
 from domain.tokens import TokenKind
 from infrastructure.catalogue import Catalogue
@@ -78,7 +79,11 @@ class Gateway:
         built from Anthropic's `x-api-key`), read from the lookup on every request."""
         header = authorization or request.headers.get("authorization")
         token, token_hash = presented_token(header, self.runtime.settings.pepper, kind)
-        record = await durable(self.lookups.find(token_hash))
+        try:
+            wait = self.runtime.settings.store_wait_seconds
+            record = await asyncio.wait_for(durable(self.lookups.find(token_hash)), wait)
+        except TimeoutError:
+            raise StoreUnavailable("the key lookup did not answer in time") from None
         if self.lookup_trouble() is not None:
             # Never judge access from a lookup that has stopped following the log (this
             # process's runner, or a failure any process recorded, seen by the lookup thread

@@ -178,3 +178,11 @@ def track_settlement(
 
     future.add_done_callback(done)
     return future
+
+
+def note_pending_charge(charged: int) -> None:
+    """The request was answered before its settlement was durable (a store outage): the cost
+    the settlement charges once it lands, for this request's headers and log line."""
+    observation = CURRENT.get()
+    if observation is not None and observation.cost is None:
+        observation.cost = charged

@@ -44,7 +44,10 @@ async def healthz(request: Request) -> Response:
     gateway = request.app.state.gateway
     failure = gateway.lookup_trouble()  # the very condition under which it refuses
     if failure:
-        return ApiError(503, "unhealthy", str(failure)).response()
+        # Only healthy or not: this route is unauthenticated, and the failure's text is for
+        # operators (`lowrouter projections status`, /readyz, the log).
+        message = "unhealthy: the key lookup has stopped following the log"
+        return ApiError(503, "unhealthy", message).response()
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from application.keys import Lowrouter
 from application.metering import (
+    CUT_SHORT,
     NOT_CHARGED,
     MeteredOutcome,
     MeteredRequest,
@@ -76,6 +77,23 @@ def test_a_stream_the_upstream_broke_off_is_charged_what_was_produced() -> None:
     assert (charge.status, charge.status_code, charge.tokens) == ("upstream_error", 502, ESTIMATE)
 
 
+@pytest.mark.parametrize(
+    ("outcome", "status", "code"),
+    [(Outcome.TRUNCATED, "upstream_truncated", 502), (Outcome.STALLED, "upstream_timeout", 504)],
+)
+def test_a_stream_cut_short_is_charged_what_was_delivered_as_a_hang_up(
+    outcome: Outcome, status: str, code: int
+) -> None:
+    charge = decide_charge(outcome, PRICES, None, TokenCounts(30, 0))
+    assert charge.tokens == TokenCounts(30, 1)  # never zero
+    assert (charge.status, charge.status_code, charge.cost_source) == (status, code, "estimated")
+
+
+def test_a_body_cut_mid_read_is_a_truncation_charged_nothing() -> None:
+    charge = decide_charge(Outcome.TRUNCATED_BODY, PRICES, None, ESTIMATE)
+    assert (charge.status, charge.cost, charge.cost_source) == ("upstream_truncated", 0, "none")
+
+
 def test_a_client_hanging_up_before_any_output_is_still_charged_a_token() -> None:
     charge = decide_charge(Outcome.CLIENT_CLOSED, PRICES, None, TokenCounts(30, 0))
     assert charge.tokens == TokenCounts(30, 1)
@@ -94,7 +112,7 @@ def test_every_outcome_is_charged_a_non_negative_price_of_its_tokens(
     assert charge.cost == PRICES.cost(charge.tokens) >= 0
     if outcome in NOT_CHARGED:
         assert charge.cost == 0 and charge.cost_source == "none"
-    elif outcome is Outcome.CLIENT_CLOSED:
+    elif outcome in CUT_SHORT:
         assert charge.tokens.completion_tokens >= 1  # never nothing
         assert charge.cost_source == ("reported" if charge.tokens == reported else "estimated")
     else:

@@ -180,6 +180,11 @@ CONFIGS = {
     "impatient": Config(
         default_catalogue, {"LOWROUTER_UPSTREAM_TIMEOUT_SECONDS": str(UPSTREAM_TIMEOUT_SECONDS)}
     ),
+    # Short request deadlines (tests/e2e/test_streaming_failures.py).
+    "deadlines": Config(
+        default_catalogue,
+        {"LOWROUTER_UPSTREAM_IDLE_SECONDS": "0.5", "LOWROUTER_MAX_REQUEST_SECONDS": "4"},
+    ),
     "regions": Config(two_region_catalogue),
     "fallback": Config(fallback_catalogue),
     "apis": Config(apis_catalogue),

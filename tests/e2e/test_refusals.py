@@ -322,10 +322,13 @@ def test_upstream_garbage_gives_502_recorded_at_no_cost(gateway: LiveGateway) ->
     assert_failure_recorded_without_charge(gateway, response, "upstream_error", 502)
 
 
-def test_upstream_hanging_up_gives_502_recorded_at_no_cost(gateway: LiveGateway) -> None:
+def test_upstream_hanging_up_mid_body_is_a_truncation_recorded_at_no_cost(
+    gateway: LiveGateway,
+) -> None:
+    # The upstream answered 200, then cut its JSON body off half way: not "unreachable".
     response = complete(gateway, body={"model": "fake/hangup", "messages": USER_HELLO})
-    assert_error(response, 502, "upstream_unreachable")
-    assert_failure_recorded_without_charge(gateway, response, "upstream_error", 502)
+    assert_error(response, 502, "upstream_truncated")
+    assert_failure_recorded_without_charge(gateway, response, "upstream_truncated", 502)
 
 
 @pytest.fixture

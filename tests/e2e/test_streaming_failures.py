@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import USER_HELLO, LiveGateway, micro
+from tests.e2e.conftest import USER_HELLO, LiveGateway, StartGateway, micro
 from tests.fake_upstream import FakeUpstream
 
 
@@ -90,3 +90,58 @@ def test_upstream_streaming_garbage_is_an_upstream_error_at_no_cost(
     row = gateway.usage_row(response.headers["x-request-id"])
     assert row.status != "ok"
     gateway.assert_nothing_charged()
+
+
+def stream_errors(payloads: list[Any]) -> list[Any]:
+    return [p for p in payloads if isinstance(p, dict) and "error" in p]
+
+
+def test_a_stream_ended_without_done_or_usage_is_truncated_and_charged_as_delivered(
+    gateway: LiveGateway,
+) -> None:
+    response, payloads = read_stream(gateway, "fake/truncate")  # three chunks, a clean close
+
+    assert response.status_code == 200
+    errors = stream_errors(payloads)
+    assert len(errors) == 1 and "before its end" in errors[0]["error"]["message"]
+    row = gateway.usage_row(response.headers["x-request-id"])
+    assert (row.status, row.status_code, row.cost_source) == (
+        "upstream_truncated",
+        502,
+        "estimated",
+    )
+    assert row.completion_tokens > 0 and 0 < row.cost <= row.held
+    assert micro(payloads[-2]["usage"]["cost"]) == row.cost
+    assert gateway.open_holds() == []
+
+
+def test_a_stream_that_only_drips_comments_is_cut_at_the_idle_deadline(
+    start_gateway: StartGateway, upstream: FakeUpstream
+) -> None:
+    gateway = start_gateway("deadlines")  # idle 0.5 s
+    upstream.slow_seconds = 5  # comments every 50 ms for 5 s: bytes, but no event
+    response, payloads = read_stream(gateway, "fake/drip")
+
+    errors = stream_errors(payloads)
+    assert len(errors) == 1 and "deadline" in errors[0]["error"]["message"]
+    row = gateway.usage_row(response.headers["x-request-id"])
+    assert (row.status, row.status_code, row.cost_source) == ("upstream_timeout", 504, "estimated")
+    assert 0 < row.cost <= row.held  # what was delivered before it stalled
+    assert row.latency_ms < 4000  # cut at the idle deadline, not after the drip
+    assert gateway.open_holds() == []
+
+
+def test_an_event_bigger_than_the_limit_breaks_the_stream_off(
+    gateway: LiveGateway, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import infrastructure.dialects.sse as sse
+
+    monkeypatch.setattr(sse, "MAX_EVENT_BYTES", 64 * 1024)
+    upstream.huge_bytes = 1024 * 1024
+    response, payloads = read_stream(gateway, "fake/huge")
+
+    errors = stream_errors(payloads)
+    assert len(errors) == 1 and "EventTooLarge" in errors[0]["error"]["message"]
+    row = gateway.usage_row(response.headers["x-request-id"])
+    assert row.status == "upstream_error" and 0 < row.cost <= row.held
+    assert gateway.open_holds() == []

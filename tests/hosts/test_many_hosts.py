@@ -71,6 +71,7 @@ def _host_environment(database_url: str, data_dir: Path, extra: dict[str, str]) 
         "LOWROUTER_DATA_DIR": str(data_dir),
         "LOWROUTER_HOLD_TIMEOUT_SECONDS": str(HOLD_TIMEOUT),
         "LOWROUTER_RECONCILE_INTERVAL_SECONDS": "1",
+        "LOWROUTER_PROCESS_LEASE_SECONDS": "1",  # a dead host's holds are ownerless soon
     }
 
 

@@ -48,8 +48,11 @@ def test_a_projection_that_fails_stops_loudly_at_the_events_position(
             raise RuntimeError("cannot apply")
 
         monkeypatch.setattr(KeyLookupProjection, "apply", broken)
+        # The key's write landed: its token is returned, with a warning, never lost.
+        issued = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR)
+        assert issued.token.value and issued.warning and "not caught up" in issued.warning
         with pytest.raises(ProjectionFailed) as failure:
-            runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR)
+            runtime.projections.catch_up(["keys"])
         assert failure.value.name == "keys"
         assert failure.value.position == position_before + 1
         assert "position" in str(failure.value)
@@ -136,3 +139,45 @@ def test_a_worker_refuses_when_the_key_lookup_failed_in_another_process(
             assert client.get("/dashboard/sign-in").status_code == 200
     finally:
         background.close()
+
+
+def test_a_transient_store_error_is_retried_not_recorded_and_a_one_off_failure_is_forgiven(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eventsourcing.persistence import OperationalError
+
+    runtime = open_runtime(settings)
+    try:
+        runtime.ledger.access_barrier = lambda position: None
+        account = runtime.ledger.open_account("blips", OPERATOR).account
+        real = KeyLookupProjection.apply
+        failures = [
+            OperationalError("canceling statement due to statement timeout"),
+            OperationalError("server closed the connection unexpectedly"),
+            RuntimeError("a one-off"),
+        ]
+
+        def flaky(self: KeyLookupProjection, conn: object, events: list[object]) -> None:
+            if failures:
+                raise failures.pop(0)
+            real(self, conn, events)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(KeyLookupProjection, "apply", flaky)
+        runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR)
+        runtime.projections.catch_up(["keys"])  # through two blips and a one-off failure
+        assert failures == []
+        assert runtime.projections.recorded_failure("keys") is None
+        assert runtime.projections.failure is None
+    finally:
+        runtime.close()
+
+
+def test_a_failure_text_never_carries_the_sql_parameters_or_a_hash() -> None:
+
+    digest = "9f" * 32
+    error = RuntimeError(
+        f"(psycopg.errors.UniqueViolation) duplicate key {digest}\n[SQL: INSERT …]\n"
+        f"[parameters: {{'token_hash': '{digest}'}}]"
+    )
+    text = str(ProjectionFailed("keys", 7, error))
+    assert digest not in text and "parameters" not in text and "UniqueViolation" in text

@@ -54,7 +54,12 @@ def test_killed_gateway_is_reconciled_every_request_charged_once(
 ) -> None:
     with run_fake_upstream(slow_seconds=30) as upstream:
         catalogue = write_catalogue(tmp_path / "lowrouter.toml", upstream.base_url)
-        env = {"LOWROUTER_TOKEN_PEPPER": PEPPER, "LOWROUTER_DATA_DIR": str(tmp_path)}
+        env = {
+            "LOWROUTER_TOKEN_PEPPER": PEPPER,
+            "LOWROUTER_DATA_DIR": str(tmp_path),
+            # the killed gateway counts as gone 1 s after its last lease renewal
+            "LOWROUTER_PROCESS_LEASE_SECONDS": "1",
+        }
         runtime = open_runtime(load_settings(env, database_url=database_url))
         account = runtime.ledger.open_account("crash", OPERATOR, credits=10**9).account
         key = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR)

@@ -50,7 +50,12 @@ async def hammer(url: str, token: str, seconds: float) -> list[str]:
 def test_a_kill_during_group_commits_loses_nothing_answered_and_charges_nothing_twice(
     database_url: str, tmp_path: Path
 ) -> None:
-    env = {"LOWROUTER_TOKEN_PEPPER": PEPPER, "LOWROUTER_DATA_DIR": str(tmp_path)}
+    env = {
+        "LOWROUTER_TOKEN_PEPPER": PEPPER,
+        "LOWROUTER_DATA_DIR": str(tmp_path),
+        # the killed gateway counts as gone 1 s after its last lease renewal
+        "LOWROUTER_PROCESS_LEASE_SECONDS": "1",
+    }
     runtime = open_runtime(load_settings(env, database_url=database_url))
     account = runtime.ledger.open_account("mid-commit", OPERATOR, credits=CREDITS).account
     token = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR).token.value

@@ -118,3 +118,42 @@ def test_refusals_are_checked_on_fresh_figures_without_taking_the_lock(
         with pytest.raises(InsufficientCredits):
             spend_once(gateway, account_id, key_id, 50)
     assert lock.taken == taken and gateway.conflicts == 0
+
+
+class CountingObserver:
+    """The writer's observer (metrics in production), counting what it is told."""
+
+    def __init__(self) -> None:
+        self.commits = self.conflicts = self.turns = 0
+
+    def committed(self, seconds: float, commands: int) -> None:
+        self.commits += 1
+
+    def conflicted(self, locked: bool) -> None:
+        self.conflicts += 1
+
+    def took_turns(self) -> None:
+        self.turns += 1
+
+
+def test_the_observer_is_told_of_each_conflict_and_each_batch_that_took_turns(
+    settings: Settings,
+) -> None:
+    apps = [build_ledger(settings), build_ledger(settings)]
+    observer = CountingObserver()
+    first = SpendControl(apps[0], build_page_lock(settings.database_url), observer)
+    second = SpendControl(apps[1], build_page_lock(settings.database_url))
+    try:
+        account_id, key_id = open_account(apps[0], credits=1_000_000)
+        spend_once(first, account_id, key_id, 100)
+        assert observer.conflicts == 0
+        turns = observer.turns
+        spend_once(second, account_id, key_id, 200)  # first's cached page is now stale
+        spend_once(first, account_id, key_id, 300)
+        # The reserve conflicted and took turns; the settle took turns (the account is contended).
+        assert observer.conflicts == 1 and observer.turns == turns + 2
+    finally:
+        for spend in (first, second):
+            spend.close()
+        for app in apps:
+            app.close()

@@ -6,6 +6,7 @@ An API adapter (chat, completions, responses, embeddings, messages) only says ho
 request and which exchange serves it on each upstream dialect (`Api`).
 """
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -21,12 +22,13 @@ from application.metering import REFUSALS, MeteredCall, MeteredRequest, Outcome
 from domain.routing import Candidate, Dialect, ModelEntry, Provider, RoutingError
 from domain.tokens import TokenKind
 from infrastructure.dialects.base import Exchange
-from infrastructure.dialects.sse import sse_data
+from infrastructure.dialects.sse import EventTooLarge, SseParser, sse_data
 from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway
 from infrastructure.http.jsonresponse import json_response
 from infrastructure.http.limits import OFF_LOOP_BYTES
 from infrastructure.http.refusals import rate_headers, refusal_error
+from infrastructure.observability.context import note_pending_charge
 from infrastructure.upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 from infrastructure.upstream_errors import refusal_text
 from projections.lookup import KeyRecord
@@ -53,11 +55,12 @@ async def serve(request: Request, api: Api) -> Response:
     metered = api.metered(body)
     metered = _with_client(metered, request)
     call = await begin(gateway, key, request.state.request_id, metered, started)
+    limits = Deadlines.of(gateway)
     try:
         if metered.streamed:
-            response = await stream(gateway, call, api, body)
+            response = await stream(gateway, call, api, body, limits)
         else:
-            response = await complete(gateway, call, api, body)
+            response = await complete(gateway, call, api, body, limits)
         response.headers.update(rate_headers(call.admission.rate if call.admission else None))
         return response
     except BaseException:
@@ -94,6 +97,25 @@ Failure = tuple[int, str, str]  # (status, code, detail)
 
 
 @dataclass(frozen=True)
+class Deadlines:
+    """When the request's upstream leg must be over (the event loop's clock), and the longest
+    gap between two stream events; besides the per-read timeout of the upstream client."""
+
+    total: float
+    idle: float
+
+    @classmethod
+    def of(cls, gateway: Gateway) -> "Deadlines":
+        settings = gateway.runtime.settings
+        now = asyncio.get_running_loop().time()
+        return cls(now + settings.max_request_seconds, settings.upstream_idle_seconds)
+
+    def next_event(self) -> float:
+        """The moment the next stream event must have arrived by."""
+        return min(self.total, asyncio.get_running_loop().time() + self.idle)
+
+
+@dataclass(frozen=True)
 class Answer:
     entry: ModelEntry
     provider: Provider
@@ -102,10 +124,16 @@ class Answer:
 
 
 async def first_answer(
-    gateway: Gateway, call: MeteredCall, api: Api, body: dict[str, Any], stream: bool
+    gateway: Gateway,
+    call: MeteredCall,
+    api: Api,
+    body: dict[str, Any],
+    stream: bool,
+    limits: Deadlines,
 ) -> Answer | Failure:
-    """Try the candidates in order; fall back on a connection error, a timeout or a 5xx, all
-    before anything was sent to the client. A non-streaming answer is read in full here."""
+    """Try the candidates in order; fall back on a connection error, a timeout, a 5xx or a body
+    cut mid-read, all before anything was sent to the client. A non-streaming answer is read in
+    full here. Past the request's deadline no candidate is tried any more."""
     failure: Failure = (502, "upstream_error", "")
     for entry, provider in call.candidates:
         exchange = api.exchanges[provider.api]
@@ -115,16 +143,32 @@ async def first_answer(
         content = orjson.dumps(shaped)
         call.upstream_began(entry, provider)
         try:
-            response = await gateway.upstream.send(provider, content, exchange.path)
-            if not stream or response.status_code >= 400:
-                await response.aread()
-                call.upstream_ended()
-        except UpstreamTimeout:
+            async with asyncio.timeout_at(limits.total):
+                response = await gateway.upstream.send(provider, content, exchange.path)
+        except (UpstreamTimeout, TimeoutError):
             failure = (504, "upstream_timeout", f"{provider.name} timed out")
             continue
         except UpstreamError as error:
             failure = (502, "upstream_unreachable", f"{provider.name}: {error}")
             continue
+        if not stream or response.status_code >= 400:
+            try:
+                async with asyncio.timeout_at(limits.total):
+                    await response.aread()
+            except (UpstreamTimeout, TimeoutError):
+                await response.aclose()
+                failure = (504, "upstream_timeout", f"{provider.name} timed out mid-answer")
+                continue
+            except UpstreamError as error:  # it answered, then the body broke off
+                await response.aclose()
+                failure = (
+                    502,
+                    "upstream_truncated",
+                    f"{provider.name} cut its answer off mid-read ({error})",
+                )
+                continue
+            finally:
+                call.upstream_ended()
         if response.status_code >= 500:
             await response.aclose()
             failure = (502, "upstream_error", f"{provider.name} answered {response.status_code}")
@@ -134,11 +178,16 @@ async def first_answer(
 
 
 async def usable_answer(
-    gateway: Gateway, call: MeteredCall, api: Api, body: dict[str, Any], stream: bool
+    gateway: Gateway,
+    call: MeteredCall,
+    api: Api,
+    body: dict[str, Any],
+    stream: bool,
+    limits: Deadlines,
 ) -> Answer:
     """The first upstream answer that can be relayed; a failure of them all, or an upstream
     refusal (4xx), is settled at no charge and raised as the client's error."""
-    answer = await first_answer(gateway, call, api, body, stream)
+    answer = await first_answer(gateway, call, api, body, stream, limits)
     if not isinstance(answer, Answer):
         await upstream_failed(call, call.candidates[-1], answer)
     if answer.response.status_code >= 400:
@@ -148,7 +197,10 @@ async def usable_answer(
 
 async def upstream_failed(call: MeteredCall, last: Candidate, failure: Failure) -> NoReturn:
     status, code, detail = failure
-    outcome = Outcome.UPSTREAM_TIMEOUT if status == 504 else Outcome.UPSTREAM_FAILED
+    outcome = {
+        "upstream_timeout": Outcome.UPSTREAM_TIMEOUT,
+        "upstream_truncated": Outcome.TRUNCATED_BODY,
+    }.get(code, Outcome.UPSTREAM_FAILED)
     await call.finish(outcome, *last, status_code=status)
     what = "timed out" if status == 504 else "failed"
     raise ApiError(status, code, f"The upstream provider {what} ({detail}); you were not charged.")
@@ -169,8 +221,10 @@ async def upstream_refused(call: MeteredCall, answer: Answer) -> NoReturn:
 # --- non-streaming -----------------------------------------------------------------------------
 
 
-async def complete(gateway: Gateway, call: MeteredCall, api: Api, body: dict[str, Any]) -> Response:
-    answer = await usable_answer(gateway, call, api, body, stream=False)
+async def complete(
+    gateway: Gateway, call: MeteredCall, api: Api, body: dict[str, Any], limits: Deadlines
+) -> Response:
+    answer = await usable_answer(gateway, call, api, body, False, limits)
     entry, provider, exchange = answer.entry, answer.provider, answer.exchange
     try:
         reading = exchange.read(orjson.loads(answer.response.content), entry)
@@ -190,6 +244,8 @@ async def complete(gateway: Gateway, call: MeteredCall, api: Api, body: dict[str
         upstream_cost=reading.upstream_cost,
     )
     assert call.charge is not None
+    if call.settlement_pending:
+        note_pending_charge(charged)
     data = exchange.answer(reading, call.charge.tokens, charged)
     return json_response(data, headers={"x-lowrouter-provider": provider.name})
 
@@ -197,23 +253,28 @@ async def complete(gateway: Gateway, call: MeteredCall, api: Api, body: dict[str
 # --- streaming ---------------------------------------------------------------------------------
 
 
-async def stream(gateway: Gateway, call: MeteredCall, api: Api, body: dict[str, Any]) -> Response:
-    answer = await usable_answer(gateway, call, api, body, stream=True)
+async def stream(
+    gateway: Gateway, call: MeteredCall, api: Api, body: dict[str, Any], limits: Deadlines
+) -> Response:
+    answer = await usable_answer(gateway, call, api, body, True, limits)
     return StreamingResponse(
-        relay(call, answer),
+        relay(call, answer, limits),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-lowrouter-provider": answer.provider.name},
     )
 
 
-async def relay(call: MeteredCall, answer: Answer) -> AsyncIterator[bytes]:
-    """Pass events on as they come (in the client API's shape); end with our usage and cost."""
+async def relay(call: MeteredCall, answer: Answer, limits: Deadlines) -> AsyncIterator[bytes]:
+    """Pass events on as they come (in the client API's shape); end with our usage and cost.
+    A stream that ends without its end ([DONE] or the usage), breaks off, or outlives a deadline
+    ends with an error event and is charged for what was delivered."""
     entry, provider, response = answer.entry, answer.provider, answer.response
     events = answer.exchange.relay(entry, call.request_id)
+    parser = SseParser()
     outcome = Outcome.CLIENT_CLOSED
     try:
         try:
-            async for payloads in sse_data(response):
+            async for payloads in _paced(sse_data(response, parser), limits):
                 out = []
                 for payload in payloads:
                     try:
@@ -224,20 +285,35 @@ async def relay(call: MeteredCall, answer: Answer) -> AsyncIterator[bytes]:
                         out.append(sent)
                 if out:  # what arrived together leaves together: one write, not one per event
                     yield b"".join(out)
-            outcome = Outcome.ANSWERED
-        except UpstreamError as error:
+            if parser.done or events.reported is not None:
+                outcome, problem = Outcome.ANSWERED, None
+            else:
+                outcome = Outcome.TRUNCATED
+                problem = (
+                    f"The upstream provider {provider.name} ended the stream before its end "
+                    "(no [DONE], no usage); you are charged for what was delivered."
+                )
+        except (UpstreamTimeout, TimeoutError):
+            outcome = Outcome.STALLED
+            problem = (
+                f"The upstream provider {provider.name} stalled past the request's deadline; "
+                "you are charged for what was delivered."
+            )
+        except (UpstreamError, EventTooLarge) as error:
             outcome = Outcome.BROKEN_OFF
-            yield events.error(
+            problem = (
                 f"The upstream provider {provider.name} broke off the stream "
-                f"({error}); you are charged for what was produced."
+                f"({type(error).__name__}); you are charged for what was delivered."
             )
         if events.relayed == 0 and events.reported is None:
             # Nothing valid came back (garbage, or an empty stream): an upstream failure.
             outcome = Outcome.BAD_ANSWER
-            yield events.error(
+            problem = (
                 f"The upstream provider {provider.name} sent no valid completion chunks; "
                 "you were not charged."
             )
+        if problem is not None:  # one error event, the stream's last word before our usage
+            yield events.error(problem)
         charged = await call.finish(
             outcome,
             entry,
@@ -262,3 +338,19 @@ async def relay(call: MeteredCall, answer: Answer) -> AsyncIterator[bytes]:
             )
         with anyio.CancelScope(shield=True):
             await response.aclose()
+
+
+async def _paced(
+    batches: AsyncIterator[list[bytes]], limits: Deadlines
+) -> AsyncIterator[list[bytes]]:
+    """The stream's batches of events, each within the idle and total deadlines (TimeoutError
+    when one is missed). Bytes that complete no event (comments, a dripped line) are no
+    progress: the wait for the next event is not reset by them."""
+    iterator = aiter(batches)
+    while True:
+        try:
+            async with asyncio.timeout_at(limits.next_event()):
+                batch = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        yield batch
