@@ -68,6 +68,8 @@ class PageView:
     held_today: dict[str, int]
     spent_month: dict[str, int] = field(default_factory=dict)  # by meter (the key's lineage)
     held_month: dict[str, int] = field(default_factory=dict)
+    # by meter: (requests, tokens) in the trailing minute, for keys with a per-minute limit
+    minute: dict[str, tuple[int, int]] = field(default_factory=dict)
     day_spent: dict[str, int] = field(default_factory=dict)  # by meter
     day_held: dict[str, int] = field(default_factory=dict)
 
@@ -275,8 +277,9 @@ class SpendControl:
                 dict(page.held_today),
                 dict(page.spent_month),
                 dict(page.held_month),
-                dict(page.day_spent),
-                dict(page.day_held),
+                {meter: page.window(meter, now) for meter in page.windows},
+                day_spent=dict(page.day_spent),
+                day_held=dict(page.day_held),
             )
 
         return self._submit(account_id, read, read_only=True)

@@ -111,13 +111,35 @@ def periods(history: SpendHistory, today: date) -> list[Period]:
 
 
 def headroom(keys: list[ApiKey], view: PageView, metered: dict[str, str]) -> list[Headroom]:
-    """Each limit of each key (daily; monthly), the closest to its limit first: the ledger's
-    figures of the key's rotation lineage (`metered`: key id -> meter), holds of requests in
-    flight included, as the limits count them."""
+    """Each limit of each key (daily, monthly, requests and tokens a minute), the closest to its
+    limit first: the ledger's figures of the key's rotation lineage (`metered`: key id ->
+    meter), shared by a rotated key's successor; today's and the month's count holds of
+    requests in flight, as the limits do."""
     found: list[Headroom] = []
     for key in keys:
         key_id = str(key.id)
-        figures = view.limits_of(metered.get(key_id, key_id))
+        meter = metered.get(key_id, key_id)
+        figures = view.limits_of(meter)
+        requests, tokens = view.minute.get(meter, (0, 0))
+        for limit_name, limit, used, unit in (
+            ("Requests a minute", key.policy.requests_per_minute, requests, "request"),
+            ("Tokens a minute", key.policy.tokens_per_minute, tokens, "token"),
+        ):
+            if limit is None:
+                continue
+            percent = min(100, round(100 * used / limit))
+            found.append(
+                Headroom(
+                    key_id=key_id,
+                    name=key.name,
+                    display=key.display,
+                    limit_name=limit_name,
+                    used=str(used),
+                    limit=str(limit),
+                    percent=percent,
+                    text=f"{used} of {plural(limit, unit)} in the last minute ({percent}%)",
+                )
+            )
         limits = [
             ("Daily limit", key.scope.daily_limit, "today", figures.committed_today),
             ("Monthly limit", key.policy.monthly_limit, "this month", figures.committed_month),
