@@ -137,8 +137,10 @@ def test_a_15_second_postgresql_stop_and_killed_backends_under_load(
             assert slowest < ANSWER_BOUND_SECONDS, f"a request took {slowest:.1f} s"
             assert after_kill < RECOVERY_BOUND_SECONDS, after_kill
             assert recovery < RECOVERY_BOUND_SECONDS, recovery
+            in_flight = [c for c in calls if c.started < stopped_at < c.finished]
             print(
-                f"\nrecovery: first 200 {after_kill:.2f} s after the backends were killed, "
+                f"\n{sum(c.outcome == 200 for c in in_flight)} answers in flight at the stop; "
+                f"recovery: first 200 {after_kill:.2f} s after the backends were killed, "
                 f"{recovery:.2f} s after the store's return; slowest answer {slowest:.2f} s; "
                 f"{sum(c.outcome == 200 for c in calls)} answered, {len(gateway.refused)} refused"
             )
