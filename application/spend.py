@@ -288,6 +288,12 @@ class SpendControl:
                 return
             except Exception as error:
                 if not is_transient(error):
+                    # `batch` may hold settlements taken since the first try, which the
+                    # worker's own failure handling does not know of: fail them all here.
+                    self._retrying = 0
+                    for command in batch:
+                        if not command.future.done():
+                            command.future.set_exception(error)
                     raise
                 refusal = StoreUnavailable("the ledger's store is unavailable; nothing was changed")
                 refusal.__cause__ = error
