@@ -278,8 +278,10 @@ class SpendControl:
     def _commit(self, batch: list[_Command]) -> None:
         """Commit the batch; across a transient store error (an outage, a timeout), keep its
         settlements and releases and try them again with backoff — in order, ahead of what was
-        queued since, their number bounded by the requests in flight — while every other
-        command fails at once with StoreUnavailable."""
+        queued since — while every other command fails at once with StoreUnavailable. What is
+        kept grows with the outage, not with the requests in flight: one settlement per request
+        answered during it, and one release per hold the writer attempted and could not
+        confirm (a hold that timed out while still queued is cancelled instead)."""
         attempt = 0
         while True:
             try:
