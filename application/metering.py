@@ -315,11 +315,12 @@ class Metering:
         try:
             admission = await asyncio.wait_for(durable(future), self.store_wait)
         except (TimeoutError, StoreUnavailable):
-            # The store is down or too slow: refuse now rather than hang. The hold may still
-            # land (or have landed on a connection lost before the commit was acknowledged);
-            # the release queued behind it (the writer keeps order, and retries releases)
-            # undoes it.
-            self.spend.release(key.account_id, request_id, "store_unavailable")
+            # The store is down or too slow: refuse now rather than hang. A hold still queued
+            # is cancelled and never lands. One the writer had taken may still land (or have
+            # landed on a connection lost before the commit was acknowledged): the release
+            # queued behind it (the writer keeps order, and retries releases) undoes it.
+            if not future.cancel():
+                self.spend.release(key.account_id, request_id, "store_unavailable")
             raise StoreUnavailable(
                 "the ledger's store did not answer in time; nothing was charged"
             ) from None

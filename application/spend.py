@@ -317,8 +317,10 @@ class SpendControl:
     def _commit(self, batch: list[_Command]) -> None:
         """Commit the batch; across a transient store error (an outage, a timeout), keep its
         settlements and releases and try them again with backoff — in order, ahead of what was
-        queued since, their number bounded by the requests in flight — while every other
-        command fails at once with StoreUnavailable."""
+        queued since — while every other command fails at once with StoreUnavailable. What is
+        kept grows with the outage, not with the requests in flight: one settlement per request
+        answered during it, and one release per hold the writer attempted and could not
+        confirm (a hold that timed out while still queued is cancelled instead)."""
         attempt = 0
         while True:
             try:
@@ -327,6 +329,12 @@ class SpendControl:
                 return
             except Exception as error:
                 if not is_transient(error):
+                    # `batch` may hold settlements taken since the first try, which the
+                    # worker's own failure handling does not know of: fail them all here.
+                    self._retrying = 0
+                    for command in batch:
+                        if not command.future.done():
+                            command.future.set_exception(error)
                     raise
                 refusal = StoreUnavailable("the ledger's store is unavailable; nothing was changed")
                 refusal.__cause__ = error

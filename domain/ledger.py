@@ -202,8 +202,7 @@ class LedgerPage(Aggregate):
                 page.day_spent[meter] = page.day_spent.get(meter, 0) + self.cost
             page._count_month_spend(hold, self.reserved_day, self.cost)
             if self.status == UNSETTLED:
-                # (a page restored from a snapshot taken before 0.3 has no such map yet)
-                page.__dict__.setdefault("reconciled", {})[self.request_id] = self.cost
+                page.reconciled[self.request_id] = self.cost
 
     class Released(Aggregate.Event):
         request_id: str
@@ -237,6 +236,36 @@ class LedgerPage(Aggregate):
 
         def apply(self, page: "LedgerPage") -> None:
             page.closed = True
+
+    # Version 2 (release 0.3): the per-meter maps. A snapshot of version 1 (0.2) has none, so
+    # it gets them here, before any event is applied to the restored page.
+    class_version = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Build the maps from a 0.2 page: its holds and spend were metered by key id.
+
+        Idempotent (setdefault), so a snapshot taken by a 0.3 pre-release, which has the maps
+        but no class_version, keeps them. The month-to-date spend starts with this page, as it
+        does for a page opened before 0.3."""
+        day, month = state["day"], state["day"][:7]
+        day_held: dict[str, int] = {}
+        held_month: dict[str, int] = {}
+        open_holds: dict[str, int] = {}
+        for hold in state["holds"].values():
+            meter, amount = _meter(hold), hold["amount"]
+            open_holds[meter] = open_holds.get(meter, 0) + 1
+            if hold["day"] == day:
+                day_held[meter] = day_held.get(meter, 0) + amount
+            if hold["day"][:7] == month:
+                held_month[meter] = held_month.get(meter, 0) + amount
+        state.setdefault("day_held", day_held)
+        state.setdefault("day_spent", dict(state["spent_today"]))
+        state.setdefault("spent_month", dict(state["spent_today"]))
+        state.setdefault("held_month", held_month)
+        state.setdefault("open_holds", open_holds)
+        state.setdefault("windows", {})
+        state.setdefault("reconciled", {})
 
     def __init__(
         self,
@@ -343,7 +372,7 @@ class LedgerPage(Aggregate):
 
     def reconciled_cost(self, request_id: str) -> int | None:
         """What the reconciler charged a hold of this page, if it settled it."""
-        return getattr(self, "reconciled", {}).get(request_id)
+        return self.reconciled.get(request_id)
 
     def in_flight(self, meter: str) -> int:
         return self.open_holds.get(meter, 0)
@@ -519,19 +548,6 @@ class LedgerPage(Aggregate):
             actor=actor.as_dict(),
             timestamp=at,
         )
-
-    def __getattr__(self, name: str) -> Any:
-        """A page restored from a snapshot taken before the lineage meters (0.3) rebuilds them:
-        its holds of today by meter, and today's spend (metered by key id back then)."""
-        if name not in ("day_held", "day_spent"):
-            raise AttributeError(name)
-        held: dict[str, int] = {}
-        for hold in self.__dict__.get("holds", {}).values():
-            if hold["day"] == self.day:
-                held[_meter(hold)] = held.get(_meter(hold), 0) + hold["amount"]
-        self.__dict__["day_held"] = held
-        self.__dict__["day_spent"] = dict(self.__dict__.get("spent_today", {}))
-        return self.__dict__[name]
 
     def _check_open(self) -> None:
         if self.closed:

@@ -154,9 +154,16 @@ def prompt_bound(body: Mapping[str, Any]) -> int:
             tokens += TOOL_USE_TOKENS + BUILT_IN_TOOL_TOKENS * sum(
                 1
                 for tool in tools
-                if isinstance(tool, Mapping) and tool.get("type") not in _DEFINED_TOOL_TYPES
+                if isinstance(tool, Mapping) and _type_of(tool) not in _DEFINED_TOOL_TYPES
             )
     return tokens
+
+
+def _type_of(item: Mapping[Any, Any]) -> str | None:
+    """An object's `type`: a client may send any JSON there, and what is neither text nor
+    absent is "" (counted as text, and as a tool the bound cannot see)."""
+    kind = item.get("type")
+    return kind if kind is None or isinstance(kind, str) else ""
 
 
 def _size(value: object) -> int:
@@ -168,7 +175,7 @@ def _size(value: object) -> int:
         if isinstance(item, str):
             total += len(item.encode("utf-8", "surrogatepass"))
         elif isinstance(item, Mapping):
-            if item.get("type") in NON_TEXT_TYPES:
+            if _type_of(item) in NON_TEXT_TYPES:
                 total += ITEM_TOKENS + max(NON_TEXT_PART_TOKENS, _size(dict(item, type="")))
                 continue
             total += ITEM_TOKENS

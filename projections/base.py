@@ -1,9 +1,12 @@
 """A projection applies batches of events to its tables inside the runner's transaction."""
 
 from collections.abc import Sequence
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from sqlalchemy import Connection, Table, insert
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 class Projection(Protocol):
@@ -26,29 +29,35 @@ class Projection(Protocol):
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert many rows in the open transaction. On PostgreSQL through COPY: psycopg's
-    executemany sends one Bind/Execute per row and was the projections' largest cost (see
-    README, Performance); SQLite keeps executemany. The connection's schema translation (an
-    online rebuild's shadow schema) applies to both."""
+    """Insert many rows in the open transaction. On PostgreSQL as one statement over arrays
+    (`INSERT … SELECT * FROM unnest(%s::type[], …)`, one array per column, as the event store
+    inserts): psycopg's executemany sends one Bind/Execute per row and was the projections'
+    largest cost (see README, Performance). Not COPY: a runner whose host vanished mid-COPY
+    leaves its transaction *active*, waiting for data, where no idle timeout ends it, holding
+    its projection's position for good (issue 20); a vanished sender of one statement leaves it
+    idle, ended after 5 s (projections.runner.claim_position). SQLite keeps executemany. The
+    connection's schema translation (an online rebuild's shadow schema) applies to both."""
     if not rows:
         return
     if conn.dialect.name != "postgresql":
         conn.execute(insert(table), list(rows))
         return
-    import psycopg
     from psycopg import sql
 
     translate = conn.get_execution_options().get("schema_translate_map") or {}
     schema = translate.get(table.schema, table.schema)
     name = sql.Identifier(schema, table.name) if schema else sql.Identifier(table.name)
     columns = list(rows[0])
-    if any(len(row) != len(columns) for row in rows):  # COPY would drop a row's extra keys
+    if any(len(row) != len(columns) for row in rows):  # a row's extra keys would be dropped
         raise ValueError(f"rows for {table.name} do not all have the same columns")
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        name, sql.SQL(", ").join(map(sql.Identifier, columns))
+    types = [table.c[column].type.compile(dialect=conn.dialect) for column in columns]
+    statement = sql.SQL("INSERT INTO {} ({}) SELECT * FROM unnest({})").format(
+        name,
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(sql.SQL("%s::" + kind + "[]") for kind in types),
     )
+    arrays = [[row[column] for row in rows] for column in columns]
     # On the postgresql dialect the DBAPI connection is psycopg's (see persistence.py).
     driver = cast("psycopg.Connection[Any]", conn.connection.driver_connection)
-    with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row([row[column] for column in columns])
+    with driver.cursor() as cursor:
+        cursor.execute(statement, arrays)

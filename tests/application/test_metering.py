@@ -2,12 +2,14 @@
 in-memory store — the hold before anything goes upstream, one settlement, refusals recorded,
 observers told."""
 
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import pytest
+from eventsourcing.persistence import OperationalError
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,6 +23,7 @@ from application.metering import (
     Outcome,
     decide_charge,
 )
+from application.retry import StoreUnavailable
 from application.spend import SpendControl
 from domain.actor import Actor
 from domain.errors import DailyLimitExceeded, InsufficientCredits
@@ -233,6 +236,55 @@ async def test_an_abandoned_call_is_recorded_and_charged_nothing(ledger: Any) ->
     call.abandon()
     assert call.settled and call.charge is not None and call.charge.status == "gateway_error"
     page = spend.view(key.account_id).result(5)
+    assert (page.held, page.balance) == (0, 1_000_000)
+
+
+@pytest.mark.anyio
+async def test_a_hold_whose_commit_was_lost_is_released_after_the_503(ledger: Any) -> None:
+    app, spend = ledger
+    metering = Metering(spend, CATALOGUE, store_wait=5.0)
+    key = open_key(app, 1_000_000)
+    save, lost = app.save, []
+
+    def save_then_drop(*aggregates: Any, **kwargs: Any) -> Any:
+        recorded = save(*aggregates, **kwargs)
+        if not lost:  # the hold is stored, but the connection drops before the answer
+            lost.append(True)
+            raise OperationalError("server closed the connection unexpectedly")
+        return recorded
+
+    app.save = save_then_drop
+    with pytest.raises(StoreUnavailable):
+        await metering.begin(key, "req-5", request(), started=0.0)
+    page = spend.view(key.account_id).result(5)  # behind the release, in the writer's order
+    assert (page.held, page.balance) == (0, 1_000_000)
+
+
+@pytest.mark.anyio
+async def test_only_a_timed_out_hold_the_writer_had_taken_gets_a_release(ledger: Any) -> None:
+    app, spend = ledger
+    metering = Metering(spend, CATALOGUE, store_wait=0.2)
+    key = open_key(app, 1_000_000)
+    save, store_back = app.save, threading.Event()
+    released: list[str] = []
+    release = spend.release
+
+    def slow_save(*aggregates: Any, **kwargs: Any) -> Any:
+        store_back.wait(10)
+        return save(*aggregates, **kwargs)
+
+    def recorded_release(account_id: UUID, request_id: str, reason: str) -> Any:
+        released.append(request_id)
+        return release(account_id, request_id, reason)
+
+    app.save, spend.release = slow_save, recorded_release
+    with pytest.raises(StoreUnavailable):  # being written when the wait ran out: may land
+        await metering.begin(key, "taken", request(), started=0.0)
+    with pytest.raises(StoreUnavailable):  # still queued: cancelled, so it never lands
+        await metering.begin(key, "queued", request(), started=0.0)
+    store_back.set()
+    page = spend.view(key.account_id).result(5)
+    assert released == ["taken"]
     assert (page.held, page.balance) == (0, 1_000_000)
 
 

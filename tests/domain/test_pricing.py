@@ -151,3 +151,11 @@ def test_tools_add_the_preamble_an_upstream_adds_and_built_in_tools_their_hidden
 def test_token_arrays_count_one_token_per_id_at_least() -> None:
     assert prompt_bound({"prompt": list(range(500))}) >= 500
     assert prompt_bound({}) >= 1
+
+
+def test_a_type_that_is_not_text_is_counted_not_refused_with_an_error() -> None:
+    body = {
+        "messages": [{"role": "user", "content": [{"type": ["image_url"], "text": "hi"}]}],
+        "tools": [{"type": {"x": 1}}],
+    }
+    assert prompt_bound(body) >= prompt_bound({"messages": [{"content": "hi"}]})

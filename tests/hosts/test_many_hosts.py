@@ -88,11 +88,11 @@ def _wait_healthy(url: str, host: Host) -> None:
     raise AssertionError(f"{host.name} did not come up")
 
 
-# Known bug (issue 20, open): through transaction-mode PgBouncer, after the leading host is
-# killed, a projection (seen: usage) intermittently stays behind on the new leader, with no
-# error logged: 1 run in about 20 on this machine after runners stopped queueing behind a dead
-# host's batch (projections.runner), 1 in 3 before. The variant runs and reports (a stall
-# prints every connection's activity); it does not fail CI until that is fixed.
+# Issue 20: through transaction-mode PgBouncer, after the leading host was killed, a projection
+# sometimes stayed behind for good: the dead runner's batch was mid-COPY, a transaction *active*
+# (waiting for data) that no idle timeout ends, holding the position (seen twice in 11 runs).
+# Projection inserts are one statement now (projections.base.insert_rows). Marked until enough
+# runs confirm it; a stall prints every connection's activity.
 PGBOUNCER_FAILOVER_BUG = pytest.mark.xfail(
     reason="a projection may stall after failover through transaction-mode PgBouncer (issue 20)",
     strict=False,

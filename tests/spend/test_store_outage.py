@@ -126,6 +126,31 @@ def test_a_permanent_error_is_not_retried(
     assert outage.failed == 1
 
 
+def test_a_permanent_error_after_a_transient_one_fails_every_command_it_was_retrying(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = runtime.ledger.open_account("flaky", OPERATOR, credits=10**6).account
+    key = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR).key
+    spend = runtime.spend
+    for rid in ("first", "second"):
+        spend.admit(account.id, rid, key.id, "m", 10, None).result(10)
+    later: list[Any] = []
+
+    def save(*aggregates: Any, **kwargs: Any) -> Any:
+        if not later:  # the connection drops; meanwhile the second settlement is queued
+            later.append(spend.settle(account.id, "second", 5, usage()))
+            raise OperationalError("server closed the connection unexpectedly")
+        raise ProgrammingError("relation does not exist")  # then the store is broken
+
+    monkeypatch.setattr(runtime.ledger, "save", save)
+    first = spend.settle(account.id, "first", 5, usage())
+    with pytest.raises(ProgrammingError):
+        first.result(10)
+    with pytest.raises(ProgrammingError):  # taken into the retried batch: failed with it
+        later[0].result(5)
+    assert spend.retrying == 0
+
+
 @pytest.fixture
 def demo(runtime: Runtime) -> Iterator[tuple[TestClient, str]]:
     app = create_app(runtime, demo_catalogue(), run_background=False)
