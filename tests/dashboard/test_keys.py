@@ -293,3 +293,20 @@ def test_unexpected_usage_is_flagged_on_the_keys_page(dash: Dash) -> None:
     rows = dict(re.findall(r'data-key-id="([0-9a-f-]{36})">(.*?)</tr>', html, re.S))
     assert "Unexpected usage" in rows[str(roaming)] and "198.51.100.23" in rows[str(roaming)]
     assert "Unexpected usage" not in rows[str(quiet)]
+
+
+def test_a_rotated_keys_spent_today_is_its_lineages(dash: Dash) -> None:
+    """The keys page shows what the daily limit is checked against: a successor starts from
+    its predecessor's spend (limits follow the rotation lineage)."""
+    from domain.scope import Scope
+    from tests.dashboard.conftest import OPERATOR
+
+    account = dash.open_account()
+    ledger = dash.runtime.ledger
+    first = ledger.create_key(account.id, "rotating", Scope(), OPERATOR).key.id
+    dash.record_usage(account, first, cost="2.5")
+    successor = ledger.rotate_key(first, OPERATOR).key.id
+
+    html = dash.browser().signed_in(account.management_key).get("/dashboard/keys").text
+    rows = dict(re.findall(r'data-key-id="([0-9a-f-]{36})">(.*?)</tr>', html, re.S))
+    assert "2.500000" in rows[str(successor)]

@@ -28,7 +28,7 @@ from infrastructure.http.gateway import durable
 from infrastructure.http.limits import whole_number
 from projections.dashboard_queries import FRESH_FOR
 from projections.forensics import flags_for_keys
-from projections.queries import last_used
+from projections.queries import last_used, meters
 from projections.runner import ProjectionFailed
 
 # --- keys ----------------------------------------------------------------------------------------
@@ -78,13 +78,14 @@ async def keys_page(request: Request, dashboard: Dashboard) -> Response:
     await catch_up_usage(dashboard)
     key_ids = [key.id for key in api_keys]
     used = await run_in_threadpool(last_used, runtime.engine, key_ids)
+    metered = await run_in_threadpool(meters, runtime.engine, key_ids)
     flags = await run_in_threadpool(flags_for_keys, runtime.engine, key_ids)
     now = dashboard.now()
     rows = [
         key_row(
             key,
             now,
-            view.spent_today.get(str(key.id), 0),
+            view.limits_of(metered[str(key.id)]).spent_today,  # the lineage's, as its limit
             used.get(str(key.id)),
             flags.get(str(key.id), []),
         )
