@@ -18,6 +18,7 @@ from application.keys import Lowrouter
 from application.reconcile import reconcile
 from application.retry import retry_transient
 from application.spend import SpendControl
+from domain.redaction import safe_error_text
 from infrastructure.database import Database
 from infrastructure.key_uses import create_key_uses_table
 from infrastructure.leadership import ensure_leadership_table
@@ -139,8 +140,10 @@ class Runtime:
                 # A transient store error (a blip, a failover) is retried here with backoff and
                 # jitter rather than waiting a whole interval; anything else is logged.
                 retry_transient(job, attempts=4, base=0.2)
-            except Exception:
-                logging.getLogger(name.replace("-", ".")).exception("%s pass failed", name)
+            except Exception as error:  # the safe text: a driver error's parameters hold hashes
+                logging.getLogger(name.replace("-", ".")).error(
+                    "%s pass failed: %s", name, safe_error_text(error)
+                )
 
     def close(self) -> None:
         self._stopping.set()
