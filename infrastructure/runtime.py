@@ -4,7 +4,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
@@ -62,6 +62,7 @@ class Runtime:
     _stopping: threading.Event = field(default_factory=threading.Event)
     _deliverer: Any = None  # infrastructure.webhooks.deliverer.Deliverer, once started
     lease: ProcessLease | None = None  # this process's liveness lease, once it serves requests
+    _witness: ProcessLease | None = None  # a lease that only watches the store (see _live_owners)
 
     def start_lease(self) -> None:
         """This process serves requests: register its liveness lease and record it on every
@@ -91,9 +92,23 @@ class Runtime:
             self.spend,
             lambda before: stale_holds(self.engine, before),
             timedelta(seconds=timeout),
-            live_owners=lambda owners: live_processes(self.engine, owners),
+            live_owners=self._live_owners,
             backstop=timedelta(seconds=timeout + self.settings.max_request_seconds),
         )
+
+    def _live_owners(self, owners: Collection[str]) -> set[str]:
+        """The owners whose leases are live; all of them right after an outage this process
+        saw (infrastructure.liveness): a live owner may not have renewed yet."""
+        witness = self.lease
+        if witness is None:  # a process that serves no requests watches the store all the same
+            if self._witness is None:
+                self._witness = ProcessLease(
+                    self.engine, self.settings.process_lease_seconds
+                ).start()
+            witness = self._witness
+        if not witness.steady():
+            return set(owners)
+        return live_processes(self.engine, owners)
 
     def _reconcile_and_log(self) -> None:
         settled = self.reconcile()
@@ -154,6 +169,8 @@ class Runtime:
         self.spend.close()
         if self.lease is not None:  # after the last settlement: its holds are all closed
             self.lease.close()
+        if self._witness is not None:
+            self._witness.close()
         self.ledger.close()
         self.engine.dispose()
         if self.database is not None:
