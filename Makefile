@@ -35,7 +35,7 @@ lint: setup
 test: setup browser pgbouncer
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadgroup
 
 # The pyramid's base: no servers, no subprocesses, no PostgreSQL, nothing slow (README, Tests).
 # Under LOWROUTER_TEST_FAST=1 a test that starts a server or a subprocess fails, naming its marker.

@@ -68,6 +68,8 @@ class PageView:
     held_today: dict[str, int]
     spent_month: dict[str, int] = field(default_factory=dict)  # by meter (key id)
     held_month: dict[str, int] = field(default_factory=dict)
+    # by meter: (requests, tokens) in the trailing minute, for keys with a per-minute limit
+    minute: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def available(self) -> int:
@@ -241,6 +243,7 @@ class SpendControl:
                 dict(page.held_today),
                 dict(page.spent_month),
                 dict(page.held_month),
+                {meter: page.window(meter, now) for meter in page.windows},
             )
 
         return self._submit(account_id, read, read_only=True)

@@ -47,7 +47,6 @@ def gateway_environ(database_url: str, catalogue: Path) -> dict[str, str]:
         "LOWROUTER_DATABASE_URL": database_url,
         "LOWROUTER_CONFIG": str(catalogue),
         "LOWROUTER_TOKEN_PEPPER": PEPPER,
-        "LOWROUTER_DEMO_BASE_URL": "http://127.0.0.1:9/demo/v1",
     }
 
 

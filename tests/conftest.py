@@ -235,6 +235,20 @@ SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state mac
     "tests/cli/test_key_policy_cli.py::test_policy_options_set_clear_and_show_in_the_audit",
     "tests/cli/test_key_policy_cli.py::test_bad_policy_options_and_unserved_models_change_nothing",
 }
+# `make test` runs two xdist workers (`-n 2 --dist loadgroup`); each has its own session
+# fixtures (templates, PgBouncers, e2e gateways). A test that uses a server shared by several
+# tests, or that runs many processes against PostgreSQL, joins a group: one group, one worker,
+# so the server starts once and the process-heavy tests never run beside each other.
+XDIST_GROUP_FIXTURES = {  # the first that a test uses names its group
+    "two_gateways": "processes",
+    "pgbouncers": "processes",  # session-scoped PgBouncers
+    "pair": "processes",  # module-scoped: two gateway processes (tests/policy)
+    "live": "browser",  # package-scoped: the dashboard's browser
+}
+XDIST_GROUP_DIRECTORIES = {  # the rest of a directory's tests
+    "tests/hosts/": "processes",  # network namespaces, several gateway processes each
+    "tests/e2e/": "e2e",  # session-scoped gateways and fake upstream (tests/e2e/conftest.py)
+}
 POSTGRES_FIXTURES = {"postgres_url", "postgres_template"}
 STORE_PARAMETERS = ("database_url", "store")
 FAST_GUARD = "LOWROUTER_TEST_FAST"
@@ -272,8 +286,20 @@ def _is_e2e(item: pytest.Item) -> bool:
     )
 
 
+def _xdist_group(item: pytest.Item) -> str | None:
+    fixtures = getattr(item, "fixturenames", ())
+    for fixture, group in XDIST_GROUP_FIXTURES.items():
+        if fixture in fixtures:
+            return group
+    module = _module(item)
+    return next((g for d, g in XDIST_GROUP_DIRECTORIES.items() if module.startswith(d)), None)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
+        group = _xdist_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
         if _on_postgres(item):
             item.add_marker(pytest.mark.postgres)
         if _is_e2e(item):

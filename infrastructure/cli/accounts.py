@@ -12,9 +12,9 @@ from infrastructure.cli.errors import UsageError
 from infrastructure.cli.output import render_record, render_table
 from infrastructure.cli.shapes import (
     ACCOUNT_COLUMNS,
-    _account_record,
-    _account_row,
     account_json,
+    account_record,
+    account_row,
     find_account,
     show_issued_token,
 )
@@ -34,7 +34,7 @@ def accounts_create(ctx: Context, args: argparse.Namespace) -> None:
         opened.token.value,
         {**data, "management_key": management_key},
         [
-            *_account_record(data),
+            *account_record(data),
             ("management key id", management_key["id"]),
             ("management key", management_key["display"]),
         ],
@@ -54,7 +54,7 @@ def accounts_list(ctx: Context, args: argparse.Namespace) -> None:
     if ctx.format == "json":
         ctx.json({"data": data})
         return
-    ctx.out(render_table(ACCOUNT_COLUMNS, (_account_row(account) for account in data)))
+    ctx.out(render_table(ACCOUNT_COLUMNS, (account_row(account) for account in data)))
 
 
 def accounts_show(ctx: Context, args: argparse.Namespace) -> None:
@@ -72,7 +72,7 @@ def accounts_show(ctx: Context, args: argparse.Namespace) -> None:
         (f"management key {mk['id']}", mk["display"] + (" (revoked)" if mk["revoked"] else ""))
         for mk in data["management_keys"]
     ]
-    ctx.out(render_record([*_account_record(data), ("keys", str(data["keys"])), *management]))
+    ctx.out(render_record([*account_record(data), ("keys", str(data["keys"])), *management]))
 
 
 def credits_add(ctx: Context, args: argparse.Namespace) -> None:
@@ -86,7 +86,7 @@ def credits_add(ctx: Context, args: argparse.Namespace) -> None:
     if ctx.format == "json":
         ctx.json(data)
     else:
-        ctx.out(render_record([("added", data["added"]), *_account_record(data)]))
+        ctx.out(render_record([("added", data["added"]), *account_record(data)]))
 
 
 # Commands: credits adjust -------------------------------------------------------------------------
@@ -115,4 +115,4 @@ def credits_adjust(ctx: Context, args: argparse.Namespace) -> None:
     pairs = [("adjusted", data["adjusted"]), ("reason", reason)]
     if args.key is not None:
         pairs.append(("key", str(args.key)))
-    ctx.out(render_record([*pairs, *_account_record(data)]))
+    ctx.out(render_record([*pairs, *account_record(data)]))

@@ -60,7 +60,7 @@ def parse_signed_credits(text: str) -> int:
     return sign * magnitude
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -70,7 +70,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
+def parse_seconds(text: str) -> float:
     try:
         seconds = float(text)
     except ValueError:

@@ -24,9 +24,9 @@ from domain.money import format_credits
 from domain.tokens import TokenKind
 from infrastructure.cli.context import Context
 from infrastructure.cli.errors import UsageError
-from infrastructure.cli.finding import _one_key
-from infrastructure.cli.output import _events_table, render_record, render_table, section, when
-from infrastructure.cli.shapes import _key_record, find_account
+from infrastructure.cli.finding import one_key
+from infrastructure.cli.output import events_table, render_record, render_table, section, when
+from infrastructure.cli.shapes import find_account, key_record
 from infrastructure.views import iso, key_event_json, key_state_json
 from projections.forensics_queries import recorded_money
 
@@ -46,7 +46,7 @@ def audit(ctx: Context, args: argparse.Namespace) -> int | None:
     target = args.target
     if target.startswith(("lr-sk-", "lr-mk-")) or target == "-":
         ctx.runtime.projections.catch_up(["keys"])
-        match = _one_key(ctx, target)
+        match = one_key(ctx, target)
         if match is None:
             return 1
         if match.kind == TokenKind.MANAGEMENT.code:
@@ -82,7 +82,7 @@ def audit_key(ctx: Context, key_id: UUID, as_of: datetime | None) -> None:
         ctx.json({**audited, "state": state})
     else:
         ctx.out(render_record([("key", str(key_id)), ("as of", iso(moment) or "")]))
-        section(ctx, "EVENTS", _events_table(events))
+        section(ctx, "EVENTS", events_table(events))
         section(ctx, f"STATE AT {when(iso(moment))}", _state_record(state))
 
 
@@ -90,7 +90,7 @@ def _state_record(state: dict[str, Any] | None) -> str:
     if state is None:
         return "the key did not exist yet"
     not_in_events = ("spent today", "last used")
-    return render_record([pair for pair in _key_record(state) if pair[0] not in not_in_events])
+    return render_record([pair for pair in key_record(state) if pair[0] not in not_in_events])
 
 
 def _jsonl(ctx: Context, stream: str, stream_id: UUID, events: list[dict[str, Any]]) -> None:
@@ -196,10 +196,10 @@ def _account_audit_table(
             ]
         )
     )
-    section(ctx, "ACCOUNT EVENTS", _events_table(events))
+    section(ctx, "ACCOUNT EVENTS", events_table(events))
     for page in pages:
         title = f"LEDGER PAGE {page['day']} ({page['page_id']})"
-        section(ctx, title, _events_table(page["events"], leave_out=("account_id",)))
+        section(ctx, title, events_table(page["events"], leave_out=("account_id",)))
     figures = ("opening", "funded", "settled", "adjusted", "balance", "held")
     record = [(name, books[name]) for name in figures] + [("open holds", str(books["open_holds"]))]
     section(ctx, "BOOKS (recomputed from the events)", render_record(record))

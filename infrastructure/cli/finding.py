@@ -76,7 +76,7 @@ MATCH_COLUMNS = ("ID", "KIND", "NAME", "DISPLAY", "STATUS", "ACCOUNT", "CREATED"
 
 
 def show_matches(ctx: Context, given: str, matches: list[KeyMatch]) -> None:
-    names = _account_names(ctx)
+    names = account_names(ctx)
     data = [
         {
             "id": m.key_id,
@@ -109,12 +109,12 @@ def _match_row(match: dict[str, Any]) -> list[str]:
     ]
 
 
-def _account_names(ctx: Context) -> dict[str, str]:
+def account_names(ctx: Context) -> dict[str, str]:
     with ctx.runtime.engine.connect() as conn:
         return dict(conn.execute(select(accounts.c.account_id, accounts.c.name)).all())
 
 
-def _one_key(ctx: Context, given: str) -> KeyMatch | None:
+def one_key(ctx: Context, given: str) -> KeyMatch | None:
     """The one key named, or None after listing several matches."""
     matches = find_keys(ctx, given)
     if len(matches) > 1:

@@ -8,8 +8,8 @@ from application import management_keys
 from domain.errors import DomainError, KeyRevoked
 from domain.money import format_credits
 from infrastructure.cli.context import Context
-from infrastructure.cli.finding import _account_names, _one_key
-from infrastructure.cli.output import _events_table, render_record, render_table, section, when
+from infrastructure.cli.finding import account_names, one_key
+from infrastructure.cli.output import events_table, render_record, render_table, section, when
 from infrastructure.cli.shapes import key_view
 from infrastructure.views import iso, key_event_json, management_key_json
 from projections.forensics import ClientSeen, KeyInvestigation, KeyMatch, investigate_key
@@ -23,7 +23,7 @@ def investigate(ctx: Context, args: argparse.Namespace) -> int | None:
     after revocation, unexpected-usage flags."""
     runtime = ctx.runtime
     runtime.projections.catch_up()
-    match = _one_key(ctx, args.target)
+    match = one_key(ctx, args.target)
     if match is None:
         if args.revoke:
             ctx.note("nothing was revoked: several keys match")
@@ -55,7 +55,7 @@ def investigate_management_key(ctx: Context, args: argparse.Namespace, match: Ke
         except DomainError:
             ctx.note("the key had already stopped working; nothing to revoke")
     report = management_keys.investigate_management_key(ledger, account_id, key_id)
-    names = _account_names(ctx)
+    names = account_names(ctx)
     data: dict[str, Any] = {
         "key": {**management_key_json(report.key), "kind": "management"},
         "account": {"id": match.account_id, "name": names.get(match.account_id)},
@@ -83,8 +83,8 @@ def investigate_management_key(ctx: Context, args: argparse.Namespace, match: Ke
             ]
         )
     )
-    section(ctx, "LIFECYCLE", _events_table(data["lifecycle"]))
-    section(ctx, f"CHANGES MADE WITH IT: {len(data['actions'])}", _events_table(data["actions"]))
+    section(ctx, "LIFECYCLE", events_table(data["lifecycle"]))
+    section(ctx, f"CHANGES MADE WITH IT: {len(data['actions'])}", events_table(data["actions"]))
 
 
 def revoke_for_leak(ctx: Context, key_id: UUID) -> bool:
@@ -99,7 +99,7 @@ def revoke_for_leak(ctx: Context, key_id: UUID) -> bool:
 
 def investigation_json(ctx: Context, report: KeyInvestigation, revoked_now: bool) -> dict[str, Any]:
     key = report.key
-    names = _account_names(ctx)
+    names = account_names(ctx)
     view = key_view(ctx, key)
     return {
         "key": view,
@@ -177,7 +177,7 @@ def investigation_table(ctx: Context, data: dict[str, Any]) -> None:
             ]
         )
     )
-    section(ctx, "LIFECYCLE", _events_table(data["lifecycle"], leave_out=("account_id",)))
+    section(ctx, "LIFECYCLE", events_table(data["lifecycle"], leave_out=("account_id",)))
     section(ctx, "USES BY CLIENT ADDRESS AND USER AGENT", _clients_table(data))
     section(ctx, "MODELS USED", _models_table(data["models"]))
     spend = data["spend_in_window"]

@@ -16,9 +16,9 @@ from infrastructure.cli.errors import Refused, UsageError
 from infrastructure.cli.output import render_record, render_table, when
 from infrastructure.cli.shapes import (
     KEY_COLUMNS,
-    _key_record,
-    _key_row,
     find_account,
+    key_record,
+    key_row,
     key_view,
     key_views,
     show_issued_token,
@@ -86,7 +86,7 @@ def keys_create(ctx: Context, args: argparse.Namespace) -> None:
     if args.env_file is None:
         issued = ctx.runtime.ledger.create_key(account.id, args.name, scope, ctx.actor, policy)
         view = key_view(ctx, issued.key)
-        show_issued_token(ctx, issued.token.value, view, _key_record(view))
+        show_issued_token(ctx, issued.token.value, view, key_record(view))
         if issued.warning:
             ctx.warn(issued.warning)
         return
@@ -100,7 +100,7 @@ def keys_create(ctx: Context, args: argparse.Namespace) -> None:
     if ctx.format == "json":
         ctx.json({"data": view, "env_file": where})
     else:
-        ctx.out(render_record([*_key_record(view), ("token written to", where)]))
+        ctx.out(render_record([*key_record(view), ("token written to", where)]))
     warn_about_env_file(ctx, env_file)
 
 
@@ -119,7 +119,7 @@ def keys_list(ctx: Context, args: argparse.Namespace) -> None:
             }
         )
     else:
-        rows = [[*_key_row(view), summarize_flags(flags[view["id"]])] for view in views]
+        rows = [[*key_row(view), summarize_flags(flags[view["id"]])] for view in views]
         ctx.out(render_table((*KEY_COLUMNS, "FLAGS"), rows))
 
 
@@ -184,7 +184,7 @@ def keys_rotate(ctx: Context, args: argparse.Namespace) -> None:
     )
     old = key_view(ctx, ctx.runtime.ledger.get_key(args.key_id))
     view = key_view(ctx, issued.key)
-    show_issued_token(ctx, issued.token.value, view, _key_record(view))
+    show_issued_token(ctx, issued.token.value, view, key_record(view))
     if issued.warning:
         ctx.warn(issued.warning)
     until = f" until {when(old['rotation_grace_until'])}" if old["status"] == "rotating" else ""

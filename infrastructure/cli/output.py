@@ -99,7 +99,7 @@ class ProgressBar:
 EVENT_COLUMNS = ("VERSION", "TYPE", "AT", "ACTOR", "DETAILS")
 
 
-def _events_table(events: list[dict[str, Any]], leave_out: Iterable[str] = ()) -> str:
+def events_table(events: list[dict[str, Any]], leave_out: Iterable[str] = ()) -> str:
     rows = [
         [
             str(e["version"]),

@@ -11,7 +11,7 @@ from infrastructure.cli.accounts import (
     credits_add,
     credits_adjust,
 )
-from infrastructure.cli.arguments import _positive_int, _seconds, parse_key_id, parse_time
+from infrastructure.cli.arguments import parse_key_id, parse_seconds, parse_time, positive_int
 from infrastructure.cli.audit import AUDIT_FORMATS, audit
 from infrastructure.cli.context import PROG, Context
 from infrastructure.cli.errors import UsageError
@@ -148,7 +148,7 @@ def _add_management_key_commands(accounts: Any) -> None:
     rotate.add_argument("key_id", metavar="MGMT_KEY_ID", type=parse_key_id)
     rotate.add_argument(
         "--grace",
-        type=_seconds,
+        type=parse_seconds,
         default=0.0,
         metavar="SECONDS",
         help="how long the old key keeps working (default 0)",
@@ -176,10 +176,10 @@ def _add_policy_options(parser: argparse.ArgumentParser, *, clearing: bool) -> N
     expiry = parser.add_mutually_exclusive_group()
     expiry.add_argument("--expires-at", metavar="TIME", type=parse_time, help="ISO 8601 time")
     expiry.add_argument("--expires-in", metavar="DURATION", help="from now: 90d, 12h, 30m")
-    parser.add_argument("--rpm", type=_positive_int, metavar="N", help="requests per minute")
-    parser.add_argument("--tpm", type=_positive_int, metavar="N", help="tokens per minute")
+    parser.add_argument("--rpm", type=positive_int, metavar="N", help="requests per minute")
+    parser.add_argument("--tpm", type=positive_int, metavar="N", help="tokens per minute")
     parser.add_argument(
-        "--max-concurrent", type=_positive_int, metavar="N", help="requests in flight at once"
+        "--max-concurrent", type=positive_int, metavar="N", help="requests in flight at once"
     )
     ips = parser.add_mutually_exclusive_group()
     ips.add_argument(
@@ -240,7 +240,7 @@ def _add_key_commands(subparsers: Any) -> None:
     rotate.add_argument("key_id", metavar="KEY_ID", type=parse_key_id)
     rotate.add_argument(
         "--grace",
-        type=_seconds,
+        type=parse_seconds,
         default=0.0,
         metavar="SECONDS",
         help="how long the old key keeps working (default 0)",
@@ -250,8 +250,8 @@ def _add_key_commands(subparsers: Any) -> None:
 def _add_serve_command(subparsers: Any) -> None:
     parser = _command(subparsers, "serve", serve, "run the gateway")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=_positive_int, default=8080)
-    parser.add_argument("--workers", type=_positive_int, default=1, metavar="N")
+    parser.add_argument("--port", type=positive_int, default=8080)
+    parser.add_argument("--workers", type=positive_int, default=1, metavar="N")
 
 
 def _add_usage_command(subparsers: Any) -> None:
@@ -267,7 +267,7 @@ def _add_usage_command(subparsers: Any) -> None:
     usage.add_argument("--since", metavar="T", type=parse_time, help="from T (ISO 8601, or 2h, 7d)")
     usage.add_argument("--until", metavar="T", type=parse_time, help="before T")
     usage.add_argument("--model", metavar="ID", help="only this model")
-    usage.add_argument("--limit", metavar="N", type=_positive_int, default=100, help="default 100")
+    usage.add_argument("--limit", metavar="N", type=positive_int, default=100, help="default 100")
 
 
 def _add_projection_commands(subparsers: Any) -> None:

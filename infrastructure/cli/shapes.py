@@ -25,7 +25,7 @@ def _models_cell(models: list[str] | None) -> str:
     return ", ".join(models) if models is not None else "all"
 
 
-def _key_record(key: dict[str, Any]) -> list[tuple[str, str]]:
+def key_record(key: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         ("id", key["id"]),
         ("name", key["name"]),
@@ -79,7 +79,7 @@ def _age(created_at: str) -> str:
     return f"{days}d"
 
 
-def _key_row(key: dict[str, Any]) -> list[str]:
+def key_row(key: dict[str, Any]) -> list[str]:
     return [
         key["id"],
         key["name"],
@@ -95,7 +95,7 @@ def _key_row(key: dict[str, Any]) -> list[str]:
     ]
 
 
-def _account_record(account: dict[str, Any]) -> list[tuple[str, str]]:
+def account_record(account: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         ("id", account["id"]),
         ("name", account["name"]),
@@ -110,7 +110,7 @@ def _account_record(account: dict[str, Any]) -> list[tuple[str, str]]:
 ACCOUNT_COLUMNS = ("ID", "NAME", "BALANCE", "HELD", "SPENT TODAY", "CREATED")
 
 
-def _account_row(account: dict[str, Any]) -> list[str]:
+def account_row(account: dict[str, Any]) -> list[str]:
     return [
         account["id"],
         account["name"],
@@ -177,7 +177,7 @@ def show_key(ctx: Context, key: ApiKey) -> None:
     if ctx.format == "json":
         ctx.json(view)
     else:
-        ctx.out(render_record(_key_record(view)))
+        ctx.out(render_record(key_record(view)))
 
 
 def show_issued_token(

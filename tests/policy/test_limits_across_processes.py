@@ -87,7 +87,7 @@ def pair(postgres_template: str, tmp_path_factory: pytest.TempPathFactory) -> It
             "LOWROUTER_TOKEN_PEPPER": PEPPER,
             "LOWROUTER_DATA_DIR": str(home),
             "LOWROUTER_CONFIG": str(catalogue),
-            "LOWROUTER_DEMO_BASE_URL": "http://127.0.0.1:9/demo/v1",
+            "LOWROUTER_ACCESS_LOG": "false",  # no request lines in pytest's output
         }
         processes = [
             subprocess.Popen(

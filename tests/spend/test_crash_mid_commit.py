@@ -71,7 +71,6 @@ def test_a_kill_during_group_commits_loses_nothing_answered_and_charges_nothing_
             **os.environ,
             **env,
             "LOWROUTER_DATABASE_URL": database_url,
-            "LOWROUTER_DEMO_BASE_URL": f"http://127.0.0.1:{port}/demo/v1",
         },
     )
     try:

@@ -28,11 +28,11 @@ def start_gateway(
     """`extra`: more settings (e.g. LOWROUTER_DATABASE_POOLER); the ones below win."""
     env = {
         **os.environ,
+        "LOWROUTER_ACCESS_LOG": "false",  # no request lines in pytest's output (`extra` may say)
         **(extra or {}),
         "LOWROUTER_DATABASE_URL": database_url,
         "LOWROUTER_TOKEN_PEPPER": PEPPER,
         "LOWROUTER_DATA_DIR": str(data_dir),
-        "LOWROUTER_DEMO_BASE_URL": f"http://127.0.0.1:{port}/demo/v1",
     }
     env.pop("LOWROUTER_CONFIG", None)
     code = (

@@ -23,6 +23,9 @@ def gateway_environment(database_url: str, data_dir: Path, **extra: str) -> dict
         LOWROUTER_TOKEN_PEPPER=PEPPER,
         LOWROUTER_DATA_DIR=str(data_dir),
         LOWROUTER_WEBHOOKS_ALLOW_PRIVATE="true",
+        LOWROUTER_ACCESS_LOG="false",  # no request lines in pytest's output
+    )
+    env.update(
         **extra,
     )
     return env
@@ -43,8 +46,7 @@ def gateway_child(env: Mapping[str, str]) -> Iterator[tuple[str, subprocess.Pope
         "import uvicorn; uvicorn.run('infrastructure.server:app_factory', factory=True, "
         f"host='127.0.0.1', port={port}, log_level='warning')"
     )
-    environ = {**env, "LOWROUTER_DEMO_BASE_URL": f"http://127.0.0.1:{port}/demo/v1"}
-    process = subprocess.Popen([sys.executable, "-c", code], env=environ)
+    process = subprocess.Popen([sys.executable, "-c", code], env=dict(env))
     try:
         wait_until_up(port, process)
         yield f"http://127.0.0.1:{port}", process
