@@ -20,6 +20,7 @@ from application.keys import Lowrouter
 from application.spend import SpendControl
 from domain.errors import NotFound
 from domain.ledger import UNSETTLED
+from domain.redaction import safe_error_text
 from domain.usage import Usage
 
 log = logging.getLogger("lowrouter.reconcile")
@@ -95,8 +96,9 @@ def reconcile(
     wait(futures)
     settled = sum(1 for f in futures if f.exception() is None and f.result() is not None)
     for future in futures:
-        if future.exception() is not None:
-            log.error("reconciling a hold failed: %s", future.exception())
+        error = future.exception()
+        if error is not None:  # the safe text: a driver error's parameters may hold hashes
+            log.error("reconciling a hold failed: %s", safe_error_text(error))
     if settled:
         log.warning("reconciled %d open holds older than %s at their held amount", settled, timeout)
     return settled

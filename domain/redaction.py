@@ -46,3 +46,17 @@ def redact(text: str, secrets: Iterable[str | None] = (), limit: int = MAX_RELAY
     text = _TOKEN_LIKE.sub(_token_like, text)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_SECRET_LIKE = re.compile(r"[0-9a-fA-F]{24,}|[A-Za-z0-9+/_=-]{40,}")
+
+
+def safe_error_text(error: BaseException, limit: int = 300) -> str:
+    """An error as it may be stored, logged and shown: its first line, without the SQL and
+    the bound parameters a driver appends (they may hold token hashes), with anything
+    hash-shaped cut out. Log this, never the error's traceback."""
+    text = str(error).split("\n", 1)[0]
+    for marker in ("[SQL:", "[parameters:", "DETAIL:"):
+        text = text.split(marker, 1)[0]
+    text = _SECRET_LIKE.sub("…", text).strip()
+    return f"{type(error).__name__}: {text}"[:limit]

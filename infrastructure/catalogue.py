@@ -72,6 +72,7 @@ _PROVIDER_FIELDS = frozenset(
     {"base_url", "api_key_env", "region", "api", "extra_fields", "output_cap_fields"}
 )
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_EXTRA_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$|^tools\.[A-Za-z0-9_]{1,64}$")  # or a tool
 _MODEL_FIELDS = frozenset(
     {
         "providers",
@@ -199,7 +200,7 @@ def _load_provider(
         region,
         _api_key(where, api_key_env, environ),
         api,
-        extra_fields=frozenset(_names(where, table, "extra_fields", _FIELD_NAME)),
+        extra_fields=frozenset(_names(where, table, "extra_fields", _EXTRA_FIELD)),
         cap_fields=_cap_fields(where, table),
     )
 

@@ -97,7 +97,10 @@ class Database:
     def engine(self) -> Engine:
         """A SQLAlchemy engine that borrows from this pool instead of keeping its own."""
         return create_engine(
-            "postgresql+psycopg://", creator=self._sqlalchemy_connection, poolclass=NullPool
+            "postgresql+psycopg://",
+            creator=self._sqlalchemy_connection,
+            poolclass=NullPool,
+            hide_parameters=True,  # bound parameters (token hashes) stay out of errors and logs
         )
 
     def _sqlalchemy_connection(self) -> Connection[Any]:

@@ -3,6 +3,10 @@
 and the reconciler settles a stale hold only once its owner's lease has expired
 (application.reconcile).
 
+An outage longer than the lease lets every lease expire, a live gateway's too, and it renews
+only on its next tick: so a process judges no lease dead until its own lease has renewed without
+a failure for one whole lease period (`ProcessLease.steady`, the reconciler's check).
+
 On PostgreSQL a lease's expiry is computed and judged by the database's clock, so hosts whose
 clocks disagree judge it alike; on SQLite (one host) by that host's clock.
 """
@@ -13,7 +17,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, Engine, MetaData, String, Table, bindparam, text
@@ -55,9 +59,13 @@ class ProcessLease:
     A renewal that fails (the store is down) is retried at the next tick; a lease that expired
     meanwhile is taken up again by the first renewal that works."""
 
-    def __init__(self, engine: Engine, ttl_seconds: float) -> None:
+    def __init__(
+        self, engine: Engine, ttl_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.engine = engine
         self.ttl_us = int(ttl_seconds * 1_000_000)
+        self._clock = clock
+        self._recovered_at = -float("inf")  # the first renewal after the last failed one
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -88,8 +96,16 @@ class ProcessLease:
             return False
         if self._failing:
             log.warning("renewed this process's lease again")
+            self._recovered_at = self._clock()
         self._failing = False
         return True
+
+    def steady(self) -> bool:
+        """Whether the store has worked for this process for a whole lease period since its
+        last failed renewal: only then has every live process had the time to renew, and an
+        expired lease means a gone process."""
+        ttl = self.ttl_us / 1_000_000
+        return not self._failing and self._clock() - self._recovered_at >= ttl
 
     def _run(self) -> None:
         every = self.ttl_us / 4_000_000

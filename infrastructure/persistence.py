@@ -88,6 +88,7 @@ def build_engine(database_url: str, database: Database | None = None) -> Engine:
         engine = create_engine(
             "sqlite:///" + str(sqlite_path(database_url).expanduser()),
             connect_args={"timeout": 30, "check_same_thread": False},
+            hide_parameters=True,  # bound parameters (token hashes) stay out of errors and logs
         )
 
         @event.listens_for(engine, "connect")

@@ -4,7 +4,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
@@ -18,6 +18,7 @@ from application.keys import Lowrouter
 from application.reconcile import reconcile
 from application.retry import retry_transient
 from application.spend import SpendControl
+from domain.redaction import safe_error_text
 from infrastructure.database import Database
 from infrastructure.key_uses import create_key_uses_table
 from infrastructure.leadership import ensure_leadership_table
@@ -61,6 +62,7 @@ class Runtime:
     _stopping: threading.Event = field(default_factory=threading.Event)
     _deliverer: Any = None  # infrastructure.webhooks.deliverer.Deliverer, once started
     lease: ProcessLease | None = None  # this process's liveness lease, once it serves requests
+    _witness: ProcessLease | None = None  # a lease that only watches the store (see _live_owners)
 
     def start_lease(self) -> None:
         """This process serves requests: register its liveness lease and record it on every
@@ -90,9 +92,23 @@ class Runtime:
             self.spend,
             lambda before: stale_holds(self.engine, before),
             timedelta(seconds=timeout),
-            live_owners=lambda owners: live_processes(self.engine, owners),
+            live_owners=self._live_owners,
             backstop=timedelta(seconds=timeout + self.settings.max_request_seconds),
         )
+
+    def _live_owners(self, owners: Collection[str]) -> set[str]:
+        """The owners whose leases are live; all of them right after an outage this process
+        saw (infrastructure.liveness): a live owner may not have renewed yet."""
+        witness = self.lease
+        if witness is None:  # a process that serves no requests watches the store all the same
+            if self._witness is None:
+                self._witness = ProcessLease(
+                    self.engine, self.settings.process_lease_seconds
+                ).start()
+            witness = self._witness
+        if not witness.steady():
+            return set(owners)
+        return live_processes(self.engine, owners)
 
     def _reconcile_and_log(self) -> None:
         settled = self.reconcile()
@@ -139,8 +155,10 @@ class Runtime:
                 # A transient store error (a blip, a failover) is retried here with backoff and
                 # jitter rather than waiting a whole interval; anything else is logged.
                 retry_transient(job, attempts=4, base=0.2)
-            except Exception:
-                logging.getLogger(name.replace("-", ".")).exception("%s pass failed", name)
+            except Exception as error:  # the safe text: a driver error's parameters hold hashes
+                logging.getLogger(name.replace("-", ".")).error(
+                    "%s pass failed: %s", name, safe_error_text(error)
+                )
 
     def close(self) -> None:
         self._stopping.set()
@@ -151,6 +169,8 @@ class Runtime:
         self.spend.close()
         if self.lease is not None:  # after the last settlement: its holds are all closed
             self.lease.close()
+        if self._witness is not None:
+            self._witness.close()
         self.ledger.close()
         self.engine.dispose()
         if self.database is not None:

@@ -20,6 +20,7 @@ from infrastructure.observability.upstream import BodyTimer, observed_send
 CONNECT_SECONDS = 5.0  # a TCP (and TLS) connect; the read timeout is the settings' one
 MAX_CONNECTIONS = 512
 KEEPALIVE_SECONDS = 30
+MAX_BODY_BYTES = 16 * 1024 * 1024  # a whole non-streamed answer (as SSE bounds one event)
 
 
 class UpstreamError(Exception):
@@ -36,6 +37,10 @@ class UpstreamUnreachable(UpstreamError):
 
 class UpstreamBrokeOff(UpstreamError):
     """The answer's body was cut short (connection lost, or a malformed body)."""
+
+
+class UpstreamTooLarge(UpstreamError):
+    """The answer's body is bigger than MAX_BODY_BYTES: not read on, an upstream error."""
 
 
 def _failure(error: BaseException, before_answer: bool) -> UpstreamError:
@@ -81,7 +86,11 @@ class NetworkResponse(UpstreamResponse):
         timer = self.timer
         asked = perf_counter()
         try:
-            self.content = await self._response.read()
+            self.content = await self._read_bounded(MAX_BODY_BYTES)
+        except UpstreamTooLarge:
+            if timer is not None:
+                timer.failed(asked, UpstreamTooLarge.__name__)
+            raise
         except (aiohttp.ClientError, TimeoutError) as error:
             failure = _failure(error, before_answer=False)
             if timer is not None:
@@ -92,6 +101,19 @@ class NetworkResponse(UpstreamResponse):
         if timer is not None:
             timer.ended(asked)
         return self.content
+
+    async def _read_bounded(self, limit: int) -> bytes:
+        """The whole body, as aiohttp's read() would give it, but never more than `limit`
+        bytes in memory: a bigger answer (declared or sent) stops the read."""
+        declared = self._response.content_length
+        if declared is not None and declared > limit:
+            raise UpstreamTooLarge(f"the answer declares {declared} bytes")
+        body = bytearray()
+        async for chunk in self._response.content.iter_any():
+            body += chunk
+            if len(body) > limit:
+                raise UpstreamTooLarge(f"the answer is over {limit} bytes")
+        return bytes(body)
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         """What arrived in each network read, as it arrives (no re-chunking, no decoding)."""

@@ -14,7 +14,6 @@ transaction per event, which could not keep up with the hot path (see README, Pe
 """
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,6 +25,7 @@ from eventsourcing.application import Application
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from application.retry import backoff, is_transient
+from domain.redaction import safe_error_text
 from projections.base import Projection
 from projections.schema import metadata, positions, projection_failures
 
@@ -41,18 +41,6 @@ BUSY_RETRY = 0.005  # seconds before looking again at a position another runner'
 
 TRANSIENT_ATTEMPTS = 6  # tries of a batch through transient store errors, backing off
 PERMANENT_AFTER = 2  # the same (non-transient) failure on the same event this often: recorded
-_SECRET_LIKE = re.compile(r"[0-9a-fA-F]{24,}|[A-Za-z0-9+/_=-]{40,}")
-
-
-def safe_error_text(error: BaseException, limit: int = 300) -> str:
-    """An error as it may be stored, logged and shown: its first line, without the SQL and
-    the bound parameters a driver appends (they may hold token hashes), with anything
-    hash-shaped cut out."""
-    text = str(error).split("\n", 1)[0]
-    for marker in ("[SQL:", "[parameters:", "DETAIL:"):
-        text = text.split(marker, 1)[0]
-    text = _SECRET_LIKE.sub("…", text).strip()
-    return f"{type(error).__name__}: {text}"[:limit]
 
 
 class ProjectionFailed(RuntimeError):
@@ -301,7 +289,9 @@ class ProjectionRunner:
                 error = raised
             if attempt == TRANSIENT_ATTEMPTS - 1:
                 cause = error.error if isinstance(error, ProjectionFailed) else error
-                raise StoreTrouble(safe_error_text(cause)) from cause
+                # `from None`: a chained driver error would carry the SQL's bound parameters
+                # (token hashes) into every traceback that logs this.
+                raise StoreTrouble(safe_error_text(cause)) from None
             log.warning(
                 "projection %r: transient store error at position %d (%s); retrying",
                 projection.name,
@@ -370,8 +360,12 @@ class ProjectionRunner:
                 ).rowcount
                 if not done:
                     conn.execute(insert(table).values(name=failure.name, **row))
-        except Exception:
-            log.exception("could not record the failure of projection %r", failure.name)
+        except Exception as error:
+            log.error(
+                "could not record the failure of projection %r: %s",
+                failure.name,
+                safe_error_text(error),
+            )
 
     def recorded_failure(self, name: str) -> str | None:
         """The failure recorded for a projection by any process, if it has not been cleared."""
@@ -492,8 +486,9 @@ class ProjectionRunner:
                     failure,
                     RETRY_FAILED,
                 )
-            except Exception:  # a database hiccup: log it and try again shortly
-                log.exception("projection runner error; retrying")
+            except Exception as error:  # a database hiccup: log it and try again shortly
+                # The safe text, not the traceback: a driver error's parameters hold hashes.
+                log.error("projection runner error; retrying: %s", safe_error_text(error))
                 time.sleep(0.5)
             self._wake.wait(poll_interval)
             self._wake.clear()

@@ -23,7 +23,8 @@ one of MODES; any other name uses `upstream.mode` (default "ok"), which a test m
                    (non-streaming: like hangup).
 - drip             streams two chunks, then only SSE comments (`: keep-alive`) every 50 ms for
                    `slow_seconds`, then finishes like ok (non-streaming: slow).
-- huge             streams one chunk, then one `data:` line of `huge_bytes` bytes, then finishes.
+- huge             streams one chunk, then one `data:` line of `huge_bytes` bytes, then finishes
+                   (non-streaming: like ok, padded to more than `huge_bytes`).
 - cached           like ok, but CACHE_READ of the prompt tokens were read from the cache and
                    CACHE_WRITE written to it (Anthropic; each at most what the prompt has),
                    REASONING_TOKENS more
@@ -167,6 +168,8 @@ class FakeUpstream:
             return _HangUp([full[: len(full) // 2]], "application/json", len(full))
         if answer.stream:
             return StreamingResponse(self._stream(answer), media_type="text/event-stream")
+        if answer.mode == "huge":
+            return JSONResponse({**answer.completion(), "padding": "x" * self.huge_bytes})
         return JSONResponse(answer.completion())
 
     async def _stream(self, answer: "_Answer") -> AsyncIterator[str]:

@@ -12,6 +12,7 @@ length, routing or surcharges (llama.cpp's `n_predict`, OpenRouter's `models`, `
 the one it held for (ChatPassthrough and friends).
 """
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -155,13 +156,22 @@ MESSAGES_FIELDS = frozenset(
 
 
 # Documented values that bill beyond the price sheet the hold is sized with (OpenAI's priority
-# processing, Anthropic's fast mode, search surcharges): like an undocumented field, they need the
-# provider's `extra_fields` (the operator prices the model for them).
+# processing, Anthropic's fast mode, search surcharges, server-side MCP, containers, regional
+# inference): like an undocumented field, they need the provider's `extra_fields` (the operator
+# prices the model for them).
 SURCHARGED: dict[str, frozenset[Any] | None] = {  # None: any value
     "service_tier": frozenset({"priority", "scale"}),
     "speed": frozenset({"fast"}),
     "web_search_options": None,
+    "mcp_servers": None,
+    "container": None,
+    "inference_geo": None,
 }
+# Tools the client runs itself (OpenAI's function and custom tools, Anthropic's untyped or
+# custom ones). Any other type is a built-in tool the provider runs and bills per call
+# (web search, file search, code execution, computer use, MCP…): `tools.<type>` in
+# `extra_fields`.
+CLIENT_TOOL_TYPES = frozenset({None, "function", "custom"})
 
 
 def fields_beyond(body: Mapping[str, Any], allowed: frozenset[str]) -> frozenset[str]:
@@ -172,7 +182,24 @@ def fields_beyond(body: Mapping[str, Any], allowed: frozenset[str]) -> frozenset
         for name, values in SURCHARGED.items()
         if body.get(name) is not None and (values is None or _hashable(body[name]) in values)
     }
-    return (frozenset(body) - allowed) | priced
+    return (frozenset(body) - allowed) | priced | _built_in_tools(body.get("tools"))
+
+
+def _built_in_tools(tools: Any) -> set[str]:
+    """`tools.<type>` for each tool the provider runs; "tools" itself for a type that is not
+    a name (the upstream would refuse it; nothing unpriced may slip through meanwhile)."""
+    if not isinstance(tools, list):
+        return set()
+    named: set[str] = set()
+    for tool in tools:
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind in CLIENT_TOOL_TYPES:
+            continue
+        named.add(f"tools.{kind}" if isinstance(kind, str) and _TOOL_TYPE.match(kind) else "tools")
+    return named
+
+
+_TOOL_TYPE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 
 def _hashable(value: Any) -> Any:

@@ -32,6 +32,7 @@ from aiohttp.resolver import ThreadedResolver
 from sqlalchemy import Engine, insert, or_, select, update
 from standardwebhooks.webhooks import Webhook
 
+from domain.redaction import safe_error_text
 from domain.webhooks import RETRY_SCHEDULE, retry_delay
 from infrastructure.webhooks.targets import TargetRefused, check_target, is_public
 from infrastructure.webhooks.vault import SecretMissing, SecretVault
@@ -126,8 +127,8 @@ class Deliverer:
             while not self._stop.is_set():
                 try:
                     await self.deliver_pass(session)
-                except Exception:  # a database hiccup: try again on the next pass
-                    log.exception("webhook delivery pass failed")
+                except Exception as error:  # a database hiccup: try again on the next pass
+                    log.error("webhook delivery pass failed: %s", safe_error_text(error))
                 await asyncio.sleep(self.config.poll_interval)
             if self._tasks:
                 await asyncio.wait(self._tasks, timeout=self.config.timeout + 1)
@@ -208,8 +209,11 @@ class Deliverer:
         try:
             status, error = await self._post(session, row)
             await asyncio.to_thread(self.record, row.message_id, row.endpoint_id, status, error)
-        except Exception:
-            log.exception("recording a webhook attempt failed; the lease will expire")
+        except Exception as error:
+            log.error(
+                "recording a webhook attempt failed; the lease will expire: %s",
+                safe_error_text(error),
+            )
         finally:
             self._in_flight[row.endpoint_id] -= 1
             if not self._in_flight[row.endpoint_id]:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 import infrastructure.dialects.sse as sse
+import infrastructure.upstream as upstream_module
 from tests.fake_upstream import FakeUpstream, run_fake_upstream
 from tests.support.faults import running_gateway
 from tests.support.ledger_check import check_books, replay
@@ -31,6 +32,7 @@ MISBEHAVIOURS = [
     ("fake/error500", True, 502),
     ("fake/drip", True, 200),  # only comments after two chunks: cut at the idle deadline
     ("fake/huge", True, 200),  # one event over the limit: broken off, not a memory spike
+    ("fake/huge", False, 502),  # a whole body over the limit: an upstream error, charged nothing
     ("fake/slow", False, 504),  # slower than the per-read timeout
     ("fake/overrun", False, 200),  # reports more than the hold: capped, flagged
 ]
@@ -46,6 +48,7 @@ def test_every_upstream_misbehaviour_leaves_honest_books(
     database_url: str, tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sse, "MAX_EVENT_BYTES", 256 * 1024)
+    monkeypatch.setattr(upstream_module, "MAX_BODY_BYTES", 256 * 1024)
     upstream.huge_bytes = 1024 * 1024
     with running_gateway(database_url, tmp_path, upstream) as gateway:
         with httpx.Client(timeout=20) as client:

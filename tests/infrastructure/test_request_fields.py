@@ -173,3 +173,55 @@ def test_surcharged_values_need_the_providers_allowance() -> None:
     assert fields_beyond({"service_tier": ["odd"]}, CHAT_FIELDS) == frozenset()
     allows = Provider("p", "http://x/v1", "", "us", extra_fields=frozenset({"service_tier"}))
     check_extra_fields([(ENTRY, allows)], {"service_tier"})
+
+
+@pytest.mark.parametrize(
+    ("body", "allowed", "named"),
+    [
+        ({"tools": [{"type": "web_search"}]}, RESPONSES_FIELDS, "tools.web_search"),
+        (
+            {"tools": [{"type": "function", "name": "f"}, {"type": "file_search"}]},
+            RESPONSES_FIELDS,
+            "tools.file_search",
+        ),
+        ({"tools": [{"type": "code_interpreter"}]}, RESPONSES_FIELDS, "tools.code_interpreter"),
+        ({"tools": [{"type": "mcp"}]}, RESPONSES_FIELDS, "tools.mcp"),
+        ({"tools": [{"type": "image_generation"}]}, RESPONSES_FIELDS, "tools.image_generation"),
+        (
+            {"tools": [{"type": "web_search_20250305"}]},
+            MESSAGES_FIELDS,
+            "tools.web_search_20250305",
+        ),
+        (
+            {"tools": [{"type": "code_execution_20250825"}]},
+            MESSAGES_FIELDS,
+            "tools.code_execution_20250825",
+        ),
+        ({"mcp_servers": [{"url": "https://x"}]}, MESSAGES_FIELDS, "mcp_servers"),
+        ({"container": "c1"}, MESSAGES_FIELDS, "container"),
+        ({"inference_geo": "us"}, MESSAGES_FIELDS, "inference_geo"),
+        ({"tools": [{"type": 3}]}, CHAT_FIELDS, "tools"),  # not a tool type at all
+    ],
+)
+def test_built_in_tools_and_server_side_fields_need_the_providers_allowance(
+    body: dict[str, Any], allowed: frozenset[str], named: str
+) -> None:
+    assert fields_beyond(body, allowed) == {named}
+    with pytest.raises(ParameterNotAllowed) as refused:
+        check_extra_fields([(ENTRY, PLAIN)], fields_beyond(body, allowed))
+    assert refused.value.param == named
+    allows = Provider("p", "http://x/v1", "", "us", extra_fields=frozenset({named}))
+    check_extra_fields([(ENTRY, allows)], fields_beyond(body, allowed))
+
+
+def test_client_tools_are_not_surcharged() -> None:
+    chat = {"tools": [{"type": "function", "function": {"name": "f"}}, {"type": "custom"}]}
+    assert fields_beyond(chat, CHAT_FIELDS) == frozenset()
+    messages = {"tools": [{"name": "f", "input_schema": {}}, {"type": "custom", "name": "g"}]}
+    assert fields_beyond(messages, MESSAGES_FIELDS) == frozenset()
+
+
+def test_the_catalogue_takes_a_built_in_tool_in_extra_fields(tmp_path: Path) -> None:
+    catalogue = catalogue_with(tmp_path, 'extra_fields = ["tools.web_search", "container"]')
+    provider = next(iter(catalogue.providers.values()))
+    assert provider.extra_fields == {"tools.web_search", "container"}

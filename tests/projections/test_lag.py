@@ -181,3 +181,65 @@ def test_a_failure_text_never_carries_the_sql_parameters_or_a_hash() -> None:
     )
     text = str(ProjectionFailed("keys", 7, error))
     assert digest not in text and "parameters" not in text and "UniqueViolation" in text
+
+
+def test_a_store_error_carrying_a_token_hash_never_reaches_the_logs(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 19's scenario: the key-lookup insert keeps timing out; the driver's error carries
+    the bound parameters (a token hash). The runner retries, gives up for now and logs it:
+    neither the text nor a chained traceback may carry the hash."""
+    import logging
+
+    import psycopg
+    from sqlalchemy.exc import OperationalError as SAOperationalError
+
+    import projections.runner as runner_module
+
+    digest = "a7" * 32
+    runtime = open_runtime(settings)
+    try:
+        runtime.ledger.access_barrier = lambda position: None
+        account = runtime.ledger.open_account("timeouts", OPERATOR).account
+
+        def timing_out(self: KeyLookupProjection, conn: object, events: list[object]) -> None:
+            raise SAOperationalError(
+                "INSERT INTO key_lookup (token_hash) VALUES (%(token_hash)s)",
+                {"token_hash": digest},
+                psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),
+            )
+
+        monkeypatch.setattr(KeyLookupProjection, "apply", timing_out)
+        monkeypatch.setattr(runner_module, "backoff", lambda attempt, base, cap: 0.0)
+        runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR)
+        caplog.set_level(logging.DEBUG)
+        runtime.projections.start()
+        deadline = time.monotonic() + 10
+        while not any("runner error" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the runner never reported the store trouble"
+            time.sleep(0.05)
+        runtime.projections.stop()
+        assert any("runner error" in r.getMessage() for r in caplog.records)
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter())
+        for record in caplog.records:  # the message and any traceback, as a handler writes it
+            assert digest not in handler.format(record)
+    finally:
+        runtime.close()
+
+
+def test_the_projection_engine_keeps_bound_parameters_out_of_its_errors(tmp_path: object) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from infrastructure.persistence import build_engine
+
+    digest = "b8" * 32
+    engine = build_engine(f"sqlite:///{tmp_path}/hidden.db")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE k (token_hash TEXT PRIMARY KEY)"))
+        conn.execute(text("INSERT INTO k VALUES (:h)"), {"h": digest})
+    with pytest.raises(IntegrityError) as raised, engine.begin() as conn:
+        conn.execute(text("INSERT INTO k VALUES (:h)"), {"h": digest})
+    assert digest not in str(raised.value)
+    engine.dispose()

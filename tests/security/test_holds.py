@@ -51,6 +51,10 @@ def test_the_held_cap_is_what_reaches_the_upstream_and_other_fields_are_refused(
         assert "n_predict" in error["message"]
         for steering in ({"models": ["x/y"]}, {"provider": {"order": ["x"]}}, {"plugins": []}):
             assert httpx.post(url, json=chat(**steering), headers=auth).status_code == 400
+        # A built-in tool bills per call beyond the prices: refused unless the provider lists it.
+        tooled = httpx.post(url, json=chat(tools=[{"type": "web_search"}]), headers=auth)
+        assert tooled.status_code == 400, tooled.text
+        assert tooled.json()["error"]["param"] == "tools.web_search"
         assert len(upstream.received) == before
         gateway.runtime.projections.catch_up()
         with gateway.runtime.engine.connect() as conn:

@@ -100,3 +100,55 @@ def test_settings_take_fractional_deadlines() -> None:
     )
     assert (settings.max_request_seconds, settings.upstream_idle_seconds) == (2.5, 0.5)
     assert dataclasses.asdict(settings)["process_lease_seconds"] == 30.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_right_after_an_outage_no_lease_is_judged_dead_for_one_lease_period(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Every lease expired during the outage; a live gateway renews on its next tick. The
+    reconciler's process saw the outage through its own lease's renewals, so it judges no lease
+    dead until a whole lease period of working store has passed."""
+    from sqlalchemy import create_engine
+
+    env = {
+        "LOWROUTER_TOKEN_PEPPER": PEPPER,
+        "LOWROUTER_DATA_DIR": str(tmp_path),
+        "LOWROUTER_HOLD_TIMEOUT_SECONDS": "0.01",
+    }
+    runtime = open_runtime(load_settings(env, database_url=database_url))
+    try:
+        account = runtime.ledger.open_account("outage", OPERATOR, credits=10**6).account
+        key = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR)
+        gateway = ProcessLease(runtime.engine, ttl_seconds=0.01)  # expired by the outage
+        assert gateway.renew()
+        runtime.spend.owner = gateway.process_id
+        runtime.spend.admit(account.id, "req-out", key.key.id, "m", 1000, None).result(10)
+        runtime.spend.owner = None
+        clock = FakeClock()
+        witness = ProcessLease(runtime.engine, ttl_seconds=30, clock=clock)
+        runtime.lease = witness  # no renewal thread: the test renews it
+        assert witness.renew() and witness.steady()  # never failed: judges as before
+
+        witness.engine = create_engine(f"sqlite:///{tmp_path}/missing/dir/x.db")
+        assert not witness.renew()  # the store is out
+        witness.engine = runtime.engine
+        assert witness.renew()  # back
+        time.sleep(0.05)  # the gateway's lease has expired; it has not renewed yet
+        assert not witness.steady()
+        assert runtime.reconcile() == 0  # its hold is not settled behind its back
+        clock.now += 29.9
+        assert runtime.reconcile() == 0
+        clock.now += 0.2  # a whole lease period: a live gateway would have renewed by now
+        assert witness.steady()
+        assert runtime.reconcile() == 1
+    finally:
+        runtime.lease = None
+        runtime.close()

@@ -29,7 +29,12 @@ from infrastructure.http.jsonresponse import json_response
 from infrastructure.http.limits import OFF_LOOP_BYTES
 from infrastructure.http.refusals import rate_headers, refusal_error
 from infrastructure.observability.context import note_pending_charge
-from infrastructure.upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
+from infrastructure.upstream import (
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamTimeout,
+    UpstreamTooLarge,
+)
 from infrastructure.upstream_errors import refusal_text
 from projections.lookup import KeyRecord
 
@@ -158,6 +163,10 @@ async def first_answer(
             except (UpstreamTimeout, TimeoutError):
                 await response.aclose()
                 failure = (504, "upstream_timeout", f"{provider.name} timed out mid-answer")
+                continue
+            except UpstreamTooLarge as error:
+                await response.aclose()
+                failure = (502, "upstream_error", f"{provider.name}: {error}")
                 continue
             except UpstreamError as error:  # it answered, then the body broke off
                 await response.aclose()
