@@ -12,14 +12,9 @@ from uuid import UUID
 
 from application.keys import Lowrouter
 from application.replay import KeyHistory, key_history
-from domain.flags import NEW_ADDRESS, NEW_USER_AGENT, OVER_HOLD
+from domain.flags import NEW_ADDRESS, NEW_USER_AGENT, OVER_HOLD, SPIKE_FACTOR
 from domain.keys import ApiKey
 from domain.money import format_credits
-
-# Unexpected usage (the forensics projection raises these; the kinds are domain.flags'): the
-# spike rule.
-SPIKE_FACTOR = 3
-TRAILING_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -94,7 +89,6 @@ class HourSpend:
     hour: datetime
     requests: int
     cost: int
-
 
 
 class KeyUseReads(Protocol):

@@ -22,7 +22,7 @@ from application.clock import Clock, system_clock, utc_day
 from application.retry import retry_on_conflict
 from domain.accounts import Account
 from domain.actor import Actor
-from domain.errors import DomainError, NotFound
+from domain.errors import DomainError, NotFound, TooManyKeys
 from domain.keys import ApiKey
 from domain.ledger import LedgerPage
 from domain.policy import NO_POLICY, KeyPolicy
@@ -80,6 +80,10 @@ class Lowrouter(Application[UUID]):
         self.pepper = pepper
         self.clock = clock
         self.access_barrier: Callable[[int], None] = _no_barrier
+        # The cap on an account's live inference keys (None: none) and the read model's count
+        # of them (a port: the key lookup). A rotation is not counted against it.
+        self.max_keys_per_account: int | None = None
+        self.live_key_count: Callable[[UUID], int] = lambda account_id: 0
         self._attempts: dict[UUID, tuple[datetime | None, int]] = {}
         self._attempts_lock = threading.Lock()
 
@@ -169,6 +173,9 @@ class Lowrouter(Application[UUID]):
         actor: Actor,
         policy: KeyPolicy = NO_POLICY,
     ) -> IssuedKey:
+        cap = self.max_keys_per_account
+        if cap is not None and self.live_key_count(account_id) >= cap:
+            raise TooManyKeys(cap)
         token = generate_token(TokenKind.INFERENCE)
         key_id = uuid4()
 
@@ -192,9 +199,14 @@ class Lowrouter(Application[UUID]):
             raise NotFound(f"no key {key_id}")
         return key
 
-    def list_keys(self, account_id: UUID) -> list[ApiKey]:
+    def list_keys(
+        self, account_id: UUID, offset: int = 0, limit: int | None = None
+    ) -> list[ApiKey]:
+        """The account's keys, oldest first; a page of them from `offset` (keys are only ever
+        appended, so an offset is a cursor without gaps or repeats)."""
         account = self.get_account(account_id)
-        return [self.get_key(key_id) for key_id in account.api_key_ids]
+        ids = account.api_key_ids[offset : None if limit is None else offset + limit]
+        return [self.get_key(key_id) for key_id in ids]
 
     def scope_key(
         self, key_id: UUID, scope: Scope, actor: Actor, account_id: UUID | None = None

@@ -314,9 +314,11 @@ class Metering:
         self._tell(lambda: self.observer.reserving(future, request))
         try:
             admission = await asyncio.wait_for(durable(future), self.store_wait)
-        except TimeoutError:
-            # The store is too slow to answer: refuse now rather than hang. The hold may still
-            # land; the release queued behind it (the writer keeps order) undoes it.
+        except (TimeoutError, StoreUnavailable):
+            # The store is down or too slow: refuse now rather than hang. The hold may still
+            # land (or have landed on a connection lost before the commit was acknowledged);
+            # the release queued behind it (the writer keeps order, and retries releases)
+            # undoes it.
             self.spend.release(key.account_id, request_id, "store_unavailable")
             raise StoreUnavailable(
                 "the ledger's store did not answer in time; nothing was charged"

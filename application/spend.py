@@ -68,6 +68,8 @@ class PageView:
     held_today: dict[str, int]
     spent_month: dict[str, int] = field(default_factory=dict)  # by meter (key id)
     held_month: dict[str, int] = field(default_factory=dict)
+    # by meter: (requests, tokens) in the trailing minute, for keys with a per-minute limit
+    minute: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def available(self) -> int:
@@ -241,6 +243,7 @@ class SpendControl:
                 dict(page.held_today),
                 dict(page.spent_month),
                 dict(page.held_month),
+                {meter: page.window(meter, now) for meter in page.windows},
             )
 
         return self._submit(account_id, read, read_only=True)
@@ -463,9 +466,21 @@ class SpendControl:
                 day -= timedelta(days=1)
                 continue
             assert isinstance(page, LedgerPage)
-            return page
+            return self._latest_from(page)
         # An account opened before pages existed has none yet: start one with nothing in it.
         return LedgerPage.open(account_id, today, self.app.clock())
+
+    def _latest_from(self, page: LedgerPage) -> LedgerPage:
+        """The account's open page, starting from `page`: a host whose clock is behind another's
+        around midnight finds its "today" already closed by that host, and writes on the page
+        the closing opened (the next day's), instead of being refused until its midnight."""
+        while page.closed:
+            following: Aggregate = self.app.repository.get(
+                page_id(page.account_id, date.fromisoformat(page.day) + timedelta(days=1))
+            )
+            assert isinstance(following, LedgerPage)
+            page = following
+        return page
 
     def _remember(self, account_id: UUID, page: LedgerPage) -> None:
         self._pages[account_id] = page

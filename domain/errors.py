@@ -78,3 +78,13 @@ class ConcurrencyLimitExceeded(DomainError):
     def __init__(self, limit: int) -> None:
         self.limit = limit
         super().__init__("concurrency limit exceeded")
+
+
+class TooManyKeys(DomainError):
+    """An account already has as many live (not revoked) inference keys as it may."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        super().__init__(
+            f"this account has {cap} live keys, the most it may have: revoke one first"
+        )

@@ -73,9 +73,9 @@ class ParameterNotAllowed(RoutingError):
         allowed = (
             f"provider {_q(provider)} does not allow it (extra_fields in the catalogue)"
             if provider
-            else "it is not a parameter of this API"
+            else "it is not a parameter of this API, or its value is priced beyond the hold"
         )
-        super().__init__(f"unknown parameter {_q(field[:64])}: {allowed}")
+        super().__init__(f"parameter {_q(field[:64])} is not accepted: {allowed}")
 
 
 # The output-cap fields an OpenAI-dialect chat upstream is sent (both, unless the operator

@@ -16,8 +16,10 @@ from sqlalchemy import Engine
 from application.clock import Clock, system_clock
 from application.keys import Lowrouter
 from application.reconcile import reconcile
+from application.retry import retry_transient
 from application.spend import SpendControl
 from infrastructure.database import Database
+from infrastructure.key_uses import create_key_uses_table
 from infrastructure.leadership import ensure_leadership_table
 from infrastructure.liveness import ProcessLease, create_processes_table, live_processes
 from infrastructure.observability.metrics import LedgerMetrics
@@ -35,7 +37,7 @@ from infrastructure.webhooks.vault import create_secrets_table
 from projections import all_projections
 from projections.chain import catch_up_chain
 from projections.holds import stale_holds
-from projections.lookup import KeyLookup
+from projections.lookup import KeyLookup, live_key_count
 from projections.runner import ProjectionFailed, ProjectionRunner
 from projections.webhooks import create_delivery_tables
 
@@ -134,7 +136,9 @@ class Runtime:
                 continue
             last = now
             try:
-                job()
+                # A transient store error (a blip, a failover) is retried here with backoff and
+                # jitter rather than waiting a whole interval; anything else is logged.
+                retry_transient(job, attempts=4, base=0.2)
             except Exception:
                 logging.getLogger(name.replace("-", ".")).exception("%s pass failed", name)
 
@@ -184,6 +188,7 @@ def open_runtime(
                 runner.create_schema()
                 create_delivery_tables(engine)
                 create_secrets_table(engine)
+                create_key_uses_table(engine)
                 create_processes_table(engine)
                 if database is not None:
                     ensure_leadership_table(database)
@@ -192,6 +197,8 @@ def open_runtime(
             database.close()
         raise
     ledger.access_barrier = lambda position: runner.wait_for(position, names=("keys",))
+    ledger.max_keys_per_account = settings.max_keys_per_account or None
+    ledger.live_key_count = lambda account_id: live_key_count(engine, account_id, ledger.clock())
     observer = LedgerMetrics() if settings.metrics else None
     spend = SpendControl(ledger, build_page_lock(settings.database_url, database), observer)
     lookup = build_key_lookup(settings.database_url, database)

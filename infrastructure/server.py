@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from infrastructure.background import start_background_process
 from infrastructure.catalogue import Catalogue, ConfigError, demo_catalogue, load_catalogue
 from infrastructure.http.app import create_app
+from infrastructure.http.protocol import BoundedHttpToolsProtocol
 from infrastructure.observability.logs import configure_logging, logging_config
 from infrastructure.observability.metrics import MULTIPROC_ENV, use_multiprocess_dir
 from infrastructure.runtime import open_runtime
@@ -31,6 +32,7 @@ def app_factory() -> Starlette:
     """Build the app in a worker process, from the environment `serve` prepared."""
     settings = load_settings()
     catalogue = load_catalogue_for(settings)
+    BoundedHttpToolsProtocol.header_timeout = settings.header_timeout_seconds
     return create_app(open_runtime(settings, prepare_schema=False, role="gateway"), catalogue)
 
 
@@ -112,7 +114,9 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
             log_config=logging_config(settings.log_format),
             access_log=False,  # the observability middleware writes the one request line
             loop="auto",
-            http="auto",
+            http=BoundedHttpToolsProtocol,  # header size and slow-header bounds
+            h11_max_incomplete_event_size=settings.max_header_bytes,
+            timeout_keep_alive=5,  # an idle keep-alive connection is closed after 5 s
         )
     finally:
         if background is not None:

@@ -37,6 +37,13 @@ class Settings:
     store_wait_seconds: float = 2.0  # a request waits this long for the store, then gets a 503
     process_lease_seconds: float = 30.0  # a gateway counts as gone this long after its last renewal
     body_timeout_seconds: float = 30.0  # a request body must arrive within this (slow drip)
+    # Failed authentications per client address before a short ban (domain.throttle; 0: off).
+    auth_failure_burst: int = 20
+    auth_ban_seconds: float = 60.0
+    max_keys_per_account: int = 1000  # live inference keys an account may have (0: no cap)
+    # A request's line and headers: at most this many bytes, all within this many seconds.
+    max_header_bytes: int = 64 * 1024
+    header_timeout_seconds: float = 10.0
     # Where the projections, the reconciler and the chain run: "inline" in each app's own threads,
     # or "external" in a process of their own (`lowrouter serve` starts one for its workers).
     background: str = "inline"
@@ -103,6 +110,11 @@ def load_settings(
         process_lease_seconds=_seconds(env, "LOWROUTER_PROCESS_LEASE_SECONDS", 30),
         store_wait_seconds=_seconds(env, "LOWROUTER_STORE_WAIT_SECONDS", 2),
         body_timeout_seconds=float(_int(env, "LOWROUTER_BODY_TIMEOUT_SECONDS", 30)),
+        auth_failure_burst=_int(env, "LOWROUTER_AUTH_FAILURE_BURST", 20),
+        auth_ban_seconds=float(_int(env, "LOWROUTER_AUTH_BAN_SECONDS", 60)),
+        max_keys_per_account=_int(env, "LOWROUTER_MAX_KEYS_PER_ACCOUNT", 1000),
+        max_header_bytes=_int(env, "LOWROUTER_MAX_HEADER_BYTES", 64 * 1024),
+        header_timeout_seconds=float(_int(env, "LOWROUTER_HEADER_TIMEOUT_SECONDS", 10)),
         background=_choice(env, "LOWROUTER_BACKGROUND", BACKGROUND_CHOICES),
         db_pool_size=_int(env, "LOWROUTER_DB_POOL_SIZE", 4),
         database_pooler=_choice(env, "LOWROUTER_DATABASE_POOLER", POOLER_CHOICES),

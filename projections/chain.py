@@ -41,6 +41,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,14 +64,13 @@ from sqlalchemy import (
     select,
     table,
     text,
-    update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql.expression import TableClause
 
-from projections.runner import now_us
+from projections.runner import BUSY_RETRY, claim_position, now_us
 from projections.schema import metadata, positions
 
 NAME = "chain"  # its row in lr_projection_positions
@@ -387,6 +387,8 @@ def catch_up_chain(store: Store, until: int | None = None) -> int:
         chained += count
         if done:
             return chained
+        if not count:  # another process is chaining this batch: look again shortly
+            time.sleep(BUSY_RETRY)
 
 
 def chain_position(engine: Engine) -> int:
@@ -426,12 +428,7 @@ def _well_formed_prefix(
 def _claim_and_chain(engine: Engine, start: int, batch: Sequence[StoredEvent]) -> bool:
     """Chain the batch after `start`, if the chain's position is still `start`."""
     with engine.begin() as conn:
-        claimed = conn.execute(
-            update(positions)
-            .where(positions.c.name == NAME, positions.c.position == start)
-            .values(position=batch[-1].position, updated_us=now_us())
-        ).rowcount
-        if not claimed:
+        if not claim_position(conn, NAME, start, batch[-1].position):
             conn.rollback()
             return False
         conn.execute(insert(chain), _new_links(_digest_at(conn, start), batch))

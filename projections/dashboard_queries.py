@@ -14,7 +14,7 @@ import orjson
 from sqlalchemy import Engine, Select, case, func, select
 
 from projections.refusals import daily_refusals
-from projections.schema import daily_spend, usage
+from projections.schema import daily_spend, keys, usage
 
 FRESH_FOR = ("usage", "forensics", "refusals")  # what the dashboard's pages read
 ALERTING_USAGE_FLAGS = ("over_hold",)  # usage-row flags that are an alert on the overview
@@ -48,6 +48,17 @@ class SpendHistory:
             if day in wanted:
                 totals[model] = totals.get(model, 0) + cost
         return totals
+
+
+def key_meters(engine: Engine, key_ids: Sequence[UUID | str]) -> dict[str, str]:
+    """Each key's meter: the id its limits are kept under in the ledger (its rotation lineage's
+    first key; see domain.ledger), by key id."""
+    wanted = [str(k) for k in key_ids]
+    if not wanted:
+        return {}
+    query = select(keys.c.key_id, keys.c.lineage_id).where(keys.c.key_id.in_(wanted))
+    with engine.connect() as conn:
+        return {str(key): str(lineage or key) for key, lineage in conn.execute(query)}
 
 
 def spend_history(

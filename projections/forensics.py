@@ -9,8 +9,9 @@ The projection reads every completion (LedgerPage.Settled) and keeps, per key:
     agent) it had never used before. A key's first use never raises these (nor does the first
     known address after uses from unknown ones, such as holds the reconciler settled).
   * `spend_spike`: the key's spend on a day went over three times its trailing 7-day daily
-    average. The average is over the 7 days before (or, for a younger key, the days since its
-    first day of spend); a key with no spend in those days has no history and is not flagged.
+    average and reached at least 1 credit (domain.flags.is_spend_spike). The average is over the
+    7 days before (or, for a younger key, the days since its first day of spend); a key with no
+    spend in those days has no history and is not flagged.
   * `over_hold`: an upstream reported usage costing more than the request's hold; the rest was
     served and not charged (subject: the request id; amount: what was not charged).
 - `lr_flag_acknowledgements`: the flags an owner accepted (ApiKey.FlagAcknowledged): a flag
@@ -36,15 +37,21 @@ from sqlalchemy import (
 )
 
 from application.investigation import (  # the value types: names kept importable here
-    SPIKE_FACTOR,
-    TRAILING_DAYS,
     ClientSeen,
     HourSpend,
     KeyInvestigation,
     ModelUse,
     UsageFlag,
 )
-from domain.flags import NEW_ADDRESS, NEW_USER_AGENT, OVER_HOLD, SPEND_SPIKE
+from domain.flags import (
+    NEW_ADDRESS,
+    NEW_USER_AGENT,
+    OVER_HOLD,
+    SPEND_SPIKE,
+    SPIKE_FACTOR,
+    TRAILING_DAYS,
+    is_spend_spike,
+)
 from domain.keys import ApiKey
 from domain.ledger import LedgerPage
 from projections.base import insert_rows
@@ -108,7 +115,7 @@ __all__ = [  # the projection, and the names older callers import from here
 
 class ForensicsProjection:
     name = "forensics"
-    schema_version = 3  # 3: over_hold flags
+    schema_version = 4  # 3: over_hold flags; 4: spend spikes need at least SPIKE_MINIMUM
     tables = (key_clients, key_days, key_flags, flag_acknowledgements)
     topics = (get_topic(LedgerPage.Settled), get_topic(ApiKey.FlagAcknowledged))
 
@@ -265,7 +272,7 @@ class _Batch:
         trailing = state.trailing_average(day)
         if trailing is not None:
             total, span = trailing
-            if spent * span > SPIKE_FACTOR * total:
+            if is_spend_spike(spent, total, span):
                 state.flag(
                     SPEND_SPIKE, day, position, at_us, amount=spent, baseline=total // span, **seen
                 )

@@ -13,13 +13,14 @@ from uuid import UUID
 
 import orjson
 from psycopg.rows import tuple_row
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, or_, select
 
 from application.batching import BatchWorker
 from domain.access import NOT_CHECKED, Access, PublicStatus, key_access
 from domain.policy import NO_POLICY, KeyPolicy
 from domain.scope import Scope
-from projections.schema import from_us, keys
+from domain.tokens import TokenKind
+from projections.schema import from_us, keys, to_us
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,3 +207,20 @@ class GroupLookup:
 
     def close(self) -> None:
         self._worker.close()
+
+
+def live_key_count(engine: Engine, account_id: UUID, now: datetime) -> int:
+    """The account's inference keys neither revoked nor past their rotation grace, for the cap
+    on keys per account. The lookup is current for every command that changed a key."""
+    query = (
+        select(func.count())
+        .select_from(keys)
+        .where(
+            keys.c.account_id == str(account_id),
+            keys.c.kind == TokenKind.INFERENCE.code,
+            keys.c.status != "revoked",
+            or_(keys.c.grace_deadline_us.is_(None), keys.c.grace_deadline_us > to_us(now)),
+        )
+    )
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())

@@ -4,6 +4,9 @@ Every projection has a tracking position (the last notification id it applied). 
 only if the position is still where the batch started (compare-and-set in the same transaction),
 so any number of runners — the one inside each `lowrouter serve`, `lowrouter projections run`, or a
 command waiting for its own change — can work at once without applying an event twice.
+A runner never queues behind another's open batch (the claim skips a locked position row): a
+batch left open by a vanished host holds its row until the server cuts it off, and every runner
+queued behind it would become one more open batch to wait out in turn (see `BUSY_RETRY`).
 
 We read notifications with eventsourcing's recorder and decode them with its mapper, but apply
 them in batches of many events per transaction rather than eventsourcing's ProjectionRunner's one
@@ -33,6 +36,7 @@ ACCESS = "keys"  # the projection access is judged from: its failure stops the g
 RETRY_FAILED = 30.0  # seconds before a failed (non-access) projection is tried again
 MIN_CYCLE = 0.1  # seconds: at most 10 cycles a second, each a batch (see _run)
 STANDBY_INTERVAL = 0.15  # how often a standby runner checks whether it should take over
+BUSY_RETRY = 0.005  # seconds before looking again at a position another runner's batch holds
 
 
 TRANSIENT_ATTEMPTS = 6  # tries of a batch through transient store errors, backing off
@@ -83,6 +87,29 @@ class ProjectionStatus:
 
 def now_us() -> int:
     return time.time_ns() // 1000
+
+
+def claim_position(conn: Connection, name: str, start: int, end: int) -> bool:
+    """In a batch's transaction: move `name`'s position from `start` to `end`, if it is still
+    `start` and no other runner's batch holds its row (that one is skipped, not waited for).
+
+    PostgreSQL: a batch whose runner vanished must not keep the row locked for long: the server
+    ends the transaction after 5 s idle (set here, per transaction, as a transaction-mode pooler
+    allows)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = '5s'")
+    unclaimed = (
+        select(positions.c.name)
+        .where(positions.c.name == name, positions.c.position == start)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    changed = conn.execute(
+        update(positions)
+        .where(positions.c.name == unclaimed)
+        .values(position=end, updated_us=now_us())
+    ).rowcount
+    return bool(changed)
 
 
 class ProjectionRunner:
@@ -186,18 +213,21 @@ class ProjectionRunner:
         names: Iterable[str] | None = None,
         until: int | None = None,
         progress: Callable[[str, int, int], None] | None = None,
+        wait_for_busy: bool = True,
     ) -> int:
         """Apply every event up to the head (or `until`). Returns how many events were applied.
 
         A projection that fails does not hold the others back: each is caught up in turn, and
-        the first failure is raised once all have had their go."""
+        the first failure is raised once all have had their go. A projection whose next batch
+        another runner is applying is waited for (polling its position), or, with
+        `wait_for_busy=False` (the background cycle), left for the next call."""
         applied = 0
         head = self.head()
         stop = head if until is None else min(head, until)
         first_failure: ProjectionFailed | None = None
         for name in list(self.projections) if names is None else names:
             try:
-                applied += self._catch_up_one(name, stop, head, progress)
+                applied += self._catch_up_one(name, stop, head, progress, wait_for_busy)
             except ProjectionFailed as failure:
                 self.failures[name] = failure
                 self._failed_at[name] = time.monotonic()
@@ -212,14 +242,20 @@ class ProjectionRunner:
         stop: int,
         head: int,
         progress: Callable[[str, int, int], None] | None,
+        wait_for_busy: bool = True,
     ) -> int:
         applied = 0
         projection = self.projections[name]
         position = self.position(name)
         while position < stop:
             claimed, position, count = self._apply_next_batch(projection, position, stop)
-            if not claimed:  # another runner moved it: continue from where it is
-                position = self.position(name)
+            if not claimed:  # another runner moved it, or is applying a batch of it right now
+                moved = self.position(name)
+                if moved == position:
+                    if not wait_for_busy:
+                        return applied
+                    time.sleep(BUSY_RETRY)
+                position = moved
             applied += count
             if progress is not None:
                 progress(name, position, head)
@@ -281,19 +317,10 @@ class ProjectionRunner:
             if conn.dialect.name == "postgresql":
                 # A projection is a pure function of the log: after a crash it re-applies from
                 # its durable position, so its commits need not wait for the disk (rows and
-                # position commit or vanish together). A runner whose host vanished mid-batch
-                # must not keep the position row locked: the server ends it after 5 s idle
-                # (set here, per transaction, as a transaction-mode pooler allows).
-                conn.exec_driver_sql(
-                    "SET LOCAL synchronous_commit = off; "
-                    "SET LOCAL idle_in_transaction_session_timeout = '5s'"
-                )
-            claimed = conn.execute(
-                update(positions)
-                .where(positions.c.name == projection.name, positions.c.position == start)
-                .values(position=end, updated_us=now_us())
-            ).rowcount
-            if not claimed:  # another runner applied this batch first
+                # position commit or vanish together).
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+            claimed = claim_position(conn, projection.name, start, end)
+            if not claimed:  # another runner applied this batch first, or is applying it
                 conn.rollback()
                 return False, start, 0
             try:
@@ -451,7 +478,7 @@ class ProjectionRunner:
                 if not self.leading:
                     self._stop.wait(STANDBY_INTERVAL)
                     continue
-                self.catch_up(self._due())
+                self.catch_up(self._due(), wait_for_busy=False)
             except ProjectionFailed as failure:
                 if self.failure is not None:
                     log.critical("%s; the runner has stopped", self.failure)

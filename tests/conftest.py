@@ -174,7 +174,7 @@ def two_gateways(
 # cannot slip into the fast set by mistake. Add a test's fixture or module here rather than
 # marking it by hand.
 
-E2E_DIRECTORIES = ("e2e",)
+E2E_DIRECTORIES = ("e2e", "faults")
 E2E_FIXTURES = {  # fixtures that start a server or a subprocess when the test runs
     "gateway",  # tests/e2e, tests/audit/test_investigate.py: a live gateway
     "start_gateway",

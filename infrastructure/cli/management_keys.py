@@ -12,6 +12,7 @@ from infrastructure.cli.context import Context
 from infrastructure.cli.errors import Refused
 from infrastructure.cli.output import render_record, render_table, when
 from infrastructure.cli.shapes import find_account, show_issued_token
+from infrastructure.key_uses import last_uses
 from infrastructure.views import management_key_json
 from projections.schema import keys
 
@@ -47,10 +48,9 @@ def _account_of(ctx: Context, key_id: UUID) -> UUID:
 
 def management_keys_list(ctx: Context, args: argparse.Namespace) -> None:
     account = find_account(ctx, args.account)
-    views = [
-        management_key_json(key)
-        for key in use_cases.list_management_keys(ctx.runtime.ledger, account.id)
-    ]
+    found = use_cases.list_management_keys(ctx.runtime.ledger, account.id)
+    used = last_uses(ctx.runtime.engine, [key.id for key in found])
+    views = [management_key_json(key, last_used_at=used.get(key.id)) for key in found]
     if ctx.format == "json":
         ctx.json({"data": views})
     else:

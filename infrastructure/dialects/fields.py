@@ -154,6 +154,26 @@ MESSAGES_FIELDS = frozenset(
 )
 
 
+# Documented values that bill beyond the price sheet the hold is sized with (OpenAI's priority
+# processing, Anthropic's fast mode, search surcharges): like an undocumented field, they need the
+# provider's `extra_fields` (the operator prices the model for them).
+SURCHARGED: dict[str, frozenset[Any] | None] = {  # None: any value
+    "service_tier": frozenset({"priority", "scale"}),
+    "speed": frozenset({"fast"}),
+    "web_search_options": None,
+}
+
+
 def fields_beyond(body: Mapping[str, Any], allowed: frozenset[str]) -> frozenset[str]:
-    """The body's fields its API does not document (for the providers' `extra_fields`)."""
-    return frozenset(body) - allowed
+    """The body's fields its API does not document, and those whose value is surcharged (for
+    the providers' `extra_fields`)."""
+    priced = {
+        name
+        for name, values in SURCHARGED.items()
+        if body.get(name) is not None and (values is None or _hashable(body[name]) in values)
+    }
+    return (frozenset(body) - allowed) | priced
+
+
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, str | int | float | bool) else None

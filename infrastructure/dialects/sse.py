@@ -9,6 +9,7 @@ import orjson
 
 MAX_EVENT_BYTES = 16 * 1024 * 1024  # one upstream line; a bigger one is an upstream error
 
+
 class Body(Protocol):
     def aiter_bytes(self) -> AsyncIterator[bytes]: ...
 

@@ -3,6 +3,7 @@ every route shares (authenticate, read a bounded body)."""
 
 import asyncio
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,6 +16,7 @@ from application.durable import durable
 from application.metering import Metering
 from application.retry import StoreUnavailable
 from application.spend import SpendControl
+from domain.throttle import FailureThrottle
 from domain.tokens import TokenKind
 from infrastructure.catalogue import Catalogue
 from infrastructure.http.auth import (
@@ -27,6 +29,7 @@ from infrastructure.http.auth import (
 )
 from infrastructure.http.errors import ApiError
 from infrastructure.http.limits import parse_json, too_large
+from infrastructure.key_uses import KeyUses
 from infrastructure.observability.context import note_key
 from infrastructure.runtime import Runtime
 from infrastructure.upstream import Upstream
@@ -46,10 +49,15 @@ class Gateway:
     max_body_bytes: int
     metering: Metering
     trusted_proxies: tuple[Network, ...] = field(default=())
+    throttle: FailureThrottle = field(default_factory=FailureThrottle)
+    key_uses: KeyUses | None = None  # management keys' last use (infrastructure.key_uses)
 
     def __post_init__(self) -> None:
+        settings = self.runtime.settings
         if not self.trusted_proxies:
-            self.trusted_proxies = trusted_networks(self.runtime.settings.trusted_proxies)
+            self.trusted_proxies = trusted_networks(settings.trusted_proxies)
+        self.throttle = FailureThrottle(settings.auth_failure_burst, ban=settings.auth_ban_seconds)
+        self.key_uses = KeyUses(self.runtime.engine, REFUSED_USE_THREADS)
 
     @property
     def spend(self) -> SpendControl:
@@ -77,6 +85,28 @@ class Gateway:
     ) -> KeyRecord:
         """The key behind the request's bearer token (or the `authorization` value given, e.g.
         built from Anthropic's `x-api-key`), read from the lookup on every request."""
+        client_ip = self.client_ip(request)
+        request.state.client_ip = client_ip
+        address, moment = client_ip or "", time.monotonic()
+        banned = self.throttle.banned_for(address, moment)
+        if banned is not None:
+            raise ApiError(
+                429,
+                "auth_throttled",
+                "Too many failed authentications from your address: try again in "
+                f"{math.ceil(banned)} s.",
+                headers={"retry-after": str(math.ceil(banned))},
+            )
+        try:
+            return await self._authenticate(request, kind, authorization, client_ip)
+        except ApiError as error:
+            if error.status == 401:  # a bad, unknown or dead key: one more failure
+                self.throttle.failed(address, moment)
+            raise
+
+    async def _authenticate(
+        self, request: Request, kind: TokenKind, authorization: str | None, client_ip: str | None
+    ) -> KeyRecord:
         header = authorization or request.headers.get("authorization")
         token, token_hash = presented_token(header, self.runtime.settings.pepper, kind)
         try:
@@ -95,8 +125,6 @@ class Gateway:
                 "stale access. The operator must check `lowrouter projections status`.",
             )
         now = self.clock()
-        client_ip = self.client_ip(request)
-        request.state.client_ip = client_ip
         if record is not None:
             note_key(record.display, record.account_id, client_ip)
         inference = record is not None and record.kind == TokenKind.INFERENCE.code
@@ -109,7 +137,10 @@ class Gateway:
                 client_ip,
                 user_agent,
             )
-        return admitted(record, token, now, client_ip)
+        key = admitted(record, token, now, client_ip)
+        if key.kind == TokenKind.MANAGEMENT.code and self.key_uses is not None:
+            self.key_uses.seen(key.key_id, now)  # at most once a minute: off the event loop
+        return key
 
     async def read_body(self, request: Request) -> bytes:
         limit = self.max_body_bytes

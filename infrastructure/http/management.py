@@ -34,6 +34,7 @@ from domain.errors import (
     InvalidScope,
     KeyRevoked,
     NotFound,
+    TooManyKeys,
     UnknownScopePart,
 )
 from domain.keys import ApiKey
@@ -133,6 +134,8 @@ async def call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise ApiError(422, "invalid_amount", str(error), param="daily_limit") from None
     except KeyRevoked as error:
         raise ApiError(409, "key_revoked", str(error)) from None
+    except TooManyKeys as error:
+        raise ApiError(409, "too_many_keys", str(error)) from None
     except DomainError as error:
         raise ApiError(409, "conflict", str(error)) from None
     except TooMuchContention as error:
@@ -430,11 +433,18 @@ async def create_key(request: Request) -> Response:
 
 
 async def list_keys(request: Request) -> Response:
-    """Every key of the account, revoked ones included, oldest first. Never a token."""
+    """The account's keys, revoked ones included, oldest first, a page at a time (`limit`,
+    `cursor`; `next_cursor` is null on the last page). Never a token."""
     caller = await authenticate(request)
-    check_query(request, frozenset())
-    keys = await call(caller.ledger.list_keys, caller.account_id)
-    return json_response({"data": await render_keys(caller, keys)})
+    check_query(request, frozenset({"limit", "cursor"}))
+    params = request.query_params
+    offset = decode_cursor(params["cursor"]) if params.get("cursor") else 0
+    limit = limit_param(params)
+    keys = await call(caller.ledger.list_keys, caller.account_id, offset, limit + 1)
+    more = len(keys) > limit
+    keys = keys[:limit]
+    next_cursor = encode_cursor(offset + limit) if more else None
+    return json_response({"data": await render_keys(caller, keys), "next_cursor": next_cursor})
 
 
 async def get_key(request: Request) -> Response:

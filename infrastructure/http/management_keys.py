@@ -9,6 +9,7 @@ itself uses is refused while no other active key remains (409).
 from typing import Any
 from uuid import UUID
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -28,6 +29,7 @@ from infrastructure.http.management import (
     read_object,
     wrong_type,
 )
+from infrastructure.key_uses import last_uses
 from infrastructure.views import management_key_json
 
 CREATE_FIELDS = frozenset({"name"})
@@ -83,7 +85,10 @@ async def list_keys(request: Request) -> Response:
     caller, _ = await authenticate(request)
     check_query(request, frozenset())
     found = await checked(use_cases.list_management_keys, caller.ledger, caller.account_id)
-    return json_response({"data": [management_key_json(key) for key in found]})
+    engine = caller.gateway.runtime.engine
+    used = await run_in_threadpool(last_uses, engine, [key.id for key in found])
+    data = [management_key_json(key, last_used_at=used.get(key.id)) for key in found]
+    return json_response({"data": data})
 
 
 async def create_key(request: Request) -> Response:

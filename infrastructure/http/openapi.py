@@ -258,9 +258,15 @@ DOCUMENT: dict[str, Any] = {
         },
         "/api/v1/keys": {
             "get": _op(
-                "Every key of the account (never a token)",
-                _object({"data": {"type": "array", "items": KEY}}),
+                "The account's keys, oldest first, a page at a time (never a token)",
+                _object(
+                    {
+                        "data": {"type": "array", "items": KEY},
+                        "next_cursor": {"type": "string", "nullable": True},
+                    }
+                ),
                 security=MANAGEMENT,
+                parameters=PAGE_QUERY[3:],  # limit and cursor
             ),
             "post": _op(
                 "Create a key; the only response that carries its token",

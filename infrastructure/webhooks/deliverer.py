@@ -2,8 +2,10 @@
 
 It runs in the background process beside the projections and the reconciler, on an asyncio
 loop of its own thread, so neither a slow endpoint nor a burst of messages touches the gateway's
-request loops or the ledger. Each endpoint has at most PER_ENDPOINT messages in flight and each
-attempt a short timeout, so one slow endpoint holds up only its own messages.
+request loops or the ledger; like them, it works only while its process leads (one background
+runner per database: infrastructure.leadership) and stands by otherwise. Each endpoint has at
+most PER_ENDPOINT messages in flight and each attempt a short timeout, so one slow endpoint
+holds up only its own messages.
 
 At least once, never invented: a message is claimed with a lease in the database before it is
 sent; a deliverer that dies mid-send leaves the lease to expire and another (or the restarted
@@ -92,8 +94,10 @@ class Deliverer:
         vault: SecretVault,
         config: DeliveryConfig = DeliveryConfig(),
         now_us: Callable[[], int] = _now_us,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.engine = engine
+        self.leading = leading
         self.vault = vault
         self.config = config
         self.now_us = now_us
@@ -121,7 +125,7 @@ class Deliverer:
         async with self.session() as session:
             while not self._stop.is_set():
                 try:
-                    await self.send_due(session)
+                    await self.deliver_pass(session)
                 except Exception:  # a database hiccup: try again on the next pass
                     log.exception("webhook delivery pass failed")
                 await asyncio.sleep(self.config.poll_interval)
@@ -141,6 +145,14 @@ class Deliverer:
         )
 
     # One pass -----------------------------------------------------------------------------
+
+    async def deliver_pass(self, session: aiohttp.ClientSession) -> int:
+        """One pass of the background loop: send what is due if this process leads. (Several
+        deliverers at once would still send each message once per attempt, by its lease; one
+        leader keeps the database work and the outgoing connections in one process.)"""
+        if not self.leading():
+            return 0
+        return await self.send_due(session)
 
     async def send_due(self, session: aiohttp.ClientSession) -> int:
         """Claim what is due and start sending it; returns how many sends were started."""

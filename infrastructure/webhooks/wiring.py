@@ -40,5 +40,16 @@ def delivery_config(runtime: "Runtime") -> DeliveryConfig:
     )
 
 
+def deliverer_for(runtime: "Runtime") -> Deliverer:
+    """The background process's deliverer: it sends while the process leads the background
+    work (the projection runner's leadership), as the reconciler and the chain do."""
+    return Deliverer(
+        runtime.engine,
+        vault(runtime),
+        delivery_config(runtime),
+        leading=lambda: runtime.projections.leading,
+    )
+
+
 def start_deliverer(runtime: "Runtime") -> Deliverer:
-    return Deliverer(runtime.engine, vault(runtime), delivery_config(runtime)).start()
+    return deliverer_for(runtime).start()

@@ -177,6 +177,15 @@ def test_spikes_need_history_and_a_young_key_averages_over_its_days(clocked: Any
     use(runtime, account, young, 1)
     assert flags_of(runtime, young) == [("spend_spike", utc_day(clock()).isoformat())]
 
+    small = new_key(runtime, account, "small")  # 0.01 credits a day, then 0.5: not an alert
+    for _ in range(7):
+        use(runtime, account, small, CREDIT // 100)
+        clock.days(1)
+    use(runtime, account, small, CREDIT // 2)
+    assert flags_of(runtime, small) == []
+    use(runtime, account, small, CREDIT // 2)  # one credit: now it is
+    assert flags_of(runtime, small) == [("spend_spike", utc_day(clock()).isoformat())]
+
     dormant = new_key(runtime, account, "dormant")
     use(runtime, account, dormant, CREDIT)
     clock.days(8)  # nothing in the trailing 7 days: no history to compare with
@@ -266,7 +275,8 @@ class Model:
         trailing = sum(
             self.spend.get((key, day - timedelta(days=n)), 0) for n in range(1, span + 1)
         )
-        if span and trailing and self.spend[(key, day)] * span > 3 * trailing:
+        spent = self.spend[(key, day)]
+        if span and trailing and spent >= CREDIT and spent * span > 3 * trailing:
             self.flags.add((str(key), "spend_spike", day.isoformat()))
 
 

@@ -153,3 +153,39 @@ def test_the_key_policy_shows_on_the_keys_page_and_as_headroom_and_alerts(dash: 
     assert "batch-job" in overview and "expires 2026-03-05 09:30 UTC" in overview
     history = browser.get(f"/dashboard/keys/{key}/history").text
     assert "Policy changed" in history and "from 203.0.113.0/24" in history
+
+
+def test_per_minute_limits_show_their_headroom_in_the_trailing_minute(dash: Dash) -> None:
+    from domain.policy import KeyPolicy
+    from tests.dashboard.conftest import OPERATOR
+
+    account = dash.open_account()
+    ledger, spend = dash.runtime.ledger, dash.runtime.spend
+    policy = KeyPolicy(requests_per_minute=10, tokens_per_minute=1000)
+    first = ledger.create_key(account.id, "paced", Scope(), OPERATOR, policy).key.id
+    # Rotated with a grace: both keys live, and the successor shares its lineage's minute.
+    successor = ledger.rotate_key(first, OPERATOR, grace=timedelta(hours=1)).key.id
+    for n, key in enumerate([first, first, successor]):
+        spend.admit(
+            account.id,
+            f"req-{n}",
+            key,
+            "lowrouter/echo",
+            1,
+            None,
+            policy=policy,
+            tokens=150,
+            meter=str(first),  # the lineage's meter, as metering does
+        ).result(timeout=10)
+    browser = dash.browser().signed_in(account.management_key)
+
+    overview = browser.get("/dashboard/overview").text
+    headroom = overview.split('id="headroom-heading"', 1)[1].split("</section>", 1)[0]
+    assert headroom.count("3 of 10 requests in the last minute (30%)") == 2  # each live key
+    assert headroom.count("450 of 1000 tokens in the last minute (45%)") == 2
+    assert 'aria-label="Requests a minute used by paced"' in headroom
+
+    dash.clock.advance(timedelta(seconds=61))  # the minute has passed
+    later = browser.get("/dashboard/overview").text
+    assert "0 of 10 requests in the last minute (0%)" in later
+    assert "3 of 10 requests" not in later

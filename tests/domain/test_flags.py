@@ -1,14 +1,27 @@
 """Acknowledging an unexpected-usage flag on a key: a past-tense event, once per flag, for a
-known kind of flag only; a revoked key's flags can be acknowledged (book-keeping, not access)."""
+known kind of flag only; a revoked key's flags can be acknowledged (book-keeping, not access).
+And the spend-spike rule: over three times the trailing daily average, and at least 1 credit."""
 
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from domain.actor import Actor
-from domain.flags import FLAG_KINDS, NEW_ADDRESS, SPEND_SPIKE, InvalidFlag, check_flag
+from domain.flags import (
+    FLAG_KINDS,
+    NEW_ADDRESS,
+    SPEND_SPIKE,
+    SPIKE_FACTOR,
+    SPIKE_MINIMUM,
+    InvalidFlag,
+    check_flag,
+    is_spend_spike,
+)
 from domain.keys import ApiKey
+from domain.money import MICRO
 from domain.scope import Scope
 
 OWNER = Actor("dashboard", "session of lr-mk-AbCd…wXyZ", "203.0.113.5")
@@ -77,3 +90,45 @@ def test_every_kind_the_projection_raises_is_known_to_the_domain() -> None:
     }
     assert raised == set(FLAG_KINDS)
     assert all(check_flag(kind, "s") == (kind, "s") for kind in FLAG_KINDS)
+
+
+# The spend-spike rule -------------------------------------------------------------------------
+
+amounts = st.integers(0, 10**12)  # micro-credits
+days = st.integers(1, 7)
+
+
+def test_a_spike_is_over_three_times_the_average_and_at_least_one_credit() -> None:
+    assert SPIKE_MINIMUM == MICRO
+    assert is_spend_spike(3 * MICRO + 1, 7 * MICRO, 7)  # average 1 credit a day
+    assert not is_spend_spike(3 * MICRO, 7 * MICRO, 7)  # exactly three times: not over
+    assert not is_spend_spike(MICRO - 1, 7, 7)  # 0.999999 against an average of 0.000001
+    assert is_spend_spike(MICRO, 7, 7)  # one credit against the same small history
+    assert not is_spend_spike(10 * MICRO, 0, 7)  # no spend in the trailing days: no history
+    assert not is_spend_spike(10 * MICRO, MICRO, 0)
+
+
+@given(spent=st.integers(0, SPIKE_MINIMUM - 1), total=amounts, span=days)
+def test_a_day_below_the_minimum_never_flags_whatever_the_history(
+    spent: int, total: int, span: int
+) -> None:
+    assert not is_spend_spike(spent, total, span)
+
+
+@given(spent=amounts, more=amounts, total=amounts, span=days)
+def test_spending_more_on_the_day_never_undoes_a_spike(
+    spent: int, more: int, total: int, span: int
+) -> None:
+    if is_spend_spike(spent, total, span):
+        assert is_spend_spike(spent + more, total, span)
+
+
+@given(spent=st.integers(SPIKE_MINIMUM, 10**12), total=st.integers(1, 10**12), span=days)
+def test_from_the_minimum_on_a_spike_is_exactly_over_the_factor_times_the_average(
+    spent: int, total: int, span: int
+) -> None:
+    average = total / span
+    if spent > SPIKE_FACTOR * average * (1 + 1e-9):
+        assert is_spend_spike(spent, total, span)
+    elif spent < SPIKE_FACTOR * average * (1 - 1e-9):
+        assert not is_spend_spike(spent, total, span)

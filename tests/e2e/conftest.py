@@ -371,6 +371,9 @@ def _gateways(
             {
                 "LOWROUTER_TOKEN_PEPPER": PEPPER,
                 "LOWROUTER_DATA_DIR": str(directory),
+                # One session's gateway answers every e2e test's deliberate 401s from 127.0.0.1:
+                # the throttle is tested on a gateway of its own (tests/security/test_throttle.py).
+                "LOWROUTER_AUTH_FAILURE_BURST": "100000",
                 **config.env,
             },
             database_url=database_url,

@@ -38,12 +38,15 @@ def test_daily_limit_refuses_with_429_once_the_worst_case_no_longer_fits(
     # Learn the worst case (the hold) of this request from a first one on another key.
     probe = post(gateway, gateway.token)
     assert probe.status_code == 200, probe.text
-    hold = gateway.usage_row(probe.headers["x-request-id"]).held
+    row = gateway.usage_row(probe.headers["x-request-id"])
+    hold, cost = row.held, row.cost
     n = 3
     limit = n * hold
     key_id, token = gateway.create_key(Scope(daily_limit=limit), name="limited")
 
-    responses = [post(gateway, token) for _ in range(3 * n)]
+    # Served while the spend so far plus one more hold fits: at most this many, then refused.
+    most = (limit - hold) // cost + 1
+    responses = [post(gateway, token) for _ in range(most + 2)]
 
     statuses = [r.status_code for r in responses]
     served = statuses.count(200)

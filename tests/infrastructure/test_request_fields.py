@@ -27,6 +27,7 @@ from infrastructure.dialects.fields import (
     EMBEDDINGS_FIELDS,
     MESSAGES_FIELDS,
     RESPONSES_FIELDS,
+    fields_beyond,
 )
 from infrastructure.dialects.openai import ChatPassthrough, ResponsesPassthrough
 
@@ -162,3 +163,13 @@ def test_the_catalogue_reads_extra_fields_and_output_cap_fields(tmp_path: Path) 
 def test_bad_field_lists_are_configuration_errors(tmp_path: Path, lines: str) -> None:
     with pytest.raises(ConfigError, match=r'providers\."vllm"'):
         catalogue_with(tmp_path, lines)
+
+
+def test_surcharged_values_need_the_providers_allowance() -> None:
+    assert fields_beyond({"model": "m", "service_tier": "auto"}, CHAT_FIELDS) == frozenset()
+    assert fields_beyond({"service_tier": "priority"}, CHAT_FIELDS) == {"service_tier"}
+    assert fields_beyond({"web_search_options": {}}, CHAT_FIELDS) == {"web_search_options"}
+    assert fields_beyond({"speed": "fast", "top_k": 3}, MESSAGES_FIELDS) == {"speed"}
+    assert fields_beyond({"service_tier": ["odd"]}, CHAT_FIELDS) == frozenset()
+    allows = Provider("p", "http://x/v1", "", "us", extra_fields=frozenset({"service_tier"}))
+    check_extra_fields([(ENTRY, allows)], {"service_tier"})

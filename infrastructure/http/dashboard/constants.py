@@ -29,6 +29,7 @@ NAV = [
     ("keys", "Keys", "/keys"),
     ("usage", "Usage", "/usage"),
     ("webhooks", "Webhooks", "/webhooks"),
+    ("management-keys", "Management keys", "/management-keys"),
 ]
 
 SECURITY_HEADERS = {

@@ -18,7 +18,7 @@ from infrastructure.http.dashboard.rows import flag_text, when
 from infrastructure.http.dashboard.sessions import signed_in
 from infrastructure.http.dashboard.state import Dashboard
 from infrastructure.http.gateway import durable
-from projections.dashboard_queries import SpendHistory, spend_history
+from projections.dashboard_queries import SpendHistory, key_meters, spend_history
 from projections.forensics import UsageFlag, flags_for_keys
 
 TOP_KEYS = 5  # the keys closest to a limit shown on the overview
@@ -113,12 +113,36 @@ def headroom(
     spent_today: dict[str, int],
     held_today: dict[str, int],
     spent_month: dict[str, int],
+    minute: dict[str, tuple[int, int]] | None = None,
+    meters: dict[str, str] | None = None,
 ) -> list[Headroom]:
-    """Each limit of each key (daily; monthly), the closest to its limit first. Today's figure
-    counts holds of requests in flight, as the limit does."""
+    """Each limit of each key (daily, monthly, requests and tokens a minute), the closest to
+    its limit first. Today's figure counts holds of requests in flight, as the limit does; the
+    per-minute figures are the ledger's trailing minute, kept under the key's meter (shared by
+    a rotated key's successor)."""
     found: list[Headroom] = []
     for key in keys:
         key_id = str(key.id)
+        requests, tokens = (minute or {}).get((meters or {}).get(key_id, key_id), (0, 0))
+        for limit_name, limit, used, unit in (
+            ("Requests a minute", key.policy.requests_per_minute, requests, "request"),
+            ("Tokens a minute", key.policy.tokens_per_minute, tokens, "token"),
+        ):
+            if limit is None:
+                continue
+            percent = min(100, round(100 * used / limit))
+            found.append(
+                Headroom(
+                    key_id=key_id,
+                    name=key.name,
+                    display=key.display,
+                    limit_name=limit_name,
+                    used=str(used),
+                    limit=str(limit),
+                    percent=percent,
+                    text=f"{used} of {plural(limit, unit)} in the last minute ({percent}%)",
+                )
+            )
         limits = [
             (
                 "Daily limit",
@@ -168,6 +192,7 @@ async def overview_page(request: Request, dashboard: Dashboard) -> Response:
         spend_history, runtime.engine, session.account_id, key_ids, first_day
     )
     flags = await run_in_threadpool(flags_for_keys, runtime.engine, key_ids)
+    meters = await run_in_threadpool(key_meters, runtime.engine, key_ids)
     live = [key for key in api_keys if key.status_at(now) != "revoked"]
     names = {str(k.id): (k.name, k.display) for k in api_keys}
     models = {model: (model, "") for model, _day in history.by_model_day}
@@ -194,7 +219,14 @@ async def overview_page(request: Request, dashboard: Dashboard) -> Response:
             "refused": sum(n for (d, _), n in history.refusals.items() if d >= days[0]),
         },
         refusal_reasons=refusal_reasons(history),
-        headroom=headroom(live, view.spent_today, view.held_today, history.by_key(month)),
+        headroom=headroom(
+            live,
+            view.spent_today,
+            view.held_today,
+            history.by_key(month),
+            view.minute,
+            meters,
+        ),
         alerts=alerts(api_keys, flags, history, now),
         today=today.isoformat(),
         month=f"{today:%B %Y}",

@@ -19,6 +19,12 @@ from infrastructure.http.dashboard.key_pages import (
     rotate_key,
     scope_key,
 )
+from infrastructure.http.dashboard.management_key_pages import (
+    issue_management_key,
+    management_keys_page,
+    revoke_management_key,
+    rotate_management_key,
+)
 from infrastructure.http.dashboard.overview import overview_page
 from infrastructure.http.dashboard.rendering import page, render
 from infrastructure.http.dashboard.signin import home, sign_in, sign_in_form, sign_out
@@ -68,6 +74,10 @@ _pages: list[BaseRoute] = [
     Route("/webhooks/{webhook_id}/remove", page(remove_webhook), methods=["POST"]),
     Route("/webhooks/{webhook_id}/deliveries", page(deliveries_page), methods=["GET"]),
     Route("/usage.csv", page(usage_csv), methods=["GET"]),
+    Route("/management-keys", page(management_keys_page), methods=["GET"]),
+    Route("/management-keys", page(issue_management_key), methods=["POST"]),
+    Route("/management-keys/{key_id}/rotate", page(rotate_management_key), methods=["GET", "POST"]),
+    Route("/management-keys/{key_id}/revoke", page(revoke_management_key), methods=["GET", "POST"]),
     Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="dashboard-static"),
 ]
 

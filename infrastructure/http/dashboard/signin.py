@@ -2,6 +2,7 @@
 
 import hmac
 import secrets
+import time
 
 from itsdangerous import BadSignature
 from starlette.concurrency import run_in_threadpool
@@ -29,6 +30,7 @@ from infrastructure.http.dashboard.sessions import (
 )
 from infrastructure.http.dashboard.state import Dashboard
 from infrastructure.http.errors import ApiError
+from infrastructure.observability.context import note_error
 from projections.lookup import find_key
 
 # --- sign-in and sign-out ------------------------------------------------------------------------
@@ -104,6 +106,13 @@ async def sign_in(request: Request, dashboard: Dashboard) -> Response:
         return sign_in_page(request, dashboard, 401, "Paste a management key (lr-mk-…).")
     runtime = dashboard.gateway.runtime
     engine, pepper = runtime.engine, runtime.settings.pepper
+    # Guessing management keys here is throttled like the API's failed authentications.
+    throttle = dashboard.gateway.throttle
+    address, moment = dashboard.gateway.client_ip(request) or "", time.monotonic()
+    if throttle.banned_for(address, moment) is not None:
+        note_error(429, "auth_throttled")
+        message = "Too many failed sign-ins from your address: try again in a minute."
+        return sign_in_page(request, dashboard, 429, message)
     try:
         record = await run_in_threadpool(
             authenticate,
@@ -114,6 +123,7 @@ async def sign_in(request: Request, dashboard: Dashboard) -> Response:
             TokenKind.MANAGEMENT,
         )
     except ApiError as error:
+        throttle.failed(address, moment)
         return sign_in_page(request, dashboard, 401, error.message)
     session_id = secrets.token_urlsafe(32)
     await run_in_threadpool(

@@ -3,19 +3,24 @@ right edge (`scrollWidth <= innerWidth`), axe-core finds no serious or critical 
 violation, and a screenshot of each is saved in tests/artifacts/layout/.
 
 The account is seeded with what makes pages wide: long key names, many models, a key with
-unexpected usage, refusals, a rotated and a revoked key.
+unexpected usage, refusals, a rotated and a revoked key, management keys (one rotating), and a
+webhook with delivered and failed attempts.
 """
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from application import management_keys
 from domain.money import parse_credits
 from domain.policy import NO_POLICY, KeyPolicy
 from domain.scope import Scope
 from domain.usage import Usage
 from infrastructure.catalogue import DEMO_MODEL
+from infrastructure.webhooks.wiring import deliverer_for
+from projections.webhooks import deliveries_of_endpoint
 from tests.dashboard.browser.conftest import ARTIFACTS, OPERATOR, Chromium, Live
 
 VIEWPORTS = {"laptop": (1280, 900), "phone": (390, 844)}
@@ -40,7 +45,17 @@ def seed(live: Live) -> dict[str, UUID]:
         monthly_limit=parse_credits("150"),
     )
 
-    keys = {
+    webhooks = live.runtime.webhooks
+    webhooks.check_target = lambda url: None  # no DNS here: the URL is never called
+    keys: dict[str, UUID] = {
+        "webhook": webhooks.add(
+            account,
+            "https://hooks.example.com/lowrouter/production/alerts-and-key-lifecycle-events",
+            ["key.created", "key.revoked", "key.leaked", "credits.low"],
+            OPERATOR,
+        ).endpoint.id
+    }
+    keys |= {
         "prod": key("prod-server", Scope((DEMO_MODEL,), "local", parse_credits("5")), policy),
         "long": key("staging-cluster-eu-west-1-batch-summariser-nightly-jobs"),
         "dev": key("local-dev", Scope(daily_limit=parse_credits("1"))),
@@ -75,8 +90,26 @@ def seed(live: Live) -> dict[str, UUID]:
             ),
         ).result(timeout=10)
     spend.record_refusal(account, keys["dev"], "daily_limit_exceeded")
+    ci = management_keys.issue_management_key(ledger, account, OPERATOR, "ci deploys (github)")
+    keys["mk"] = management_keys.rotate_management_key(
+        ledger, account, ci.key.id, OPERATOR, timedelta(days=2)
+    ).key.id
     live.runtime.projections.catch_up()
+    record_deliveries(live, keys["webhook"])
     return keys
+
+
+def record_deliveries(live: Live, endpoint_id: UUID) -> None:
+    """The live server's deliverer tries each message (hooks.example.com does not resolve here:
+    each first attempt fails); then a retry of some is recorded as delivered, as the deliverer
+    records one."""
+    engine, deliverer = live.runtime.engine, deliverer_for(live.runtime)
+    deadline = time.monotonic() + 20
+    while len(tried := [d for d in deliveries_of_endpoint(engine, endpoint_id) if d.attempt]) < 3:
+        assert time.monotonic() < deadline, "the deliverer made no attempt"
+        time.sleep(0.1)
+    for attempt in tried[:2]:
+        deliverer.record(attempt.event_id, str(endpoint_id), 200, None)
 
 
 def check(page: Any, name: str, width: int, axe_source: str, problems: list[str]) -> None:
@@ -119,6 +152,10 @@ def test_every_page_fits_a_laptop_and_a_phone_and_passes_axe(
             f"/usage?key={keys['prod']}&status=ok&api=chat.completions&since=2020-01-01"
         ),
         "webhooks": "/webhooks",
+        "deliveries": f"/webhooks/{keys['webhook']}/deliveries",
+        "management-keys": "/management-keys",
+        "management-key-rotate": f"/management-keys/{keys['mk']}/rotate",
+        "management-key-revoke": f"/management-keys/{keys['mk']}/revoke",
         "not-found": f"/keys/{uuid.UUID(int=0)}/history",
     }
     problems: list[str] = []
@@ -154,5 +191,9 @@ def test_every_page_fits_a_laptop_and_a_phone_and_passes_axe(
         page.get_by_label("Name", exact=True).fill(f"ci-runner-{device}")
         page.get_by_role("button", name="Create").click()
         check(page, f"token-{device}", width, axe_source, problems)
+        page.goto(f"{base}/management-keys")
+        page.get_by_label("Name", exact=True).fill(f"owner-laptop-{device}")
+        page.get_by_role("button", name="Issue").click()
+        check(page, f"management-key-token-{device}", width, axe_source, problems)
         context.close()
     assert problems == [], "\n".join(problems)

@@ -1,0 +1,114 @@
+"""The faults suite's harness: an in-process gateway (a real uvicorn in a thread) on a store the
+test chooses, in front of the fake upstream, with short deadlines; and a client that records
+what each request was told it cost."""
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from domain.actor import Actor
+from domain.scope import Scope
+from infrastructure.catalogue import load_catalogue
+from infrastructure.http.app import create_app
+from infrastructure.runtime import Runtime, open_runtime
+from infrastructure.settings import load_settings
+from tests.fake_upstream import FakeUpstream, fake_environ, write_catalogue
+from tests.support.servers import LiveServer
+from tests.support.stores import PEPPER
+
+OPERATOR = Actor("operator", "faults")
+CREDITS = 10**9
+HELLO = [{"role": "user", "content": "tell me a story"}]
+SHORT_DEADLINES = {
+    "LOWROUTER_HOLD_TIMEOUT_SECONDS": "0.3",
+    "LOWROUTER_UPSTREAM_IDLE_SECONDS": "0.5",
+    "LOWROUTER_MAX_REQUEST_SECONDS": "3",
+    "LOWROUTER_UPSTREAM_TIMEOUT_SECONDS": "3",
+    "LOWROUTER_STORE_WAIT_SECONDS": "0.5",
+}
+
+
+def micro(amount: Any) -> int:
+    return int(Decimal(str(amount)) * 1_000_000)
+
+
+@dataclass
+class Gateway:
+    url: str
+    runtime: Runtime
+    token: str
+    account_id: Any
+    told: dict[str, int] = field(default_factory=dict)  # request id -> the cost it was told
+    statuses: dict[str, int] = field(default_factory=dict)  # request id -> HTTP status
+    refused: set[str] = field(default_factory=set)  # 503 store_unavailable: nothing charged
+
+    @property
+    def api(self) -> str:
+        return self.url + "/api/v1/chat/completions"
+
+    def body(self, model: str, stream: bool) -> dict[str, Any]:
+        return {"model": model, "messages": HELLO, "stream": stream, "max_tokens": 50}
+
+    def call(self, client: httpx.Client, model: str, stream: bool = False) -> int:
+        """One request; records what it was told. Returns the HTTP status."""
+        headers = {"Authorization": f"Bearer {self.token}"}
+        with client.stream("POST", self.api, json=self.body(model, stream), headers=headers) as r:
+            request_id = r.headers["x-request-id"]
+            self.statuses[request_id] = r.status_code
+            if r.status_code == 503:
+                r.read()
+                assert r.json()["error"]["code"] == "store_unavailable", r.text
+                assert r.headers["retry-after"]
+                self.refused.add(request_id)  # refused before the upstream: no hold kept
+                return 503
+            if r.status_code != 200:
+                r.read()
+                self.told[request_id] = 0  # an error answer: "you were not charged"
+                return r.status_code
+            if not stream:
+                self.told[request_id] = micro(r.headers["x-lowrouter-cost"])
+                return 200
+            usage = None
+            for line in r.iter_lines():
+                if line.startswith("data:") and line[5:].strip() != "[DONE]":
+                    chunk = json.loads(line[5:])
+                    if isinstance(chunk, dict) and chunk.get("usage"):
+                        usage = chunk["usage"]
+            assert usage is not None, f"{request_id}: a stream without its final usage chunk"
+            self.told[request_id] = micro(usage["cost"])
+            return 200
+
+
+@contextmanager
+def running_gateway(
+    database_url: str,
+    tmp_path: Path,
+    upstream: FakeUpstream,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Gateway]:
+    settings = load_settings(
+        {
+            "LOWROUTER_TOKEN_PEPPER": PEPPER,
+            "LOWROUTER_DATA_DIR": str(tmp_path),
+            **SHORT_DEADLINES,
+            **(env or {}),
+        },
+        database_url=database_url,
+    )
+    runtime = open_runtime(settings)
+    catalogue = write_catalogue(tmp_path / "lowrouter.toml", upstream.base_url)
+    opened = runtime.ledger.open_account("faults", OPERATOR, credits=CREDITS)
+    token = runtime.ledger.create_key(opened.account.id, "k", Scope(), OPERATOR).token.value
+    app = create_app(runtime, load_catalogue(catalogue, fake_environ()), run_background=False)
+    server = LiveServer(app)
+    url = server.start()
+    try:
+        yield Gateway(url, runtime, token, opened.account.id)
+    finally:
+        server.stop()  # the app's lifespan closes the runtime
