@@ -50,7 +50,13 @@ def wait_for(condition, timeout: float = 15.0) -> bool:  # type: ignore[no-untyp
 @pytest.fixture
 def worker_and_background(postgres_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """One gateway worker (LOWROUTER_BACKGROUND=external) and one background process."""
-    extra = {"LOWROUTER_BACKGROUND": "external", "LOWROUTER_DB_POOL_SIZE": str(POOL_SIZE)}
+    extra = {
+        "LOWROUTER_BACKGROUND": "external",
+        "LOWROUTER_DB_POOL_SIZE": str(POOL_SIZE),
+        # 600 requests queue for POOL_SIZE connections: on a busy 2-core machine a wait can
+        # pass the 2 s default and answer 503 store_unavailable, which is not what this counts
+        "LOWROUTER_STORE_WAIT_SECONDS": "60",
+    }
     port = free_port()
     worker = start_gateway(postgres_url, port, tmp_path, extra)
     background = subprocess.Popen(

@@ -72,6 +72,9 @@ def _host_environment(database_url: str, data_dir: Path, extra: dict[str, str]) 
         "LOWROUTER_HOLD_TIMEOUT_SECONDS": str(HOLD_TIMEOUT),
         "LOWROUTER_RECONCILE_INTERVAL_SECONDS": "1",
         "LOWROUTER_PROCESS_LEASE_SECONDS": "1",  # a dead host's holds are ownerless soon
+        # concurrent load on a busy 2-core machine can wait past the 2 s default for the store
+        # (503 store_unavailable); these promises are about limits and revocation, not outages
+        "LOWROUTER_STORE_WAIT_SECONDS": "60",
     }
 
 
