@@ -72,13 +72,15 @@ def test_the_hold_is_durable_before_the_upstream_sees_the_request(
     apis: LiveGateway, upstream: FakeUpstream, call: ApiCall
 ) -> None:
     upstream.slow_seconds = 0.3
-    holds_seen: list[list[object]] = []
+    held_seen: list[int] = []
 
     def watch() -> None:  # when the upstream has the request, the hold must already be there
         deadline = time.monotonic() + 10
         while not upstream.requests and time.monotonic() < deadline:
             time.sleep(0.01)
-        holds_seen.append(apis.open_holds())
+        # the ledger page itself (durable), not the holds projection, which may catch up only
+        # after the answer on a busy machine
+        held_seen.append(apis.page().held)
 
     watcher = threading.Thread(target=watch)
     watcher.start()
@@ -87,8 +89,7 @@ def test_the_hold_is_durable_before_the_upstream_sees_the_request(
 
     assert response.status_code == 200, response.text
     row = apis.usage_row(response.headers["x-request-id"])
-    [held] = holds_seen[0]
-    assert held.request_id == row.request_id and held.amount == row.held >= row.cost > 0
+    assert held_seen == [row.held] and row.held >= row.cost > 0
     assert apis.open_holds() == []
 
 
