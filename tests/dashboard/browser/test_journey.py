@@ -18,7 +18,8 @@ from tests.dashboard.browser.conftest import ARTIFACTS, Chromium, Live
 
 
 def nav(page: Any, name: str) -> None:
-    page.get_by_role("navigation", name="Dashboard").get_by_role("link", name=name).click()
+    nav_bar = page.get_by_role("navigation", name="Dashboard")
+    nav_bar.get_by_role("link", name=name, exact=True).click()  # "Keys", not "Management keys"
 
 
 def act(page: Any, key_name: str, action: str, scope: Any = None) -> None:
