@@ -19,7 +19,14 @@ from infrastructure.http.dashboard.forms import (
     scope_changes,
 )
 from infrastructure.http.dashboard.money import money
-from infrastructure.http.dashboard.rendering import Refusal, call, not_found, render, see_other
+from infrastructure.http.dashboard.rendering import (
+    Refusal,
+    call,
+    never_cached,
+    not_found,
+    render,
+    see_other,
+)
 from infrastructure.http.dashboard.rows import KeyRow, key_row, when
 from infrastructure.http.dashboard.sessions import new_form_id, posted, signed_in, use_form_once
 from infrastructure.http.dashboard.state import Dashboard
@@ -171,9 +178,7 @@ def token_page(
             rotated_from and rotated_from.grace_deadline and rotated_from.grace_deadline > now
         ),
     )
-    response.headers["Cache-Control"] = "no-store, max-age=0"
-    response.headers["Pragma"] = "no-cache"
-    return response
+    return never_cached(response)
 
 
 async def scope_key(request: Request, dashboard: Dashboard) -> Response:

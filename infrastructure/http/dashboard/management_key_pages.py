@@ -11,7 +11,13 @@ from starlette.responses import Response
 from application import management_keys as use_cases
 from application.management_keys import IssuedManagementKey, ManagementKey
 from domain.accounts import DEFAULT_MANAGEMENT_KEY_NAME, MAX_MANAGEMENT_GRACE
-from infrastructure.http.dashboard.rendering import Refusal, call, render, see_other
+from infrastructure.http.dashboard.rendering import (
+    Refusal,
+    call,
+    never_cached,
+    render,
+    see_other,
+)
 from infrastructure.http.dashboard.rows import when
 from infrastructure.http.dashboard.sessions import new_form_id, posted, signed_in, use_form_once
 from infrastructure.http.dashboard.state import Dashboard
@@ -123,9 +129,7 @@ def token_page(
         token=issued.token.value,
         old=row(rotated_from, session) if rotated_from else None,
     )
-    response.headers["Cache-Control"] = "no-store, max-age=0"
-    response.headers["Pragma"] = "no-cache"
-    return response
+    return never_cached(response)
 
 
 async def rotate_management_key(request: Request, dashboard: Dashboard) -> Response:
@@ -140,7 +144,10 @@ async def rotate_management_key(request: Request, dashboard: Dashboard) -> Respo
     text = form.get("grace_seconds", "0").strip() or "0"
     grace = whole_number(text, 7)
     if grace is None or grace > MAX_GRACE_SECONDS:
-        error = f"Enter a whole number of seconds from 0 to {MAX_GRACE_SECONDS} (30 days)."
+        error = (
+            f"Enter a whole number of seconds from 0 to {MAX_GRACE_SECONDS} "
+            f"({MAX_MANAGEMENT_GRACE.days} days)."
+        )
         return confirm_page(request, session, key, "rotate", text[:20], error, 422)
     if not await use_form_once(dashboard, session, form):
         return see_other(PATH, notice="already-done")

@@ -121,43 +121,30 @@ def headroom(keys: list[ApiKey], view: PageView, metered: dict[str, str]) -> lis
         meter = metered.get(key_id, key_id)
         figures = view.limits_of(meter)
         requests, tokens = view.minute.get(meter, (0, 0))
-        for limit_name, limit, used, unit in (
-            ("Requests a minute", key.policy.requests_per_minute, requests, "request"),
-            ("Tokens a minute", key.policy.tokens_per_minute, tokens, "token"),
-        ):
-            if limit is None:
-                continue
-            percent = min(100, round(100 * used / limit))
-            found.append(
-                Headroom(
-                    key_id=key_id,
-                    name=key.name,
-                    display=key.display,
-                    limit_name=limit_name,
-                    used=str(used),
-                    limit=str(limit),
-                    percent=percent,
-                    text=f"{used} of {plural(limit, unit)} in the last minute ({percent}%)",
-                )
-            )
-        limits = [
-            ("Daily limit", key.scope.daily_limit, "today", figures.committed_today),
-            ("Monthly limit", key.policy.monthly_limit, "this month", figures.committed_month),
+        # (limit, its limit, used, its unit — None for credits — and the period's words)
+        minute, policy = "in the last minute", key.policy
+        bars: list[tuple[str, int | None, int, str | None, str]] = [
+            ("Requests a minute", policy.requests_per_minute, requests, "request", minute),
+            ("Tokens a minute", policy.tokens_per_minute, tokens, "token", minute),
+            ("Daily limit", key.scope.daily_limit, figures.committed_today, None, "today"),
+            ("Monthly limit", policy.monthly_limit, figures.committed_month, None, "this month"),
         ]
-        for limit_name, limit, period, used in limits:
+        for limit_name, limit, used, unit, period in bars:
             if limit is None:
                 continue
             percent = min(100, round(100 * used / limit)) if limit else 100
+            shown = str if unit else money
+            of = plural(limit, unit) if unit else credits(limit)
             found.append(
                 Headroom(
                     key_id=key_id,
                     name=key.name,
                     display=key.display,
                     limit_name=limit_name,
-                    used=money(used),
-                    limit=money(limit),
+                    used=shown(used),
+                    limit=shown(limit),
                     percent=percent,
-                    text=f"{money(used)} of {credits(limit)} {period} ({percent}%)",
+                    text=f"{shown(used)} of {of} {period} ({percent}%)",
                 )
             )
     return sorted(found, key=lambda h: (-h.percent, h.name, h.limit_name))[:TOP_KEYS]

@@ -80,6 +80,13 @@ class Refusal(Exception):
         self.status, self.title, self.message = status, title, message
 
 
+def never_cached(response: Response) -> Response:
+    """A page that shows a secret once (a token, a signing secret): no cache may keep it."""
+    response.headers["Cache-Control"] = "no-store, max-age=0"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
 def not_found() -> Refusal:
     return Refusal(404, "Not found", "There is no key with this id in your account.")
 

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from application.webhooks import Webhooks
 from domain.webhooks import EVENT_TYPES, InvalidWebhook
-from infrastructure.http.dashboard.rendering import Refusal, call, render, see_other
+from infrastructure.http.dashboard.rendering import Refusal, call, never_cached, render, see_other
 from infrastructure.http.dashboard.sessions import new_form_id, posted, signed_in, use_form_once
 from infrastructure.http.dashboard.state import Dashboard
 from infrastructure.webhook_views import delivery_json, webhook_json
@@ -87,8 +87,7 @@ async def add_webhook(request: Request, dashboard: Dashboard) -> Response:
         webhook=webhook_json(added.endpoint),
         secret=added.secret,
     )
-    response.headers["Cache-Control"] = "no-store, max-age=0"
-    return response
+    return never_cached(response)
 
 
 async def remove_webhook(request: Request, dashboard: Dashboard) -> Response:
