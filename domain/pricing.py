@@ -120,7 +120,6 @@ ITEM_TOKENS = 8  # each object (a message, a content part, a tool): markers and 
 NON_TEXT_PART_TOKENS = 2_500  # an image or file part, at least (OpenAI high detail ≤ ~2,500)
 TOOL_USE_TOKENS = 600  # the system preamble an upstream adds when tools are offered
 BUILT_IN_TOOL_TOKENS = 1_000  # a built-in tool (computer use, bash, web search …): hidden text
-IMAGE_PART_TOKENS = NON_TEXT_PART_TOKENS  # the name older callers import
 NON_TEXT_TYPES = frozenset(
     {
         "image",
@@ -191,7 +190,3 @@ def _size(value: object) -> int:
             total += len(repr(item))  # a token id is one token; a number in a schema, its digits
     return total
 
-
-def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
-    """A chat request's prompt bound (prompt_bound; the name older callers use)."""
-    return prompt_bound(body)

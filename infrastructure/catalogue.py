@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 
 from domain.errors import InvalidAmount
 from domain.money import parse_price_per_million
-from domain.pricing import IMAGE_PART_TOKENS, estimate_prompt_tokens
 from domain.routing import (
     AUTO_MODEL,
     CAP_FIELDS,
@@ -36,9 +35,8 @@ from domain.routing import (
     WrongModelKind,
 )
 
-__all__ = [  # the routing and pricing names this module has always offered
+__all__ = [  # the routing names this module has always offered
     "AUTO_MODEL",
-    "IMAGE_PART_TOKENS",
     "ApiNotServed",
     "Catalogue",
     "ConfigError",
@@ -51,7 +49,6 @@ __all__ = [  # the routing and pricing names this module has always offered
     "RoutingError",
     "WrongModelKind",
     "demo_catalogue",
-    "estimate_prompt_tokens",
     "load_catalogue",
 ]
 
