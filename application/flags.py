@@ -2,7 +2,7 @@
 
 from uuid import UUID
 
-from application.keys import Lowrouter
+from application.app import Lowrouter
 from application.retry import retry_on_conflict
 from domain.actor import Actor
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
-from application.keys import Lowrouter
+from application.app import Lowrouter
 from application.replay import KeyHistory, key_history
 from domain.flags import NEW_ADDRESS, NEW_USER_AGENT, OVER_HOLD, SPIKE_FACTOR
 from domain.keys import ApiKey

@@ -11,7 +11,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import Recording
 
-from application.keys import Lowrouter
+from application.app import Lowrouter
 from application.retry import retry_on_conflict
 from domain.actor import Actor
 from domain.errors import DomainError

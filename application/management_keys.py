@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-from application.keys import Lowrouter
+from application.app import Lowrouter
 from application.retry import retry_on_conflict
 from domain.accounts import DEFAULT_MANAGEMENT_KEY_NAME, management_key_status
 from domain.actor import Actor

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from application.keys import Lowrouter
+from application.app import Lowrouter
 from application.spend import SpendControl
 from domain.errors import NotFound
 from domain.ledger import UNSETTLED

@@ -15,10 +15,10 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
+from application.app import Lowrouter
 from application.books import Books
 from application.clock import utc_day
 from application.events import stored_events
-from application.keys import Lowrouter
 from domain.accounts import Account
 from domain.errors import NotFound
 from domain.keys import ApiKey

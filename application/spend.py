@@ -33,10 +33,10 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import IntegrityError
 
+from application.app import Lowrouter
 from application.batching import BatchWorker
 from application.clock import utc_day
 from application.events import stored_events
-from application.keys import Lowrouter
 from application.retry import StoreUnavailable, TooMuchContention, backoff, is_transient
 from domain.actor import Actor
 from domain.errors import DomainError, NotFound

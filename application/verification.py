@@ -13,8 +13,8 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
+from application.app import Lowrouter
 from application.books import LEDGER_TOPICS, Books
-from application.keys import Lowrouter
 from domain.accounts import Account
 from domain.ledger import LedgerPage
 from domain.money import format_credits

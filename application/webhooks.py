@@ -15,7 +15,7 @@ from uuid import UUID, uuid4
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import Recording
 
-from application.keys import Lowrouter
+from application.app import Lowrouter
 from application.retry import retry_on_conflict
 from domain.actor import Actor
 from domain.errors import NotFound

@@ -11,8 +11,8 @@ from uuid import UUID
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import ProgrammingError
 
+from application.app import Lowrouter
 from application.clock import Clock, system_clock
-from application.keys import Lowrouter
 from application.spend import PageLock, no_lock
 from infrastructure.database import Database
 from infrastructure.event_store import SHARED_POOL

@@ -13,8 +13,8 @@ from uuid import UUID
 
 from sqlalchemy import Engine
 
+from application.app import Lowrouter
 from application.clock import Clock, system_clock
-from application.keys import Lowrouter
 from application.reconcile import reconcile
 from application.retry import retry_transient
 from application.spend import SpendControl

@@ -11,6 +11,7 @@ from uuid import UUID
 from sqlalchemy import Connection, Engine, func, select
 
 from application import investigation
+from application.app import Lowrouter
 from application.investigation import (
     ClientSeen,
     HourSpend,
@@ -18,7 +19,6 @@ from application.investigation import (
     ModelUse,
     UsageFlag,
 )
-from application.keys import Lowrouter
 from application.verification import Figures
 from domain.access import key_access
 from domain.policy import KeyPolicy

@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from application.app import MAX_GRACE, MAX_GRACE_SECONDS, IssuedKey, Lowrouter
 from application.audit import key_history
-from application.keys import MAX_GRACE, MAX_GRACE_SECONDS, IssuedKey, Lowrouter
 from application.retry import TooMuchContention
 from application.spend import PageView
 from domain.actor import Actor

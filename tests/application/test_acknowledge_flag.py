@@ -5,8 +5,8 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from application.app import Lowrouter
 from application.flags import acknowledge_flag
-from application.keys import Lowrouter
 from domain.actor import Actor
 from domain.errors import NotFound
 from domain.flags import NEW_USER_AGENT

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from application.keys import Lowrouter
+from application.app import Lowrouter
 from application.metering import MeteredOutcome, Metering, Outcome
 from application.spend import SpendControl
 from domain.actor import Actor

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
+from application.app import Lowrouter
 from application.investigation import (
     ClientSeen,
     HourSpend,
@@ -14,7 +15,6 @@ from application.investigation import (
     UsageFlag,
     investigate_key,
 )
-from application.keys import Lowrouter
 from domain.scope import Scope
 from infrastructure.persistence import eventsourcing_env
 from tests.support.spend import OPERATOR, MutableClock

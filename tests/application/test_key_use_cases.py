@@ -6,7 +6,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from application.keys import MAX_GRACE, AccountExists, Lowrouter, account_id_for
+from application.app import MAX_GRACE, AccountExists, Lowrouter, account_id_for
 from domain.accounts import Account
 from domain.actor import Actor
 from domain.errors import DomainError, InvalidName, KeyRevoked, NotFound

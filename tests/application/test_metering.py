@@ -13,7 +13,7 @@ from eventsourcing.persistence import OperationalError
 from hypothesis import given
 from hypothesis import strategies as st
 
-from application.keys import Lowrouter
+from application.app import Lowrouter
 from application.metering import (
     CUT_SHORT,
     NOT_CHARGED,

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import pytest
 
-from application.keys import Lowrouter
+from application.app import Lowrouter
 from application.spend import SpendControl
 from application.verification import Figures, verify_balances
 from domain.scope import Scope

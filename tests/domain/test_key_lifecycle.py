@@ -22,7 +22,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from application.keys import MAX_GRACE, Lowrouter
+from application.app import MAX_GRACE, Lowrouter
 from domain.actor import Actor
 from domain.errors import DomainError, InvalidName, KeyRevoked, NotFound
 from domain.keys import ApiKey

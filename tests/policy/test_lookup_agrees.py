@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from application.keys import Lowrouter
+from application.app import Lowrouter
 from domain.actor import Actor
 from domain.errors import DomainError
 from domain.policy import KeyPolicy

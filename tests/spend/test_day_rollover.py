@@ -12,8 +12,8 @@ from eventsourcing.application import AggregateNotFoundError
 from hypothesis import given
 from hypothesis import strategies as st
 
+from application.app import Lowrouter
 from application.clock import next_midnight, utc_day
-from application.keys import Lowrouter
 from application.spend import SpendControl
 from domain.errors import DailyLimitExceeded
 from domain.ledger import LedgerPage, page_id

@@ -38,8 +38,8 @@ from hypothesis.stateful import (
 )
 
 import application.spend as spend_module
+from application.app import Lowrouter
 from application.clock import next_midnight, utc_day
-from application.keys import Lowrouter
 from application.spend import PageView, SpendControl
 from domain.errors import DailyLimitExceeded, InsufficientCredits
 from domain.ledger import LedgerPage, page_id

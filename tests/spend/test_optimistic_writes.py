@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from application.keys import Lowrouter
+from application.app import Lowrouter
 from application.spend import SpendControl
 from domain.errors import InsufficientCredits
 from domain.scope import Scope

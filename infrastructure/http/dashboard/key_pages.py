@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from application.keys import IssuedKey
+from application.app import IssuedKey
 from domain.keys import ApiKey
 from infrastructure.http.dashboard.constants import BASE, MAX_GRACE_SECONDS, ROTATE_AFTER
 from infrastructure.http.dashboard.forms import (

@@ -1,4 +1,4 @@
-"""The key and account use cases: one method each, load → domain method → save.
+"""The Application: the key and account use cases, one method each, load → domain method → save.
 
 Commands that change access (create, scope, rotate, revoke) return only after `access_barrier`
 has seen their events through: the gateway reads the active-key lookup projection, and the
