@@ -383,6 +383,10 @@ async def catch_up_usage(caller: Caller, *, required: bool = True) -> None:
     has failed: a 503 where the usage is what was asked for (`required`), else the figures as
     they are — a key's change must never look refused after it was applied."""
     try:
+        # This gateway answers before its settlements are durable (settling after the answer):
+        # a read of the account's page is queued behind them, so once it answers they are in
+        # the log and the catch-up below sees them.
+        await page_view(caller)
         await run_in_threadpool(caller.gateway.runtime.projections.catch_up, ["usage"])
     except ProjectionFailed as failure:
         if required:
