@@ -12,6 +12,7 @@ from starlette.requests import Request
 
 from infrastructure.http.dashboard.store import SessionStore
 from infrastructure.http.gateway import Gateway
+from projections.queries.freshness import ReadSide
 
 # --- per-app state -------------------------------------------------------------------------------
 
@@ -40,6 +41,13 @@ class Dashboard:
 
     def now(self) -> datetime:
         return self.gateway.clock()
+
+    @property
+    def reads(self) -> ReadSide:
+        """The read models as pages read them, best effort: a busy SQLite or a failed
+        projection may leave a figure a moment behind, which a page can live with (a failed
+        usage history must not hide the keys)."""
+        return self.gateway.runtime.reads.best_effort
 
     def derive(self, purpose: str, value: str) -> str:
         return hmac.new(self.secret, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
