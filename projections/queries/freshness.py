@@ -27,10 +27,10 @@ log = logging.getLogger("lowrouter.reads")
 
 @dataclass(frozen=True)
 class Query(Generic[P, R]):
-    """A read of the read models and the projections it needs fresh, in the order to catch
-    them up (a projection that reads another's tables comes after it). Not callable: ask it
-    through a ReadSide; `run` reads the tables as they are (for tests and for queries that
-    compose others)."""
+    """A read of the read models and the projections it needs fresh (those whose tables it
+    reads, and those their content follows: deliveries follow the forensics flags). Not
+    callable: ask it through a ReadSide; `run` reads the tables as they are (for tests, and for
+    queries that compose others)."""
 
     needs: tuple[str, ...]
     run: Callable[Concatenate[Engine, P], R]
@@ -73,8 +73,13 @@ class ReadSide:
     def _freshen(self, asked: "Query[..., Any]") -> None:
         if not asked.needs:
             return
+        # In the runner's order, whatever the declaration's: a projection that reads another's
+        # tables (the webhook outbox reads the forensics flags) comes after it.
+        names = [name for name in self.runner.projections if name in asked.needs]
+        if len(names) != len(set(asked.needs)):
+            raise ValueError(f"{asked.name} needs an unknown projection: {asked.needs}")
         try:
-            self.runner.catch_up(asked.needs)
+            self.runner.catch_up(names)
         except (ProjectionFailed, OperationalError) as error:
             if not self.tolerate_lag:
                 raise

@@ -24,8 +24,10 @@ from projections import all_projections
 from projections.queries.dashboard import UsageFilter
 from projections.queries.forensics import flags_for_keys
 from projections.queries.freshness import Query
-from projections.queries.management import usage_page
+from projections.queries.management import meters, usage_page
+from projections.runner import ProjectionFailed
 from projections.schema import positions
+from projections.usage import UsageProjection
 
 OPERATOR = Actor("operator", "cli:test")
 
@@ -171,6 +173,8 @@ def local(sqlite_url: str, tmp_path: Any) -> Iterator[Runtime]:
 def test_every_query_declares_each_projection_whose_tables_it_reads(local: Runtime) -> None:
     queries, calls = every_query(), examples(local)
     assert set(queries) == set(calls), "every query needs an example here (and only queries)"
+    known = {projection.name for projection in all_projections()}
+    assert {name: q.needs for name, q in queries.items() if not set(q.needs) <= known} == {}
     local.projections.catch_up()
     missing = {
         name: sorted(tables)
@@ -184,3 +188,22 @@ def test_a_query_that_forgets_a_projection_it_reads_is_caught(local: Runtime) ->
     calls = examples(local)
     forgetful = Query(("keys",), usage_page.run)  # reads lr_usage, declares only the keys
     assert undeclared(local, forgetful, calls["management.usage_page"](forgetful)) == {"lr_usage"}
+
+
+def test_a_failed_projection_refuses_a_strict_answer_and_a_best_effort_one_reads_as_is(
+    local: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = local.ledger.open_account("failing", OPERATOR, credits=10**9).account.id
+    key = local.ledger.create_key(account, "prod", Scope(), OPERATOR).key.id
+
+    def broken(self: object, conn: object, events: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(UsageProjection, "apply", broken)
+    use(local, account, key, "198.51.100.1")
+    with pytest.raises(ProjectionFailed) as failure:
+        local.reads.ask(usage_page, account)
+    assert failure.value.name == "usage"
+    assert local.reads.best_effort.ask(usage_page, account) == []  # the table as it is
+    # A query of other projections is not held back by it.
+    assert local.reads.ask(meters, [key]) == {str(key): str(key)}

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from application.app import IssuedKey
 from domain.keys import ApiKey
+from infrastructure.dashboard_sessions import Session
 from infrastructure.http.dashboard.constants import BASE, MAX_GRACE_SECONDS, ROTATE_AFTER
 from infrastructure.http.dashboard.forms import (
     ScopeForm,
@@ -29,7 +30,6 @@ from infrastructure.http.dashboard.rendering import (
 from infrastructure.http.dashboard.rows import KeyRow, key_row, when
 from infrastructure.http.dashboard.sessions import new_form_id, posted, signed_in, use_form_once
 from infrastructure.http.dashboard.state import Dashboard
-from infrastructure.http.dashboard.store import Session
 from infrastructure.http.gateway import durable
 from infrastructure.http.limits import whole_number
 from projections.queries.forensics import flags_for_keys

@@ -10,7 +10,8 @@ from itsdangerous import URLSafeTimedSerializer
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from infrastructure.http.dashboard.store import SessionStore
+from infrastructure.dashboard_sessions import SessionStore
+from infrastructure.http.dashboard.constants import SESSION_LIFETIME
 from infrastructure.http.gateway import Gateway
 from projections.queries.freshness import ReadSide
 
@@ -34,7 +35,7 @@ class Dashboard:
         ).digest()
         return cls(
             gateway=gateway,
-            sessions=SessionStore(gateway.runtime.engine),
+            sessions=SessionStore(gateway.runtime.engine, SESSION_LIFETIME),
             secret=secret,
             cookies=URLSafeTimedSerializer(secret, salt="lowrouter-dashboard"),
         )

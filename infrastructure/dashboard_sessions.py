@@ -1,4 +1,5 @@
-"""The dashboard's session and used-form tables, and the store that reads and writes them."""
+"""The dashboard's session and used-form tables, and the store that reads and writes them (the
+pages, in infrastructure/http/dashboard/, hold no SQL)."""
 
 import hashlib
 import threading
@@ -24,7 +25,6 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from domain.actor import Actor
 from domain.tokens import TokenKind
-from infrastructure.http.dashboard.constants import SESSION_LIFETIME
 from projections.lookup import keys_by_id
 from projections.schema import to_us
 
@@ -78,8 +78,9 @@ class Session:
 class SessionStore:
     """Sessions in the database, so every worker process sees sign-in and sign-out alike."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, lifetime: timedelta) -> None:
         self.engine = engine
+        self.lifetime = lifetime  # of a session, and of a used form's record
         self._ready = False
         self._lock = threading.Lock()
 
@@ -106,7 +107,7 @@ class SessionStore:
             conn.execute(delete(sessions_table).where(sessions_table.c.expires_us < now_us))
             conn.execute(
                 delete(used_forms_table).where(
-                    used_forms_table.c.used_us < now_us - to_us_delta(SESSION_LIFETIME)
+                    used_forms_table.c.used_us < now_us - to_us_delta(self.lifetime)
                 )
             )
             conn.execute(
@@ -116,7 +117,7 @@ class SessionStore:
                     management_key_id=str(key_id),
                     management_key_display=display,
                     created_us=now_us,
-                    expires_us=now_us + to_us_delta(SESSION_LIFETIME),
+                    expires_us=now_us + to_us_delta(self.lifetime),
                 )
             )
 
