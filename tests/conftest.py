@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from infrastructure.runtime import Runtime
 
 from tests.hosts.pgbouncer import pgbouncers  # noqa: F401  (fixture: PgBouncer per pool mode)
+from tests.support.management_api import api  # noqa: F401  (fixture: the management API)
 from tests.support.stores import (
     PEPPER,
     database_url_named,
@@ -142,7 +143,13 @@ def two_gateways(
     (directly or through PgBouncer: `route`)."""
     from infrastructure.runtime import open_runtime
     from infrastructure.settings import load_settings
-    from tests.support.processes import free_port, start_gateway, wait_until_up
+    from tests.support.processes import (
+        free_port,
+        gateway_environment,
+        start_gateway,
+        stop,
+        wait_until_up,
+    )
 
     database_url, extra = database_route
     settings = load_settings(
@@ -153,16 +160,15 @@ def two_gateways(
     ports = [free_port(), free_port()]
     # these tests send revoked tokens by design (dozens of 401s from one address): no ban
     gateway_extra = {"LOWROUTER_AUTH_FAILURE_BURST": "100000", **extra}
-    processes = [start_gateway(database_url, port, tmp_path, gateway_extra) for port in ports]
+    env = gateway_environment(database_url, tmp_path, **gateway_extra)
+    processes = [start_gateway(env, port) for port in ports]
     try:
         for port, process in zip(ports, processes, strict=True):
             wait_until_up(port, process)
         yield runtime, [f"http://127.0.0.1:{port}/api/v1" for port in ports]
     finally:
         for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=20)
+            stop(process)
         runtime.close()
 
 
