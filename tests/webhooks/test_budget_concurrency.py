@@ -19,8 +19,8 @@ from tests.support.processes import (
     gateway_process,
     worst_case_of_one_request,
 )
-from tests.webhooks.conftest import open_account
-from tests.webhooks.receiver import Receiver
+from tests.support.webhook_receiver import Receiver
+from tests.support.webhooks import open_account
 
 
 def test_budget_threshold_fires_once_per_threshold_under_200_concurrent_requests(

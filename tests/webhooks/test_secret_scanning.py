@@ -21,8 +21,8 @@ from domain.tokens import TokenKind, generate_token
 from infrastructure.http.secret_scanning import GITHUB
 from infrastructure.runtime import Runtime
 from tests.support.processes import gateway_environment, gateway_process
-from tests.webhooks.conftest import open_account
-from tests.webhooks.receiver import Receiver
+from tests.support.webhook_receiver import Receiver
+from tests.support.webhooks import open_account
 
 KEY_ID = "github-test-key-1"
 LEAK_URL = "https://github.com/acme/app/blob/abc123/config.py#L3"

@@ -10,8 +10,8 @@ from standardwebhooks.webhooks import Webhook
 
 from infrastructure.runtime import Runtime
 from tests.support.processes import gateway_environment, gateway_process
-from tests.webhooks.conftest import OPERATOR, open_account
-from tests.webhooks.receiver import Receiver
+from tests.support.webhook_receiver import Receiver
+from tests.support.webhooks import OPERATOR, open_account
 
 
 def management_token(runtime: Runtime, account_id: object) -> str:
