@@ -368,7 +368,5 @@ def test_no_sequence_of_commands_breaks_the_invariants_and_the_events_replay_it(
         for k in ("k1", "k2"):
             assert page.spent_by(k) + page.held_by(k) <= LIMIT
         assert page.total_held == sum(hold["amount"] for hold in page.holds.values())
-        assert page.balance == (
-            page.opening_balance + page.funded + page.adjusted - page.settled
-        )
+        assert page.balance == (page.opening_balance + page.funded + page.adjusted - page.settled)
     assert figures(replayed(events)) == figures(page)

@@ -13,7 +13,7 @@ from infrastructure.webhooks.wiring import start_deliverer
 from projections.queries.forensics import flags_for_keys
 from projections.schema import usage
 from tests.security.hostile import OPERATOR, completion, hostile_gateway
-from tests.webhooks.receiver import run_receiver
+from tests.support.webhook_receiver import run_receiver
 
 
 def chat(**fields: object) -> dict[str, object]:
