@@ -106,7 +106,8 @@ class MeteredRequest:
 
 class Outcome(Enum):
     ANSWERED = "answered"  # the upstream answered (with or without usage)
-    BROKEN_OFF = "broken_off"  # the upstream broke a stream off after producing something
+    BROKEN_OFF = "broken_off"  # a stream's connection broke after part of it was delivered
+    OVERSIZED = "oversized"  # a stream event over the size limit, after part was delivered
     TRUNCATED = "truncated"  # a stream ended without its end ([DONE] or usage): cut short
     TRUNCATED_BODY = "truncated_body"  # a non-streamed answer cut mid-read (nothing relayed)
     STALLED = "stalled"  # a stream outlived a deadline (idle or total) after producing something
@@ -121,7 +122,8 @@ class Outcome(Enum):
 # status and status code recorded for each outcome (a refusal records the upstream's code)
 _STATUS = {
     Outcome.ANSWERED: ("ok", 200),
-    Outcome.BROKEN_OFF: ("upstream_error", 502),
+    Outcome.BROKEN_OFF: ("upstream_truncated", 502),
+    Outcome.OVERSIZED: ("upstream_error", 502),
     Outcome.TRUNCATED: ("upstream_truncated", 502),
     Outcome.TRUNCATED_BODY: ("upstream_truncated", 502),
     Outcome.STALLED: ("upstream_timeout", 504),
@@ -146,7 +148,13 @@ NOT_CHARGED = frozenset(
 # Cut short after part of the answer reached the client: charged as a hang-up is, for what was
 # delivered (never zero), from our estimate unless the upstream reported usage.
 CUT_SHORT = frozenset(
-    {Outcome.CLIENT_CLOSED, Outcome.BROKEN_OFF, Outcome.TRUNCATED, Outcome.STALLED}
+    {
+        Outcome.CLIENT_CLOSED,
+        Outcome.BROKEN_OFF,
+        Outcome.OVERSIZED,
+        Outcome.TRUNCATED,
+        Outcome.STALLED,
+    }
 )
 
 

@@ -77,9 +77,16 @@ def test_an_upstream_refusal_records_its_status_code() -> None:
     assert (timeout.status, timeout.status_code) == ("upstream_timeout", 504)
 
 
-def test_a_stream_the_upstream_broke_off_is_charged_what_was_produced() -> None:
+def test_a_stream_the_upstream_broke_off_is_truncated_and_charged_what_was_produced() -> None:
     charge = decide_charge(Outcome.BROKEN_OFF, PRICES, None, ESTIMATE)
-    assert (charge.status, charge.status_code, charge.tokens) == ("upstream_error", 502, ESTIMATE)
+    assert (charge.status, charge.status_code, charge.tokens, charge.cost_source) == (
+        "upstream_truncated",
+        502,
+        ESTIMATE,
+        "estimated",
+    )
+    oversized = decide_charge(Outcome.OVERSIZED, PRICES, None, ESTIMATE)
+    assert (oversized.status, oversized.tokens) == ("upstream_error", ESTIMATE)
 
 
 @pytest.mark.parametrize(
