@@ -237,6 +237,7 @@ SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state mac
     "tests/policy/test_limits_across_processes.py::test_a_limit_admits_exactly_its_allowance_across_two_processes",
     "tests/cli/test_key_policy_cli.py::test_policy_options_set_clear_and_show_in_the_audit",
     "tests/cli/test_key_policy_cli.py::test_bad_policy_options_and_unserved_models_change_nothing",
+    "tests/faults/test_postgres_restart.py::test_a_postgresql_restart_under_load_leaves_honest_books",
 }
 # `make test` runs two xdist workers (`-n 2 --dist loadgroup`); each has its own session
 # fixtures (templates, PgBouncers, e2e gateways). A test that uses a server shared by several
