@@ -211,6 +211,7 @@ E2E_MODULES = {  # modules whose tests start processes themselves
     "tests/webhooks/test_webhooks_api.py",
     "tests/webhooks/test_delivery.py",  # test-local receivers
     "tests/webhooks/test_budget_concurrency.py",
+    "tests/http/test_first_request.py",  # a fresh interpreter
 }
 E2E_TESTS = {  # single tests that start a subprocess: `--env-file` asks git if the file is ignored
     "tests/cli/test_cli.py::test_env_file_gets_the_token_with_mode_0600_and_is_appended_to",
