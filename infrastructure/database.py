@@ -14,7 +14,9 @@ there, and server-side prepared statements are off (psycopg `prepare_threshold=N
 
 import contextlib
 import itertools
+import logging
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -49,6 +51,30 @@ class _SteadyBackoff(AttemptWithBackoff):
     def update_delay(self, now: float) -> None:
         super().update_delay(now)
         self.delay = min(self.delay, RECONNECT_EVERY)
+
+
+class _FailedConnectsOncePerOutage(logging.Filter):
+    """psycopg_pool warns at every failed attempt, about one a second per lost connection now:
+    one line per pool every REPEAT_SECONDS says the store is out just as well."""
+
+    REPEAT_SECONDS = 30.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("error connecting in"):
+            return True
+        pool = str(record.args[0]) if isinstance(record.args, tuple) and record.args else ""
+        now = time.monotonic()
+        if now - self._last.get(pool, -self.REPEAT_SECONDS) < self.REPEAT_SECONDS:
+            return False
+        self._last[pool] = now
+        return True
+
+
+logging.getLogger("psycopg.pool").addFilter(_FailedConnectsOncePerOutage())
 
 
 class _Pool(ConnectionPool[Any]):
