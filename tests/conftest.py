@@ -219,6 +219,7 @@ E2E_MODULES = {  # modules whose tests start processes themselves
     "tests/webhooks/test_webhooks_api.py",
     "tests/webhooks/test_delivery.py",  # test-local receivers
     "tests/webhooks/test_budget_concurrency.py",
+    "tests/http/test_first_request.py",  # a fresh interpreter
 }
 E2E_TESTS = {  # single tests that start a subprocess: `--env-file` asks git if the file is ignored
     "tests/cli/test_cli.py::test_env_file_gets_the_token_with_mode_0600_and_is_appended_to",
@@ -244,6 +245,7 @@ SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state mac
     "tests/policy/test_limits_across_processes.py::test_a_limit_admits_exactly_its_allowance_across_two_processes",
     "tests/cli/test_key_policy_cli.py::test_policy_options_set_clear_and_show_in_the_audit",
     "tests/cli/test_key_policy_cli.py::test_bad_policy_options_and_unserved_models_change_nothing",
+    "tests/faults/test_postgres_restart.py::test_a_postgresql_restart_under_load_leaves_honest_books",
 }
 # `make test` runs two xdist workers (`-n 2 --dist loadgroup`); each has its own session
 # fixtures (templates, PgBouncers, e2e gateways). A test that uses a server shared by several
