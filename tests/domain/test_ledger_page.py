@@ -332,6 +332,7 @@ def test_no_sequence_of_commands_breaks_the_invariants_and_the_events_replay_it(
     page = LedgerPage.open(ACCOUNT, DAY, AT, opening)
     events: list[Aggregate.Event] = recorded(page)
     day = DAY
+    spent: dict[str, int] = {}  # key -> settled today, counted here from what settle returns
     for step in steps:
         key = "k1" if step[0] == "reserve" and step[1] in "ab" else "k2"
         try:
@@ -340,7 +341,10 @@ def test_no_sequence_of_commands_breaks_the_invariants_and_the_events_replay_it(
             elif step[0] == "reserve":
                 page.reserve(step[1], key, "m", step[2], daily_limit=LIMIT, at=AT)
             elif step[0] == "settle":
-                settle(page, step[1], step[2], AT)
+                hold = page.holds.get(step[1])
+                charged = settle(page, step[1], step[2], AT)
+                if hold is not None and charged is not None and hold["day"] == page.day:
+                    spent[hold["key_id"]] = spent.get(hold["key_id"], 0) + charged
             elif step[0] == "release":
                 page.release(step[1], "test", AT)
             elif step[0] == "adjust":
@@ -350,15 +354,19 @@ def test_no_sequence_of_commands_breaks_the_invariants_and_the_events_replay_it(
                 new = page.close_and_open(day, AT)
                 events += recorded(page)
                 assert replayed(events) is not None and replayed(events).closed
-                page, events = new, recorded(new)
+                page, events, spent = new, recorded(new), {}
                 continue
         except DomainError:
             assert recorded(page) == [], "a refused command recorded something"
             continue
         events += recorded(page)
         assert page.available >= 0
-        for k in ("k1", "k2"):
+        for k in ("k1", "k2"):  # reserved without a meter: each key is its own
+            held = [h for h in page.holds.values() if h["key_id"] == k]
+            held_today = sum(h["amount"] for h in held if h["day"] == page.day)
+            assert (page.day_spent_by(k), page.day_held_by(k)) == (spent.get(k, 0), held_today)
             assert page.day_spent_by(k) + page.day_held_by(k) <= LIMIT
+            assert page.in_flight(k) == len(held)
         assert page.total_held == sum(hold["amount"] for hold in page.holds.values())
         assert page.balance == (
             page.opening_balance + page.funded + page.adjusted - page.settled
