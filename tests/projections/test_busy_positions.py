@@ -12,7 +12,7 @@ import pytest
 from domain.actor import Actor
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings, postgres_conninfo
-from projections.chain import catch_up_chain, chain_position
+from infrastructure.chain.store import catch_up_chain, chain_position
 from tests.support.stores import PEPPER
 
 OPERATOR = Actor("operator", "test")
