@@ -27,9 +27,9 @@ from sqlalchemy import func, select, text
 from domain.actor import Actor
 from domain.policy import KeyPolicy
 from domain.scope import Scope
+from infrastructure.chain.store import chain_position
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings, postgres_parts
-from infrastructure.chain.store import chain_position
 from projections.schema import usage
 from tests.hosts.network import Host, forwarder, hosts
 from tests.hosts.pgbouncer import free_port, running_pgbouncer
