@@ -12,7 +12,11 @@ from uuid import UUID, uuid4
 
 from application.app import Lowrouter
 from application.retry import retry_on_conflict
-from domain.accounts import DEFAULT_MANAGEMENT_KEY_NAME, management_key_status
+from domain.accounts import (
+    DEFAULT_MANAGEMENT_KEY_NAME,
+    ManagementKeyEntry,
+    management_key_status,
+)
 from domain.actor import Actor
 from domain.tokens import Token, TokenKind, generate_token, hash_token
 
@@ -44,7 +48,9 @@ class IssuedManagementKey:
     token: Token
 
 
-def _view(account_id: UUID, key_id: str, entry: dict[str, Any], now: datetime) -> ManagementKey:
+def _view(
+    account_id: UUID, key_id: str, entry: ManagementKeyEntry, now: datetime
+) -> ManagementKey:
     prefix, last4 = entry.get("prefix"), entry.get("last4")
     if prefix is None or last4 is None:  # a state recorded before 0.3 kept only the display
         prefix, _, last4 = entry["display"].partition("…")

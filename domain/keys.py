@@ -9,7 +9,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from domain.access import NOT_CHECKED, Access, PublicStatus, key_access
-from domain.actor import Actor
+from domain.actor import Actor, ActorFields
 from domain.errors import DomainError, KeyRevoked
 from domain.flags import check_flag
 from domain.policy import NO_POLICY, KeyPolicy
@@ -29,13 +29,13 @@ class ApiKey(Aggregate):
         region: str | None
         daily_limit: int | None
         predecessor_id: UUID | None
-        actor: dict[str, Any]
+        actor: ActorFields
 
     class Scoped(Aggregate.Event):
         models: list[str] | None
         region: str | None
         daily_limit: int | None
-        actor: dict[str, Any]
+        actor: ActorFields
 
         def apply(self, key: "ApiKey") -> None:
             key.scope = Scope.from_fields(self.models, self.region, self.daily_limit)
@@ -50,14 +50,14 @@ class ApiKey(Aggregate):
         max_concurrent: int | None
         allowed_ips: list[str] | None
         monthly_limit: int | None
-        actor: dict[str, Any]
+        actor: ActorFields
 
         def apply(self, key: "ApiKey") -> None:
             key.policy = KeyPolicy.from_fields(**vars(self))
 
     class Renamed(Aggregate.Event):
         name: str
-        actor: dict[str, Any]
+        actor: ActorFields
 
         def apply(self, key: "ApiKey") -> None:
             key.name = self.name
@@ -65,7 +65,7 @@ class ApiKey(Aggregate):
     class Rotated(Aggregate.Event):
         successor_id: UUID
         grace_deadline: datetime
-        actor: dict[str, Any]
+        actor: ActorFields
 
         def apply(self, key: "ApiKey") -> None:
             key.successor_id = self.successor_id
@@ -73,7 +73,7 @@ class ApiKey(Aggregate):
 
     class Revoked(Aggregate.Event):
         reason: str
-        actor: dict[str, Any]
+        actor: ActorFields
 
         def apply(self, key: "ApiKey") -> None:
             key.revoked_at = self.timestamp
@@ -95,7 +95,7 @@ class ApiKey(Aggregate):
 
         kind: str
         subject: str
-        actor: dict[str, Any]
+        actor: ActorFields
 
         def apply(self, key: "ApiKey") -> None:
             key.acknowledged_flags.add((self.kind, self.subject))
@@ -111,7 +111,7 @@ class ApiKey(Aggregate):
         region: str | None,
         daily_limit: int | None,
         predecessor_id: UUID | None,
-        actor: dict[str, Any],
+        actor: ActorFields,
     ) -> None:
         self.account_id = account_id
         self.name = name

@@ -31,7 +31,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from domain.actor import Actor
+from domain.actor import Actor, ActorFields
 from domain.bounds import MAX_UNBILLED, bounded_usage
 from domain.errors import (
     ConcurrencyLimitExceeded,
@@ -113,7 +113,7 @@ class LedgerPage(Aggregate):
 
     class Funded(Aggregate.Event):
         amount: int
-        actor: dict[str, Any]
+        actor: ActorFields
 
         def apply(self, page: "LedgerPage") -> None:
             page.balance += self.amount
@@ -236,7 +236,7 @@ class LedgerPage(Aggregate):
         amount: int
         reason: str
         key_id: str | None
-        actor: dict[str, Any]
+        actor: ActorFields
 
         def apply(self, page: "LedgerPage") -> None:
             page.balance += self.amount

@@ -22,7 +22,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from domain.actor import Actor
+from domain.actor import Actor, ActorFields
 from domain.errors import DomainError
 
 EVENT_TYPES = (
@@ -99,15 +99,15 @@ class WebhookEndpoint(Aggregate):
         account_id: UUID
         url: str
         events: list[str]
-        actor: dict[str, Any]
+        actor: ActorFields
 
     class Removed(Aggregate.Event):
-        actor: dict[str, Any]
+        actor: ActorFields
 
         def apply(self, endpoint: "WebhookEndpoint") -> None:
             endpoint.removed_at = self.timestamp
 
-    def __init__(self, account_id: UUID, url: str, events: list[str], actor: dict[str, Any]):
+    def __init__(self, account_id: UUID, url: str, events: list[str], actor: ActorFields):
         self.account_id = account_id
         self.url = url
         self.events = list(events)
