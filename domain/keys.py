@@ -3,12 +3,11 @@ renamed, rotated, revoked). The token itself never appears here: only its keyed 
 and last four. Whether the key may be used or changed is decided by domain.access."""
 
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from domain.access import NOT_CHECKED, Access, PublicStatus, key_access
+from domain.access import NOT_CHECKED, Access, ClientIp, PublicStatus, key_access
 from domain.actor import Actor, ActorFields
 from domain.errors import DomainError, KeyRevoked
 from domain.flags import check_flag
@@ -167,7 +166,7 @@ class ApiKey(Aggregate):
     def display(self) -> str:
         return f"{self.prefix}…{self.last4}"
 
-    def access_at(self, now: datetime, client_ip: Any = NOT_CHECKED) -> Access:
+    def access_at(self, now: datetime, client_ip: ClientIp = NOT_CHECKED) -> Access:
         return key_access(
             revoked_at=self.revoked_at,
             grace_deadline=self.grace_deadline,

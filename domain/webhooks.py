@@ -16,7 +16,6 @@ it is kept encrypted beside the log and deleted when the endpoint is removed.
 import random
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
 from urllib.parse import urlsplit
 from uuid import UUID
 
@@ -80,7 +79,7 @@ def check_url(url: str) -> str:
     return url
 
 
-def check_event_types(types: Iterable[Any]) -> tuple[str, ...]:
+def check_event_types(types: Iterable[object]) -> tuple[str, ...]:
     """The subscribed types, known and without repeats, in the order given."""
     chosen: list[str] = []
     for name in types:
@@ -119,7 +118,7 @@ class WebhookEndpoint(Aggregate):
         endpoint_id: UUID,
         account_id: UUID,
         url: str,
-        events: Iterable[Any],
+        events: Iterable[object],
         actor: Actor,
         at: datetime,
     ) -> "WebhookEndpoint":
