@@ -234,8 +234,9 @@ class LedgerMachine(RuleBasedStateMachine):
         assert view.day == m.page_day
         assert view.balance == m.balance
         assert view.held == m.total_held
-        assert nonzero(view.day_spent) == m.spent_today()
+        assert nonzero(view.day_spent) == m.spent_today()  # each key is its own meter here
         assert nonzero(view.day_held) == m.held_today()
+        assert view.spent_today == sum(m.spent_today().values())  # the account's, all keys
         assert view.available == m.available >= 0
 
     def assert_page_matches_model(self, page: LedgerPage) -> None:
