@@ -614,7 +614,7 @@ async def credits(request: Request) -> Response:
     return json_response(
         {
             "balance": format_credits(view.balance),
-            "spent_today": format_credits(sum(view.spent_today.values())),
+            "spent_today": format_credits(view.spent_today),
             "held": format_credits(view.held),
             "available": format_credits(view.available),
             "day": view.day,
