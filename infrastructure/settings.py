@@ -36,6 +36,9 @@ class Settings:
     max_request_seconds: float = 900.0  # a request's whole upstream leg, first byte to last
     store_wait_seconds: float = 2.0  # a request waits this long for the store, then gets a 503
     process_lease_seconds: float = 30.0  # a gateway counts as gone this long after its last renewal
+    # The background work's lease (infrastructure.leadership): a standby takes over at most this
+    # long after the holder's last renewal, plus its own retry interval (0.15 s).
+    leadership_lease_seconds: float = 0.6
     body_timeout_seconds: float = 30.0  # a request body must arrive within this (slow drip)
     # Failed authentications per client address before a short ban (domain.throttle; 0: off).
     auth_failure_burst: int = 20
@@ -108,6 +111,7 @@ def load_settings(
         upstream_idle_seconds=_seconds(env, "LOWROUTER_UPSTREAM_IDLE_SECONDS", 300),
         max_request_seconds=_seconds(env, "LOWROUTER_MAX_REQUEST_SECONDS", 900),
         process_lease_seconds=_seconds(env, "LOWROUTER_PROCESS_LEASE_SECONDS", 30),
+        leadership_lease_seconds=_seconds(env, "LOWROUTER_LEADERSHIP_LEASE_SECONDS", 0.6),
         store_wait_seconds=_seconds(env, "LOWROUTER_STORE_WAIT_SECONDS", 2),
         body_timeout_seconds=float(_int(env, "LOWROUTER_BODY_TIMEOUT_SECONDS", 30)),
         auth_failure_burst=_int(env, "LOWROUTER_AUTH_FAILURE_BURST", 20),
