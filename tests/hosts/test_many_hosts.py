@@ -104,21 +104,10 @@ def _wait_healthy(url: str, host: Host) -> None:
     raise AssertionError(f"{host.name} did not come up")
 
 
-# Issue 20: through transaction-mode PgBouncer, after the leading host was killed, a projection
-# sometimes stayed behind for good: the dead runner's batch was mid-COPY, a transaction *active*
-# (waiting for data) that no idle timeout ends, holding the position (seen twice in 11 runs).
-# Projection inserts are one statement now (projections.base.insert_rows). Marked until enough
-# runs confirm it; a stall prints every connection's activity.
-PGBOUNCER_FAILOVER_BUG = pytest.mark.xfail(
-    reason="a projection may stall after failover through transaction-mode PgBouncer (issue 20)",
-    strict=False,
-)
-
-
 @pytest.fixture(
     params=[
         "3-hosts-direct",
-        pytest.param("2-hosts-pgbouncer-transaction", marks=PGBOUNCER_FAILOVER_BUG),
+        "2-hosts-pgbouncer-transaction",
     ]
 )
 def cluster(request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
@@ -296,7 +285,8 @@ def when_the_background_host_vanishes_another_takes_over_within_a_second(
     # The new leader's runner, not this process, brings every projection and the chain to
     # the head: nothing here catches up.
     head = runtime.projections.head()
-    # (A batch the dead host left open is cut off after 5 s idle: see projections.runner.)
+    # A batch the dead host left open is cut off after 5 s idle (projections.runner), or, if
+    # the host vanished mid-statement, once keepalives find it gone (test_vanished_host.py).
     deadline = time.monotonic() + 15
     while not (
         all(s.position >= head for s in runtime.projections.status())
