@@ -33,8 +33,8 @@ from projections.chain import chain_position
 from projections.runner import STANDBY_INTERVAL
 from projections.schema import usage
 from tests.hosts.network import Host, forwarder, hosts
-from tests.hosts.pgbouncer import free_port, running_pgbouncer
-from tests.support.processes import fire, worst_case_of_one_request
+from tests.hosts.pgbouncer import running_pgbouncer
+from tests.support.processes import fire, free_port, wait_until_up, worst_case_of_one_request
 from tests.support.stores import PEPPER
 
 OPERATOR = Actor("operator", "test")
@@ -91,19 +91,6 @@ def _host_environment(database_url: str, data_dir: Path, extra: dict[str, str]) 
     }
 
 
-def _wait_healthy(url: str, host: Host) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert all(p.poll() is None for p in host.processes), f"{host.name}: serve exited"
-        try:
-            if httpx.get(url.removesuffix("/api/v1") + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{host.name} did not come up")
-
-
 @pytest.fixture(
     params=[
         "3-hosts-direct",
@@ -145,7 +132,7 @@ def cluster(request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path) -
             )
             urls.append(f"http://{host.address}:{PORT}/api/v1")
         for url, host in zip(urls, made, strict=True):
-            _wait_healthy(url, host)
+            wait_until_up(url.removesuffix("/api/v1"), *host.processes, timeout=60)
         yield Cluster(runtime, made, urls)
 
 

@@ -28,7 +28,8 @@ from infrastructure.database import (
 )
 from infrastructure.settings import postgres_conninfo, postgres_parts
 from tests.hosts.network import KEEPALIVE_BOUND, forwarder, hosts
-from tests.hosts.pgbouncer import free_port, running_pgbouncer
+from tests.hosts.pgbouncer import running_pgbouncer
+from tests.support.processes import free_port
 
 CLIENT = Path(__file__).with_name("half_statement.py")
 TABLE = "lr_vanish_probe"
