@@ -39,6 +39,9 @@ class Settings:
     # commit less in every request's latency. README, "Settling after the answer".
     settle_after_answer: bool = True
     process_lease_seconds: float = 30.0  # a gateway counts as gone this long after its last renewal
+    # The background work's lease (infrastructure.leadership): a standby takes over at most this
+    # long after the holder's last renewal, plus its own retry interval (0.15 s).
+    leadership_lease_seconds: float = 0.6
     body_timeout_seconds: float = 30.0  # a request body must arrive within this (slow drip)
     # Failed authentications per client address before a short ban (domain.throttle; 0: off).
     auth_failure_burst: int = 20
@@ -118,6 +121,7 @@ def load_settings(
         upstream_idle_seconds=_seconds(env, "LOWROUTER_UPSTREAM_IDLE_SECONDS", 300),
         max_request_seconds=_seconds(env, "LOWROUTER_MAX_REQUEST_SECONDS", 900),
         process_lease_seconds=_seconds(env, "LOWROUTER_PROCESS_LEASE_SECONDS", 30),
+        leadership_lease_seconds=_seconds(env, "LOWROUTER_LEADERSHIP_LEASE_SECONDS", 0.6),
         store_wait_seconds=_seconds(env, "LOWROUTER_STORE_WAIT_SECONDS", 2),
         settle_after_answer=_choice(env, "LOWROUTER_SETTLE_AFTER_ANSWER", SWITCH_CHOICES)
         == "true",

@@ -86,7 +86,8 @@ def claim_position(conn: Connection, name: str, start: int, end: int) -> bool:
 
     PostgreSQL: a batch whose runner vanished must not keep the row locked for long: the server
     ends the transaction after 5 s idle (set here, per transaction, as a transaction-mode pooler
-    allows)."""
+    allows). A runner that vanished in the middle of a statement leaves it *active* instead,
+    which no timeout ends: keepalive probes do (infrastructure.database, KEEPALIVE_*)."""
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = '5s'")
     unclaimed = (
