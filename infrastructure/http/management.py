@@ -9,7 +9,6 @@ Handlers parse, call one application method in a worker thread, and render (infr
 import base64
 import binascii
 import contextlib
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from application.app import MAX_GRACE, MAX_GRACE_SECONDS, IssuedKey, Lowrouter
+from application.app import IssuedKey, Lowrouter
 from application.audit import key_history
 from application.retry import TooMuchContention
 from application.spend import PageView
@@ -41,11 +40,13 @@ from domain.errors import (
 from domain.keys import ApiKey
 from domain.money import format_credits, parse_credits
 from domain.policy import POLICY_FIELDS, KeyPolicy
+from domain.rotation import MAX_GRACE
 from domain.scope import Scope, check_name
 from domain.tokens import TokenKind
 from infrastructure.catalogue import Catalogue
 from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway, durable
+from infrastructure.http.grace import MAX_GRACE_SECONDS, BadGrace, grace_of
 from infrastructure.http.jsonresponse import json_response
 from infrastructure.http.limits import parse_json, whole_number
 from infrastructure.served import served
@@ -310,17 +311,17 @@ def check_scope_part(field: str, value: Any) -> None:
 
 
 def grace_field(body: Mapping[str, Any]) -> timedelta:
-    value = body.get("grace_seconds", 0)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        wrong_type("grace_seconds", "a number of seconds")
-    if not 0 <= value <= MAX_GRACE_SECONDS:
+    try:
+        return grace_of(body.get("grace_seconds", 0))
+    except BadGrace as bad:
+        if bad.wrong_type:
+            wrong_type("grace_seconds", "a number of seconds")
         raise ApiError(
             422,
             "invalid_value",
             f"'grace_seconds' must be between 0 and {MAX_GRACE_SECONDS} ({MAX_GRACE.days} days).",
             param="grace_seconds",
-        )
-    return timedelta(seconds=value)
+        ) from None
 
 
 def reason_field(body: Mapping[str, Any]) -> str:
