@@ -10,10 +10,12 @@ from starlette.responses import Response
 from application import management_keys as use_cases
 from application.management_keys import IssuedManagementKey, ManagementKey
 from domain.accounts import DEFAULT_MANAGEMENT_KEY_NAME
+from infrastructure.error_table import MANAGEMENT_KEY
 from infrastructure.http.dashboard.rendering import (
     Refusal,
     call,
     never_cached,
+    not_found,
     render,
     see_other,
 )
@@ -39,7 +41,7 @@ def key_id_of(request: Request) -> UUID:
 
 
 def missing() -> Refusal:
-    return Refusal(404, "Not found", "There is no management key with this id in your account.")
+    return not_found(MANAGEMENT_KEY)
 
 
 def row(key: ManagementKey, session: Session) -> dict[str, object]:
@@ -59,10 +61,9 @@ def row(key: ManagementKey, session: Session) -> dict[str, object]:
 
 async def own_key(dashboard: Dashboard, session: Session, key_id: UUID) -> ManagementKey:
     ledger = dashboard.gateway.runtime.ledger
-    try:
-        return await call(use_cases.get_management_key, ledger, session.account_id, key_id)
-    except Refusal as refusal:
-        raise missing() if refusal.status == 404 else refusal from None
+    return await call(
+        use_cases.get_management_key, ledger, session.account_id, key_id, about=MANAGEMENT_KEY
+    )
 
 
 async def management_keys_page(request: Request, dashboard: Dashboard) -> Response:
