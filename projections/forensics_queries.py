@@ -22,6 +22,7 @@ from application.investigation import (
 from application.verification import Figures
 from domain.access import key_access
 from domain.policy import KeyPolicy
+from domain.tokens import TokenKind
 from projections.forensics_tables import flag_acknowledgements, key_clients, key_flags
 from projections.schema import daily_spend, from_us, holds, keys, positions, to_us, usage
 
@@ -194,7 +195,7 @@ def spend_per_hour(
 class KeyMatch:
     key_id: str
     account_id: str
-    kind: str  # "sk" (inference) or "mk" (management)
+    kind: TokenKind  # stored as its two-letter code
     name: str
     display: str
     status: str
@@ -234,7 +235,7 @@ def _matches(engine: Engine, *conditions: Any) -> list[KeyMatch]:
             KeyMatch(
                 key_id=row.key_id,
                 account_id=row.account_id,
-                kind=row.kind,
+                kind=TokenKind.of_code(row.kind),
                 name=row.name,
                 display=f"{row.prefix}…{row.last4}",
                 status=_status_now(row),

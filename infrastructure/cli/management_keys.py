@@ -8,6 +8,7 @@ from uuid import UUID
 from sqlalchemy import select
 
 from application import management_keys as use_cases
+from domain.tokens import TokenKind
 from infrastructure.cli.context import Context
 from infrastructure.cli.errors import Refused
 from infrastructure.cli.output import render_record, render_table, when
@@ -39,7 +40,9 @@ def _account_of(ctx: Context, key_id: UUID) -> UUID:
     ctx.runtime.projections.catch_up(["keys"])
     with ctx.runtime.engine.connect() as conn:
         account = conn.execute(
-            select(keys.c.account_id).where(keys.c.key_id == str(key_id), keys.c.kind == "mk")
+            select(keys.c.account_id).where(
+                keys.c.key_id == str(key_id), keys.c.kind == TokenKind.MANAGEMENT.code
+            )
         ).scalar_one_or_none()
     if account is None:
         raise Refused(f"no management key {key_id}")
