@@ -156,6 +156,7 @@ async def rotate_management_key(request: Request, dashboard: Dashboard) -> Respo
         key.id,
         session.actor,
         grace,
+        about=MANAGEMENT_KEY,
     )
     old = await own_key(dashboard, session, key.id)
     return token_page(request, session, issued, rotated_from=old)
@@ -178,6 +179,7 @@ async def revoke_management_key(request: Request, dashboard: Dashboard) -> Respo
         key.id,
         session.actor,
         using=session.management_key_id,  # never lock the owner out with the last active key
+        about=MANAGEMENT_KEY,
     )
     return see_other(PATH, notice="revoked")
 
