@@ -61,7 +61,8 @@ from projections.runner import ProjectionLagging
 
 
 def subclasses(root: type) -> Iterator[type]:
-    for child in root.__subclasses__():
+    children: list[type] = root.__subclasses__()
+    for child in children:
         yield child
         yield from subclasses(child)
 
