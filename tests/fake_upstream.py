@@ -42,7 +42,6 @@ Prompt tokens are the whitespace-separated words of every text of the request (a
 
 import asyncio
 import json
-import socket
 import threading
 import time
 import uuid
@@ -52,12 +51,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+
+from tests.support.servers import LiveServer
 
 MODES = (
     "ok",
@@ -637,50 +637,19 @@ def run_fake_upstream(
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
     upstream = FakeUpstream(mode=mode, slow_seconds=slow_seconds, chunk_delay=chunk_delay)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
+    server = LiveServer(
         upstream.app(),
-        log_config=None,  # leave the test process's logging alone
+        name="fake-upstream",
         log_level=log_level,
         lifespan="off",
         timeout_graceful_shutdown=2,
     )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name=f"fake-upstream-{port}", daemon=True
-    )
-    thread.start()
+    upstream.base_url = server.start(timeout=10) + "/v1"
     try:
-        _wait_until_serving(server, thread, port)
-        upstream.base_url = f"http://127.0.0.1:{port}/v1"
         yield upstream
     finally:
         upstream._stopping.set()
-        server.should_exit = True
-        thread.join(timeout=5)
-        if thread.is_alive():
-            server.force_exit = True
-            thread.join(timeout=5)
-        sock.close()
-
-
-def _wait_until_serving(server: uvicorn.Server, thread: threading.Thread, port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if not thread.is_alive():
-            raise RuntimeError("the fake upstream server stopped during startup")
-        if server.started:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return
-            except OSError:
-                pass
-        time.sleep(0.01)
-    server.should_exit = True
-    raise RuntimeError(f"the fake upstream did not start on port {port} within 10 s")
+        server.stop()
 
 
 # --- a catalogue file pointing at it --------------------------------------------------------------
