@@ -19,6 +19,11 @@ SWITCH_CHOICES = ("true", "false")
 LEAK_POLICIES = ("revoke", "notify")
 
 
+def is_postgres_url(url: str) -> bool:
+    """Whether a database URL names PostgreSQL (the one rule; anything else is SQLite's)."""
+    return url.startswith(("postgresql://", "postgres://"))
+
+
 class SettingsError(ValueError):
     """A configuration problem, reported as one line naming what to fix."""
 
@@ -79,7 +84,7 @@ class Settings:
 
     @property
     def is_postgres(self) -> bool:
-        return self.database_url.startswith(("postgresql://", "postgres://"))
+        return is_postgres_url(self.database_url)
 
     @property
     def answer_first_within(self) -> float | None:
@@ -153,7 +158,7 @@ def load_settings(
 
 def _direct_url(env: Mapping[str, str]) -> str | None:
     url = env.get("LOWROUTER_DIRECT_DATABASE_URL") or None
-    if url is not None and not url.startswith(("postgresql://", "postgres://")):
+    if url is not None and not is_postgres_url(url):
         raise SettingsError(
             f"LOWROUTER_DIRECT_DATABASE_URL {url!r} is not postgresql://USER@HOST:PORT/DB"
         )
