@@ -292,7 +292,8 @@ class LiveGateway:
         return self.runtime.spend.view(self.account_id).result(timeout=10)
 
     def spent_today(self, key_id: UUID | None = None) -> int:
-        return self.page().spent_today.get(str(key_id or self.key_id), 0)
+        """What the key's meter settled today (an unrotated key is its own meter)."""
+        return self.page().day_spent.get(str(key_id or self.key_id), 0)
 
     def assert_nothing_charged(self) -> None:
         """No usage row with a cost, no open hold, nothing spent, and the balance as funded."""
@@ -300,7 +301,7 @@ class LiveGateway:
         assert self.open_holds() == []
         page = self.page()
         assert page.held == 0
-        assert sum(page.spent_today.values()) == 0
+        assert page.spent_today == 0
         assert page.balance == self.initial_balance
 
 
@@ -323,6 +324,7 @@ def _shared_upstream() -> Iterator[FakeUpstream]:
 
 def _reset(upstream: FakeUpstream) -> None:
     upstream.mode, upstream.slow_seconds, upstream.chunk_delay = "ok", 3.0, 0.0
+    upstream.hangup_after = 3
     upstream.reset()
 
 

@@ -111,8 +111,8 @@ def check_books(
         assert view.balance == balance, f"account {account}: page {view.balance}, log {balance}"
         assert view.held == 0
     if verify:
+        from infrastructure.chain.store import catch_up_chain
         from infrastructure.cli import main
-        from projections.chain import catch_up_chain
 
         catch_up_chain(runtime)
         assert main(["verify", "--database-url", runtime.settings.database_url]) == 0
