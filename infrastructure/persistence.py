@@ -17,7 +17,7 @@ from application.spend import PageLock, no_lock
 from infrastructure.database import Database
 from infrastructure.event_store import SHARED_POOL
 from infrastructure.leadership import LEASE_HELD, LeadershipLease
-from infrastructure.settings import Settings, postgres_parts, sqlite_path
+from infrastructure.settings import Settings, is_postgres_url, postgres_parts, sqlite_path
 from projections.lookup import KeyLookup
 
 TRANSCODER = {"TRANSCODER_TOPIC": "infrastructure.transcoder:OrjsonDecodingTranscoder"}
@@ -158,7 +158,7 @@ class FilePageLock:
 def build_page_lock(database_url: str, database: Database | None = None) -> PageLock:
     if database_url.startswith("sqlite:///"):
         return FilePageLock(str(sqlite_path(database_url).expanduser()))
-    if database_url.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(database_url):
         if database is not None:
             return PostgresPageLock(database)
         return _owning(Database(database_url, application_name="lowrouter-lock"), PostgresPageLock)
@@ -197,7 +197,7 @@ def build_leadership(
 ) -> Callable[[], bool]:
     if database_url.startswith("sqlite:///"):
         return FileLeadership(str(sqlite_path(database_url).expanduser()))
-    if database_url.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(database_url):
         if database is not None:
             return LeadershipLease(database, lease_seconds)
         return _owning(

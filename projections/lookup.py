@@ -20,7 +20,7 @@ from psycopg.rows import tuple_row
 from sqlalchemy import Engine, func, or_, select
 
 from application.batching import BatchWorker
-from domain.access import NOT_CHECKED, Access, PublicStatus, key_access
+from domain.access import NOT_CHECKED, Access, ClientIp, PublicStatus, key_access
 from domain.policy import NO_POLICY, KeyPolicy
 from domain.scope import Scope
 from domain.tokens import TokenKind
@@ -31,7 +31,7 @@ from projections.schema import from_us, keys, to_us
 class KeyRecord:
     key_id: UUID
     account_id: UUID
-    kind: str  # TokenKind.code: "sk" | "mk"
+    kind: TokenKind  # stored as its two-letter code
     name: str
     display: str
     scope: Scope
@@ -42,7 +42,7 @@ class KeyRecord:
     lineage_id: UUID | None = None  # the rotation lineage's first key (its limits' meter)
     created_at: datetime | None = None
 
-    def access_at(self, now: datetime, client_ip: Any = NOT_CHECKED) -> Access:
+    def access_at(self, now: datetime, client_ip: ClientIp = NOT_CHECKED) -> Access:
         """The domain's answer (domain.access), from what the lookup holds."""
         return key_access(
             revoked_at=self.revoked_at if self.status == "revoked" else None,
@@ -163,7 +163,7 @@ def _record(row: tuple[Any, ...]) -> KeyRecord:
     return KeyRecord(
         key_id=UUID(key_id),
         account_id=UUID(account_id),
-        kind=kind,
+        kind=TokenKind.of_code(kind),
         name=name,
         display=f"{prefix}…{last4}",
         scope=Scope.from_fields(

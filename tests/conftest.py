@@ -200,6 +200,7 @@ E2E_MODULES = {  # modules whose tests start processes themselves
     "tests/cli/test_serve.py",
     "tests/spend/test_crash.py",
     "tests/spend/test_crash_mid_commit.py",
+    "tests/spend/test_settle_after_answer.py",
     "tests/spend/test_two_gateways.py",
     "tests/infrastructure/test_fake_upstream.py",
     "tests/infrastructure/test_upstream_client.py",
