@@ -430,6 +430,7 @@ class ProjectionRunner:
 
         recorder: Any = self.app.recorder
         name = getattr(getattr(recorder.datastore, "database", None), "application_name", "")
+        failing = False  # one line when LISTEN is lost and one when it is back, not one a second
         while not self._stop.is_set():
             if not self.leading:
                 self._stop.wait(STANDBY_INTERVAL)
@@ -441,11 +442,19 @@ class ProjectionRunner:
                     application_name=f"{name or 'lowrouter'}-listen",
                 ) as conn:
                     conn.execute(SQL("LISTEN {0}").format(Identifier(recorder.channel_name)))
+                    if failing:
+                        log.warning("LISTEN for new events is back")
+                        failing = False
                     while not self._stop.is_set() and self.leading:
                         for _ in conn.notifies(timeout=0.5, stop_after=1):
                             self._wake.set()
-            except Exception:
-                log.exception("LISTEN for new events failed; polling until it reconnects")
+            except Exception as error:
+                if not failing:
+                    log.warning(
+                        "LISTEN for new events failed (%s); polling until it reconnects",
+                        safe_error_text(error),
+                    )
+                    failing = True
                 self._stop.wait(1.0)
 
     def wake(self) -> None:

@@ -21,7 +21,7 @@ from infrastructure.settings import load_settings
 from tests.fake_upstream import fake_environ, run_fake_upstream, write_catalogue
 from tests.support.faults import OPERATOR, Gateway
 from tests.support.ledger_check import check_books, replay
-from tests.support.processes import free_port, wait_healthy
+from tests.support.processes import free_port, wait_until_up
 from tests.support.stores import PEPPER
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ def test_a_kill_between_the_answer_and_its_settlement_leaves_the_hold_to_the_rec
         seam = [sys.executable, "-m", "tests.support.held_settlements", "120", str(marker)]
         serve = subprocess.Popen([*seam, "serve", "--port", str(port)], env=env, cwd=ROOT)
         try:
-            wait_healthy(port)
+            wait_until_up(port)
             gateway = Gateway(f"http://127.0.0.1:{port}", runtime, token, opened.account.id)
 
             def call(model: str, stream: bool) -> None:
