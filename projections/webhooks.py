@@ -53,6 +53,7 @@ from sqlalchemy import (
     update,
 )
 
+from application.investigation import UsageFlag
 from domain.keys import ApiKey
 from domain.leaks import LeakReported
 from domain.ledger import LedgerPage
@@ -65,7 +66,7 @@ from domain.webhooks import (
     thresholds_reached,
 )
 from projections.base import insert_rows
-from projections.forensics import UsageFlag, key_flags
+from projections.forensics_tables import key_flags
 from projections.schema import from_us, metadata, positions, to_us
 
 _MESSAGE_NAMESPACE = uuid5(NAMESPACE_URL, "https://lowrouter.dev/webhook-message")

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from domain.errors import NotFound
+from infrastructure.dashboard_sessions import Session
 from infrastructure.error_table import ANSWERED, KEY, AnsweredError, Subject, answer_to
 from infrastructure.http.dashboard.constants import (
     BASE,
@@ -20,7 +21,6 @@ from infrastructure.http.dashboard.constants import (
     TEMPLATE_DIR,
 )
 from infrastructure.http.dashboard.state import Dashboard, dashboard_of
-from infrastructure.http.dashboard.store import Session
 
 T = TypeVar("T")
 
