@@ -192,14 +192,17 @@ class FileLeadership:
             self._file = None
 
 
-def build_leadership(database_url: str, database: Database | None = None) -> Callable[[], bool]:
+def build_leadership(
+    database_url: str, lease_seconds: float, database: Database | None = None
+) -> Callable[[], bool]:
     if database_url.startswith("sqlite:///"):
         return FileLeadership(str(sqlite_path(database_url).expanduser()))
     if is_postgres_url(database_url):
         if database is not None:
-            return LeadershipLease(database)
+            return LeadershipLease(database, lease_seconds)
         return _owning(
-            Database(database_url, application_name="lowrouter-leadership"), LeadershipLease
+            Database(database_url, application_name="lowrouter-leadership"),
+            lambda d: LeadershipLease(d, lease_seconds),
         )
     return lambda: True
 

@@ -19,6 +19,7 @@ from application.reconcile import reconcile
 from application.retry import retry_transient
 from application.spend import SpendControl
 from domain.redaction import safe_error_text
+from infrastructure.chain.store import catch_up_chain
 from infrastructure.database import Database
 from infrastructure.key_uses import create_key_uses_table
 from infrastructure.leadership import ensure_leadership_table
@@ -36,7 +37,6 @@ from infrastructure.persistence import (
 from infrastructure.settings import Settings, postgres_conninfo
 from infrastructure.webhooks.vault import create_secrets_table
 from projections import all_projections
-from projections.chain import catch_up_chain
 from projections.lookup import KeyLookup, live_key_count
 from projections.queries.freshness import ReadSide
 from projections.queries.holds import stale_holds
@@ -204,7 +204,9 @@ def open_runtime(
                 engine,
                 ledger,
                 all_projections(),
-                leadership=build_leadership(settings.database_url, database),
+                leadership=build_leadership(
+                    settings.database_url, settings.leadership_lease_seconds, database
+                ),
                 listen_conninfo=postgres_conninfo(listen) if listen and database else None,
             )
             if prepare_schema:

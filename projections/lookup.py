@@ -20,7 +20,7 @@ from psycopg.rows import tuple_row
 from sqlalchemy import Engine, func, or_, select
 
 from application.batching import BatchWorker
-from domain.access import NOT_CHECKED, Access, PublicStatus, key_access
+from domain.access import NOT_CHECKED, Access, ClientIp, PublicStatus, key_access
 from domain.policy import NO_POLICY, KeyPolicy
 from domain.scope import Scope
 from domain.tokens import TokenKind
@@ -42,7 +42,7 @@ class KeyRecord:
     lineage_id: UUID | None = None  # the rotation lineage's first key (its limits' meter)
     created_at: datetime | None = None
 
-    def access_at(self, now: datetime, client_ip: Any = NOT_CHECKED) -> Access:
+    def access_at(self, now: datetime, client_ip: ClientIp = NOT_CHECKED) -> Access:
         """The domain's answer (domain.access), from what the lookup holds."""
         return key_access(
             revoked_at=self.revoked_at if self.status == "revoked" else None,

@@ -144,7 +144,7 @@ def account_json(
         "balance": format_credits(view.balance),
         "held": format_credits(view.held),
         "available": format_credits(view.available),
-        "spent_today": format_credits(sum(view.spent_today.values())),
+        "spent_today": format_credits(view.spent_today),
     }
 
 

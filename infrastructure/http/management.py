@@ -543,6 +543,10 @@ def key_param(params: QueryParams) -> UUID | None:
 
 async def usage_response(caller: Caller, query: UsageQuery) -> Response:
     """One page, newest first; `next_cursor` is null on the last page."""
+    # This gateway answers before its settlements are durable (settling after the answer): a
+    # read of the account's page is queued behind them, so once it answers they are in the log
+    # and the usage history's catch-up sees them (read-your-writes).
+    await page_view(caller)
     try:
         rows = await run_in_threadpool(
             caller.gateway.runtime.reads.ask,
@@ -590,7 +594,7 @@ async def credits(request: Request) -> Response:
     return json_response(
         {
             "balance": format_credits(view.balance),
-            "spent_today": format_credits(sum(view.spent_today.values())),
+            "spent_today": format_credits(view.spent_today),
             "held": format_credits(view.held),
             "available": format_credits(view.available),
             "day": view.day,

@@ -149,7 +149,8 @@ class History:
         ledger = self.runtime.ledger
         keys = {key_id: key_json(ledger.get_key(key_id), now) for key_id in self.keys}
         view = self.runtime.spend.view(self.account).result()
-        spent = {key: cost for key, cost in view.spent_today.items() if cost}
+        # reserved without a meter, so each key is its own meter: day_spent is per key here
+        spent = {key: cost for key, cost in view.day_spent.items() if cost}
         self.moments.append(Moment(now, keys, view.balance, view.held, spent, view.day))
 
 

@@ -342,6 +342,8 @@ async def relay(
             upstream_cost=events.upstream_cost,
         )
         assert call.charge is not None
+        if call.settlement_pending:
+            note_pending_charge(charged)
         yield events.close(call.charge.tokens, charged)
     finally:
         if not call.settled:

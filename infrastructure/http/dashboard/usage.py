@@ -26,6 +26,7 @@ from infrastructure.http.dashboard.rendering import call, render
 from infrastructure.http.dashboard.rows import iso, usage_row
 from infrastructure.http.dashboard.sessions import signed_in
 from infrastructure.http.dashboard.state import Dashboard
+from infrastructure.http.gateway import durable
 from infrastructure.http.limits import whole_number
 from infrastructure.times import parse_time_text
 from projections.queries.dashboard import (
@@ -131,6 +132,9 @@ async def usage_page_view(request: Request, dashboard: Dashboard) -> Response:
     names = {str(k.id): (k.name, k.display) for k in api_keys}
     chosen = read_filters(request.query_params, session.account_id, names)
     before = page_position(request.query_params)
+    # Answers do not wait for their settlements (settling after the answer): a read of the
+    # account's page queues behind this gateway's, so the history below includes them.
+    await durable(runtime.spend.view(session.account_id))
     reads = dashboard.reads
     rows = await run_in_threadpool(
         reads.ask, usage_rows, chosen.query, before_position=before, limit=USAGE_PAGE_SIZE + 1

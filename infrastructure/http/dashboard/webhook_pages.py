@@ -107,8 +107,9 @@ async def remove_webhook(request: Request, dashboard: Dashboard) -> Response:
 
 async def deliveries_page(request: Request, dashboard: Dashboard) -> Response:
     session = await signed_in(request, dashboard)
-    get = use_cases(dashboard).get
-    endpoint = await call(get, endpoint_id_of(request), session.account_id, about=WEBHOOK)
+    endpoint = await call(
+        use_cases(dashboard).get, endpoint_id_of(request), session.account_id, about=WEBHOOK
+    )
     rows = await run_in_threadpool(dashboard.reads.ask, deliveries_of_webhook, endpoint.id)
     return render(
         request,
