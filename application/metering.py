@@ -106,7 +106,8 @@ class MeteredRequest:
 
 class Outcome(Enum):
     ANSWERED = "answered"  # the upstream answered (with or without usage)
-    BROKEN_OFF = "broken_off"  # the upstream broke a stream off after producing something
+    BROKEN_OFF = "broken_off"  # a stream's connection broke after part of it was delivered
+    OVERSIZED = "oversized"  # a stream event over the size limit, after part was delivered
     TRUNCATED = "truncated"  # a stream ended without its end ([DONE] or usage): cut short
     TRUNCATED_BODY = "truncated_body"  # a non-streamed answer cut mid-read (nothing relayed)
     STALLED = "stalled"  # a stream outlived a deadline (idle or total) after producing something
@@ -121,7 +122,8 @@ class Outcome(Enum):
 # status and status code recorded for each outcome (a refusal records the upstream's code)
 _STATUS = {
     Outcome.ANSWERED: ("ok", 200),
-    Outcome.BROKEN_OFF: ("upstream_error", 502),
+    Outcome.BROKEN_OFF: ("upstream_truncated", 502),
+    Outcome.OVERSIZED: ("upstream_error", 502),
     Outcome.TRUNCATED: ("upstream_truncated", 502),
     Outcome.TRUNCATED_BODY: ("upstream_truncated", 502),
     Outcome.STALLED: ("upstream_timeout", 504),
@@ -146,7 +148,13 @@ NOT_CHARGED = frozenset(
 # Cut short after part of the answer reached the client: charged as a hang-up is, for what was
 # delivered (never zero), from our estimate unless the upstream reported usage.
 CUT_SHORT = frozenset(
-    {Outcome.CLIENT_CLOSED, Outcome.BROKEN_OFF, Outcome.TRUNCATED, Outcome.STALLED}
+    {
+        Outcome.CLIENT_CLOSED,
+        Outcome.BROKEN_OFF,
+        Outcome.OVERSIZED,
+        Outcome.TRUNCATED,
+        Outcome.STALLED,
+    }
 )
 
 
@@ -425,8 +433,8 @@ class MeteredCall:
             cost_source=charge.cost_source,
             upstream_cost=upstream_cost,
         )
-        future = self.metering.spend.settle(
-            self.key.account_id, self.request_id, charge.cost, usage
+        future = self._charged(
+            self.metering.spend.settle(self.key.account_id, self.request_id, charge.cost, usage)
         )
         self._settlement = future
         self.metering._tell(lambda: self.metering.observer.settling(future, usage))
@@ -462,12 +470,35 @@ class MeteredCall:
             assert self.charge is not None
             self.settlement_pending = True
             return min(self.charge.cost, self.hold)  # what the ledger will charge (capped)
-        if charged is None:
-            # The hold was already closed: the reconciler settled it (this process looked dead,
-            # or the request outlived every deadline). Report what the ledger charged.
-            spend = self.metering.spend
-            charged = await durable(spend.reconciled_cost(self.key.account_id, self.request_id))
         return charged or 0
+
+    def _charged(self, settled: "Future[int | None]") -> "Future[int | None]":
+        """What the ledger charged this call: the settlement's amount, or, when its hold was
+        already closed (the reconciler settled it: this process looked dead, or the request
+        outlived every deadline), what the reconciler charged — whatever page it did it on —
+        so the client, the log line and the metrics all say what the ledger holds. None: the
+        hold was released (nothing charged)."""
+        charged: Future[int | None] = Future()
+        spend, account_id = self.metering.spend, self.key.account_id
+
+        def copy_to_charged(done: "Future[int | None]") -> None:
+            if done.cancelled():
+                charged.cancel()
+            elif (error := done.exception()) is not None:
+                charged.set_exception(error)
+            else:
+                charged.set_result(done.result())
+
+        def settled_or_reconciled(done: "Future[int | None]") -> None:
+            if done.cancelled() or done.exception() is not None or done.result() is not None:
+                copy_to_charged(done)
+            else:  # on the writer's thread: a read queued behind it, not waited for here
+                spend.reconciled_cost(account_id, self.request_id).add_done_callback(
+                    copy_to_charged
+                )
+
+        settled.add_done_callback(settled_or_reconciled)
+        return charged
 
     def abandon(self) -> None:
         """Our own failure before a settlement: record it, charge nothing."""

@@ -110,6 +110,9 @@ class LedgerPage(Aggregate):
         # Since 0.3 (absent from older pages, which the defaults of __init__ cover):
         carried_month: dict[str, int]
         carried_windows: dict[str, list[Bucket]]
+        # Since class version 3 of the page (absent from older pages): what the reconciler
+        # charged on the previous page, by request id (see `reconciled_cost`).
+        carried_reconciled: dict[str, int]
 
     class Funded(Aggregate.Event):
         amount: int
@@ -251,7 +254,8 @@ class LedgerPage(Aggregate):
 
     # Version 2 (release 0.3): the per-meter maps. A snapshot of version 1 (0.2) has none, so
     # it gets them here, before any event is applied to the restored page. Version 3: the
-    # per-key day maps are gone (the limits and every figure shown read the meter's).
+    # per-key day maps are gone (the limits and every figure shown read the meter's), and the
+    # page knows what the reconciler charged on the previous page (`reconciled_before`).
     class_version = 3
 
     @staticmethod
@@ -283,9 +287,11 @@ class LedgerPage(Aggregate):
     @staticmethod
     def upcast_v2_v3(state: dict[str, Any]) -> None:
         """Drop the per-key day maps a page kept beside the per-meter ones until version 3
-        (`held_today`, `spent_today`: nothing reads them; the meter's maps hold the same money)."""
+        (`held_today`, `spent_today`: nothing reads them; the meter's maps hold the same money),
+        and start with no reconciled charges of the previous page (earlier pages carried none)."""
         state.pop("held_today", None)
         state.pop("spent_today", None)
+        state.setdefault("reconciled_before", {})
 
     def __init__(
         self,
@@ -295,6 +301,7 @@ class LedgerPage(Aggregate):
         carried_holds: dict[str, Hold],
         carried_month: dict[str, int] | None = None,
         carried_windows: dict[str, list[Bucket]] | None = None,
+        carried_reconciled: dict[str, int] | None = None,
     ) -> None:
         self.account_id = account_id
         self.day = day
@@ -317,9 +324,13 @@ class LedgerPage(Aggregate):
         }
         for hold in self.holds.values():
             self._count_hold(_meter(hold), hold["day"], hold["amount"], +1)
-        # request id -> what the reconciler charged, on this page: a gateway's late settlement
-        # reports this, not a cost of its own (rare, so small).
+        # request id -> what the reconciler charged, on this page and on the previous one: a
+        # gateway's late settlement reports this, not a cost of its own (rare, so small). Kept
+        # for one closing of the books, so a hold reconciled before midnight and settled late
+        # after it still finds its charge (a late settlement comes within a request's deadline
+        # of its reconciliation, far less than a day).
         self.reconciled: dict[str, int] = {}
+        self.reconciled_before: dict[str, int] = dict(carried_reconciled or {})
         self.closed = False
 
     # Creating and closing pages ------------------------------------------------------------
@@ -334,6 +345,7 @@ class LedgerPage(Aggregate):
         carried_holds: dict[str, Hold] | None = None,
         carried_month: dict[str, int] | None = None,
         carried_windows: dict[str, list[Bucket]] | None = None,
+        carried_reconciled: dict[str, int] | None = None,
     ) -> "LedgerPage":
         return cls._create(
             cls.Opened,
@@ -344,6 +356,7 @@ class LedgerPage(Aggregate):
             carried_holds=carried_holds or {},
             carried_month=carried_month or {},
             carried_windows=carried_windows or {},
+            carried_reconciled=carried_reconciled or {},
             timestamp=at,
         )
 
@@ -368,6 +381,7 @@ class LedgerPage(Aggregate):
             carried,
             carried_month=month,
             carried_windows={m: b for m, b in windows.items() if b},
+            carried_reconciled=dict(self.reconciled),
         )
 
     # Reading ------------------------------------------------------------------------------
@@ -389,8 +403,10 @@ class LedgerPage(Aggregate):
         return self.held_month.get(meter, 0)
 
     def reconciled_cost(self, request_id: str) -> int | None:
-        """What the reconciler charged a hold of this page, if it settled it."""
-        return self.reconciled.get(request_id)
+        """What the reconciler charged this request's hold, if it settled it on this page or
+        the previous one."""
+        charged = self.reconciled.get(request_id)
+        return charged if charged is not None else self.reconciled_before.get(request_id)
 
     def in_flight(self, meter: str) -> int:
         return self.open_holds.get(meter, 0)

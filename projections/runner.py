@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -27,7 +28,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from application.retry import backoff, is_transient
 from domain.redaction import safe_error_text
 from projections.base import Projection
-from projections.schema import metadata, positions, projection_failures
+from projections.schema import from_us, metadata, positions, projection_failures
 
 log = logging.getLogger("lowrouter.projections")
 
@@ -67,6 +68,8 @@ class ProjectionStatus:
     name: str
     position: int
     head: int
+    moved_at: datetime | None = None  # when its position last moved
+
 
     @property
     def lag(self) -> int:
@@ -187,7 +190,13 @@ class ProjectionRunner:
 
     def status(self) -> list[ProjectionStatus]:
         head = self.head()
-        return [ProjectionStatus(name, self.position(name), head) for name in self.projections]
+        query = select(positions.c.name, positions.c.position, positions.c.updated_us)
+        with self.engine.connect() as conn:
+            found = {name: (position, moved) for name, position, moved in conn.execute(query)}
+        return [
+            ProjectionStatus(name, found[name][0], head, from_us(found[name][1]))
+            for name in self.projections
+        ]
 
     @property
     def failure(self) -> ProjectionFailed | None:

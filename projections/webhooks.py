@@ -56,6 +56,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql.dml import Insert
 
+from application.investigation import UsageFlag
 from domain.keys import ApiKey
 from domain.leaks import LeakReported
 from domain.ledger import LedgerPage
@@ -68,7 +69,7 @@ from domain.webhooks import (
     thresholds_reached,
 )
 from projections.base import insert_rows
-from projections.forensics import UsageFlag, key_flags
+from projections.forensics_tables import key_flags
 from projections.schema import from_us, metadata, positions, to_us
 
 _MESSAGE_NAMESPACE = uuid5(NAMESPACE_URL, "https://lowrouter.dev/webhook-message")

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from infrastructure.runtime import Runtime
 
 from tests.hosts.pgbouncer import pgbouncers  # noqa: F401  (fixture: PgBouncer per pool mode)
+from tests.support.management_api import api  # noqa: F401  (fixture: the management API)
 from tests.support.stores import (
     PEPPER,
     database_url_named,
@@ -142,7 +143,13 @@ def two_gateways(
     (directly or through PgBouncer: `route`)."""
     from infrastructure.runtime import open_runtime
     from infrastructure.settings import load_settings
-    from tests.support.processes import free_port, start_gateway, wait_until_up
+    from tests.support.processes import (
+        free_port,
+        gateway_environment,
+        start_gateway,
+        stop,
+        wait_until_up,
+    )
 
     database_url, extra = database_route
     settings = load_settings(
@@ -153,16 +160,15 @@ def two_gateways(
     ports = [free_port(), free_port()]
     # these tests send revoked tokens by design (dozens of 401s from one address): no ban
     gateway_extra = {"LOWROUTER_AUTH_FAILURE_BURST": "100000", **extra}
-    processes = [start_gateway(database_url, port, tmp_path, gateway_extra) for port in ports]
+    env = gateway_environment(database_url, tmp_path, **gateway_extra)
+    processes = [start_gateway(env, port) for port in ports]
     try:
         for port, process in zip(ports, processes, strict=True):
             wait_until_up(port, process)
         yield runtime, [f"http://127.0.0.1:{port}/api/v1" for port in ports]
     finally:
         for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=20)
+            stop(process)
         runtime.close()
 
 
@@ -200,6 +206,8 @@ E2E_MODULES = {  # modules whose tests start processes themselves
     "tests/security/test_unauthenticated_surface.py",
     "tests/security/test_management_keys.py",
     "tests/security/test_poison.py",
+    "tests/security/test_holds.py",  # uvicorn in a thread: a hostile upstream, the gateway
+    "tests/security/test_header_limits.py",  # uvicorn in a thread: the real protocol
     "tests/security/test_no_secret_relayed.py",
     "tests/hosts/test_many_hosts.py",
     "tests/hosts/test_connection_budget.py",
@@ -211,13 +219,13 @@ E2E_MODULES = {  # modules whose tests start processes themselves
     "tests/webhooks/test_webhooks_api.py",
     "tests/webhooks/test_delivery.py",  # test-local receivers
     "tests/webhooks/test_budget_concurrency.py",
+    "tests/http/test_first_request.py",  # a fresh interpreter
 }
 E2E_TESTS = {  # single tests that start a subprocess: `--env-file` asks git if the file is ignored
     "tests/cli/test_cli.py::test_env_file_gets_the_token_with_mode_0600_and_is_appended_to",
     "tests/cli/test_cli.py::test_env_file_in_a_git_work_tree_warns_unless_it_is_ignored",
     "tests/cli/test_no_plaintext.py::test_tokens_created_through_the_cli_are_not_stored_in_plaintext",
     "tests/security/test_cli_hygiene.py::test_env_file_refuses_symlinks_and_loose_files_unless_forced",
-    "tests/security/test_holds.py::test_usage_beyond_the_hold_raises_the_usage_unexpected_webhook",
 }
 SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state machines, bulk
     "tests/domain/test_key_lifecycle.py::test_key_lifecycle_state_machine_in_memory",
@@ -237,6 +245,7 @@ SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state mac
     "tests/policy/test_limits_across_processes.py::test_a_limit_admits_exactly_its_allowance_across_two_processes",
     "tests/cli/test_key_policy_cli.py::test_policy_options_set_clear_and_show_in_the_audit",
     "tests/cli/test_key_policy_cli.py::test_bad_policy_options_and_unserved_models_change_nothing",
+    "tests/faults/test_postgres_restart.py::test_a_postgresql_restart_under_load_leaves_honest_books",
 }
 # `make test` runs two xdist workers (`-n 2 --dist loadgroup`); each has its own session
 # fixtures (templates, PgBouncers, e2e gateways). A test that uses a server shared by several
@@ -328,5 +337,9 @@ def _fast_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 
         return refused
 
+    import uvicorn
+
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse("starts a subprocess"))
     monkeypatch.setattr(socket.socket, "listen", refuse("starts a server"))
+    # uvicorn listens through uvloop, which never calls socket.socket.listen
+    monkeypatch.setattr(uvicorn.Server, "__init__", refuse("starts a server"))

@@ -17,7 +17,8 @@ one of MODES; any other name uses `upstream.mode` (default "ok"), which a test m
 - stall            streams two chunks, sleeps `slow_seconds`, then finishes (non-streaming: slow).
 - error500         500 with an OpenAI-style error body.
 - garbage          200 whose body is not JSON (streaming: an SSE data line that is not JSON).
-- hangup           closes the connection mid-response (streaming: after three chunks).
+- hangup           closes the connection mid-response (streaming: after `hangup_after` chunks,
+                   three unless a test changes it; 0: before any).
 - overrun          like ok, but usage reports 100 more completion tokens than max_tokens allowed.
 - truncate         streams three chunks, then ends cleanly without usage or [DONE]
                    (non-streaming: like hangup).
@@ -25,6 +26,8 @@ one of MODES; any other name uses `upstream.mode` (default "ok"), which a test m
                    `slow_seconds`, then finishes like ok (non-streaming: slow).
 - huge             streams one chunk, then one `data:` line of `huge_bytes` bytes, then finishes
                    (non-streaming: like ok, padded to more than `huge_bytes`).
+- endless          (chat, streaming) content chunks of 1 KB, one after another, until the client
+                   goes or the fake stops: it never ends by itself (non-streaming: like ok).
 - cached           like ok, but CACHE_READ of the prompt tokens were read from the cache and
                    CACHE_WRITE written to it (Anthropic; each at most what the prompt has),
                    REASONING_TOKENS more
@@ -39,7 +42,6 @@ Prompt tokens are the whitespace-separated words of every text of the request (a
 
 import asyncio
 import json
-import socket
 import threading
 import time
 import uuid
@@ -49,12 +51,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+
+from tests.support.servers import LiveServer
 
 MODES = (
     "ok",
@@ -68,6 +71,7 @@ MODES = (
     "cached",
     "truncate",
     "drip",
+    "endless",
     "huge",
 )
 REPLY_WORDS = ("Hello", "from", "the", "fake", "upstream")
@@ -96,6 +100,7 @@ class FakeUpstream:
     slow_seconds: float = 5.0
     chunk_delay: float = 0.0  # pause between streamed chunks
     huge_bytes: int = 1024 * 1024  # the "huge" mode's one long line
+    hangup_after: int = 3  # the streamed chunks the "hangup" mode sends before it drops
     base_url: str = ""  # "http://127.0.0.1:PORT/v1" once running
     requests: list[RecordedRequest] = field(default_factory=list)
     _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -161,7 +166,7 @@ class FakeUpstream:
             chunks = [chunk.encode() for chunk in answer.chunks()][:3]
             return Response(b"".join(chunks), media_type="text/event-stream")
         if answer.mode == "hangup" and answer.stream:
-            chunks = [chunk.encode() for chunk in answer.chunks()][:3]
+            chunks = [chunk.encode() for chunk in answer.chunks()][: self.hangup_after]
             return _HangUp(chunks, "text/event-stream", None)
         if answer.mode in ("hangup", "truncate"):
             full = json.dumps(answer.completion()).encode()
@@ -173,6 +178,12 @@ class FakeUpstream:
         return JSONResponse(answer.completion())
 
     async def _stream(self, answer: "_Answer") -> AsyncIterator[str]:
+        if answer.mode == "endless":
+            chunk = _sse(answer._choice_chunk("chat.completion.chunk", {"content": "x " * 512}))
+            while not self._stopping.is_set():
+                yield chunk
+                await asyncio.sleep(0)
+            return
         for index, chunk in enumerate(answer.chunks()):
             if index and self.chunk_delay:
                 await self._sleep(self.chunk_delay)
@@ -626,50 +637,19 @@ def run_fake_upstream(
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
     upstream = FakeUpstream(mode=mode, slow_seconds=slow_seconds, chunk_delay=chunk_delay)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
+    server = LiveServer(
         upstream.app(),
-        log_config=None,  # leave the test process's logging alone
+        name="fake-upstream",
         log_level=log_level,
         lifespan="off",
         timeout_graceful_shutdown=2,
     )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name=f"fake-upstream-{port}", daemon=True
-    )
-    thread.start()
+    upstream.base_url = server.start(timeout=10) + "/v1"
     try:
-        _wait_until_serving(server, thread, port)
-        upstream.base_url = f"http://127.0.0.1:{port}/v1"
         yield upstream
     finally:
         upstream._stopping.set()
-        server.should_exit = True
-        thread.join(timeout=5)
-        if thread.is_alive():
-            server.force_exit = True
-            thread.join(timeout=5)
-        sock.close()
-
-
-def _wait_until_serving(server: uvicorn.Server, thread: threading.Thread, port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if not thread.is_alive():
-            raise RuntimeError("the fake upstream server stopped during startup")
-        if server.started:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return
-            except OSError:
-                pass
-        time.sleep(0.01)
-    server.should_exit = True
-    raise RuntimeError(f"the fake upstream did not start on port {port} within 10 s")
+        server.stop()
 
 
 # --- a catalogue file pointing at it --------------------------------------------------------------

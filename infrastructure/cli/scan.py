@@ -27,7 +27,7 @@ from domain.tokens import Token, hash_token
 from infrastructure.cli.context import Context
 from infrastructure.cli.errors import Refused
 from infrastructure.cli.output import render_table
-from projections.forensics import key_by_token_hash
+from projections.queries.forensics import match_of_token_hash
 
 SKIP_DIRECTORIES = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv"})
 MiB = 1024 * 1024
@@ -153,12 +153,11 @@ def _new_start(hunk: bytes) -> int:
 def look_up(ctx: Context, hits: list[Hit]) -> dict[str, Any]:
     """Token hash -> the key it belongs to (or None), each distinct token looked up once."""
     runtime = ctx.runtime
-    runtime.projections.catch_up(["keys"])
     found: dict[str, Any] = {}
     for hit in hits:
         digest = hash_token(runtime.settings.pepper, hit.token)
         if digest not in found:
-            found[digest] = key_by_token_hash(runtime.engine, digest)
+            found[digest] = runtime.reads.ask(match_of_token_hash, digest)
     return found
 
 

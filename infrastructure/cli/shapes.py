@@ -13,7 +13,7 @@ from infrastructure.cli.context import Context
 from infrastructure.cli.errors import redact_tokens
 from infrastructure.cli.output import render_record, when
 from infrastructure.views import iso, key_json
-from projections.queries import last_used, meters
+from projections.queries.management import last_used, meters
 
 STORE_IT_NOW = (
     "store this token now; it is shown only once "
@@ -155,9 +155,8 @@ def key_views(ctx: Context, keys: Sequence[ApiKey]) -> list[dict[str, Any]]:
         account_id: runtime.spend.view(account_id).result()
         for account_id in {key.account_id for key in keys}
     }
-    runtime.projections.catch_up(["keys", "usage"])
-    used = last_used(runtime.engine, [key.id for key in keys])
-    metered = meters(runtime.engine, [key.id for key in keys])
+    used = runtime.reads.ask(last_used, [key.id for key in keys])
+    metered = runtime.reads.ask(meters, [key.id for key in keys])
     now = ctx.now()
     return [
         key_json(

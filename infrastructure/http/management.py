@@ -8,7 +8,6 @@ Handlers parse, call one application method in a worker thread, and render (infr
 
 import base64
 import binascii
-import contextlib
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -51,7 +50,7 @@ from infrastructure.http.limits import parse_json, whole_number
 from infrastructure.served import served
 from infrastructure.times import parse_time_text
 from infrastructure.views import key_event_json, key_json, key_state_json, usage_json
-from projections.queries import last_used, meters, usage_page
+from projections.queries.management import last_used, meters, usage_page
 from projections.runner import ProjectionFailed, ProjectionLagging
 from projections.schema import to_us
 
@@ -379,27 +378,17 @@ async def page_view(caller: Caller) -> PageView:
     return await durable(caller.gateway.spend.view(caller.account_id))
 
 
-async def catch_up_usage(caller: Caller, *, required: bool = True) -> None:
-    """Bring the usage history up to everything recorded so far (read-your-writes). When it
-    has failed: a 503 where the usage is what was asked for (`required`), else the figures as
-    they are — a key's change must never look refused after it was applied."""
-    try:
-        await run_in_threadpool(caller.gateway.runtime.projections.catch_up, ["usage"])
-    except ProjectionFailed as failure:
-        if required:
-            raise ApiError(503, "usage_unavailable", str(failure)) from None
-
-
 async def render_keys(caller: Caller, keys: list[ApiKey]) -> list[dict[str, Any]]:
     """KEY shapes with today's spend (the ledger's, of the key's rotation lineage: what its
     daily limit counts) and last use (the usage history)."""
     view = await page_view(caller)
-    await catch_up_usage(caller, required=False)  # last_used_at may lag; the key is current
-    engine = caller.gateway.runtime.engine
+    # Best effort: a key's change must never look refused after it was applied, so a failed
+    # usage history leaves last_used_at behind, and a failed keys projection leaves a key it
+    # does not hold yet with its own figures.
+    reads = caller.gateway.runtime.reads.best_effort
     ids = [key.id for key in keys]
-    await catch_up_keys(caller)
-    used = await run_in_threadpool(last_used, engine, ids)
-    metered = await run_in_threadpool(meters, engine, ids)
+    used = await run_in_threadpool(reads.ask, last_used, ids)
+    metered = await run_in_threadpool(reads.ask, meters, ids)
     now = caller.now()
     return [
         key_json(
@@ -410,13 +399,6 @@ async def render_keys(caller: Caller, keys: list[ApiKey]) -> list[dict[str, Any]
         )
         for key in keys
     ]
-
-
-async def catch_up_keys(caller: Caller) -> None:
-    """Bring the keys projection (the lineages) up to date; when it has failed, a key not yet
-    in it shows its own figures rather than a refusal of its change."""
-    with contextlib.suppress(ProjectionFailed):
-        await run_in_threadpool(caller.gateway.runtime.projections.catch_up, ["keys"])
 
 
 async def render_key(caller: Caller, key: ApiKey) -> dict[str, Any]:
@@ -586,18 +568,20 @@ def key_param(params: QueryParams) -> UUID | None:
 
 async def usage_response(caller: Caller, query: UsageQuery) -> Response:
     """One page, newest first; `next_cursor` is null on the last page."""
-    await catch_up_usage(caller)
-    rows = await run_in_threadpool(
-        usage_page,
-        caller.gateway.runtime.engine,
-        caller.account_id,
-        key_id=query.key_id,
-        model=query.model,
-        since_us=query.since_us,
-        until_us=query.until_us,
-        before_position=query.before_position,
-        limit=query.limit + 1,
-    )
+    try:
+        rows = await run_in_threadpool(
+            caller.gateway.runtime.reads.ask,
+            usage_page,
+            caller.account_id,
+            key_id=query.key_id,
+            model=query.model,
+            since_us=query.since_us,
+            until_us=query.until_us,
+            before_position=query.before_position,
+            limit=query.limit + 1,
+        )
+    except ProjectionFailed as failure:  # the usage is what was asked for: say it is missing
+        raise ApiError(503, "usage_unavailable", str(failure)) from None
     more = len(rows) > query.limit
     rows = rows[: query.limit]
     next_cursor = encode_cursor(rows[-1]["position"]) if more else None

@@ -20,8 +20,8 @@ from infrastructure.http.errors import ApiError
 from infrastructure.http.jsonresponse import json_response
 from infrastructure.http.management import Caller, authenticate, check_query, read_object
 from infrastructure.webhook_views import delivery_json, webhook_json
+from projections.queries.management import deliveries_of_webhook, webhooks_of_account
 from projections.runner import ProjectionLagging
-from projections.webhooks import deliveries_of_endpoint, endpoints_of_account
 
 T = TypeVar("T")
 CREATE_FIELDS = frozenset({"url", "events"})
@@ -75,8 +75,8 @@ async def create_webhook(request: Request) -> Response:
 async def list_webhooks(request: Request) -> Response:
     caller = await authenticate(request)
     check_query(request, frozenset())
-    engine = caller.gateway.runtime.engine
-    views = await call(endpoints_of_account, engine, caller.account_id)
+    reads = caller.gateway.runtime.reads.best_effort  # as before: never refused for a lag
+    views = await call(reads.ask, webhooks_of_account, caller.account_id)
     return json_response({"data": [webhook_json(view) for view in views]})
 
 
@@ -92,7 +92,8 @@ async def webhook_deliveries(request: Request) -> Response:
     caller = await authenticate(request)
     check_query(request, frozenset())
     webhook = await call(use_cases(caller).get, endpoint_id(request), caller.account_id)
-    rows = await call(deliveries_of_endpoint, caller.gateway.runtime.engine, webhook.id)
+    reads = caller.gateway.runtime.reads.best_effort
+    rows = await call(reads.ask, deliveries_of_webhook, webhook.id)
     return json_response({"data": [delivery_json(row) for row in rows]})
 
 

@@ -17,6 +17,7 @@ Ordering per endpoint is not promised: retries and parallel sends can overtake e
 """
 
 import asyncio
+import contextlib
 import logging
 import socket
 import threading
@@ -106,6 +107,7 @@ class Deliverer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._wake: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     # Running in the background ------------------------------------------------------------
 
@@ -118,18 +120,25 @@ class Deliverer:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._wake is not None:  # end the pause between passes now, not at its end
+            loop, wake = self._wake
+            with contextlib.suppress(RuntimeError):  # the loop has already ended
+                loop.call_soon_threadsafe(wake.set)
         if self._thread is not None:
             self._thread.join(timeout=self.config.timeout + 5)
             self._thread = None
 
     async def _run(self) -> None:
+        wake = asyncio.Event()
+        self._wake = (asyncio.get_running_loop(), wake)
         async with self.session() as session:
             while not self._stop.is_set():
                 try:
                     await self.deliver_pass(session)
                 except Exception as error:  # a database hiccup: try again on the next pass
                     log.error("webhook delivery pass failed: %s", safe_error_text(error))
-                await asyncio.sleep(self.config.poll_interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self.config.poll_interval)
             if self._tasks:
                 await asyncio.wait(self._tasks, timeout=self.config.timeout + 1)
 

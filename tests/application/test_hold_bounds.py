@@ -173,9 +173,7 @@ def run(
 
 def obedient(reads: str, choices: int) -> Any:
     """An upstream that uses all it may: the honest prompt bound, and its cap for each choice."""
-    return lambda sent: TokenCounts(
-        honest_prompt_tokens(sent), cap_obeyed(sent, reads) * choices
-    )
+    return lambda sent: TokenCounts(honest_prompt_tokens(sent), cap_obeyed(sent, reads) * choices)
 
 
 @settings(

@@ -31,7 +31,7 @@ from infrastructure import cli
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings
 from infrastructure.views import key_json
-from projections.forensics import recorded_money
+from projections.queries.forensics import recorded_money
 from tests.support.stores import PEPPER
 
 ACTORS = [
@@ -208,7 +208,7 @@ def check_replay(history: History) -> None:
 
 def check_books_agree_with_read_models(runtime: Runtime) -> None:
     runtime.projections.catch_up()
-    recorded = recorded_money(runtime.engine)
+    recorded = recorded_money.run(runtime.engine)
     scan = scan_ledger(runtime.ledger, recorded.position)
     assert verify_books(runtime.ledger, scan, recorded.figures) == []
     assert all(books.problems == [] for books in scan.books.values())

@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,20 +13,14 @@ from typing import Any
 
 import httpx
 
-from tests.support.processes import background_pid, free_port, wait_healthy
-from tests.support.stores import PEPPER
-
-LOWROUTER = str(Path(sys.executable).with_name("lowrouter"))
-
-
-def environment(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "LOWROUTER_DATABASE_URL": f"sqlite:///{tmp_path}/lowrouter.db",
-        "LOWROUTER_TOKEN_PEPPER": PEPPER,
-        "LOWROUTER_DATA_DIR": str(tmp_path),
-        **extra,
-    }
+from tests.support.processes import (
+    LOWROUTER,
+    background_pid,
+    free_port,
+    serve_environment,
+    start_serve,
+    wait_until_up,
+)
 
 
 def test_a_config_error_stops_serve_with_one_line_naming_file_entry_and_problem(
@@ -40,7 +33,7 @@ def test_a_config_error_stops_serve_with_one_line_naming_file_entry_and_problem(
         '[models."openai/gpt-4o"]\nprovider = "opnai"\nprompt_price_per_million = "2.5"\n'
         'completion_price_per_million = "10"\nmax_output_tokens = 100\n'
     )
-    env = environment(tmp_path, LOWROUTER_CONFIG=str(config))
+    env = serve_environment(tmp_path, LOWROUTER_CONFIG=str(config))
     env.pop("LOWROUTER_TEST_MISSING_KEY", None)
     result = subprocess.run(
         [LOWROUTER, "serve", "--port", str(free_port())],
@@ -57,15 +50,15 @@ def test_a_config_error_stops_serve_with_one_line_naming_file_entry_and_problem(
 
 def test_serve_prints_the_url_and_how_to_create_a_first_key_and_serves(tmp_path: Path) -> None:
     port = free_port()
-    process = subprocess.Popen(
-        [LOWROUTER, "serve", "--port", str(port)],
-        env=environment(tmp_path),
+    process = start_serve(
+        serve_environment(tmp_path),
+        port,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
-        wait_healthy(port)
+        wait_until_up(port, process)
     finally:
         process.terminate()
         output, _ = process.communicate(timeout=30)
@@ -91,9 +84,8 @@ def gone(pid: int, timeout: float) -> bool:
 
 def serve_with_its_background(tmp_path: Path, port: int, **output: Any) -> subprocess.Popen[str]:
     """`lowrouter serve` as users start it: it starts its own background process."""
-    env = environment(tmp_path)
-    env.pop("LOWROUTER_BACKGROUND", None)
-    return subprocess.Popen([LOWROUTER, "serve", "--port", str(port)], env=env, text=True, **output)
+    env = serve_environment(tmp_path)  # no LOWROUTER_BACKGROUND: serve starts its own
+    return start_serve(env, port, text=True, **output)
 
 
 @contextmanager
@@ -101,7 +93,7 @@ def following_the_log(tmp_path: Path, **popen: Any) -> Iterator[subprocess.Popen
     """`lowrouter projections run`, once it says it follows the log; killed if still running."""
     process = subprocess.Popen(
         [LOWROUTER, "projections", "run"],
-        env=environment(tmp_path),
+        env=serve_environment(tmp_path),
         stderr=subprocess.PIPE,
         text=True,
         **popen,
@@ -120,12 +112,12 @@ def test_serve_runs_the_projections_in_a_process_of_their_own_and_restarts_it(
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    env = environment(tmp_path)
+    env = serve_environment(tmp_path)
     process = serve_with_its_background(
         tmp_path, port, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
-        wait_healthy(port)
+        wait_until_up(port, process)
         first = background_pid(process.pid)
         cli = [LOWROUTER, "--format", "json"]
         subprocess.run([*cli, "accounts", "create", "acme", "--credits", "5"], env=env, check=True)
@@ -203,7 +195,7 @@ def test_the_background_process_ends_with_serve_even_when_serve_is_killed(
         tmp_path, port, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        wait_healthy(port)
+        wait_until_up(port, process)
         child = background_pid(process.pid)
         process.kill()  # no chance to stop its child itself
         process.wait(timeout=10)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from domain.actor import Actor
 from domain.errors import DailyLimitExceeded, DomainError, InsufficientCredits, InvalidAmount
-from domain.ledger import LedgerPage, page_id
+from domain.ledger import UNSETTLED, LedgerPage, page_id
 from tests.support.spend import usage
 
 ACCOUNT = UUID("00000000-0000-4000-8000-000000000001")
@@ -278,6 +278,23 @@ def test_close_and_open_carries_the_balance_and_the_open_holds() -> None:
     assert (new.balance, new.total_held, new.day_spent_by("k")) == (700, 0, 0)
 
 
+def test_what_the_reconciler_charged_survives_one_closing_of_the_books() -> None:
+    """A hold reconciled before midnight, whose gateway's settlement comes after it: the late
+    settlement finds the reconciler's charge on the new page (and its replay), not nothing."""
+    page = page_with(1_000)
+    page.reserve("r1", "k", "m", 300, daily_limit=None, at=AT)
+    assert page.settle("r1", 300, AT, usage(status=UNSETTLED)) == 300
+    after_midnight = AT + timedelta(days=1)
+    new = page.close_and_open(NEXT_DAY, after_midnight)
+    opened = recorded(new)
+    assert settle(new, "r1", 40, after_midnight) is None  # already settled: charges nothing
+    assert new.reconciled_cost("r1") == 300
+    assert replayed(opened).reconciled_cost("r1") == 300
+    # Kept for one closing only: the page after next no longer carries it.
+    following = new.close_and_open(NEXT_DAY + timedelta(days=1), after_midnight)
+    assert following.reconciled_cost("r1") is None
+
+
 @pytest.mark.parametrize("day", [DAY, DAY - timedelta(days=1)])
 def test_a_page_opens_only_a_later_day(day: date) -> None:
     page = page_with(1_000)
@@ -368,7 +385,5 @@ def test_no_sequence_of_commands_breaks_the_invariants_and_the_events_replay_it(
             assert page.day_spent_by(k) + page.day_held_by(k) <= LIMIT
             assert page.in_flight(k) == len(held)
         assert page.total_held == sum(hold["amount"] for hold in page.holds.values())
-        assert page.balance == (
-            page.opening_balance + page.funded + page.adjusted - page.settled
-        )
+        assert page.balance == (page.opening_balance + page.funded + page.adjusted - page.settled)
     assert figures(replayed(events)) == figures(page)

@@ -312,6 +312,7 @@ def _shared_upstream() -> Iterator[FakeUpstream]:
 
 def _reset(upstream: FakeUpstream) -> None:
     upstream.mode, upstream.slow_seconds, upstream.chunk_delay = "ok", 3.0, 0.0
+    upstream.hangup_after = 3
     upstream.reset()
 
 

@@ -3,10 +3,8 @@ then the gateway worker with streams in flight. A new background process takes o
 dead gateway's lease has expired its reconciler settles the open holds. Then the books are
 checked from the raw event log."""
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,8 +19,13 @@ from infrastructure.settings import load_settings
 from tests.fake_upstream import FakeUpstream, fake_environ, run_fake_upstream, write_catalogue
 from tests.support.faults import OPERATOR, Gateway
 from tests.support.ledger_check import check_books, replay
-from tests.support.processes import free_port, wait_until_up
-from tests.support.stores import PEPPER
+from tests.support.processes import (
+    free_port,
+    gateway_environment,
+    start_background,
+    start_gateway,
+    wait_until_up,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -37,29 +40,22 @@ def test_kill_9_of_the_background_process_and_the_gateway_under_load(
     database_url: str, tmp_path: Path, upstream: FakeUpstream
 ) -> None:
     catalogue = write_catalogue(tmp_path / "lowrouter.toml", upstream.base_url)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("LOWROUTER_")},
+    env = gateway_environment(
+        database_url,
+        tmp_path,
         **fake_environ(),
-        "LOWROUTER_DATABASE_URL": database_url,
-        "LOWROUTER_TOKEN_PEPPER": PEPPER,
-        "LOWROUTER_DATA_DIR": str(tmp_path),
-        "LOWROUTER_CONFIG": str(catalogue),
-        "LOWROUTER_BACKGROUND": "external",
-        "LOWROUTER_PROCESS_LEASE_SECONDS": "1",
-        "LOWROUTER_HOLD_TIMEOUT_SECONDS": "1",
-        "LOWROUTER_RECONCILE_INTERVAL_SECONDS": "1",
-    }
+        LOWROUTER_CONFIG=str(catalogue),
+        LOWROUTER_BACKGROUND="external",
+        LOWROUTER_PROCESS_LEASE_SECONDS="1",
+        LOWROUTER_HOLD_TIMEOUT_SECONDS="1",
+        LOWROUTER_RECONCILE_INTERVAL_SECONDS="1",
+    )
     runtime = open_runtime(load_settings(env, database_url=database_url))
     opened = runtime.ledger.open_account("kills", OPERATOR, credits=10**9)
     token = runtime.ledger.create_key(opened.account.id, "k", Scope(), OPERATOR).token.value
     port = free_port()
-    code = (
-        "import uvicorn; uvicorn.run('infrastructure.server:app_factory', factory=True, "
-        f"host='127.0.0.1', port={port}, log_level='critical')"
-    )
-    background_command = [sys.executable, "-m", "infrastructure.cli", "projections", "run"]
-    gateway_process = subprocess.Popen([sys.executable, "-c", code], env=env)
-    background = subprocess.Popen(background_command, env=env, stdout=subprocess.DEVNULL)
+    gateway_process = start_gateway(env, port, log_level="critical")
+    background = start_background(env, stdout=subprocess.DEVNULL)
     successor: subprocess.Popen[bytes] | None = None
     try:
         wait_until_up(port, gateway_process)
@@ -100,7 +96,7 @@ def test_kill_9_of_the_background_process_and_the_gateway_under_load(
 
         # A new background process takes over; it settles the dead gateway's holds once its
         # lease (1 s) has expired and they are older than the hold timeout (1 s).
-        successor = subprocess.Popen(background_command, env=env, stdout=subprocess.DEVNULL)
+        successor = start_background(env, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:
             books = replay(runtime)

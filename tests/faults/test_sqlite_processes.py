@@ -17,7 +17,13 @@ from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings
 from tests.support.faults import OPERATOR, Gateway
 from tests.support.ledger_check import check_books, replay
-from tests.support.processes import free_port, start_gateway, wait_until_up
+from tests.support.processes import (
+    free_port,
+    gateway_environment,
+    start_gateway,
+    stop,
+    wait_until_up,
+)
 from tests.support.stores import PEPPER
 
 pytestmark = pytest.mark.faults
@@ -41,8 +47,8 @@ def test_two_processes_on_one_sqlite_file_hold_a_daily_limit_exactly(
     runtime: Runtime, sqlite_url: str, tmp_path: Path
 ) -> None:
     ports = [free_port(), free_port()]
-    external = {"LOWROUTER_BACKGROUND": "external"}
-    processes = [start_gateway(sqlite_url, port, tmp_path, external) for port in ports]
+    env = gateway_environment(sqlite_url, tmp_path, LOWROUTER_BACKGROUND="external")
+    processes = [start_gateway(env, port) for port in ports]
     try:
         for port, process in zip(ports, processes, strict=True):
             wait_until_up(port, process)
@@ -94,6 +100,4 @@ def test_two_processes_on_one_sqlite_file_hold_a_daily_limit_exactly(
         check_books(runtime, {**told, **probe.told}, refused=refused)
     finally:
         for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=30)
+            stop(process, timeout=30)

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from tests.support.processes import free_port
 from tests.support.stores import PG_ADMIN_URL
 
 BINARY = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
@@ -33,12 +34,6 @@ def require_pgbouncer() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,7 @@ at most 3 connections idle and at most LOWROUTER_DB_POOL_SIZE under load; the ba
 its pool plus one LISTEN connection. Every connection says who it is (application_name)."""
 
 import asyncio
-import os
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -19,7 +17,15 @@ from domain.actor import Actor
 from domain.scope import Scope
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import load_settings, postgres_conninfo
-from tests.support.processes import fire, free_port, start_gateway, wait_until_up
+from tests.support.processes import (
+    fire,
+    free_port,
+    gateway_environment,
+    start_background,
+    start_gateway,
+    stop,
+    wait_until_up,
+)
 from tests.support.stores import PEPPER
 
 OPERATOR = Actor("operator", "test")
@@ -58,31 +64,17 @@ def worker_and_background(postgres_url: str, tmp_path: Path) -> Iterator[tuple[s
         "LOWROUTER_STORE_WAIT_SECONDS": "60",
     }
     port = free_port()
-    worker = start_gateway(postgres_url, port, tmp_path, extra)
-    background = subprocess.Popen(
-        [sys.executable, "-m", "infrastructure.cli", "projections", "run"],
-        env=_env(postgres_url, tmp_path, extra),
-        stderr=subprocess.DEVNULL,
+    env = gateway_environment(postgres_url, tmp_path, **extra)
+    worker = start_gateway(env, port)
+    background = start_background(
+        {**env, "LOWROUTER_BACKGROUND": "inline"}, stderr=subprocess.DEVNULL
     )
     try:
         wait_until_up(port, worker)
         yield postgres_url, f"http://127.0.0.1:{port}/api/v1"
     finally:
         for process in (worker, background):
-            process.terminate()
-        for process in (worker, background):
-            process.wait(timeout=20)
-
-
-def _env(database_url: str, data_dir: Path, extra: dict[str, str]) -> dict[str, str]:
-    return {
-        **os.environ,
-        **extra,
-        "LOWROUTER_BACKGROUND": "inline",
-        "LOWROUTER_DATABASE_URL": database_url,
-        "LOWROUTER_TOKEN_PEPPER": PEPPER,
-        "LOWROUTER_DATA_DIR": str(data_dir),
-    }
+            stop(process)
 
 
 def test_a_worker_holds_at_most_three_idle_and_its_pool_size_under_load(

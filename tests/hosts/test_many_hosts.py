@@ -32,8 +32,8 @@ from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings, postgres_parts
 from projections.schema import usage
 from tests.hosts.network import Host, forwarder, hosts
-from tests.hosts.pgbouncer import free_port, running_pgbouncer
-from tests.support.processes import fire, worst_case_of_one_request
+from tests.hosts.pgbouncer import running_pgbouncer
+from tests.support.processes import fire, free_port, wait_until_up, worst_case_of_one_request
 from tests.support.stores import PEPPER
 
 OPERATOR = Actor("operator", "test")
@@ -76,19 +76,6 @@ def _host_environment(database_url: str, data_dir: Path, extra: dict[str, str]) 
         # (503 store_unavailable); these promises are about limits and revocation, not outages
         "LOWROUTER_STORE_WAIT_SECONDS": "60",
     }
-
-
-def _wait_healthy(url: str, host: Host) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert all(p.poll() is None for p in host.processes), f"{host.name}: serve exited"
-        try:
-            if httpx.get(url.removesuffix("/api/v1") + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{host.name} did not come up")
 
 
 # Issue 20: through transaction-mode PgBouncer, after the leading host was killed, a projection
@@ -143,7 +130,7 @@ def cluster(request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path) -
             )
             urls.append(f"http://{host.address}:{PORT}/api/v1")
         for url, host in zip(urls, made, strict=True):
-            _wait_healthy(url, host)
+            wait_until_up(url.removesuffix("/api/v1"), *host.processes, timeout=60)
         yield Cluster(runtime, made, urls)
 
 

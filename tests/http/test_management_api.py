@@ -1,22 +1,16 @@
 """The management API (API.md, Management) over HTTP, on SQLite and PostgreSQL: every route, every
 refusal, and that no response after a key's creation ever contains its token."""
 
-from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from starlette.testclient import TestClient
 
 from domain.tokens import TokenKind, generate_token, hash_token, parse_token
-from infrastructure.runtime import open_runtime
-from infrastructure.settings import Settings
 from tests.support.management_api import (
     OPERATOR,
     Api,
     assert_error,
-    build_app,
     error_of,
 )
 
@@ -38,17 +32,6 @@ KEY_FIELDS = {
     "successor_id",
     "spent_today",
 }
-
-
-@pytest.fixture
-def api(settings: Settings) -> Iterator[Api]:
-    # These tests make many deliberate 401s from one address: the throttle is tested elsewhere.
-    runtime = open_runtime(replace(settings, auth_failure_burst=0))
-    app = build_app(runtime, "http://127.0.0.1:9/demo/v1")  # no completions in these tests
-    with TestClient(app) as client:
-        api = Api(client, runtime)
-        yield api
-    api.seen.check_no_token_leaked()
 
 
 # --- create, read -----------------------------------------------------------------------------

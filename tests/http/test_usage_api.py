@@ -1,7 +1,6 @@
 """Usage history over HTTP, on SQLite and PostgreSQL: completions go through a real server (the
 demo upstream is called over HTTP), then the history is paged, filtered and checked."""
 
-import socket
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -9,13 +8,13 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from domain.money import format_credits, parse_credits
 from infrastructure.catalogue import DEMO_BASE_URL
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import Settings
 from tests.support.management_api import CHAT, Api, assert_error, build_app
+from tests.support.servers import LiveServer
 
 USAGE_FIELDS = {
     "request_id",
@@ -48,33 +47,12 @@ USAGE_FIELDS = {
 @pytest.fixture
 def served(settings: Settings) -> Iterator[Api]:
     """The app under uvicorn on a free port, with an httpx client pointed at it."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     runtime = open_runtime(settings)
     app = build_app(runtime, DEMO_BASE_URL)  # the demo upstream runs in-process
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            _wait_until_up(client, server)
-            api = Api(client, runtime)
-            yield api
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    with LiveServer(app, name="usage-api") as url, httpx.Client(base_url=url, timeout=30) as client:
+        api = Api(client, runtime)
+        yield api
     api.seen.check_no_token_leaked()
-
-
-def _wait_until_up(client: httpx.Client, server: uvicorn.Server) -> None:
-    for _ in range(500):
-        if server.started:
-            return
-        threading.Event().wait(0.01)
-    raise RuntimeError("the test server did not start")
 
 
 def complete(api: Api, token: str, stream: bool = False, agent: str = "usage-test/1") -> str:

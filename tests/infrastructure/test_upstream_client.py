@@ -4,7 +4,6 @@ whole or as it arrives, against the fake upstream."""
 
 import asyncio
 import json
-import socket
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -20,6 +19,7 @@ from infrastructure.upstream import (
     build_upstream,
 )
 from tests.fake_upstream import FakeUpstream, run_fake_upstream
+from tests.support.processes import free_port
 
 T = TypeVar("T")
 USER = [{"role": "user", "content": "hello big world"}]
@@ -105,9 +105,7 @@ def test_a_stream_that_stalls_times_out_between_chunks(fake: FakeUpstream) -> No
 
 
 def test_a_refused_connection_is_unreachable() -> None:
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a port nothing listens on
 
     async def use(upstream: Upstream) -> None:
         await upstream.send(provider(f"http://127.0.0.1:{port}/v1"), body("fake-ok"))

@@ -3,25 +3,27 @@ stdout and stderr kept in files for the test to read."""
 
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from domain.actor import Actor
 from domain.scope import Scope
-from infrastructure.runtime import Runtime
-from tests.fake_upstream import fake_environ
-from tests.support.processes import free_port
+from infrastructure.catalogue import load_catalogue
+from infrastructure.http.app import create_app
+from infrastructure.runtime import Runtime, open_runtime
+from infrastructure.settings import load_settings
+from tests.fake_upstream import FakeUpstream, fake_environ, write_catalogue
+from tests.support.processes import free_port, start_serve, stop, wait_until_up
+from tests.support.servers import LiveServer
 from tests.support.stores import PEPPER
 
-LOWROUTER = str(Path(sys.executable).with_name("lowrouter"))
 OPERATOR = Actor("operator", "cli:observability-tests")
 
 
@@ -64,30 +66,16 @@ def serving(
     environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     stdout, stderr = tmp_path / "serve.out", tmp_path / "serve.err"
     with stdout.open("wb") as out, stderr.open("wb") as err:
-        process = subprocess.Popen(
-            [LOWROUTER, "serve", "--port", str(port), "--workers", str(workers)],
-            env=environ,
-            stdout=out,
-            stderr=err,
-        )
+        process = start_serve(environ, port, "--workers", str(workers), stdout=out, stderr=err)
     served = Served(f"http://127.0.0.1:{port}", process, stdout, stderr)
     try:
-        wait_serving(served)
+        # generous: workers start slowly on a machine shared with other test runs
+        wait_until_up(port, process, timeout=90, output=lambda: str(served.output()))
         if environ.get("LOWROUTER_LOG_FORMAT") == "json":
             wait_for_workers(served, workers)
         yield served
     finally:
-        stop(process)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=30)
 
 
 def eventually(url: str, status: int, timeout: float = 20.0) -> httpx.Response:
@@ -111,16 +99,17 @@ def wait_for_workers(served: Served, workers: int, timeout: float = 60.0) -> Non
     raise AssertionError(f"not every worker started: {served.output()}")
 
 
-def wait_serving(served: Served, timeout: float = 90.0) -> None:
-    """Until /healthz answers (generous: workers start slowly on a machine shared with other
-    test runs), failing at once if `serve` exited."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if served.process.poll() is not None:
-            raise AssertionError(f"serve exited: {served.output()}")
-        try:
-            if httpx.get(served.url + "/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise AssertionError(f"serve did not start: {served.output()}")
+def gateway_in_a_thread(
+    tmp_path: Path, upstream: FakeUpstream, env: dict[str, str]
+) -> tuple[Any, LiveServer]:
+    """The app on SQLite facing the fake upstream, and a LiveServer (not started) serving it."""
+    settings = load_settings(
+        {"LOWROUTER_TOKEN_PEPPER": PEPPER, "LOWROUTER_DATA_DIR": str(tmp_path), **env},
+        database_url=f"sqlite:///{tmp_path}/lowrouter.db",
+    )
+    runtime = open_runtime(settings)
+    catalogue = write_catalogue(
+        tmp_path / "lowrouter.toml", upstream.base_url, modes=("ok", "error500", "slow")
+    )
+    app = create_app(runtime, load_catalogue(catalogue, fake_environ()))
+    return app, LiveServer(app)

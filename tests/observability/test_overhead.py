@@ -13,8 +13,7 @@ from domain.money import MICRO
 from infrastructure.observability import middleware
 from infrastructure.observability.context import Observation
 from tests.fake_upstream import FakeUpstream, run_fake_upstream
-from tests.observability.serving import issue_key
-from tests.observability.test_traces import start
+from tests.observability.serving import gateway_in_a_thread, issue_key
 
 HELLO = [{"role": "user", "content": "Hello there"}]
 UPSTREAM_SECONDS = 1.0
@@ -38,7 +37,7 @@ def test_time_waiting_on_the_upstream_is_not_overhead(
         original(self, observation, ended, scope)
 
     monkeypatch.setattr(middleware.ObservabilityMiddleware, "finish", keep)
-    app, server = start(tmp_path, upstream, {})
+    app, server = gateway_in_a_thread(tmp_path, upstream, {})
     url = server.start()
     try:
         _account, token = issue_key(app.state.gateway.runtime, "patient", 100 * MICRO)

@@ -25,9 +25,7 @@ def exposed_names() -> set[str]:
     """Every series name lowrouter exposes: its recorded metrics and the store's gauges."""
     metrics = Metrics()
     assert metrics.registry is not None  # in-memory here: no PROMETHEUS_MULTIPROC_DIR
-    names = {
-        sample.name for family in metrics.registry.collect() for sample in family.samples
-    }
+    names = {sample.name for family in metrics.registry.collect() for sample in family.samples}
     for metric in (metrics.requests, metrics.refusals, metrics.charged, metrics.upstream_errors):
         names.add(metric._name + "_total")
     for histogram in (metrics.duration, metrics.overhead):

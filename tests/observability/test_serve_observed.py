@@ -45,9 +45,7 @@ def samples(text: str, name: str) -> list[Any]:
 
 def total(text: str, name: str, **labels: str) -> float:
     return sum(
-        s.value
-        for s in samples(text, name)
-        if all(s.labels.get(k) == v for k, v in labels.items())
+        s.value for s in samples(text, name) if all(s.labels.get(k) == v for k, v in labels.items())
     )
 
 

@@ -17,14 +17,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
 from domain.money import MICRO
 from domain.tokens import display_of
-from infrastructure.catalogue import load_catalogue
-from infrastructure.http.app import create_app
-from infrastructure.runtime import open_runtime
-from infrastructure.settings import load_settings
-from tests.fake_upstream import FakeUpstream, fake_environ, run_fake_upstream, write_catalogue
-from tests.observability.serving import issue_key
-from tests.support.servers import LiveServer
-from tests.support.stores import PEPPER
+from tests.fake_upstream import FakeUpstream, run_fake_upstream
+from tests.observability.serving import gateway_in_a_thread, issue_key
 
 HELLO = [{"role": "user", "content": "Hello there"}]
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -85,23 +79,12 @@ def attributes(span: SpanProto) -> dict[str, Any]:
     return found
 
 
-def start(tmp_path: Path, upstream: FakeUpstream, env: dict[str, str]) -> tuple[Any, LiveServer]:
-    settings = load_settings(
-        {"LOWROUTER_TOKEN_PEPPER": PEPPER, "LOWROUTER_DATA_DIR": str(tmp_path), **env},
-        database_url=f"sqlite:///{tmp_path}/lowrouter.db",
-    )
-    runtime = open_runtime(settings)
-    catalogue = write_catalogue(
-        tmp_path / "lowrouter.toml", upstream.base_url, modes=("ok", "error500", "slow")
-    )
-    app = create_app(runtime, load_catalogue(catalogue, fake_environ()))
-    return app, LiveServer(app)
-
-
 def test_one_server_span_per_request_with_genai_attributes_and_child_spans(
     tmp_path: Path, upstream: FakeUpstream, receiver: Receiver
 ) -> None:
-    app, server = start(tmp_path, upstream, {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url})
+    app, server = gateway_in_a_thread(
+        tmp_path, upstream, {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url}
+    )
     url = server.start()
     runtime = app.state.gateway.runtime
     try:
@@ -178,7 +161,7 @@ def test_without_an_endpoint_nothing_is_exported_and_no_exporter_thread_starts(
     tmp_path: Path, upstream: FakeUpstream, receiver: Receiver
 ) -> None:
     before = set(threading.enumerate())
-    app, server = start(tmp_path, upstream, {})
+    app, server = gateway_in_a_thread(tmp_path, upstream, {})
     url = server.start()
     try:
         _account, token = issue_key(app.state.gateway.runtime, "untraced", 100 * MICRO)

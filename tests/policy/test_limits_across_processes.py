@@ -6,7 +6,6 @@ The gateways are `tests.policy.shifted_gateway` processes (the production app wh
 SIGUSR1 moves on 61 s), facing the fake upstream."""
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from domain.scope import Scope
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings
 from tests.fake_upstream import FakeUpstream, fake_environ, run_fake_upstream, write_catalogue
-from tests.support.processes import free_port, wait_until_up
+from tests.support.processes import free_port, gateway_environment, stop, wait_until_up
 from tests.support.stores import PEPPER, database_url_named, pg_admin_conninfo
 
 OPERATOR = Actor("operator", "test")
@@ -80,15 +79,7 @@ def pair(postgres_template: str, tmp_path_factory: pytest.TempPathFactory) -> It
         )
         runtime = open_runtime(settings)
         ports = [free_port(), free_port()]
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("LOWROUTER_")},
-            **fake_environ(),
-            "LOWROUTER_DATABASE_URL": url,
-            "LOWROUTER_TOKEN_PEPPER": PEPPER,
-            "LOWROUTER_DATA_DIR": str(home),
-            "LOWROUTER_CONFIG": str(catalogue),
-            "LOWROUTER_ACCESS_LOG": "false",  # no request lines in pytest's output
-        }
+        env = gateway_environment(url, home, **fake_environ(), LOWROUTER_CONFIG=str(catalogue))
         processes = [
             subprocess.Popen(
                 [sys.executable, "-m", "tests.policy.shifted_gateway", str(port)],
@@ -105,9 +96,7 @@ def pair(postgres_template: str, tmp_path_factory: pytest.TempPathFactory) -> It
             )
         finally:
             for process in processes:
-                process.terminate()
-            for process in processes:
-                process.wait(timeout=20)
+                stop(process)
             runtime.close()
     with psycopg.connect(pg_admin_conninfo(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

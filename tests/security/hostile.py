@@ -5,9 +5,6 @@ it, for issue 15's attacks on the read side and on what is relayed.
         upstream.answer = {"usage": {"prompt_tokens": 1, "completion_tokens": 2**63}, ...}
 """
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,7 +13,6 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,6 +24,7 @@ from infrastructure.catalogue import load_catalogue
 from infrastructure.http.app import create_app
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings
+from tests.support.servers import LiveServer
 from tests.support.stores import PEPPER
 
 OPERATOR = Actor("operator", "cli:hostile-tests")
@@ -67,33 +64,6 @@ class HostileUpstream:
         return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
 
 
-class Served:
-    """An ASGI app under uvicorn on a free port, in a thread."""
-
-    def __init__(self, app: Any) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_config=None, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "did not start"
-            time.sleep(0.01)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *_exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
-        self.sock.close()
-
-
 @dataclass
 class Gateway:
     url: str
@@ -116,7 +86,7 @@ def hostile_gateway(
 ) -> Iterator[tuple[Gateway, HostileUpstream]]:
     """`provider_lines`: more TOML for the provider (e.g. `extra_fields = ["top_k"]`)."""
     upstream = HostileUpstream()
-    with Served(upstream.app()) as upstream_url:
+    with LiveServer(upstream.app(), name="hostile-upstream") as upstream_url:
         upstream.base_url = upstream_url + "/v1"
         catalogue = tmp_path / "hostile.toml"
         catalogue.write_text(
@@ -142,5 +112,5 @@ max_output_tokens = 1000
         )
         runtime = open_runtime(settings)
         app = create_app(runtime, load_catalogue(catalogue, {API_KEY_ENV: UPSTREAM_SECRET}))
-        with Served(app) as url:
+        with LiveServer(app, name="gateway") as url:
             yield Gateway(url, runtime), upstream

@@ -3,17 +3,16 @@ a 400 and a closed connection; a client dripping its headers is disconnected; a 
 on the same server is served. On uvicorn with the protocol `serve` uses, in a thread."""
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from infrastructure.http.protocol import BoundedHttpToolsProtocol
+from tests.support.servers import LiveServer
 
 LIMIT = 8 * 1024
 
@@ -25,27 +24,16 @@ async def hello(request: object) -> PlainTextResponse:
 @pytest.fixture
 def port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     monkeypatch.setattr(BoundedHttpToolsProtocol, "header_timeout", 0.5)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
+    server = LiveServer(
         Starlette(routes=[Route("/", hello)]),
+        name="header-limits",
         http=BoundedHttpToolsProtocol,
         h11_max_incomplete_event_size=LIMIT,
-        log_config=None,
         log_level="critical",
         lifespan="off",
     )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    yield sock.getsockname()[1]
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with server:
+        yield server.port
 
 
 def exchange(port: int, data: bytes) -> bytes:

@@ -11,7 +11,6 @@ import pytest
 
 from domain.accounts import Account
 from infrastructure.runtime import Runtime
-from tests.http.test_management_api import api  # noqa: F401  (fixture)
 from tests.support.cli import Cli
 from tests.support.management_api import Api
 
@@ -36,7 +35,7 @@ def mk_id_of(through: Api, token: str) -> str:
     return str(shown[0]["id"])
 
 
-def test_issue_list_and_use_a_second_management_key(api: Api) -> None:  # noqa: F811
+def test_issue_list_and_use_a_second_management_key(api: Api) -> None:
     first = api.open_account("mk-issue")
     created = api.call("POST", "/api/v1/management-keys", first, json={"name": "ci deploys"})
     assert created.status_code == 201, created.text
@@ -52,7 +51,7 @@ def test_issue_list_and_use_a_second_management_key(api: Api) -> None:  # noqa: 
     assert api.call("GET", "/api/v1/keys", token).status_code == 200
 
 
-def test_a_revoked_management_key_fails_on_the_next_request(api: Api) -> None:  # noqa: F811
+def test_a_revoked_management_key_fails_on_the_next_request(api: Api) -> None:
     first = api.open_account("mk-revoke")
     second = api.call("POST", "/api/v1/management-keys", first, json={}).json()["key"]
     revoked = api.call("DELETE", f"/api/v1/management-keys/{mk_id_of(api, second)}", first)
@@ -64,7 +63,7 @@ def test_a_revoked_management_key_fails_on_the_next_request(api: Api) -> None:  
 
 
 def test_the_only_active_key_cannot_revoke_itself_but_can_once_another_exists(
-    api: Api,  # noqa: F811
+    api: Api,
 ) -> None:
     first = api.open_account("mk-self")
     own = mk_id_of(api, first)
@@ -77,7 +76,7 @@ def test_the_only_active_key_cannot_revoke_itself_but_can_once_another_exists(
     assert api.call("GET", "/api/v1/keys", second).status_code == 200
 
 
-def test_rotation_with_grace_keeps_the_old_key_until_the_grace_ends(api: Api) -> None:  # noqa: F811
+def test_rotation_with_grace_keeps_the_old_key_until_the_grace_ends(api: Api) -> None:
     first = api.open_account("mk-rotate")
     own = mk_id_of(api, first)
     rotated = api.call(
@@ -100,7 +99,7 @@ def test_rotation_with_grace_keeps_the_old_key_until_the_grace_ends(api: Api) ->
     assert api.call("GET", "/api/v1/keys", again.json()["key"]).status_code == 200
 
 
-def test_refusals_change_nothing_and_other_accounts_keys_are_404(api: Api) -> None:  # noqa: F811
+def test_refusals_change_nothing_and_other_accounts_keys_are_404(api: Api) -> None:
     first = api.open_account("mk-refusals")
     other = api.open_account("mk-other")
     theirs = mk_id_of(api, other)
@@ -126,7 +125,7 @@ def test_refusals_change_nothing_and_other_accounts_keys_are_404(api: Api) -> No
     assert len(api.call("GET", "/api/v1/management-keys", first).json()["data"]) == 1
 
 
-def test_each_action_is_an_event_with_its_actor_and_address(api: Api) -> None:  # noqa: F811
+def test_each_action_is_an_event_with_its_actor_and_address(api: Api) -> None:
     first = api.open_account("mk-events")
     created = api.call("POST", "/api/v1/management-keys", first, json={"name": "second"}).json()
     api.call("POST", f"/api/v1/management-keys/{created['data']['id']}/rotate", first, json={})

@@ -9,9 +9,14 @@ import orjson
 
 from domain.redaction import REDACTED, redact
 from domain.tokens import TokenKind, generate_token
-from tests.cli.test_serve import LOWROUTER, environment, wait_healthy
 from tests.security.hostile import UPSTREAM_SECRET, hostile_gateway
-from tests.support.processes import free_port
+from tests.support.processes import (
+    LOWROUTER,
+    free_port,
+    serve_environment,
+    start_serve,
+    wait_until_up,
+)
 
 CHAT = {"model": "hostile/model", "messages": [{"role": "user", "content": "hi"}]}
 # The token-shaped string the hostile upstream echoes (generated: none is committed).
@@ -73,16 +78,18 @@ def test_database_passwords_are_masked_at_start_up_in_errors_and_in_status(
     with_password = postgres_url.replace("://postgres@", f"://postgres:{password}@", 1)
     assert password in with_password
     port = free_port()
-    env = environment(tmp_path, LOWROUTER_DATABASE_URL=with_password, LOWROUTER_BACKGROUND="inline")
-    process = subprocess.Popen(
-        [LOWROUTER, "serve", "--port", str(port)],
-        env=env,
+    env = serve_environment(
+        tmp_path, LOWROUTER_DATABASE_URL=with_password, LOWROUTER_BACKGROUND="inline"
+    )
+    process = start_serve(
+        env,
+        port,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
-        wait_healthy(port)
+        wait_until_up(port, process)
     finally:
         process.terminate()
         output, _ = process.communicate(timeout=30)

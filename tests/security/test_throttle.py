@@ -43,9 +43,12 @@ def test_a_burst_of_bad_keys_bans_the_address_then_even_a_good_key_waits(api: Ap
 
     # Another address is not banned.
     other = TestClient(api.client.app, client=("198.51.100.9", 40000))
-    assert other.post(
-        "/api/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {good}"}
-    ).status_code == 200
+    assert (
+        other.post(
+            "/api/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {good}"}
+        ).status_code
+        == 200
+    )
 
 
 def test_failures_below_the_burst_and_successes_never_ban(api: Api) -> None:

@@ -8,8 +8,13 @@ from pathlib import Path
 
 import httpx
 
-from tests.cli.test_serve import LOWROUTER, environment, wait_healthy
-from tests.support.processes import free_port
+from tests.support.processes import (
+    LOWROUTER,
+    free_port,
+    serve_environment,
+    start_serve,
+    wait_until_up,
+)
 
 HUNDRED_AND_FIVE_MB = 105 * 1024 * 1024
 CHUNK = b"x" * (1024 * 1024)
@@ -54,15 +59,15 @@ def post_huge(port: int, path: str, *, chunked: bool, form: bool = False) -> int
 
 def test_a_105_mb_unauthenticated_post_is_refused_with_memory_bounded(tmp_path: Path) -> None:
     port = free_port()
-    env = environment(tmp_path, LOWROUTER_BACKGROUND="inline")
-    process = subprocess.Popen(
-        [LOWROUTER, "serve", "--port", str(port)],
-        env=env,
+    env = serve_environment(tmp_path, LOWROUTER_BACKGROUND="inline")
+    process = start_serve(
+        env,
+        port,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_healthy(port)
+        wait_until_up(port, process)
         time.sleep(0.5)
         before = peak_rss_mb(process.pid)
         statuses = [
@@ -85,15 +90,15 @@ def test_a_105_mb_unauthenticated_post_is_refused_with_memory_bounded(tmp_path: 
 
 def test_the_demo_model_still_answers_through_the_in_process_upstream(tmp_path: Path) -> None:
     port = free_port()
-    env = environment(tmp_path, LOWROUTER_BACKGROUND="inline")
-    process = subprocess.Popen(
-        [LOWROUTER, "serve", "--port", str(port)],
-        env=env,
+    env = serve_environment(tmp_path, LOWROUTER_BACKGROUND="inline")
+    process = start_serve(
+        env,
+        port,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_healthy(port)
+        wait_until_up(port, process)
         cli = [LOWROUTER, "--format", "json"]
         subprocess.run(
             [*cli, "accounts", "create", "acme", "--credits", "5"],

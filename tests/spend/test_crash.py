@@ -2,10 +2,7 @@
 request that reached the upstream exactly once, at its hold, and nothing stays held."""
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +15,7 @@ from infrastructure.runtime import open_runtime
 from infrastructure.settings import load_settings
 from projections.schema import holds, usage
 from tests.fake_upstream import fake_environ, run_fake_upstream, write_catalogue
-from tests.support.processes import free_port, wait_until_up
+from tests.support.processes import free_port, gateway_environment, start_gateway, wait_until_up
 from tests.support.stores import PEPPER
 
 OPERATOR = Actor("operator", "test")
@@ -64,21 +61,10 @@ def test_killed_gateway_is_reconciled_every_request_charged_once(
         account = runtime.ledger.open_account("crash", OPERATOR, credits=10**9).account
         key = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR)
         port = free_port()
-        gateway = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import uvicorn; uvicorn.run('infrastructure.server:app_factory', factory=True, "
-                f"host='127.0.0.1', port={port}, log_level='warning')",
-            ],
-            env={
-                **os.environ,
-                **env,
-                **fake_environ(),
-                "LOWROUTER_DATABASE_URL": database_url,
-                "LOWROUTER_CONFIG": str(catalogue),
-            },
+        gateway_env = gateway_environment(
+            database_url, tmp_path, **env, **fake_environ(), LOWROUTER_CONFIG=str(catalogue)
         )
+        gateway = start_gateway(gateway_env, port)
         try:
             wait_until_up(port, gateway)
 

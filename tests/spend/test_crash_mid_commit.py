@@ -3,10 +3,7 @@ nothing twice: every answered completion has exactly one usage record, and after
 the books balance with nothing held."""
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +15,7 @@ from domain.scope import Scope
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import load_settings
 from projections.schema import holds, usage
-from tests.support.processes import free_port, wait_until_up
+from tests.support.processes import free_port, gateway_environment, start_gateway, wait_until_up
 from tests.support.stores import PEPPER
 
 OPERATOR = Actor("operator", "test")
@@ -60,19 +57,7 @@ def test_a_kill_during_group_commits_loses_nothing_answered_and_charges_nothing_
     account = runtime.ledger.open_account("mid-commit", OPERATOR, credits=CREDITS).account
     token = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR).token.value
     port = free_port()
-    gateway = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import uvicorn; uvicorn.run('infrastructure.server:app_factory', factory=True, "
-            f"host='127.0.0.1', port={port}, log_level='critical')",
-        ],
-        env={
-            **os.environ,
-            **env,
-            "LOWROUTER_DATABASE_URL": database_url,
-        },
-    )
+    gateway = start_gateway(gateway_environment(database_url, tmp_path, **env), port, "critical")
     try:
         wait_until_up(port, gateway)
 

@@ -1,14 +1,19 @@
 """A client of the management API that records every response (to prove no token leaks after
-its creation), and the checks on its error bodies."""
+its creation), the `api` fixture serving it, and the checks on its error bodies."""
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
 
 from domain.actor import Actor
 from domain.money import parse_credits
 from infrastructure.catalogue import demo_catalogue
 from infrastructure.http.app import create_app
-from infrastructure.runtime import Runtime
+from infrastructure.runtime import Runtime, open_runtime
+from infrastructure.settings import Settings
 
 OPERATOR = Actor("operator", "cli:test")
 CHAT = {"model": "lowrouter/echo", "messages": [{"role": "user", "content": "hello there"}]}
@@ -61,6 +66,18 @@ class Api:
 
 def build_app(runtime: Runtime, demo_base_url: str) -> Any:
     return create_app(runtime, demo_catalogue(demo_base_url))
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[Api]:
+    """The management API's client on the parametrised store (tests/conftest.py registers it)."""
+    # These tests make many deliberate 401s from one address: the throttle is tested elsewhere.
+    runtime = open_runtime(replace(settings, auth_failure_burst=0))
+    app = build_app(runtime, "http://127.0.0.1:9/demo/v1")  # no completions in these tests
+    with TestClient(app) as client:
+        api = Api(client, runtime)
+        yield api
+    api.seen.check_no_token_leaked()
 
 
 def error_of(response: Any) -> dict[str, Any]:

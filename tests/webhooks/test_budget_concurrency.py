@@ -13,10 +13,14 @@ from sqlalchemy import select
 from domain.scope import Scope
 from infrastructure.runtime import Runtime
 from projections.webhooks import delivery_state, messages
-from tests.support.processes import fire, worst_case_of_one_request
-from tests.webhooks.conftest import open_account
-from tests.webhooks.processes import gateway_environment, gateway_process
-from tests.webhooks.receiver import Receiver
+from tests.support.processes import (
+    fire,
+    gateway_environment,
+    gateway_process,
+    worst_case_of_one_request,
+)
+from tests.support.webhook_receiver import Receiver
+from tests.support.webhooks import open_account
 
 
 def test_budget_threshold_fires_once_per_threshold_under_200_concurrent_requests(
@@ -27,9 +31,11 @@ def test_budget_threshold_fires_once_per_threshold_under_200_concurrent_requests
     endpoint_id, _ = account.subscribe(receiver.url, ["budget.threshold"])
     limit = worst_case_of_one_request() * 40  # room for about 40 requests' holds
     key_id, token = account.new_key("busy", Scope(daily_limit=limit))
-    env = gateway_environment(runtime.settings.database_url, tmp_path)
+    env = gateway_environment(
+        runtime.settings.database_url, tmp_path, LOWROUTER_WEBHOOKS_ALLOW_PRIVATE="true"
+    )
     with gateway_process(env) as first, gateway_process(env) as second:
-        statuses = asyncio.run(fire([f"{first}/api/v1", f"{second}/api/v1"], [token], 200))
+        statuses = asyncio.run(fire([f"{first.url}/api/v1", f"{second.url}/api/v1"], [token], 200))
         assert statuses.count(200) >= 40 and statuses.count(429) > 0, sorted(set(statuses))
         assert statuses.count(200) + statuses.count(429) == 200
         deadline = time.monotonic() + 30

@@ -12,8 +12,8 @@ from infrastructure.runtime import Runtime
 from infrastructure.webhooks.vault import secrets_table
 from projections.rebuild import rebuild
 from projections.webhooks import deliveries_of_endpoint, endpoints_of_account
-from tests.webhooks.conftest import OPERATOR, deliver, make_deliverer, open_account
-from tests.webhooks.receiver import Receiver
+from tests.support.webhook_receiver import Receiver
+from tests.support.webhooks import OPERATOR, deliver, make_deliverer, open_account
 
 
 def test_a_delivery_is_signed_and_verifies_with_the_standardwebhooks_verifier(
@@ -186,7 +186,7 @@ def test_a_slow_endpoint_does_not_hold_up_another(local_runtime: Runtime) -> Non
     import asyncio
     import time
 
-    from tests.webhooks.receiver import run_receiver
+    from tests.support.webhook_receiver import run_receiver
 
     runtime = local_runtime
     with run_receiver() as slow, run_receiver() as fast:

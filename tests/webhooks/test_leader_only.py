@@ -5,8 +5,8 @@ import asyncio
 
 from infrastructure.runtime import Runtime
 from infrastructure.webhooks.wiring import deliverer_for
-from tests.webhooks.conftest import open_account
-from tests.webhooks.receiver import Receiver
+from tests.support.webhook_receiver import Receiver
+from tests.support.webhooks import open_account
 
 
 def test_a_standby_process_delivers_nothing_and_the_leader_delivers(

@@ -20,9 +20,9 @@ from application.leaks import handle_leak
 from domain.tokens import TokenKind, generate_token
 from infrastructure.http.secret_scanning import GITHUB
 from infrastructure.runtime import Runtime
-from tests.webhooks.conftest import open_account
-from tests.webhooks.processes import gateway_environment, gateway_process
-from tests.webhooks.receiver import Receiver
+from tests.support.processes import gateway_environment, gateway_process
+from tests.support.webhook_receiver import Receiver
+from tests.support.webhooks import open_account
 
 KEY_ID = "github-test-key-1"
 LEAK_URL = "https://github.com/acme/app/blob/abc123/config.py#L3"
@@ -76,11 +76,14 @@ def test_a_report_revokes_the_key_on_every_process_and_tells_the_owner(
     _, secret = account.subscribe(receiver.url, ["key.leaked", "key.revoked"])
     key_id, token = account.new_key("leaky")
     env = gateway_environment(
-        runtime.settings.database_url, tmp_path, LOWROUTER_GITHUB_SCANNING_KEYS=str(keys_file)
+        runtime.settings.database_url,
+        tmp_path,
+        LOWROUTER_GITHUB_SCANNING_KEYS=str(keys_file),
+        LOWROUTER_WEBHOOKS_ALLOW_PRIVATE="true",
     )
     with gateway_process(env) as reporter, gateway_process(env) as other:
         bearer = {"Authorization": f"Bearer {token}"}
-        assert httpx.get(f"{other}/api/v1/key", headers=bearer).status_code == 200
+        assert httpx.get(f"{other.url}/api/v1/key", headers=bearer).status_code == 200
         good_wrong_checksum = token[:-1] + ("A" if token[-1] != "A" else "B")
         report = orjson.dumps(
             [
@@ -90,7 +93,7 @@ def test_a_report_revokes_the_key_on_every_process_and_tells_the_owner(
                 {"token": good_wrong_checksum, "type": "t", "url": "u", "source": "commit"},
             ]
         )
-        endpoint = f"{reporter}/api/v1/secret-scanning/github"
+        endpoint = f"{reporter.url}/api/v1/secret-scanning/github"
 
         # A bad signature (another key's, a tampered body, none at all) changes nothing.
         before = head(runtime)
@@ -103,7 +106,7 @@ def test_a_report_revokes_the_key_on_every_process_and_tells_the_owner(
             assert answer.status_code == 401, answer.text
             assert answer.json()["error"]["code"] == "invalid_signature"
         assert head(runtime) == before
-        assert httpx.get(f"{other}/api/v1/key", headers=bearer).status_code == 200
+        assert httpx.get(f"{other.url}/api/v1/key", headers=bearer).status_code == 200
 
         # A valid report: one true positive, three false ones; the key stops everywhere.
         answer = httpx.post(endpoint, content=report, headers=signed(private, report))
@@ -115,7 +118,7 @@ def test_a_report_revokes_the_key_on_every_process_and_tells_the_owner(
             ("t", "false_positive"),
             ("t", "false_positive"),
         ]
-        refused = httpx.get(f"{other}/api/v1/key", headers=bearer)
+        refused = httpx.get(f"{other.url}/api/v1/key", headers=bearer)
         assert refused.status_code == 401
 
         # GitHub repeats itself: same answers, nothing new in the log.
@@ -190,7 +193,7 @@ def test_reports_are_answered_per_token_and_a_leaked_management_key_is_revoked(
 ) -> None:
     from application.leaks import FoundKey, LeakReport, handle_reports
     from domain.tokens import hash_token, parse_token
-    from projections.forensics import key_by_token_hash
+    from projections.queries.forensics import match_of_token_hash
 
     runtime = local_runtime
     name = f"mk-{uuid.uuid4().hex[:8]}"
@@ -198,11 +201,12 @@ def test_reports_are_answered_per_token_and_a_leaked_management_key_is_revoked(
     mk = opened.token.value
 
     def find(token_hash: str) -> FoundKey | None:
-        match = key_by_token_hash(runtime.engine, token_hash)
+        match = match_of_token_hash.run(runtime.engine, token_hash)
         return FoundKey(match.kind, UUID(match.key_id), UUID(match.account_id)) if match else None
 
     reports = [LeakReport(mk, LEAK_URL, "content"), LeakReport("lr-mk-short", "", "")]
     assert handle_reports(runtime.ledger, find, reports, GITHUB, "revoke") == [True, False]
-    record = key_by_token_hash(runtime.engine, hash_token(runtime.ledger.pepper, parse_token(mk)))
+    token_hash = hash_token(runtime.ledger.pepper, parse_token(mk))
+    record = match_of_token_hash.run(runtime.engine, token_hash)
     assert record is not None and record.status == "revoked"
     assert handle_reports(runtime.ledger, find, reports, GITHUB, "revoke") == [True, False]

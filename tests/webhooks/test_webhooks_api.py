@@ -9,9 +9,9 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from infrastructure.runtime import Runtime
-from tests.webhooks.conftest import OPERATOR, open_account
-from tests.webhooks.processes import gateway_child, gateway_environment, gateway_process
-from tests.webhooks.receiver import Receiver
+from tests.support.processes import gateway_environment, gateway_process
+from tests.support.webhook_receiver import Receiver
+from tests.support.webhooks import OPERATOR, open_account
 
 
 def management_token(runtime: Runtime, account_id: object) -> str:
@@ -24,7 +24,11 @@ def test_webhook_routes(local_runtime: Runtime, receiver: Receiver, tmp_path: Pa
     account, other = open_account(runtime), open_account(runtime)
     mine = {"Authorization": f"Bearer {management_token(runtime, account.id)}"}
     theirs = {"Authorization": f"Bearer {management_token(runtime, other.id)}"}
-    with gateway_process(gateway_environment(runtime.settings.database_url, tmp_path)) as url:
+    env = gateway_environment(
+        runtime.settings.database_url, tmp_path, LOWROUTER_WEBHOOKS_ALLOW_PRIVATE="true"
+    )
+    with gateway_process(env) as gateway:
+        url = gateway.url
         api = f"{url}/api/v1/webhooks"
         created = httpx.post(
             api, headers=mine, json={"url": receiver.url, "events": ["key.created"]}
@@ -78,12 +82,13 @@ def test_a_gateway_killed_mid_delivery_delivers_after_restart(
         tmp_path,
         LOWROUTER_WEBHOOKS_TIMEOUT_SECONDS="2",
         LOWROUTER_WEBHOOKS_RETRY_SCHEDULE="0.5",
+        LOWROUTER_WEBHOOKS_ALLOW_PRIVATE="true",
     )
-    with gateway_child(env) as (_url, process):
+    with gateway_process(env) as gateway:
         account.new_key()
         receiver.wait_for(1)
-        process.send_signal(signal.SIGKILL)  # in the middle of the delivery
-        process.wait()
+        gateway.process.send_signal(signal.SIGKILL)  # in the middle of the delivery
+        gateway.process.wait()
     with gateway_process(env):
         received = receiver.wait_for(2, timeout=20)  # once the dead one's lease has expired
     assert received[0].headers["webhook-id"] == received[1].headers["webhook-id"]

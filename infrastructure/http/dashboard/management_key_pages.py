@@ -11,6 +11,7 @@ from starlette.responses import Response
 from application import management_keys as use_cases
 from application.management_keys import IssuedManagementKey, ManagementKey
 from domain.accounts import DEFAULT_MANAGEMENT_KEY_NAME, MAX_MANAGEMENT_GRACE
+from infrastructure.dashboard_sessions import Session
 from infrastructure.http.dashboard.rendering import (
     Refusal,
     call,
@@ -21,7 +22,6 @@ from infrastructure.http.dashboard.rendering import (
 from infrastructure.http.dashboard.rows import when
 from infrastructure.http.dashboard.sessions import new_form_id, posted, signed_in, use_form_once
 from infrastructure.http.dashboard.state import Dashboard
-from infrastructure.http.dashboard.store import Session
 from infrastructure.http.limits import whole_number
 
 PATH = "/management-keys"

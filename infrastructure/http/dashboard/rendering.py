@@ -19,6 +19,7 @@ from domain.errors import (
     KeyRevoked,
     NotFound,
 )
+from infrastructure.dashboard_sessions import Session
 from infrastructure.http.dashboard.constants import (
     BASE,
     NAV,
@@ -27,7 +28,6 @@ from infrastructure.http.dashboard.constants import (
     TEMPLATE_DIR,
 )
 from infrastructure.http.dashboard.state import Dashboard, dashboard_of
-from infrastructure.http.dashboard.store import Session
 from projections.runner import ProjectionLagging
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from infrastructure.http.dashboard.rendering import Refusal, call, never_cached,
 from infrastructure.http.dashboard.sessions import new_form_id, posted, signed_in, use_form_once
 from infrastructure.http.dashboard.state import Dashboard
 from infrastructure.webhook_views import delivery_json, webhook_json
-from projections.webhooks import deliveries_of_endpoint, endpoints_of_account
+from projections.queries.management import deliveries_of_webhook, webhooks_of_account
 
 NOTICES = {
     "removed": "The webhook was removed: nothing more is sent to it, and its secret is erased.",
@@ -50,8 +50,7 @@ async def listing(
     error: str | None = None,
     status: int = 200,
 ) -> Response:
-    engine = dashboard.gateway.runtime.engine
-    views = await run_in_threadpool(endpoints_of_account, engine, account_id)
+    views = await run_in_threadpool(dashboard.reads.ask, webhooks_of_account, account_id)
     return render(
         request,
         "webhooks.html",
@@ -106,8 +105,7 @@ async def deliveries_page(request: Request, dashboard: Dashboard) -> Response:
         endpoint = await call(use_cases(dashboard).get, endpoint_id_of(request), session.account_id)
     except Refusal as refusal:
         raise missing() if refusal.status == 404 else refusal from None
-    engine = dashboard.gateway.runtime.engine
-    rows = await run_in_threadpool(deliveries_of_endpoint, engine, endpoint.id)
+    rows = await run_in_threadpool(dashboard.reads.ask, deliveries_of_webhook, endpoint.id)
     return render(
         request,
         "webhook_deliveries.html",

@@ -7,10 +7,7 @@ check runs axe-core, which the setup installs from npm into a git-ignored folder
 
 import os
 import shutil
-import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from domain.actor import Actor
 from domain.money import parse_credits
@@ -27,6 +23,7 @@ from infrastructure.http.app import create_app
 from infrastructure.http.dashboard import install_dashboard
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings
+from tests.support.servers import LiveServer
 from tests.support.stores import PEPPER
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -125,10 +122,6 @@ class Live:
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[Live]:
     """The gateway with the dashboard, under uvicorn on a free port, on SQLite."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     settings = load_settings(
         {"LOWROUTER_TOKEN_PEPPER": PEPPER, "LOWROUTER_DATA_DIR": str(tmp_path)},
         database_url=f"sqlite:///{tmp_path}/lowrouter.db",
@@ -136,21 +129,6 @@ def live(tmp_path: Path) -> Iterator[Live]:
     runtime = open_runtime(settings)
     app = create_app(runtime, demo_catalogue())  # the demo upstream runs in-process
     install_dashboard(app)
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="on")
-    )
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="dashboard-e2e", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    opened = runtime.ledger.open_account("browser-e2e", OPERATOR, parse_credits("10"))
-    try:
-        yield Live(f"http://127.0.0.1:{port}", runtime, opened.token.value, opened.account.id)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with LiveServer(app, name="dashboard-e2e") as url:
+        opened = runtime.ledger.open_account("browser-e2e", OPERATOR, parse_credits("10"))
+        yield Live(url, runtime, opened.token.value, opened.account.id)
