@@ -260,6 +260,7 @@ class Metering:
         observer: MeteringObserver | None = None,
         timer: Callable[[], float] = time.perf_counter,
         store_wait: float | None = None,
+        answer_first_within: float | None = None,
     ) -> None:
         self.spend = spend
         self.catalogue = catalogue
@@ -268,6 +269,12 @@ class Metering:
         # The longest a request waits for the ledger to write its hold, or to tell it its
         # settlement is durable (None: as long as it takes). See begin and finish.
         self.store_wait = store_wait
+        # A call that finishes within this many seconds of its start is answered as soon as its
+        # settlement is queued, not once it is durable (None: every answer waits). It must stay
+        # well under the hold timeout: the reconciler never closes a younger hold of a live
+        # process, so the settlement is certain to find its hold open and to charge what the
+        # answer says (see finish).
+        self.answer_first_within = answer_first_within
 
     def route(self, scope: Scope, request: MeteredRequest) -> list[Candidate]:
         """The (model, provider) pairs to try, at most MAX_FALLBACK_MODELS models; raises a
@@ -452,9 +459,13 @@ class MeteredCall:
         status_code: int | None = None,
         upstream_cost: str | None = None,
     ) -> int:
-        """Settle and wait until durable; the amount charged. If the store is slow (an outage),
-        wait at most the metering's `store_wait`, then answer with the amount the settlement
-        charges: it stays queued and is retried until it lands (`settlement_pending`)."""
+        """Settle; the amount charged. A call within the metering's `answer_first_within` is
+        answered once its settlement is queued (`settlement_pending`): the writer applies it in
+        order after the hold, which is durable, so what it charges is known now; if the process
+        dies before it lands, the reconciler settles the hold at the held amount, `unsettled`.
+        Any other call waits until the settlement is durable; if the store is slow (an outage),
+        at most the metering's `store_wait`, then it is answered with the amount the settlement
+        charges: it stays queued and is retried until it lands."""
         future = self.settle(
             outcome,
             entry,
@@ -464,12 +475,15 @@ class MeteredCall:
             status_code=status_code,
             upstream_cost=upstream_cost,
         )
+        within = self.metering.answer_first_within
+        if within is not None and self.metering.timer() - self.started < within:
+            self.settlement_pending = True
+            return self.settlement_charge
         try:
             charged = await asyncio.wait_for(durable(future), self.metering.store_wait)
         except TimeoutError:
-            assert self.charge is not None
             self.settlement_pending = True
-            return min(self.charge.cost, self.hold)  # what the ledger will charge (capped)
+            return self.settlement_charge
         return charged or 0
 
     def _charged(self, settled: "Future[int | None]") -> "Future[int | None]":
@@ -499,6 +513,13 @@ class MeteredCall:
 
         settled.add_done_callback(settled_or_reconciled)
         return charged
+
+    @property
+    def settlement_charge(self) -> int:
+        """What the queued settlement charges once it lands on the open hold: the decided cost,
+        capped at the hold (LedgerPage.settle)."""
+        assert self.charge is not None
+        return min(self.charge.cost, self.hold)
 
     def abandon(self) -> None:
         """Our own failure before a settlement: record it, charge nothing."""

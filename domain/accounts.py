@@ -9,10 +9,10 @@ from eventsourcing.domain import Aggregate
 
 from domain.actor import Actor, ActorFields
 from domain.errors import DomainError, NotFound
+from domain.rotation import check_grace
 from domain.scope import check_name
 
 DEFAULT_MANAGEMENT_KEY_NAME = "management key"
-MAX_MANAGEMENT_GRACE = timedelta(days=30)
 
 
 class ManagementKeyEntry(TypedDict):
@@ -177,8 +177,7 @@ class Account(Aggregate):
         at: datetime,
     ) -> None:
         """Issue a successor with the same name; the old key works until the grace ends."""
-        if grace < timedelta(0) or grace > MAX_MANAGEMENT_GRACE:
-            raise DomainError(f"grace must be between 0 and {MAX_MANAGEMENT_GRACE.days} days")
+        check_grace(grace)
         entry = self.management_key(key_id)
         if management_key_status(entry, at) != "active":
             raise DomainError(

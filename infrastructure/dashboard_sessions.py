@@ -138,7 +138,7 @@ class SessionStore:
         key = keys_by_id(self.engine, [key_id]).get(key_id)
         usable = (
             key is not None
-            and key.kind == TokenKind.MANAGEMENT.code
+            and key.kind is TokenKind.MANAGEMENT
             and str(key.account_id) == account_id
             and key.status_at(now) in ("active", "rotating")
         )

@@ -33,6 +33,11 @@ from infrastructure.settings import Settings, postgres_conninfo
 POOL_TIMEOUT = 10.0  # seconds a caller waits for a free connection before failing
 MAX_IDLE = 60.0  # seconds an idle connection above the first is kept
 IDLE_IN_TRANSACTION = "5s"  # as eventsourcing's own default: see _configure
+# A host that vanished mid-statement (no FIN, no RST) keeps its transaction's locks until its
+# connection is found dead: the server probes it after 5 s idle, every 1 s, giving up after 3
+# unanswered (PostgreSQL's tcp_keepalives_*, asked for per session in _configure; behind
+# PgBouncer, its tcp_keepidle/tcp_keepintvl/tcp_keepcnt: README, "Running on many hosts").
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 5, 1, 3
 MAX_LIFETIME = 600.0  # seconds before a connection is replaced (as SQLAlchemy's recycle did)
 RECONNECT_EVERY = 1.0  # seconds at most between two attempts to reconnect while the store is out
 
@@ -164,9 +169,18 @@ class Database:
 def _configure(conn: Connection[Any]) -> None:
     """A new connection, straight to PostgreSQL or through a session-mode pooler: a client
     that vanishes mid-transaction (its host gone without a word) must not keep its locks
-    until TCP gives up, hours later. (Transaction-mode pooler: its own idle_transaction_timeout
-    does this; see README, "Running on many hosts".)"""
-    conn.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'")
+    until TCP gives up, hours later. Between statements the idle-in-transaction timeout ends
+    it; in the middle of one (a Bind half sent, the backend *active*, waiting for the rest) no
+    timeout does, only the server's keepalive probes finding the host gone. (Transaction-mode
+    pooler: its own idle_transaction_timeout and tcp_keep* settings do this; see README,
+    "Running on many hosts".)"""
+    conn.execute(
+        "SELECT set_config('idle_in_transaction_session_timeout', %s, false), "
+        "set_config('tcp_keepalives_idle', %s, false), "
+        "set_config('tcp_keepalives_interval', %s, false), "
+        "set_config('tcp_keepalives_count', %s, false)",
+        [IDLE_IN_TRANSACTION, str(KEEPALIVE_IDLE), str(KEEPALIVE_INTERVAL), str(KEEPALIVE_COUNT)],
+    )
 
 
 def _reset(conn: Connection[Any]) -> None:

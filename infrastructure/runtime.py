@@ -204,7 +204,9 @@ def open_runtime(
                 engine,
                 ledger,
                 all_projections(),
-                leadership=build_leadership(settings.database_url, database),
+                leadership=build_leadership(
+                    settings.database_url, settings.leadership_lease_seconds, database
+                ),
                 listen_conninfo=postgres_conninfo(listen) if listen and database else None,
             )
             if prepare_schema:

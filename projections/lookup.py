@@ -31,7 +31,7 @@ from projections.schema import from_us, keys, to_us
 class KeyRecord:
     key_id: UUID
     account_id: UUID
-    kind: str  # TokenKind.code: "sk" | "mk"
+    kind: TokenKind  # stored as its two-letter code
     name: str
     display: str
     scope: Scope
@@ -163,7 +163,7 @@ def _record(row: tuple[Any, ...]) -> KeyRecord:
     return KeyRecord(
         key_id=UUID(key_id),
         account_id=UUID(account_id),
-        kind=kind,
+        kind=TokenKind.of_code(kind),
         name=name,
         display=f"{prefix}…{last4}",
         scope=Scope.from_fields(

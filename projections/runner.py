@@ -86,7 +86,8 @@ def claim_position(conn: Connection, name: str, start: int, end: int) -> bool:
 
     PostgreSQL: a batch whose runner vanished must not keep the row locked for long: the server
     ends the transaction after 5 s idle (set here, per transaction, as a transaction-mode pooler
-    allows)."""
+    allows). A runner that vanished in the middle of a statement leaves it *active* instead,
+    which no timeout ends: keepalive probes do (infrastructure.database, KEEPALIVE_*)."""
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = '5s'")
     unclaimed = (
@@ -429,6 +430,7 @@ class ProjectionRunner:
 
         recorder: Any = self.app.recorder
         name = getattr(getattr(recorder.datastore, "database", None), "application_name", "")
+        failing = False  # one line when LISTEN is lost and one when it is back, not one a second
         while not self._stop.is_set():
             if not self.leading:
                 self._stop.wait(STANDBY_INTERVAL)
@@ -440,11 +442,19 @@ class ProjectionRunner:
                     application_name=f"{name or 'lowrouter'}-listen",
                 ) as conn:
                     conn.execute(SQL("LISTEN {0}").format(Identifier(recorder.channel_name)))
+                    if failing:
+                        log.warning("LISTEN for new events is back")
+                        failing = False
                     while not self._stop.is_set() and self.leading:
                         for _ in conn.notifies(timeout=0.5, stop_after=1):
                             self._wake.set()
-            except Exception:
-                log.exception("LISTEN for new events failed; polling until it reconnects")
+            except Exception as error:
+                if not failing:
+                    log.warning(
+                        "LISTEN for new events failed (%s); polling until it reconnects",
+                        safe_error_text(error),
+                    )
+                    failing = True
                 self._stop.wait(1.0)
 
     def wake(self) -> None:

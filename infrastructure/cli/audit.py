@@ -48,7 +48,7 @@ def audit(ctx: Context, args: argparse.Namespace) -> int | None:
         match = one_key(ctx, target)
         if match is None:
             return 1
-        if match.kind == TokenKind.MANAGEMENT.code:
+        if match.kind is TokenKind.MANAGEMENT:
             return audit_account(ctx, UUID(match.account_id), args.as_of)
         audit_key(ctx, UUID(match.key_id), args.as_of)
         return None

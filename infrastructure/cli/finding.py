@@ -61,7 +61,7 @@ def _matches_of_id(ctx: Context, key_id: UUID) -> list[KeyMatch]:
         KeyMatch(
             str(key.id),
             str(key.account_id),
-            TokenKind.INFERENCE.code,
+            TokenKind.INFERENCE,
             key.name,
             key.display,
             key.status_at(ctx.now()),
@@ -78,7 +78,7 @@ def show_matches(ctx: Context, given: str, matches: list[KeyMatch]) -> None:
     data = [
         {
             "id": m.key_id,
-            "kind": "inference" if m.kind == TokenKind.INFERENCE.code else "management",
+            "kind": "inference" if m.kind is TokenKind.INFERENCE else "management",
             "name": m.name,
             "display": m.display,
             "status": m.status,

@@ -8,6 +8,7 @@ from application import management_keys
 from application.investigation import ClientSeen, KeyInvestigation
 from domain.errors import DomainError, KeyRevoked
 from domain.money import format_credits
+from domain.tokens import TokenKind
 from infrastructure.cli.context import Context
 from infrastructure.cli.finding import account_names, one_key
 from infrastructure.cli.output import events_table, render_record, render_table, section, when
@@ -28,7 +29,7 @@ def investigate(ctx: Context, args: argparse.Namespace) -> int | None:
         if args.revoke:
             ctx.note("nothing was revoked: several keys match")
         return 1 if args.revoke else None
-    if match.kind == "mk":
+    if match.kind is TokenKind.MANAGEMENT:
         investigate_management_key(ctx, args, match)
         return None
     key_id = UUID(match.key_id)

@@ -23,7 +23,7 @@ from uuid import UUID
 from application.leaks import handle_leak
 from domain.actor import Actor
 from domain.token_scan import find_tokens
-from domain.tokens import Token, hash_token
+from domain.tokens import Token, TokenKind, hash_token
 from infrastructure.cli.context import Context
 from infrastructure.cli.errors import Refused
 from infrastructure.cli.output import render_table
@@ -168,7 +168,7 @@ def revoke(ctx: Context, hits: list[Hit], keys: dict[str, Any]) -> set[str]:
     revoked: set[str] = set()
     for hit in hits:
         match = keys.get(hash_token(pepper, hit.token))
-        if match is None or match.kind != "sk":
+        if match is None or match.kind is not TokenKind.INFERENCE:
             continue
         outcome = handle_leak(
             ctx.runtime.ledger, UUID(match.key_id), hit.where, "lowrouter scan", actor, "revoke"

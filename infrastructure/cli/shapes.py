@@ -12,6 +12,7 @@ from domain.money import format_credits
 from infrastructure.cli.context import Context
 from infrastructure.cli.errors import redact_tokens
 from infrastructure.cli.output import render_record, when
+from infrastructure.times import parse_time_text
 from infrastructure.views import iso, key_json
 from projections.queries.management import last_used, meters
 
@@ -74,7 +75,7 @@ def _or_none(value: object) -> str:
 
 
 def _age(created_at: str) -> str:
-    created = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+    created = parse_time_text(created_at)
     days = (datetime.now(UTC) - created).days
     return f"{days}d"
 

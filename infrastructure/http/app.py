@@ -182,6 +182,7 @@ def create_app(
                 catalogue,
                 ObservedMetering(),
                 store_wait=runtime.settings.store_wait_seconds,
+                answer_first_within=runtime.settings.answer_first_within,
             ),
         )
         runtime.start_lease()  # before the first hold: holds record their live owner

@@ -8,7 +8,6 @@ Handlers parse, call one application method in a worker thread, and render (infr
 
 import base64
 import binascii
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,37 +20,36 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from application.app import MAX_GRACE, MAX_GRACE_SECONDS, IssuedKey, Lowrouter
+from application.app import IssuedKey, Lowrouter
 from application.audit import key_history
-from application.retry import TooMuchContention
 from application.spend import PageView
 from domain.actor import Actor
 from domain.errors import (
-    DomainError,
     InvalidAmount,
     InvalidName,
     InvalidPolicy,
     InvalidScope,
-    KeyRevoked,
     NotFound,
-    TooManyKeys,
     UnknownScopePart,
 )
 from domain.keys import ApiKey
 from domain.money import format_credits, parse_credits
 from domain.policy import POLICY_FIELDS, KeyPolicy, PolicyChanges
+from domain.rotation import MAX_GRACE
 from domain.scope import SCOPE_FIELDS, Scope, ScopeChanges, check_name
 from domain.tokens import TokenKind
 from infrastructure.catalogue import Catalogue
-from infrastructure.http.errors import ApiError
+from infrastructure.error_table import ANSWERED, KEY, Subject
+from infrastructure.http.errors import ApiError, api_error
 from infrastructure.http.gateway import Gateway, durable
+from infrastructure.http.grace import MAX_GRACE_SECONDS, BadGrace, grace_of
 from infrastructure.http.jsonresponse import json_response
 from infrastructure.http.limits import parse_json, whole_number
 from infrastructure.served import served
 from infrastructure.times import parse_time_text
 from infrastructure.views import key_event_json, key_json, key_state_json, usage_json
 from projections.queries.management import last_used, meters, usage_page
-from projections.runner import ProjectionFailed, ProjectionLagging
+from projections.runner import ProjectionFailed
 from projections.schema import to_us
 
 T = TypeVar("T")
@@ -115,41 +113,19 @@ async def authenticate(request: Request) -> Caller:
 # --- running application commands -------------------------------------------------------------
 
 
-async def call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a blocking application call in a worker thread; domain refusals become API errors."""
+async def call(
+    function: Callable[..., T], *args: Any, about: Subject = KEY, **kwargs: Any
+) -> T:
+    """Run a blocking application call in a worker thread; refusals become API errors (the one
+    error table, infrastructure.error_table; `about` names what the path's id is of)."""
     try:
         return await run_in_threadpool(function, *args, **kwargs)
-    except NotFound:
-        raise key_not_found() from None
-    except InvalidName as error:
-        raise ApiError(422, "invalid_name", str(error), param="name") from None
-    except UnknownScopePart as error:
-        raise ApiError(422, error.code, f"{error}.", param=error.field) from None
-    except InvalidScope as error:
-        raise ApiError(422, "invalid_scope", str(error)) from None
-    except InvalidPolicy as error:
-        raise ApiError(422, "invalid_policy", str(error)) from None
-    except InvalidAmount as error:
-        raise ApiError(422, "invalid_amount", str(error), param="daily_limit") from None
-    except KeyRevoked as error:
-        raise ApiError(409, "key_revoked", str(error)) from None
-    except TooManyKeys as error:
-        raise ApiError(409, "too_many_keys", str(error)) from None
-    except DomainError as error:
-        raise ApiError(409, "conflict", str(error)) from None
-    except TooMuchContention as error:
-        raise ApiError(503, "busy", str(error), headers={"Retry-After": "1"}) from None
-    except ProjectionLagging:
-        raise ApiError(
-            503,
-            "lookup_lagging",
-            "The change was recorded, but the key lookup has not caught up with it yet; it takes "
-            "effect once it does. Check `lowrouter projections status` before retrying.",
-        ) from None
+    except ANSWERED as error:
+        raise api_error(error, about) from None
 
 
 def key_not_found() -> ApiError:
-    return ApiError(404, "key_not_found", "No key with this id in this account.", param="id")
+    return api_error(NotFound(), KEY)
 
 
 def parse_key_id(request: Request) -> UUID:
@@ -208,7 +184,7 @@ def name_field(body: Mapping[str, Any]) -> str:
     try:
         return check_name(name)
     except InvalidName as error:
-        raise ApiError(422, "invalid_name", str(error), param="name") from None
+        raise api_error(error) from None
 
 
 def scope_parts(body: Mapping[str, Any], catalogue: Catalogue) -> ScopeChanges:
@@ -226,7 +202,7 @@ def scope_parts(body: Mapping[str, Any], catalogue: Catalogue) -> ScopeChanges:
     try:
         served(catalogue).check(parts.get("models"), parts.get("region"))
     except UnknownScopePart as error:
-        raise ApiError(422, error.code, f"{error}.", param=error.field) from None
+        raise api_error(error) from None
     return parts
 
 
@@ -257,7 +233,7 @@ def credits_field(name: str, value: Any) -> int | None:
     try:
         return parse_credits(value)
     except InvalidAmount as error:
-        raise ApiError(422, "invalid_amount", str(error), param=name) from None
+        raise api_error(error, param=name) from None
 
 
 def policy_parts(body: Mapping[str, Any], now: datetime) -> PolicyChanges:
@@ -306,21 +282,21 @@ def check_scope_part(field: str, value: Any) -> None:
     try:
         Scope(**{field: value})
     except InvalidScope as error:
-        raise ApiError(422, "invalid_scope", str(error), param=field) from None
+        raise api_error(error, param=field) from None
 
 
 def grace_field(body: Mapping[str, Any]) -> timedelta:
-    value = body.get("grace_seconds", 0)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        wrong_type("grace_seconds", "a number of seconds")
-    if not 0 <= value <= MAX_GRACE_SECONDS:
+    try:
+        return grace_of(body.get("grace_seconds", 0))
+    except BadGrace as bad:
+        if bad.wrong_type:
+            wrong_type("grace_seconds", "a number of seconds")
         raise ApiError(
             422,
             "invalid_value",
             f"'grace_seconds' must be between 0 and {MAX_GRACE_SECONDS} ({MAX_GRACE.days} days).",
             param="grace_seconds",
-        )
-    return timedelta(seconds=value)
+        ) from None
 
 
 def reason_field(body: Mapping[str, Any]) -> str:
@@ -568,6 +544,10 @@ def key_param(params: QueryParams) -> UUID | None:
 
 async def usage_response(caller: Caller, query: UsageQuery) -> Response:
     """One page, newest first; `next_cursor` is null on the last page."""
+    # This gateway answers before its settlements are durable (settling after the answer): a
+    # read of the account's page is queued behind them, so once it answers they are in the log
+    # and the usage history's catch-up sees them (read-your-writes).
+    await page_view(caller)
     try:
         rows = await run_in_threadpool(
             caller.gateway.runtime.reads.ask,

@@ -20,6 +20,7 @@ from application.investigation import (
     UsageFlag,
 )
 from application.verification import Figures
+from domain.tokens import TokenKind
 from projections.forensics_tables import flag_acknowledgements, key_clients, key_flags
 from projections.lookup import KeyRecord, find_key, keys_by_display
 from projections.queries.freshness import query
@@ -196,7 +197,7 @@ def spend_per_hour(
 class KeyMatch:
     key_id: str
     account_id: str
-    kind: str  # "sk" (inference) or "mk" (management)
+    kind: TokenKind  # stored as its two-letter code
     name: str
     display: str
     status: str  # now, by the access policy (the stored column says "rotating" past the grace)

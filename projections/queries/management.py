@@ -118,7 +118,7 @@ def meters(engine: Engine, key_ids: Iterable[UUID | str]) -> dict[str, str]:
 def management_key_account(engine: Engine, key_id: UUID) -> UUID | None:
     """The account a management key belongs to (None: no such management key)."""
     record = keys_by_id(engine, [key_id]).get(str(key_id))
-    if record is None or record.kind != TokenKind.MANAGEMENT.code:
+    if record is None or record.kind is not TokenKind.MANAGEMENT:
         return None
     return record.account_id
 

@@ -2,6 +2,7 @@
 in-memory store — the hold before anything goes upstream, one settlement, refusals recorded,
 observers told."""
 
+import asyncio
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -345,3 +346,35 @@ def test_routing_follows_the_api_the_kind_and_the_dialect() -> None:
     assert metering.route(anywhere, request(model="a/embed", kind="embedding"))[0][0] == EMBED
     with pytest.raises(NoModelAvailable):
         metering.route(Scope(models=("a/embed",)), request(model="lowrouter/auto"))
+
+
+@pytest.mark.anyio
+async def test_a_quick_call_is_answered_once_queued_and_a_late_one_once_durable(
+    ledger: Any,
+) -> None:
+    """Settling after the answer: within `answer_first_within` of its start, finish answers with
+    what the queued settlement will charge; past it (the reconciler might close an old hold
+    first), it waits for the ledger's own answer."""
+    app, spend = ledger
+    now = [0.0]
+    metering = Metering(spend, CATALOGUE, timer=lambda: now[0], answer_first_within=1.0)
+    key = open_key(app, 1_000_000)
+    quick = await metering.begin(key, "quick", request(), started=0.0)
+    late = await metering.begin(key, "late", request(), started=0.0)
+    save, store_back = app.save, threading.Event()
+
+    def held_save(*aggregates: Any, **kwargs: Any) -> Any:
+        store_back.wait(10)
+        return save(*aggregates, **kwargs)
+
+    app.save = held_save
+    told = await asyncio.wait_for(quick.finish(Outcome.ANSWERED, reported=TokenCounts(12, 3)), 1)
+    assert quick.settlement_pending and told == PRICES.cost(TokenCounts(12, 3))
+    now[0] = 2.0
+    waiting = asyncio.ensure_future(late.finish(Outcome.ANSWERED, reported=TokenCounts(12, 3)))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()  # its settlement is not durable yet
+    store_back.set()
+    assert await asyncio.wait_for(waiting, 5) == told and not late.settlement_pending
+    page = spend.view(key.account_id).result(5)
+    assert (page.held, page.balance) == (0, 1_000_000 - 2 * told)  # charged what it was told

@@ -239,9 +239,21 @@ class LiveGateway:
                 time.sleep(0.05)
         self.runtime.projections.catch_up()
 
+    def settled(self, timeout: float = 8.0) -> None:
+        """Wait until this account has no open hold: an answer's settlement lands just after
+        the answer (README, "Settling after the answer")."""
+        deadline = time.monotonic() + timeout
+        query = select(holds.c.request_id).where(holds.c.account_id == str(self.account_id))
+        while True:
+            self.catch_up()
+            with self.runtime.engine.connect() as conn:
+                if conn.execute(query).first() is None or time.monotonic() > deadline:
+                    return
+            time.sleep(0.05)
+
     def usage_rows(self) -> list[Any]:
-        """This account's usage rows, oldest first."""
-        self.catch_up()
+        """This account's usage rows, oldest first, once every answer is settled."""
+        self.settled()
         query = (
             select(usage)
             .where(usage.c.account_id == str(self.account_id))
@@ -256,7 +268,7 @@ class LiveGateway:
             return list(conn.execute(select(usage).where(usage.c.request_id == request_id)).all())
 
     def usage_row(self, request_id: str) -> Any:
-        rows = self.rows_for(request_id)
+        rows = self.wait_for_usage(request_id)
         assert len(rows) == 1, f"expected one usage row for {request_id}, found {len(rows)}"
         return rows[0]
 

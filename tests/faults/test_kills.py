@@ -104,7 +104,7 @@ def test_kill_9_of_the_background_process_and_the_gateway_under_load(
                 break
             assert time.monotonic() < deadline, "holds left open after the takeover"
             time.sleep(0.2)
-        books = check_books(runtime, gateway.told)
+        books = check_books(runtime, gateway.told, killed=True)
         unsettled = [e[0] for e in books.settled.values() if e[0].status == "unsettled"]
         assert unsettled and all(e.cost == e.held for e in unsettled)
     finally:

@@ -23,7 +23,7 @@ from domain.routing import Candidate, Dialect, ModelEntry, Provider, RoutingErro
 from domain.tokens import TokenKind
 from infrastructure.dialects.base import Exchange
 from infrastructure.dialects.sse import EventTooLarge, SseParser, sse_data
-from infrastructure.http.errors import ApiError
+from infrastructure.http.errors import ApiError, api_error
 from infrastructure.http.gateway import Gateway
 from infrastructure.http.jsonresponse import json_response
 from infrastructure.http.limits import OFF_LOOP_BYTES
@@ -88,8 +88,7 @@ async def begin(
     try:
         return await gateway.metering.begin(key, request_id, metered, started)
     except RoutingError as error:
-        param = getattr(error, "param", "model")
-        raise ApiError(error.status, error.code, str(error), param=param) from None
+        raise api_error(error) from None
     except tuple(REFUSALS) as refusal:
         answer = refusal_error(refusal, key.display, gateway.clock(), metered.output_cap)
         if answer is None:
@@ -343,6 +342,8 @@ async def relay(
             upstream_cost=events.upstream_cost,
         )
         assert call.charge is not None
+        if call.settlement_pending:
+            note_pending_charge(charged)
         yield events.close(call.charge.tokens, charged)
     finally:
         if not call.settled:

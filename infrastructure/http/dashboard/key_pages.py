@@ -1,7 +1,6 @@
 """The keys pages: the list, and creating, scoping, renaming, rotating and revoking a key."""
 
 from collections.abc import Sequence
-from datetime import timedelta
 from uuid import UUID
 
 from starlette.concurrency import run_in_threadpool
@@ -11,7 +10,7 @@ from starlette.responses import Response
 from application.app import IssuedKey
 from domain.keys import ApiKey
 from infrastructure.dashboard_sessions import Session
-from infrastructure.http.dashboard.constants import BASE, MAX_GRACE_SECONDS, ROTATE_AFTER
+from infrastructure.http.dashboard.constants import BASE, ROTATE_AFTER
 from infrastructure.http.dashboard.forms import (
     ScopeForm,
     catalogue_models,
@@ -31,7 +30,7 @@ from infrastructure.http.dashboard.rows import KeyRow, key_row, when
 from infrastructure.http.dashboard.sessions import new_form_id, posted, signed_in, use_form_once
 from infrastructure.http.dashboard.state import Dashboard
 from infrastructure.http.gateway import durable
-from infrastructure.http.limits import whole_number
+from infrastructure.http.grace import GRACE_FORM_ERROR, MAX_GRACE_SECONDS, BadGrace, grace_of_form
 from projections.queries.forensics import flags_for_keys
 from projections.queries.management import last_used, meters
 
@@ -314,12 +313,12 @@ async def rotate_key(request: Request, dashboard: Dashboard) -> Response:
         key = await changeable_key(dashboard, session, key_id, rotating=True)
         return rotate_page(request, dashboard, key, "0", None)
     session, form = await posted(request, dashboard)
-    text = form.get("grace_seconds", "0").strip() or "0"
-    grace = whole_number(text, 7)
-    if grace is None or grace > MAX_GRACE_SECONDS:
+    text = form.get("grace_seconds", "0")
+    try:
+        grace = grace_of_form(text)
+    except BadGrace:
         key = await changeable_key(dashboard, session, key_id, rotating=True)
-        error = f"Enter a whole number of seconds from 0 to {MAX_GRACE_SECONDS} (30 days)."
-        return rotate_page(request, dashboard, key, text[:20], error, 422)
+        return rotate_page(request, dashboard, key, text.strip()[:20], GRACE_FORM_ERROR, 422)
     if not await use_form_once(dashboard, session, form):
         return see_other("/keys", notice="already-done")
     key = await changeable_key(dashboard, session, key_id, rotating=True)
@@ -328,7 +327,7 @@ async def rotate_key(request: Request, dashboard: Dashboard) -> Response:
         ledger.rotate_key,
         key.id,
         session.actor,
-        timedelta(seconds=int(text)),
+        grace,
         account_id=session.account_id,
     )
     old = await own_key(dashboard, session, key.id)

@@ -6,7 +6,7 @@ import csv
 import io
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
@@ -26,7 +26,9 @@ from infrastructure.http.dashboard.rendering import call, render
 from infrastructure.http.dashboard.rows import iso, usage_row
 from infrastructure.http.dashboard.sessions import signed_in
 from infrastructure.http.dashboard.state import Dashboard
+from infrastructure.http.gateway import durable
 from infrastructure.http.limits import whole_number
+from infrastructure.times import parse_time_text
 from projections.queries.dashboard import (
     UsageFilter,
     rows_newer_than,
@@ -61,23 +63,14 @@ CSV_COLUMNS = (
 
 
 def parse_moment(text: str, end_of_day: bool = False) -> datetime | None:
-    """A day (2026-01-31) or an ISO time; a time without a zone is UTC. A day as the end of a
-    range means the end of that day."""
-    text = text.strip()
-    if not text:
+    """A day (2026-01-31) or an ISO time (infrastructure.times); blank is None. A day as the
+    end of a range means the end of that day."""
+    if not text.strip():
         return None
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text) + timedelta(days=1 if end_of_day else 0)
-            moment = datetime.combine(day, datetime.min.time())
-        else:
-            moment = datetime.fromisoformat(text)
+        return parse_time_text(text, end_of_day=end_of_day)
     except ValueError:
         raise ValueError("must be a day (2026-01-31) or an ISO time") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-parse_since = parse_moment  # the name earlier callers used
 
 
 @dataclass
@@ -139,6 +132,9 @@ async def usage_page_view(request: Request, dashboard: Dashboard) -> Response:
     names = {str(k.id): (k.name, k.display) for k in api_keys}
     chosen = read_filters(request.query_params, session.account_id, names)
     before = page_position(request.query_params)
+    # Answers do not wait for their settlements (settling after the answer): a read of the
+    # account's page queues behind this gateway's, so the history below includes them.
+    await durable(runtime.spend.view(session.account_id))
     reads = dashboard.reads
     rows = await run_in_threadpool(
         reads.ask, usage_rows, chosen.query, before_position=before, limit=USAGE_PAGE_SIZE + 1
