@@ -7,7 +7,7 @@ barrier (supplied by the projections layer) waits until that lookup reflects the
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,9 +25,9 @@ from domain.actor import Actor
 from domain.errors import DomainError, NotFound, TooManyKeys
 from domain.keys import ApiKey
 from domain.ledger import LedgerPage
-from domain.policy import NO_POLICY, KeyPolicy
+from domain.policy import NO_POLICY, KeyPolicy, PolicyChanges
 from domain.rotation import check_grace
-from domain.scope import Scope, check_name
+from domain.scope import Scope, ScopeChanges, check_name
 from domain.tokens import Token, TokenKind, generate_token, hash_token
 
 _ACCOUNT_NAMESPACE = uuid5(NAMESPACE_URL, "https://lowrouter.dev/account")
@@ -218,8 +218,8 @@ class Lowrouter(Application[UUID]):
         actor: Actor,
         *,
         name: str | None = None,
-        scope_changes: Mapping[str, Any] | None = None,
-        policy_changes: Mapping[str, Any] | None = None,
+        scope_changes: ScopeChanges | None = None,
+        policy_changes: PolicyChanges | None = None,
         account_id: UUID | None = None,
     ) -> ApiKey:
         """Rename and/or change parts of the scope and policy in one atomic save; the parts not

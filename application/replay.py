@@ -10,7 +10,7 @@ books (application.books), recomputed from its pages' events.
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TypeVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -25,6 +25,7 @@ from domain.keys import ApiKey
 from domain.ledger import LedgerPage, page_id
 
 Event = Aggregate.Event
+A = TypeVar("A", bound=Aggregate)
 
 # Replaying one stream ---------------------------------------------------------------------------
 
@@ -39,11 +40,13 @@ def up_to(events: Iterable[Event], as_of: datetime | None) -> list[Event]:
     return kept
 
 
-def rebuild(events: Sequence[Event]) -> Any:
-    """The aggregate these events produce (None when there are none)."""
-    aggregate: Any = None
+def rebuild(events: Sequence[Event], kind: type[A]) -> A | None:
+    """The aggregate, of type `kind`, these events produce (None when there are none)."""
+    aggregate: Aggregate | None = None
     for event in events:
         aggregate = event.mutate(aggregate)
+    if aggregate is not None and not isinstance(aggregate, kind):
+        raise TypeError(f"these events make a {type(aggregate).__name__}, not a {kind.__name__}")
     return aggregate
 
 
@@ -78,7 +81,7 @@ def key_history(
     if account_id is not None and events[0].account_id != account_id:
         raise NotFound(f"no key {key_id}")
     kept = up_to(events, as_of)
-    return KeyHistory(key_id, kept, rebuild(kept), as_of)
+    return KeyHistory(key_id, kept, rebuild(kept, ApiKey), as_of)
 
 
 def is_key(app: Lowrouter, aggregate_id: UUID) -> bool:
@@ -133,7 +136,7 @@ def account_history(
             f"the last page replays to a balance of {pages[-1].state.balance}; "
             f"the sum of its events is {books.balance}"
         )
-    return AccountHistory(account_id, kept, rebuild(kept), pages, books, as_of)
+    return AccountHistory(account_id, kept, rebuild(kept, Account), pages, books, as_of)
 
 
 def _pages(
@@ -143,8 +146,9 @@ def _pages(
     while day <= last:
         page = page_id(account_id, day)
         events = up_to(stored_events(app, page), as_of)
-        if events:
-            yield PageHistory(page, day.isoformat(), events, rebuild(events))
+        state = rebuild(events, LedgerPage)
+        if state is not None:  # the page of a day with no events is never opened
+            yield PageHistory(page, day.isoformat(), events, state)
         day += timedelta(days=1)
 
 

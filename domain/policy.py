@@ -9,14 +9,22 @@ import ipaddress
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, TypedDict, Unpack
 
 from domain.errors import InvalidPolicy
 
 MAX_ALLOWED_NETWORKS = 100
 MAX_RATE = 1_000_000_000  # a sanity bound for requests/tokens per minute and concurrency
 MAX_EXPIRY = timedelta(days=3650)
-POLICY_FIELDS = (
+PolicyField = Literal[
+    "expires_at",
+    "requests_per_minute",
+    "tokens_per_minute",
+    "max_concurrent",
+    "allowed_ips",
+    "monthly_limit",
+]
+POLICY_FIELDS: tuple[PolicyField, ...] = (
     "expires_at",
     "requests_per_minute",
     "tokens_per_minute",
@@ -27,6 +35,17 @@ POLICY_FIELDS = (
 RATE_FIELDS = ("requests_per_minute", "tokens_per_minute", "max_concurrent")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class PolicyChanges(TypedDict, total=False):
+    """Fields of a policy to change, from the edges: an absent one is kept, None clears it."""
+
+    expires_at: datetime | None
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    max_concurrent: int | None
+    allowed_ips: tuple[str, ...] | None
+    monthly_limit: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +103,18 @@ class KeyPolicy:
             ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1 (a dual-stack socket's view)
         return any(ip.version == net.version and ip in net for net in self._networks)
 
-    def as_parts(self) -> dict[str, Any]:
+    def as_parts(self) -> PolicyChanges:
         """Every field, for a change that sets them all (`policy.changed(**parts)`)."""
-        return {name: getattr(self, name) for name in POLICY_FIELDS}
+        return {
+            "expires_at": self.expires_at,
+            "requests_per_minute": self.requests_per_minute,
+            "tokens_per_minute": self.tokens_per_minute,
+            "max_concurrent": self.max_concurrent,
+            "allowed_ips": self.allowed_ips,
+            "monthly_limit": self.monthly_limit,
+        }
 
-    def changed(self, **changes: Any) -> "KeyPolicy":
+    def changed(self, **changes: Unpack[PolicyChanges]) -> "KeyPolicy":
         return replace(self, **changes)
 
     def as_fields(self) -> dict[str, Any]:

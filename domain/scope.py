@@ -3,12 +3,25 @@
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal, TypedDict
 
 from domain.errors import InvalidName, InvalidScope, UnknownScopePart
 
 MAX_MODELS = 200
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
 _REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+
+
+ScopeField = Literal["models", "region", "daily_limit"]
+SCOPE_FIELDS: tuple[ScopeField, ...] = ("models", "region", "daily_limit")
+
+
+class ScopeChanges(TypedDict, total=False):
+    """Parts of a scope to change, from the edges: an absent one is kept, None clears it."""
+
+    models: tuple[str, ...] | None
+    region: str | None
+    daily_limit: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +65,7 @@ class Scope:
             "daily_limit": self.daily_limit,
         }
 
-    def as_parts(self) -> dict[str, object]:
+    def as_parts(self) -> ScopeChanges:
         """Every part, for a change that sets them all (`replace(scope, **parts)`)."""
         return {"models": self.models, "region": self.region, "daily_limit": self.daily_limit}
 

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from domain.errors import InvalidPolicy
-from domain.policy import KeyPolicy, parse_duration
-from domain.scope import Scope, Served
+from domain.policy import KeyPolicy, PolicyChanges, parse_duration
+from domain.scope import Scope, ScopeChanges, Served
 from infrastructure.catalogue import ConfigError
 from infrastructure.cli.arguments import optional_credits
 from infrastructure.cli.context import Context
@@ -40,9 +40,9 @@ def served_by_gateway(ctx: Context) -> Served:
         raise Refused(f"cannot check the scope against the catalogue: {error}") from None
 
 
-def policy_changes(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+def policy_changes(ctx: Context, args: argparse.Namespace) -> PolicyChanges:
     """The key policy options given (clearing ones as None), checked by the domain's rules."""
-    changes: dict[str, Any] = {}
+    changes: PolicyChanges = {}
     if args.expires_at is not None:
         changes["expires_at"] = args.expires_at
     elif args.expires_in is not None:
@@ -54,14 +54,13 @@ def policy_changes(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(
                 "--no-rate-limits cannot be combined with --rpm, --tpm or --max-concurrent"
             )
-        changes.update(requests_per_minute=None, tokens_per_minute=None, max_concurrent=None)
-    for option, name in (
-        ("rpm", "requests_per_minute"),
-        ("tpm", "tokens_per_minute"),
-        ("max_concurrent", "max_concurrent"),
-    ):
-        if getattr(args, option) is not None:
-            changes[name] = getattr(args, option)
+        changes |= {"requests_per_minute": None, "tokens_per_minute": None, "max_concurrent": None}
+    if args.rpm is not None:
+        changes["requests_per_minute"] = args.rpm
+    if args.tpm is not None:
+        changes["tokens_per_minute"] = args.tpm
+    if args.max_concurrent is not None:
+        changes["max_concurrent"] = args.max_concurrent
     if args.allow_ip is not None:
         changes["allowed_ips"] = tuple(args.allow_ip)
     elif getattr(args, "any_ip", False):
@@ -70,9 +69,11 @@ def policy_changes(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         changes["monthly_limit"] = optional_credits(args.monthly_limit)
     elif getattr(args, "no_monthly_limit", False):
         changes["monthly_limit"] = None
-    if changes.get("expires_at") is not None and changes["expires_at"] <= ctx.now():
+    expires_at = changes.get("expires_at")
+    if expires_at is not None and expires_at <= ctx.now():
         raise InvalidPolicy("the expiry is in the past; revoke the key to stop it now")
-    KeyPolicy(**{k: v for k, v in changes.items() if v is not None})  # each part checked
+    given: dict[str, Any] = {k: v for k, v in changes.items() if v is not None}
+    KeyPolicy(**given)  # each part checked
     return changes
 
 
@@ -151,7 +152,7 @@ def keys_scope(ctx: Context, args: argparse.Namespace) -> None:
             "--daily-limit, --no-daily-limit, or a policy option (--expires-in, --rpm, --tpm, "
             "--max-concurrent, --allow-ip, --monthly-limit, and their --no-…/--any-ip)"
         )
-    scope: dict[str, Any] = {}
+    scope: ScopeChanges = {}
     if args.model is not None or args.all_models:
         scope["models"] = None if args.all_models else tuple(args.model)
     if args.region is not None or args.any_region:

@@ -34,9 +34,9 @@ from domain.errors import (
 )
 from domain.keys import ApiKey
 from domain.money import format_credits, parse_credits
-from domain.policy import POLICY_FIELDS, KeyPolicy
+from domain.policy import POLICY_FIELDS, KeyPolicy, PolicyChanges
 from domain.rotation import MAX_GRACE
-from domain.scope import Scope, check_name
+from domain.scope import SCOPE_FIELDS, Scope, ScopeChanges, check_name
 from domain.tokens import TokenKind
 from infrastructure.catalogue import Catalogue
 from infrastructure.error_table import ANSWERED, KEY, Subject
@@ -57,7 +57,6 @@ T = TypeVar("T")
 DEFAULT_USAGE_LIMIT = 100
 MAX_USAGE_LIMIT = 500
 
-SCOPE_FIELDS = ("models", "region", "daily_limit")
 CREATE_FIELDS = frozenset({"name", *SCOPE_FIELDS, *POLICY_FIELDS})
 PATCH_FIELDS = CREATE_FIELDS
 ROTATE_FIELDS = frozenset({"grace_seconds"})
@@ -188,7 +187,7 @@ def name_field(body: Mapping[str, Any]) -> str:
         raise api_error(error) from None
 
 
-def scope_parts(body: Mapping[str, Any], catalogue: Catalogue) -> dict[str, Any]:
+def scope_parts(body: Mapping[str, Any], catalogue: Catalogue) -> ScopeChanges:
     """The scope fields present in the body, each checked on its own (so a 422 names it), and
     the models and region against what the gateway serves (domain.scope.Served)."""
     parsers: dict[str, Callable[[Any], Any]] = {
@@ -196,7 +195,10 @@ def scope_parts(body: Mapping[str, Any], catalogue: Catalogue) -> dict[str, Any]
         "region": region_field,
         "daily_limit": lambda value: credits_field("daily_limit", value),
     }
-    parts = {name: parsers[name](body[name]) for name in SCOPE_FIELDS if name in body}
+    parts: ScopeChanges = {}
+    for name in SCOPE_FIELDS:
+        if name in body:
+            parts[name] = parsers[name](body[name])
     try:
         served(catalogue).check(parts.get("models"), parts.get("region"))
     except UnknownScopePart as error:
@@ -234,28 +236,27 @@ def credits_field(name: str, value: Any) -> int | None:
         raise api_error(error, param=name) from None
 
 
-def policy_parts(body: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+def policy_parts(body: Mapping[str, Any], now: datetime) -> PolicyChanges:
     """The key policy's fields present in the body (null clears one), each checked on its own
     by the domain's rules (so a 422 names it)."""
-    parts: dict[str, Any] = {}
+    parts: PolicyChanges = {}
     for name in POLICY_FIELDS:
         if name not in body:
             continue
-        value = body[name]
+        value = body[name]  # JSON: checked by the domain's rules below
         if value is None:
-            parts[name] = None
+            pass
         elif name == "expires_at":
-            parts[name] = expiry_field(value, now)
+            value = expiry_field(value, now)
         elif name == "monthly_limit":
-            parts[name] = credits_field(name, value)
-        elif name == "allowed_ips":
-            parts[name] = tuple(value) if isinstance(value, list) else value
-        else:
-            parts[name] = value
+            value = credits_field(name, value)
+        elif name == "allowed_ips" and isinstance(value, list):
+            value = tuple(value)
         try:
-            KeyPolicy(**{name: parts[name]})
+            KeyPolicy(**{name: value})
         except InvalidPolicy as error:
             raise ApiError(422, "invalid_policy", f"{error}.", param=name) from None
+        parts[name] = value
     return parts
 
 
