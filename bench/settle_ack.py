@@ -3,7 +3,7 @@ costs a lone request (issue 18's c=1 target; README, "Settling after the answer"
 
 Three servers side by side on the same fake upstream: the floor (bare-aiohttp) and two
 lowrouter-pg gateways (one worker each, each on a fresh database), one with
-LOWROUTER_SETTLE_AFTER_ANSWER=true (the default) and one with `false` (every answer waits for its
+LOWROUTER_SETTLE_AFTER_ANSWER=true (an opt-in) and one with `false` (every answer waits for its
 settlement's commit, as in release 0.2). Each is driven at c=1, non-streaming then streaming, in
 alternating rounds (floor, after, before; then the reverse, …) so a neighbour's burst on a shared
 machine lands on all of them; medians of each one's rounds are compared. Alone:

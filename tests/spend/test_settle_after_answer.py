@@ -43,6 +43,7 @@ def test_a_kill_between_the_answer_and_its_settlement_leaves_the_hold_to_the_rec
             "LOWROUTER_CONFIG": str(catalogue),
             "LOWROUTER_ACCESS_LOG": "false",
             "LOWROUTER_PROCESS_LEASE_SECONDS": "1",
+            "LOWROUTER_SETTLE_AFTER_ANSWER": "true",  # an opt-in: off by default
             # Answers within half of it settle after the answer (3 s: room for a busy machine).
             "LOWROUTER_HOLD_TIMEOUT_SECONDS": "6",
         }
