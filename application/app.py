@@ -26,12 +26,11 @@ from domain.errors import DomainError, NotFound, TooManyKeys
 from domain.keys import ApiKey
 from domain.ledger import LedgerPage
 from domain.policy import NO_POLICY, KeyPolicy
+from domain.rotation import check_grace
 from domain.scope import Scope, check_name
 from domain.tokens import Token, TokenKind, generate_token, hash_token
 
 _ACCOUNT_NAMESPACE = uuid5(NAMESPACE_URL, "https://lowrouter.dev/account")
-MAX_GRACE = timedelta(days=30)  # the longest rotation grace
-MAX_GRACE_SECONDS = int(MAX_GRACE.total_seconds())  # as the API and the dashboard take it
 ATTEMPT_WINDOW = timedelta(seconds=60)
 
 log = logging.getLogger("lowrouter.keys")
@@ -284,8 +283,7 @@ class Lowrouter(Application[UUID]):
     ) -> IssuedKey:
         """Create a successor with the same name, scope and policy (an expiry renewed for the
         same lifetime); the old key works until grace ends."""
-        if grace < timedelta(0) or grace > MAX_GRACE:
-            raise DomainError(f"grace must be between 0 and {MAX_GRACE.days} days")
+        check_grace(grace)
         token = generate_token(TokenKind.INFERENCE)
 
         def command() -> tuple[ApiKey, list[Recording[UUID]]]:

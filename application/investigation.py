@@ -1,6 +1,6 @@
 """The leak investigation (`lowrouter investigate`): everything known about one key's use, its
 history from the events and its uses from the forensics read models, which it takes as a port
-(`KeyUseReads`; projections.forensics_queries.ForensicsReads reads them from the database).
+(`KeyUseReads`; projections.queries.forensics.ForensicsReads reads them from the database).
 
 The value types are the port's: the read models answer in them.
 """

@@ -16,7 +16,7 @@ from application.retry import retry_on_conflict
 from domain.actor import Actor
 from domain.errors import DomainError
 from domain.leaks import LEAK_REASON, report_leak, should_revoke
-from domain.tokens import TokenFormatError, hash_token, parse_token
+from domain.tokens import TokenFormatError, TokenKind, hash_token, parse_token
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def handle_management_key_leak(
 class FoundKey:
     """A key of this gateway, found by its token's hash."""
 
-    kind: str  # "sk" (inference) or "mk" (management)
+    kind: TokenKind
     key_id: UUID
     account_id: UUID
 
@@ -96,7 +96,7 @@ def handle_reports(
         if found is None:
             answers.append(False)
             continue
-        if found.kind == "sk":
+        if found.kind is TokenKind.INFERENCE:
             handle_leak(ledger, found.key_id, report.url, report.source, actor, policy)
         else:
             handle_management_key_leak(ledger, found.account_id, found.key_id, actor, policy)

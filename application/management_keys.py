@@ -5,15 +5,23 @@ lookup every process reads shows the change (`access_barrier`), so a revoked man
 on the next request on every process and its dashboard sessions end there too.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import UUID, uuid4
 
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import Recording
+
 from application.app import Lowrouter
+from application.events import stored_events
 from application.retry import retry_on_conflict
-from domain.accounts import DEFAULT_MANAGEMENT_KEY_NAME, management_key_status
-from domain.actor import Actor
+from domain.accounts import (
+    DEFAULT_MANAGEMENT_KEY_NAME,
+    ManagementKeyEntry,
+    management_key_status,
+)
+from domain.actor import Actor, ActorFields
 from domain.tokens import Token, TokenKind, generate_token, hash_token
 
 
@@ -44,7 +52,9 @@ class IssuedManagementKey:
     token: Token
 
 
-def _view(account_id: UUID, key_id: str, entry: dict[str, Any], now: datetime) -> ManagementKey:
+def _view(
+    account_id: UUID, key_id: str, entry: ManagementKeyEntry, now: datetime
+) -> ManagementKey:
     prefix, last4 = entry.get("prefix"), entry.get("last4")
     if prefix is None or last4 is None:  # a state recorded before 0.3 kept only the display
         prefix, _, last4 = entry["display"].partition("…")
@@ -80,7 +90,7 @@ def issue_management_key(
     token = generate_token(TokenKind.MANAGEMENT)
     key_id = uuid4()
 
-    def command() -> Any:
+    def command() -> list[Recording[UUID]]:
         account = ledger.get_account(account_id)
         account.issue_management_key(
             key_id,
@@ -102,7 +112,7 @@ def revoke_management_key(
 ) -> ManagementKey:
     """Revoke; `using` is the key the request itself is authenticated with (see the domain)."""
 
-    def command() -> Any:
+    def command() -> list[Recording[UUID]]:
         account = ledger.get_account(account_id)
         account.revoke_management_key(key_id, actor, ledger.clock(), using)
         return ledger.save(account)
@@ -121,7 +131,7 @@ def rotate_management_key(
     token = generate_token(TokenKind.MANAGEMENT)
     successor_id = uuid4()
 
-    def command() -> Any:
+    def command() -> list[Recording[UUID]]:
         account = ledger.get_account(account_id)
         account.rotate_management_key(
             key_id,
@@ -139,9 +149,12 @@ def rotate_management_key(
     return IssuedManagementKey(get_management_key(ledger, account_id, successor_id), token)
 
 
-def _barrier(ledger: Lowrouter, recordings: Any) -> None:
+def _barrier(ledger: Lowrouter, recordings: Sequence[Recording[UUID]]) -> None:
     if recordings:
         ledger.access_barrier(max(r.notification.id for r in recordings))
+
+
+Event = Aggregate.Event
 
 
 @dataclass(frozen=True)
@@ -151,8 +164,8 @@ class ManagementKeyReport:
     …), each with the time and the client address."""
 
     key: ManagementKey
-    lifecycle: list[Any]
-    actions: list[Any]
+    lifecycle: list[Event]
+    actions: list[Event]
 
 
 def investigate_management_key(
@@ -160,20 +173,17 @@ def investigate_management_key(
 ) -> ManagementKeyReport:
     key = get_management_key(ledger, account_id, key_id)
     account = ledger.get_account(account_id)
-    account_events: list[Any] = list(ledger.events.get(account.id))
+    account_events = list(stored_events(ledger, account.id))
     lifecycle = [e for e in account_events if getattr(e, "key_id", None) == key_id]
-    streams: list[list[Any]] = [
-        account_events,
-        *(list(ledger.events.get(k)) for k in account.api_key_ids),
-    ]
+    streams = [account_events, *(list(stored_events(ledger, k)) for k in account.api_key_ids)]
     actions = sorted(
-        (
-            event
-            for events in streams
-            for event in events
-            if (getattr(event, "actor", None) or {}).get("kind") == "management_key"
-            and event.actor.get("name") == key.display
-        ),
+        (event for events in streams for event in events if _made_with(event, key.display)),
         key=lambda event: event.timestamp,
     )
     return ManagementKeyReport(key, lifecycle, actions)
+
+
+def _made_with(event: Event, display: str) -> bool:
+    """Whether a caller presenting the management key shown as `display` made this change."""
+    actor: ActorFields | None = getattr(event, "actor", None)  # events without one: None
+    return actor is not None and (actor["kind"], actor["name"]) == ("management_key", display)

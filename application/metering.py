@@ -106,7 +106,8 @@ class MeteredRequest:
 
 class Outcome(Enum):
     ANSWERED = "answered"  # the upstream answered (with or without usage)
-    BROKEN_OFF = "broken_off"  # the upstream broke a stream off after producing something
+    BROKEN_OFF = "broken_off"  # a stream's connection broke after part of it was delivered
+    OVERSIZED = "oversized"  # a stream event over the size limit, after part was delivered
     TRUNCATED = "truncated"  # a stream ended without its end ([DONE] or usage): cut short
     TRUNCATED_BODY = "truncated_body"  # a non-streamed answer cut mid-read (nothing relayed)
     STALLED = "stalled"  # a stream outlived a deadline (idle or total) after producing something
@@ -121,7 +122,8 @@ class Outcome(Enum):
 # status and status code recorded for each outcome (a refusal records the upstream's code)
 _STATUS = {
     Outcome.ANSWERED: ("ok", 200),
-    Outcome.BROKEN_OFF: ("upstream_error", 502),
+    Outcome.BROKEN_OFF: ("upstream_truncated", 502),
+    Outcome.OVERSIZED: ("upstream_error", 502),
     Outcome.TRUNCATED: ("upstream_truncated", 502),
     Outcome.TRUNCATED_BODY: ("upstream_truncated", 502),
     Outcome.STALLED: ("upstream_timeout", 504),
@@ -146,7 +148,13 @@ NOT_CHARGED = frozenset(
 # Cut short after part of the answer reached the client: charged as a hang-up is, for what was
 # delivered (never zero), from our estimate unless the upstream reported usage.
 CUT_SHORT = frozenset(
-    {Outcome.CLIENT_CLOSED, Outcome.BROKEN_OFF, Outcome.TRUNCATED, Outcome.STALLED}
+    {
+        Outcome.CLIENT_CLOSED,
+        Outcome.BROKEN_OFF,
+        Outcome.OVERSIZED,
+        Outcome.TRUNCATED,
+        Outcome.STALLED,
+    }
 )
 
 
@@ -252,6 +260,7 @@ class Metering:
         observer: MeteringObserver | None = None,
         timer: Callable[[], float] = time.perf_counter,
         store_wait: float | None = None,
+        answer_first_within: float | None = None,
     ) -> None:
         self.spend = spend
         self.catalogue = catalogue
@@ -260,6 +269,12 @@ class Metering:
         # The longest a request waits for the ledger to write its hold, or to tell it its
         # settlement is durable (None: as long as it takes). See begin and finish.
         self.store_wait = store_wait
+        # A call that finishes within this many seconds of its start is answered as soon as its
+        # settlement is queued, not once it is durable (None: every answer waits). It must stay
+        # well under the hold timeout: the reconciler never closes a younger hold of a live
+        # process, so the settlement is certain to find its hold open and to charge what the
+        # answer says (see finish).
+        self.answer_first_within = answer_first_within
 
     def route(self, scope: Scope, request: MeteredRequest) -> list[Candidate]:
         """The (model, provider) pairs to try, at most MAX_FALLBACK_MODELS models; raises a
@@ -425,8 +440,8 @@ class MeteredCall:
             cost_source=charge.cost_source,
             upstream_cost=upstream_cost,
         )
-        future = self.metering.spend.settle(
-            self.key.account_id, self.request_id, charge.cost, usage
+        future = self._charged(
+            self.metering.spend.settle(self.key.account_id, self.request_id, charge.cost, usage)
         )
         self._settlement = future
         self.metering._tell(lambda: self.metering.observer.settling(future, usage))
@@ -444,9 +459,13 @@ class MeteredCall:
         status_code: int | None = None,
         upstream_cost: str | None = None,
     ) -> int:
-        """Settle and wait until durable; the amount charged. If the store is slow (an outage),
-        wait at most the metering's `store_wait`, then answer with the amount the settlement
-        charges: it stays queued and is retried until it lands (`settlement_pending`)."""
+        """Settle; the amount charged. A call within the metering's `answer_first_within` is
+        answered once its settlement is queued (`settlement_pending`): the writer applies it in
+        order after the hold, which is durable, so what it charges is known now; if the process
+        dies before it lands, the reconciler settles the hold at the held amount, `unsettled`.
+        Any other call waits until the settlement is durable; if the store is slow (an outage),
+        at most the metering's `store_wait`, then it is answered with the amount the settlement
+        charges: it stays queued and is retried until it lands."""
         future = self.settle(
             outcome,
             entry,
@@ -456,18 +475,51 @@ class MeteredCall:
             status_code=status_code,
             upstream_cost=upstream_cost,
         )
+        within = self.metering.answer_first_within
+        if within is not None and self.metering.timer() - self.started < within:
+            self.settlement_pending = True
+            return self.settlement_charge
         try:
             charged = await asyncio.wait_for(durable(future), self.metering.store_wait)
         except TimeoutError:
-            assert self.charge is not None
             self.settlement_pending = True
-            return min(self.charge.cost, self.hold)  # what the ledger will charge (capped)
-        if charged is None:
-            # The hold was already closed: the reconciler settled it (this process looked dead,
-            # or the request outlived every deadline). Report what the ledger charged.
-            spend = self.metering.spend
-            charged = await durable(spend.reconciled_cost(self.key.account_id, self.request_id))
+            return self.settlement_charge
         return charged or 0
+
+    def _charged(self, settled: "Future[int | None]") -> "Future[int | None]":
+        """What the ledger charged this call: the settlement's amount, or, when its hold was
+        already closed (the reconciler settled it: this process looked dead, or the request
+        outlived every deadline), what the reconciler charged — whatever page it did it on —
+        so the client, the log line and the metrics all say what the ledger holds. None: the
+        hold was released (nothing charged)."""
+        charged: Future[int | None] = Future()
+        spend, account_id = self.metering.spend, self.key.account_id
+
+        def copy_to_charged(done: "Future[int | None]") -> None:
+            if done.cancelled():
+                charged.cancel()
+            elif (error := done.exception()) is not None:
+                charged.set_exception(error)
+            else:
+                charged.set_result(done.result())
+
+        def settled_or_reconciled(done: "Future[int | None]") -> None:
+            if done.cancelled() or done.exception() is not None or done.result() is not None:
+                copy_to_charged(done)
+            else:  # on the writer's thread: a read queued behind it, not waited for here
+                spend.reconciled_cost(account_id, self.request_id).add_done_callback(
+                    copy_to_charged
+                )
+
+        settled.add_done_callback(settled_or_reconciled)
+        return charged
+
+    @property
+    def settlement_charge(self) -> int:
+        """What the queued settlement charges once it lands on the open hold: the decided cost,
+        capped at the hold (LedgerPage.settle)."""
+        assert self.charge is not None
+        return min(self.charge.cost, self.hold)
 
     def abandon(self) -> None:
         """Our own failure before a settlement: record it, charge nothing."""

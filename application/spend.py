@@ -64,18 +64,22 @@ class PageView:
     day: str
     balance: int
     held: int
-    spent_today: dict[str, int]
-    held_today: dict[str, int]
-    spent_month: dict[str, int] = field(default_factory=dict)  # by meter (the key's lineage)
+    # by meter (the key's rotation lineage): today's and this month's settled spend and holds
+    day_spent: dict[str, int] = field(default_factory=dict)
+    day_held: dict[str, int] = field(default_factory=dict)
+    spent_month: dict[str, int] = field(default_factory=dict)
     held_month: dict[str, int] = field(default_factory=dict)
     # by meter: (requests, tokens) in the trailing minute, for keys with a per-minute limit
     minute: dict[str, tuple[int, int]] = field(default_factory=dict)
-    day_spent: dict[str, int] = field(default_factory=dict)  # by meter
-    day_held: dict[str, int] = field(default_factory=dict)
 
     @property
     def available(self) -> int:
         return self.balance - self.held
+
+    @property
+    def spent_today(self) -> int:
+        """The account's settled spend charged to today, all keys."""
+        return sum(self.day_spent.values())
 
     def limits_of(self, meter: str) -> "LimitFigures":
         """What a key's limits are checked against: its meter's (its rotation lineage's)
@@ -273,13 +277,11 @@ class SpendControl:
                 page.day,
                 page.balance,
                 page.total_held,
-                dict(page.spent_today),
-                dict(page.held_today),
-                dict(page.spent_month),
-                dict(page.held_month),
-                {meter: page.window(meter, now) for meter in page.windows},
                 day_spent=dict(page.day_spent),
                 day_held=dict(page.day_held),
+                spent_month=dict(page.spent_month),
+                held_month=dict(page.held_month),
+                minute={meter: page.window(meter, now) for meter in page.windows},
             )
 
         return self._submit(account_id, read, read_only=True)

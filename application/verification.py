@@ -2,7 +2,7 @@
 read models recorded and with each account's last ledger page as the repository loads it.
 
 The read models are a port: `verify_balances` takes a function that reads their figures (the
-usage projection's tables: projections.forensics_queries.recorded_money), so it has no SQL.
+usage projection's tables: projections.queries.forensics.recorded_money), so it has no SQL.
 """
 
 from collections.abc import Callable

@@ -9,7 +9,7 @@ import base64
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError
@@ -54,7 +54,9 @@ class Webhooks:
         self.check_target = check_target  # raises InvalidWebhook for a refused host
         self.barrier = barrier  # returns once the outbox projection has seen a position
 
-    def add(self, account_id: UUID, url: str, events: Iterable[Any], actor: Actor) -> AddedWebhook:
+    def add(
+        self, account_id: UUID, url: str, events: Iterable[object], actor: Actor
+    ) -> AddedWebhook:
         url = check_url(url)
         types = check_event_types(events)
         self.ledger.get_account(account_id)  # NotFound for an unknown account

@@ -35,12 +35,13 @@ _PUBLIC: dict[str, PublicStatus] = {
 }
 
 
-class _NotChecked:
+class NotChecked:
     def __repr__(self) -> str:
         return "NOT_CHECKED"
 
 
-NOT_CHECKED = _NotChecked()  # judge the key alone, not a request from some address
+NOT_CHECKED = NotChecked()  # judge the key alone, not a request from some address
+ClientIp = str | NotChecked | None  # the request's address; None: not known
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +84,7 @@ def key_access(
     grace_deadline: datetime | None,
     policy: KeyPolicy = NO_POLICY,
     now: datetime,
-    client_ip: str | _NotChecked | None = NOT_CHECKED,
+    client_ip: ClientIp = NOT_CHECKED,
 ) -> Access:
     """The one answer to "may this key be used now (from this address)?"."""
     rotated = grace_deadline is not None
@@ -101,6 +102,6 @@ def key_access(
         ended_at, ended = min(ends, key=lambda end: end[0])
         return Access(ended, ended, ended_at, rotated)
     state: Reason = "rotating" if rotated else "active"
-    if not isinstance(client_ip, _NotChecked) and not policy.allows_ip(client_ip):
+    if not isinstance(client_ip, NotChecked) and not policy.allows_ip(client_ip):
         return Access("ip_not_allowed", state, None, rotated)
     return Access(state, state, None, rotated)

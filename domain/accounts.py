@@ -2,20 +2,37 @@
 Money lives on the account's ledger pages (domain/ledger.py), not here."""
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import NotRequired, TypedDict
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from domain.actor import Actor
+from domain.actor import Actor, ActorFields
 from domain.errors import DomainError, NotFound
+from domain.rotation import check_grace
 from domain.scope import check_name
 
 DEFAULT_MANAGEMENT_KEY_NAME = "management key"
-MAX_MANAGEMENT_GRACE = timedelta(days=30)
 
 
-def management_key_status(entry: dict[str, Any], now: datetime) -> str:
+class ManagementKeyEntry(TypedDict):
+    """One management key as its Account keeps it (and a snapshot stores it). An entry restored
+    from a snapshot taken before 0.3 has only the first three; its events add the rest."""
+
+    token_hash: str
+    display: str  # prefix…last4
+    revoked: bool
+    name: NotRequired[str]
+    prefix: NotRequired[str]
+    last4: NotRequired[str]
+    created_at: NotRequired[datetime]
+    revoked_at: NotRequired[datetime | None]
+    grace_deadline: NotRequired[datetime | None]
+    successor_id: NotRequired[str | None]
+    predecessor_id: NotRequired[str | None]
+
+
+def management_key_status(entry: ManagementKeyEntry, now: datetime) -> str:
     """"active", "rotating" (a successor exists; works until its grace ends) or "revoked"."""
     if entry["revoked"]:
         return "revoked"
@@ -28,14 +45,14 @@ def management_key_status(entry: dict[str, Any], now: datetime) -> str:
 class Account(Aggregate):
     class Opened(Aggregate.Created):
         name: str
-        actor: dict[str, Any]
+        actor: ActorFields
 
     class ManagementKeyIssued(Aggregate.Event):
         key_id: UUID
         token_hash: str
         prefix: str
         last4: str
-        actor: dict[str, Any]
+        actor: ActorFields
         name: str = DEFAULT_MANAGEMENT_KEY_NAME  # absent from events recorded before 0.3
         predecessor_id: UUID | None = None
 
@@ -56,7 +73,7 @@ class Account(Aggregate):
 
     class ManagementKeyRevoked(Aggregate.Event):
         key_id: UUID
-        actor: dict[str, Any]
+        actor: ActorFields
 
         def apply(self, account: "Account") -> None:
             entry = account.management_keys[str(self.key_id)]
@@ -70,7 +87,7 @@ class Account(Aggregate):
         key_id: UUID
         successor_id: UUID
         grace_deadline: datetime
-        actor: dict[str, Any]
+        actor: ActorFields
 
         def apply(self, account: "Account") -> None:
             entry = account.management_keys[str(self.key_id)]
@@ -83,9 +100,9 @@ class Account(Aggregate):
         def apply(self, account: "Account") -> None:
             account.api_key_ids.append(self.key_id)
 
-    def __init__(self, name: str, actor: dict[str, Any]) -> None:
+    def __init__(self, name: str, actor: ActorFields) -> None:
         self.name = name
-        self.management_keys: dict[str, dict[str, Any]] = {}
+        self.management_keys: dict[str, ManagementKeyEntry] = {}
         self.api_key_ids: list[UUID] = []
 
     @classmethod
@@ -117,7 +134,7 @@ class Account(Aggregate):
             timestamp=at,
         )
 
-    def management_key(self, key_id: UUID) -> dict[str, Any]:
+    def management_key(self, key_id: UUID) -> ManagementKeyEntry:
         entry = self.management_keys.get(str(key_id))
         if entry is None:
             raise NotFound(f"no management key {key_id} on this account")
@@ -160,8 +177,7 @@ class Account(Aggregate):
         at: datetime,
     ) -> None:
         """Issue a successor with the same name; the old key works until the grace ends."""
-        if grace < timedelta(0) or grace > MAX_MANAGEMENT_GRACE:
-            raise DomainError(f"grace must be between 0 and {MAX_MANAGEMENT_GRACE.days} days")
+        check_grace(grace)
         entry = self.management_key(key_id)
         if management_key_status(entry, at) != "active":
             raise DomainError(

@@ -1,9 +1,17 @@
 """Who caused a change, recorded on every lifecycle event for the audit trail."""
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypedDict
 
 ActorKind = Literal["operator", "management_key", "dashboard", "reconciler", "system"]
+
+
+class ActorFields(TypedDict):
+    """An actor as every event with an `actor` field stores it."""
+
+    kind: ActorKind
+    name: str
+    address: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,7 +20,7 @@ class Actor:
     name: str  # e.g. "cli:alice", "lr-mk-AbCd…wXyZ"; never a token
     address: str | None = None  # client address, when the change came over the network
 
-    def as_dict(self) -> dict[str, str | None]:
+    def as_dict(self) -> ActorFields:
         return {"kind": self.kind, "name": self.name, "address": self.address}
 
 

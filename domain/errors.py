@@ -25,6 +25,10 @@ class UnknownScopePart(InvalidScope):
         super().__init__(message)
 
 
+class InvalidGrace(DomainError, ValueError):
+    """A rotation grace below zero or above the longest (domain.rotation.MAX_GRACE)."""
+
+
 class KeyRevoked(DomainError):
     """The key is revoked: it can no longer be scoped, renamed or rotated."""
 

@@ -3,13 +3,12 @@ renamed, rotated, revoked). The token itself never appears here: only its keyed 
 and last four. Whether the key may be used or changed is decided by domain.access."""
 
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from domain.access import NOT_CHECKED, Access, PublicStatus, key_access
-from domain.actor import Actor
+from domain.access import NOT_CHECKED, Access, ClientIp, PublicStatus, key_access
+from domain.actor import Actor, ActorFields
 from domain.errors import DomainError, KeyRevoked
 from domain.flags import check_flag
 from domain.policy import NO_POLICY, KeyPolicy
@@ -29,13 +28,13 @@ class ApiKey(Aggregate):
         region: str | None
         daily_limit: int | None
         predecessor_id: UUID | None
-        actor: dict[str, Any]
+        actor: ActorFields
 
     class Scoped(Aggregate.Event):
         models: list[str] | None
         region: str | None
         daily_limit: int | None
-        actor: dict[str, Any]
+        actor: ActorFields
 
         def apply(self, key: "ApiKey") -> None:
             key.scope = Scope.from_fields(self.models, self.region, self.daily_limit)
@@ -50,14 +49,14 @@ class ApiKey(Aggregate):
         max_concurrent: int | None
         allowed_ips: list[str] | None
         monthly_limit: int | None
-        actor: dict[str, Any]
+        actor: ActorFields
 
         def apply(self, key: "ApiKey") -> None:
             key.policy = KeyPolicy.from_fields(**vars(self))
 
     class Renamed(Aggregate.Event):
         name: str
-        actor: dict[str, Any]
+        actor: ActorFields
 
         def apply(self, key: "ApiKey") -> None:
             key.name = self.name
@@ -65,7 +64,7 @@ class ApiKey(Aggregate):
     class Rotated(Aggregate.Event):
         successor_id: UUID
         grace_deadline: datetime
-        actor: dict[str, Any]
+        actor: ActorFields
 
         def apply(self, key: "ApiKey") -> None:
             key.successor_id = self.successor_id
@@ -73,7 +72,7 @@ class ApiKey(Aggregate):
 
     class Revoked(Aggregate.Event):
         reason: str
-        actor: dict[str, Any]
+        actor: ActorFields
 
         def apply(self, key: "ApiKey") -> None:
             key.revoked_at = self.timestamp
@@ -95,7 +94,7 @@ class ApiKey(Aggregate):
 
         kind: str
         subject: str
-        actor: dict[str, Any]
+        actor: ActorFields
 
         def apply(self, key: "ApiKey") -> None:
             key.acknowledged_flags.add((self.kind, self.subject))
@@ -111,7 +110,7 @@ class ApiKey(Aggregate):
         region: str | None,
         daily_limit: int | None,
         predecessor_id: UUID | None,
-        actor: dict[str, Any],
+        actor: ActorFields,
     ) -> None:
         self.account_id = account_id
         self.name = name
@@ -167,7 +166,7 @@ class ApiKey(Aggregate):
     def display(self) -> str:
         return f"{self.prefix}…{self.last4}"
 
-    def access_at(self, now: datetime, client_ip: Any = NOT_CHECKED) -> Access:
+    def access_at(self, now: datetime, client_ip: ClientIp = NOT_CHECKED) -> Access:
         return key_access(
             revoked_at=self.revoked_at,
             grace_deadline=self.grace_deadline,

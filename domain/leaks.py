@@ -6,11 +6,10 @@ A scanner may report the same find again: a key records each source URL once.
 """
 
 from datetime import datetime
-from typing import Any
 
 from eventsourcing.domain import Aggregate
 
-from domain.actor import Actor
+from domain.actor import Actor, ActorFields
 from domain.keys import ApiKey
 
 MAX_URL_LENGTH = 2000
@@ -24,7 +23,7 @@ class LeakReported(Aggregate.Event):
 
     url: str  # where it was found (bounded; "" when the scanner gave none)
     source: str  # e.g. "content", "commit", "lowrouter scan"
-    actor: dict[str, Any]
+    actor: ActorFields
 
     def apply(self, key: ApiKey) -> None:
         reported: list[str] | None = getattr(key, "leak_urls", None)

@@ -26,12 +26,12 @@ books.
 import math
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from domain.actor import Actor
+from domain.actor import Actor, ActorFields
 from domain.bounds import MAX_UNBILLED, bounded_usage
 from domain.errors import (
     ConcurrencyLimitExceeded,
@@ -51,6 +51,19 @@ _PAGE_NAMESPACE = uuid5(NAMESPACE_URL, "https://lowrouter.dev/ledger-page")
 UNSETTLED = "unsettled"  # the status of a hold the reconciler settled at its amount
 WINDOW_SECONDS = 60  # the trailing minute of the per-minute limits
 Bucket = list[int]  # [second since the epoch, requests, tokens]
+
+
+class Hold(TypedDict):
+    """An open hold, as the page keeps it and as Closed and Opened events carry it (stored)."""
+
+    key_id: str
+    amount: int
+    day: str  # the day it is charged to (it was reserved on)
+    model: str
+    at: str  # when it was reserved (ISO 8601)
+    meter: NotRequired[str]  # only when not the key id (absent before 0.3)
+    tokens: NotRequired[int]  # the token estimate, only for a windowed key
+    owner: NotRequired[str]  # the serving process's lease, when it has one
 
 
 def page_id(account_id: UUID, day: date) -> UUID:
@@ -93,14 +106,17 @@ class LedgerPage(Aggregate):
         account_id: UUID
         day: str
         opening_balance: int
-        carried_holds: dict[str, dict[str, Any]]
+        carried_holds: dict[str, Hold]
         # Since 0.3 (absent from older pages, which the defaults of __init__ cover):
         carried_month: dict[str, int]
         carried_windows: dict[str, list[Bucket]]
+        # Since class version 3 of the page (absent from older pages): what the reconciler
+        # charged on the previous page, by request id (see `reconciled_cost`).
+        carried_reconciled: dict[str, int]
 
     class Funded(Aggregate.Event):
         amount: int
-        actor: dict[str, Any]
+        actor: ActorFields
 
         def apply(self, page: "LedgerPage") -> None:
             page.balance += self.amount
@@ -123,7 +139,7 @@ class LedgerPage(Aggregate):
             meter = getattr(self, "meter", None) or self.key_id
             tokens = getattr(self, "tokens", None)
             owner = getattr(self, "owner", None)
-            page.holds[self.request_id] = {
+            hold: Hold = {
                 "key_id": self.key_id,
                 "amount": self.amount,
                 "day": page.day,
@@ -131,12 +147,12 @@ class LedgerPage(Aggregate):
                 "at": self.timestamp.isoformat(),
             }
             if meter != self.key_id:
-                page.holds[self.request_id]["meter"] = meter
+                hold["meter"] = meter
             if tokens is not None:
-                page.holds[self.request_id]["tokens"] = tokens
+                hold["tokens"] = tokens
             if owner is not None:
-                page.holds[self.request_id]["owner"] = owner
-            page.held_today[self.key_id] = page.held_today.get(self.key_id, 0) + self.amount
+                hold["owner"] = owner
+            page.holds[self.request_id] = hold
             page.day_held[meter] = page.day_held.get(meter, 0) + self.amount
             page.total_held += self.amount
             page._count_hold(meter, page.day, self.amount, +1)
@@ -197,7 +213,6 @@ class LedgerPage(Aggregate):
             page.balance -= self.cost
             page.settled += self.cost
             if self.reserved_day == page.day:
-                page.spent_today[self.key_id] = page.spent_today.get(self.key_id, 0) + self.cost
                 meter = _meter(hold)
                 page.day_spent[meter] = page.day_spent.get(meter, 0) + self.cost
             page._count_month_spend(hold, self.reserved_day, self.cost)
@@ -224,7 +239,7 @@ class LedgerPage(Aggregate):
         amount: int
         reason: str
         key_id: str | None
-        actor: dict[str, Any]
+        actor: ActorFields
 
         def apply(self, page: "LedgerPage") -> None:
             page.balance += self.amount
@@ -232,14 +247,16 @@ class LedgerPage(Aggregate):
 
     class Closed(Aggregate.Event):
         closing_balance: int
-        carried_holds: dict[str, dict[str, Any]]  # the month and windows go with the Opened
+        carried_holds: dict[str, Hold]  # the month and windows go with the Opened
 
         def apply(self, page: "LedgerPage") -> None:
             page.closed = True
 
     # Version 2 (release 0.3): the per-meter maps. A snapshot of version 1 (0.2) has none, so
-    # it gets them here, before any event is applied to the restored page.
-    class_version = 2
+    # it gets them here, before any event is applied to the restored page. Version 3: the
+    # per-key day maps are gone (the limits and every figure shown read the meter's), and the
+    # page knows what the reconciler charged on the previous page (`reconciled_before`).
+    class_version = 3
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -267,14 +284,24 @@ class LedgerPage(Aggregate):
         state.setdefault("windows", {})
         state.setdefault("reconciled", {})
 
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        """Drop the per-key day maps a page kept beside the per-meter ones until version 3
+        (`held_today`, `spent_today`: nothing reads them; the meter's maps hold the same money),
+        and start with no reconciled charges of the previous page (earlier pages carried none)."""
+        state.pop("held_today", None)
+        state.pop("spent_today", None)
+        state.setdefault("reconciled_before", {})
+
     def __init__(
         self,
         account_id: UUID,
         day: str,
         opening_balance: int,
-        carried_holds: dict[str, dict[str, Any]],
+        carried_holds: dict[str, Hold],
         carried_month: dict[str, int] | None = None,
         carried_windows: dict[str, list[Bucket]] | None = None,
+        carried_reconciled: dict[str, int] | None = None,
     ) -> None:
         self.account_id = account_id
         self.day = day
@@ -283,10 +310,8 @@ class LedgerPage(Aggregate):
         self.funded = 0
         self.settled = 0
         self.adjusted = 0
-        self.holds: dict[str, dict[str, Any]] = {k: dict(v) for k, v in carried_holds.items()}
+        self.holds: dict[str, Hold] = {k: v.copy() for k, v in carried_holds.items()}
         self.total_held: int = sum(h["amount"] for h in carried_holds.values())
-        self.held_today: dict[str, int] = {}  # key id -> today's open holds
-        self.spent_today: dict[str, int] = {}  # key id -> today's settled spend
         self.day_held: dict[str, int] = {}  # meter -> today's open holds (the daily limit's)
         self.day_spent: dict[str, int] = {}  # meter -> today's settled spend
         # meter -> this month's settled spend (earlier days' carried in), open holds of this
@@ -299,9 +324,13 @@ class LedgerPage(Aggregate):
         }
         for hold in self.holds.values():
             self._count_hold(_meter(hold), hold["day"], hold["amount"], +1)
-        # request id -> what the reconciler charged, on this page: a gateway's late settlement
-        # reports this, not a cost of its own (rare, so small).
+        # request id -> what the reconciler charged, on this page and on the previous one: a
+        # gateway's late settlement reports this, not a cost of its own (rare, so small). Kept
+        # for one closing of the books, so a hold reconciled before midnight and settled late
+        # after it still finds its charge (a late settlement comes within a request's deadline
+        # of its reconciliation, far less than a day).
         self.reconciled: dict[str, int] = {}
+        self.reconciled_before: dict[str, int] = dict(carried_reconciled or {})
         self.closed = False
 
     # Creating and closing pages ------------------------------------------------------------
@@ -313,9 +342,10 @@ class LedgerPage(Aggregate):
         day: date,
         at: datetime,
         opening_balance: int = 0,
-        carried_holds: dict[str, dict[str, Any]] | None = None,
+        carried_holds: dict[str, Hold] | None = None,
         carried_month: dict[str, int] | None = None,
         carried_windows: dict[str, list[Bucket]] | None = None,
+        carried_reconciled: dict[str, int] | None = None,
     ) -> "LedgerPage":
         return cls._create(
             cls.Opened,
@@ -326,6 +356,7 @@ class LedgerPage(Aggregate):
             carried_holds=carried_holds or {},
             carried_month=carried_month or {},
             carried_windows=carried_windows or {},
+            carried_reconciled=carried_reconciled or {},
             timestamp=at,
         )
 
@@ -334,7 +365,7 @@ class LedgerPage(Aggregate):
         if day.isoformat() <= self.day:
             raise DomainError(f"cannot open page {day} after page {self.day}")
         self._check_open()
-        carried = {k: dict(v) for k, v in self.holds.items()}
+        carried = {k: v.copy() for k, v in self.holds.items()}
         self.trigger_event(
             self.Closed, closing_balance=self.balance, carried_holds=carried, timestamp=at
         )
@@ -350,6 +381,7 @@ class LedgerPage(Aggregate):
             carried,
             carried_month=month,
             carried_windows={m: b for m, b in windows.items() if b},
+            carried_reconciled=dict(self.reconciled),
         )
 
     # Reading ------------------------------------------------------------------------------
@@ -358,11 +390,11 @@ class LedgerPage(Aggregate):
     def available(self) -> int:
         return self.balance - self.total_held
 
-    def spent_by(self, key_id: str) -> int:
-        return self.spent_today.get(key_id, 0)
+    def day_spent_by(self, meter: str) -> int:
+        return self.day_spent.get(meter, 0)
 
-    def held_by(self, key_id: str) -> int:
-        return self.held_today.get(key_id, 0)
+    def day_held_by(self, meter: str) -> int:
+        return self.day_held.get(meter, 0)
 
     def month_spent_by(self, meter: str) -> int:
         return self.spent_month.get(meter, 0)
@@ -371,8 +403,10 @@ class LedgerPage(Aggregate):
         return self.held_month.get(meter, 0)
 
     def reconciled_cost(self, request_id: str) -> int | None:
-        """What the reconciler charged a hold of this page, if it settled it."""
-        return self.reconciled.get(request_id)
+        """What the reconciler charged this request's hold, if it settled it on this page or
+        the previous one."""
+        charged = self.reconciled.get(request_id)
+        return charged if charged is not None else self.reconciled_before.get(request_id)
 
     def in_flight(self, meter: str) -> int:
         return self.open_holds.get(meter, 0)
@@ -448,7 +482,7 @@ class LedgerPage(Aggregate):
             raise InvalidAmount("a hold cannot be negative")
         meter = meter or key_id
         if daily_limit is not None:
-            spent, held = self.day_spent.get(meter, 0), self.day_held.get(meter, 0)
+            spent, held = self.day_spent_by(meter), self.day_held_by(meter)
             if spent + held + amount > daily_limit:
                 raise DailyLimitExceeded(spent, held, daily_limit, amount)
         if policy.monthly_limit is not None:
@@ -553,13 +587,12 @@ class LedgerPage(Aggregate):
         if self.closed:
             raise DomainError(f"ledger page {self.day} is closed")
 
-    def _drop_hold(self, request_id: str, used_tokens: int = 0) -> dict[str, Any]:
+    def _drop_hold(self, request_id: str, used_tokens: int = 0) -> Hold:
         """Close a hold; a windowed one's token estimate becomes what was used."""
         hold = self.holds.pop(request_id)
         self.total_held -= hold["amount"]
         meter = _meter(hold)
         if hold["day"] == self.day:
-            self.held_today[hold["key_id"]] -= hold["amount"]
             self.day_held[meter] -= hold["amount"]
         self._count_hold(meter, hold["day"], hold["amount"], -1)
         estimate = hold.get("tokens")
@@ -578,7 +611,7 @@ class LedgerPage(Aggregate):
         if day[:7] == self.day[:7]:
             self.held_month[meter] = self.held_month.get(meter, 0) + sign * amount
 
-    def _count_month_spend(self, hold: dict[str, Any], reserved_day: str, cost: int) -> None:
+    def _count_month_spend(self, hold: Hold, reserved_day: str, cost: int) -> None:
         if reserved_day[:7] == self.day[:7]:
             meter = _meter(hold)
             self.spent_month[meter] = self.spent_month.get(meter, 0) + cost
@@ -602,5 +635,6 @@ def meter_of(key_id: UUID | str, lineage_id: UUID | str | None) -> str:
     return str(lineage_id or key_id)
 
 
-def _meter(hold: dict[str, Any]) -> str:
-    return str(hold.get("meter") or hold["key_id"])
+def _meter(hold: Hold) -> str:
+    return hold.get("meter") or hold["key_id"]
+

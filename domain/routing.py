@@ -22,51 +22,37 @@ MODEL_KINDS: tuple[ModelKind, ...] = ("chat", "embedding")
 
 
 class RoutingError(Exception):
-    """A request's model cannot be served for this key. `status` and `code` suit the HTTP edge."""
-
-    status = 400
-    code = "model_unavailable"
+    """A request's model cannot be served for this key (answered at the edge by
+    infrastructure.error_table)."""
 
 
 class ModelNotFound(RoutingError, LookupError):
-    status = 404
-    code = "model_not_found"
+    """No model of this id in the catalogue."""
 
 
 class ModelNotAllowed(RoutingError):
-    status = 403
-    code = "model_not_allowed"
+    """The key's scope does not include the model."""
 
 
 class RegionUnavailable(RoutingError):
-    status = 403
-    code = "region_unavailable"
+    """No provider of the model is in the key's region."""
 
 
 class NoModelAvailable(RoutingError):
-    status = 403
-    code = "no_model_available"
+    """`lowrouter/auto` found no model the key may use."""
 
 
 class WrongModelKind(RoutingError):
     """A chat model asked for embeddings, or an embedding model asked to chat."""
 
-    status = 400
-    code = "wrong_model_kind"
-
 
 class ApiNotServed(RoutingError):
     """No provider of the model speaks a dialect that can serve this API."""
-
-    status = 400
-    code = "api_not_supported"
 
 
 class ParameterNotAllowed(RoutingError):
     """A request field outside its API's schema that a provider of the request does not allow
     (`extra_fields` in the catalogue)."""
-
-    code = "unknown_parameter"
 
     def __init__(self, field: str, provider: str | None) -> None:
         self.param = field

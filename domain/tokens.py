@@ -30,6 +30,17 @@ class TokenKind(Enum):
         """The two letters the read models keep for the kind: "sk" or "mk"."""
         return self.value[3:5]
 
+    @classmethod
+    def of_code(cls, code: str) -> "TokenKind":
+        """The kind a read model's two letters stand for (ValueError for any other)."""
+        try:
+            return _KINDS_BY_CODE[code]
+        except KeyError:
+            raise ValueError(f"not a kind of token: {code[:8]!r}") from None
+
+
+_KINDS_BY_CODE = {kind.code: kind for kind in TokenKind}  # read on every authenticated request
+
 
 class TokenFormatError(ValueError):
     """A string that cannot be a lowrouter token. The message never contains the token."""

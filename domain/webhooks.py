@@ -16,13 +16,12 @@ it is kept encrypted beside the log and deleted when the endpoint is removed.
 import random
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
 from urllib.parse import urlsplit
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from domain.actor import Actor
+from domain.actor import Actor, ActorFields
 from domain.errors import DomainError
 
 EVENT_TYPES = (
@@ -80,7 +79,7 @@ def check_url(url: str) -> str:
     return url
 
 
-def check_event_types(types: Iterable[Any]) -> tuple[str, ...]:
+def check_event_types(types: Iterable[object]) -> tuple[str, ...]:
     """The subscribed types, known and without repeats, in the order given."""
     chosen: list[str] = []
     for name in types:
@@ -99,15 +98,15 @@ class WebhookEndpoint(Aggregate):
         account_id: UUID
         url: str
         events: list[str]
-        actor: dict[str, Any]
+        actor: ActorFields
 
     class Removed(Aggregate.Event):
-        actor: dict[str, Any]
+        actor: ActorFields
 
         def apply(self, endpoint: "WebhookEndpoint") -> None:
             endpoint.removed_at = self.timestamp
 
-    def __init__(self, account_id: UUID, url: str, events: list[str], actor: dict[str, Any]):
+    def __init__(self, account_id: UUID, url: str, events: list[str], actor: ActorFields):
         self.account_id = account_id
         self.url = url
         self.events = list(events)
@@ -119,7 +118,7 @@ class WebhookEndpoint(Aggregate):
         endpoint_id: UUID,
         account_id: UUID,
         url: str,
-        events: Iterable[Any],
+        events: Iterable[object],
         actor: Actor,
         at: datetime,
     ) -> "WebhookEndpoint":

@@ -125,5 +125,7 @@ class LedgerFactory(PostgresFactory):
             shared, datastore.owns_database = Database(url, application_name="lowrouter"), True
         else:
             datastore.owns_database = False
+        # eventsourcing types its pool as its own psycopg_pool subclass, which only adds a
+        # password callback; the datastore calls nothing on it but psycopg_pool's methods.
         datastore.database, datastore.pool = shared, shared.pool  # type: ignore[assignment]
         self.datastore = datastore

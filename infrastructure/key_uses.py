@@ -3,7 +3,7 @@
 Not an event per request (the log would grow with every read) and not a projection (reads make
 no events): a small table of its own, written at most once a minute per key and process, off
 the event loop. So `last_used_at` is exact to about a minute. Inference keys' last use comes
-from the usage history (projections.queries.last_used).
+from the usage history (projections.queries.management.last_used).
 """
 
 import logging

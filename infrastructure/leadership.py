@@ -4,7 +4,10 @@ Whoever holds the unexpired lease runs the projections, the reconciler and the c
 stand by and take the lease once it expires. A lease rather than a session advisory lock:
 - it works through a transaction-mode pooler (every renewal is one autocommit statement);
 - a holder whose host vanished (no FIN, no RST: its connection lingers on the server until
-  TCP keepalive gives up, for hours by default) loses it after `TTL`, not after that.
+  TCP keepalive gives up, for hours by default) loses it when it expires, not after that.
+The lease lasts `LOWROUTER_LEADERSHIP_LEASE_SECONDS` (0.6 s by default) and is renewed every
+quarter of that; a standby tries every `projections.runner.STANDBY_INTERVAL`, so it takes over at
+most lease + that interval (+ one statement's time) after the holder's last renewal.
 Expiry is judged by the database's clock, so hosts' clocks need not agree. Two holders at once
 (a holder that stalled past its lease) are harmless: every runner claims its batches with a
 compare-and-set of the position (projections.runner) and the reconciler is idempotent.
@@ -24,8 +27,7 @@ from infrastructure.database import Database
 
 log = logging.getLogger("lowrouter.leadership")
 
-TTL = 0.6  # seconds a lease lasts without renewal: a standby takes over this long after a crash
-RENEW_EVERY = 0.15  # seconds between renewals by the holder, and between tries by a standby
+RENEWALS_PER_LEASE = 4  # a holder renews every quarter of its lease: three renewals may fail
 NAME = "background"
 
 CREATE = (
@@ -55,13 +57,14 @@ class LeadershipLease:
     """Call it to ask "do I lead?": it tries to take the lease if not; while it holds the
     lease, a thread of its own renews it (a long projection batch never lets it lapse)."""
 
-    def __init__(self, database: Database, name: str = NAME) -> None:
+    def __init__(self, database: Database, lease_seconds: float, name: str = NAME) -> None:
         self._database = database
         self._params: dict[str, Any] = {
             "name": name,
             "holder": f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
-            "ttl": TTL,
+            "ttl": lease_seconds,
         }
+        self.lease_seconds = lease_seconds
         self._leading = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -102,7 +105,7 @@ class LeadershipLease:
 
     def _renew(self) -> None:
         stop = self._stop
-        while not stop.wait(RENEW_EVERY):
+        while not stop.wait(self.lease_seconds / RENEWALS_PER_LEASE):
             held = self._take()
             with self._lock:
                 if not self._leading:

@@ -17,7 +17,7 @@ from application.spend import PageLock, no_lock
 from infrastructure.database import Database
 from infrastructure.event_store import SHARED_POOL
 from infrastructure.leadership import LEASE_HELD, LeadershipLease
-from infrastructure.settings import Settings, postgres_parts, sqlite_path
+from infrastructure.settings import Settings, is_postgres_url, postgres_parts, sqlite_path
 from projections.lookup import KeyLookup
 
 TRANSCODER = {"TRANSCODER_TOPIC": "infrastructure.transcoder:OrjsonDecodingTranscoder"}
@@ -158,7 +158,7 @@ class FilePageLock:
 def build_page_lock(database_url: str, database: Database | None = None) -> PageLock:
     if database_url.startswith("sqlite:///"):
         return FilePageLock(str(sqlite_path(database_url).expanduser()))
-    if database_url.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(database_url):
         if database is not None:
             return PostgresPageLock(database)
         return _owning(Database(database_url, application_name="lowrouter-lock"), PostgresPageLock)
@@ -192,14 +192,17 @@ class FileLeadership:
             self._file = None
 
 
-def build_leadership(database_url: str, database: Database | None = None) -> Callable[[], bool]:
+def build_leadership(
+    database_url: str, lease_seconds: float, database: Database | None = None
+) -> Callable[[], bool]:
     if database_url.startswith("sqlite:///"):
         return FileLeadership(str(sqlite_path(database_url).expanduser()))
-    if database_url.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(database_url):
         if database is not None:
-            return LeadershipLease(database)
+            return LeadershipLease(database, lease_seconds)
         return _owning(
-            Database(database_url, application_name="lowrouter-leadership"), LeadershipLease
+            Database(database_url, application_name="lowrouter-leadership"),
+            lambda d: LeadershipLease(d, lease_seconds),
         )
     return lambda: True
 

@@ -19,6 +19,7 @@ from application.reconcile import reconcile
 from application.retry import retry_transient
 from application.spend import SpendControl
 from domain.redaction import safe_error_text
+from infrastructure.chain.store import catch_up_chain
 from infrastructure.database import Database
 from infrastructure.key_uses import create_key_uses_table
 from infrastructure.leadership import ensure_leadership_table
@@ -36,10 +37,10 @@ from infrastructure.persistence import (
 from infrastructure.settings import Settings, postgres_conninfo
 from infrastructure.webhooks.vault import create_secrets_table
 from projections import all_projections
-from projections.chain import catch_up_chain
-from projections.holds import stale_holds
 from projections.lookup import KeyLookup, live_key_count
-from projections.runner import ProjectionFailed, ProjectionRunner
+from projections.queries.freshness import ReadSide
+from projections.queries.holds import stale_holds
+from projections.runner import ProjectionRunner
 from projections.webhooks import create_delivery_tables
 
 SCHEMA_LOCK = UUID("6c6f7772-6f75-7465-7273-6368656d6121")  # an advisory lock key, not an account
@@ -72,6 +73,11 @@ class Runtime:
             self.spend.owner = self.lease.process_id
 
     @cached_property
+    def reads(self) -> ReadSide:
+        """The read models, each query's projections caught up first (projections.queries)."""
+        return ReadSide(self.engine, self.projections)
+
+    @cached_property
     def webhooks(self) -> "Webhooks":
         """The webhook use cases (application.webhooks.Webhooks)."""
         from infrastructure.webhooks.wiring import webhook_use_cases
@@ -80,17 +86,14 @@ class Runtime:
 
     def reconcile(self) -> int:
         """Settle holds older than the hold timeout (see application.reconcile). A failed usage
-        projection does not stop it: settling is idempotent per request id, so a hold whose
-        settlement the open-holds table has not seen yet is left as it is by the ledger."""
-        try:
-            self.projections.catch_up(["usage"])
-        except ProjectionFailed as failure:
-            logging.getLogger("lowrouter.reconcile").error("reconciling without %s", failure)
+        projection does not stop it (best effort): settling is idempotent per request id, so a
+        hold whose settlement the open-holds table has not seen yet is left as it is by the
+        ledger."""
         timeout = self.settings.hold_timeout_seconds
         return reconcile(
             self.ledger,
             self.spend,
-            lambda before: stale_holds(self.engine, before),
+            lambda before: self.reads.best_effort.ask(stale_holds, before),
             timedelta(seconds=timeout),
             live_owners=self._live_owners,
             backstop=timedelta(seconds=timeout + self.settings.max_request_seconds),
@@ -201,7 +204,9 @@ def open_runtime(
                 engine,
                 ledger,
                 all_projections(),
-                leadership=build_leadership(settings.database_url, database),
+                leadership=build_leadership(
+                    settings.database_url, settings.leadership_lease_seconds, database
+                ),
                 listen_conninfo=postgres_conninfo(listen) if listen and database else None,
             )
             if prepare_schema:

@@ -19,6 +19,11 @@ SWITCH_CHOICES = ("true", "false")
 LEAK_POLICIES = ("revoke", "notify")
 
 
+def is_postgres_url(url: str) -> bool:
+    """Whether a database URL names PostgreSQL (the one rule; anything else is SQLite's)."""
+    return url.startswith(("postgresql://", "postgres://"))
+
+
 class SettingsError(ValueError):
     """A configuration problem, reported as one line naming what to fix."""
 
@@ -35,7 +40,13 @@ class Settings:
     upstream_idle_seconds: float = 300.0  # between two events of a stream (comments don't count)
     max_request_seconds: float = 900.0  # a request's whole upstream leg, first byte to last
     store_wait_seconds: float = 2.0  # a request waits this long for the store, then gets a 503
+    # Answer before the settlement is durable (it is queued first; the hold is durable): one
+    # commit less in every request's latency. README, "Settling after the answer".
+    settle_after_answer: bool = True
     process_lease_seconds: float = 30.0  # a gateway counts as gone this long after its last renewal
+    # The background work's lease (infrastructure.leadership): a standby takes over at most this
+    # long after the holder's last renewal, plus its own retry interval (0.15 s).
+    leadership_lease_seconds: float = 0.6
     body_timeout_seconds: float = 30.0  # a request body must arrive within this (slow drip)
     # Failed authentications per client address before a short ban (domain.throttle; 0: off).
     auth_failure_burst: int = 20
@@ -73,7 +84,14 @@ class Settings:
 
     @property
     def is_postgres(self) -> bool:
-        return self.database_url.startswith(("postgresql://", "postgres://"))
+        return is_postgres_url(self.database_url)
+
+    @property
+    def answer_first_within(self) -> float | None:
+        """How long after its start a call may be answered before its settlement is durable:
+        half the hold timeout, so the settlement always finds its hold open (the reconciler
+        never closes a younger hold of a live process). None: every answer waits."""
+        return self.hold_timeout_seconds / 2 if self.settle_after_answer else None
 
     @property
     def listen_url(self) -> str | None:
@@ -108,7 +126,10 @@ def load_settings(
         upstream_idle_seconds=_seconds(env, "LOWROUTER_UPSTREAM_IDLE_SECONDS", 300),
         max_request_seconds=_seconds(env, "LOWROUTER_MAX_REQUEST_SECONDS", 900),
         process_lease_seconds=_seconds(env, "LOWROUTER_PROCESS_LEASE_SECONDS", 30),
+        leadership_lease_seconds=_seconds(env, "LOWROUTER_LEADERSHIP_LEASE_SECONDS", 0.6),
         store_wait_seconds=_seconds(env, "LOWROUTER_STORE_WAIT_SECONDS", 2),
+        settle_after_answer=_choice(env, "LOWROUTER_SETTLE_AFTER_ANSWER", SWITCH_CHOICES)
+        == "true",
         body_timeout_seconds=float(_int(env, "LOWROUTER_BODY_TIMEOUT_SECONDS", 30)),
         auth_failure_burst=_int(env, "LOWROUTER_AUTH_FAILURE_BURST", 20),
         auth_ban_seconds=float(_int(env, "LOWROUTER_AUTH_BAN_SECONDS", 60)),
@@ -137,7 +158,7 @@ def load_settings(
 
 def _direct_url(env: Mapping[str, str]) -> str | None:
     url = env.get("LOWROUTER_DIRECT_DATABASE_URL") or None
-    if url is not None and not url.startswith(("postgresql://", "postgres://")):
+    if url is not None and not is_postgres_url(url):
         raise SettingsError(
             f"LOWROUTER_DIRECT_DATABASE_URL {url!r} is not postgresql://USER@HOST:PORT/DB"
         )

@@ -6,7 +6,7 @@ Failures come out as our own three errors (below), whatever the client said, so 
 never see aiohttp's exception tree.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from time import perf_counter
 from urllib.parse import urlsplit
 
@@ -165,6 +165,12 @@ class Upstream:
         self._targets: dict[tuple[Provider, str], tuple[str, dict[str, str], bool]] = {}
         self._demo: InProcessDemo | None = None
 
+    def prepare(self, providers: Iterable[Provider]) -> None:
+        """What the first request would otherwise build (at start, not on a client's time): the
+        in-process demo app, when a provider is the demo."""
+        if self._demo is None and any(_is_demo(p) for p in providers):
+            self._demo = InProcessDemo()
+
     async def send(
         self, provider: Provider, content: bytes, path: str = "/chat/completions"
     ) -> UpstreamResponse:
@@ -175,7 +181,7 @@ class Upstream:
             target = self._targets[(provider, path)] = (
                 f"{provider.base_url}{path}",
                 upstream_headers(provider),
-                urlsplit(provider.base_url).hostname == DEMO_HOST,
+                _is_demo(provider),
             )
         url, headers, demo = target
         if demo:
@@ -215,6 +221,10 @@ class InProcessDemo:
     async def post(self, url: str, content: bytes, headers: dict[str, str]) -> UpstreamResponse:
         response = await self._client.post(url, content=content, headers=headers)
         return UpstreamResponse(response.status_code, response.content)
+
+
+def _is_demo(provider: Provider) -> bool:
+    return urlsplit(provider.base_url).hostname == DEMO_HOST
 
 
 def build_upstream(timeout: float) -> Upstream:

@@ -75,7 +75,7 @@ def key_state_json(key: ApiKey | None, as_of: datetime) -> dict[str, Any] | None
 
 
 def usage_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The public USAGE shape, from a usage-history row (projections.queries.usage_page)."""
+    """The public USAGE shape, from a usage-history row (queries.management.usage_page)."""
     return {
         "request_id": row["request_id"],
         "at": iso(from_us(row["at_us"])),

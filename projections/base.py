@@ -33,10 +33,11 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     (`INSERT … SELECT * FROM unnest(%s::type[], …)`, one array per column, as the event store
     inserts): psycopg's executemany sends one Bind/Execute per row and was the projections'
     largest cost (see README, Performance). Not COPY: a runner whose host vanished mid-COPY
-    leaves its transaction *active*, waiting for data, where no idle timeout ends it, holding
-    its projection's position for good (issue 20); a vanished sender of one statement leaves it
-    idle, ended after 5 s (projections.runner.claim_position). SQLite keeps executemany. The
-    connection's schema translation (an online rebuild's shadow schema) applies to both."""
+    leaves its transaction *active*, waiting for data, for as long as the connection is not
+    found dead (keepalives: infrastructure.database), holding its projection's position; one
+    statement is such a window only while its own bytes are on the wire. SQLite keeps
+    executemany. The connection's schema translation (an online rebuild's shadow schema)
+    applies to both."""
     if not rows:
         return
     if conn.dialect.name != "postgresql":

@@ -18,8 +18,8 @@ The projection reads every completion (LedgerPage.Settled) and keeps, per key:
   stays listed, marked acknowledged, and stops being an open alert.
 
 Like every projection, the tables are a pure function of the log: rebuilt, they are the same.
-Their queries are in projections.forensics_queries; the investigation that reads them is
-application.investigation (their names stay importable from here for older callers).
+Their queries are in projections.queries.forensics; the investigation that reads them is
+application.investigation.
 """
 
 from collections.abc import Sequence
@@ -36,39 +36,17 @@ from sqlalchemy import (
     update,
 )
 
-from application.investigation import (  # the value types: names kept importable here
-    ClientSeen,
-    HourSpend,
-    KeyInvestigation,
-    ModelUse,
-    UsageFlag,
-)
 from domain.flags import (
     NEW_ADDRESS,
     NEW_USER_AGENT,
     OVER_HOLD,
     SPEND_SPIKE,
-    SPIKE_FACTOR,
     TRAILING_DAYS,
     is_spend_spike,
 )
 from domain.keys import ApiKey
 from domain.ledger import LedgerPage
 from projections.base import insert_rows
-from projections.forensics_queries import (  # the queries: names kept importable here
-    KeyMatch,
-    MovingTarget,
-    RecordedMoney,
-    clients_of_key,
-    flags_for_keys,
-    investigate_key,
-    key_by_token_hash,
-    keys_by_display,
-    models_of_key,
-    recorded_money,
-    spend_per_hour,
-    summarize_flags,
-)
 from projections.forensics_tables import (
     ADDRESS_LENGTH,
     AGENT_LENGTH,
@@ -78,37 +56,6 @@ from projections.forensics_tables import (
     key_flags,
 )
 from projections.schema import to_us
-
-__all__ = [  # the projection, and the names older callers import from here
-    "NEW_ADDRESS",
-    "NEW_USER_AGENT",
-    "OVER_HOLD",
-    "SPEND_SPIKE",
-    "SPIKE_FACTOR",
-    "TRAILING_DAYS",
-    "ClientSeen",
-    "ForensicsProjection",
-    "HourSpend",
-    "KeyInvestigation",
-    "KeyMatch",
-    "ModelUse",
-    "MovingTarget",
-    "RecordedMoney",
-    "UsageFlag",
-    "clients_of_key",
-    "flag_acknowledgements",
-    "flags_for_keys",
-    "investigate_key",
-    "key_by_token_hash",
-    "key_clients",
-    "key_days",
-    "key_flags",
-    "keys_by_display",
-    "models_of_key",
-    "recorded_money",
-    "spend_per_hour",
-    "summarize_flags",
-]
 
 # The projection ---------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """The forensics read models' tables (written by projections.forensics, read by
-projections.forensics_queries)."""
+projections.queries.forensics)."""
 
 from sqlalchemy import BigInteger, Column, String, Table
 

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -27,7 +28,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from application.retry import backoff, is_transient
 from domain.redaction import safe_error_text
 from projections.base import Projection
-from projections.schema import metadata, positions, projection_failures
+from projections.schema import from_us, metadata, positions, projection_failures
 
 log = logging.getLogger("lowrouter.projections")
 
@@ -67,6 +68,8 @@ class ProjectionStatus:
     name: str
     position: int
     head: int
+    moved_at: datetime | None = None  # when its position last moved
+
 
     @property
     def lag(self) -> int:
@@ -83,7 +86,8 @@ def claim_position(conn: Connection, name: str, start: int, end: int) -> bool:
 
     PostgreSQL: a batch whose runner vanished must not keep the row locked for long: the server
     ends the transaction after 5 s idle (set here, per transaction, as a transaction-mode pooler
-    allows)."""
+    allows). A runner that vanished in the middle of a statement leaves it *active* instead,
+    which no timeout ends: keepalive probes do (infrastructure.database, KEEPALIVE_*)."""
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = '5s'")
     unclaimed = (
@@ -187,7 +191,13 @@ class ProjectionRunner:
 
     def status(self) -> list[ProjectionStatus]:
         head = self.head()
-        return [ProjectionStatus(name, self.position(name), head) for name in self.projections]
+        query = select(positions.c.name, positions.c.position, positions.c.updated_us)
+        with self.engine.connect() as conn:
+            found = {name: (position, moved) for name, position, moved in conn.execute(query)}
+        return [
+            ProjectionStatus(name, found[name][0], head, from_us(found[name][1]))
+            for name in self.projections
+        ]
 
     @property
     def failure(self) -> ProjectionFailed | None:
@@ -420,6 +430,7 @@ class ProjectionRunner:
 
         recorder: Any = self.app.recorder
         name = getattr(getattr(recorder.datastore, "database", None), "application_name", "")
+        failing = False  # one line when LISTEN is lost and one when it is back, not one a second
         while not self._stop.is_set():
             if not self.leading:
                 self._stop.wait(STANDBY_INTERVAL)
@@ -431,11 +442,19 @@ class ProjectionRunner:
                     application_name=f"{name or 'lowrouter'}-listen",
                 ) as conn:
                     conn.execute(SQL("LISTEN {0}").format(Identifier(recorder.channel_name)))
+                    if failing:
+                        log.warning("LISTEN for new events is back")
+                        failing = False
                     while not self._stop.is_set() and self.leading:
                         for _ in conn.notifies(timeout=0.5, stop_after=1):
                             self._wake.set()
-            except Exception:
-                log.exception("LISTEN for new events failed; polling until it reconnects")
+            except Exception as error:
+                if not failing:
+                    log.warning(
+                        "LISTEN for new events failed (%s); polling until it reconnects",
+                        safe_error_text(error),
+                    )
+                    failing = True
                 self._stop.wait(1.0)
 
     def wake(self) -> None:

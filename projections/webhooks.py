@@ -52,7 +52,11 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.sql.dml import Insert
 
+from application.investigation import UsageFlag
 from domain.keys import ApiKey
 from domain.leaks import LeakReported
 from domain.ledger import LedgerPage
@@ -65,7 +69,7 @@ from domain.webhooks import (
     thresholds_reached,
 )
 from projections.base import insert_rows
-from projections.forensics import UsageFlag, key_flags
+from projections.forensics_tables import key_flags
 from projections.schema import from_us, metadata, positions, to_us
 
 _MESSAGE_NAMESPACE = uuid5(NAMESPACE_URL, "https://lowrouter.dev/webhook-message")
@@ -1020,12 +1024,12 @@ def _insert_ignoring_duplicates(
 ) -> None:
     if not rows:
         return
+    statement: Insert
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        statement = postgresql_insert(table).on_conflict_do_nothing(index_elements=[key])
     else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+        statement = sqlite_insert(table).on_conflict_do_nothing(index_elements=[key])
     for start in range(0, len(rows), 1000):
-        statement = dialect_insert(table).on_conflict_do_nothing(index_elements=[key])
         conn.execute(statement, rows[start : start + 1000])
 
 

@@ -201,6 +201,7 @@ E2E_MODULES = {  # modules whose tests start processes themselves
     "tests/cli/test_serve.py",
     "tests/spend/test_crash.py",
     "tests/spend/test_crash_mid_commit.py",
+    "tests/spend/test_settle_after_answer.py",
     "tests/spend/test_two_gateways.py",
     "tests/infrastructure/test_fake_upstream.py",
     "tests/infrastructure/test_upstream_client.py",
@@ -212,6 +213,7 @@ E2E_MODULES = {  # modules whose tests start processes themselves
     "tests/security/test_no_secret_relayed.py",
     "tests/hosts/test_many_hosts.py",
     "tests/hosts/test_connection_budget.py",
+    "tests/hosts/test_vanished_host.py",
     "tests/observability/test_serve_observed.py",
     "tests/observability/test_readiness.py",
     "tests/observability/test_traces.py",
@@ -220,6 +222,7 @@ E2E_MODULES = {  # modules whose tests start processes themselves
     "tests/webhooks/test_webhooks_api.py",
     "tests/webhooks/test_delivery.py",  # test-local receivers
     "tests/webhooks/test_budget_concurrency.py",
+    "tests/http/test_first_request.py",  # a fresh interpreter
 }
 E2E_TESTS = {  # single tests that start a subprocess: `--env-file` asks git if the file is ignored
     "tests/cli/test_cli.py::test_env_file_gets_the_token_with_mode_0600_and_is_appended_to",
@@ -239,12 +242,14 @@ SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state mac
     "tests/audit/test_replay.py::test_replay_at_any_moment_equals_the_live_state_then",
     "tests/hosts/test_many_hosts.py::test_many_hosts_keep_every_promise",
     "tests/hosts/test_connection_budget.py::test_a_worker_holds_at_most_three_idle_and_its_pool_size_under_load",
+    "tests/hosts/test_vanished_host.py::test_a_lock_held_by_a_host_that_vanished_mid_statement_is_freed",
     "tests/observability/test_serve_observed.py::test_metrics_and_json_logs_of_two_workers_after_a_known_mix",
     "tests/dashboard/browser/test_layout.py::test_every_page_fits_a_laptop_and_a_phone_and_passes_axe",
     "tests/policy/test_lookup_agrees.py::test_the_lookup_record_and_the_aggregate_always_agree",
     "tests/policy/test_limits_across_processes.py::test_a_limit_admits_exactly_its_allowance_across_two_processes",
     "tests/cli/test_key_policy_cli.py::test_policy_options_set_clear_and_show_in_the_audit",
     "tests/cli/test_key_policy_cli.py::test_bad_policy_options_and_unserved_models_change_nothing",
+    "tests/faults/test_postgres_restart.py::test_a_postgresql_restart_under_load_leaves_honest_books",
 }
 # `make test` runs two xdist workers (`-n 2 --dist loadgroup`); each has its own session
 # fixtures (templates, PgBouncers, e2e gateways). A test that uses a server shared by several

@@ -17,7 +17,8 @@ one of MODES; any other name uses `upstream.mode` (default "ok"), which a test m
 - stall            streams two chunks, sleeps `slow_seconds`, then finishes (non-streaming: slow).
 - error500         500 with an OpenAI-style error body.
 - garbage          200 whose body is not JSON (streaming: an SSE data line that is not JSON).
-- hangup           closes the connection mid-response (streaming: after three chunks).
+- hangup           closes the connection mid-response (streaming: after `hangup_after` chunks,
+                   three unless a test changes it; 0: before any).
 - overrun          like ok, but usage reports 100 more completion tokens than max_tokens allowed.
 - truncate         streams three chunks, then ends cleanly without usage or [DONE]
                    (non-streaming: like hangup).
@@ -25,6 +26,8 @@ one of MODES; any other name uses `upstream.mode` (default "ok"), which a test m
                    `slow_seconds`, then finishes like ok (non-streaming: slow).
 - huge             streams one chunk, then one `data:` line of `huge_bytes` bytes, then finishes
                    (non-streaming: like ok, padded to more than `huge_bytes`).
+- endless          (chat, streaming) content chunks of 1 KB, one after another, until the client
+                   goes or the fake stops: it never ends by itself (non-streaming: like ok).
 - cached           like ok, but CACHE_READ of the prompt tokens were read from the cache and
                    CACHE_WRITE written to it (Anthropic; each at most what the prompt has),
                    REASONING_TOKENS more
@@ -68,6 +71,7 @@ MODES = (
     "cached",
     "truncate",
     "drip",
+    "endless",
     "huge",
 )
 REPLY_WORDS = ("Hello", "from", "the", "fake", "upstream")
@@ -96,6 +100,7 @@ class FakeUpstream:
     slow_seconds: float = 5.0
     chunk_delay: float = 0.0  # pause between streamed chunks
     huge_bytes: int = 1024 * 1024  # the "huge" mode's one long line
+    hangup_after: int = 3  # the streamed chunks the "hangup" mode sends before it drops
     base_url: str = ""  # "http://127.0.0.1:PORT/v1" once running
     requests: list[RecordedRequest] = field(default_factory=list)
     _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -161,7 +166,7 @@ class FakeUpstream:
             chunks = [chunk.encode() for chunk in answer.chunks()][:3]
             return Response(b"".join(chunks), media_type="text/event-stream")
         if answer.mode == "hangup" and answer.stream:
-            chunks = [chunk.encode() for chunk in answer.chunks()][:3]
+            chunks = [chunk.encode() for chunk in answer.chunks()][: self.hangup_after]
             return _HangUp(chunks, "text/event-stream", None)
         if answer.mode in ("hangup", "truncate"):
             full = json.dumps(answer.completion()).encode()
@@ -173,6 +178,12 @@ class FakeUpstream:
         return JSONResponse(answer.completion())
 
     async def _stream(self, answer: "_Answer") -> AsyncIterator[str]:
+        if answer.mode == "endless":
+            chunk = _sse(answer._choice_chunk("chat.completion.chunk", {"content": "x " * 512}))
+            while not self._stopping.is_set():
+                yield chunk
+                await asyncio.sleep(0)
+            return
         for index, chunk in enumerate(answer.chunks()):
             if index and self.chunk_delay:
                 await self._sleep(self.chunk_delay)

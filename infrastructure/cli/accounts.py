@@ -1,9 +1,6 @@
 """Commands: accounts (create, list, show) and credits (add, adjust)."""
 
 import argparse
-from uuid import UUID
-
-from sqlalchemy import select
 
 from domain.money import format_credits, parse_credits
 from infrastructure.cli.arguments import parse_signed_credits
@@ -18,7 +15,7 @@ from infrastructure.cli.shapes import (
     find_account,
     show_issued_token,
 )
-from projections.schema import accounts, from_us
+from projections.queries.management import all_accounts
 
 # Commands: accounts and credits -----------------------------------------------------------------
 
@@ -42,15 +39,8 @@ def accounts_create(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def accounts_list(ctx: Context, args: argparse.Namespace) -> None:
-    runtime = ctx.runtime
-    runtime.projections.catch_up(["keys"])
-    with runtime.engine.connect() as conn:
-        rows = conn.execute(
-            select(accounts.c.account_id, accounts.c.name, accounts.c.opened_us).order_by(
-                accounts.c.opened_us, accounts.c.name
-            )
-        ).all()
-    data = [account_json(ctx, UUID(row[0]), row[1], from_us(row[2])) for row in rows]
+    rows = ctx.runtime.reads.ask(all_accounts)
+    data = [account_json(ctx, row.account_id, row.name, row.opened) for row in rows]
     if ctx.format == "json":
         ctx.json({"data": data})
         return

@@ -3,10 +3,10 @@
 import sys
 from collections.abc import Sequence
 
-from domain.errors import DomainError
 from infrastructure.cli.context import PROG, Context
 from infrastructure.cli.errors import Refused, UsageError, one_line
 from infrastructure.cli.parser import parse_arguments
+from infrastructure.error_table import ANSWERED, cli_line
 from infrastructure.settings import SettingsError
 
 # Entry point ------------------------------------------------------------------------------------
@@ -25,7 +25,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(context, args) or 0
     except (UsageError, SettingsError) as error:
         return _fail(str(error), 2)
-    except (DomainError, Refused) as error:
+    except ANSWERED as error:  # the one error table (infrastructure.error_table)
+        code, message = cli_line(error)
+        return _fail(message, code)
+    except Refused as error:
         return _fail(str(error) or type(error).__name__, 1)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)

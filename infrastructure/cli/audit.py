@@ -28,7 +28,7 @@ from infrastructure.cli.finding import one_key
 from infrastructure.cli.output import events_table, render_record, render_table, section, when
 from infrastructure.cli.shapes import find_account, key_record
 from infrastructure.views import iso, key_event_json, key_state_json
-from projections.forensics_queries import recorded_money
+from projections.queries.forensics import recorded_money
 
 # Commands: audit --------------------------------------------------------------------------------
 
@@ -45,11 +45,10 @@ def audit(ctx: Context, args: argparse.Namespace) -> int | None:
         raise UsageError("give a key id, an account (id or name), or --verify-balances")
     target = args.target
     if target.startswith(("lr-sk-", "lr-mk-")) or target == "-":
-        ctx.runtime.projections.catch_up(["keys"])
         match = one_key(ctx, target)
         if match is None:
             return 1
-        if match.kind == TokenKind.MANAGEMENT.code:
+        if match.kind is TokenKind.MANAGEMENT:
             return audit_account(ctx, UUID(match.account_id), args.as_of)
         audit_key(ctx, UUID(match.key_id), args.as_of)
         return None
@@ -223,8 +222,7 @@ def verify_balances(ctx: Context) -> int | None:
     compare them with the read models (lr_daily_spend, lr_usage, lr_holds) and the ledger pages
     as loaded (snapshots). Exit 1 when anything differs."""
     runtime = ctx.runtime
-    runtime.projections.catch_up(["usage"])
-    check = check_balances(runtime.ledger, lambda: recorded_money(runtime.engine))
+    check = check_balances(runtime.ledger, lambda: runtime.reads.ask(recorded_money))
     summary = [_account_summary(account) for account in check.accounts]
     if ctx.format in ("json", "jsonl"):
         ctx.json(

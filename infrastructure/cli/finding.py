@@ -5,16 +5,14 @@ import sys
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select
-
 from domain.errors import NotFound
 from domain.tokens import TokenFormatError, TokenKind, hash_token, parse_token
 from infrastructure.cli.context import Context
 from infrastructure.cli.errors import UsageError, redact_tokens
 from infrastructure.cli.output import render_table, when
 from infrastructure.views import iso
-from projections.forensics import KeyMatch, key_by_token_hash, keys_by_display
-from projections.schema import accounts
+from projections.queries.forensics import KeyMatch, match_of_token_hash, matches_of_display
+from projections.queries.management import names_of_accounts
 
 # Finding keys from what an auditor or responder was given ---------------------------------------
 
@@ -30,12 +28,12 @@ def read_token_from_stdin(ctx: Context) -> str:
 def find_keys(ctx: Context, given: str) -> list[KeyMatch]:
     """The keys a token, a display (`lr-sk-AbCd…wXyZ`) or a key id names. A token is hashed
     and looked up; it is never printed or stored."""
-    engine = ctx.runtime.engine
+    reads = ctx.runtime.reads
     text = read_token_from_stdin(ctx) if given == "-" else given.strip()
     display = re.fullmatch(r"(lr-(?:sk|mk)-[0-9A-Za-z]{4})(?:…|\.\.\.)([0-9A-Za-z]{4})", text)
     if display:
         prefix, last4 = display.groups()
-        matches = keys_by_display(engine, prefix, last4)
+        matches = reads.ask(matches_of_display, prefix, last4)
         if not matches:
             raise NotFound(f"no key is shown as {prefix}…{last4}")
         return matches
@@ -44,7 +42,7 @@ def find_keys(ctx: Context, given: str) -> list[KeyMatch]:
             token = parse_token(text)
         except TokenFormatError as error:
             raise UsageError(f"not a whole token or display ({error})") from None
-        match = key_by_token_hash(engine, hash_token(ctx.settings.pepper, token))
+        match = reads.ask(match_of_token_hash, hash_token(ctx.settings.pepper, token))
         if match is None:
             raise NotFound(f"no key has the token {token.display}: this gateway never issued it")
         return [match]
@@ -63,7 +61,7 @@ def _matches_of_id(ctx: Context, key_id: UUID) -> list[KeyMatch]:
         KeyMatch(
             str(key.id),
             str(key.account_id),
-            TokenKind.INFERENCE.code,
+            TokenKind.INFERENCE,
             key.name,
             key.display,
             key.status_at(ctx.now()),
@@ -80,7 +78,7 @@ def show_matches(ctx: Context, given: str, matches: list[KeyMatch]) -> None:
     data = [
         {
             "id": m.key_id,
-            "kind": "inference" if m.kind == TokenKind.INFERENCE.code else "management",
+            "kind": "inference" if m.kind is TokenKind.INFERENCE else "management",
             "name": m.name,
             "display": m.display,
             "status": m.status,
@@ -110,8 +108,7 @@ def _match_row(match: dict[str, Any]) -> list[str]:
 
 
 def account_names(ctx: Context) -> dict[str, str]:
-    with ctx.runtime.engine.connect() as conn:
-        return dict(conn.execute(select(accounts.c.account_id, accounts.c.name)).all())
+    return ctx.runtime.reads.ask(names_of_accounts)
 
 
 def one_key(ctx: Context, given: str) -> KeyMatch | None:

@@ -5,14 +5,16 @@ from typing import Any
 from uuid import UUID
 
 from application import management_keys
+from application.investigation import ClientSeen, KeyInvestigation
 from domain.errors import DomainError, KeyRevoked
 from domain.money import format_credits
+from domain.tokens import TokenKind
 from infrastructure.cli.context import Context
 from infrastructure.cli.finding import account_names, one_key
 from infrastructure.cli.output import events_table, render_record, render_table, section, when
 from infrastructure.cli.shapes import key_view
 from infrastructure.views import iso, key_event_json, management_key_json
-from projections.forensics import ClientSeen, KeyInvestigation, KeyMatch, investigate_key
+from projections.queries.forensics import KeyMatch, investigate_key
 
 # Commands: investigate --------------------------------------------------------------------------
 
@@ -22,19 +24,17 @@ def investigate(ctx: Context, args: argparse.Namespace) -> int | None:
     key): lifecycle, uses by address and agent, models, spend per hour since the leak, attempts
     after revocation, unexpected-usage flags."""
     runtime = ctx.runtime
-    runtime.projections.catch_up()
     match = one_key(ctx, args.target)
     if match is None:
         if args.revoke:
             ctx.note("nothing was revoked: several keys match")
         return 1 if args.revoke else None
-    if match.kind == "mk":
+    if match.kind is TokenKind.MANAGEMENT:
         investigate_management_key(ctx, args, match)
         return None
     key_id = UUID(match.key_id)
     revoked_now = args.revoke and revoke_for_leak(ctx, key_id)
-    runtime.projections.catch_up()
-    report = investigate_key(runtime.ledger, runtime.engine, key_id, args.since, ctx.now())
+    report = runtime.reads.ask(investigate_key, runtime.ledger, key_id, args.since, ctx.now())
     data = investigation_json(ctx, report, revoked_now)
     if ctx.format == "json":
         ctx.json(data)

@@ -25,7 +25,7 @@ from infrastructure.cli.shapes import (
     show_key,
 )
 from infrastructure.served import served
-from projections.forensics import flags_for_keys, summarize_flags
+from projections.queries.forensics import flags_for_keys, summarize_flags
 
 # Commands: keys ---------------------------------------------------------------------------------
 
@@ -109,8 +109,7 @@ def keys_list(ctx: Context, args: argparse.Namespace) -> None:
     id beside `data`, so each KEY keeps the API's shape)."""
     account = find_account(ctx, args.account)
     views = key_views(ctx, ctx.runtime.ledger.list_keys(account.id))
-    ctx.runtime.projections.catch_up(["forensics"])
-    flags = flags_for_keys(ctx.runtime.engine, [view["id"] for view in views])
+    flags = ctx.runtime.reads.ask(flags_for_keys, [view["id"] for view in views])
     if ctx.format == "json":
         ctx.json(
             {

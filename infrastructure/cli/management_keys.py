@@ -5,8 +5,6 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select
-
 from application import management_keys as use_cases
 from infrastructure.cli.context import Context
 from infrastructure.cli.errors import Refused
@@ -14,7 +12,7 @@ from infrastructure.cli.output import render_record, render_table, when
 from infrastructure.cli.shapes import find_account, show_issued_token
 from infrastructure.key_uses import last_uses
 from infrastructure.views import management_key_json
-from projections.schema import keys
+from projections.queries.management import management_key_account
 
 COLUMNS = ("ID", "NAME", "KEY", "STATUS", "CREATED", "REVOKED")
 
@@ -36,14 +34,10 @@ def _record(view: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _account_of(ctx: Context, key_id: UUID) -> UUID:
     """The account a management key belongs to, from the key lookup."""
-    ctx.runtime.projections.catch_up(["keys"])
-    with ctx.runtime.engine.connect() as conn:
-        account = conn.execute(
-            select(keys.c.account_id).where(keys.c.key_id == str(key_id), keys.c.kind == "mk")
-        ).scalar_one_or_none()
+    account = ctx.runtime.reads.ask(management_key_account, key_id)
     if account is None:
         raise Refused(f"no management key {key_id}")
-    return UUID(account)
+    return account
 
 
 def management_keys_list(ctx: Context, args: argparse.Namespace) -> None:

@@ -6,8 +6,6 @@ import signal
 import time
 from typing import Any
 
-from sqlalchemy import select
-
 from infrastructure.background import follow_parent
 from infrastructure.cli.context import Context
 from infrastructure.cli.errors import Refused
@@ -16,7 +14,6 @@ from infrastructure.observability.logs import configure_logging
 from infrastructure.settings import masked_url
 from infrastructure.views import iso
 from projections import all_projections
-from projections.schema import from_us, positions
 
 log = logging.getLogger("lowrouter.projections")
 
@@ -48,15 +45,13 @@ def projections_status(ctx: Context, args: argparse.Namespace) -> None:
     """Each read model's position in the event log, the log's head, and the lag between."""
     runtime = ctx.runtime
     statuses = runtime.projections.status()
-    with runtime.engine.connect() as conn:
-        moved = dict(conn.execute(select(positions.c.name, positions.c.updated_us)).all())
     data: list[dict[str, Any]] = [
         {
             "name": status.name,
             "position": status.position,
             "head": status.head,
             "lag": status.lag,
-            "last_moved_at": iso(from_us(moved.get(status.name))),
+            "last_moved_at": iso(status.moved_at),
         }
         for status in statuses
     ]

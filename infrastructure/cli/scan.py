@@ -23,11 +23,11 @@ from uuid import UUID
 from application.leaks import handle_leak
 from domain.actor import Actor
 from domain.token_scan import find_tokens
-from domain.tokens import Token, hash_token
+from domain.tokens import Token, TokenKind, hash_token
 from infrastructure.cli.context import Context
 from infrastructure.cli.errors import Refused
 from infrastructure.cli.output import render_table
-from projections.forensics import key_by_token_hash
+from projections.queries.forensics import match_of_token_hash
 
 SKIP_DIRECTORIES = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv"})
 MiB = 1024 * 1024
@@ -153,12 +153,11 @@ def _new_start(hunk: bytes) -> int:
 def look_up(ctx: Context, hits: list[Hit]) -> dict[str, Any]:
     """Token hash -> the key it belongs to (or None), each distinct token looked up once."""
     runtime = ctx.runtime
-    runtime.projections.catch_up(["keys"])
     found: dict[str, Any] = {}
     for hit in hits:
         digest = hash_token(runtime.settings.pepper, hit.token)
         if digest not in found:
-            found[digest] = key_by_token_hash(runtime.engine, digest)
+            found[digest] = runtime.reads.ask(match_of_token_hash, digest)
     return found
 
 
@@ -169,7 +168,7 @@ def revoke(ctx: Context, hits: list[Hit], keys: dict[str, Any]) -> set[str]:
     revoked: set[str] = set()
     for hit in hits:
         match = keys.get(hash_token(pepper, hit.token))
-        if match is None or match.kind != "sk":
+        if match is None or match.kind is not TokenKind.INFERENCE:
             continue
         outcome = handle_leak(
             ctx.runtime.ledger, UUID(match.key_id), hit.where, "lowrouter scan", actor, "revoke"

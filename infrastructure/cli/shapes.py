@@ -12,8 +12,9 @@ from domain.money import format_credits
 from infrastructure.cli.context import Context
 from infrastructure.cli.errors import redact_tokens
 from infrastructure.cli.output import render_record, when
+from infrastructure.times import parse_time_text
 from infrastructure.views import iso, key_json
-from projections.queries import last_used, meters
+from projections.queries.management import last_used, meters
 
 STORE_IT_NOW = (
     "store this token now; it is shown only once "
@@ -74,7 +75,7 @@ def _or_none(value: object) -> str:
 
 
 def _age(created_at: str) -> str:
-    created = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+    created = parse_time_text(created_at)
     days = (datetime.now(UTC) - created).days
     return f"{days}d"
 
@@ -143,7 +144,7 @@ def account_json(
         "balance": format_credits(view.balance),
         "held": format_credits(view.held),
         "available": format_credits(view.available),
-        "spent_today": format_credits(sum(view.spent_today.values())),
+        "spent_today": format_credits(view.spent_today),
     }
 
 
@@ -155,9 +156,8 @@ def key_views(ctx: Context, keys: Sequence[ApiKey]) -> list[dict[str, Any]]:
         account_id: runtime.spend.view(account_id).result()
         for account_id in {key.account_id for key in keys}
     }
-    runtime.projections.catch_up(["keys", "usage"])
-    used = last_used(runtime.engine, [key.id for key in keys])
-    metered = meters(runtime.engine, [key.id for key in keys])
+    used = runtime.reads.ask(last_used, [key.id for key in keys])
+    metered = runtime.reads.ask(meters, [key.id for key in keys])
     now = ctx.now()
     return [
         key_json(

@@ -6,8 +6,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select
-
 from domain.errors import NotFound
 from infrastructure.cli.context import Context
 from infrastructure.cli.errors import UsageError
@@ -15,8 +13,8 @@ from infrastructure.cli.output import render_table, when
 from infrastructure.cli.shapes import find_account
 from infrastructure.escaping import csv_cell
 from infrastructure.views import usage_json
-from projections.queries import usage_page
-from projections.schema import accounts, to_us
+from projections.queries.management import all_accounts, usage_page
+from projections.schema import to_us
 
 
 def _us(moment: datetime | None) -> int | None:
@@ -68,7 +66,6 @@ def usage_command(ctx: Context, args: argparse.Namespace) -> None:
     """The usage history, newest first: one row per completion, with the key's name then."""
     if args.since and args.until and args.since >= args.until:
         raise UsageError("--since must be before --until")
-    ctx.runtime.projections.catch_up(["keys", "usage"])
     rows = usage_rows(ctx, args)
     if ctx.format == "json":
         ctx.json({"data": rows})
@@ -84,8 +81,8 @@ def usage_rows(ctx: Context, args: argparse.Namespace) -> list[dict[str, Any]]:
     """USAGE rows (with account_id) of the accounts asked for, newest first, at most --limit."""
     found: list[tuple[int, dict[str, Any]]] = []
     for account_id in _usage_accounts(ctx, args):
-        page = usage_page(
-            ctx.runtime.engine,
+        page = ctx.runtime.reads.ask(
+            usage_page,
             account_id,
             key_id=args.key,
             model=args.model,
@@ -109,8 +106,7 @@ def _usage_accounts(ctx: Context, args: argparse.Namespace) -> list[UUID]:
         return [key.account_id]
     if account is not None:
         return [account.id]
-    with ctx.runtime.engine.connect() as conn:
-        return [UUID(row) for row in conn.execute(select(accounts.c.account_id)).scalars()]
+    return [row.account_id for row in ctx.runtime.reads.ask(all_accounts)]
 
 
 def _usage_row(row: dict[str, Any]) -> list[str]:

@@ -3,24 +3,18 @@
 import argparse
 from pathlib import Path
 
+from infrastructure.chain.encoding import ChainError, Checkpoint, VerifyReport
+from infrastructure.chain.store import catch_up_chain, verify_against, write_checkpoint
+from infrastructure.chain.store import verify as verify_chain
 from infrastructure.cli.context import Context
 from infrastructure.cli.errors import Refused
 from infrastructure.cli.output import render_record
-from projections.chain import (
-    ChainError,
-    Checkpoint,
-    VerifyReport,
-    catch_up_chain,
-    verify_against,
-    write_checkpoint,
-)
-from projections.chain import verify as verify_chain
 
 # Commands: verify (tamper evidence) -------------------------------------------------------------
 
 
 def verify_command(ctx: Context, args: argparse.Namespace) -> int | None:
-    """Check the event log against its hash chain (projections.chain): name the first position
+    """Check the event log against its hash chain (infrastructure/chain): name the first position
     where an event was altered, removed, reordered or inserted. With --against, prove the log up
     to a checkpoint kept outside the database is unchanged; with --checkpoint, write one."""
     runtime = ctx.runtime

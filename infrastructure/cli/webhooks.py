@@ -8,7 +8,7 @@ from infrastructure.cli.errors import UsageError
 from infrastructure.cli.output import render_record, render_table, when
 from infrastructure.cli.shapes import find_account
 from infrastructure.webhook_views import delivery_json, webhook_json
-from projections.webhooks import deliveries_of_endpoint, endpoints_of_account
+from projections.queries.management import deliveries_of_webhook, webhooks_of_account
 
 
 def webhooks_add(ctx: Context, args: argparse.Namespace) -> None:
@@ -34,8 +34,7 @@ def webhooks_add(ctx: Context, args: argparse.Namespace) -> None:
 
 def webhooks_list(ctx: Context, args: argparse.Namespace) -> None:
     account = find_account(ctx, args.account)
-    ctx.runtime.projections.catch_up(["webhooks"])
-    views = [webhook_json(v) for v in endpoints_of_account(ctx.runtime.engine, account.id)]
+    views = [webhook_json(v) for v in ctx.runtime.reads.ask(webhooks_of_account, account.id)]
     if ctx.format == "json":
         ctx.json({"data": views})
         return
@@ -54,8 +53,7 @@ def webhooks_remove(ctx: Context, args: argparse.Namespace) -> None:
 
 def webhooks_deliveries(ctx: Context, args: argparse.Namespace) -> None:
     endpoint = ctx.runtime.webhooks.get(_endpoint_id(args.id))
-    ctx.runtime.projections.catch_up(["forensics", "webhooks"])
-    rows = [delivery_json(r) for r in deliveries_of_endpoint(ctx.runtime.engine, endpoint.id)]
+    rows = [delivery_json(r) for r in ctx.runtime.reads.ask(deliveries_of_webhook, endpoint.id)]
     if ctx.format == "json":
         ctx.json({"data": rows})
         return

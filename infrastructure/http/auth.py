@@ -8,9 +8,8 @@ import ipaddress
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
 
-from domain.access import NOT_CHECKED
+from domain.access import NOT_CHECKED, ClientIp
 from domain.tokens import Token, TokenFormatError, TokenKind, hash_token, parse_token
 from infrastructure.http.errors import ApiError
 from projections.lookup import KeyRecord
@@ -64,7 +63,7 @@ def authenticate(
     now: datetime,
     kind: TokenKind,
     on_refused_use: Callable[[KeyRecord], None] | None = None,
-    client_ip: Any = NOT_CHECKED,
+    client_ip: ClientIp = NOT_CHECKED,
 ) -> KeyRecord:
     """Parse, check the checksum, then one indexed lookup; refuse what the access policy
     refuses (revoked, grace ended, expired, an address outside the allowlist)."""
@@ -135,7 +134,7 @@ def refused_use(record: KeyRecord | None, now: datetime) -> bool:
 
 
 def admitted(
-    record: KeyRecord | None, token: Token, now: datetime, client_ip: Any = NOT_CHECKED
+    record: KeyRecord | None, token: Token, now: datetime, client_ip: ClientIp = NOT_CHECKED
 ) -> KeyRecord:
     """The key if the access policy lets it be used now, from this address; else the 401 or 403
     that says why not."""

@@ -1,9 +1,11 @@
-"""OpenAI's error shape under /api/v1: {"error": {"message", "type", "code", "param"}}."""
+"""OpenAI's error shape under /api/v1: {"error": {"message", "type", "code", "param"}}, and
+the API's rendering of the one error table."""
 
 from typing import Any
 
 from starlette.responses import Response
 
+from infrastructure.error_table import KEY, AnsweredError, Subject, answer_to
 from infrastructure.http.jsonresponse import json_response
 
 _TYPES = {
@@ -59,3 +61,19 @@ class ApiError(Exception):
 
     def response(self) -> Response:
         return json_response(self.body(), status=self.status, headers=self.headers)
+
+
+def api_error(
+    error: AnsweredError, about: Subject | None = KEY, *, param: str | None = None
+) -> ApiError:
+    """The API's answer to a refusal, from the one error table (infrastructure.error_table).
+    `about`: what the path names (its 404); `param`: the field being parsed, when the handler
+    knows it better than the table."""
+    answer = answer_to(error, about)
+    return ApiError(
+        answer.status,
+        answer.code,
+        answer.message,
+        param=param or answer.param,
+        headers=dict(answer.headers),
+    )

@@ -127,7 +127,7 @@ class Gateway:
         now = self.clock()
         if record is not None:
             note_key(record.display, record.account_id, client_ip)
-        inference = record is not None and record.kind == TokenKind.INFERENCE.code
+        inference = record is not None and record.kind is TokenKind.INFERENCE
         if record is not None and inference and refused_use(record, now):
             user_agent = request.headers.get("user-agent")
             await asyncio.get_running_loop().run_in_executor(
@@ -138,7 +138,7 @@ class Gateway:
                 user_agent,
             )
         key = admitted(record, token, now, client_ip)
-        if key.kind == TokenKind.MANAGEMENT.code and self.key_uses is not None:
+        if key.kind is TokenKind.MANAGEMENT and self.key_uses is not None:
             self.key_uses.seen(key.key_id, now)  # at most once a minute: off the event loop
         return key
 

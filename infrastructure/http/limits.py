@@ -45,12 +45,12 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        authorizations = declared = 0
+        authorizations, declared = 0, 0.0  # declared: math.inf for a length not a number
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorizations += 1
             elif name == b"content-length":
-                declared = int(value) if value.isdigit() else math.inf  # type: ignore[assignment]
+                declared = int(value) if value.isdigit() else math.inf
         if authorizations > 1:
             await ApiError(
                 400, "duplicate_authorization", "Send exactly one Authorization header."

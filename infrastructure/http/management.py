@@ -8,8 +8,6 @@ Handlers parse, call one application method in a worker thread, and render (infr
 
 import base64
 import binascii
-import contextlib
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,37 +20,36 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from application.app import MAX_GRACE, MAX_GRACE_SECONDS, IssuedKey, Lowrouter
+from application.app import IssuedKey, Lowrouter
 from application.audit import key_history
-from application.retry import TooMuchContention
 from application.spend import PageView
 from domain.actor import Actor
 from domain.errors import (
-    DomainError,
     InvalidAmount,
     InvalidName,
     InvalidPolicy,
     InvalidScope,
-    KeyRevoked,
     NotFound,
-    TooManyKeys,
     UnknownScopePart,
 )
 from domain.keys import ApiKey
 from domain.money import format_credits, parse_credits
 from domain.policy import POLICY_FIELDS, KeyPolicy
+from domain.rotation import MAX_GRACE
 from domain.scope import Scope, check_name
 from domain.tokens import TokenKind
 from infrastructure.catalogue import Catalogue
-from infrastructure.http.errors import ApiError
+from infrastructure.error_table import ANSWERED, KEY, Subject
+from infrastructure.http.errors import ApiError, api_error
 from infrastructure.http.gateway import Gateway, durable
+from infrastructure.http.grace import MAX_GRACE_SECONDS, BadGrace, grace_of
 from infrastructure.http.jsonresponse import json_response
 from infrastructure.http.limits import parse_json, whole_number
 from infrastructure.served import served
 from infrastructure.times import parse_time_text
 from infrastructure.views import key_event_json, key_json, key_state_json, usage_json
-from projections.queries import last_used, meters, usage_page
-from projections.runner import ProjectionFailed, ProjectionLagging
+from projections.queries.management import last_used, meters, usage_page
+from projections.runner import ProjectionFailed
 from projections.schema import to_us
 
 T = TypeVar("T")
@@ -117,41 +114,19 @@ async def authenticate(request: Request) -> Caller:
 # --- running application commands -------------------------------------------------------------
 
 
-async def call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a blocking application call in a worker thread; domain refusals become API errors."""
+async def call(
+    function: Callable[..., T], *args: Any, about: Subject = KEY, **kwargs: Any
+) -> T:
+    """Run a blocking application call in a worker thread; refusals become API errors (the one
+    error table, infrastructure.error_table; `about` names what the path's id is of)."""
     try:
         return await run_in_threadpool(function, *args, **kwargs)
-    except NotFound:
-        raise key_not_found() from None
-    except InvalidName as error:
-        raise ApiError(422, "invalid_name", str(error), param="name") from None
-    except UnknownScopePart as error:
-        raise ApiError(422, error.code, f"{error}.", param=error.field) from None
-    except InvalidScope as error:
-        raise ApiError(422, "invalid_scope", str(error)) from None
-    except InvalidPolicy as error:
-        raise ApiError(422, "invalid_policy", str(error)) from None
-    except InvalidAmount as error:
-        raise ApiError(422, "invalid_amount", str(error), param="daily_limit") from None
-    except KeyRevoked as error:
-        raise ApiError(409, "key_revoked", str(error)) from None
-    except TooManyKeys as error:
-        raise ApiError(409, "too_many_keys", str(error)) from None
-    except DomainError as error:
-        raise ApiError(409, "conflict", str(error)) from None
-    except TooMuchContention as error:
-        raise ApiError(503, "busy", str(error), headers={"Retry-After": "1"}) from None
-    except ProjectionLagging:
-        raise ApiError(
-            503,
-            "lookup_lagging",
-            "The change was recorded, but the key lookup has not caught up with it yet; it takes "
-            "effect once it does. Check `lowrouter projections status` before retrying.",
-        ) from None
+    except ANSWERED as error:
+        raise api_error(error, about) from None
 
 
 def key_not_found() -> ApiError:
-    return ApiError(404, "key_not_found", "No key with this id in this account.", param="id")
+    return api_error(NotFound(), KEY)
 
 
 def parse_key_id(request: Request) -> UUID:
@@ -210,7 +185,7 @@ def name_field(body: Mapping[str, Any]) -> str:
     try:
         return check_name(name)
     except InvalidName as error:
-        raise ApiError(422, "invalid_name", str(error), param="name") from None
+        raise api_error(error) from None
 
 
 def scope_parts(body: Mapping[str, Any], catalogue: Catalogue) -> dict[str, Any]:
@@ -225,7 +200,7 @@ def scope_parts(body: Mapping[str, Any], catalogue: Catalogue) -> dict[str, Any]
     try:
         served(catalogue).check(parts.get("models"), parts.get("region"))
     except UnknownScopePart as error:
-        raise ApiError(422, error.code, f"{error}.", param=error.field) from None
+        raise api_error(error) from None
     return parts
 
 
@@ -256,7 +231,7 @@ def credits_field(name: str, value: Any) -> int | None:
     try:
         return parse_credits(value)
     except InvalidAmount as error:
-        raise ApiError(422, "invalid_amount", str(error), param=name) from None
+        raise api_error(error, param=name) from None
 
 
 def policy_parts(body: Mapping[str, Any], now: datetime) -> dict[str, Any]:
@@ -306,21 +281,21 @@ def check_scope_part(field: str, value: Any) -> None:
     try:
         Scope(**{field: value})
     except InvalidScope as error:
-        raise ApiError(422, "invalid_scope", str(error), param=field) from None
+        raise api_error(error, param=field) from None
 
 
 def grace_field(body: Mapping[str, Any]) -> timedelta:
-    value = body.get("grace_seconds", 0)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        wrong_type("grace_seconds", "a number of seconds")
-    if not 0 <= value <= MAX_GRACE_SECONDS:
+    try:
+        return grace_of(body.get("grace_seconds", 0))
+    except BadGrace as bad:
+        if bad.wrong_type:
+            wrong_type("grace_seconds", "a number of seconds")
         raise ApiError(
             422,
             "invalid_value",
             f"'grace_seconds' must be between 0 and {MAX_GRACE_SECONDS} ({MAX_GRACE.days} days).",
             param="grace_seconds",
-        )
-    return timedelta(seconds=value)
+        ) from None
 
 
 def reason_field(body: Mapping[str, Any]) -> str:
@@ -378,27 +353,17 @@ async def page_view(caller: Caller) -> PageView:
     return await durable(caller.gateway.spend.view(caller.account_id))
 
 
-async def catch_up_usage(caller: Caller, *, required: bool = True) -> None:
-    """Bring the usage history up to everything recorded so far (read-your-writes). When it
-    has failed: a 503 where the usage is what was asked for (`required`), else the figures as
-    they are — a key's change must never look refused after it was applied."""
-    try:
-        await run_in_threadpool(caller.gateway.runtime.projections.catch_up, ["usage"])
-    except ProjectionFailed as failure:
-        if required:
-            raise ApiError(503, "usage_unavailable", str(failure)) from None
-
-
 async def render_keys(caller: Caller, keys: list[ApiKey]) -> list[dict[str, Any]]:
     """KEY shapes with today's spend (the ledger's, of the key's rotation lineage: what its
     daily limit counts) and last use (the usage history)."""
     view = await page_view(caller)
-    await catch_up_usage(caller, required=False)  # last_used_at may lag; the key is current
-    engine = caller.gateway.runtime.engine
+    # Best effort: a key's change must never look refused after it was applied, so a failed
+    # usage history leaves last_used_at behind, and a failed keys projection leaves a key it
+    # does not hold yet with its own figures.
+    reads = caller.gateway.runtime.reads.best_effort
     ids = [key.id for key in keys]
-    await catch_up_keys(caller)
-    used = await run_in_threadpool(last_used, engine, ids)
-    metered = await run_in_threadpool(meters, engine, ids)
+    used = await run_in_threadpool(reads.ask, last_used, ids)
+    metered = await run_in_threadpool(reads.ask, meters, ids)
     now = caller.now()
     return [
         key_json(
@@ -409,13 +374,6 @@ async def render_keys(caller: Caller, keys: list[ApiKey]) -> list[dict[str, Any]
         )
         for key in keys
     ]
-
-
-async def catch_up_keys(caller: Caller) -> None:
-    """Bring the keys projection (the lineages) up to date; when it has failed, a key not yet
-    in it shows its own figures rather than a refusal of its change."""
-    with contextlib.suppress(ProjectionFailed):
-        await run_in_threadpool(caller.gateway.runtime.projections.catch_up, ["keys"])
 
 
 async def render_key(caller: Caller, key: ApiKey) -> dict[str, Any]:
@@ -585,18 +543,24 @@ def key_param(params: QueryParams) -> UUID | None:
 
 async def usage_response(caller: Caller, query: UsageQuery) -> Response:
     """One page, newest first; `next_cursor` is null on the last page."""
-    await catch_up_usage(caller)
-    rows = await run_in_threadpool(
-        usage_page,
-        caller.gateway.runtime.engine,
-        caller.account_id,
-        key_id=query.key_id,
-        model=query.model,
-        since_us=query.since_us,
-        until_us=query.until_us,
-        before_position=query.before_position,
-        limit=query.limit + 1,
-    )
+    # This gateway answers before its settlements are durable (settling after the answer): a
+    # read of the account's page is queued behind them, so once it answers they are in the log
+    # and the usage history's catch-up sees them (read-your-writes).
+    await page_view(caller)
+    try:
+        rows = await run_in_threadpool(
+            caller.gateway.runtime.reads.ask,
+            usage_page,
+            caller.account_id,
+            key_id=query.key_id,
+            model=query.model,
+            since_us=query.since_us,
+            until_us=query.until_us,
+            before_position=query.before_position,
+            limit=query.limit + 1,
+        )
+    except ProjectionFailed as failure:  # the usage is what was asked for: say it is missing
+        raise ApiError(503, "usage_unavailable", str(failure)) from None
     more = len(rows) > query.limit
     rows = rows[: query.limit]
     next_cursor = encode_cursor(rows[-1]["position"]) if more else None
@@ -630,7 +594,7 @@ async def credits(request: Request) -> Response:
     return json_response(
         {
             "balance": format_credits(view.balance),
-            "spent_today": format_credits(sum(view.spent_today.values())),
+            "spent_today": format_credits(view.spent_today),
             "held": format_credits(view.held),
             "available": format_credits(view.available),
             "day": view.day,

@@ -16,9 +16,11 @@ from starlette.routing import Route
 
 from application import management_keys as use_cases
 from domain.actor import Actor
+from domain.errors import InvalidName, NotFound
 from domain.scope import check_name
 from domain.tokens import TokenKind
-from infrastructure.http.errors import ApiError
+from infrastructure.error_table import MANAGEMENT_KEY
+from infrastructure.http.errors import ApiError, api_error
 from infrastructure.http.gateway import Gateway
 from infrastructure.http.jsonresponse import json_response
 from infrastructure.http.management import (
@@ -46,12 +48,7 @@ async def authenticate(request: Request) -> tuple[Caller, UUID]:
 
 
 def not_found() -> ApiError:
-    return ApiError(
-        404,
-        "management_key_not_found",
-        "No management key with this id in this account.",
-        param="id",
-    )
+    return api_error(NotFound(), MANAGEMENT_KEY)
 
 
 def parse_id(request: Request) -> UUID:
@@ -63,12 +60,7 @@ def parse_id(request: Request) -> UUID:
 
 async def checked(function: Any, *args: Any) -> Any:
     """`call`, with a missing key named as a management key."""
-    try:
-        return await call(function, *args)
-    except ApiError as error:
-        if error.code == "key_not_found":
-            raise not_found() from None
-        raise
+    return await call(function, *args, about=MANAGEMENT_KEY)
 
 
 def name_of(body: dict[str, Any]) -> str:
@@ -77,8 +69,8 @@ def name_of(body: dict[str, Any]) -> str:
         wrong_type("name", "a string")
     try:
         return check_name(name)
-    except ValueError as error:
-        raise ApiError(422, "invalid_name", str(error), param="name") from None
+    except InvalidName as error:
+        raise api_error(error) from None
 
 
 async def list_keys(request: Request) -> Response:

@@ -26,6 +26,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._header_timer: asyncio.TimerHandle | None = None
 
+    # uvicorn's own signature (asyncio.Transport, narrower than BaseProtocol's BaseTransport,
+    # which uvicorn ignores too): an override must take what the method it extends takes.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._start_header_timer()

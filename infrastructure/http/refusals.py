@@ -1,6 +1,7 @@
 """The ledger's refusals of a reservation as API answers (OpenAI's shape and headers), in one
-place: which are 402 or 429, which carry `retry-after` (only those a wait can cure) and which
-`x-should-retry: false` (the rest), and the x-ratelimit-* headers of a metered key."""
+place: their words (their status and code are the error table's, infrastructure.error_table),
+which carry `retry-after` (only those a wait can cure) and which `x-should-retry: false` (the
+rest), and the x-ratelimit-* headers of a metered key."""
 
 import math
 from datetime import UTC, datetime, time, timedelta
@@ -18,6 +19,7 @@ from domain.errors import (
 )
 from domain.ledger import RateStatus
 from domain.money import format_credits
+from infrastructure.error_table import answer_to
 from infrastructure.http.errors import ApiError
 
 
@@ -42,15 +44,16 @@ def _seconds(delta: timedelta | float) -> int:
 def refusal_error(
     refusal: DomainError, display: str, now: datetime, max_tokens: Any
 ) -> ApiError | None:
-    """The answer to one of the reservation's refusals (its code is the reason the ledger
-    records, application.metering.REFUSALS), or None for any other error."""
-    code = REFUSALS.get(type(refusal))
-    if code is None:
+    """The answer to one of the reservation's refusals (application.metering.REFUSALS), or None
+    for any other error: its status and code from the one error table, its words here."""
+    if type(refusal) not in REFUSALS:
         return None
+    answer = answer_to(refusal)
+    status, code = answer.status, answer.code
     if isinstance(refusal, InsufficientCredits):
         lower = " or a lower max_tokens" if max_tokens else " or set a lower max_tokens"
         return ApiError(
-            402,
+            status,
             code,
             f"Not enough credits: the account balance is {format_credits(refusal.balance)} "
             f"with {format_credits(refusal.held)} held by requests in flight, and this request "
@@ -61,7 +64,7 @@ def refusal_error(
         # No retry-after (until 0.3 it said "until midnight"): a client that honours it waits
         # hours (openai-node 6 sleeps the whole of it) instead of failing at once.
         return ApiError(
-            429,
+            status,
             code,
             f"Daily limit reached for key {display}: spent "
             f"{format_credits(refusal.spent)} and {format_credits(refusal.held)} held of "
@@ -72,7 +75,7 @@ def refusal_error(
     if isinstance(refusal, MonthlyLimitExceeded):
         reset = next_month(now)
         return ApiError(
-            429,
+            status,
             code,
             f"Monthly limit reached for key {display}: spent "
             f"{format_credits(refusal.spent)} and {format_credits(refusal.held)} held of "
@@ -83,7 +86,7 @@ def refusal_error(
     if isinstance(refusal, RateLimitExceeded):
         if refusal.retry_after is None:
             return ApiError(
-                429,
+                status,
                 code,
                 f"This request alone could use more than the {refusal.limit} tokens per minute "
                 f"key {display} may use; lower max_tokens or the prompt.",
@@ -91,7 +94,7 @@ def refusal_error(
             )
         wait = _seconds(refusal.retry_after)
         return ApiError(
-            429,
+            status,
             code,
             f"Rate limit reached for key {display}: {refusal.used} {refusal.what} of "
             f"{refusal.limit} per minute used in the last 60 s. Try again in {wait} s.",
@@ -99,7 +102,7 @@ def refusal_error(
         )
     if isinstance(refusal, ConcurrencyLimitExceeded):
         return ApiError(
-            429,
+            status,
             code,
             f"Key {display} already has {refusal.limit} requests in flight (max_concurrent); "
             "try again when one has finished.",

@@ -35,7 +35,7 @@ from domain.leaks import MAX_SOURCE_LENGTH, MAX_URL_LENGTH
 from infrastructure.http.errors import ApiError
 from infrastructure.http.gateway import Gateway
 from infrastructure.http.jsonresponse import json_response
-from projections.forensics import key_by_token_hash
+from projections.queries.forensics import match_of_token_hash
 
 GITHUB = Actor("system", "GitHub secret scanning")
 MAX_REPORTS = 1000  # tokens in one report
@@ -102,7 +102,7 @@ def parse_reports(body: bytes) -> list[LeakReport]:
 
 
 def find_key(gateway: Gateway, token_hash: str) -> FoundKey | None:
-    match = key_by_token_hash(gateway.runtime.engine, token_hash)
+    match = gateway.runtime.reads.best_effort.ask(match_of_token_hash, token_hash)
     if match is None:
         return None
     return FoundKey(match.kind, UUID(match.key_id), UUID(match.account_id))

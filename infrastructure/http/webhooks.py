@@ -15,36 +15,27 @@ from starlette.routing import Route
 
 from application.webhooks import Webhooks
 from domain.errors import NotFound
-from domain.webhooks import InvalidWebhook, WebhookRemoved
-from infrastructure.http.errors import ApiError
+from infrastructure.error_table import ANSWERED, WEBHOOK
+from infrastructure.http.errors import ApiError, api_error
 from infrastructure.http.jsonresponse import json_response
 from infrastructure.http.management import Caller, authenticate, check_query, read_object
 from infrastructure.webhook_views import delivery_json, webhook_json
-from projections.runner import ProjectionLagging
-from projections.webhooks import deliveries_of_endpoint, endpoints_of_account
+from projections.queries.management import deliveries_of_webhook, webhooks_of_account
 
 T = TypeVar("T")
 CREATE_FIELDS = frozenset({"url", "events"})
 
 
 def not_found() -> ApiError:
-    return ApiError(404, "webhook_not_found", "No webhook with this id in this account.")
+    return api_error(NotFound(), WEBHOOK)
 
 
 async def call(function: Callable[..., T], *args: Any) -> T:
+    """Run a blocking call in a worker thread; refusals become API errors (the error table)."""
     try:
         return await run_in_threadpool(function, *args)
-    except NotFound:
-        raise not_found() from None
-    except WebhookRemoved as error:
-        raise ApiError(409, "webhook_removed", str(error)) from None
-    except InvalidWebhook as error:
-        param = "events" if "event" in str(error) else "url"
-        raise ApiError(422, "invalid_webhook", str(error), param=param) from None
-    except ProjectionLagging:
-        raise ApiError(
-            503, "webhooks_lagging", "The change was recorded; the webhook list has not caught up."
-        ) from None
+    except ANSWERED as error:
+        raise api_error(error, WEBHOOK) from None
 
 
 def use_cases(caller: Caller) -> Webhooks:
@@ -75,8 +66,8 @@ async def create_webhook(request: Request) -> Response:
 async def list_webhooks(request: Request) -> Response:
     caller = await authenticate(request)
     check_query(request, frozenset())
-    engine = caller.gateway.runtime.engine
-    views = await call(endpoints_of_account, engine, caller.account_id)
+    reads = caller.gateway.runtime.reads.best_effort  # as before: never refused for a lag
+    views = await call(reads.ask, webhooks_of_account, caller.account_id)
     return json_response({"data": [webhook_json(view) for view in views]})
 
 
@@ -92,7 +83,8 @@ async def webhook_deliveries(request: Request) -> Response:
     caller = await authenticate(request)
     check_query(request, frozenset())
     webhook = await call(use_cases(caller).get, endpoint_id(request), caller.account_id)
-    rows = await call(deliveries_of_endpoint, caller.gateway.runtime.engine, webhook.id)
+    reads = caller.gateway.runtime.reads.best_effort
+    rows = await call(reads.ask, deliveries_of_webhook, webhook.id)
     return json_response({"data": [delivery_json(row) for row in rows]})
 
 

@@ -6,11 +6,12 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from application.app import MAX_GRACE, AccountExists, Lowrouter, account_id_for
+from application.app import AccountExists, Lowrouter, account_id_for
 from domain.accounts import Account
 from domain.actor import Actor
 from domain.errors import DomainError, InvalidName, KeyRevoked, NotFound
 from domain.keys import ApiKey
+from domain.rotation import MAX_GRACE
 from domain.scope import Scope
 from domain.tokens import (
     PREFIX_LENGTH,

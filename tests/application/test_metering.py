@@ -2,9 +2,10 @@
 in-memory store — the hold before anything goes upstream, one settlement, refusals recorded,
 observers told."""
 
+import asyncio
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -23,6 +24,7 @@ from application.metering import (
     Outcome,
     decide_charge,
 )
+from application.reconcile import OpenHold, reconcile
 from application.retry import StoreUnavailable
 from application.spend import SpendControl
 from domain.actor import Actor
@@ -33,6 +35,7 @@ from domain.routing import Catalogue, ModelEntry, NoModelAvailable, Provider, Wr
 from domain.scope import Scope
 from infrastructure.persistence import eventsourcing_env
 from tests.conftest import PEPPER
+from tests.support.spend import MutableClock
 
 PRICES = PriceSheet(1_000_000, 2_000_000)
 ESTIMATE = TokenCounts(30, 8)
@@ -75,9 +78,16 @@ def test_an_upstream_refusal_records_its_status_code() -> None:
     assert (timeout.status, timeout.status_code) == ("upstream_timeout", 504)
 
 
-def test_a_stream_the_upstream_broke_off_is_charged_what_was_produced() -> None:
+def test_a_stream_the_upstream_broke_off_is_truncated_and_charged_what_was_produced() -> None:
     charge = decide_charge(Outcome.BROKEN_OFF, PRICES, None, ESTIMATE)
-    assert (charge.status, charge.status_code, charge.tokens) == ("upstream_error", 502, ESTIMATE)
+    assert (charge.status, charge.status_code, charge.tokens, charge.cost_source) == (
+        "upstream_truncated",
+        502,
+        ESTIMATE,
+        "estimated",
+    )
+    oversized = decide_charge(Outcome.OVERSIZED, PRICES, None, ESTIMATE)
+    assert (oversized.status, oversized.tokens) == ("upstream_error", ESTIMATE)
 
 
 @pytest.mark.parametrize(
@@ -288,6 +298,36 @@ async def test_only_a_timed_out_hold_the_writer_had_taken_gets_a_release(ledger:
     assert (page.held, page.balance) == (0, 1_000_000)
 
 
+@pytest.mark.anyio
+async def test_a_settlement_after_midnight_of_a_hold_reconciled_before_reports_its_charge() -> None:
+    """A hold carried across midnight after the reconciler settled it (this gateway looked
+    dead): the gateway's late settlement charges nothing more, and the client and the metered
+    outcome are told what the ledger charged — the hold — not 0 and not a cost of their own."""
+    clock = MutableClock(datetime(2031, 3, 14, 23, 50, tzinfo=UTC))
+    app = Lowrouter(eventsourcing_env("memory://"), pepper=PEPPER.encode(), clock=clock)
+    gateway, background = SpendControl(app), SpendControl(app)  # two processes' writers
+    try:
+        recorder = Recorder()
+        key = open_key(app, 1_000_000)
+        call = await Metering(gateway, CATALOGUE, recorder).begin(key, "r", request(), 0.0)
+        reserved_at = clock()
+        clock.advance(timedelta(minutes=5))
+        hold = OpenHold("r", key.account_id, key.key_id, call.hold, reserved_at, "gone")
+        assert reconcile(app, background, lambda before: [hold], timedelta(minutes=1)) == 1
+        clock.advance(timedelta(minutes=10))  # 00:05 the next day: a new page
+
+        charged = await call.finish(Outcome.ANSWERED, reported=TokenCounts(12, 3))
+
+        assert charged == call.hold
+        [outcome] = recorder.outcomes
+        assert outcome.cost == call.hold
+        page = gateway.view(key.account_id).result(5)
+        assert (page.day, page.held, page.balance) == ("2031-03-15", 0, 1_000_000 - call.hold)
+    finally:
+        gateway.close()
+        background.close()
+
+
 def test_routing_follows_the_api_the_kind_and_the_dialect() -> None:
     metering = Metering(None, CATALOGUE)  # type: ignore[arg-type]  # routing needs no ledger
     anywhere = Scope()
@@ -306,3 +346,35 @@ def test_routing_follows_the_api_the_kind_and_the_dialect() -> None:
     assert metering.route(anywhere, request(model="a/embed", kind="embedding"))[0][0] == EMBED
     with pytest.raises(NoModelAvailable):
         metering.route(Scope(models=("a/embed",)), request(model="lowrouter/auto"))
+
+
+@pytest.mark.anyio
+async def test_a_quick_call_is_answered_once_queued_and_a_late_one_once_durable(
+    ledger: Any,
+) -> None:
+    """Settling after the answer: within `answer_first_within` of its start, finish answers with
+    what the queued settlement will charge; past it (the reconciler might close an old hold
+    first), it waits for the ledger's own answer."""
+    app, spend = ledger
+    now = [0.0]
+    metering = Metering(spend, CATALOGUE, timer=lambda: now[0], answer_first_within=1.0)
+    key = open_key(app, 1_000_000)
+    quick = await metering.begin(key, "quick", request(), started=0.0)
+    late = await metering.begin(key, "late", request(), started=0.0)
+    save, store_back = app.save, threading.Event()
+
+    def held_save(*aggregates: Any, **kwargs: Any) -> Any:
+        store_back.wait(10)
+        return save(*aggregates, **kwargs)
+
+    app.save = held_save
+    told = await asyncio.wait_for(quick.finish(Outcome.ANSWERED, reported=TokenCounts(12, 3)), 1)
+    assert quick.settlement_pending and told == PRICES.cost(TokenCounts(12, 3))
+    now[0] = 2.0
+    waiting = asyncio.ensure_future(late.finish(Outcome.ANSWERED, reported=TokenCounts(12, 3)))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()  # its settlement is not durable yet
+    store_back.set()
+    assert await asyncio.wait_for(waiting, 5) == told and not late.settlement_pending
+    page = spend.view(key.account_id).result(5)
+    assert (page.held, page.balance) == (0, 1_000_000 - 2 * told)  # charged what it was told

@@ -1,6 +1,6 @@
 """verify-balances as a use case (application.verification) on eventsourcing's in-memory store:
 the books recomputed from the log are compared with whatever the read-model port says, and
-every figure that disagrees is named. The SQL side (projections.forensics_queries.recorded_money) is
+every figure that disagrees is named. The SQL side (projections.queries.forensics.recorded_money) is
 covered end to end in tests/audit/test_replay.py and tests/cli/test_audit_cli.py."""
 
 from collections.abc import Iterator

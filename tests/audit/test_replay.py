@@ -31,7 +31,7 @@ from infrastructure import cli
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings
 from infrastructure.views import key_json
-from projections.forensics import recorded_money
+from projections.queries.forensics import recorded_money
 from tests.support.stores import PEPPER
 
 ACTORS = [
@@ -149,7 +149,8 @@ class History:
         ledger = self.runtime.ledger
         keys = {key_id: key_json(ledger.get_key(key_id), now) for key_id in self.keys}
         view = self.runtime.spend.view(self.account).result()
-        spent = {key: cost for key, cost in view.spent_today.items() if cost}
+        # reserved without a meter, so each key is its own meter: day_spent is per key here
+        spent = {key: cost for key, cost in view.day_spent.items() if cost}
         self.moments.append(Moment(now, keys, view.balance, view.held, spent, view.day))
 
 
@@ -207,7 +208,7 @@ def check_replay(history: History) -> None:
 
 def check_books_agree_with_read_models(runtime: Runtime) -> None:
     runtime.projections.catch_up()
-    recorded = recorded_money(runtime.engine)
+    recorded = recorded_money.run(runtime.engine)
     scan = scan_ledger(runtime.ledger, recorded.position)
     assert verify_books(runtime.ledger, scan, recorded.figures) == []
     assert all(books.problems == [] for books in scan.books.values())

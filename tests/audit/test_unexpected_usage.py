@@ -27,12 +27,8 @@ from domain.usage import Usage
 from infrastructure import cli
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings
-from projections.forensics import (
-    ForensicsProjection,
-    clients_of_key,
-    flags_for_keys,
-    summarize_flags,
-)
+from projections.forensics import ForensicsProjection
+from projections.queries.forensics import clients_of_key, flags_for_keys, summarize_flags
 from tests.support.stores import PEPPER
 
 OPERATOR = Actor("operator", "cli:test")
@@ -100,7 +96,7 @@ def use(
 
 def flags_of(runtime: Runtime, key: UUID) -> list[tuple[str, str]]:
     runtime.projections.catch_up(["forensics"])
-    return [(f.kind, f.subject) for f in flags_for_keys(runtime.engine, [key])[str(key)]]
+    return [(f.kind, f.subject) for f in flags_for_keys.run(runtime.engine, [key])[str(key)]]
 
 
 # The rules, one by one --------------------------------------------------------------------------
@@ -125,7 +121,7 @@ def test_a_new_address_or_user_agent_is_flagged_but_never_the_first_use(clocked:
         ("new_address", "2001:db8::1"),
         ("new_user_agent", "python-requests/2"),
     ]
-    [first, *_] = flags_for_keys(runtime.engine, [key])[str(key)]
+    [first, *_] = flags_for_keys.run(runtime.engine, [key])[str(key)]
     assert (first.client_ip, first.user_agent) == ("203.0.113.7", "app/1")
     assert first.describe() == "first use from address 203.0.113.7"
 
@@ -157,7 +153,7 @@ def test_a_day_over_three_times_the_trailing_average_is_flagged_once(clocked: An
     use(runtime, account, key, CREDIT)  # still the same spike
     day = utc_day(clock()).isoformat()
     assert flags_of(runtime, key) == [("spend_spike", day)]
-    [spike] = flags_for_keys(runtime.engine, [key])[str(key)]
+    [spike] = flags_for_keys.run(runtime.engine, [key])[str(key)]
     assert (spike.amount, spike.baseline) == (3 * CREDIT + 1, CREDIT)
     assert spike.describe().startswith(f"spent 3.000001 on {day}, over 3x")
 
@@ -225,9 +221,9 @@ def test_flags_show_in_keys_list(
         "new_address",
     ]
     assert listed["flags"][str(key)][0]["description"] == "first use from address 203.0.113.7"
-    found = flags_for_keys(runtime.engine, [key, quiet, uuid.uuid4()])
+    found = flags_for_keys.run(runtime.engine, [key, quiet, uuid.uuid4()])
     assert summarize_flags(found[str(key)]) == "new address x2, new user agent"
-    assert len(found) == 3 and flags_for_keys(runtime.engine, []) == {}
+    assert len(found) == 3 and flags_for_keys.run(runtime.engine, []) == {}
 
 
 # Random histories: the flags equal a model of the rules, and rebuild equals incremental -------
@@ -310,7 +306,7 @@ def test_flags_follow_the_rules_and_rebuild_equals_incremental(
             if catch_up:
                 runtime.projections.catch_up(["forensics"])
         runtime.projections.catch_up(["forensics"])
-        found = flags_for_keys(runtime.engine, keys)
+        found = flags_for_keys.run(runtime.engine, keys)
         assert {(k, f.kind, f.subject) for k, fs in found.items() for f in fs} == model.flags
         clock.days(30)  # the next example starts with no trailing days in common
 

@@ -5,7 +5,7 @@ projection is rebuilt from the log."""
 
 import re
 
-from projections.forensics import flags_for_keys
+from projections.queries.forensics import flags_for_keys
 from projections.rebuild import rebuild
 from tests.dashboard.conftest import Dash, csrf_of
 
@@ -33,13 +33,13 @@ def test_an_acknowledged_flag_stays_acknowledged_after_a_rebuild(dash: Dash) -> 
     assert browser.post(action, wrong).status_code == 404
     forged = {"csrf_token": "nope", "kind": "new_address", "subject": "203.0.113.9"}
     assert browser.post(action, forged).status_code == 403
-    assert not any(f.acknowledged for f in flags_for_keys(dash.runtime.engine, [key])[str(key)])
+    assert not any(f.acknowledged for f in flags_for_keys.run(dash.runtime.engine, [key])[str(key)])
 
     done = browser.post(action, {**forged, "csrf_token": csrf})
     assert done.status_code == 303 and "notice=acknowledged" in done.headers["location"]
 
     def acknowledged() -> list[tuple[str, str, bool]]:
-        flags = flags_for_keys(dash.runtime.engine, [key])[str(key)]
+        flags = flags_for_keys.run(dash.runtime.engine, [key])[str(key)]
         return [(f.kind, f.subject, f.acknowledged) for f in flags]
 
     dash.runtime.projections.catch_up()

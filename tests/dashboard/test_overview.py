@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from domain.money import MICRO, format_credits, parse_credits
 from domain.scope import Scope
-from projections.queries import usage_page
+from projections.queries.management import usage_page
 from projections.schema import from_us
 from tests.dashboard.conftest import Dash
 
@@ -53,7 +53,7 @@ def test_the_overview_figures_are_the_usage_historys_sums(dash: Dash) -> None:
 
     rows = [  # the usage history, as the management API reads it, with each row's UTC day
         {**row, "day": from_us(row["at_us"]).date().isoformat()}  # type: ignore[union-attr]
-        for row in usage_page(dash.runtime.engine, account.id, limit=1000)
+        for row in usage_page.run(dash.runtime.engine, account.id, limit=1000)
     ]
     assert len(rows) == len(seeded)
 

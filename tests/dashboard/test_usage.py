@@ -109,7 +109,7 @@ def test_the_csv_is_exactly_the_filtered_rows_and_the_page_says_where_it_is(
     import io
 
     from domain.money import format_credits
-    from projections.queries import usage_page
+    from projections.queries.management import usage_page
     from projections.schema import from_us
 
     monkeypatch.setattr(usage_pages, "USAGE_PAGE_SIZE", 2)
@@ -128,7 +128,7 @@ def test_the_csv_is_exactly_the_filtered_rows_and_the_page_says_where_it_is(
     page = browser.get(f"/dashboard/usage?{query}").text
     expected = [
         row
-        for row in usage_page(dash.runtime.engine, account.id, key_id=prod, limit=100)
+        for row in usage_page.run(dash.runtime.engine, account.id, key_id=prod, limit=100)
         if "2026-03-03" <= from_us(row["at_us"]).date().isoformat() <= "2026-03-07"  # type: ignore[union-attr]
     ]
     assert len(expected) == 5  # March 3, 4, 5, 6 and the formula on the 7th

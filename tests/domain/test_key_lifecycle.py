@@ -22,10 +22,11 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from application.app import MAX_GRACE, Lowrouter
+from application.app import Lowrouter
 from domain.actor import Actor
 from domain.errors import DomainError, InvalidName, KeyRevoked, NotFound
 from domain.keys import ApiKey
+from domain.rotation import MAX_GRACE
 from domain.scope import Scope
 from domain.tokens import hash_token
 from infrastructure.persistence import build_ledger, eventsourcing_env

@@ -62,17 +62,9 @@ def replayed(events: list[Aggregate.Event]) -> LedgerPage:
 
 
 def figures(page: LedgerPage) -> dict[str, Any]:
-    return {
-        "balance": page.balance,
-        "funded": page.funded,
-        "settled": page.settled,
-        "adjusted": page.adjusted,
-        "holds": page.holds,
-        "total_held": page.total_held,
-        "held_today": {k: v for k, v in page.held_today.items() if v},
-        "spent_today": page.spent_today,
-        "closed": page.closed,
-    }
+    """Everything the page keeps (its money, holds and the meters' maps), without the id and
+    version."""
+    return {name: value for name, value in vars(page).items() if not name.startswith("_")}
 
 
 # --- opening ----------------------------------------------------------------------------------
@@ -91,9 +83,9 @@ def test_a_page_has_the_deterministic_id_of_its_account_and_day() -> None:
 def test_carried_holds_are_held_but_not_counted_against_todays_limit() -> None:
     carried = {"r1": {"key_id": "k", "amount": 300, "day": "2031-03-13", "model": "m", "at": ""}}
     page = LedgerPage.open(ACCOUNT, DAY, AT, 1_000, carried)
-    assert (page.total_held, page.available, page.held_by("k")) == (300, 700, 0)
+    assert (page.total_held, page.available, page.day_held_by("k")) == (300, 700, 0)
     page.reserve("r2", "k", "m", 100, daily_limit=100, at=AT)  # yesterday's hold is not today's
-    assert page.held_by("k") == 100
+    assert page.day_held_by("k") == 100
 
 
 # --- funding ----------------------------------------------------------------------------------
@@ -123,7 +115,7 @@ def test_a_hold_reduces_what_is_available_not_the_balance() -> None:
     page = page_with(1_000)
     page.reserve("r1", "k", "m", 400, daily_limit=None, at=AT)
     assert (page.balance, page.total_held, page.available) == (1_000, 400, 600)
-    assert page.held_by("k") == 400
+    assert page.day_held_by("k") == 400
     assert page.holds["r1"]["amount"] == 400 and page.holds["r1"]["day"] == page.day
     assert [type(e) for e in recorded(page)] == [LedgerPage.Reserved]
 
@@ -167,7 +159,7 @@ def test_the_daily_limit_counts_todays_spend_and_holds_of_that_key_only() -> Non
     assert (error.spent, error.held, error.limit, error.needed) == (200, 500, 1_000, 301)
     assert recorded(page) == []
     page.reserve("r4", "k", "m", 300, daily_limit=1_000, at=AT)  # exactly up to the limit
-    assert page.spent_by("k") + page.held_by("k") == 1_000
+    assert page.day_spent_by("k") + page.day_held_by("k") == 1_000
 
 
 def test_a_zero_limit_refuses_everything_but_a_free_request() -> None:
@@ -279,8 +271,8 @@ def test_settling_charges_the_cost_and_frees_the_hold() -> None:
     page.reserve("r1", "k", "m", 400, daily_limit=None, at=AT)
     recorded(page)
     assert settle(page, "r1", 150, AT) == 150
-    assert (page.balance, page.settled, page.total_held, page.held_by("k")) == (850, 150, 0, 0)
-    assert page.spent_by("k") == 150 and page.holds == {}
+    assert (page.balance, page.settled, page.total_held, page.day_held_by("k")) == (850, 150, 0, 0)
+    assert page.day_spent_by("k") == 150 and page.holds == {}
     [event] = recorded(page)
     assert isinstance(event, LedgerPage.Settled)
     assert (event.held, event.cost, event.key_id, event.reserved_day, event.flags) == (
@@ -327,7 +319,7 @@ def test_releasing_frees_the_hold_without_charging_and_only_once() -> None:
     recorded(page)
     assert page.release("r1", "upstream_error", AT) is True
     assert (page.balance, page.available) == (1_000, 1_000)
-    assert (page.held_by("k"), page.spent_by("k")) == (0, 0)
+    assert (page.day_held_by("k"), page.day_spent_by("k")) == (0, 0)
     assert [type(e) for e in recorded(page)] == [LedgerPage.Released]
     assert page.release("r1", "upstream_error", AT) is False
     assert settle(page, "r1", 100, AT) is None  # released: nothing left to settle
@@ -377,10 +369,27 @@ def test_close_and_open_carries_the_balance_and_the_open_holds() -> None:
     assert page.closed
     assert new.id == page_id(ACCOUNT, NEXT_DAY)
     assert (new.opening_balance, new.balance, new.total_held, new.available) == (900, 900, 300, 600)
-    assert new.spent_by("k") == 0 and new.held_by("k") == 0  # a new day, a new limit
+    assert new.day_spent_by("k") == 0 and new.day_held_by("k") == 0  # a new day, a new limit
     # yesterday's hold settles on today's page: charged, but to the day it was reserved in
     assert settle(new, "r1", 200, later) == 200
-    assert (new.balance, new.total_held, new.spent_by("k")) == (700, 0, 0)
+    assert (new.balance, new.total_held, new.day_spent_by("k")) == (700, 0, 0)
+
+
+def test_what_the_reconciler_charged_survives_one_closing_of_the_books() -> None:
+    """A hold reconciled before midnight, whose gateway's settlement comes after it: the late
+    settlement finds the reconciler's charge on the new page (and its replay), not nothing."""
+    page = page_with(1_000)
+    page.reserve("r1", "k", "m", 300, daily_limit=None, at=AT)
+    assert page.settle("r1", 300, AT, usage(status=UNSETTLED)) == 300
+    after_midnight = AT + timedelta(days=1)
+    new = page.close_and_open(NEXT_DAY, after_midnight)
+    opened = recorded(new)
+    assert settle(new, "r1", 40, after_midnight) is None  # already settled: charges nothing
+    assert new.reconciled_cost("r1") == 300
+    assert replayed(opened).reconciled_cost("r1") == 300
+    # Kept for one closing only: the page after next no longer carries it.
+    following = new.close_and_open(NEXT_DAY + timedelta(days=1), after_midnight)
+    assert following.reconciled_cost("r1") is None
 
 
 @pytest.mark.parametrize("day", [DAY, DAY - timedelta(days=1)])
@@ -437,6 +446,7 @@ def test_no_sequence_of_commands_breaks_the_invariants_and_the_events_replay_it(
     page = LedgerPage.open(ACCOUNT, DAY, AT, opening)
     events: list[Aggregate.Event] = recorded(page)
     day = DAY
+    spent: dict[str, int] = {}  # key -> settled today, counted here from what settle returns
     for step in steps:
         key = "k1" if step[0] == "reserve" and step[1] in "ab" else "k2"
         try:
@@ -445,7 +455,10 @@ def test_no_sequence_of_commands_breaks_the_invariants_and_the_events_replay_it(
             elif step[0] == "reserve":
                 page.reserve(step[1], key, "m", step[2], daily_limit=LIMIT, at=AT)
             elif step[0] == "settle":
-                settle(page, step[1], step[2], AT)
+                hold = page.holds.get(step[1])
+                charged = settle(page, step[1], step[2], AT)
+                if hold is not None and charged is not None and hold["day"] == page.day:
+                    spent[hold["key_id"]] = spent.get(hold["key_id"], 0) + charged
             elif step[0] == "release":
                 page.release(step[1], "test", AT)
             elif step[0] == "adjust":
@@ -455,15 +468,19 @@ def test_no_sequence_of_commands_breaks_the_invariants_and_the_events_replay_it(
                 new = page.close_and_open(day, AT)
                 events += recorded(page)
                 assert replayed(events) is not None and replayed(events).closed
-                page, events = new, recorded(new)
+                page, events, spent = new, recorded(new), {}
                 continue
         except DomainError:
             assert recorded(page) == [], "a refused command recorded something"
             continue
         events += recorded(page)
         assert page.available >= 0
-        for k in ("k1", "k2"):
-            assert page.spent_by(k) + page.held_by(k) <= LIMIT
+        for k in ("k1", "k2"):  # reserved without a meter: each key is its own
+            held = [h for h in page.holds.values() if h["key_id"] == k]
+            held_today = sum(h["amount"] for h in held if h["day"] == page.day)
+            assert (page.day_spent_by(k), page.day_held_by(k)) == (spent.get(k, 0), held_today)
+            assert page.day_spent_by(k) + page.day_held_by(k) <= LIMIT
+            assert page.in_flight(k) == len(held)
         assert page.total_held == sum(hold["amount"] for hold in page.holds.values())
         assert page.balance == (page.opening_balance + page.funded + page.adjusted - page.settled)
     assert figures(replayed(events)) == figures(page)

@@ -266,3 +266,11 @@ def test_each_kind_has_the_two_letter_code_the_read_models_keep() -> None:
     assert (TokenKind.INFERENCE.code, TokenKind.MANAGEMENT.code) == ("sk", "mk")
     for kind in TokenKind:
         assert generate_token(kind).value.startswith(f"lr-{kind.code}-")
+
+
+def test_a_read_models_two_letters_name_one_kind() -> None:
+    for kind in TokenKind:
+        assert TokenKind.of_code(kind.code) is kind
+    for code in ("", "s", "SK", "xk", "lr-sk-"):
+        with pytest.raises(ValueError, match="not a kind of token"):
+            TokenKind.of_code(code)

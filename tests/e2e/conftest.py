@@ -239,9 +239,21 @@ class LiveGateway:
                 time.sleep(0.05)
         self.runtime.projections.catch_up()
 
+    def settled(self, timeout: float = 8.0) -> None:
+        """Wait until this account has no open hold: an answer's settlement lands just after
+        the answer (README, "Settling after the answer")."""
+        deadline = time.monotonic() + timeout
+        query = select(holds.c.request_id).where(holds.c.account_id == str(self.account_id))
+        while True:
+            self.catch_up()
+            with self.runtime.engine.connect() as conn:
+                if conn.execute(query).first() is None or time.monotonic() > deadline:
+                    return
+            time.sleep(0.05)
+
     def usage_rows(self) -> list[Any]:
-        """This account's usage rows, oldest first."""
-        self.catch_up()
+        """This account's usage rows, oldest first, once every answer is settled."""
+        self.settled()
         query = (
             select(usage)
             .where(usage.c.account_id == str(self.account_id))
@@ -256,7 +268,7 @@ class LiveGateway:
             return list(conn.execute(select(usage).where(usage.c.request_id == request_id)).all())
 
     def usage_row(self, request_id: str) -> Any:
-        rows = self.rows_for(request_id)
+        rows = self.wait_for_usage(request_id)
         assert len(rows) == 1, f"expected one usage row for {request_id}, found {len(rows)}"
         return rows[0]
 
@@ -280,7 +292,8 @@ class LiveGateway:
         return self.runtime.spend.view(self.account_id).result(timeout=10)
 
     def spent_today(self, key_id: UUID | None = None) -> int:
-        return self.page().spent_today.get(str(key_id or self.key_id), 0)
+        """What the key's meter settled today (an unrotated key is its own meter)."""
+        return self.page().day_spent.get(str(key_id or self.key_id), 0)
 
     def assert_nothing_charged(self) -> None:
         """No usage row with a cost, no open hold, nothing spent, and the balance as funded."""
@@ -288,7 +301,7 @@ class LiveGateway:
         assert self.open_holds() == []
         page = self.page()
         assert page.held == 0
-        assert sum(page.spent_today.values()) == 0
+        assert page.spent_today == 0
         assert page.balance == self.initial_balance
 
 
@@ -311,6 +324,7 @@ def _shared_upstream() -> Iterator[FakeUpstream]:
 
 def _reset(upstream: FakeUpstream) -> None:
     upstream.mode, upstream.slow_seconds, upstream.chunk_delay = "ok", 3.0, 0.0
+    upstream.hangup_after = 3
     upstream.reset()
 
 

@@ -222,7 +222,7 @@ def test_200_concurrent_completions_on_one_key_are_each_recorded_and_charged_onc
     recorded = sum(row.cost for row in rows)
     assert sum(_reported_cost(r) for r in responses) == recorded
     page = gateway.page()
-    assert page.spent_today[str(gateway.key_id)] == recorded
+    assert page.day_spent[str(gateway.key_id)] == recorded
     assert gateway.initial_balance - page.balance == recorded
     assert page.held == 0 and gateway.open_holds() == []
     assert all(re.fullmatch(r"req_[0-9a-f]{32}", rid) for rid in request_ids)

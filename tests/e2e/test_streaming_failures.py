@@ -63,7 +63,7 @@ def test_client_hanging_up_mid_stream_is_charged_for_what_was_produced(
     assert len(gateway.usage_rows()) == 1
 
 
-def test_upstream_breaking_off_a_stream_reports_an_error_and_charges_what_was_produced(
+def test_a_stream_broken_off_after_content_is_truncated_and_charged_what_was_delivered(
     gateway: LiveGateway,
 ) -> None:
     response, payloads = read_stream(gateway, "fake/hangup")  # three chunks, then the socket drops
@@ -74,10 +74,27 @@ def test_upstream_breaking_off_a_stream_reports_an_error_and_charges_what_was_pr
     assert len(errors) == 1 and errors[0]["error"]["code"] == "upstream_stream_error"
     usage = payloads[-2]["usage"]
     row = gateway.usage_row(response.headers["x-request-id"])
-    assert (row.status, row.status_code) == ("upstream_error", 502)
+    assert (row.status, row.status_code, row.cost_source) == (
+        "upstream_truncated",
+        502,
+        "estimated",
+    )
     assert row.completion_tokens == usage["completion_tokens"] > 0
     assert micro(usage["cost"]) == row.cost > 0
     assert gateway.open_holds() == []
+
+
+def test_a_stream_broken_off_before_any_content_is_an_upstream_error_at_no_cost(
+    gateway: LiveGateway, upstream: FakeUpstream
+) -> None:
+    upstream.hangup_after = 0  # the headers, then the socket drops
+    response, payloads = read_stream(gateway, "fake/hangup")
+
+    errors = stream_errors(payloads)
+    assert response.status_code == 502 or len(errors) == 1, payloads
+    row = gateway.usage_row(response.headers["x-request-id"])
+    assert (row.status, row.status_code, row.cost_source) == ("upstream_error", 502, "none")
+    gateway.assert_nothing_charged()
 
 
 def test_upstream_streaming_garbage_is_an_upstream_error_at_no_cost(

@@ -1,5 +1,6 @@
 """kill -9 under mixed load: first the background process (projections, reconciler, chain),
-then the gateway worker with streams in flight. A new background process takes over; once the
+then the gateway worker with streams in flight (on SQLite, on PostgreSQL, and on PostgreSQL
+through transaction-mode PgBouncer). A new background process takes over; once the
 dead gateway's lease has expired its reconciler settles the open holds. Then the books are
 checked from the raw event log."""
 
@@ -17,6 +18,7 @@ from domain.scope import Scope
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import load_settings
 from tests.fake_upstream import FakeUpstream, fake_environ, run_fake_upstream, write_catalogue
+from tests.hosts.pgbouncer import PgBouncer
 from tests.support.faults import OPERATOR, Gateway
 from tests.support.ledger_check import check_books, replay
 from tests.support.processes import (
@@ -39,18 +41,47 @@ def upstream() -> Iterator[FakeUpstream]:
 def test_kill_9_of_the_background_process_and_the_gateway_under_load(
     database_url: str, tmp_path: Path, upstream: FakeUpstream
 ) -> None:
+    kill_both_under_load(database_url, database_url, {}, tmp_path, upstream)
+
+
+def test_kill_9_of_both_through_transaction_mode_pgbouncer(
+    postgres_url: str,
+    pgbouncers: dict[str, PgBouncer],
+    tmp_path: Path,
+    upstream: FakeUpstream,
+) -> None:
+    """The gateway and the background process reach PostgreSQL through PgBouncer (LISTEN
+    straight to it); this test's own process reads the books directly."""
+    route = {
+        "LOWROUTER_DATABASE_POOLER": "transaction",
+        "LOWROUTER_DIRECT_DATABASE_URL": postgres_url,
+    }
+    bounced = pgbouncers["transaction"].url_for(postgres_url)
+    kill_both_under_load(postgres_url, bounced, route, tmp_path, upstream)
+
+
+def kill_both_under_load(
+    database_url: str,
+    processes_url: str,
+    route: dict[str, str],
+    tmp_path: Path,
+    upstream: FakeUpstream,
+) -> None:
+    """`processes_url`: how the gateway and the background process reach `database_url`."""
     catalogue = write_catalogue(tmp_path / "lowrouter.toml", upstream.base_url)
     env = gateway_environment(
-        database_url,
+        processes_url,
         tmp_path,
         **fake_environ(),
+        **route,
         LOWROUTER_CONFIG=str(catalogue),
         LOWROUTER_BACKGROUND="external",
         LOWROUTER_PROCESS_LEASE_SECONDS="1",
         LOWROUTER_HOLD_TIMEOUT_SECONDS="1",
         LOWROUTER_RECONCILE_INTERVAL_SECONDS="1",
     )
-    runtime = open_runtime(load_settings(env, database_url=database_url))
+    runtime_env = gateway_environment(database_url, tmp_path, LOWROUTER_CONFIG=str(catalogue))
+    runtime = open_runtime(load_settings(runtime_env, database_url=database_url))
     opened = runtime.ledger.open_account("kills", OPERATOR, credits=10**9)
     token = runtime.ledger.create_key(opened.account.id, "k", Scope(), OPERATOR).token.value
     port = free_port()
@@ -104,7 +135,7 @@ def test_kill_9_of_the_background_process_and_the_gateway_under_load(
                 break
             assert time.monotonic() < deadline, "holds left open after the takeover"
             time.sleep(0.2)
-        books = check_books(runtime, gateway.told)
+        books = check_books(runtime, gateway.told, killed=True)
         unsettled = [e[0] for e in books.settled.values() if e[0].status == "unsettled"]
         assert unsettled and all(e.cost == e.held for e in unsettled)
     finally:

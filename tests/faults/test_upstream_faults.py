@@ -2,6 +2,8 @@
 every answered request settled once at the cost it was told, nothing charged twice, no hold
 open, balances recomputed, the hash chain verified."""
 
+import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -115,4 +117,53 @@ def test_a_client_hanging_up_mid_stream_is_charged_once_for_what_it_got(
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert all(e[0].status == "client_closed" and e[0].cost > 0 for e in books.settled.values())
+        check_books(gateway.runtime, {})
+
+
+def test_a_client_that_stops_reading_is_cut_at_the_request_deadline_and_charged_as_a_hang_up(
+    database_url: str, tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """An endless stream to a client whose receive window is full: the writes block, and only
+    the request's total deadline (2 s here) ends it — the connection dropped, one settlement
+    for what was delivered, as a hang-up is charged."""
+    env = {"LOWROUTER_MAX_REQUEST_SECONDS": "2", "LOWROUTER_UPSTREAM_IDLE_SECONDS": "2"}
+    with running_gateway(database_url, tmp_path, upstream, env) as gateway:
+        body = json.dumps(gateway.body("fake/endless", True)).encode()
+        head = (
+            f"POST /api/v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {gateway.token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window
+        client.settimeout(10)
+        client.connect(("127.0.0.1", int(gateway.url.rsplit(":", 1)[1])))
+        try:
+            client.sendall(head + body)
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += client.recv(4096)
+            headers = received.split(b"\r\n\r\n")[0].decode().lower()
+            assert headers.startswith("http/1.1 200"), headers
+            request_id = headers.split("x-request-id: ")[1].split("\r\n")[0]
+            stopped = time.monotonic()  # from here on the client reads nothing
+
+            deadline = stopped + 20
+            while not (books := replay(gateway.runtime)).settled.get(request_id):
+                assert time.monotonic() < deadline, "never settled: the writes block forever"
+                time.sleep(0.1)
+            assert time.monotonic() - stopped < 10
+            (settlement,) = books.settled[request_id]
+            assert (settlement.status, settlement.cost_source) == ("client_closed", "estimated")
+            assert 0 < settlement.cost <= settlement.held
+            assert settlement.completion_tokens > 0  # what was delivered, not just one token
+
+            # The gateway dropped the connection: what the buffers held, then the end.
+            try:
+                while client.recv(1 << 16):
+                    pass
+            except ConnectionResetError:
+                pass
+        finally:
+            client.close()
         check_books(gateway.runtime, {})

@@ -1,12 +1,17 @@
-"""A TCP forwarder for the multi-host tests: `forward.py TARGET_HOST:PORT LISTEN_PORT ADDR...`.
+"""A TCP forwarder for the multi-host tests:
+`forward.py TARGET_HOST:PORT LISTEN_PORT IDLE,INTERVAL,COUNT ADDR...`.
 
 Listens on each ADDR (our side of a test host's veth link) and pipes every connection to the
 target (PostgreSQL on 127.0.0.1), so the shared server needs no reconfiguring. Prints "ready"
 once listening. A connection whose far side vanished without a word stays open here, as it
-would in a real network: that is what the leadership lease is tested against.
+would in a real network (that is what the leadership lease is tested against), until the
+keepalive probes on its host-facing socket go unanswered (IDLE seconds idle, then COUNT probes
+INTERVAL apart): then its PostgreSQL connection is closed. PostgreSQL's backends would probe
+the host so themselves (lowrouter asks them to) if they faced it rather than this forwarder.
 """
 
 import asyncio
+import socket
 import sys
 
 
@@ -21,10 +26,16 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         writer.close()
 
 
-async def main(target: str, port: int, addresses: list[str]) -> None:
+async def main(target: str, port: int, keepalive: str, addresses: list[str]) -> None:
     host, target_port = target.rsplit(":", 1)
+    idle, interval, count = (int(n) for n in keepalive.split(","))
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
         try:
             up_reader, up_writer = await asyncio.open_connection(host, int(target_port))
         except OSError:
@@ -38,4 +49,4 @@ async def main(target: str, port: int, addresses: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3:]))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]))

@@ -20,7 +20,15 @@ from pathlib import Path
 
 import pytest
 
+from infrastructure.database import KEEPALIVE_COUNT, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL
+
 FORWARDER = Path(__file__).with_name("forward.py")
+# A vanished host is noticed by TCP keepalives on the sockets facing it: PgBouncer's, or the
+# forwarder's, standing in for the probes lowrouter asks PostgreSQL's backends to make (they
+# face the forwarder here, which answers them). A lock the host's transaction held is free again
+# within KEEPALIVE_BOUND of its vanishing (2 s for the probes' timers and our looks).
+KEEPALIVE = (KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
+KEEPALIVE_BOUND = KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_COUNT + 2.0
 
 
 def require_namespaces() -> None:
@@ -130,7 +138,15 @@ def hosts(count: int) -> Iterator[list[Host]]:
 @contextmanager
 def forwarder(listen: Sequence[str], target: tuple[str, int], port: int) -> Iterator[None]:
     """A TCP forwarder on our side of the hosts' links to PostgreSQL on 127.0.0.1."""
-    command = [sys.executable, str(FORWARDER), f"{target[0]}:{target[1]}", str(port), *listen]
+    keepalive = ",".join(map(str, KEEPALIVE))
+    command = [
+        sys.executable,
+        str(FORWARDER),
+        f"{target[0]}:{target[1]}",
+        str(port),
+        keepalive,
+        *listen,
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
         assert process.stdout is not None

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from infrastructure.database import KEEPALIVE_COUNT, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL
 from tests.support.processes import free_port
 from tests.support.stores import PG_ADMIN_URL
 
@@ -72,6 +73,10 @@ default_pool_size = 20
 max_db_connections = 40
 server_reset_query = DISCARD ALL
 idle_transaction_timeout = 5
+tcp_keepalive = 1
+tcp_keepidle = {KEEPALIVE_IDLE}
+tcp_keepintvl = {KEEPALIVE_INTERVAL}
+tcp_keepcnt = {KEEPALIVE_COUNT}
 ignore_startup_parameters = extra_float_digits
 logfile = {directory}/pgbouncer.log
 pidfile = {directory}/pgbouncer.pid

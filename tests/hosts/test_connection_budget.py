@@ -118,6 +118,8 @@ def test_a_worker_holds_at_most_three_idle_and_its_pool_size_under_load(
     assert peak_worker >= 1 and peak_worker <= POOL_SIZE, samples
     assert peak_background <= POOL_SIZE, samples
     after = connections(database_url)
+    peaks = f"peak worker {peak_worker} background {peak_background}"
+    print(f"idle {dict(idle)}, {peaks}, after {dict(after)}")
     assert after["lowrouter-gateway"] <= POOL_SIZE and after["lowrouter-background-listen"] == 1
     # Nothing unnamed: every connection a lowrouter process opens says which process it is.
     named = {"lowrouter-gateway", "lowrouter-background", "lowrouter-background-listen"}

@@ -27,9 +27,10 @@ from sqlalchemy import func, select, text
 from domain.actor import Actor
 from domain.policy import KeyPolicy
 from domain.scope import Scope
+from infrastructure.chain.store import chain_position
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings, postgres_parts
-from projections.chain import chain_position
+from projections.runner import STANDBY_INTERVAL
 from projections.schema import usage
 from tests.hosts.network import Host, forwarder, hosts
 from tests.hosts.pgbouncer import running_pgbouncer
@@ -41,6 +42,11 @@ LOWROUTER = str(Path(sys.executable).with_name("lowrouter"))
 PORT = 8080  # every host has its own network: the same port on each
 BODY = {"model": "lowrouter/echo", "messages": [{"role": "user", "content": "hi"}]}
 HOLD_TIMEOUT = 2  # seconds: the new leader's reconciler settles the dead host's holds soon
+LEASE = 0.6  # LOWROUTER_LEADERSHIP_LEASE_SECONDS on every host (the default)
+# What bounds a takeover (README, "Running on many hosts"): the lease runs out at most LEASE after
+# the holder's last renewal, a standby tries every STANDBY_INTERVAL, and its try is one statement
+# (and this test's look at the lease another): 0.25 s for those on a busy machine.
+TAKEOVER_BOUND = LEASE + STANDBY_INTERVAL + 0.25
 
 
 @dataclass
@@ -49,16 +55,22 @@ class Cluster:
     hosts: list[Host]
     urls: list[str]
 
-    def leader(self) -> tuple[str | None, Host | None]:
-        """The background lease's holder, and the host its process runs on."""
+    def lease(self) -> tuple[str | None, float, float]:
+        """The background lease's holder (None: nobody's lease is live), the seconds it has
+        left, and the database's clock (epoch seconds) when it was read."""
         with self.runtime.engine.connect() as conn:
-            holder = conn.execute(
-                text("SELECT holder FROM lr_leadership WHERE expires_at > clock_timestamp()")
-            ).scalar_one_or_none()
-        if holder is None:
-            return None, None
-        pid = int(str(holder).split(":")[1])
-        return holder, next((h for h in self.hosts if pid in h.pids()), None)
+            holder, left, now = conn.execute(
+                text(
+                    "SELECT l.holder, extract(epoch FROM l.expires_at - clock_timestamp()), "
+                    "extract(epoch FROM clock_timestamp()) FROM (SELECT 1) AS one "
+                    "LEFT JOIN lr_leadership AS l ON l.expires_at > clock_timestamp()"
+                )
+            ).one()
+        return holder, float(left or 0), float(now)
+
+    def host_of(self, holder: str) -> Host | None:
+        pid = int(holder.split(":")[1])
+        return next((h for h in self.hosts if pid in h.pids()), None)
 
 
 def _host_environment(database_url: str, data_dir: Path, extra: dict[str, str]) -> dict[str, str]:
@@ -72,27 +84,17 @@ def _host_environment(database_url: str, data_dir: Path, extra: dict[str, str]) 
         "LOWROUTER_HOLD_TIMEOUT_SECONDS": str(HOLD_TIMEOUT),
         "LOWROUTER_RECONCILE_INTERVAL_SECONDS": "1",
         "LOWROUTER_PROCESS_LEASE_SECONDS": "1",  # a dead host's holds are ownerless soon
+        "LOWROUTER_LEADERSHIP_LEASE_SECONDS": str(LEASE),
         # concurrent load on a busy 2-core machine can wait past the 2 s default for the store
         # (503 store_unavailable); these promises are about limits and revocation, not outages
         "LOWROUTER_STORE_WAIT_SECONDS": "60",
     }
 
 
-# Issue 20: through transaction-mode PgBouncer, after the leading host was killed, a projection
-# sometimes stayed behind for good: the dead runner's batch was mid-COPY, a transaction *active*
-# (waiting for data) that no idle timeout ends, holding the position (seen twice in 11 runs).
-# Projection inserts are one statement now (projections.base.insert_rows). Marked until enough
-# runs confirm it; a stall prints every connection's activity.
-PGBOUNCER_FAILOVER_BUG = pytest.mark.xfail(
-    reason="a projection may stall after failover through transaction-mode PgBouncer (issue 20)",
-    strict=False,
-)
-
-
 @pytest.fixture(
     params=[
         "3-hosts-direct",
-        pytest.param("2-hosts-pgbouncer-transaction", marks=PGBOUNCER_FAILOVER_BUG),
+        "2-hosts-pgbouncer-transaction",
     ]
 )
 def cluster(request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
@@ -191,7 +193,7 @@ def a_daily_limit_holds_across_hosts_under_concurrent_load(cluster: Cluster) -> 
     assert served + refused == 300, sorted(set(statuses))
     assert served >= 40 and refused > 0
     view = runtime.spend.view(account.id).result()
-    spent = view.spent_today[str(key.key.id)]
+    spent = view.day_spent[str(key.key.id)]  # a new key is its own meter
     assert spent <= limit and view.held == 0 and view.balance == 10**9 - spent
     runtime.projections.catch_up(["usage"])
     with runtime.engine.connect() as conn:
@@ -223,10 +225,10 @@ def when_the_background_host_vanishes_another_takes_over_within_a_second(
     account = runtime.ledger.open_account("failover", OPERATOR, credits=10**9).account
     token = runtime.ledger.create_key(account.id, "steady", Scope(), OPERATOR).token.value
     deadline = time.monotonic() + 10
-    while (leader := cluster.leader())[1] is None:
+    while (holder := cluster.lease()[0]) is None or cluster.host_of(holder) is None:
         assert time.monotonic() < deadline, "no host leads the background work"
         time.sleep(0.1)
-    holder, leading_host = leader
+    leading_host = cluster.host_of(holder)
     assert leading_host is not None
 
     stop, statuses = threading.Event(), []
@@ -244,27 +246,34 @@ def when_the_background_host_vanishes_another_takes_over_within_a_second(
         caller.start()
     try:
         time.sleep(1.0)
-        crashed_at = time.monotonic()
+        # Timed by the database's clock, as the lease is: from just before the host vanishes
+        # to the first look that finds another holder's lease (an overestimate, never under).
+        _, left_at_crash, crashed_at = cluster.lease()
+        vanished = time.monotonic()
         leading_host.crash()
-        while (taken := cluster.leader())[0] in (None, holder):
-            assert time.monotonic() - crashed_at < 5, "nobody took the background work over"
+        while (taken := cluster.lease())[0] in (None, holder):
+            assert taken[2] - crashed_at < 5, "nobody took the background work over"
             time.sleep(0.02)
-        takeover = time.monotonic() - crashed_at
-        new_host = taken[1]
+        new_holder, _, taken_at = taken
+        takeover = taken_at - crashed_at
         time.sleep(1.0)  # requests keep coming to the survivors
     finally:
         stop.set()
         for caller in callers:
             caller.join(timeout=30)
 
-    print(f"background work taken over {takeover:.3f} s after the host vanished")
-    assert takeover < 1.0, f"took {takeover:.2f} s"
-    assert new_host is not None and new_host is not leading_host
+    print(
+        f"background work taken over {takeover:.3f} s after the host vanished "
+        f"(its lease had {left_at_crash:.3f} s left; bound {TAKEOVER_BOUND:.2f} s)"
+    )
+    assert takeover <= TAKEOVER_BOUND, f"took {takeover:.3f} s"
+    assert new_holder is not None and cluster.host_of(new_holder) not in (None, leading_host)
     assert statuses.count(200) > 0
     # The new leader's runner, not this process, brings every projection and the chain to
     # the head: nothing here catches up.
     head = runtime.projections.head()
-    # (A batch the dead host left open is cut off after 5 s idle: see projections.runner.)
+    # A batch the dead host left open is cut off after 5 s idle (projections.runner), or, if
+    # the host vanished mid-statement, once keepalives find it gone (test_vanished_host.py).
     deadline = time.monotonic() + 15
     while not (
         all(s.position >= head for s in runtime.projections.status())
@@ -275,7 +284,7 @@ def when_the_background_host_vanishes_another_takes_over_within_a_second(
                 print("activity:", row)
             raise AssertionError(f"projections stalled: {runtime.projections.status()}")
         time.sleep(0.05)
-    print(f"projections and chain at the head {time.monotonic() - crashed_at:.2f} s after")
+    print(f"projections and chain at the head {time.monotonic() - vanished:.2f} s after")
     # No hold left open: the dead host's in-flight requests are settled by the new
     # leader's reconciler once they are older than the hold timeout.
     deadline = time.monotonic() + HOLD_TIMEOUT + 10
@@ -290,4 +299,4 @@ def when_the_background_host_vanishes_another_takes_over_within_a_second(
         ).scalar_one()
         rows = conn.execute(select(func.count()).select_from(usage)).scalar_one()
     assert settled == rows and settled >= statuses.count(200)
-    assert re.match(r".+:\d+:[0-9a-f]+$", str(taken[0]))
+    assert re.match(r".+:\d+:[0-9a-f]+$", new_holder)

@@ -2,6 +2,7 @@
 chat, legacy completions, Responses, embeddings and Anthropic Messages (translated onto the
 demo's chat model) — streaming and not, each metered as one usage row."""
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,16 @@ def demo(tmp_path: Path) -> Iterator[tuple[TestClient, Runtime, str]]:
         yield client, runtime, token
 
 
-def rows(runtime: Runtime) -> list[Any]:
-    runtime.projections.catch_up()
-    with runtime.engine.connect() as conn:
-        return list(conn.execute(select(usage).order_by(usage.c.position)).all())
+def rows(runtime: Runtime, count: int) -> list[Any]:
+    """The usage rows, once there are `count`: a settlement lands just after its answer."""
+    deadline = time.monotonic() + 10
+    while True:
+        runtime.projections.catch_up()
+        with runtime.engine.connect() as conn:
+            found = list(conn.execute(select(usage).order_by(usage.c.position)).all())
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
@@ -59,7 +66,7 @@ def test_the_demo_answers_every_api_offline(
     demo: tuple[TestClient, Runtime, str], stream: bool
 ) -> None:
     client, runtime, token = demo
-    for api, path, body in CALLS:
+    for count, (api, path, body) in enumerate(CALLS, start=1):
         response = client.post(
             "/api/v1" + path,
             json={**body, "stream": stream},
@@ -67,7 +74,7 @@ def test_the_demo_answers_every_api_offline(
         )
         assert response.status_code == 200, (path, response.text)
         assert answer_text(response) == "Echo: hello demo", path
-        row = rows(runtime)[-1]
+        row = rows(runtime, count)[-1]
         assert (row.api, row.status, row.cost_source) == (api, "ok", "reported")
         assert reported_cost(response) == row.cost > 0
     vectors = client.post(
@@ -77,5 +84,5 @@ def test_the_demo_answers_every_api_offline(
     )
     assert vectors.status_code == 200, vectors.text
     assert [len(item["embedding"]) for item in vectors.json()["data"]] == [8, 8]
-    assert rows(runtime)[-1].api == "embeddings"
-    assert len(rows(runtime)) == len(CALLS) + 1
+    every = rows(runtime, len(CALLS) + 1)
+    assert every[-1].api == "embeddings" and len(every) == len(CALLS) + 1

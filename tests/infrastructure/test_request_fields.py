@@ -30,6 +30,7 @@ from infrastructure.dialects.fields import (
     fields_beyond,
 )
 from infrastructure.dialects.openai import ChatPassthrough, ResponsesPassthrough
+from infrastructure.http.errors import api_error
 
 # Anthropic beta fields that route or bill elsewhere, or are not body fields (documented).
 BETA_REFUSED = {"betas", "billing_policy", "fallback_credit_token", "fallbacks", "id", "thread"}
@@ -79,7 +80,8 @@ def test_an_extra_field_needs_every_candidate_provider_to_allow_it() -> None:
     with pytest.raises(ParameterNotAllowed) as unknown:
         check_extra_fields([(ENTRY, VLLM)], {"n_predict", "top_k"})
     assert unknown.value.param == "n_predict" and "not a parameter" in str(unknown.value)
-    assert (unknown.value.status, unknown.value.code) == (400, "unknown_parameter")
+    answer = api_error(unknown.value)
+    assert (answer.status, answer.code, answer.param) == (400, "unknown_parameter", "n_predict")
 
 
 def test_the_forwarded_body_has_only_allowed_fields_and_the_held_cap() -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from infrastructure.settings import SettingsError, load_settings
+from infrastructure.settings import SettingsError, is_postgres_url, load_settings
 
 
 def test_without_a_pepper_one_is_generated_once_into_the_data_dir_with_0600(
@@ -38,3 +38,13 @@ def test_the_default_database_is_sqlite_in_the_working_directory(tmp_path: Path)
 def test_a_bad_database_url_is_refused_with_one_clear_line(url: str) -> None:
     with pytest.raises(SettingsError, match="LOWROUTER_DATABASE_URL"):
         load_settings({"LOWROUTER_TOKEN_PEPPER": "x"}, database_url=url)
+
+
+@pytest.mark.parametrize(
+    ("url", "postgres"),
+    [("postgresql://u@h:5432/db", True), ("postgres://u@h/db", True),
+     ("sqlite:///lowrouter.db", False), ("sqlite:///postgresql://x", False),
+     ("mysql://u@h/db", False)],
+)  # fmt: skip
+def test_one_rule_says_which_urls_are_postgresql(url: str, postgres: bool) -> None:
+    assert is_postgres_url(url) is postgres

@@ -70,7 +70,7 @@ def test_the_leadership_probe_sees_whether_a_process_runs_the_projections(
     from infrastructure.persistence import build_engine, build_leadership
 
     engine = build_engine(database_url)
-    leadership = build_leadership(database_url)
+    leadership = build_leadership(database_url, lease_seconds=0.6)
     release = getattr(leadership, "release")  # noqa: B009 - not part of the Callable type
     try:
         assert not projections_leader_present(database_url, engine), holders(engine)

@@ -1,6 +1,7 @@
-"""The key policy's limits hold exactly across two gateway processes on one PostgreSQL: requests
-per minute, tokens per minute and concurrent requests are invariants of the account's ledger
-page, and an expiry takes effect on every process with no command run.
+"""The key policy's limits hold exactly across two gateway processes on one PostgreSQL (directly,
+and through transaction-mode PgBouncer): requests per minute, tokens per minute and concurrent
+requests are invariants of the account's ledger page, and an expiry takes effect on every
+process with no command run.
 
 The gateways are `tests.policy.shifted_gateway` processes (the production app whose clock a
 SIGUSR1 moves on 61 s), facing the fake upstream."""
@@ -62,12 +63,22 @@ class Pair:
         return datetime.now(UTC) + self.shifted
 
 
-@pytest.fixture(scope="module")
-def pair(postgres_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+@pytest.fixture(scope="module", params=["direct", "transaction"])
+def pair(
+    request: pytest.FixtureRequest,
+    postgres_template: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Pair]:
+    """Two gateway processes, reaching PostgreSQL directly or through transaction-mode
+    PgBouncer (LISTEN straight to PostgreSQL), and this process's runtime (directly)."""
     name = f"lrt_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(pg_admin_conninfo(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"')
     url = database_url_named(name)
+    gateway_url, route = url, {}
+    if request.param == "transaction":
+        gateway_url = request.getfixturevalue("pgbouncers")["transaction"].url_for(url)
+        route = {"LOWROUTER_DATABASE_POOLER": "transaction", "LOWROUTER_DIRECT_DATABASE_URL": url}
     home = tmp_path_factory.mktemp("pair")
     with run_fake_upstream(slow_seconds=2.5) as upstream:
         catalogue = write_catalogue(
@@ -79,7 +90,9 @@ def pair(postgres_template: str, tmp_path_factory: pytest.TempPathFactory) -> It
         )
         runtime = open_runtime(settings)
         ports = [free_port(), free_port()]
-        env = gateway_environment(url, home, **fake_environ(), LOWROUTER_CONFIG=str(catalogue))
+        env = gateway_environment(
+            gateway_url, home, **fake_environ(), **route, LOWROUTER_CONFIG=str(catalogue)
+        )
         processes = [
             subprocess.Popen(
                 [sys.executable, "-m", "tests.policy.shifted_gateway", str(port)],

@@ -135,7 +135,7 @@ def _fields(policy: KeyPolicy) -> dict[str, object]:
 def test_investigate_finds_a_key_whose_grace_ended_as_revoked_not_rotating(
     world: tuple[Runtime, Clock],
 ) -> None:
-    from projections.forensics_queries import keys_by_display
+    from projections.queries.forensics import matches_of_display
 
     runtime, clock = world
     app = runtime.ledger
@@ -144,5 +144,5 @@ def test_investigate_finds_a_key_whose_grace_ended_as_revoked_not_rotating(
     issued = app.create_key(account.account.id, "k", Scope(), ACTOR)
     app.rotate_key(issued.key.id, ACTOR, grace=timedelta(hours=1))  # ended an hour ago
     display = issued.key.display
-    matches = keys_by_display(runtime.engine, display[:10], display[-4:])
+    matches = matches_of_display.run(runtime.engine, display[:10], display[-4:])
     assert [m.status for m in matches if m.key_id == str(issued.key.id)] == ["revoked"]

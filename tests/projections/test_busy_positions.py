@@ -10,9 +10,9 @@ import psycopg
 import pytest
 
 from domain.actor import Actor
+from infrastructure.chain.store import catch_up_chain, chain_position
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import load_settings, postgres_conninfo
-from projections.chain import catch_up_chain, chain_position
 from tests.support.stores import PEPPER
 
 OPERATOR = Actor("operator", "test")

@@ -2,10 +2,14 @@
 the leader stops."""
 
 import time
+from pathlib import Path
+
+from sqlalchemy import text
 
 from domain.actor import Actor
 from infrastructure.runtime import open_runtime
-from infrastructure.settings import Settings
+from infrastructure.settings import Settings, load_settings
+from tests.support.stores import PEPPER
 
 OPERATOR = Actor("operator", "test")
 
@@ -37,3 +41,24 @@ def test_only_one_runner_leads_and_a_standby_takes_over(settings: Settings) -> N
     finally:
         first.close()
         second.close()
+
+
+def test_the_lease_lasts_as_long_as_the_setting_says(postgres_url: str, tmp_path: Path) -> None:
+    """LOWROUTER_LEADERSHIP_LEASE_SECONDS bounds a takeover (README, "Running on many hosts"):
+    the lease a runner takes expires that long after its last renewal."""
+    env = {
+        "LOWROUTER_TOKEN_PEPPER": PEPPER,
+        "LOWROUTER_DATA_DIR": str(tmp_path),
+        "LOWROUTER_LEADERSHIP_LEASE_SECONDS": "2.5",
+    }
+    runtime = open_runtime(load_settings(env, database_url=postgres_url))
+    try:
+        assert runtime.projections.leadership() is True
+        with runtime.engine.connect() as conn:
+            left = conn.execute(
+                text("SELECT extract(epoch FROM expires_at - clock_timestamp()) FROM lr_leadership")
+            ).scalar_one()
+        # renewed every quarter of the lease: never less than three quarters of it left
+        assert 2.5 * 0.75 - 0.2 < float(left) <= 2.5
+    finally:
+        runtime.close()

@@ -10,7 +10,7 @@ from standardwebhooks.webhooks import Webhook
 
 from domain.money import parse_credits
 from infrastructure.webhooks.wiring import start_deliverer
-from projections.forensics import flags_for_keys
+from projections.queries.forensics import flags_for_keys
 from projections.schema import usage
 from tests.security.hostile import OPERATOR, completion, hostile_gateway
 from tests.support.webhook_receiver import run_receiver
@@ -89,7 +89,7 @@ def test_usage_beyond_the_hold_shows_in_the_usage_api_metrics_and_alerts(
         assert 'lowrouter_over_hold_total{model="hostile/model"}' in metrics
         assert 'lowrouter_unbilled_credits_total{model="hostile/model"}' in metrics
 
-        flags = flags_for_keys(gateway.runtime.engine, [row["key_id"]])[row["key_id"]]
+        flags = flags_for_keys.run(gateway.runtime.engine, [row["key_id"]])[row["key_id"]]
         [flag] = [f for f in flags if f.kind == "over_hold"]
         assert (flag.subject, flag.amount) == (row["request_id"], real - charged)
         assert "served and not charged" in flag.describe()

@@ -56,7 +56,7 @@ def test_a_two_to_the_63_usage_answer_is_recorded_safely_and_nothing_stops(
 def test_a_failing_usage_projection_stops_neither_access_nor_writes_nor_the_chain(
     tmp_path: Path, database_url: str
 ) -> None:
-    from projections.chain import catch_up_chain, chain_position
+    from infrastructure.chain.store import catch_up_chain, chain_position
 
     with hostile_gateway(tmp_path, database_url) as (gateway, _upstream):
         runtime = gateway.runtime

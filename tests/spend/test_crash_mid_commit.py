@@ -1,6 +1,7 @@
 """A gateway killed while group commits are in flight loses no acknowledged request and charges
-nothing twice: every answered completion has exactly one usage record, and after reconciliation
-the books balance with nothing held."""
+nothing twice: every answered completion has exactly one usage record (`ok`, or `unsettled` at its
+hold if its settlement was still queued behind the answer), and after reconciliation the books
+balance with nothing held."""
 
 import asyncio
 import signal
@@ -20,6 +21,7 @@ from tests.support.stores import PEPPER
 
 OPERATOR = Actor("operator", "test")
 CREDITS = 10**9
+WORKERS = 48  # concurrent clients
 
 
 async def hammer(url: str, token: str, seconds: float) -> list[str]:
@@ -40,7 +42,7 @@ async def hammer(url: str, token: str, seconds: float) -> list[str]:
                 if response.status_code == 200:
                     answered.append(response.headers["x-request-id"])
 
-        await asyncio.gather(*(worker() for _ in range(48)))
+        await asyncio.gather(*(worker() for _ in range(WORKERS)))
     return answered
 
 
@@ -98,7 +100,12 @@ def test_a_kill_during_group_commits_loses_nothing_answered_and_charges_nothing_
     charged_once = {request_id: count for request_id, count, _ in rows}
     assert all(count == 1 for count in charged_once.values())  # nothing charged twice
     assert set(answered) <= set(charged_once)  # every answered request was recorded
-    assert all(statuses[request_id] == "ok" for request_id in answered)
+    # An answer whose settlement was still queued when the kill came (README, "Settling after
+    # the answer") is settled by the reconciler at its hold, `unsettled`: recorded, never lost;
+    # at most one per request in flight.
+    cut = [request_id for request_id in answered if statuses[request_id] != "ok"]
+    assert all(statuses[request_id] == "unsettled" for request_id in cut)
+    assert len(cut) <= WORKERS
     assert open_holds == 0
     view = runtime.spend.view(account.id).result()
     assert view.held == 0

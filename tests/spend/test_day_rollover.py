@@ -96,7 +96,7 @@ def test_key_at_its_daily_limit_is_refused_until_the_next_midnight_utc(ledger: L
     ledger.clock.now = reset  # 00:00:00 UTC: a new day, a new limit
     assert ledger.reserve(account, "r5", key, LIMIT) == D_PLUS_1.isoformat()
     view = ledger.spend.view(account).result(TIMEOUT)
-    assert (view.day, view.spent_today, view.held_today) == (
+    assert (view.day, view.day_spent, view.day_held) == (
         D_PLUS_1.isoformat(),
         {},
         {str(key): LIMIT},
@@ -123,7 +123,7 @@ def test_hold_reserved_at_23_59_59_and_settled_after_midnight_is_charged_to_its_
     view = ledger.spend.view(account).result(TIMEOUT)
     assert view.day == D_PLUS_1.isoformat()
     assert (view.balance, view.held) == (10_000 - 700, 0)  # the balance reflects the charge
-    assert view.spent_today == {}  # not D+1's spend
+    assert view.day_spent == {} and view.spent_today == 0  # not D+1's spend
     assert ledger.reserve(account, "fresh-on-d1", key, LIMIT) == D_PLUS_1.isoformat()
 
     fresh = ledger.fresh_app()
@@ -135,8 +135,8 @@ def test_hold_reserved_at_23_59_59_and_settled_after_midnight_is_charged_to_its_
             ("straddler", D.isoformat(), 800, 700)
         ]
         page = fresh.repository.get(page_id(account, D_PLUS_1))
-        assert page.spent_by(str(key)) == 0
-        assert page.held_by(str(key)) == LIMIT
+        assert page.day_spent_by(str(key)) == 0
+        assert page.day_held_by(str(key)) == LIMIT
         assert page.balance == 10_000 - 700
     finally:
         fresh.close()
@@ -193,7 +193,7 @@ def test_closed_day_carries_its_balance_and_open_holds_into_the_next_page(
         assert not next_page.closed
         assert (next_page.balance, next_page.total_held, next_page.available) == (5_750, 200, 5_550)
         assert next_page.holds == {"b": open_hold}
-        assert next_page.held_today == {}  # D's hold does not count against D+1's limits
+        assert next_page.day_held == {}  # D's hold does not count against D+1's limits
     finally:
         fresh.close()
 
@@ -218,13 +218,13 @@ def test_idle_account_rolls_over_to_todays_page(ledger: Ledger, writer: str) -> 
     try:
         view = spend.view(account).result(TIMEOUT)
         assert view.day == today.isoformat()
-        assert (view.balance, view.held, view.held_today, view.spent_today) == (3_000, 500, {}, {})
+        assert (view.balance, view.held, view.day_held, view.day_spent) == (3_000, 500, {}, {})
         day_limit_resets = spend.reserve(account, "today", key, "test/model", LIMIT, LIMIT)
         assert day_limit_resets.result(TIMEOUT) == today.isoformat()
         charged = spend.settle(account, "before-the-quiet", 400, usage()).result(TIMEOUT)
         assert charged == 400
         view = spend.view(account).result(TIMEOUT)
-        assert (view.balance, view.held, view.spent_today) == (2_600, LIMIT, {})
+        assert (view.balance, view.held, view.day_spent) == (2_600, LIMIT, {})
     finally:
         if app is not None:
             spend.close()
@@ -243,7 +243,7 @@ def test_idle_account_rolls_over_to_todays_page(ledger: Ledger, writer: str) -> 
         assert opened.opening_balance == 3_000
         assert opened.carried_holds == closed.carried_holds
         page = fresh.repository.get(page_id(account, today))
-        assert (page.balance, page.total_held, page.spent_by(str(key))) == (2_600, LIMIT, 0)
+        assert (page.balance, page.total_held, page.day_spent_by(str(key))) == (2_600, LIMIT, 0)
     finally:
         fresh.close()
 

@@ -235,8 +235,9 @@ class LedgerMachine(RuleBasedStateMachine):
         assert view.day == m.page_day
         assert view.balance == m.balance
         assert view.held == m.total_held
-        assert nonzero(view.spent_today) == m.spent_today()
-        assert nonzero(view.held_today) == m.held_today()
+        assert nonzero(view.day_spent) == m.spent_today()  # each key is its own meter here
+        assert nonzero(view.day_held) == m.held_today()
+        assert view.spent_today == sum(m.spent_today().values())  # the account's, all keys
         assert view.available == m.available >= 0
 
     def assert_page_matches_model(self, page: LedgerPage) -> None:
@@ -249,8 +250,8 @@ class LedgerMachine(RuleBasedStateMachine):
         assert {rid: (h["key_id"], h["amount"], h["day"]) for rid, h in page.holds.items()} == {
             rid: (h.key_id, h.amount, h.day) for rid, h in m.holds.items()
         }
-        assert nonzero(page.spent_today) == m.spent_today()
-        assert nonzero(page.held_today) == m.held_today()
+        assert nonzero(page.day_spent) == m.spent_today()
+        assert nonzero(page.day_held) == m.held_today()
 
     # Money --------------------------------------------------------------------------------
 
@@ -414,8 +415,8 @@ class LedgerMachine(RuleBasedStateMachine):
         for page in rebuilt:
             self.assert_page_matches_model(page)
             assert (page.day, page.balance, page.total_held) == (view.day, view.balance, view.held)
-            assert nonzero(page.spent_today) == nonzero(view.spent_today)
-            assert nonzero(page.held_today) == nonzero(view.held_today)
+            assert nonzero(page.day_spent) == nonzero(view.day_spent)
+            assert nonzero(page.day_held) == nonzero(view.day_held)
 
     # Invariants ---------------------------------------------------------------------------
 
@@ -428,7 +429,7 @@ class LedgerMachine(RuleBasedStateMachine):
         assert page.balance - page.total_held >= 0
         for key_id, limit in self.m.limits.items():
             if limit is not None:
-                assert page.spent_by(key_id) + page.held_by(key_id) <= limit
+                assert page.day_spent_by(key_id) + page.day_held_by(key_id) <= limit
 
     @invariant()
     def books_balance_across_every_page(self) -> None:

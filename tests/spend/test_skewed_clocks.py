@@ -17,7 +17,7 @@ from infrastructure.liveness import ProcessLease, live_processes
 from infrastructure.persistence import build_ledger
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings
-from projections.holds import stale_holds
+from projections.queries.holds import stale_holds
 from tests.support.spend import OPERATOR, TIMEOUT, MutableClock, usage
 
 D = date(2031, 3, 14)
@@ -104,7 +104,7 @@ def test_the_reconciler_judges_owners_by_their_lease_not_by_its_own_clock(
     settled = reconcile(
         replace_clock(runtime, reconciler_now),
         settle,
-        lambda before: stale_holds(runtime.engine, before),
+        lambda before: stale_holds.run(runtime.engine, before),
         timedelta(seconds=settings.hold_timeout_seconds),
         live_owners=lambda owners: live_processes(runtime.engine, owners),
         backstop=timedelta(seconds=settings.hold_timeout_seconds + settings.max_request_seconds),

@@ -193,7 +193,7 @@ def test_reports_are_answered_per_token_and_a_leaked_management_key_is_revoked(
 ) -> None:
     from application.leaks import FoundKey, LeakReport, handle_reports
     from domain.tokens import hash_token, parse_token
-    from projections.forensics import key_by_token_hash
+    from projections.queries.forensics import match_of_token_hash
 
     runtime = local_runtime
     name = f"mk-{uuid.uuid4().hex[:8]}"
@@ -201,11 +201,12 @@ def test_reports_are_answered_per_token_and_a_leaked_management_key_is_revoked(
     mk = opened.token.value
 
     def find(token_hash: str) -> FoundKey | None:
-        match = key_by_token_hash(runtime.engine, token_hash)
+        match = match_of_token_hash.run(runtime.engine, token_hash)
         return FoundKey(match.kind, UUID(match.key_id), UUID(match.account_id)) if match else None
 
     reports = [LeakReport(mk, LEAK_URL, "content"), LeakReport("lr-mk-short", "", "")]
     assert handle_reports(runtime.ledger, find, reports, GITHUB, "revoke") == [True, False]
-    record = key_by_token_hash(runtime.engine, hash_token(runtime.ledger.pepper, parse_token(mk)))
+    token_hash = hash_token(runtime.ledger.pepper, parse_token(mk))
+    record = match_of_token_hash.run(runtime.engine, token_hash)
     assert record is not None and record.status == "revoked"
     assert handle_reports(runtime.ledger, find, reports, GITHUB, "revoke") == [True, False]

@@ -8,7 +8,7 @@ request and which exchange serves it on each upstream dialect (`Api`).
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
@@ -16,18 +16,19 @@ import anyio
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from application.metering import REFUSALS, MeteredCall, MeteredRequest, Outcome
 from domain.routing import Candidate, Dialect, ModelEntry, Provider, RoutingError
 from domain.tokens import TokenKind
 from infrastructure.dialects.base import Exchange
 from infrastructure.dialects.sse import EventTooLarge, SseParser, sse_data
-from infrastructure.http.errors import ApiError
+from infrastructure.http.errors import ApiError, api_error
 from infrastructure.http.gateway import Gateway
 from infrastructure.http.jsonresponse import json_response
 from infrastructure.http.limits import OFF_LOOP_BYTES
 from infrastructure.http.refusals import rate_headers, refusal_error
+from infrastructure.http.streaming import DeadlineStreamingResponse
 from infrastructure.observability.context import note_pending_charge
 from infrastructure.upstream import (
     UpstreamError,
@@ -87,8 +88,7 @@ async def begin(
     try:
         return await gateway.metering.begin(key, request_id, metered, started)
     except RoutingError as error:
-        param = getattr(error, "param", "model")
-        raise ApiError(error.status, error.code, str(error), param=param) from None
+        raise api_error(error) from None
     except tuple(REFUSALS) as refusal:
         answer = refusal_error(refusal, key.display, gateway.clock(), metered.output_cap)
         if answer is None:
@@ -266,17 +266,21 @@ async def stream(
     gateway: Gateway, call: MeteredCall, api: Api, body: dict[str, Any], limits: Deadlines
 ) -> Response:
     answer = await usable_answer(gateway, call, api, body, True, limits)
-    return StreamingResponse(
+    return DeadlineStreamingResponse(
         relay(call, answer, limits),
+        limits.total,  # a client that stops reading is cut then too
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-lowrouter-provider": answer.provider.name},
     )
 
 
-async def relay(call: MeteredCall, answer: Answer, limits: Deadlines) -> AsyncIterator[bytes]:
+async def relay(
+    call: MeteredCall, answer: Answer, limits: Deadlines
+) -> AsyncGenerator[bytes, None]:
     """Pass events on as they come (in the client API's shape); end with our usage and cost.
     A stream that ends without its end ([DONE] or the usage), breaks off, or outlives a deadline
-    ends with an error event and is charged for what was delivered."""
+    ends with an error event and is charged for what was delivered; one that broke before
+    delivering anything is an upstream failure, charged nothing."""
     entry, provider, response = answer.entry, answer.provider, answer.response
     events = answer.exchange.relay(entry, call.request_id)
     parser = SseParser()
@@ -308,11 +312,17 @@ async def relay(call: MeteredCall, answer: Answer, limits: Deadlines) -> AsyncIt
                 f"The upstream provider {provider.name} stalled past the request's deadline; "
                 "you are charged for what was delivered."
             )
-        except (UpstreamError, EventTooLarge) as error:
+        except UpstreamError as error:  # the connection broke: the answer is cut short
             outcome = Outcome.BROKEN_OFF
             problem = (
                 f"The upstream provider {provider.name} broke off the stream "
                 f"({type(error).__name__}); you are charged for what was delivered."
+            )
+        except EventTooLarge:  # the upstream sent what no client should get
+            outcome = Outcome.OVERSIZED
+            problem = (
+                f"The upstream provider {provider.name} sent a stream event over the size limit "
+                "(EventTooLarge); you are charged for what was delivered."
             )
         if events.relayed == 0 and events.reported is None:
             # Nothing valid came back (garbage, or an empty stream): an upstream failure.
@@ -332,6 +342,8 @@ async def relay(call: MeteredCall, answer: Answer, limits: Deadlines) -> AsyncIt
             upstream_cost=events.upstream_cost,
         )
         assert call.charge is not None
+        if call.settlement_pending:
+            note_pending_charge(charged)
         yield events.close(call.charge.tokens, charged)
     finally:
         if not call.settled:

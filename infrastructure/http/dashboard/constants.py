@@ -3,7 +3,6 @@
 from datetime import timedelta
 from pathlib import Path
 
-from application.app import MAX_GRACE_SECONDS as MAX_GRACE_SECONDS  # re-exported
 from domain.policy import ROTATE_AFTER as ROTATE_AFTER  # one home: domain.policy
 
 BASE = "/dashboard"

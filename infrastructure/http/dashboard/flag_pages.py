@@ -5,11 +5,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from application.flags import acknowledge_flag
-from infrastructure.http.dashboard.key_pages import catch_up_usage, key_id_of, own_key
+from infrastructure.http.dashboard.key_pages import key_id_of, own_key
 from infrastructure.http.dashboard.rendering import Refusal, call, see_other
 from infrastructure.http.dashboard.sessions import posted
 from infrastructure.http.dashboard.state import Dashboard
-from projections.forensics import flags_for_keys
+from projections.queries.forensics import flags_for_keys
 
 
 async def acknowledge(request: Request, dashboard: Dashboard) -> Response:
@@ -18,8 +18,7 @@ async def acknowledge(request: Request, dashboard: Dashboard) -> Response:
     key = await own_key(dashboard, session, key_id_of(request))
     kind, subject = form.get("kind", ""), form.get("subject", "")
     runtime = dashboard.gateway.runtime
-    await catch_up_usage(dashboard)
-    flags = await run_in_threadpool(flags_for_keys, runtime.engine, [key.id])
+    flags = await run_in_threadpool(dashboard.reads.ask, flags_for_keys, [key.id])
     if not any(f.kind == kind and f.subject == subject for f in flags[str(key.id)]):
         raise Refusal(404, "No such flag", f"{key.name} ({key.display}) has no such flag.")
     await call(

@@ -1,7 +1,7 @@
 """Reading posted forms, the catalogue as form choices, and the scope form's validation."""
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -26,6 +26,7 @@ from infrastructure.http.dashboard.rendering import Refusal
 from infrastructure.http.dashboard.rows import limit_text, models_text, region_text, when
 from infrastructure.http.dashboard.state import Dashboard
 from infrastructure.served import served
+from infrastructure.times import parse_time_text
 
 # --- forms, cookies, sessions --------------------------------------------------------------------
 
@@ -177,8 +178,7 @@ POLICY_INPUTS = (
 
 def _policy_value(name: str, raw: str) -> Any:
     if name == "expires_at":
-        moment = datetime.fromisoformat(raw)
-        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+        return parse_time_text(raw)
     if name == "monthly_limit":
         return parse_credits(raw)
     if name == "allowed_ips":

@@ -1,17 +1,16 @@
 """The keys pages: the list, and creating, scoping, renaming, rotating and revoking a key."""
 
 from collections.abc import Sequence
-from datetime import timedelta
 from uuid import UUID
 
-from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from application.app import IssuedKey
 from domain.keys import ApiKey
-from infrastructure.http.dashboard.constants import BASE, MAX_GRACE_SECONDS, ROTATE_AFTER
+from infrastructure.dashboard_sessions import Session
+from infrastructure.http.dashboard.constants import BASE, ROTATE_AFTER
 from infrastructure.http.dashboard.forms import (
     ScopeForm,
     catalogue_models,
@@ -30,13 +29,10 @@ from infrastructure.http.dashboard.rendering import (
 from infrastructure.http.dashboard.rows import KeyRow, key_row, when
 from infrastructure.http.dashboard.sessions import new_form_id, posted, signed_in, use_form_once
 from infrastructure.http.dashboard.state import Dashboard
-from infrastructure.http.dashboard.store import Session
 from infrastructure.http.gateway import durable
-from infrastructure.http.limits import whole_number
-from projections.dashboard_queries import FRESH_FOR
-from projections.forensics import flags_for_keys
-from projections.queries import last_used, meters
-from projections.runner import ProjectionFailed
+from infrastructure.http.grace import GRACE_FORM_ERROR, MAX_GRACE_SECONDS, BadGrace, grace_of_form
+from projections.queries.forensics import flags_for_keys
+from projections.queries.management import last_used, meters
 
 # --- keys ----------------------------------------------------------------------------------------
 
@@ -51,17 +47,6 @@ def key_id_of(request: Request) -> UUID:
 async def own_key(dashboard: Dashboard, session: Session, key_id: UUID) -> ApiKey:
     """A key of the session's account; another account's key is as missing as an unknown one."""
     return await call(dashboard.gateway.runtime.ledger.get_key, key_id, session.account_id)
-
-
-async def catch_up_usage(dashboard: Dashboard) -> None:
-    """Bring the usage tables up to date (read-your-writes); a busy SQLite may leave them a
-    moment behind, which a page can live with."""
-    try:
-        await run_in_threadpool(dashboard.gateway.runtime.projections.catch_up, list(FRESH_FOR))
-    except OperationalError:
-        pass
-    except ProjectionFailed:
-        pass  # the figures as they are: a failed usage history must not hide the keys
 
 
 KEY_NOTICES = {
@@ -82,11 +67,11 @@ async def keys_page(request: Request, dashboard: Dashboard) -> Response:
     runtime = dashboard.gateway.runtime
     api_keys = await call(runtime.ledger.list_keys, session.account_id)
     view = await durable(runtime.spend.view(session.account_id))
-    await catch_up_usage(dashboard)
     key_ids = [key.id for key in api_keys]
-    used = await run_in_threadpool(last_used, runtime.engine, key_ids)
-    metered = await run_in_threadpool(meters, runtime.engine, key_ids)
-    flags = await run_in_threadpool(flags_for_keys, runtime.engine, key_ids)
+    reads = dashboard.reads
+    used = await run_in_threadpool(reads.ask, last_used, key_ids)
+    metered = await run_in_threadpool(reads.ask, meters, key_ids)
+    flags = await run_in_threadpool(reads.ask, flags_for_keys, key_ids)
     now = dashboard.now()
     rows = [
         key_row(
@@ -328,12 +313,12 @@ async def rotate_key(request: Request, dashboard: Dashboard) -> Response:
         key = await changeable_key(dashboard, session, key_id, rotating=True)
         return rotate_page(request, dashboard, key, "0", None)
     session, form = await posted(request, dashboard)
-    text = form.get("grace_seconds", "0").strip() or "0"
-    grace = whole_number(text, 7)
-    if grace is None or grace > MAX_GRACE_SECONDS:
+    text = form.get("grace_seconds", "0")
+    try:
+        grace = grace_of_form(text)
+    except BadGrace:
         key = await changeable_key(dashboard, session, key_id, rotating=True)
-        error = f"Enter a whole number of seconds from 0 to {MAX_GRACE_SECONDS} (30 days)."
-        return rotate_page(request, dashboard, key, text[:20], error, 422)
+        return rotate_page(request, dashboard, key, text.strip()[:20], GRACE_FORM_ERROR, 422)
     if not await use_form_once(dashboard, session, form):
         return see_other("/keys", notice="already-done")
     key = await changeable_key(dashboard, session, key_id, rotating=True)
@@ -342,7 +327,7 @@ async def rotate_key(request: Request, dashboard: Dashboard) -> Response:
         ledger.rotate_key,
         key.id,
         session.actor,
-        timedelta(seconds=int(text)),
+        grace,
         account_id=session.account_id,
     )
     old = await own_key(dashboard, session, key.id)

@@ -2,7 +2,6 @@
 rotating one with a grace period and revoking one, each after a confirmation naming the key.
 The use cases are application.management_keys, as the management API and the CLI call them."""
 
-from datetime import timedelta
 from uuid import UUID
 
 from starlette.requests import Request
@@ -10,22 +9,23 @@ from starlette.responses import Response
 
 from application import management_keys as use_cases
 from application.management_keys import IssuedManagementKey, ManagementKey
-from domain.accounts import DEFAULT_MANAGEMENT_KEY_NAME, MAX_MANAGEMENT_GRACE
+from domain.accounts import DEFAULT_MANAGEMENT_KEY_NAME
+from infrastructure.dashboard_sessions import Session
+from infrastructure.error_table import MANAGEMENT_KEY
 from infrastructure.http.dashboard.rendering import (
     Refusal,
     call,
     never_cached,
+    not_found,
     render,
     see_other,
 )
 from infrastructure.http.dashboard.rows import when
 from infrastructure.http.dashboard.sessions import new_form_id, posted, signed_in, use_form_once
 from infrastructure.http.dashboard.state import Dashboard
-from infrastructure.http.dashboard.store import Session
-from infrastructure.http.limits import whole_number
+from infrastructure.http.grace import GRACE_FORM_ERROR, MAX_GRACE_SECONDS, BadGrace, grace_of_form
 
 PATH = "/management-keys"
-MAX_GRACE_SECONDS = int(MAX_MANAGEMENT_GRACE.total_seconds())
 NOTICES = {
     "revoked": "The management key was revoked: it fails on the next request, and its "
     "dashboard sessions have ended.",
@@ -41,7 +41,7 @@ def key_id_of(request: Request) -> UUID:
 
 
 def missing() -> Refusal:
-    return Refusal(404, "Not found", "There is no management key with this id in your account.")
+    return not_found(MANAGEMENT_KEY)
 
 
 def row(key: ManagementKey, session: Session) -> dict[str, object]:
@@ -61,10 +61,9 @@ def row(key: ManagementKey, session: Session) -> dict[str, object]:
 
 async def own_key(dashboard: Dashboard, session: Session, key_id: UUID) -> ManagementKey:
     ledger = dashboard.gateway.runtime.ledger
-    try:
-        return await call(use_cases.get_management_key, ledger, session.account_id, key_id)
-    except Refusal as refusal:
-        raise missing() if refusal.status == 404 else refusal from None
+    return await call(
+        use_cases.get_management_key, ledger, session.account_id, key_id, about=MANAGEMENT_KEY
+    )
 
 
 async def management_keys_page(request: Request, dashboard: Dashboard) -> Response:
@@ -141,14 +140,12 @@ async def rotate_management_key(request: Request, dashboard: Dashboard) -> Respo
         return confirm_page(request, session, key, "rotate", "0", None)
     session, form = await posted(request, dashboard)
     key = await own_key(dashboard, session, key_id)
-    text = form.get("grace_seconds", "0").strip() or "0"
-    grace = whole_number(text, 7)
-    if grace is None or grace > MAX_GRACE_SECONDS:
-        error = (
-            f"Enter a whole number of seconds from 0 to {MAX_GRACE_SECONDS} "
-            f"({MAX_MANAGEMENT_GRACE.days} days)."
-        )
-        return confirm_page(request, session, key, "rotate", text[:20], error, 422)
+    text = form.get("grace_seconds", "0")
+    try:
+        grace = grace_of_form(text)
+    except BadGrace:
+        shown = text.strip()[:20]
+        return confirm_page(request, session, key, "rotate", shown, GRACE_FORM_ERROR, 422)
     if not await use_form_once(dashboard, session, form):
         return see_other(PATH, notice="already-done")
     ledger = dashboard.gateway.runtime.ledger
@@ -158,7 +155,8 @@ async def rotate_management_key(request: Request, dashboard: Dashboard) -> Respo
         session.account_id,
         key.id,
         session.actor,
-        timedelta(seconds=grace),
+        grace,
+        about=MANAGEMENT_KEY,
     )
     old = await own_key(dashboard, session, key.id)
     return token_page(request, session, issued, rotated_from=old)
@@ -181,6 +179,7 @@ async def revoke_management_key(request: Request, dashboard: Dashboard) -> Respo
         key.id,
         session.actor,
         using=session.management_key_id,  # never lock the owner out with the last active key
+        about=MANAGEMENT_KEY,
     )
     return see_other(PATH, notice="revoked")
 

@@ -8,20 +8,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from application.investigation import UsageFlag
 from application.spend import PageView
 from domain.keys import ApiKey
 from infrastructure.http.dashboard.chart import daily_chart
 from infrastructure.http.dashboard.constants import BASE, CHART_DAYS, ROTATE_AFTER
-from infrastructure.http.dashboard.key_pages import catch_up_usage
 from infrastructure.http.dashboard.money import credits, money, plural
 from infrastructure.http.dashboard.rendering import call, render
 from infrastructure.http.dashboard.rows import flag_text, when
 from infrastructure.http.dashboard.sessions import signed_in
 from infrastructure.http.dashboard.state import Dashboard
 from infrastructure.http.gateway import durable
-from projections.dashboard_queries import SpendHistory, spend_history
-from projections.forensics import UsageFlag, flags_for_keys
-from projections.queries import meters
+from projections.queries.dashboard import SpendHistory, spend_history
+from projections.queries.forensics import flags_for_keys
+from projections.queries.management import meters
 
 TOP_KEYS = 5  # the keys closest to a limit shown on the overview
 EXPIRING_SOON = timedelta(days=7)  # as the key.expiring webhook
@@ -157,16 +157,16 @@ async def overview_page(request: Request, dashboard: Dashboard) -> Response:
     today = now.astimezone(UTC).date()
     api_keys = await call(runtime.ledger.list_keys, session.account_id)
     view = await durable(runtime.spend.view(session.account_id))
-    await catch_up_usage(dashboard)
     days = [(today - timedelta(days=n)).isoformat() for n in range(CHART_DAYS - 1, -1, -1)]
     last_month = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
     first_day = min(days[0], last_month.isoformat())
     key_ids = [key.id for key in api_keys]
+    reads = dashboard.reads
     history = await run_in_threadpool(
-        spend_history, runtime.engine, session.account_id, key_ids, first_day
+        reads.ask, spend_history, session.account_id, key_ids, first_day
     )
-    flags = await run_in_threadpool(flags_for_keys, runtime.engine, key_ids)
-    metered = await run_in_threadpool(meters, runtime.engine, key_ids)
+    flags = await run_in_threadpool(reads.ask, flags_for_keys, key_ids)
+    metered = await run_in_threadpool(reads.ask, meters, key_ids)
     live = [key for key in api_keys if key.status_at(now) != "revoked"]
     names = {str(k.id): (k.name, k.display) for k in api_keys}
     models = {model: (model, "") for model, _day in history.by_model_day}

@@ -10,15 +10,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from application.retry import TooMuchContention
-from domain.errors import (
-    DomainError,
-    InvalidAmount,
-    InvalidName,
-    InvalidScope,
-    KeyRevoked,
-    NotFound,
-)
+from domain.errors import NotFound
+from infrastructure.dashboard_sessions import Session
+from infrastructure.error_table import ANSWERED, KEY, AnsweredError, Subject, answer_to
 from infrastructure.http.dashboard.constants import (
     BASE,
     NAV,
@@ -27,8 +21,6 @@ from infrastructure.http.dashboard.constants import (
     TEMPLATE_DIR,
 )
 from infrastructure.http.dashboard.state import Dashboard, dashboard_of
-from infrastructure.http.dashboard.store import Session
-from projections.runner import ProjectionLagging
 
 T = TypeVar("T")
 
@@ -87,8 +79,15 @@ def never_cached(response: Response) -> Response:
     return response
 
 
-def not_found() -> Refusal:
-    return Refusal(404, "Not found", "There is no key with this id in your account.")
+def refusal_for(error: AnsweredError, about: Subject | None = KEY) -> Refusal:
+    """The dashboard's page for a refusal, from the one error table (infrastructure.error_table):
+    the API's status, the table's title, the message as a sentence."""
+    answer = answer_to(error, about)
+    return Refusal(answer.status, answer.title, answer.page_text)
+
+
+def not_found(about: Subject = KEY) -> Refusal:
+    return refusal_for(NotFound(), about)
 
 
 def see_other(path: str, **query: str) -> RedirectResponse:
@@ -132,24 +131,12 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
-async def call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a blocking application call in a worker thread; refusals become pages."""
+async def call(
+    function: Callable[..., T], *args: Any, about: Subject = KEY, **kwargs: Any
+) -> T:
+    """Run a blocking application call in a worker thread; refusals become pages (`about`
+    names what the path's id is of)."""
     try:
         return await run_in_threadpool(function, *args, **kwargs)
-    except NotFound:
-        raise not_found() from None
-    except KeyRevoked as error:
-        raise Refusal(409, "Key revoked", f"{error}.") from None
-    except (InvalidName, InvalidScope, InvalidAmount) as error:
-        raise Refusal(422, "Not accepted", f"{error}.") from None
-    except DomainError as error:
-        raise Refusal(409, "Not possible", f"{error}.") from None
-    except TooMuchContention:
-        raise Refusal(503, "Busy", "The account is busy; try again in a moment.") from None
-    except ProjectionLagging:
-        raise Refusal(
-            503,
-            "Recorded, not yet in effect",
-            "The change was recorded, but the key lookup has not caught up with it yet; it takes "
-            "effect once it does. Reload the keys page in a moment before trying again.",
-        ) from None
+    except ANSWERED as error:
+        raise refusal_for(error, about) from None

@@ -7,11 +7,11 @@ from typing import Any
 
 import orjson
 
+from application.investigation import UsageFlag
 from domain.keys import ApiKey
 from domain.policy import KeyPolicy, rotation_due
 from infrastructure.http.dashboard.constants import BASE
 from infrastructure.http.dashboard.money import money, per_day, per_month, plural
-from projections.forensics import UsageFlag
 from projections.schema import from_us
 
 # --- how things look -----------------------------------------------------------------------------

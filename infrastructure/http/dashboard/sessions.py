@@ -12,11 +12,11 @@ from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import Response
 
+from infrastructure.dashboard_sessions import Session
 from infrastructure.http.dashboard.constants import BASE, COOKIE, SESSION_LIFETIME
 from infrastructure.http.dashboard.forms import read_form
 from infrastructure.http.dashboard.rendering import Refusal, Stop, see_other
 from infrastructure.http.dashboard.state import Dashboard
-from infrastructure.http.dashboard.store import Session
 
 
 def csrf_refusal() -> Refusal:

@@ -10,8 +10,10 @@ from itsdangerous import URLSafeTimedSerializer
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from infrastructure.http.dashboard.store import SessionStore
+from infrastructure.dashboard_sessions import SessionStore
+from infrastructure.http.dashboard.constants import SESSION_LIFETIME
 from infrastructure.http.gateway import Gateway
+from projections.queries.freshness import ReadSide
 
 # --- per-app state -------------------------------------------------------------------------------
 
@@ -33,13 +35,20 @@ class Dashboard:
         ).digest()
         return cls(
             gateway=gateway,
-            sessions=SessionStore(gateway.runtime.engine),
+            sessions=SessionStore(gateway.runtime.engine, SESSION_LIFETIME),
             secret=secret,
             cookies=URLSafeTimedSerializer(secret, salt="lowrouter-dashboard"),
         )
 
     def now(self) -> datetime:
         return self.gateway.clock()
+
+    @property
+    def reads(self) -> ReadSide:
+        """The read models as pages read them, best effort: a busy SQLite or a failed
+        projection may leave a figure a moment behind, which a page can live with (a failed
+        usage history must not hide the keys)."""
+        return self.gateway.runtime.reads.best_effort
 
     def derive(self, purpose: str, value: str) -> str:
         return hmac.new(self.secret, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()

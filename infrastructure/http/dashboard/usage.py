@@ -6,12 +6,11 @@ import csv
 import io
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
 
-from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -22,14 +21,15 @@ from infrastructure.escaping import csv_cell
 from infrastructure.http.dashboard.chart import daily_chart
 from infrastructure.http.dashboard.constants import BASE, CHART_DAYS, USAGE_PAGE_SIZE
 from infrastructure.http.dashboard.forms import catalogue_models
-from infrastructure.http.dashboard.key_pages import catch_up_usage
 from infrastructure.http.dashboard.money import money, plural
 from infrastructure.http.dashboard.rendering import call, render
 from infrastructure.http.dashboard.rows import iso, usage_row
 from infrastructure.http.dashboard.sessions import signed_in
 from infrastructure.http.dashboard.state import Dashboard
+from infrastructure.http.gateway import durable
 from infrastructure.http.limits import whole_number
-from projections.dashboard_queries import (
+from infrastructure.times import parse_time_text
+from projections.queries.dashboard import (
     UsageFilter,
     rows_newer_than,
     spend_history,
@@ -37,6 +37,7 @@ from projections.dashboard_queries import (
     usage_rows,
     usage_totals,
 )
+from projections.queries.freshness import ReadSide
 from projections.schema import from_us, to_us
 
 FILTERS = ("key", "model", "api", "status", "since", "until")
@@ -62,23 +63,14 @@ CSV_COLUMNS = (
 
 
 def parse_moment(text: str, end_of_day: bool = False) -> datetime | None:
-    """A day (2026-01-31) or an ISO time; a time without a zone is UTC. A day as the end of a
-    range means the end of that day."""
-    text = text.strip()
-    if not text:
+    """A day (2026-01-31) or an ISO time (infrastructure.times); blank is None. A day as the
+    end of a range means the end of that day."""
+    if not text.strip():
         return None
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text) + timedelta(days=1 if end_of_day else 0)
-            moment = datetime.combine(day, datetime.min.time())
-        else:
-            moment = datetime.fromisoformat(text)
+        return parse_time_text(text, end_of_day=end_of_day)
     except ValueError:
         raise ValueError("must be a day (2026-01-31) or an ISO time") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-parse_since = parse_moment  # the name earlier callers used
 
 
 @dataclass
@@ -140,17 +132,19 @@ async def usage_page_view(request: Request, dashboard: Dashboard) -> Response:
     names = {str(k.id): (k.name, k.display) for k in api_keys}
     chosen = read_filters(request.query_params, session.account_id, names)
     before = page_position(request.query_params)
-    await catch_up_usage(dashboard)
-    engine = runtime.engine
+    # Answers do not wait for their settlements (settling after the answer): a read of the
+    # account's page queues behind this gateway's, so the history below includes them.
+    await durable(runtime.spend.view(session.account_id))
+    reads = dashboard.reads
     rows = await run_in_threadpool(
-        lambda: usage_rows(engine, chosen.query, before_position=before, limit=USAGE_PAGE_SIZE + 1)
+        reads.ask, usage_rows, chosen.query, before_position=before, limit=USAGE_PAGE_SIZE + 1
     )
-    totals = await run_in_threadpool(usage_totals, engine, chosen.query)
+    totals = await run_in_threadpool(reads.ask, usage_totals, chosen.query)
     more = len(rows) > USAGE_PAGE_SIZE
     rows = rows[:USAGE_PAGE_SIZE]
     kept = chosen.kept
     first_shown = (
-        await run_in_threadpool(rows_newer_than, engine, chosen.query, rows[0]["position"])
+        await run_in_threadpool(reads.ask, rows_newer_than, chosen.query, rows[0]["position"])
         if rows
         else 0
     )
@@ -172,9 +166,9 @@ async def usage_page_view(request: Request, dashboard: Dashboard) -> Response:
     today = dashboard.now().astimezone(UTC).date()
     days = [(today - timedelta(days=n)).isoformat() for n in range(CHART_DAYS - 1, -1, -1)]
     history = await run_in_threadpool(
-        spend_history, engine, session.account_id, [k.id for k in api_keys], days[0]
+        reads.ask, spend_history, session.account_id, [k.id for k in api_keys], days[0]
     )
-    choices = await run_in_threadpool(usage_choices, engine, session.account_id)
+    choices = await run_in_threadpool(reads.ask, usage_choices, session.account_id)
     models = sorted({m for m, _ in catalogue_models(dashboard)} | set(choices["model"]))
     return render(
         request,
@@ -228,12 +222,12 @@ def csv_columns(row: Mapping[str, Any] | None) -> tuple[str, ...]:
     return tuple(c for c in CSV_COLUMNS if c != "api" or row is None or "api" in row) + present
 
 
-def csv_text(engine: Engine, chosen: UsageFilter) -> Iterator[str]:
+def csv_text(reads: ReadSide, chosen: UsageFilter) -> Iterator[str]:
     """Every filtered row, newest first, read a page at a time (so memory stays small); rows
     that arrive during the download are newer than the first page and are not included."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    rows = usage_rows(engine, chosen, limit=CSV_PAGE)
+    rows = reads.ask(usage_rows, chosen, limit=CSV_PAGE)
     writer.writerow(csv_columns(rows[0] if rows else None))
     while rows:
         for row in rows:
@@ -243,7 +237,7 @@ def csv_text(engine: Engine, chosen: UsageFilter) -> Iterator[str]:
         buffer.truncate()
         if len(rows) < CSV_PAGE:
             break
-        rows = usage_rows(engine, chosen, before_position=rows[-1]["position"], limit=CSV_PAGE)
+        rows = reads.ask(usage_rows, chosen, before_position=rows[-1]["position"], limit=CSV_PAGE)
     yield buffer.getvalue()
 
 
@@ -254,10 +248,9 @@ async def usage_csv(request: Request, dashboard: Dashboard) -> Response:
     api_keys = await call(runtime.ledger.list_keys, session.account_id)
     names = {str(k.id): (k.name, k.display) for k in api_keys}
     chosen = read_filters(request.query_params, session.account_id, names)
-    await catch_up_usage(dashboard)
     stamp = dashboard.now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     return StreamingResponse(
-        csv_text(runtime.engine, chosen.query),
+        csv_text(dashboard.reads, chosen.query),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="lowrouter-usage-{stamp}.csv"'},
     )

@@ -9,11 +9,19 @@ from starlette.responses import Response
 
 from application.webhooks import Webhooks
 from domain.webhooks import EVENT_TYPES, InvalidWebhook
-from infrastructure.http.dashboard.rendering import Refusal, call, never_cached, render, see_other
+from infrastructure.error_table import WEBHOOK
+from infrastructure.http.dashboard.rendering import (
+    Refusal,
+    call,
+    never_cached,
+    not_found,
+    render,
+    see_other,
+)
 from infrastructure.http.dashboard.sessions import new_form_id, posted, signed_in, use_form_once
 from infrastructure.http.dashboard.state import Dashboard
 from infrastructure.webhook_views import delivery_json, webhook_json
-from projections.webhooks import deliveries_of_endpoint, endpoints_of_account
+from projections.queries.management import deliveries_of_webhook, webhooks_of_account
 
 NOTICES = {
     "removed": "The webhook was removed: nothing more is sent to it, and its secret is erased.",
@@ -33,7 +41,7 @@ def endpoint_id_of(request: Request) -> UUID:
 
 
 def missing() -> Refusal:
-    return Refusal(404, "Not found", "There is no webhook with this id in your account.")
+    return not_found(WEBHOOK)
 
 
 async def webhooks_page(request: Request, dashboard: Dashboard) -> Response:
@@ -50,8 +58,7 @@ async def listing(
     error: str | None = None,
     status: int = 200,
 ) -> Response:
-    engine = dashboard.gateway.runtime.engine
-    views = await run_in_threadpool(endpoints_of_account, engine, account_id)
+    views = await run_in_threadpool(dashboard.reads.ask, webhooks_of_account, account_id)
     return render(
         request,
         "webhooks.html",
@@ -93,21 +100,17 @@ async def add_webhook(request: Request, dashboard: Dashboard) -> Response:
 async def remove_webhook(request: Request, dashboard: Dashboard) -> Response:
     session, _ = await posted(request, dashboard)
     endpoint_id = endpoint_id_of(request)
-    try:
-        await call(use_cases(dashboard).remove, endpoint_id, session.actor, session.account_id)
-    except Refusal as refusal:  # a removed one is 409 (already removed)
-        raise missing() if refusal.status == 404 else refusal from None
+    remove = use_cases(dashboard).remove
+    await call(remove, endpoint_id, session.actor, session.account_id, about=WEBHOOK)
     return see_other("/webhooks", notice="removed")
 
 
 async def deliveries_page(request: Request, dashboard: Dashboard) -> Response:
     session = await signed_in(request, dashboard)
-    try:
-        endpoint = await call(use_cases(dashboard).get, endpoint_id_of(request), session.account_id)
-    except Refusal as refusal:
-        raise missing() if refusal.status == 404 else refusal from None
-    engine = dashboard.gateway.runtime.engine
-    rows = await run_in_threadpool(deliveries_of_endpoint, engine, endpoint.id)
+    endpoint = await call(
+        use_cases(dashboard).get, endpoint_id_of(request), session.account_id, about=WEBHOOK
+    )
+    rows = await run_in_threadpool(dashboard.reads.ask, deliveries_of_webhook, endpoint.id)
     return render(
         request,
         "webhook_deliveries.html",

@@ -1,7 +1,7 @@
 """The dashboard's read side: what the overview and the usage page ask of the read models.
 
 Every figure comes from the usage history (`lr_usage`, `lr_daily_spend`) and the refusal counts
-(`lr_daily_refusals`); callers bring those projections up to date first (FRESH_FOR names them).
+(`lr_daily_refusals`); each query names the projections it reads (projections.queries.freshness).
 Money is in micro-credits; days are UTC days ("2026-03-02"), the day a request was charged to.
 """
 
@@ -13,10 +13,10 @@ from uuid import UUID
 import orjson
 from sqlalchemy import Engine, Select, case, func, select
 
+from projections.queries.freshness import query
 from projections.refusals import daily_refusals
 from projections.schema import daily_spend, usage
 
-FRESH_FOR = ("usage", "forensics", "refusals")  # what the dashboard's pages read
 ALERTING_USAGE_FLAGS = ("over_hold",)  # usage-row flags that are an alert on the overview
 
 
@@ -50,6 +50,7 @@ class SpendHistory:
         return totals
 
 
+@query("usage", "refusals")
 def spend_history(
     engine: Engine, account_id: UUID, key_ids: Sequence[UUID | str], first_day: str
 ) -> SpendHistory:
@@ -141,6 +142,7 @@ class UsageTotals:
     completion_tokens: int
 
 
+@query("usage")
 def usage_totals(engine: Engine, chosen: UsageFilter) -> UsageTotals:
     query = chosen.where(
         select(
@@ -155,6 +157,7 @@ def usage_totals(engine: Engine, chosen: UsageFilter) -> UsageTotals:
     return UsageTotals(int(requests), int(cost), int(prompt), int(completion))
 
 
+@query("usage")
 def usage_rows(
     engine: Engine,
     chosen: UsageFilter,
@@ -173,6 +176,7 @@ def usage_rows(
         return [dict(row._mapping) for row in conn.execute(query)]
 
 
+@query("usage")
 def rows_newer_than(engine: Engine, chosen: UsageFilter, position: int) -> int:
     """How many filtered rows are newer than `position`: where a page starts in the whole."""
     query = chosen.where(select(func.count())).where(usage.c.position >= position)
@@ -180,6 +184,7 @@ def rows_newer_than(engine: Engine, chosen: UsageFilter, position: int) -> int:
         return int(conn.execute(query).scalar_one())
 
 
+@query("usage")
 def usage_choices(engine: Engine, account_id: UUID) -> dict[str, list[str]]:
     """The models, statuses (and APIs, once rows carry one) this account's usage has."""
     account = str(account_id)

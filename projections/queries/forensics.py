@@ -1,11 +1,11 @@
-"""The forensics read models' queries: unexpected-usage flags, how a key was used, finding a key
-from what the security team was given, and the money the usage projection recorded (for
-verify-balances). The tables are written by the projection in projections.forensics."""
+"""The security team's and the audit's reads: unexpected-usage flags, how a key was used, finding
+a key from what the security team was given (through the key table's reader, projections.lookup),
+and the money the usage projection recorded (for verify-balances). The forensics tables are
+written by the projection in projections.forensics."""
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Connection, Engine, func, select
@@ -20,10 +20,11 @@ from application.investigation import (
     UsageFlag,
 )
 from application.verification import Figures
-from domain.access import key_access
-from domain.policy import KeyPolicy
+from domain.tokens import TokenKind
 from projections.forensics_tables import flag_acknowledgements, key_clients, key_flags
-from projections.schema import daily_spend, from_us, holds, keys, positions, to_us, usage
+from projections.lookup import KeyRecord, find_key, keys_by_display
+from projections.queries.freshness import query
+from projections.schema import daily_spend, from_us, holds, positions, to_us, usage
 
 
 class ForensicsReads:
@@ -44,11 +45,12 @@ class ForensicsReads:
         return spend_per_hour(self.engine, key_id, since, until)
 
     def flags_of_key(self, key_id: UUID) -> list[UsageFlag]:
-        return flags_for_keys(self.engine, [key_id])[str(key_id)]
+        return flags_for_keys.run(self.engine, [key_id])[str(key_id)]
 
 
+@query("usage", "forensics")
 def investigate_key(
-    app: Lowrouter, engine: Engine, key_id: UUID, since: datetime | None, now: datetime
+    engine: Engine, app: Lowrouter, key_id: UUID, since: datetime | None, now: datetime
 ) -> KeyInvestigation:
     """The investigation (application.investigation.investigate_key) on the database's read
     models: how `lowrouter investigate` calls it."""
@@ -58,6 +60,7 @@ def investigate_key(
 # Unexpected-usage flags -------------------------------------------------------------------------
 
 
+@query("forensics")
 def flags_for_keys(engine: Engine, key_ids: Iterable[object]) -> dict[str, list[UsageFlag]]:
     """Unexpected-usage flags of these keys, oldest first, by key id string (every key given
     is present, with an empty list when it has none)."""
@@ -194,65 +197,37 @@ def spend_per_hour(
 class KeyMatch:
     key_id: str
     account_id: str
-    kind: str  # "sk" (inference) or "mk" (management)
+    kind: TokenKind  # stored as its two-letter code
     name: str
     display: str
-    status: str
+    status: str  # now, by the access policy (the stored column says "rotating" past the grace)
     created: datetime
 
-
-def keys_by_display(engine: Engine, prefix: str, last4: str) -> list[KeyMatch]:
-    """Every key whose display (`lr-sk-AbCd…wXyZ`) has this prefix and last four."""
-    return _matches(engine, keys.c.prefix == prefix, keys.c.last4 == last4)
-
-
-def key_by_token_hash(engine: Engine, token_hash: str) -> KeyMatch | None:
-    found = _matches(engine, keys.c.token_hash == token_hash)
-    return found[0] if found else None
-
-
-def _matches(engine: Engine, *conditions: Any) -> list[KeyMatch]:
-    query = (
-        select(
-            keys.c.key_id,
-            keys.c.account_id,
-            keys.c.kind,
-            keys.c.name,
-            keys.c.prefix,
-            keys.c.last4,
-            keys.c.status,
-            keys.c.created_us,
-            keys.c.grace_deadline_us,
-            keys.c.revoked_us,
-            keys.c.expires_us,
+    @classmethod
+    def of(cls, record: KeyRecord, now: datetime) -> "KeyMatch":
+        assert record.created_at is not None  # every key the lookup holds has its creation
+        return cls(
+            key_id=str(record.key_id),
+            account_id=str(record.account_id),
+            kind=record.kind,
+            name=record.name,
+            display=record.display,
+            status=record.status_at(now),
+            created=record.created_at,
         )
-        .where(*conditions)
-        .order_by(keys.c.created_us, keys.c.key_id)
-    )
-    with engine.connect() as conn:
-        return [
-            KeyMatch(
-                key_id=row.key_id,
-                account_id=row.account_id,
-                kind=row.kind,
-                name=row.name,
-                display=f"{row.prefix}…{row.last4}",
-                status=_status_now(row),
-                created=_time(row.created_us),
-            )
-            for row in conn.execute(query)
-        ]
 
 
-def _status_now(row: Any) -> str:
-    """The key's status now, by the access policy (the stored column says "rotating" until a
-    revocation, even after the grace ended)."""
-    return key_access(
-        revoked_at=from_us(row.revoked_us) if row.status == "revoked" else None,
-        grace_deadline=from_us(row.grace_deadline_us),
-        policy=KeyPolicy(expires_at=from_us(row.expires_us)),
-        now=datetime.now(UTC),
-    ).status
+@query("keys")
+def matches_of_display(engine: Engine, prefix: str, last4: str) -> list[KeyMatch]:
+    """Every key whose display (`lr-sk-AbCd…wXyZ`) has this prefix and last four."""
+    now = datetime.now(UTC)
+    return [KeyMatch.of(record, now) for record in keys_by_display(engine, prefix, last4)]
+
+
+@query("keys")
+def match_of_token_hash(engine: Engine, token_hash: str) -> KeyMatch | None:
+    record = find_key(engine, token_hash)
+    return None if record is None else KeyMatch.of(record, datetime.now(UTC))
 
 
 # Reading: the money the usage projection recorded, for --verify-balances ------------------------
@@ -270,6 +245,7 @@ class MovingTarget(RuntimeError):
     """The usage projection kept moving while its tables were read."""
 
 
+@query("usage")
 def recorded_money(engine: Engine, name: str = "usage", attempts: int = 20) -> RecordedMoney:
     """Read the usage tables at one position: the position is read before and after, and the
     read is repeated if a batch was applied in between (positions only move forward)."""
@@ -314,7 +290,6 @@ def _held(conn: Connection) -> Figures:
         holds.c.account_id
     )
     return {(a, None, None): (int(amount), int(n)) for a, amount, n in conn.execute(query)}
-
 
 
 def _time(us: int) -> datetime:

@@ -1,4 +1,4 @@
-"""Reading open holds (for the reconciler)."""
+"""The reconciler's read: the open holds (the usage projection's lr_holds)."""
 
 from collections.abc import Sequence
 from datetime import datetime
@@ -7,9 +7,11 @@ from uuid import UUID
 from sqlalchemy import Engine, select
 
 from application.reconcile import OpenHold
+from projections.queries.freshness import query
 from projections.schema import from_us, holds, to_us
 
 
+@query("usage")
 def stale_holds(
     engine: Engine, reserved_before: datetime, limit: int = 10_000
 ) -> Sequence[OpenHold]:

@@ -1,4 +1,5 @@
-"""The dashboard's session and used-form tables, and the store that reads and writes them."""
+"""The dashboard's session and used-form tables, and the store that reads and writes them (the
+pages, in infrastructure/http/dashboard/, hold no SQL)."""
 
 import hashlib
 import threading
@@ -14,11 +15,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    and_,
     delete,
     insert,
     inspect,
-    or_,
     select,
     update,
 )
@@ -26,8 +25,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from domain.actor import Actor
 from domain.tokens import TokenKind
-from infrastructure.http.dashboard.constants import SESSION_LIFETIME
-from projections.schema import keys, to_us
+from projections.lookup import keys_by_id
+from projections.schema import to_us
 
 # --- the session tables --------------------------------------------------------------------------
 
@@ -79,8 +78,9 @@ class Session:
 class SessionStore:
     """Sessions in the database, so every worker process sees sign-in and sign-out alike."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, lifetime: timedelta) -> None:
         self.engine = engine
+        self.lifetime = lifetime  # of a session, and of a used form's record
         self._ready = False
         self._lock = threading.Lock()
 
@@ -107,7 +107,7 @@ class SessionStore:
             conn.execute(delete(sessions_table).where(sessions_table.c.expires_us < now_us))
             conn.execute(
                 delete(used_forms_table).where(
-                    used_forms_table.c.used_us < now_us - to_us_delta(SESSION_LIFETIME)
+                    used_forms_table.c.used_us < now_us - to_us_delta(self.lifetime)
                 )
             )
             conn.execute(
@@ -117,33 +117,32 @@ class SessionStore:
                     management_key_id=str(key_id),
                     management_key_display=display,
                     created_us=now_us,
-                    expires_us=now_us + to_us_delta(SESSION_LIFETIME),
+                    expires_us=now_us + to_us_delta(self.lifetime),
                 )
             )
 
     def find(self, session_id: str, account_id: str, key_id: str, now: datetime) -> str | None:
-        """The management key's display if the session is live and its key still active."""
-        query = (
-            select(sessions_table.c.management_key_display)
-            .join(keys, keys.c.key_id == sessions_table.c.management_key_id)
-            .where(
-                sessions_table.c.session_hash == _sha256(session_id),
-                sessions_table.c.account_id == account_id,
-                sessions_table.c.management_key_id == key_id,
-                sessions_table.c.ended_us.is_(None),
-                sessions_table.c.expires_us > to_us(now),
-                keys.c.kind == TokenKind.MANAGEMENT.code,
-                # Active, or rotated and still in its grace period.
-                or_(
-                    keys.c.status == "active",
-                    and_(keys.c.status == "rotating", keys.c.grace_deadline_us > to_us(now)),
-                ),
-                keys.c.account_id == account_id,
-            )
+        """The management key's display if the session is live and its key still usable (by
+        the access policy, from the key lookup: active, or rotated and in its grace)."""
+        query = select(sessions_table.c.management_key_display).where(
+            sessions_table.c.session_hash == _sha256(session_id),
+            sessions_table.c.account_id == account_id,
+            sessions_table.c.management_key_id == key_id,
+            sessions_table.c.ended_us.is_(None),
+            sessions_table.c.expires_us > to_us(now),
         )
         with self.engine.connect() as conn:
             display = conn.execute(query).scalar_one_or_none()
-        return str(display) if display is not None else None
+        if display is None:
+            return None
+        key = keys_by_id(self.engine, [key_id]).get(key_id)
+        usable = (
+            key is not None
+            and key.kind is TokenKind.MANAGEMENT
+            and str(key.account_id) == account_id
+            and key.status_at(now) in ("active", "rotating")
+        )
+        return str(display) if usable else None
 
     def end(self, session_id: str, now: datetime) -> None:
         with self.engine.begin() as conn:

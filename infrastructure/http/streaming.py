@@ -1,0 +1,57 @@
+"""A streamed answer whose writes to the client are bounded by the request's deadline.
+
+A client that stops reading (its receive window full) blocks every write once the socket's and
+the server's buffers are full; starlette's StreamingResponse would wait for it forever, with the
+upstream stream, the hold and a connection held all that time. Here each write must be done by
+the request's total deadline (`LOWROUTER_MAX_REQUEST_SECONDS` from its start, the event loop's
+clock): past it, the body's generator is closed (its `finally` settles the call as a hang-up,
+for what was delivered) and the response is left unfinished, so the server drops the
+connection. A client that hangs up is still seen by StreamingResponse's disconnect listener."""
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
+
+import anyio
+from starlette.responses import StreamingResponse
+from starlette.types import Send
+
+log = logging.getLogger("lowrouter.http")
+
+
+class DeadlineStreamingResponse(StreamingResponse):
+    def __init__(
+        self,
+        content: AsyncGenerator[bytes, None],
+        deadline: float,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+    ) -> None:
+        super().__init__(content, headers=headers, media_type=media_type)
+        self.body_generator = content
+        self.deadline = deadline
+
+    async def stream_response(self, send: Send) -> None:
+        start = {"type": "http.response.start", "status": self.status_code}
+        try:
+            if not await self._sent_by_deadline(send, {**start, "headers": self.raw_headers}):
+                return
+            async for chunk in self.body_generator:
+                body = {"type": "http.response.body", "body": chunk, "more_body": True}
+                if not await self._sent_by_deadline(send, body):
+                    return
+            end = {"type": "http.response.body", "body": b"", "more_body": False}
+            await self._sent_by_deadline(send, end)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_generator.aclose()
+
+    async def _sent_by_deadline(self, send: Send, message: dict[str, Any]) -> bool:
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                await send(message)
+        except TimeoutError:
+            log.warning("the client stopped reading its stream: cut at the request's deadline")
+            return False
+        return True
