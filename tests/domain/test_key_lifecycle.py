@@ -31,6 +31,7 @@ from domain.scope import Scope
 from domain.tokens import hash_token
 from infrastructure.persistence import build_ledger, eventsourcing_env
 from infrastructure.settings import load_settings
+from tests.support.runs import examples
 
 ACTOR = Actor("operator", "cli:test")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -541,7 +542,7 @@ def test_key_lifecycle_state_machine_in_memory() -> None:
     replica = memory_replica_of(app)
     run_state_machine_as_test(
         lifecycle_on(app, replica, clock),
-        settings=settings(max_examples=100, stateful_step_count=40, **LIFECYCLE_SETTINGS),
+        settings=settings(max_examples=examples(100), stateful_step_count=40, **LIFECYCLE_SETTINGS),
     )
 
 

@@ -46,6 +46,7 @@ from domain.ledger import LedgerPage, page_id
 from domain.scope import Scope
 from infrastructure.persistence import build_ledger, eventsourcing_env
 from infrastructure.settings import Settings
+from tests.support.runs import examples
 from tests.support.spend import MODEL, OPERATOR, TIMEOUT, MutableClock, usage
 from tests.support.stores import PEPPER
 
@@ -54,7 +55,7 @@ DAY_ZERO = datetime(2031, 3, 14, tzinfo=UTC)
 KEY_LIMITS: dict[str, int | None] = {"unlimited": None, "tight": 300, "roomy": 1_500, "frozen": 0}
 
 MEMORY_RUNS = hypothesis.settings(
-    max_examples=100,
+    max_examples=examples(100),
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
