@@ -108,9 +108,9 @@ def settings(database_url: str, tmp_path: "os.PathLike[str]"):  # type: ignore[n
 @pytest.fixture
 def ledger(settings):  # type: ignore[no-untyped-def]
     """The application on the parametrised store."""
-    from infrastructure.persistence import build_ledger
+    from infrastructure.persistence import build_app
 
-    app = build_ledger(settings)
+    app = build_app(settings)
     yield app
     app.close()
 

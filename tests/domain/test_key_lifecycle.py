@@ -29,7 +29,7 @@ from domain.keys import ApiKey
 from domain.rotation import MAX_GRACE
 from domain.scope import Scope
 from domain.tokens import hash_token
-from infrastructure.persistence import build_ledger, eventsourcing_env
+from infrastructure.persistence import build_app, eventsourcing_env
 from infrastructure.settings import load_settings
 from tests.support.runs import examples
 
@@ -552,8 +552,8 @@ def test_key_lifecycle_state_machine_on_a_real_store(database_url: str, tmp_path
         database_url=database_url,
     )
     clock = FakeClock()
-    app = build_ledger(store_settings, clock=clock)
-    replica = build_ledger(store_settings, clock=clock)
+    app = build_app(store_settings, clock=clock)
+    replica = build_app(store_settings, clock=clock)
     try:
         run_state_machine_as_test(
             lifecycle_on(app, replica, clock),

@@ -53,7 +53,7 @@ def test_two_processes_on_one_sqlite_file_hold_a_daily_limit_exactly(
     try:
         for port, process in zip(ports, processes, strict=True):
             wait_until_up(port, process)
-        ledger = runtime.ledger
+        ledger = runtime.app
         account = ledger.open_account("sqlite-pair", OPERATOR, credits=10**9).account
         probe_token = ledger.create_key(account.id, "probe", Scope(), OPERATOR).token.value
         probe = Gateway(f"http://127.0.0.1:{ports[0]}", runtime, probe_token, account.id)

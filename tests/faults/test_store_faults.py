@@ -60,9 +60,9 @@ def test_a_statement_timeout_on_any_projection_is_retried_not_recorded(
     )
     runtime = open_runtime(settings)
     try:
-        runtime.ledger.access_barrier = lambda position: None
-        account = runtime.ledger.open_account("projections", OPERATOR, credits=10**6).account
-        key = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR).key
+        runtime.app.access_barrier = lambda position: None
+        account = runtime.app.open_account("projections", OPERATOR, credits=10**6).account
+        key = runtime.app.create_key(account.id, "k", Scope(), OPERATOR).key
         runtime.spend.admit(account.id, "r", key.id, "m", 100, None).result(10)
         runtime.spend.settle(account.id, "r", 50, usage()).result(10)
         projection = runtime.projections.projections[name]
@@ -94,8 +94,8 @@ def test_two_writers_on_one_sqlite_file_keep_the_books(sqlite_url: str, tmp_path
     )
     first, second = open_runtime(settings), open_runtime(settings, prepare_schema=False)
     try:
-        account = first.ledger.open_account("shared", OPERATOR, credits=10**6).account
-        key = first.ledger.create_key(account.id, "k", Scope(), OPERATOR).key
+        account = first.app.open_account("shared", OPERATOR, credits=10**6).account
+        key = first.app.create_key(account.id, "k", Scope(), OPERATOR).key
         told: dict[str, int] = {}
 
         def hammer(runtime_index: int) -> None:

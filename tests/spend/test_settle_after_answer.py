@@ -48,8 +48,8 @@ def test_a_kill_between_the_answer_and_its_settlement_leaves_the_hold_to_the_rec
             "LOWROUTER_HOLD_TIMEOUT_SECONDS": "6",
         }
         runtime = open_runtime(load_settings(env, database_url=postgres_url))
-        opened = runtime.ledger.open_account("after", OPERATOR, credits=10**9)
-        token = runtime.ledger.create_key(opened.account.id, "k", Scope(), OPERATOR).token.value
+        opened = runtime.app.open_account("after", OPERATOR, credits=10**9)
+        token = runtime.app.create_key(opened.account.id, "k", Scope(), OPERATOR).token.value
         port, marker = free_port(), tmp_path / "held"
         seam = [sys.executable, "-m", "tests.support.held_settlements", "120", str(marker)]
         serve = subprocess.Popen([*seam, "serve", "--port", str(port)], env=env, cwd=ROOT)

@@ -109,8 +109,8 @@ def running_gateway(
     )
     runtime = open_runtime(settings)
     catalogue = write_catalogue(tmp_path / "lowrouter.toml", upstream.base_url)
-    opened = runtime.ledger.open_account("faults", OPERATOR, credits=CREDITS)
-    token = runtime.ledger.create_key(opened.account.id, "k", Scope(), OPERATOR).token.value
+    opened = runtime.app.open_account("faults", OPERATOR, credits=CREDITS)
+    token = runtime.app.create_key(opened.account.id, "k", Scope(), OPERATOR).token.value
     app = create_app(runtime, load_catalogue(catalogue, fake_environ()), run_background=False)
     server = LiveServer(app)
     url = server.start()

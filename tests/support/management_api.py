@@ -55,7 +55,7 @@ class Api:
 
     def open_account(self, name: str, credits: str = "100") -> str:
         """A new account; returns its management key."""
-        opened = self.runtime.ledger.open_account(name, OPERATOR, parse_credits(credits))
+        opened = self.runtime.app.open_account(name, OPERATOR, parse_credits(credits))
         return opened.token.value
 
     def create_key(self, mk: str, **body: Any) -> tuple[str, dict[str, Any]]:
