@@ -1,4 +1,4 @@
-"""Everything a process needs, wired once: the ledger, spend control, projections."""
+"""Everything a process needs, wired once: the application, spend control, projections."""
 
 import contextlib
 import logging
