@@ -236,10 +236,30 @@ class SpendControl:
     def settle(
         self, account_id: UUID, request_id: str, cost: int, usage: Usage
     ) -> "Future[int | None]":
-        """Charge the hold its real cost (capped at the hold). None if it was already closed."""
-        return self._submit(
-            account_id, lambda page, now: page.settle(request_id, cost, now, usage), durable=True
-        )
+        """Charge the hold its real cost (capped at the hold). None if it was already closed
+        before this settlement was first tried.
+
+        A retried settlement (the store failed, or the connection dropped after the commit but
+        before its acknowledgement) may find its hold closed by its own earlier try: then what
+        that try recorded for this request id is its answer, so the client, the usage row and
+        the metrics say what the ledger charged."""
+        tried: list[tuple[UUID, int]] = []  # (page, version) each try was applied to
+
+        def apply(page: LedgerPage, now: datetime) -> int | None:
+            if request_id not in page.holds and tried:
+                return self._settled_by_earlier_try(request_id, tried)
+            tried.append((page.id, page.version))
+            return page.settle(request_id, cost, now, usage)
+
+        return self._submit(account_id, apply, durable=True)
+
+    def _settled_by_earlier_try(self, request_id: str, tried: list[tuple[UUID, int]]) -> int | None:
+        """What this request's Settled event, if one of its earlier tries landed, charged."""
+        for tried_page, version in dict.fromkeys(tried):
+            for event in stored_events(self.app, tried_page, gt=version):
+                if isinstance(event, LedgerPage.Settled) and event.request_id == request_id:
+                    return event.cost
+        return None
 
     def reconciled_cost(self, account_id: UUID, request_id: str) -> "Future[int | None]":
         """What the reconciler charged this request's hold (on the current page), if it did:

@@ -271,6 +271,42 @@ async def test_a_hold_whose_commit_was_lost_is_released_after_the_503(ledger: An
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("answer_first_within", [None, 300.0])
+async def test_a_settlement_whose_commit_was_lost_reports_what_it_charged(
+    ledger: Any, answer_first_within: float | None
+) -> None:
+    """The settlement is stored but the connection drops before the acknowledgement: the retry
+    finds the hold closed by its own first try, and reports what that try charged — the client,
+    the metered outcome and the ledger agree (not 0)."""
+    app, spend = ledger
+    recorder = Recorder()
+    metering = Metering(
+        spend, CATALOGUE, recorder, store_wait=5.0, answer_first_within=answer_first_within
+    )
+    key = open_key(app, 1_000_000)
+    call = await metering.begin(key, "req-lost-ack", request(), started=metering.timer())
+    save, lost = app.save, []
+
+    def save_then_drop(*aggregates: Any, **kwargs: Any) -> Any:
+        recorded = save(*aggregates, **kwargs)
+        if not lost:
+            lost.append(True)
+            raise OperationalError("server closed the connection unexpectedly")
+        return recorded
+
+    app.save = save_then_drop
+    told = await call.finish(Outcome.ANSWERED, reported=TokenCounts(12, 3))
+    assert call._settlement is not None
+    settled = call._settlement.result(5)
+
+    page = spend.view(key.account_id).result(5)
+    charged = 1_000_000 - page.balance
+    assert lost and page.held == 0 and charged == PRICES.cost(TokenCounts(12, 3))
+    assert told == settled == charged
+    assert [outcome.cost for outcome in recorder.outcomes] == [charged]
+
+
+@pytest.mark.anyio
 async def test_only_a_timed_out_hold_the_writer_had_taken_gets_a_release(ledger: Any) -> None:
     app, spend = ledger
     metering = Metering(spend, CATALOGUE, store_wait=0.2)
