@@ -337,9 +337,10 @@ class SpendControl:
         self._writer.close()
 
     def _commit(self, batch: list[_Command]) -> None:
-        """Commit the batch; across a transient store error (an outage, a timeout), keep its
-        settlements and releases and try them again with backoff — in order, ahead of what was
-        queued since — while every other command fails at once with StoreUnavailable. What is
+        """Commit the batch; across a transient store error (an outage, a timeout) or too much
+        contention, keep its settlements and releases and try them again with backoff — in
+        order, ahead of what was queued since — while every other command fails at once with
+        StoreUnavailable (or TooMuchContention: only a reserve is ever refused). What is
         kept grows with the outage, not with the requests in flight: one settlement per request
         answered during it, and one release per hold the writer attempted and could not
         confirm (a hold that timed out while still queued is cancelled instead)."""
@@ -350,7 +351,8 @@ class SpendControl:
                 self._retrying = 0
                 return
             except Exception as error:
-                if not is_transient(error):
+                contended = isinstance(error, TooMuchContention)
+                if not (contended or is_transient(error)):
                     # `batch` may hold settlements taken since the first try, which the
                     # worker's own failure handling does not know of: fail them all here.
                     self._retrying = 0
@@ -373,7 +375,9 @@ class SpendControl:
                     return
                 if attempt == 0:
                     log.warning(
-                        "the store failed (%s); retrying %d settlements until it answers",
+                        "the store failed (%s); retrying %d settlements until it answers"
+                        if not contended
+                        else "other writers kept winning (%s); retrying %d settlements",
                         type(error).__name__,
                         len(kept),
                     )
@@ -400,6 +404,8 @@ class SpendControl:
             moved = self._commit_locked(batch, accounts)
         until = time.monotonic() + CONTENDED_SECONDS
         self._contended.update(dict.fromkeys(moved, until))
+        if not all(command.future.done() for command in batch):
+            raise TooMuchContention("other writers kept winning; settlements kept for a retry")
 
     def _may_go_optimistic(self, batch: list[_Command], accounts: list[UUID]) -> bool:
         if any(command.read_only for command in batch):
@@ -422,9 +428,12 @@ class SpendControl:
                 return moved
             # Another process wrote one of these pages: catch up and apply again.
             time.sleep(0.001 * attempt)
+        # Only what may be refused is: a settlement or a release (an answered or abandoned
+        # request) stays unanswered, and _commit tries it again (settling is idempotent).
         error = TooMuchContention("the ledger is busy; nothing was changed, try again")
         for command in batch:
-            command.future.set_exception(error)
+            if not command.durable:
+                command.future.set_exception(error)
         return moved
 
     def _attempt(self, batch: list[_Command], fast_forward: bool, fresh: bool = False) -> object:
