@@ -126,7 +126,9 @@ def load_settings(
         upstream_idle_seconds=_seconds(env, "LOWROUTER_UPSTREAM_IDLE_SECONDS", 300),
         max_request_seconds=_seconds(env, "LOWROUTER_MAX_REQUEST_SECONDS", 900),
         process_lease_seconds=_seconds(env, "LOWROUTER_PROCESS_LEASE_SECONDS", 30),
-        leadership_lease_seconds=_seconds(env, "LOWROUTER_LEADERSHIP_LEASE_SECONDS", 0.6),
+        leadership_lease_seconds=_seconds(
+            env, "LOWROUTER_LEADERSHIP_LEASE_SECONDS", 0.6, at_least=MIN_LEADERSHIP_LEASE_SECONDS
+        ),
         store_wait_seconds=_seconds(env, "LOWROUTER_STORE_WAIT_SECONDS", 2),
         settle_after_answer=_choice(env, "LOWROUTER_SETTLE_AFTER_ANSWER", SWITCH_CHOICES)
         == "true",
@@ -214,6 +216,10 @@ def postgres_parts(url: str) -> dict[str, str]:
     }
 
 
+# The leadership lease is renewed every quarter of it, by one statement each time: a lease much
+# shorter than a round trip would renew in a busy loop (1e-9 s spun), and lose the lease anyway.
+MIN_LEADERSHIP_LEASE_SECONDS = 0.2
+
 # libpq's client-side TCP keepalives (and the bound on unacknowledged writes, milliseconds):
 # a PostgreSQL or PgBouncer host that vanished is found dead in about 8-10 s instead of the
 # kernel's minutes, so the one ledger-writer thread waiting on it gets its error and retries.
@@ -280,8 +286,11 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    """A positive number of seconds (fractions allowed, for tests and tuning)."""
+def _seconds(
+    env: Mapping[str, str], name: str, default: float, at_least: float | None = None
+) -> float:
+    """A positive number of seconds (fractions allowed, for tests and tuning), `at_least`
+    this many if given."""
     raw = env.get(name)
     if raw is None or raw == "":
         return float(default)
@@ -291,6 +300,8 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name}={raw!r} is not a number of seconds") from None
     if not value > 0 or value == float("inf"):
         raise SettingsError(f"{name} must be a positive number of seconds")
+    if at_least is not None and value < at_least:
+        raise SettingsError(f"{name}={raw!r} is too short: it must be at least {at_least} s")
     return value
 
 

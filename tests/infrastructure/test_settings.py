@@ -79,3 +79,14 @@ def test_a_keepalive_parameter_that_is_not_a_number_is_refused_at_start() -> Non
             {"LOWROUTER_TOKEN_PEPPER": "x"},
             database_url="postgresql://u@db/lr?keepalives_idle=5 sslmode=disable",
         )
+
+
+@pytest.mark.parametrize("lease", ["1e-9", "0.05", "0.19"])
+def test_a_leadership_lease_too_short_to_renew_is_refused(lease: str) -> None:
+    with pytest.raises(SettingsError, match=r"LOWROUTER_LEADERSHIP_LEASE_SECONDS.*at least 0\.2 s"):
+        load_settings({"LOWROUTER_TOKEN_PEPPER": "x", "LOWROUTER_LEADERSHIP_LEASE_SECONDS": lease})
+
+
+def test_a_leadership_lease_at_the_floor_is_taken() -> None:
+    env = {"LOWROUTER_TOKEN_PEPPER": "x", "LOWROUTER_LEADERSHIP_LEASE_SECONDS": "0.2"}
+    assert load_settings(env).leadership_lease_seconds == 0.2
