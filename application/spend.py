@@ -42,6 +42,7 @@ from domain.actor import Actor
 from domain.errors import DomainError, NotFound
 from domain.ledger import Admission, LedgerPage, page_id
 from domain.policy import NO_POLICY, KeyPolicy
+from domain.redaction import safe_error_text
 from domain.usage import Usage
 
 log = logging.getLogger("lowrouter.spend")
@@ -343,7 +344,8 @@ class SpendControl:
         StoreUnavailable (or TooMuchContention: only a reserve is ever refused). What is
         kept grows with the outage, not with the requests in flight: one settlement per request
         answered during it, and one release per hold the writer attempted and could not
-        confirm (a hold that timed out while still queued is cancelled instead)."""
+        confirm (a hold that timed out while still queued is cancelled instead). Contention is
+        one account's: while its settlements wait, other accounts' commands go ahead apart."""
         attempt = 0
         while True:
             try:
@@ -351,39 +353,48 @@ class SpendControl:
                 self._retrying = 0
                 return
             except Exception as error:
-                contended = isinstance(error, TooMuchContention)
-                if not (contended or is_transient(error)):
+                if not _retryable(error):
                     # `batch` may hold settlements taken since the first try, which the
                     # worker's own failure handling does not know of: fail them all here.
                     self._retrying = 0
-                    for command in batch:
-                        if not command.future.done():
-                            command.future.set_exception(error)
+                    _fail_undone(batch, error)
                     raise
-                refusal = StoreUnavailable("the ledger's store is unavailable; nothing was changed")
-                refusal.__cause__ = error
-                kept = []
-                for command in batch:
-                    if command.future.done():
-                        continue
-                    if command.durable:
-                        kept.append(command)
-                    else:
-                        command.future.set_exception(refusal)
+                kept = _keep_durable(batch, error)
                 self._retrying = len(kept)
                 if not kept:
                     return
+                contended = isinstance(error, TooMuchContention)
                 if attempt == 0:
                     log.warning(
-                        "the store failed (%s); retrying %d settlements until it answers"
-                        if not contended
-                        else "other writers kept winning (%s); retrying %d settlements",
+                        "other writers kept winning (%s); retrying %d settlements"
+                        if contended
+                        else "the store failed (%s); retrying %d settlements until it answers",
                         type(error).__name__,
                         len(kept),
                     )
                 time.sleep(backoff(attempt, cap=1.0))
                 attempt += 1
-                batch = kept + self._writer.take_queued(MAX_BATCH)
+                queued = self._writer.take_queued(MAX_BATCH)
+                if contended:  # the accounts waiting keep their order; the others go ahead
+                    waiting = {command.account_id for command in kept}
+                    kept += self._commit_apart([c for c in queued if c.account_id not in waiting])
+                    queued = [c for c in queued if c.account_id in waiting]
+                batch = kept + queued
+
+    def _commit_apart(self, batch: list[_Command]) -> list[_Command]:
+        """One try of other accounts' commands while a contended batch waits; returns the
+        settlements and releases it must keep for the retry."""
+        if not batch:
+            return []
+        try:
+            self._commit_once(batch)
+            return []
+        except Exception as error:
+            if not _retryable(error):
+                log.error("the ledger writer failed a batch: %s", safe_error_text(error))
+                _fail_undone(batch, error)
+                return []
+            return _keep_durable(batch, error)
 
     def _commit_once(self, batch: list[_Command]) -> None:
         """Optimistically first: an account no other process is writing is applied from the
@@ -577,3 +588,32 @@ class SpendControl:
                     self._snapshot_versions[page.id] = page.version
                 except Exception:  # a snapshot is an optimisation; never fail the ledger for it
                     log.exception("snapshot of page %s failed", page.id)
+
+
+def _retryable(error: BaseException) -> bool:
+    """Kept settlements are tried again across these: an outage, or other writers winning."""
+    return isinstance(error, TooMuchContention) or is_transient(error)
+
+
+def _fail_undone(batch: list[_Command], error: BaseException) -> None:
+    for command in batch:
+        if not command.future.done():
+            command.future.set_exception(error)
+
+
+def _keep_durable(batch: list[_Command], error: BaseException) -> list[_Command]:
+    """The batch's unanswered settlements and releases, to try again; every other unanswered
+    command is refused (StoreUnavailable; under contention, its own TooMuchContention)."""
+    refusal: BaseException = error
+    if not isinstance(error, TooMuchContention):
+        refusal = StoreUnavailable("the ledger's store is unavailable; nothing was changed")
+        refusal.__cause__ = error
+    kept = []
+    for command in batch:
+        if command.future.done():
+            continue
+        if command.durable:
+            kept.append(command)
+        else:
+            command.future.set_exception(refusal)
+    return kept

@@ -339,6 +339,40 @@ async def test_too_much_contention_refuses_a_reserve_but_keeps_an_answered_settl
 
 
 @pytest.mark.anyio
+async def test_one_accounts_contention_does_not_refuse_another_accounts_reserves(
+    ledger: Any,
+) -> None:
+    """While a contended account's settlement waits to be retried, commands of other accounts
+    go ahead apart (per-account order is kept), instead of sharing its failing transaction."""
+    app, spend = ledger
+    metering = Metering(spend, CATALOGUE, answer_first_within=300.0, store_wait=2.0)
+    busy, calm = open_key(app, 1_000_000), open_key(app, 1_000_000)
+    call = await metering.begin(busy, "busy", request(), started=metering.timer())
+    save, contended = app.save, threading.Event()
+    contended.set()
+
+    def losing_save_on_busy(*aggregates: Any, **kwargs: Any) -> Any:
+        if contended.is_set() and any(
+            getattr(page, "account_id", None) == busy.account_id for page in aggregates
+        ):
+            raise IntegrityError("version conflict")
+        return save(*aggregates, **kwargs)
+
+    app.save = losing_save_on_busy
+    await call.finish(Outcome.ANSWERED, reported=TokenCounts(12, 3))
+    for _ in range(500):  # until the busy settlement failed its locked tries: it is retrying
+        if spend.retrying:
+            break
+        await asyncio.sleep(0.02)
+    assert spend.retrying == 1
+    other = await metering.begin(calm, "calm", request(), started=metering.timer())
+    assert other.hold > 0
+    assert spend.view(calm.account_id).result(5).held == other.hold
+    contended.clear()
+    assert call._settlement is not None and call._settlement.result(10) > 0
+
+
+@pytest.mark.anyio
 async def test_a_settlement_failing_after_its_answer_is_logged_redacted(ledger: Any) -> None:
     app, spend = ledger
     logged: list[logging.LogRecord] = []
