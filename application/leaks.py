@@ -27,32 +27,32 @@ class LeakHandled:
 
 
 def handle_leak(
-    ledger: Lowrouter, key_id: UUID, url: str, source: str, actor: Actor, policy: str
+    app: Lowrouter, key_id: UUID, url: str, source: str, actor: Actor, policy: str
 ) -> LeakHandled:
     def command() -> tuple[LeakHandled, list[Recording[UUID]]]:
-        key = ledger.get_key(key_id)
-        now = ledger.clock()
+        key = app.get_key(key_id)
+        now = app.clock()
         recorded = report_leak(key, url, source, actor, now)
         revoke = should_revoke(key, policy, now)
         if revoke:
             key.revoke(LEAK_REASON, actor, now)
         outcome = LeakHandled(key.id, recorded, revoke)
-        return outcome, ledger.save(key) if (recorded or revoke) else []
+        return outcome, app.save(key) if (recorded or revoke) else []
 
     outcome, recordings = retry_on_conflict(command)
     if recordings:
-        ledger.access_barrier(max(r.notification.id for r in recordings))
+        app.access_barrier(max(r.notification.id for r in recordings))
     return outcome
 
 
 def handle_management_key_leak(
-    ledger: Lowrouter, account_id: UUID, key_id: UUID, actor: Actor, policy: str
+    app: Lowrouter, account_id: UUID, key_id: UUID, actor: Actor, policy: str
 ) -> bool:
     """A leaked management key is revoked under the revoke policy; False if it already was."""
     if policy != "revoke":
         return False
     try:
-        ledger.revoke_management_key(account_id, key_id, actor)
+        app.revoke_management_key(account_id, key_id, actor)
     except DomainError:  # already revoked
         return False
     return True
@@ -76,7 +76,7 @@ class LeakReport:
 
 
 def handle_reports(
-    ledger: Lowrouter,
+    app: Lowrouter,
     find_key: Callable[[str], FoundKey | None],
     reports: Sequence[LeakReport],
     actor: Actor,
@@ -92,13 +92,13 @@ def handle_reports(
         except TokenFormatError:
             answers.append(False)
             continue
-        found = find_key(hash_token(ledger.pepper, token))
+        found = find_key(hash_token(app.pepper, token))
         if found is None:
             answers.append(False)
             continue
         if found.kind is TokenKind.INFERENCE:
-            handle_leak(ledger, found.key_id, report.url, report.source, actor, policy)
+            handle_leak(app, found.key_id, report.url, report.source, actor, policy)
         else:
-            handle_management_key_leak(ledger, found.account_id, found.key_id, actor, policy)
+            handle_management_key_leak(app, found.account_id, found.key_id, actor, policy)
         answers.append(True)
     return answers

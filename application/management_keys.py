@@ -73,56 +73,56 @@ def _view(
     )
 
 
-def list_management_keys(ledger: Lowrouter, account_id: UUID) -> list[ManagementKey]:
+def list_management_keys(app: Lowrouter, account_id: UUID) -> list[ManagementKey]:
     """Every management key of the account, oldest first."""
-    account, now = ledger.get_account(account_id), ledger.clock()
+    account, now = app.get_account(account_id), app.clock()
     return [_view(account.id, kid, e, now) for kid, e in account.management_keys.items()]
 
 
-def get_management_key(ledger: Lowrouter, account_id: UUID, key_id: UUID) -> ManagementKey:
-    account = ledger.get_account(account_id)
-    return _view(account.id, str(key_id), account.management_key(key_id), ledger.clock())
+def get_management_key(app: Lowrouter, account_id: UUID, key_id: UUID) -> ManagementKey:
+    account = app.get_account(account_id)
+    return _view(account.id, str(key_id), account.management_key(key_id), app.clock())
 
 
 def issue_management_key(
-    ledger: Lowrouter, account_id: UUID, actor: Actor, name: str = DEFAULT_MANAGEMENT_KEY_NAME
+    app: Lowrouter, account_id: UUID, actor: Actor, name: str = DEFAULT_MANAGEMENT_KEY_NAME
 ) -> IssuedManagementKey:
     token = generate_token(TokenKind.MANAGEMENT)
     key_id = uuid4()
 
     def command() -> list[Recording[UUID]]:
-        account = ledger.get_account(account_id)
+        account = app.get_account(account_id)
         account.issue_management_key(
             key_id,
-            hash_token(ledger.pepper, token),
+            hash_token(app.pepper, token),
             token.value[:10],
             token.last4,
             actor,
-            ledger.clock(),
+            app.clock(),
             name,
         )
-        return ledger.save(account)
+        return app.save(account)
 
-    _barrier(ledger, retry_on_conflict(command))
-    return IssuedManagementKey(get_management_key(ledger, account_id, key_id), token)
+    _barrier(app, retry_on_conflict(command))
+    return IssuedManagementKey(get_management_key(app, account_id, key_id), token)
 
 
 def revoke_management_key(
-    ledger: Lowrouter, account_id: UUID, key_id: UUID, actor: Actor, using: UUID | None = None
+    app: Lowrouter, account_id: UUID, key_id: UUID, actor: Actor, using: UUID | None = None
 ) -> ManagementKey:
     """Revoke; `using` is the key the request itself is authenticated with (see the domain)."""
 
     def command() -> list[Recording[UUID]]:
-        account = ledger.get_account(account_id)
-        account.revoke_management_key(key_id, actor, ledger.clock(), using)
-        return ledger.save(account)
+        account = app.get_account(account_id)
+        account.revoke_management_key(key_id, actor, app.clock(), using)
+        return app.save(account)
 
-    _barrier(ledger, retry_on_conflict(command))
-    return get_management_key(ledger, account_id, key_id)
+    _barrier(app, retry_on_conflict(command))
+    return get_management_key(app, account_id, key_id)
 
 
 def rotate_management_key(
-    ledger: Lowrouter,
+    app: Lowrouter,
     account_id: UUID,
     key_id: UUID,
     actor: Actor,
@@ -132,26 +132,26 @@ def rotate_management_key(
     successor_id = uuid4()
 
     def command() -> list[Recording[UUID]]:
-        account = ledger.get_account(account_id)
+        account = app.get_account(account_id)
         account.rotate_management_key(
             key_id,
             successor_id,
-            hash_token(ledger.pepper, token),
+            hash_token(app.pepper, token),
             token.value[:10],
             token.last4,
             grace,
             actor,
-            ledger.clock(),
+            app.clock(),
         )
-        return ledger.save(account)
+        return app.save(account)
 
-    _barrier(ledger, retry_on_conflict(command))
-    return IssuedManagementKey(get_management_key(ledger, account_id, successor_id), token)
+    _barrier(app, retry_on_conflict(command))
+    return IssuedManagementKey(get_management_key(app, account_id, successor_id), token)
 
 
-def _barrier(ledger: Lowrouter, recordings: Sequence[Recording[UUID]]) -> None:
+def _barrier(app: Lowrouter, recordings: Sequence[Recording[UUID]]) -> None:
     if recordings:
-        ledger.access_barrier(max(r.notification.id for r in recordings))
+        app.access_barrier(max(r.notification.id for r in recordings))
 
 
 Event = Aggregate.Event
@@ -169,13 +169,13 @@ class ManagementKeyReport:
 
 
 def investigate_management_key(
-    ledger: Lowrouter, account_id: UUID, key_id: UUID
+    app: Lowrouter, account_id: UUID, key_id: UUID
 ) -> ManagementKeyReport:
-    key = get_management_key(ledger, account_id, key_id)
-    account = ledger.get_account(account_id)
-    account_events = list(stored_events(ledger, account.id))
+    key = get_management_key(app, account_id, key_id)
+    account = app.get_account(account_id)
+    account_events = list(stored_events(app, account.id))
     lifecycle = [e for e in account_events if getattr(e, "key_id", None) == key_id]
-    streams = [account_events, *(list(stored_events(ledger, k)) for k in account.api_key_ids)]
+    streams = [account_events, *(list(stored_events(app, k)) for k in account.api_key_ids)]
     actions = sorted(
         (event for events in streams for event in events if _made_with(event, key.display)),
         key=lambda event: event.timestamp,

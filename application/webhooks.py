@@ -44,12 +44,12 @@ class AddedWebhook:
 class Webhooks:
     def __init__(
         self,
-        ledger: Lowrouter,
+        app: Lowrouter,
         vault: SecretVault,
         check_target: Callable[[str], None],
         barrier: Callable[[int], None],
     ) -> None:
-        self.ledger = ledger
+        self.app = app
         self.vault = vault
         self.check_target = check_target  # raises InvalidWebhook for a refused host
         self.barrier = barrier  # returns once the outbox projection has seen a position
@@ -59,20 +59,20 @@ class Webhooks:
     ) -> AddedWebhook:
         url = check_url(url)
         types = check_event_types(events)
-        self.ledger.get_account(account_id)  # NotFound for an unknown account
+        self.app.get_account(account_id)  # NotFound for an unknown account
         self.check_target(url)
         endpoint_id, secret = uuid4(), new_secret()
         self.vault.store(endpoint_id, secret)  # first: an endpoint never exists without it
         endpoint = WebhookEndpoint.add(
-            endpoint_id, account_id, url, types, actor, self.ledger.clock()
+            endpoint_id, account_id, url, types, actor, self.app.clock()
         )
-        self._wait(self.ledger.save(endpoint))
+        self._wait(self.app.save(endpoint))
         return AddedWebhook(endpoint, secret)
 
     def get(self, endpoint_id: UUID, account_id: UUID | None = None) -> WebhookEndpoint:
         """An endpoint by id; one of another account is reported as missing."""
         try:
-            endpoint: object = self.ledger.repository.get(endpoint_id)
+            endpoint: object = self.app.repository.get(endpoint_id)
         except AggregateNotFoundError:
             raise NotFound(f"no webhook {endpoint_id}") from None
         if not isinstance(endpoint, WebhookEndpoint) or (
@@ -86,8 +86,8 @@ class Webhooks:
     ) -> WebhookEndpoint:
         def command() -> tuple[WebhookEndpoint, list[Recording[UUID]]]:
             endpoint = self.get(endpoint_id, account_id)
-            endpoint.remove(actor, self.ledger.clock())
-            return endpoint, self.ledger.save(endpoint)
+            endpoint.remove(actor, self.app.clock())
+            return endpoint, self.app.save(endpoint)
 
         endpoint, recordings = retry_on_conflict(command)
         self.vault.delete(endpoint_id)  # nothing is signed for it any more: erase the secret

@@ -64,8 +64,8 @@ class Tenant:
 
 def create_tenant(runtime: Runtime, name: str = "bench") -> Tenant:
     """An account with plenty of credits and an inference key with no daily limit."""
-    opened = runtime.ledger.open_account(name, OPERATOR, credits=CREDITS)
-    issued = runtime.ledger.create_key(opened.account.id, f"{name}-key", Scope(), OPERATOR)
+    opened = runtime.app.open_account(name, OPERATOR, credits=CREDITS)
+    issued = runtime.app.create_key(opened.account.id, f"{name}-key", Scope(), OPERATOR)
     return Tenant(opened.account.id, issued.key.id, issued.token.value)
 
 

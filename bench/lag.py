@@ -57,7 +57,7 @@ class LagSampler:
             self.samples.seconds.append(seconds)
 
     def sample(self) -> tuple[int, float]:
-        runner, app = self.runtime.projections, self.runtime.ledger
+        runner, app = self.runtime.projections, self.runtime.app
         position = runner.position(self.samples.projection)
         head = runner.head()
         if head <= position:

@@ -139,7 +139,7 @@ def lookup_rates(runtime: Runtime, tenant: Tenant, seconds: float) -> dict[str, 
 def replay_page(runtime: Runtime, tenant: Tenant) -> dict[str, Any]:
     """The account's page of today: from the latest snapshot plus its tail (what the repository
     does), and from scratch (every event folded)."""
-    app = runtime.ledger
+    app = runtime.app
     pid = page_id(tenant.account_id, utc_day(app.clock()))
     started = time.perf_counter()
     page = app.repository.get(pid)
@@ -161,7 +161,7 @@ def replay_page(runtime: Runtime, tenant: Tenant) -> dict[str, Any]:
 
 
 def _latest_snapshot_version(runtime: Runtime, pid: Any) -> int | None:
-    snapshots = runtime.ledger.snapshots
+    snapshots = runtime.app.snapshots
     if snapshots is None:
         return None
     latest = list(snapshots.get(pid, desc=True, limit=1))

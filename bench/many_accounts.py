@@ -25,9 +25,9 @@ def create_keys(runtime: Any) -> list[tuple[int, str]]:
     """(account rank, token) for every key: ACCOUNTS accounts of KEYS_PER_ACCOUNT keys each."""
     keys = []
     for rank in range(ACCOUNTS):
-        opened = runtime.ledger.open_account(f"bench-{rank}", OPERATOR, credits=CREDITS)
+        opened = runtime.app.open_account(f"bench-{rank}", OPERATOR, credits=CREDITS)
         for k in range(KEYS_PER_ACCOUNT):
-            issued = runtime.ledger.create_key(opened.account.id, f"k{k}", Scope(), OPERATOR)
+            issued = runtime.app.create_key(opened.account.id, f"k{k}", Scope(), OPERATOR)
             keys.append((rank, issued.token.value))
     runtime.projections.catch_up()
     return keys

@@ -317,16 +317,16 @@ def main(argv: list[str] | None = None) -> int:
         if "observability" in profiles:
             observability = observability_section(args, plan, upstream, postgres)
     http_seconds = time.monotonic() - started
-    ledger: dict[str, Any] = {}
+    app: dict[str, Any] = {}
     if "ledger" in profiles:
         stores = ["sqlite", "postgres"] if postgres else ["sqlite"]
-        ledger = ledger_section(events, 1.0 if quick else 2.0, stores)
+        app = ledger_section(events, 1.0 if quick else 2.0, stores)
     text, records = report.table(reports)
     verdicts = (
         report.http_verdicts(reports)
         + report.lag_verdicts(reports)
         + report.memory_verdicts(reports)
-        + report.ledger_verdicts(ledger)
+        + report.ledger_verdicts(app)
         + (many_verdicts(many) if many else [])
         + (llm_verdicts(llm) if llm else [])
         + (bench_observability.verdicts(observability) if observability else [])
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             log(note)
     log("")
     log(f"Storage (one commit, ms): {description['storage']}")
-    for line in report.ledger_lines(ledger):
+    for line in report.ledger_lines(app):
         log(line)
     for line in bench_observability.lines(observability) if observability else []:
         log(line)
@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in reports
         ],
         "verdicts": [v.line() for v in verdicts],
-        "ledger": ledger,
+        "ledger": app,
         "many_account": many,
         "llm": llm,
         "observability": observability,

@@ -3,7 +3,7 @@ costs a lone request (issue 18's c=1 target; README, "Settling after the answer"
 
 Three servers side by side on the same fake upstream: the floor (bare-aiohttp) and two
 lowrouter-pg gateways (one worker each, each on a fresh database), one with
-LOWROUTER_SETTLE_AFTER_ANSWER=true (the default) and one with `false` (every answer waits for its
+LOWROUTER_SETTLE_AFTER_ANSWER=true (an opt-in) and one with `false` (every answer waits for its
 settlement's commit, as in release 0.2). Each is driven at c=1, non-streaming then streaming, in
 alternating rounds (floor, after, before; then the reverse, …) so a neighbour's burst on a shared
 machine lands on all of them; medians of each one's rounds are compared. Alone:
@@ -12,14 +12,17 @@ machine lands on all of them; medians of each one's rounds are compared. Alone:
 """
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
 import tempfile
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from bench.loadgen import LoadResult, load_generator
 from bench.matrix import (
@@ -31,6 +34,8 @@ from bench.matrix import (
     start_upstream,
 )
 from bench.processes import Server, process_cpu_seconds
+from domain.policy import NO_POLICY, KeyPolicy
+from domain.scope import Scope
 
 GATEWAYS = {
     "after": {"LOWROUTER_SETTLE_AFTER_ANSWER": "true"},
@@ -109,12 +114,88 @@ def summarise(measured: dict[str, list[tuple[LoadResult, float | None]]]) -> dic
     return out
 
 
+@dataclass(frozen=True)
+class _Key:
+    key_id: UUID
+    account_id: UUID
+    name: str = "bench-key"
+    scope: Scope = field(default_factory=Scope)
+    policy: KeyPolicy = NO_POLICY
+    lineage_id: UUID | None = None
+
+
+def finish_wait(calls: int, rounds: int) -> dict[str, Any]:
+    """In one process on a fresh PostgreSQL database: how long `MeteredCall.finish` keeps a
+    request waiting, settling after the answer vs before it (alternating rounds of `calls` lone
+    calls each): exactly what the answer no longer waits for, without HTTP or the machine's
+    other noise in between."""
+    from application.metering import MeteredRequest, Metering, Outcome
+    from bench.fixtures import create_tenant, open_bench_runtime, postgres_database
+    from bench.fixtures import write_catalogue as bench_catalogue
+    from domain.pricing import TokenCounts
+    from infrastructure.catalogue import load_catalogue
+
+    request = MeteredRequest("chat.completions", "bench/fast", 40, 16)
+    waits: dict[str, list[float]] = {"after": [], "before": []}
+    with tempfile.TemporaryDirectory() as work, postgres_database() as url:
+        runtime = open_bench_runtime(url)
+        try:
+            tenant = create_tenant(runtime)
+            key = _Key(tenant.key_id, tenant.account_id)
+            catalogue = load_catalogue(bench_catalogue(Path(work) / "c.toml", "http://x/v1"), {})
+            meterings = {
+                "after": Metering(runtime.spend, catalogue, answer_first_within=60.0),
+                "before": Metering(runtime.spend, catalogue),
+            }
+
+            async def one(metering: Metering, number: int) -> float:
+                call = await metering.begin(key, f"r{number}", request, time.perf_counter())
+                started = time.perf_counter()
+                await call.finish(Outcome.ANSWERED, reported=TokenCounts(12, 3))
+                return time.perf_counter() - started
+
+            async def run() -> None:
+                number = 0
+                for _ in range(2):  # warm-up
+                    await one(meterings["before"], number := number + 1)
+                for round_number in range(rounds):
+                    names = ["after", "before"] if round_number % 2 == 0 else ["before", "after"]
+                    for name in names:
+                        for _ in range(calls):
+                            number += 1
+                            waits[name].append(await one(meterings[name], number))
+                            await asyncio.sleep(0.001)  # let a settlement left queued land
+
+            asyncio.run(run())
+        finally:
+            runtime.close()
+
+    def percentile(values: list[float], share: float) -> float:
+        ordered = sorted(values)
+        return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000, 3)
+
+    return {
+        name: {"calls": len(v), "p50_ms": percentile(v, 0.5), "p99_ms": percentile(v, 0.99)}
+        for name, v in waits.items()
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument(
+        "--finish-only", action="store_true", help="only the in-process finish() wait"
+    )
     args = parser.parse_args(argv)
+    if args.finish_only:
+        print(f"load average {os.getloadavg()}", flush=True)
+        waits = finish_wait(200, args.rounds)
+        print(json.dumps(waits), f"load average {os.getloadavg()}", flush=True)
+        if args.output is not None:
+            args.output.write_text(json.dumps(waits, indent=2))
+        return 0
     started = os.getloadavg()
     print(f"settle after vs before the answer, c=1; load average {started}", flush=True)
     with tempfile.TemporaryDirectory(prefix="lowrouter-settle-") as work:

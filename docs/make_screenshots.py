@@ -55,17 +55,17 @@ def main() -> None:
         database_url=f"sqlite:///{folder}/lowrouter.db",
     )
     runtime = open_runtime(settings, clock)
-    ledger, spend = runtime.ledger, runtime.spend
-    opened = ledger.open_account("acme", OWNER, parse_credits("250"))
+    app, spend = runtime.app, runtime.spend
+    opened = app.open_account("acme", OWNER, parse_credits("250"))
     account = opened.account.id
     keys = {
-        "prod-server": ledger.create_key(
+        "prod-server": app.create_key(
             account, "prod-server", Scope(daily_limit=parse_credits("12")), OWNER
         ).key.id,
-        "support-bot": ledger.create_key(
+        "support-bot": app.create_key(
             account, "support-bot", Scope(daily_limit=parse_credits("4")), OWNER
         ).key.id,
-        "local-dev": ledger.create_key(
+        "local-dev": app.create_key(
             account, "local-dev", Scope(daily_limit=parse_credits("1")), OWNER
         ).key.id,
     }

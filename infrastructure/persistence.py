@@ -68,7 +68,7 @@ def open_database(settings: Settings, role: str) -> Database | None:
     return Database.for_settings(settings, role) if settings.is_postgres else None
 
 
-def build_ledger(
+def build_app(
     settings: Settings,
     clock: Clock = system_clock,
     create_tables: bool = True,

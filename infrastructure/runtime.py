@@ -1,4 +1,4 @@
-"""Everything a process needs, wired once: the ledger, spend control, projections."""
+"""Everything a process needs, wired once: the application, spend control, projections."""
 
 import contextlib
 import logging
@@ -27,10 +27,10 @@ from infrastructure.liveness import ProcessLease, create_processes_table, live_p
 from infrastructure.observability.metrics import LedgerMetrics
 from infrastructure.persistence import (
     PostgresPageLock,
+    build_app,
     build_engine,
     build_key_lookup,
     build_leadership,
-    build_ledger,
     build_page_lock,
     open_database,
 )
@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # imported when first used: the webhooks load only where they
 @dataclass
 class Runtime:
     settings: Settings
-    ledger: Lowrouter
+    app: Lowrouter
     spend: SpendControl
     engine: Engine
     projections: ProjectionRunner
@@ -96,7 +96,7 @@ class Runtime:
         ledger."""
         timeout = self.settings.hold_timeout_seconds
         return reconcile(
-            self.ledger,
+            self.app,
             self.spend,
             lambda before: self.reads.best_effort.ask(stale_holds, before),
             timedelta(seconds=timeout),
@@ -179,7 +179,7 @@ class Runtime:
             self.lease.close()
         if self._witness is not None:
             self._witness.close()
-        self.ledger.close()
+        self.app.close()
         self.engine.dispose()
         if self.database is not None:
             self.database.close()  # last: everything above borrowed from it
@@ -202,12 +202,12 @@ def open_runtime(
     turns = PostgresPageLock(database) if prepare_schema and database else None
     try:
         with turns([SCHEMA_LOCK]) if turns else contextlib.nullcontext():
-            ledger = build_ledger(settings, clock, create_tables=prepare_schema, database=database)
+            app = build_app(settings, clock, create_tables=prepare_schema, database=database)
             engine = build_engine(settings.database_url, database)
             listen = settings.listen_url
             runner = ProjectionRunner(
                 engine,
-                ledger,
+                app,
                 all_projections(),
                 leadership=build_leadership(
                     settings.database_url, settings.leadership_lease_seconds, database
@@ -226,10 +226,10 @@ def open_runtime(
         if database is not None:
             database.close()
         raise
-    ledger.access_barrier = lambda position: runner.wait_for(position, names=("keys",))
-    ledger.max_keys_per_account = settings.max_keys_per_account or None
-    ledger.live_key_count = lambda account_id: live_key_count(engine, account_id, ledger.clock())
+    app.access_barrier = lambda position: runner.wait_for(position, names=("keys",))
+    app.max_keys_per_account = settings.max_keys_per_account or None
+    app.live_key_count = lambda account_id: live_key_count(engine, account_id, app.clock())
     observer = LedgerMetrics() if settings.metrics else None
-    spend = SpendControl(ledger, build_page_lock(settings.database_url, database), observer)
+    spend = SpendControl(app, build_page_lock(settings.database_url, database), observer)
     lookup = build_key_lookup(settings.database_url, database)
-    return Runtime(settings, ledger, spend, engine, runner, lookup, database)
+    return Runtime(settings, app, spend, engine, runner, lookup, database)

@@ -42,7 +42,7 @@ class Settings:
     store_wait_seconds: float = 2.0  # a request waits this long for the store, then gets a 503
     # Answer before the settlement is durable (it is queued first; the hold is durable): one
     # commit less in every request's latency. README, "Settling after the answer".
-    settle_after_answer: bool = True
+    settle_after_answer: bool = False
     process_lease_seconds: float = 30.0  # a gateway counts as gone this long after its last renewal
     # The background work's lease (infrastructure.leadership): a standby takes over at most this
     # long after the holder's last renewal, plus its own retry interval (0.15 s).
@@ -130,7 +130,7 @@ def load_settings(
             env, "LOWROUTER_LEADERSHIP_LEASE_SECONDS", 0.6, at_least=MIN_LEADERSHIP_LEASE_SECONDS
         ),
         store_wait_seconds=_seconds(env, "LOWROUTER_STORE_WAIT_SECONDS", 2),
-        settle_after_answer=_choice(env, "LOWROUTER_SETTLE_AFTER_ANSWER", SWITCH_CHOICES)
+        settle_after_answer=_choice(env, "LOWROUTER_SETTLE_AFTER_ANSWER", ("false", "true"))
         == "true",
         body_timeout_seconds=float(_int(env, "LOWROUTER_BODY_TIMEOUT_SECONDS", 30)),
         auth_failure_burst=_int(env, "LOWROUTER_AUTH_FAILURE_BURST", 20),

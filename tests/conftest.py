@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 from tests.hosts.pgbouncer import pgbouncers  # noqa: F401  (fixture: PgBouncer per pool mode)
 from tests.support.management_api import api  # noqa: F401  (fixture: the management API)
+from tests.support.runs import FAST_GUARD
 from tests.support.stores import (
     PEPPER,
     database_url_named,
@@ -107,9 +108,9 @@ def settings(database_url: str, tmp_path: "os.PathLike[str]"):  # type: ignore[n
 @pytest.fixture
 def ledger(settings):  # type: ignore[no-untyped-def]
     """The application on the parametrised store."""
-    from infrastructure.persistence import build_ledger
+    from infrastructure.persistence import build_app
 
-    app = build_ledger(settings)
+    app = build_app(settings)
     yield app
     app.close()
 
@@ -229,11 +230,11 @@ E2E_TESTS = {  # single tests that start a subprocess: `--env-file` asks git if 
     "tests/cli/test_no_plaintext.py::test_tokens_created_through_the_cli_are_not_stored_in_plaintext",
     "tests/security/test_cli_hygiene.py::test_env_file_refuses_symlinks_and_loose_files_unless_forced",
 }
+# The in-memory state machines are not here: `make test-fast` runs them with a tenth of their
+# examples (tests/support/runs.py), `make test` in full.
 SLOW_TESTS = {  # seconds each on 2 busy cores (`pytest --durations`): state machines, bulk
-    "tests/domain/test_key_lifecycle.py::test_key_lifecycle_state_machine_in_memory",
     "tests/domain/test_key_lifecycle.py::test_key_lifecycle_state_machine_on_a_real_store",
     "tests/domain/test_tokens.py::test_one_hundred_thousand_generated_tokens_never_collide",
-    "tests/spend/test_ledger_machine.py::test_ledger_machine_on_the_in_memory_store",
     "tests/spend/test_ledger_machine.py::test_ledger_machine_replays_hot_pages_from_snapshot_and_tail",
     "tests/spend/test_ledger_machine.py::test_ledger_machine_replayed_from_the_database",
     "tests/projections/test_rebuild.py::test_rebuild_equals_incremental_on_sqlite",
@@ -266,7 +267,6 @@ XDIST_GROUP_DIRECTORIES = {  # the rest of a directory's tests
 }
 POSTGRES_FIXTURES = {"postgres_url", "postgres_template"}
 STORE_PARAMETERS = ("database_url", "store")
-FAST_GUARD = "LOWROUTER_TEST_FAST"
 
 
 def _module(item: pytest.Item) -> str:

@@ -95,7 +95,7 @@ class Store(Protocol):
     """What the chain needs of a Runtime: the event store and the database's engine."""
 
     @property
-    def ledger(self) -> Application[UUID]: ...
+    def app(self) -> Application[UUID]: ...
 
     @property
     def engine(self) -> Engine: ...
@@ -107,7 +107,7 @@ class Store(Protocol):
 def _event_table(store: Store) -> tuple[TableClause, ColumnElement[int]]:
     """eventsourcing's table, and its notification id: SQLite's rowid, or PostgreSQL's
     notification_id column."""
-    recorder: Any = store.ledger.recorder  # SQLite's or PostgreSQL's: neither type names both
+    recorder: Any = store.app.recorder  # SQLite's or PostgreSQL's: neither type names both
     postgres = store.engine.dialect.name == "postgresql"
     position_name = "notification_id" if postgres else "rowid"
     events = table(

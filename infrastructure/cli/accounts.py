@@ -22,7 +22,7 @@ from projections.queries.management import all_accounts
 
 def accounts_create(ctx: Context, args: argparse.Namespace) -> None:
     credits = parse_credits(args.credits) if args.credits is not None else 0
-    opened = ctx.runtime.ledger.open_account(args.name, ctx.actor, credits=credits)
+    opened = ctx.runtime.app.open_account(args.name, ctx.actor, credits=credits)
     account = opened.account
     data = account_json(ctx, account.id, account.name, account.created_on)
     management_key = {"id": str(opened.management_key_id), "display": opened.token.display}
@@ -91,7 +91,7 @@ def credits_adjust(ctx: Context, args: argparse.Namespace) -> None:
         raise UsageError("--reason must say why (it is kept in the ledger)")
     account = find_account(ctx, args.account)
     if args.key is not None:
-        ctx.runtime.ledger.get_key(args.key, account.id)  # a key of this account, or NotFound
+        ctx.runtime.app.get_key(args.key, account.id)  # a key of this account, or NotFound
     ctx.runtime.spend.adjust(account.id, amount, reason, ctx.actor, args.key).result()
     data = {
         **account_json(ctx, account.id, account.name, account.created_on),

@@ -56,11 +56,11 @@ def audit(ctx: Context, args: argparse.Namespace) -> int | None:
         aggregate_id = UUID(target)
     except ValueError:
         return audit_account(ctx, find_account(ctx, target).id, args.as_of)
-    if is_key(ctx.runtime.ledger, aggregate_id):
+    if is_key(ctx.runtime.app, aggregate_id):
         audit_key(ctx, aggregate_id, args.as_of)
         return None
     try:
-        account = ctx.runtime.ledger.get_account(aggregate_id)
+        account = ctx.runtime.app.get_account(aggregate_id)
     except NotFound:
         raise NotFound(f"no key or account {aggregate_id}") from None
     return audit_account(ctx, account.id, args.as_of)
@@ -69,7 +69,7 @@ def audit(ctx: Context, args: argparse.Namespace) -> int | None:
 def audit_key(ctx: Context, key_id: UUID, as_of: datetime | None) -> None:
     """A key's events up to `as_of` (default now) and the KEY they made (no spend or last use:
     those are not in a key's events)."""
-    history = key_history(ctx.runtime.ledger, key_id, as_of)
+    history = key_history(ctx.runtime.app, key_id, as_of)
     moment = as_of or ctx.now()
     events = [key_event_json(event) for event in history.events]
     state = key_state_json(history.state, moment)
@@ -109,7 +109,7 @@ def ledger_event_json(event: Any) -> dict[str, Any]:
 
 
 def audit_account(ctx: Context, account_id: UUID, as_of: datetime | None) -> int | None:
-    history = account_history(ctx.runtime.ledger, account_id, as_of)
+    history = account_history(ctx.runtime.app, account_id, as_of)
     moment = as_of or ctx.now()
     events = [key_event_json(event) for event in history.events]
     pages = [
@@ -173,7 +173,7 @@ def _key_names(ctx: Context, key_ids: Iterable[str]) -> dict[str, str]:
     names = {}
     for key_id in key_ids:
         try:
-            names[key_id] = ctx.runtime.ledger.get_key(UUID(key_id)).name
+            names[key_id] = ctx.runtime.app.get_key(UUID(key_id)).name
         except (NotFound, ValueError):
             continue
     return names
@@ -222,7 +222,7 @@ def verify_balances(ctx: Context) -> int | None:
     compare them with the read models (lr_daily_spend, lr_usage, lr_holds) and the ledger pages
     as loaded (snapshots). Exit 1 when anything differs."""
     runtime = ctx.runtime
-    check = check_balances(runtime.ledger, lambda: runtime.reads.ask(recorded_money))
+    check = check_balances(runtime.app, lambda: runtime.reads.ask(recorded_money))
     summary = [_account_summary(account) for account in check.accounts]
     if ctx.format in ("json", "jsonl"):
         ctx.json(

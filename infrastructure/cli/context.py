@@ -62,7 +62,7 @@ class Context:
         return Actor("operator", f"cli:{_user_name()}")
 
     def now(self) -> datetime:
-        return self.runtime.ledger.clock()
+        return self.runtime.app.clock()
 
     def close(self) -> None:
         if self._runtime is not None:

@@ -56,7 +56,7 @@ def find_keys(ctx: Context, given: str) -> list[KeyMatch]:
 
 
 def _matches_of_id(ctx: Context, key_id: UUID) -> list[KeyMatch]:
-    key = ctx.runtime.ledger.get_key(key_id)
+    key = ctx.runtime.app.get_key(key_id)
     return [
         KeyMatch(
             str(key.id),

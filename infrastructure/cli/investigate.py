@@ -34,7 +34,7 @@ def investigate(ctx: Context, args: argparse.Namespace) -> int | None:
         return None
     key_id = UUID(match.key_id)
     revoked_now = args.revoke and revoke_for_leak(ctx, key_id)
-    report = runtime.reads.ask(investigate_key, runtime.ledger, key_id, args.since, ctx.now())
+    report = runtime.reads.ask(investigate_key, runtime.app, key_id, args.since, ctx.now())
     data = investigation_json(ctx, report, revoked_now)
     if ctx.format == "json":
         ctx.json(data)
@@ -46,15 +46,15 @@ def investigate(ctx: Context, args: argparse.Namespace) -> int | None:
 def investigate_management_key(ctx: Context, args: argparse.Namespace, match: KeyMatch) -> None:
     """A management key's report: its lifecycle and every change made with it (when, from
     which address, to what); with --revoke, it is revoked first."""
-    ledger, account_id, key_id = ctx.runtime.ledger, UUID(match.account_id), UUID(match.key_id)
+    app, account_id, key_id = ctx.runtime.app, UUID(match.account_id), UUID(match.key_id)
     revoked_now = False
     if args.revoke:
         try:
-            management_keys.revoke_management_key(ledger, account_id, key_id, ctx.actor)
+            management_keys.revoke_management_key(app, account_id, key_id, ctx.actor)
             revoked_now = True
         except DomainError:
             ctx.note("the key had already stopped working; nothing to revoke")
-    report = management_keys.investigate_management_key(ledger, account_id, key_id)
+    report = management_keys.investigate_management_key(app, account_id, key_id)
     names = account_names(ctx)
     data: dict[str, Any] = {
         "key": {**management_key_json(report.key), "kind": "management"},
@@ -90,7 +90,7 @@ def investigate_management_key(ctx: Context, args: argparse.Namespace, match: Ke
 def revoke_for_leak(ctx: Context, key_id: UUID) -> bool:
     """Revoke with reason "leak"; False when the key had already stopped working."""
     try:
-        ctx.runtime.ledger.revoke_key(key_id, ctx.actor, reason="leak")
+        ctx.runtime.app.revoke_key(key_id, ctx.actor, reason="leak")
     except KeyRevoked:
         ctx.note("the key had already stopped working; nothing to revoke")
         return False

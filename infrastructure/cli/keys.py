@@ -85,14 +85,14 @@ def keys_create(ctx: Context, args: argparse.Namespace) -> None:
     policy = KeyPolicy(**policy_changes(ctx, args))
     account = find_account(ctx, args.account)
     if args.env_file is None:
-        issued = ctx.runtime.ledger.create_key(account.id, args.name, scope, ctx.actor, policy)
+        issued = ctx.runtime.app.create_key(account.id, args.name, scope, ctx.actor, policy)
         view = key_view(ctx, issued.key)
         show_issued_token(ctx, issued.token.value, view, key_record(view))
         if issued.warning:
             ctx.warn(issued.warning)
         return
     with EnvFile(Path(args.env_file), force=args.force_env_file) as env_file:
-        issued = ctx.runtime.ledger.create_key(account.id, args.name, scope, ctx.actor, policy)
+        issued = ctx.runtime.app.create_key(account.id, args.name, scope, ctx.actor, policy)
         env_file.write_api_key(issued.token.value)
     if issued.warning:
         ctx.warn(issued.warning)
@@ -109,7 +109,7 @@ def keys_list(ctx: Context, args: argparse.Namespace) -> None:
     """An account's keys, with their unexpected-usage flags (a column; in JSON, `flags` by key
     id beside `data`, so each KEY keeps the API's shape)."""
     account = find_account(ctx, args.account)
-    views = key_views(ctx, ctx.runtime.ledger.list_keys(account.id))
+    views = key_views(ctx, ctx.runtime.app.list_keys(account.id))
     flags = ctx.runtime.reads.ask(flags_for_keys, [view["id"] for view in views])
     if ctx.format == "json":
         ctx.json(
@@ -124,7 +124,7 @@ def keys_list(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def keys_show(ctx: Context, args: argparse.Namespace) -> None:
-    show_key(ctx, ctx.runtime.ledger.get_key(args.key_id))
+    show_key(ctx, ctx.runtime.app.get_key(args.key_id))
 
 
 SCOPE_OPTIONS = ("model", "all_models", "region", "any_region", "daily_limit", "no_daily_limit")
@@ -161,28 +161,28 @@ def keys_scope(ctx: Context, args: argparse.Namespace) -> None:
         scope["daily_limit"] = None if args.no_daily_limit else optional_credits(args.daily_limit)
     Scope(**scope)  # each part checked by the domain's rules before anything is read
     policy = policy_changes(ctx, args)
-    ledger = ctx.runtime.ledger
-    current = ledger.get_key(args.key_id).scope  # only to let a key keep what it already has
+    app = ctx.runtime.app
+    current = app.get_key(args.key_id).scope  # only to let a key keep what it already has
     served_by_gateway(ctx).check(scope.get("models"), scope.get("region"), current)
     show_key(
         ctx,
-        ledger.update_key(args.key_id, ctx.actor, scope_changes=scope, policy_changes=policy),
+        app.update_key(args.key_id, ctx.actor, scope_changes=scope, policy_changes=policy),
     )
 
 
 def keys_rename(ctx: Context, args: argparse.Namespace) -> None:
-    show_key(ctx, ctx.runtime.ledger.rename_key(args.key_id, args.name, ctx.actor))
+    show_key(ctx, ctx.runtime.app.rename_key(args.key_id, args.name, ctx.actor))
 
 
 def keys_revoke(ctx: Context, args: argparse.Namespace) -> None:
-    show_key(ctx, ctx.runtime.ledger.revoke_key(args.key_id, ctx.actor, reason=args.reason))
+    show_key(ctx, ctx.runtime.app.revoke_key(args.key_id, ctx.actor, reason=args.reason))
 
 
 def keys_rotate(ctx: Context, args: argparse.Namespace) -> None:
-    issued = ctx.runtime.ledger.rotate_key(
+    issued = ctx.runtime.app.rotate_key(
         args.key_id, ctx.actor, grace=timedelta(seconds=args.grace)
     )
-    old = key_view(ctx, ctx.runtime.ledger.get_key(args.key_id))
+    old = key_view(ctx, ctx.runtime.app.get_key(args.key_id))
     view = key_view(ctx, issued.key)
     show_issued_token(ctx, issued.token.value, view, key_record(view))
     if issued.warning:

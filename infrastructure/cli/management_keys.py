@@ -42,7 +42,7 @@ def _account_of(ctx: Context, key_id: UUID) -> UUID:
 
 def management_keys_list(ctx: Context, args: argparse.Namespace) -> None:
     account = find_account(ctx, args.account)
-    found = use_cases.list_management_keys(ctx.runtime.ledger, account.id)
+    found = use_cases.list_management_keys(ctx.runtime.app, account.id)
     used = last_uses(ctx.runtime.engine, [key.id for key in found])
     views = [management_key_json(key, last_used_at=used.get(key.id)) for key in found]
     if ctx.format == "json":
@@ -53,14 +53,14 @@ def management_keys_list(ctx: Context, args: argparse.Namespace) -> None:
 
 def management_keys_create(ctx: Context, args: argparse.Namespace) -> None:
     account = find_account(ctx, args.account)
-    issued = use_cases.issue_management_key(ctx.runtime.ledger, account.id, ctx.actor, args.name)
+    issued = use_cases.issue_management_key(ctx.runtime.app, account.id, ctx.actor, args.name)
     view = management_key_json(issued.key)
     show_issued_token(ctx, issued.token.value, view, _record(view))
 
 
 def management_keys_revoke(ctx: Context, args: argparse.Namespace) -> None:
     account_id = _account_of(ctx, args.key_id)
-    key = use_cases.revoke_management_key(ctx.runtime.ledger, account_id, args.key_id, ctx.actor)
+    key = use_cases.revoke_management_key(ctx.runtime.app, account_id, args.key_id, ctx.actor)
     view = management_key_json(key)
     if ctx.format == "json":
         ctx.json(view)
@@ -71,11 +71,11 @@ def management_keys_revoke(ctx: Context, args: argparse.Namespace) -> None:
 def management_keys_rotate(ctx: Context, args: argparse.Namespace) -> None:
     account_id = _account_of(ctx, args.key_id)
     issued = use_cases.rotate_management_key(
-        ctx.runtime.ledger, account_id, args.key_id, ctx.actor, timedelta(seconds=args.grace)
+        ctx.runtime.app, account_id, args.key_id, ctx.actor, timedelta(seconds=args.grace)
     )
     view = management_key_json(issued.key)
     show_issued_token(ctx, issued.token.value, view, _record(view))
-    old = use_cases.get_management_key(ctx.runtime.ledger, account_id, args.key_id)
+    old = use_cases.get_management_key(ctx.runtime.app, account_id, args.key_id)
     until = f" until {when(management_key_json(old)['rotation_grace_until'])}"
     ctx.note(
         f"the old key {old.display} is {old.status}{until if old.status == 'rotating' else ''}"

@@ -171,7 +171,7 @@ def revoke(ctx: Context, hits: list[Hit], keys: dict[str, Any]) -> set[str]:
         if match is None or match.kind is not TokenKind.INFERENCE:
             continue
         outcome = handle_leak(
-            ctx.runtime.ledger, UUID(match.key_id), hit.where, "lowrouter scan", actor, "revoke"
+            ctx.runtime.app, UUID(match.key_id), hit.where, "lowrouter scan", actor, "revoke"
         )
         if outcome.revoked_now:
             revoked.add(match.key_id)

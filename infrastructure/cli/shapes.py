@@ -127,7 +127,7 @@ def account_row(account: dict[str, Any]) -> list[str]:
 
 def find_account(ctx: Context, id_or_name: str) -> Account:
     try:
-        return ctx.runtime.ledger.find_account(id_or_name)
+        return ctx.runtime.app.find_account(id_or_name)
     except NotFound:
         raise NotFound(f"no account {redact_tokens(id_or_name)!r} (by id or name)") from None
 

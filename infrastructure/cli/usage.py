@@ -100,7 +100,7 @@ def usage_rows(ctx: Context, args: argparse.Namespace) -> list[dict[str, Any]]:
 def _usage_accounts(ctx: Context, args: argparse.Namespace) -> list[UUID]:
     account = find_account(ctx, args.account) if args.account else None
     if args.key is not None:
-        key = ctx.runtime.ledger.get_key(args.key)
+        key = ctx.runtime.app.get_key(args.key)
         if account is not None and key.account_id != account.id:
             raise NotFound(f"no key {args.key} in account {account.name!r}")
         return [key.account_id]

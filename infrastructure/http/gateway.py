@@ -132,7 +132,7 @@ class Gateway:
             user_agent = request.headers.get("user-agent")
             await asyncio.get_running_loop().run_in_executor(
                 REFUSED_USE_THREADS,
-                self.runtime.ledger.record_use_after_revocation,
+                self.runtime.app.record_use_after_revocation,
                 record.key_id,
                 client_ip,
                 user_agent,

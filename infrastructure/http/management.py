@@ -96,8 +96,8 @@ class Caller:
     actor: Actor
 
     @property
-    def ledger(self) -> Lowrouter:
-        return self.gateway.runtime.ledger
+    def app(self) -> Lowrouter:
+        return self.gateway.runtime.app
 
     def now(self) -> datetime:
         return self.gateway.clock()
@@ -401,7 +401,7 @@ async def create_key(request: Request) -> Response:
     scope = Scope(**scope_parts(body, caller.gateway.catalogue))
     policy = KeyPolicy(**policy_parts(body, caller.now()))
     issued = await call(
-        caller.ledger.create_key, caller.account_id, name, scope, caller.actor, policy
+        caller.app.create_key, caller.account_id, name, scope, caller.actor, policy
     )
     return issued_response(caller, issued)
 
@@ -414,7 +414,7 @@ async def list_keys(request: Request) -> Response:
     params = request.query_params
     offset = decode_cursor(params["cursor"]) if params.get("cursor") else 0
     limit = limit_param(params)
-    keys = await call(caller.ledger.list_keys, caller.account_id, offset, limit + 1)
+    keys = await call(caller.app.list_keys, caller.account_id, offset, limit + 1)
     more = len(keys) > limit
     keys = keys[:limit]
     next_cursor = encode_cursor(offset + limit) if more else None
@@ -424,7 +424,7 @@ async def list_keys(request: Request) -> Response:
 async def get_key(request: Request) -> Response:
     caller = await authenticate(request)
     check_query(request, frozenset())
-    key = await call(caller.ledger.get_key, parse_key_id(request), caller.account_id)
+    key = await call(caller.app.get_key, parse_key_id(request), caller.account_id)
     return json_response(await render_key(caller, key))
 
 
@@ -438,7 +438,7 @@ async def patch_key(request: Request) -> Response:
     parts = scope_parts(body, caller.gateway.catalogue)
     policy = policy_parts(body, caller.now())
     key = await call(
-        caller.ledger.update_key,
+        caller.app.update_key,
         key_id,
         caller.actor,
         name=name,
@@ -456,7 +456,7 @@ async def revoke_key(request: Request) -> Response:
     body = await read_object(caller, request, REVOKE_FIELDS)
     reason = reason_field(body)
     key = await call(
-        caller.ledger.revoke_key, key_id, caller.actor, reason, account_id=caller.account_id
+        caller.app.revoke_key, key_id, caller.actor, reason, account_id=caller.account_id
     )
     return json_response(await render_key(caller, key))
 
@@ -468,7 +468,7 @@ async def rotate_key(request: Request) -> Response:
     body = await read_object(caller, request, ROTATE_FIELDS)
     grace = grace_field(body)
     issued = await call(
-        caller.ledger.rotate_key, key_id, caller.actor, grace, account_id=caller.account_id
+        caller.app.rotate_key, key_id, caller.actor, grace, account_id=caller.account_id
     )
     return issued_response(caller, issued, await render_key(caller, issued.key))
 
@@ -482,7 +482,7 @@ async def key_events(request: Request) -> Response:
     caller = await authenticate(request)
     key_id = parse_key_id(request)
     as_of = time_param(check_query(request, frozenset({"as_of"})), "as_of")
-    history = await call(key_history, caller.ledger, key_id, as_of, caller.account_id)
+    history = await call(key_history, caller.app, key_id, as_of, caller.account_id)
     data = [key_event_json(event) for event in history.events]
     if as_of is None:
         return json_response({"data": data})
@@ -570,7 +570,7 @@ async def key_usage(request: Request) -> Response:
     caller = await authenticate(request)
     key_id = parse_key_id(request)
     query = usage_query(check_query(request, USAGE_PARAMS), key_id)
-    await call(caller.ledger.get_key, key_id, caller.account_id)  # 404 unless the account's
+    await call(caller.app.get_key, key_id, caller.account_id)  # 404 unless the account's
     return await usage_response(caller, query)
 
 

@@ -76,7 +76,7 @@ def name_of(body: dict[str, Any]) -> str:
 async def list_keys(request: Request) -> Response:
     caller, _ = await authenticate(request)
     check_query(request, frozenset())
-    found = await checked(use_cases.list_management_keys, caller.ledger, caller.account_id)
+    found = await checked(use_cases.list_management_keys, caller.app, caller.account_id)
     engine = caller.gateway.runtime.engine
     used = await run_in_threadpool(last_uses, engine, [key.id for key in found])
     data = [management_key_json(key, last_used_at=used.get(key.id)) for key in found]
@@ -87,7 +87,7 @@ async def create_key(request: Request) -> Response:
     caller, _ = await authenticate(request)
     name = name_of(await read_object(caller, request, CREATE_FIELDS))
     issued = await checked(
-        use_cases.issue_management_key, caller.ledger, caller.account_id, caller.actor, name
+        use_cases.issue_management_key, caller.app, caller.account_id, caller.actor, name
     )
     data = management_key_json(issued.key)
     return json_response({"key": issued.token.value, "data": data}, status=201)
@@ -99,7 +99,7 @@ async def revoke_key(request: Request) -> Response:
     await read_object(caller, request, frozenset())
     key = await checked(
         use_cases.revoke_management_key,
-        caller.ledger,
+        caller.app,
         caller.account_id,
         key_id,
         caller.actor,
@@ -114,7 +114,7 @@ async def rotate_key(request: Request) -> Response:
     grace = grace_field(await read_object(caller, request, ROTATE_FIELDS))
     issued = await checked(
         use_cases.rotate_management_key,
-        caller.ledger,
+        caller.app,
         caller.account_id,
         key_id,
         caller.actor,

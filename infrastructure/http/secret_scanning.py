@@ -131,7 +131,7 @@ async def github_report(request: Request) -> Response:
     reports = parse_reports(body)
     answers = await run_in_threadpool(
         handle_reports,
-        gateway.runtime.ledger,
+        gateway.runtime.app,
         lambda token_hash: find_key(gateway, token_hash),
         reports,
         GITHUB,

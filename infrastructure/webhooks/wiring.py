@@ -20,7 +20,7 @@ def vault(runtime: "Runtime") -> SecretVault:
 def webhook_use_cases(runtime: "Runtime") -> Webhooks:
     settings = runtime.settings
     return Webhooks(
-        runtime.ledger,
+        runtime.app,
         vault(runtime),
         lambda url: _check(url, settings.webhooks_allow_private),
         lambda position: runtime.projections.wait_for(position, names=("webhooks",)),

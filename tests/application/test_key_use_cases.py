@@ -21,7 +21,7 @@ from domain.tokens import (
     hash_token,
     parse_token,
 )
-from infrastructure.persistence import build_ledger
+from infrastructure.persistence import build_app
 from infrastructure.settings import Settings
 
 ACTOR = Actor("operator", "cli:alice")
@@ -48,7 +48,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 def timed_ledger(settings: Settings, clock: FakeClock) -> Iterator[Lowrouter]:
     """The application on the parametrised store, with a clock the test controls."""
-    app = build_ledger(settings, clock=clock)
+    app = build_app(settings, clock=clock)
     yield app
     app.close()
 
@@ -556,7 +556,7 @@ def test_keys_read_by_a_second_application_on_the_same_store_are_equal(
     ledger.rename_key(key_id, "renamed", ACTOR)
     successor_id = ledger.rotate_key(key_id, ACTOR, grace=timedelta(hours=1)).key.id
     ledger.revoke_key(successor_id, ACTOR)
-    other = build_ledger(settings)
+    other = build_app(settings)
     try:
         for some_id in (key_id, successor_id):
             replayed = other.get_key(some_id)

@@ -95,7 +95,7 @@ def test_a_pasted_token_to_a_revoked_key_and_a_timeline(
     gateway: Gateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    ledger = gateway.runtime.ledger
+    ledger = gateway.runtime.app
     account = ledger.open_account("acme", OPERATOR, credits=100_000_000).account.id
     issued = ledger.create_key(account, "prod", Scope(), OPERATOR)
     token, display = issued.token.value, issued.token.display
@@ -176,7 +176,7 @@ def test_a_pasted_token_to_a_revoked_key_and_a_timeline(
 def test_a_display_shared_by_several_keys_lists_them_all_and_revokes_none(
     gateway: Gateway, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ledger = gateway.runtime.ledger
+    ledger = gateway.runtime.app
     account = ledger.open_account("acme", OPERATOR, credits=1_000_000).account
     twins = []
     for n in range(2):  # two keys that happen to share a prefix and last four

@@ -98,7 +98,7 @@ class History:
         return self.keys[n % len(self.keys)]
 
     def run(self, action: str, n: int) -> None:
-        ledger, spend = self.runtime.ledger, self.runtime.spend
+        ledger, spend = self.runtime.app, self.runtime.spend
         if action == "create" or (not self.keys and action in KEY_ACTIONS):
             limit = None if n % 2 else 5_000 + n
             scope = Scope(daily_limit=limit)
@@ -134,7 +134,7 @@ class History:
 
     def request(self, n: int, settle: bool) -> None:
         key_id = self.key(n)
-        limit = self.runtime.ledger.get_key(key_id).scope.daily_limit
+        limit = self.runtime.app.get_key(key_id).scope.daily_limit
         request = f"req-{uuid.uuid4().hex}"
         spend = self.runtime.spend
         spend.reserve(self.account, request, key_id, "a/b", 1000 + n, limit).result()
@@ -146,7 +146,7 @@ class History:
     def look(self) -> None:
         """Record what the live system shows now."""
         now = self.clock()
-        ledger = self.runtime.ledger
+        ledger = self.runtime.app
         keys = {key_id: key_json(ledger.get_key(key_id), now) for key_id in self.keys}
         view = self.runtime.spend.view(self.account).result()
         # reserved without a meter, so each key is its own meter: day_spent is per key here
@@ -175,7 +175,7 @@ def usage(n: int) -> Usage:
 
 
 def run(runtime: Runtime, clock: Clock, steps: list[tuple[str, int]]) -> History:
-    opened = runtime.ledger.open_account(f"acct-{uuid.uuid4().hex[:8]}", ACTORS[0], credits=100_000)
+    opened = runtime.app.open_account(f"acct-{uuid.uuid4().hex[:8]}", ACTORS[0], credits=100_000)
     history = History(runtime, clock, opened.account.id)
     for action, n in steps:
         with contextlib.suppress(DomainError):  # refusals (limits, revoked keys) store nothing
@@ -188,7 +188,7 @@ def run(runtime: Runtime, clock: Clock, steps: list[tuple[str, int]]) -> History
 def check_replay(history: History) -> None:
     """Every recorded moment, replayed from the events, at that moment and half a second later
     (before the next step's events), gives what the live system showed."""
-    ledger = history.runtime.ledger
+    ledger = history.runtime.app
     for moment in history.moments:
         for at in (moment.at, moment.at + timedelta(milliseconds=500)):
             for key_id in history.keys:
@@ -209,8 +209,8 @@ def check_replay(history: History) -> None:
 def check_books_agree_with_read_models(runtime: Runtime) -> None:
     runtime.projections.catch_up()
     recorded = recorded_money.run(runtime.engine)
-    scan = scan_ledger(runtime.ledger, recorded.position)
-    assert verify_books(runtime.ledger, scan, recorded.figures) == []
+    scan = scan_ledger(runtime.app, recorded.position)
+    assert verify_books(runtime.app, scan, recorded.figures) == []
     assert all(books.problems == [] for books in scan.books.values())
 
 

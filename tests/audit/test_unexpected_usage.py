@@ -56,11 +56,11 @@ def clocked(settings: Settings) -> Any:
 
 def open_account(runtime: Runtime) -> UUID:
     name = f"acct-{uuid.uuid4().hex[:8]}"
-    return runtime.ledger.open_account(name, OPERATOR, credits=10**12).account.id
+    return runtime.app.open_account(name, OPERATOR, credits=10**12).account.id
 
 
 def new_key(runtime: Runtime, account: UUID, name: str = "prod") -> UUID:
-    return runtime.ledger.create_key(account, name, Scope(), OPERATOR).key.id
+    return runtime.app.create_key(account, name, Scope(), OPERATOR).key.id
 
 
 def use(

@@ -70,14 +70,14 @@ def spend(runtime: Runtime, account_id: UUID, key_id: UUID, cost: int, settle: b
 
 def build_log(runtime: Runtime) -> tuple[UUID, UUID]:
     """An account funded, two keys (one scoped, one revoked), spends and a released hold."""
-    account_id = runtime.ledger.open_account("audited", OPERATOR, credits=CREDITS).account.id
-    ci = runtime.ledger.create_key(account_id, "ci", Scope(), OPERATOR).key.id
-    laptop = runtime.ledger.create_key(account_id, "laptop", Scope(), OPERATOR).key.id
-    runtime.ledger.scope_key(ci, Scope(models=("a/b",), daily_limit=5_000_000), OPERATOR)
+    account_id = runtime.app.open_account("audited", OPERATOR, credits=CREDITS).account.id
+    ci = runtime.app.create_key(account_id, "ci", Scope(), OPERATOR).key.id
+    laptop = runtime.app.create_key(account_id, "laptop", Scope(), OPERATOR).key.id
+    runtime.app.scope_key(ci, Scope(models=("a/b",), daily_limit=5_000_000), OPERATOR)
     spend(runtime, account_id, ci, 1200)
     spend(runtime, account_id, laptop, 700)
     spend(runtime, account_id, ci, 300, settle=False)
-    runtime.ledger.revoke_key(laptop, OPERATOR, reason="leak")
+    runtime.app.revoke_key(laptop, OPERATOR, reason="leak")
     spend(runtime, account_id, ci, 450)
     return account_id, ci
 
@@ -91,12 +91,12 @@ def chained(runtime: Runtime) -> tuple[UUID, UUID]:
 
 
 def positions_of(runtime: Runtime, topic_suffix: str) -> list[int]:
-    notifications = runtime.ledger.recorder.select_notifications(start=1, limit=100_000)
+    notifications = runtime.app.recorder.select_notifications(start=1, limit=100_000)
     return [n.id for n in notifications if n.topic.endswith(topic_suffix)]
 
 
 def log_head(runtime: Runtime) -> int:
-    return int(runtime.ledger.recorder.max_notification_id() or 0)
+    return int(runtime.app.recorder.max_notification_id() or 0)
 
 
 # Tampering with the stored events directly -------------------------------------------------------
@@ -109,7 +109,7 @@ class EventTable:
     def __init__(self, runtime: Runtime) -> None:
         self.engine = runtime.engine
         self.postgres = self.engine.dialect.name == "postgresql"
-        self.name = runtime.ledger.recorder.events_table_name  # type: ignore[attr-defined]
+        self.name = runtime.app.recorder.events_table_name  # type: ignore[attr-defined]
         self.id = "notification_id" if self.postgres else "rowid"
 
     def _run(self, sql: str, **params: object) -> None:
@@ -297,7 +297,7 @@ def test_a_checkpoint_still_verifies_after_new_events(
 
     account_id, ci = chained
     spend(runtime, account_id, ci, 99)  # today's events
-    runtime.ledger.create_key(account_id, "new", Scope(), OPERATOR)
+    runtime.app.create_key(account_id, "new", Scope(), OPERATOR)
     catch_up_chain(runtime)
     assert log_head(runtime) > written.position
     report = verify_against(runtime, path)

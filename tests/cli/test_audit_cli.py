@@ -79,9 +79,9 @@ def spend(
 
 
 def setup_account(runtime: Runtime, name: str = "acme") -> tuple[UUID, UUID, UUID]:
-    account = runtime.ledger.open_account(name, OPERATOR, credits=10_000_000).account.id
-    one = runtime.ledger.create_key(account, "one", Scope(), OPERATOR).key.id
-    two = runtime.ledger.create_key(account, "two", Scope(), OPERATOR).key.id
+    account = runtime.app.open_account(name, OPERATOR, credits=10_000_000).account.id
+    one = runtime.app.create_key(account, "one", Scope(), OPERATOR).key.id
+    two = runtime.app.create_key(account, "two", Scope(), OPERATOR).key.id
     return account, one, two
 
 
@@ -142,11 +142,11 @@ def test_verify_balances_catches_a_corrupted_snapshot(runtime: Runtime, cli: Cli
 
     from domain.ledger import LedgerPage
 
-    page = runtime.ledger.repository.get(_page(account))
+    page = runtime.app.repository.get(_page(account))
     assert isinstance(page, LedgerPage)
     page.balance += 1_000_000  # a snapshot that says the account has a credit more
-    assert runtime.ledger.snapshots is not None
-    runtime.ledger.snapshots.put([Snapshot.take(page)])
+    assert runtime.app.snapshots is not None
+    runtime.app.snapshots.put([Snapshot.take(page)])
     found = cli("audit", "--verify-balances", "--format", "json")
     assert found.code == 1
     [difference] = found.json()["differences"]
@@ -210,7 +210,7 @@ def test_usage_rows_carry_the_key_name_then_filter_and_csv_parses_back(
     account, one, two = setup_account(runtime)
     other, stranger, _ = setup_account(runtime, "globex")
     first = spend(runtime, account, one, 1000, name="one", model="a/b")
-    runtime.ledger.rename_key(one, "one-renamed", OPERATOR)
+    runtime.app.rename_key(one, "one-renamed", OPERATOR)
     spend(runtime, account, one, 2000, name="one-renamed", model="c/d")
     spend(runtime, account, two, 3000, name="two", model="a/b")
     spend(runtime, other, stranger, 4000, name="one", address='10.0.0.1",\n; x')
@@ -261,8 +261,8 @@ def _csv(value: Any) -> str:
 
 def test_audit_of_a_key_in_every_format_and_its_usage_errors(runtime: Runtime, cli: Cli) -> None:
     account, one, _ = setup_account(runtime)
-    runtime.ledger.rename_key(one, "renamed", OPERATOR)
-    runtime.ledger.revoke_key(one, Actor("dashboard", "session:eve", "192.0.2.9"), "done")
+    runtime.app.rename_key(one, "renamed", OPERATOR)
+    runtime.app.revoke_key(one, Actor("dashboard", "session:eve", "192.0.2.9"), "done")
 
     table = cli.ok("audit", str(one)).stdout
     assert "Created" in table and "Renamed" in table and "Revoked" in table
@@ -368,7 +368,7 @@ def test_projections_run_follows_the_log_until_interrupted(
 
 def delete_event(runtime: Runtime, position: int) -> None:
     postgres = runtime.engine.dialect.name == "postgresql"
-    name = runtime.ledger.recorder.events_table_name  # type: ignore[attr-defined]
+    name = runtime.app.recorder.events_table_name  # type: ignore[attr-defined]
     column = "notification_id" if postgres else "rowid"
     with runtime.engine.begin() as conn:
         conn.execute(text(f'DELETE FROM "{name}" WHERE {column} = :p'), {"p": position})

@@ -95,8 +95,8 @@ def test_check_names_the_key_and_revoke_stops_it(cli: Cli, tmp_path: Path) -> No
         load_settings(cli.environment(), database_url=cli.database_url), prepare_schema=True
     )
     operator = Actor("operator", "cli:test")
-    account = runtime.ledger.open_account("acme", operator, credits=5).account.id
-    issued = runtime.ledger.create_key(account, "leaky", Scope(), operator)
+    account = runtime.app.open_account("acme", operator, credits=5).account.id
+    issued = runtime.app.create_key(account, "leaky", Scope(), operator)
     token, key_id = issued.token.value, str(issued.key.id)
     stranger = generate_token(TokenKind.INFERENCE).value
     (tmp_path / "leak.txt").write_text(f"{token}\n{stranger}\n")
@@ -109,9 +109,9 @@ def test_check_names_the_key_and_revoke_stops_it(cli: Cli, tmp_path: Path) -> No
     revoked = cli("scan", str(tmp_path / "leak.txt"), "--revoke")
     assert revoked.code == 1 and "revoked (now)" in revoked.stdout
     assert token not in revoked.stdout + revoked.stderr
-    key = runtime.ledger.get_key(issued.key.id)
-    assert key.revoke_reason == "leak" and key.status_at(runtime.ledger.clock()) == "revoked"
-    leak = next(e for e in runtime.ledger.events.get(issued.key.id) if hasattr(e, "url"))
+    key = runtime.app.get_key(issued.key.id)
+    assert key.revoke_reason == "leak" and key.status_at(runtime.app.clock()) == "revoked"
+    leak = next(e for e in runtime.app.events.get(issued.key.id) if hasattr(e, "url"))
     assert leak.url.endswith("leak.txt:1") and leak.source == "lowrouter scan"
     runtime.close()
     again = cli("scan", str(tmp_path / "leak.txt"), "--revoke", "--format", "json")

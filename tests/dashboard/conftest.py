@@ -179,7 +179,7 @@ class Dash:
         return browser
 
     def open_account(self, credits: str = "100") -> Account:
-        ledger = self.runtime.ledger
+        ledger = self.runtime.app
         opened = ledger.open_account(
             f"acct-{uuid.uuid4().hex[:10]}", OPERATOR, parse_credits(credits)
         )
@@ -215,7 +215,7 @@ class Dash:
             request_id,
             amount,
             Usage(
-                key_name=key_name or self.runtime.ledger.get_key(key_id).name,
+                key_name=key_name or self.runtime.app.get_key(key_id).name,
                 model=model,
                 provider="lowrouter-demo",
                 region="local",
@@ -233,7 +233,7 @@ class Dash:
         return request_id
 
     def issue_key(self, account: Account, name: str, scope: Scope | None = None) -> UUID:
-        return self.runtime.ledger.create_key(account.id, name, scope or Scope(), OPERATOR).key.id
+        return self.runtime.app.create_key(account.id, name, scope or Scope(), OPERATOR).key.id
 
     def all_pages(self) -> list[tuple[str, str]]:
         return [page for browser in self.browsers for page in browser.pages]

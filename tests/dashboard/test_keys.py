@@ -48,7 +48,7 @@ def test_the_token_is_shown_once_in_the_answer_to_create_and_never_again(dash: D
     assert 'data-copy="token"' in created.text
     assert created.text.count(token) == 1
     assert dash.api_key(token).json()["name"] == "prod-server"
-    key = dash.runtime.ledger.list_keys(account.id)[0]
+    key = dash.runtime.app.list_keys(account.id)[0]
     assert key.scope == Scope(("lowrouter/echo",), "local", parse_credits("5"))
 
     # The browser's "reload" of the result resubmits the form: nothing more is created, and the
@@ -56,7 +56,7 @@ def test_the_token_is_shown_once_in_the_answer_to_create_and_never_again(dash: D
     again = browser.post("/dashboard/keys/new", data)
     assert again.status_code == 303
     assert token not in again.text
-    assert len(dash.runtime.ledger.list_keys(account.id)) == 1
+    assert len(dash.runtime.app.list_keys(account.id)) == 1
     assert "already submitted" in browser.get(again.headers["location"]).text
 
     for text in every_page(browser, [str(key.id)]):
@@ -82,7 +82,7 @@ def test_the_token_is_shown_once_in_the_answer_to_create_and_never_again(dash: D
     assert "keeps working until" in rotated.text
     assert dash.api_key(token).status_code == 200  # in its grace period
     assert dash.api_key(new_token).status_code == 200
-    successor = dash.runtime.ledger.get_key(key.id).successor_id
+    successor = dash.runtime.app.get_key(key.id).successor_id
     assert successor is not None
     for text in every_page(browser, [str(key.id), str(successor)]):
         assert token not in text and new_token not in text
@@ -118,7 +118,7 @@ def test_the_keys_table(dash: Dash) -> None:
         "Actions",
     ]
     rows = dict(re.findall(r'data-key-id="([0-9a-f-]{36})">(.*?)</tr>', html, re.S))
-    ledger = dash.runtime.ledger
+    ledger = dash.runtime.app
     prod = rows[str(scoped)]
     assert ledger.get_key(scoped).display in prod
     for text in (
@@ -150,7 +150,7 @@ def test_the_keys_table(dash: Dash) -> None:
 def test_edit_scope_asks_for_a_confirmation_naming_the_key(dash: Dash) -> None:
     account = dash.open_account()
     key_id = dash.issue_key(account, "chatbox-personal")
-    display = dash.runtime.ledger.get_key(key_id).display
+    display = dash.runtime.app.get_key(key_id).display
     browser = dash.browser().signed_in(account.management_key)
     form = browser.get(f"/dashboard/keys/{key_id}/scope")
     assert "chatbox-personal" in form.text and display in form.text
@@ -166,17 +166,17 @@ def test_edit_scope_asks_for_a_confirmation_naming_the_key(dash: Dash) -> None:
     assert "Change the scope of chatbox-personal?" in confirm.text and display in confirm.text
     assert "every model" in confirm.text and "acme/big" in confirm.text
     assert "0.500000 credits a day" in confirm.text
-    assert dash.runtime.ledger.get_key(key_id).scope == Scope()  # not yet
+    assert dash.runtime.app.get_key(key_id).scope == Scope()  # not yet
     done = browser.post(f"/dashboard/keys/{key_id}/scope", [*change, ("confirm", "yes")])
     assert done.status_code == 303
-    assert dash.runtime.ledger.get_key(key_id).scope == Scope(
+    assert dash.runtime.app.get_key(key_id).scope == Scope(
         ("acme/big",), "eu", parse_credits("0.5")
     )
     assert "The scope of chatbox-personal" in browser.get(done.headers["location"]).text
     # Back to every model, any region, no limit.
     clear = [("csrf_token", csrf), ("region", ""), ("daily_limit", ""), ("confirm", "yes")]
     assert browser.post(f"/dashboard/keys/{key_id}/scope", clear).status_code == 303
-    assert dash.runtime.ledger.get_key(key_id).scope == Scope()
+    assert dash.runtime.app.get_key(key_id).scope == Scope()
     # Refusals name the field and change nothing.
     for bad, says in [
         ([("models", "nope/model")], "not a model of this gateway"),
@@ -190,7 +190,7 @@ def test_edit_scope_asks_for_a_confirmation_naming_the_key(dash: Dash) -> None:
         )
         assert response.status_code == 422, bad
         assert says in response.text
-    assert dash.runtime.ledger.get_key(key_id).scope == Scope()
+    assert dash.runtime.app.get_key(key_id).scope == Scope()
 
 
 def test_rename_asks_for_a_confirmation_naming_the_key(dash: Dash) -> None:
@@ -201,17 +201,17 @@ def test_rename_asks_for_a_confirmation_naming_the_key(dash: Dash) -> None:
     confirm = browser.post(f"/dashboard/keys/{key_id}/rename", {"csrf_token": csrf, "name": "ci"})
     assert confirm.status_code == 200
     assert "Rename local-dev?" in confirm.text
-    assert dash.runtime.ledger.get_key(key_id).name == "local-dev"
+    assert dash.runtime.app.get_key(key_id).name == "local-dev"
     done = browser.post(
         f"/dashboard/keys/{key_id}/rename", {"csrf_token": csrf, "name": "ci", "confirm": "yes"}
     )
     assert done.status_code == 303
-    assert dash.runtime.ledger.get_key(key_id).name == "ci"
+    assert dash.runtime.app.get_key(key_id).name == "ci"
     bad = browser.post(
         f"/dashboard/keys/{key_id}/rename", {"csrf_token": csrf, "name": " ", "confirm": "yes"}
     )
     assert bad.status_code == 422 and "not blank" in bad.text
-    assert dash.runtime.ledger.get_key(key_id).name == "ci"
+    assert dash.runtime.app.get_key(key_id).name == "ci"
 
 
 def test_rotate_and_revoke_confirm_and_take_effect_on_the_next_request(dash: Dash) -> None:
@@ -233,14 +233,14 @@ def test_rotate_and_revoke_confirm_and_take_effect_on_the_next_request(dash: Das
     new_token = token_of(rotated.text)
     assert "stopped working now" in rotated.text
     assert dash.api_key(token).status_code == 401
-    successor = dash.runtime.ledger.get_key(key_id).successor_id
+    successor = dash.runtime.app.get_key(key_id).successor_id
     assert successor is not None
     # The old key can no longer be changed; the successor can.
     assert browser.get(f"/dashboard/keys/{key_id}/rotate").status_code == 409
     confirm = browser.get(f"/dashboard/keys/{successor}/revoke")
     assert confirm.status_code == 200
     assert "Delete prod-server" in confirm.text
-    assert dash.runtime.ledger.get_key(successor).display in confirm.text
+    assert dash.runtime.app.get_key(successor).display in confirm.text
     assert dash.api_key(new_token).status_code == 200
     done = browser.post(f"/dashboard/keys/{successor}/revoke", {"csrf_token": browser.csrf()})
     assert done.status_code == 303
@@ -276,7 +276,7 @@ def test_key_history_shows_who_and_when_and_never_the_hash(dash: Dash) -> None:
     assert html.count(f"{session_of} (dashboard)") == 3
     assert "2026-03-02 09:30 UTC" in html and "2026-03-02 09:35 UTC" in html
     assert "3.000000 credits a day" in html and "revoked from the dashboard" in html
-    key = dash.runtime.ledger.get_key(key_id)
+    key = dash.runtime.app.get_key(key_id)
     assert key.token_hash not in html
     assert "token_hash" not in html
 
@@ -302,7 +302,7 @@ def test_a_rotated_keys_spent_today_is_its_lineages(dash: Dash) -> None:
     from tests.dashboard.conftest import OPERATOR
 
     account = dash.open_account()
-    ledger = dash.runtime.ledger
+    ledger = dash.runtime.app
     first = ledger.create_key(account.id, "rotating", Scope(), OPERATOR).key.id
     dash.record_usage(account, first, cost="2.5")
     successor = ledger.rotate_key(first, OPERATOR).key.id

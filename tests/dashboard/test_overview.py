@@ -125,7 +125,7 @@ def test_the_key_policy_shows_on_the_keys_page_and_as_headroom_and_alerts(dash: 
     from tests.dashboard.conftest import OPERATOR
 
     account = dash.open_account()
-    ledger = dash.runtime.ledger
+    ledger = dash.runtime.app
     policy = KeyPolicy(
         expires_at=dash.clock.now + timedelta(days=3),
         requests_per_minute=1,
@@ -160,7 +160,7 @@ def test_per_minute_limits_show_their_headroom_in_the_trailing_minute(dash: Dash
     from tests.dashboard.conftest import OPERATOR
 
     account = dash.open_account()
-    ledger, spend = dash.runtime.ledger, dash.runtime.spend
+    ledger, spend = dash.runtime.app, dash.runtime.spend
     policy = KeyPolicy(requests_per_minute=10, tokens_per_minute=1000)
     first = ledger.create_key(account.id, "paced", Scope(), OPERATOR, policy).key.id
     # Rotated with a grace: both keys live, and the successor shares its lineage's minute.
@@ -197,7 +197,7 @@ def test_a_rotated_keys_headroom_counts_what_its_predecessor_spent(dash: Dash) -
     from tests.dashboard.conftest import OPERATOR
 
     account = dash.open_account()
-    ledger = dash.runtime.ledger
+    ledger = dash.runtime.app
     scope = Scope(daily_limit=parse_credits("10"))
     first = ledger.create_key(account.id, "rotating", scope, OPERATOR).key.id
     dash.record_usage(account, first, cost="2.5")

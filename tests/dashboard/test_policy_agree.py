@@ -19,20 +19,20 @@ def make_active(dash: Dash, key_id: object) -> None:
 
 
 def make_rotating(dash: Dash, key_id: object) -> None:
-    dash.runtime.ledger.rotate_key(key_id, OPERATOR, grace=HOUR)
+    dash.runtime.app.rotate_key(key_id, OPERATOR, grace=HOUR)
 
 
 def make_grace_ended(dash: Dash, key_id: object) -> None:
-    dash.runtime.ledger.rotate_key(key_id, OPERATOR, grace=HOUR)
+    dash.runtime.app.rotate_key(key_id, OPERATOR, grace=HOUR)
     dash.clock.advance(2 * HOUR)
 
 
 def make_revoked(dash: Dash, key_id: object) -> None:
-    dash.runtime.ledger.revoke_key(key_id, OPERATOR)
+    dash.runtime.app.revoke_key(key_id, OPERATOR)
 
 
 def make_expired(dash: Dash, key_id: object) -> None:
-    dash.runtime.ledger.update_key(
+    dash.runtime.app.update_key(
         key_id, OPERATOR, policy_changes={"expires_at": dash.clock() + HOUR}
     )
     dash.clock.advance(2 * HOUR)
@@ -50,9 +50,9 @@ STATES: dict[str, Callable[[Dash, object], None]] = {
 @pytest.mark.parametrize("state", list(STATES))
 def test_dashboard_and_api_agree_on_what_may_change(dash: Dash, state: str) -> None:
     account = dash.open_account()
-    key_id = dash.runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR).key.id
+    key_id = dash.runtime.app.create_key(account.id, "k", Scope(), OPERATOR).key.id
     STATES[state](dash, key_id)
-    key = dash.runtime.ledger.get_key(key_id)
+    key = dash.runtime.app.get_key(key_id)
     access = key.access_at(dash.clock())
     assert access.state == state  # the setup reached the state it names
     assert access == key_access(
@@ -85,7 +85,7 @@ def test_dashboard_and_api_agree_on_what_may_change(dash: Dash, state: str) -> N
 def test_the_key_form_sets_the_policy_and_it_shows_in_the_api(dash: Dash) -> None:
     account = dash.open_account()
     browser = dash.browser().signed_in(account.management_key)
-    key_id = dash.runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR).key.id
+    key_id = dash.runtime.app.create_key(account.id, "k", Scope(), OPERATOR).key.id
     form = browser.get(f"/dashboard/keys/{key_id}/scope")
     fields = {
         "csrf_token": browser.csrf(),
@@ -105,7 +105,7 @@ def test_the_key_form_sets_the_policy_and_it_shows_in_the_api(dash: Dash) -> Non
     assert confirm.status_code == 200 and "Requests per minute" in confirm.text
     done = browser.post(f"/dashboard/keys/{key_id}/scope", {**fields, "confirm": "yes"})
     assert done.status_code in (200, 303)
-    key = dash.runtime.ledger.get_key(key_id)
+    key = dash.runtime.app.get_key(key_id)
     assert key.policy == KeyPolicy(
         expires_at=key.policy.expires_at,
         requests_per_minute=30,

@@ -59,7 +59,7 @@ def test_sign_in_refusals_say_why_and_start_no_session(dash: Dash) -> None:
     account = dash.open_account()
     browser = dash.browser()
     unknown = generate_token(TokenKind.MANAGEMENT).value
-    inference = dash.runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR).token.value
+    inference = dash.runtime.app.create_key(account.id, "k", Scope(), OPERATOR).token.value
     for text, says in [
         (unknown, "never issued"),
         (inference, "inference key"),
@@ -121,7 +121,7 @@ def test_every_post_without_the_right_csrf_token_is_refused_and_changes_nothing(
             response = browser.post(path, body)
             assert response.status_code == 403, (path, token)
             assert "nothing was changed" in response.text
-    keys = dash.runtime.ledger.list_keys(account.id)
+    keys = dash.runtime.app.list_keys(account.id)
     assert [(k.name, k.status_at(dash.clock()), k.scope) for k in keys] == [
         ("victim", "active", Scope())
     ]
@@ -147,13 +147,13 @@ def test_sign_out_ends_the_session_on_the_server(dash: Dash) -> None:
     replay.client.cookies.set(COOKIE, cookie, path="/dashboard")
     response = replay.post("/dashboard/keys/new", {"csrf_token": csrf, "name": "after-sign-out"})
     assert response.status_code == 303
-    assert dash.runtime.ledger.list_keys(account.id) == []
+    assert dash.runtime.app.list_keys(account.id) == []
 
 
 def test_revoking_the_management_key_ends_its_sessions(dash: Dash) -> None:
     account = dash.open_account()
     browser = dash.browser().signed_in(account.management_key)
-    dash.runtime.ledger.revoke_management_key(account.id, account.management_key_id, OPERATOR)
+    dash.runtime.app.revoke_management_key(account.id, account.management_key_id, OPERATOR)
     response = browser.get("/dashboard/keys")
     assert response.status_code == 303
     assert response.headers["location"] == "/dashboard/sign-in?notice=ended"
@@ -204,7 +204,7 @@ def test_another_accounts_key_is_as_missing_as_an_unknown_one(dash: Dash) -> Non
         ]:
             response = mallory.post(f"/dashboard/keys/{key}/{action}", {**data, "csrf_token": csrf})
             assert response.status_code == 404, (key, action)
-    key = dash.runtime.ledger.get_key(alices_key)
+    key = dash.runtime.app.get_key(alices_key)
     assert (key.name, key.status_at(dash.clock()), key.scope, key.successor_id) == (
         "alice-prod",
         "active",
@@ -240,4 +240,4 @@ def test_oversized_forms_are_refused(dash: Dash, size: int) -> None:
         "/dashboard/keys/new", {"csrf_token": browser.csrf(), "name": "x" * size}
     )
     assert response.status_code == 413
-    assert dash.runtime.ledger.list_keys(account.id) == []
+    assert dash.runtime.app.list_keys(account.id) == []

@@ -36,7 +36,7 @@ def test_usage_history_chart_filters_and_paging(
     dash.record_usage(account, prod, cost="0.5")
     dash.clock.advance(timedelta(minutes=1))
     dash.record_usage(account, dev, cost="0.125")
-    dash.runtime.ledger.rename_key(prod, "prod-api", OPERATOR)
+    dash.runtime.app.rename_key(prod, "prod-api", OPERATOR)
     browser = dash.browser().signed_in(account.management_key)
 
     page = browser.get("/dashboard/usage")

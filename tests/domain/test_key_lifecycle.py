@@ -29,8 +29,9 @@ from domain.keys import ApiKey
 from domain.rotation import MAX_GRACE
 from domain.scope import Scope
 from domain.tokens import hash_token
-from infrastructure.persistence import build_ledger, eventsourcing_env
+from infrastructure.persistence import build_app, eventsourcing_env
 from infrastructure.settings import load_settings
+from tests.support.runs import examples
 
 ACTOR = Actor("operator", "cli:test")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -541,7 +542,7 @@ def test_key_lifecycle_state_machine_in_memory() -> None:
     replica = memory_replica_of(app)
     run_state_machine_as_test(
         lifecycle_on(app, replica, clock),
-        settings=settings(max_examples=100, stateful_step_count=40, **LIFECYCLE_SETTINGS),
+        settings=settings(max_examples=examples(100), stateful_step_count=40, **LIFECYCLE_SETTINGS),
     )
 
 
@@ -551,8 +552,8 @@ def test_key_lifecycle_state_machine_on_a_real_store(database_url: str, tmp_path
         database_url=database_url,
     )
     clock = FakeClock()
-    app = build_ledger(store_settings, clock=clock)
-    replica = build_ledger(store_settings, clock=clock)
+    app = build_app(store_settings, clock=clock)
+    replica = build_app(store_settings, clock=clock)
     try:
         run_state_machine_as_test(
             lifecycle_on(app, replica, clock),

@@ -1,4 +1,5 @@
-"""LedgerPage, the aggregate that holds the money invariants, on its own: every rule and refusal,
+"""LedgerPage, the aggregate that holds the money invariants, on its own: every rule and refusal
+(the policy's rates and monthly limit in more depth: test_ledger_limits.py),
 without an application or a store (the state machine in tests/spend drives it through
 SpendControl). A refused command raises and records nothing; every recorded change is an event,
 so replaying a page's events gives the same page."""
@@ -13,8 +14,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.actor import Actor
-from domain.errors import DailyLimitExceeded, DomainError, InsufficientCredits, InvalidAmount
+from domain.errors import (
+    ConcurrencyLimitExceeded,
+    DailyLimitExceeded,
+    DomainError,
+    InsufficientCredits,
+    InvalidAmount,
+    MonthlyLimitExceeded,
+    RateLimitExceeded,
+)
 from domain.ledger import UNSETTLED, LedgerPage, page_id
+from domain.policy import KeyPolicy
 from tests.support.spend import usage
 
 ACCOUNT = UUID("00000000-0000-4000-8000-000000000001")
@@ -164,6 +174,93 @@ def test_the_limit_is_checked_before_the_balance() -> None:
     page = page_with(10)
     with pytest.raises(DailyLimitExceeded):
         page.reserve("r1", "k", "m", 50, daily_limit=20, at=AT)
+
+
+def test_a_negative_token_estimate_is_refused() -> None:
+    page = page_with(1_000)
+    with pytest.raises(InvalidAmount):
+        page.reserve("r1", "k", "m", 1, daily_limit=None, at=AT, tokens=-1)
+    assert recorded(page) == [] and page.holds == {}
+
+
+# What a retry cannot cure is said first: a client told to wait must not be refused after it.
+EVERY_LIMIT = KeyPolicy(monthly_limit=100, max_concurrent=1, requests_per_minute=1)
+
+
+def exhausted_page() -> LedgerPage:
+    """A page on which key k has met every limit of EVERY_LIMIT: one open hold of 100 (the
+    month, the concurrency and the minute's request), and nothing left to hold."""
+    page = page_with(100)
+    page.reserve("r1", "k", "m", 100, daily_limit=100, at=AT, policy=EVERY_LIMIT)
+    recorded(page)
+    return page
+
+
+@pytest.mark.parametrize(
+    ("daily", "policy", "refusal"),
+    [
+        (100, EVERY_LIMIT, DailyLimitExceeded),
+        (None, EVERY_LIMIT, MonthlyLimitExceeded),
+        (None, KeyPolicy(max_concurrent=1, requests_per_minute=1), InsufficientCredits),
+    ],
+)
+def test_refusals_come_in_order_daily_monthly_credits_then_rates(
+    daily: int | None, policy: KeyPolicy, refusal: type[DomainError]
+) -> None:
+    page = exhausted_page()
+    with pytest.raises(refusal):
+        page.reserve("r2", "k", "m", 1, daily_limit=daily, at=AT, policy=policy)
+    assert recorded(page) == []
+
+
+def test_with_credits_left_the_concurrency_is_judged_before_the_rate() -> None:
+    page = exhausted_page()
+    page.fund(1_000, OPERATOR, AT)
+    recorded(page)
+    rates = KeyPolicy(max_concurrent=1, requests_per_minute=1)
+    with pytest.raises(ConcurrencyLimitExceeded) as concurrent:
+        page.reserve("r2", "k", "m", 1, daily_limit=None, at=AT, policy=rates)
+    assert concurrent.value.limit == 1
+    page.release("r1", "done", AT)
+    with pytest.raises(RateLimitExceeded) as rate:
+        page.reserve("r2", "k", "m", 1, daily_limit=None, at=AT, policy=rates)
+    assert (rate.value.what, rate.value.limit, rate.value.used) == ("requests", 1, 1)
+    assert [type(e) for e in recorded(page)] == [LedgerPage.Released]  # the refusals: nothing
+
+
+def test_a_request_larger_than_tokens_per_minute_is_refused_with_no_wait_that_helps() -> None:
+    page = page_with(1_000)
+    policy = KeyPolicy(tokens_per_minute=100)
+    with pytest.raises(RateLimitExceeded) as refused:
+        page.reserve("r1", "k", "m", 1, daily_limit=None, at=AT, policy=policy, tokens=101)
+    assert (refused.value.what, refused.value.retry_after) == ("tokens", None)
+    page.reserve("r2", "k", "m", 1, daily_limit=None, at=AT, policy=policy, tokens=100)
+    assert [type(e) for e in recorded(page)] == [LedgerPage.Reserved]
+
+
+def test_rate_status_is_only_for_windowed_keys() -> None:
+    page = page_with(1_000)
+    assert page.rate_status("k", KeyPolicy(), AT) is None
+    assert page.rate_status("k", KeyPolicy(monthly_limit=5), AT) is None
+    policy = KeyPolicy(requests_per_minute=5, tokens_per_minute=1_000)
+    page.reserve("r1", "k", "m", 1, daily_limit=None, at=AT, policy=policy, tokens=300)
+    status = page.rate_status("k", policy, AT + timedelta(seconds=10))
+    assert status is not None
+    assert (status.requests_remaining, status.tokens_remaining) == (4, 700)
+    assert status.requests_reset == pytest.approx(50.0)
+    fresh = page.rate_status("k", policy, AT + timedelta(seconds=61))  # the minute has passed
+    assert fresh is not None and (fresh.requests_remaining, fresh.tokens_remaining) == (5, 1_000)
+
+
+def test_a_hold_the_reconciler_settled_remembers_what_it_charged() -> None:
+    page = page_with(1_000)
+    page.reserve("r1", "k", "m", 400, daily_limit=None, at=AT)
+    page.reserve("r2", "k", "m", 100, daily_limit=None, at=AT)
+    page.settle("r1", 400, AT, usage(status=UNSETTLED))
+    settle(page, "r2", 60, AT)  # a gateway's settlement: nothing for the reconciler to report
+    assert (page.reconciled_cost("r1"), page.reconciled_cost("r2")) == (400, None)
+    assert page.balance == 540
+    assert settle(page, "r1", 10, AT) is None  # the gateway's late settlement charges nothing
 
 
 # --- settling and releasing -------------------------------------------------------------------

@@ -222,7 +222,7 @@ class LiveGateway:
         self, scope: Scope | None = None, name: str = "e2e-extra", policy: Any = None
     ) -> tuple[UUID, str]:
         extra = () if policy is None else (policy,)
-        issued = self.runtime.ledger.create_key(
+        issued = self.runtime.app.create_key(
             self.account_id, name, scope or Scope(), OPERATOR, *extra
         )
         return issued.key.id, issued.token.value
@@ -421,7 +421,7 @@ def start_gateway(
         config: str = "default", *, credits: str = DEFAULT_CREDITS, scope: Scope | None = None
     ) -> LiveGateway:
         running = _gateways(store, config)
-        ledger = running.runtime.ledger
+        ledger = running.runtime.app
         name = f"e2e-{uuid.uuid4().hex[:12]}"
         opened = ledger.open_account(name, OPERATOR, parse_credits(credits))
         issued = ledger.create_key(opened.account.id, "e2e-key", scope or Scope(), OPERATOR)

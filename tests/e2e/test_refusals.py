@@ -79,13 +79,13 @@ class AuthCase:
 
 def _revoked(gateway: LiveGateway) -> str:
     key_id, token = gateway.create_key(name="to-revoke")
-    gateway.runtime.ledger.revoke_key(key_id, OPERATOR)
+    gateway.runtime.app.revoke_key(key_id, OPERATOR)
     return f"Bearer {token}"
 
 
 def _rotated(gateway: LiveGateway) -> str:
     key_id, token = gateway.create_key(name="to-rotate")
-    gateway.runtime.ledger.rotate_key(key_id, OPERATOR, grace=timedelta(0))
+    gateway.runtime.app.rotate_key(key_id, OPERATOR, grace=timedelta(0))
     return f"Bearer {token}"
 
 

@@ -18,7 +18,7 @@ def post(gateway: LiveGateway, token: str) -> httpx.Response:
 def test_revoked_key_fails_on_the_very_next_request(gateway: LiveGateway) -> None:
     assert post(gateway, gateway.token).status_code == 200
 
-    gateway.runtime.ledger.revoke_key(gateway.key_id, OPERATOR)
+    gateway.runtime.app.revoke_key(gateway.key_id, OPERATOR)
     response = post(gateway, gateway.token)
 
     assert response.status_code == 401
@@ -33,7 +33,7 @@ def test_revoked_key_fails_on_the_very_next_request(gateway: LiveGateway) -> Non
 def test_rotated_key_without_grace_fails_at_once_and_its_successor_works(
     gateway: LiveGateway,
 ) -> None:
-    successor = gateway.runtime.ledger.rotate_key(gateway.key_id, OPERATOR, grace=timedelta(0))
+    successor = gateway.runtime.app.rotate_key(gateway.key_id, OPERATOR, grace=timedelta(0))
 
     old = post(gateway, gateway.token)
     assert old.status_code == 401
@@ -45,7 +45,7 @@ def test_rotated_key_without_grace_fails_at_once_and_its_successor_works(
 
 
 def test_rotated_key_keeps_working_during_its_grace_period(gateway: LiveGateway) -> None:
-    successor = gateway.runtime.ledger.rotate_key(
+    successor = gateway.runtime.app.rotate_key(
         gateway.key_id, OPERATOR, grace=timedelta(hours=1)
     )
 

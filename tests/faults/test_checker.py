@@ -23,8 +23,8 @@ def test_the_checker_catches_each_broken_promise(sqlite_url: str, tmp_path: Path
     )
     runtime = open_runtime(settings)
     try:
-        account = runtime.ledger.open_account("checked", OPERATOR, credits=10**6).account
-        key = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR).key
+        account = runtime.app.open_account("checked", OPERATOR, credits=10**6).account
+        key = runtime.app.create_key(account.id, "k", Scope(), OPERATOR).key
         runtime.spend.admit(account.id, "a", key.id, "m", 100, None).result(10)
         runtime.spend.settle(account.id, "a", 40, usage()).result(10)
         check_books(runtime, {"a": 40})

@@ -82,8 +82,8 @@ def kill_both_under_load(
     )
     runtime_env = gateway_environment(database_url, tmp_path, LOWROUTER_CONFIG=str(catalogue))
     runtime = open_runtime(load_settings(runtime_env, database_url=database_url))
-    opened = runtime.ledger.open_account("kills", OPERATOR, credits=10**9)
-    token = runtime.ledger.create_key(opened.account.id, "k", Scope(), OPERATOR).token.value
+    opened = runtime.app.open_account("kills", OPERATOR, credits=10**9)
+    token = runtime.app.create_key(opened.account.id, "k", Scope(), OPERATOR).token.value
     port = free_port()
     gateway_process = start_gateway(env, port, log_level="critical")
     background = start_background(env, stdout=subprocess.DEVNULL)

@@ -5,6 +5,7 @@ LOWROUTER_BACKGROUND=external and no background process (two more interpreters t
 busy machine; spend and limits never wait for one): the test's own runtime is the third writer."""
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def test_two_processes_on_one_sqlite_file_hold_a_daily_limit_exactly(
     try:
         for port, process in zip(ports, processes, strict=True):
             wait_until_up(port, process)
-        ledger = runtime.ledger
+        ledger = runtime.app
         account = ledger.open_account("sqlite-pair", OPERATOR, credits=10**9).account
         probe_token = ledger.create_key(account.id, "probe", Scope(), OPERATOR).token.value
         probe = Gateway(f"http://127.0.0.1:{ports[0]}", runtime, probe_token, account.id)
@@ -85,6 +86,9 @@ def test_two_processes_on_one_sqlite_file_hold_a_daily_limit_exactly(
         with httpx.Client(timeout=30) as client:  # what is left, one at a time, both processes
             turn = 0
             while gateways[turn % 2].call(client, DEMO_MODEL) == 200:
+                # Until its settlement lands (just after the answer: README, "Settling after the
+                # answer") the other process still counts the hold against the limit.
+                landed(runtime, list(gateways[turn % 2].told)[-1])
                 turn += 1
             assert gateways[(turn + 1) % 2].call(client, DEMO_MODEL) == 429  # full on both
 
@@ -101,3 +105,9 @@ def test_two_processes_on_one_sqlite_file_hold_a_daily_limit_exactly(
     finally:
         for process in processes:
             stop(process, timeout=30)
+
+
+def landed(runtime: Runtime, request_id: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while request_id not in replay(runtime).settled and time.monotonic() < deadline:
+        time.sleep(0.02)

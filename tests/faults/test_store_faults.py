@@ -5,76 +5,49 @@ event log."""
 
 import threading
 import time
-from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
 
-import httpx
 import psycopg
 import pytest
 
 from domain.scope import Scope
 from infrastructure.runtime import open_runtime
-from infrastructure.settings import load_settings, postgres_parts
+from infrastructure.settings import load_settings
 from projections import all_projections
-from tests.fake_upstream import FakeUpstream, run_fake_upstream
-from tests.support.faults import OPERATOR, running_gateway
-from tests.support.ledger_check import check_books, replay
-from tests.support.proxy import TcpProxy
+from tests.fake_upstream import FakeUpstream
+from tests.support.faults import (
+    OPERATOR,
+    Load,
+    proxied_postgres,
+    running_gateway,
+    wait_until_settled,
+)
+from tests.support.ledger_check import check_books
 from tests.support.spend import usage
 from tests.support.stores import PEPPER
 
 pytestmark = pytest.mark.faults
 
 
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    with run_fake_upstream(chunk_delay=0.05) as upstream:  # a stream takes about 0.3 s
-        yield upstream
-
-
 def test_a_postgresql_outage_under_load_charges_every_answer_once_and_refuses_the_rest(
     postgres_url: str, tmp_path: Path, upstream: FakeUpstream
 ) -> None:
-    pg = postgres_parts(postgres_url)
-    proxy = TcpProxy((pg["host"], int(pg["port"]))).start()
-    proxied = f"postgresql://{pg['user']}@127.0.0.1:{proxy.port}/{pg['dbname']}"
-    try:
-        with running_gateway(proxied, tmp_path, upstream) as gateway:
-            stop = time.monotonic() + 5.0
-            statuses: Counter[int | str] = Counter()
-
-            def client_loop(index: int) -> None:
-                with httpx.Client(timeout=20) as client:
-                    while time.monotonic() < stop:
-                        try:
-                            statuses[gateway.call(client, "fake/ok", stream=index % 2 == 0)] += 1
-                        except httpx.HTTPError as error:
-                            statuses[type(error).__name__] += 1
-
-            clients = [threading.Thread(target=client_loop, args=(i,)) for i in range(8)]
-            for thread in clients:
-                thread.start()
+    with (
+        proxied_postgres(postgres_url) as store,
+        running_gateway(store.url, tmp_path, upstream) as gateway,
+    ):
+        with Load(gateway, clients=8) as load:
             time.sleep(1.0)
-            proxy.stop()  # PostgreSQL is gone (every connection cut) …
+            store.proxy.stop()  # PostgreSQL is gone (every connection cut) …
             time.sleep(1.5)
-            proxy.start()  # … and back, on the same address
-            for thread in clients:
-                thread.join(30)
-
-            assert set(statuses) <= {200, 503}, statuses  # answered, or told to retry
-            assert statuses[200] > 10 and statuses[503] > 0, statuses
-            deadline = time.monotonic() + 20  # settlements that waited out the outage land
-            while True:
-                books = replay(gateway.runtime)
-                if all(r in books.settled for r in gateway.told):
-                    break
-                assert time.monotonic() < deadline, "a settlement never landed"
-                time.sleep(0.1)
-            check_books(gateway.runtime, gateway.told, refused=gateway.refused)
-    finally:
-        proxy.stop()
+            store.proxy.start()  # … and back, on the same address
+            time.sleep(2.5)
+        statuses = load.outcomes()
+        assert set(statuses) <= {200, 503}, statuses  # answered, or told to retry
+        assert statuses[200] > 10 and statuses[503] > 0, statuses
+        wait_until_settled(gateway, timeout=20)
+        check_books(gateway.runtime, gateway.told, refused=gateway.refused)
 
 
 @pytest.mark.parametrize("name", [p.name for p in all_projections()])
@@ -87,9 +60,9 @@ def test_a_statement_timeout_on_any_projection_is_retried_not_recorded(
     )
     runtime = open_runtime(settings)
     try:
-        runtime.ledger.access_barrier = lambda position: None
-        account = runtime.ledger.open_account("projections", OPERATOR, credits=10**6).account
-        key = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR).key
+        runtime.app.access_barrier = lambda position: None
+        account = runtime.app.open_account("projections", OPERATOR, credits=10**6).account
+        key = runtime.app.create_key(account.id, "k", Scope(), OPERATOR).key
         runtime.spend.admit(account.id, "r", key.id, "m", 100, None).result(10)
         runtime.spend.settle(account.id, "r", 50, usage()).result(10)
         projection = runtime.projections.projections[name]
@@ -121,8 +94,8 @@ def test_two_writers_on_one_sqlite_file_keep_the_books(sqlite_url: str, tmp_path
     )
     first, second = open_runtime(settings), open_runtime(settings, prepare_schema=False)
     try:
-        account = first.ledger.open_account("shared", OPERATOR, credits=10**6).account
-        key = first.ledger.create_key(account.id, "k", Scope(), OPERATOR).key
+        account = first.app.open_account("shared", OPERATOR, credits=10**6).account
+        key = first.app.create_key(account.id, "k", Scope(), OPERATOR).key
         told: dict[str, int] = {}
 
         def hammer(runtime_index: int) -> None:

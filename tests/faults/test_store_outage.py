@@ -7,19 +7,22 @@ restarts: the shared server is never stopped."""
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
-from infrastructure.settings import postgres_parts
-from tests.fake_upstream import FakeUpstream, run_fake_upstream
-from tests.support.faults import SHORT_DEADLINES, Gateway, running_gateway
-from tests.support.ledger_check import check_books, replay
-from tests.support.proxy import TcpProxy
+from tests.fake_upstream import FakeUpstream
+from tests.support.faults import (
+    SHORT_DEADLINES,
+    Gateway,
+    Load,
+    proxied_postgres,
+    running_gateway,
+    wait_until_settled,
+)
+from tests.support.ledger_check import check_books
 from tests.support.stores import pg_admin_conninfo
 
 pytestmark = pytest.mark.faults
@@ -34,66 +37,6 @@ ANSWER_BOUND_SECONDS = float(SHORT_DEADLINES["LOWROUTER_STORE_WAIT_SECONDS"]) + 
 # room for a saturated 2-core machine. psycopg_pool's own 1, 2, 4, 8, 16 s backoff took 12-16 s
 # when every attempt of the outage fell just before the return (13.5 s once in CI).
 RECOVERY_BOUND_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class Call:
-    started: float
-    finished: float
-    outcome: int | str  # the HTTP status, or the transport error's name
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    # A stream takes about 0.3 s; fake/slow answers after 1 s (the answer in flight at the stop).
-    with run_fake_upstream(chunk_delay=0.05, slow_seconds=1.0) as upstream:
-        yield upstream
-
-
-class Load:
-    """CLIENTS threads sending requests (half of them streams) until stopped."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.calls: list[Call] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._loop, args=(i,)) for i in range(CLIENTS)]
-
-    def _loop(self, index: int) -> None:
-        with httpx.Client(timeout=30) as client:
-            while not self._stop.is_set():
-                started = time.monotonic()
-                try:
-                    outcome: int | str = self.gateway.call(client, "fake/ok", index % 2 == 0)
-                except httpx.HTTPError as error:
-                    outcome = type(error).__name__
-                self.calls.append(Call(started, time.monotonic(), outcome))
-
-    def __enter__(self) -> "Load":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(60)
-
-    def first_200_after(self, moment: float, timeout: float = 60) -> float:
-        """Seconds from `moment` to the first 200 of a request started after it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            done = [c.finished for c in list(self.calls) if c.started > moment and c.outcome == 200]
-            if done:
-                return min(done) - moment
-            assert time.monotonic() < deadline, f"no 200 within {timeout} s"
-            time.sleep(0.02)
-
-    def wait_until(self, predicate: Callable[[], bool], timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            assert time.monotonic() < deadline, "the load made no progress"
-            time.sleep(0.02)
 
 
 def slow_call(gateway: Gateway, outcome: list[tuple[int, float]]) -> None:
@@ -115,57 +58,51 @@ def kill_backends(dbname: str) -> int:
 def test_a_15_second_postgresql_stop_and_killed_backends_under_load(
     postgres_url: str, tmp_path: Path, upstream: FakeUpstream
 ) -> None:
-    pg = postgres_parts(postgres_url)
-    proxy = TcpProxy((pg["host"], int(pg["port"]))).start()
-    proxied = f"postgresql://{pg['user']}@127.0.0.1:{proxy.port}/{pg['dbname']}"
-    try:
-        with running_gateway(proxied, tmp_path, upstream) as gateway:
-            with Load(gateway) as load:
-                load.wait_until(lambda: len(gateway.told) >= 6)  # before
-                killed_at = time.monotonic()
-                assert kill_backends(pg["dbname"]) > 0
-                after_kill = load.first_200_after(killed_at)
-                more = len(gateway.told) + 6
-                load.wait_until(lambda: len(gateway.told) >= more)
+    with (
+        proxied_postgres(postgres_url) as store,
+        running_gateway(store.url, tmp_path, upstream) as gateway,
+    ):
+        with Load(gateway, CLIENTS) as load:
+            load.wait_until(lambda: len(gateway.told) >= 6)  # before
+            killed_at = time.monotonic()
+            assert kill_backends(store.dbname) > 0
+            after_kill = load.first_200_after(killed_at)
+            more = len(gateway.told) + 6
+            load.wait_until(lambda: len(gateway.told) >= more)
 
-                # One answer certainly in flight when the store goes: admitted (its hold is
-                # down: the upstream has it), answered during the outage, settled after it.
-                slow: list[tuple[int, float]] = []
-                in_flight = threading.Thread(target=slow_call, args=(gateway, slow))
-                in_flight.start()
-                load.wait_until(lambda: any("slow" in str(b) for b in upstream.bodies))
-                stopped_at = time.monotonic()
-                proxy.stop()  # every connection cut, none accepted
-                load.wait_until(lambda: any(c.started > stopped_at for c in load.calls))
-                time.sleep(max(0.0, stopped_at + OUTAGE_SECONDS - time.monotonic()))  # outage
-                back_at = time.monotonic()
-                proxy.start()  # the same address again
-                recovery = load.first_200_after(back_at)
-                more = len(gateway.told) + 6
-                load.wait_until(lambda: len(gateway.told) >= more)  # after
-                in_flight.join(30)
+            # One answer certainly in flight when the store goes: admitted (its hold is
+            # down: the upstream has it), answered during the outage, settled after it.
+            slow: list[tuple[int, float]] = []
+            in_flight = threading.Thread(target=slow_call, args=(gateway, slow))
+            in_flight.start()
+            load.wait_until(lambda: any("slow" in str(b) for b in upstream.bodies))
+            stopped_at = time.monotonic()
+            store.proxy.stop()  # every connection cut, none accepted
+            load.wait_until(lambda: any(c.started > stopped_at for c in load.calls))
+            time.sleep(max(0.0, stopped_at + OUTAGE_SECONDS - time.monotonic()))  # outage
+            back_at = time.monotonic()
+            store.proxy.start()  # the same address again
+            recovery = load.first_200_after(back_at)
+            more = len(gateway.told) + 6
+            load.wait_until(lambda: len(gateway.told) >= more)  # after
+            in_flight.join(30)
 
-            ((status, answered_at),) = slow
-            assert status == 200 and answered_at < back_at, slow  # answered, store away
-            calls = list(load.calls)
-            during = [c for c in calls if c.started > stopped_at and c.finished < back_at]
-            assert len(during) >= CLIENTS, "the clients were not running through the outage"
-            assert {c.outcome for c in during} == {503}, during  # refused, never served or lost
-            assert {c.outcome for c in calls} <= {200, 503}, {c.outcome for c in calls}
-            slowest = max(c.finished - c.started for c in calls)
-            assert slowest < ANSWER_BOUND_SECONDS, f"a request took {slowest:.1f} s"
-            assert after_kill < RECOVERY_BOUND_SECONDS, after_kill
-            assert recovery < RECOVERY_BOUND_SECONDS, recovery
-            print(
-                f"\nrecovery: first 200 {after_kill:.2f} s after the backends were killed, "
-                f"{recovery:.2f} s after the store's return; slowest answer {slowest:.2f} s; "
-                f"{sum(c.outcome == 200 for c in calls)} answered, {len(gateway.refused)} refused"
-            )
+        ((status, answered_at),) = slow
+        assert status == 200 and answered_at < back_at, slow  # answered, store away
+        calls = list(load.calls)
+        during = [c for c in calls if c.started > stopped_at and c.finished < back_at]
+        assert len(during) >= CLIENTS, "the clients were not running through the outage"
+        assert {c.outcome for c in during} == {503}, during  # refused, never served or lost
+        assert {c.outcome for c in calls} <= {200, 503}, {c.outcome for c in calls}
+        slowest = max(c.finished - c.started for c in calls)
+        assert slowest < ANSWER_BOUND_SECONDS, f"a request took {slowest:.1f} s"
+        assert after_kill < RECOVERY_BOUND_SECONDS, after_kill
+        assert recovery < RECOVERY_BOUND_SECONDS, recovery
+        print(
+            f"\nrecovery: first 200 {after_kill:.2f} s after the backends were killed, "
+            f"{recovery:.2f} s after the store's return; slowest answer {slowest:.2f} s; "
+            f"{sum(c.outcome == 200 for c in calls)} answered, {len(gateway.refused)} refused"
+        )
 
-            deadline = time.monotonic() + 30  # the settlements that waited out the outage land
-            while not all(r in replay(gateway.runtime).settled for r in gateway.told):
-                assert time.monotonic() < deadline, "a settlement never landed"
-                time.sleep(0.1)
-            check_books(gateway.runtime, gateway.told, refused=gateway.refused)
-    finally:
-        proxy.stop()
+        wait_until_settled(gateway, timeout=30)
+        check_books(gateway.runtime, gateway.told, refused=gateway.refused)

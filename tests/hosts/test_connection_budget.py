@@ -92,8 +92,8 @@ def test_a_worker_holds_at_most_three_idle_and_its_pool_size_under_load(
     )
     runtime = open_runtime(settings)
     try:
-        account = runtime.ledger.open_account("budget", OPERATOR, credits=10**9).account
-        token = runtime.ledger.create_key(account.id, "busy", Scope(), OPERATOR).token.value
+        account = runtime.app.open_account("budget", OPERATOR, credits=10**9).account
+        token = runtime.app.create_key(account.id, "busy", Scope(), OPERATOR).token.value
     finally:
         runtime.close()
 

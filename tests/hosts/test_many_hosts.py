@@ -165,7 +165,7 @@ def test_many_hosts_keep_every_promise(cluster: Cluster) -> None:
 def a_revocation_through_host_a_fails_the_very_next_request_on_host_c(cluster: Cluster) -> None:
     runtime, urls = cluster.runtime, cluster.urls
     host_a, host_c = urls[0], urls[-1]
-    opened = runtime.ledger.open_account("revoker", OPERATOR, credits=10**9)
+    opened = runtime.app.open_account("revoker", OPERATOR, credits=10**9)
     manage = {"Authorization": f"Bearer {opened.token.value}"}
     with httpx.Client(timeout=30) as client:
         for i in range(8):
@@ -184,8 +184,8 @@ def a_revocation_through_host_a_fails_the_very_next_request_on_host_c(cluster: C
 def a_daily_limit_holds_across_hosts_under_concurrent_load(cluster: Cluster) -> None:
     runtime, urls = cluster.runtime, cluster.urls
     limit = worst_case_of_one_request() * 40
-    account = runtime.ledger.open_account("limited", OPERATOR, credits=10**9).account
-    key = runtime.ledger.create_key(account.id, "busy", Scope(daily_limit=limit), OPERATOR)
+    account = runtime.app.open_account("limited", OPERATOR, credits=10**9).account
+    key = runtime.app.create_key(account.id, "busy", Scope(daily_limit=limit), OPERATOR)
 
     statuses = asyncio.run(fire(urls, [key.token.value], 300))
 
@@ -208,9 +208,9 @@ def a_daily_limit_holds_across_hosts_under_concurrent_load(cluster: Cluster) -> 
 def a_requests_per_minute_limit_holds_exactly_across_hosts(cluster: Cluster) -> None:
     runtime, urls = cluster.runtime, cluster.urls
     rpm = 30
-    account = runtime.ledger.open_account("rate-limited", OPERATOR, credits=10**9).account
+    account = runtime.app.open_account("rate-limited", OPERATOR, credits=10**9).account
     policy = KeyPolicy(requests_per_minute=rpm)
-    key = runtime.ledger.create_key(account.id, "paced", Scope(), OPERATOR, policy=policy)
+    key = runtime.app.create_key(account.id, "paced", Scope(), OPERATOR, policy=policy)
 
     statuses = asyncio.run(fire(urls, [key.token.value], 120))  # well within one minute
 
@@ -222,8 +222,8 @@ def when_the_background_host_vanishes_another_takes_over_within_a_second(
     cluster: Cluster,
 ) -> None:
     runtime = cluster.runtime
-    account = runtime.ledger.open_account("failover", OPERATOR, credits=10**9).account
-    token = runtime.ledger.create_key(account.id, "steady", Scope(), OPERATOR).token.value
+    account = runtime.app.open_account("failover", OPERATOR, credits=10**9).account
+    token = runtime.app.create_key(account.id, "steady", Scope(), OPERATOR).token.value
     deadline = time.monotonic() + 10
     while (holder := cluster.lease()[0]) is None or cluster.host_of(holder) is None:
         assert time.monotonic() < deadline, "no host leads the background work"

@@ -38,8 +38,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClien
     )
     runtime = open_runtime(settings_)
     operator = Actor("operator", "cli:fuzz")
-    opened = runtime.ledger.open_account("fuzz", operator, 10**9)
-    key = runtime.ledger.create_key(opened.account.id, "fuzzed", Scope(), operator)
+    opened = runtime.app.open_account("fuzz", operator, 10**9)
+    key = runtime.app.create_key(opened.account.id, "fuzzed", Scope(), operator)
     tokens = {"management": opened.token.value, "inference": key.token.value}
     with TestClient(create_app(runtime, demo_catalogue()), raise_server_exceptions=False) as client:
         yield client, tokens

@@ -59,8 +59,8 @@ def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]
 
 @pytest.fixture
 def surfaces(runtime: Runtime) -> Iterator[Surfaces]:
-    account = runtime.ledger.open_account("health", OPERATOR, credits=10**6).account
-    token = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR).token.value
+    account = runtime.app.open_account("health", OPERATOR, credits=10**6).account
+    token = runtime.app.create_key(account.id, "k", Scope(), OPERATOR).token.value
     app = create_app(runtime, demo_catalogue("http://127.0.0.1:9/demo/v1"))
     with TestClient(app) as client:
         yield Surfaces(client, app.state.gateway, token)

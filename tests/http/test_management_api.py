@@ -304,8 +304,8 @@ ROUTES = [
 def test_every_route_refuses_callers_without_a_valid_management_key(api: Api) -> None:
     mk = api.open_account("acme")
     sk, key = api.create_key(mk)
-    opened = api.runtime.ledger.open_account("other", OPERATOR)
-    api.runtime.ledger.revoke_management_key(opened.account.id, opened.management_key_id, OPERATOR)
+    opened = api.runtime.app.open_account("other", OPERATOR)
+    api.runtime.app.revoke_management_key(opened.account.id, opened.management_key_id, OPERATOR)
     unknown = generate_token(TokenKind.MANAGEMENT).value
     refused: list[tuple[str | None, str]] = [
         (None, "missing_api_key"),
@@ -331,7 +331,7 @@ def test_another_accounts_keys_are_invisible_and_untouchable(api: Api) -> None:
     mk_a = api.open_account("alice")
     mk_b = api.open_account("bob")
     _, bobs = api.create_key(mk_b, name="bobs")
-    bob_account = str(api.runtime.ledger.find_account("bob").id)
+    bob_account = str(api.runtime.app.find_account("bob").id)
     missing = str(uuid4())
     for method, route in ROUTES:
         if "{id}" not in route:

@@ -29,7 +29,7 @@ def listed(api: Api, mk: str) -> list[dict[str, object]]:
 
 def test_last_used_at_is_set_by_use_and_written_once_a_minute(api: Api) -> None:
     mk = api.open_account("acme")
-    head = api.runtime.ledger.recorder.max_notification_id()
+    head = api.runtime.app.recorder.max_notification_id()
     deadline = time.monotonic() + 10
     while not (rows := [r for r in listed(api, mk) if r["last_used_at"]]):
         assert time.monotonic() < deadline, "last_used_at was never set"
@@ -41,4 +41,4 @@ def test_last_used_at_is_set_by_use_and_written_once_a_minute(api: Api) -> None:
         [(key_id, _)] = conn.execute(key_uses.select()).all()
     assert key_id == row["id"]
     assert [r["last_used_at"] for r in listed(api, mk)] == [row["last_used_at"]]  # one write
-    assert api.runtime.ledger.recorder.max_notification_id() == head  # no event for a use
+    assert api.runtime.app.recorder.max_notification_id() == head  # no event for a use

@@ -43,8 +43,8 @@ def demo(tmp_path: Path) -> Iterator[tuple[TestClient, Runtime, str]]:
     )
     runtime = open_runtime(settings)
     app = create_app(runtime, demo_catalogue(), run_background=False)  # the demo in-process
-    opened = runtime.ledger.open_account("demo", OPERATOR, 10_000_000)
-    token = runtime.ledger.create_key(opened.account.id, "k", Scope(), OPERATOR).token.value
+    opened = runtime.app.open_account("demo", OPERATOR, 10_000_000)
+    token = runtime.app.create_key(opened.account.id, "k", Scope(), OPERATOR).token.value
     with TestClient(app, base_url="http://gateway.test") as client:
         yield client, runtime, token
 

@@ -40,8 +40,8 @@ class Served:
 
 def issue_key(runtime: Runtime, name: str, credits: int) -> tuple[str, str]:
     """A new account with `credits` micro-credits and one inference key: (account id, token)."""
-    account = runtime.ledger.open_account(name, OPERATOR, credits).account
-    token = runtime.ledger.create_key(account.id, f"{name}-key", Scope(), OPERATOR).token.value
+    account = runtime.app.open_account(name, OPERATOR, credits).account
+    token = runtime.app.create_key(account.id, f"{name}-key", Scope(), OPERATOR).token.value
     return str(account.id), token
 
 

@@ -47,7 +47,7 @@ class Pair:
     shifted: timedelta = timedelta(0)
 
     def key(self, policy: KeyPolicy, scope: Scope | None = None) -> str:
-        ledger = self.runtime.ledger
+        ledger = self.runtime.app
         account = ledger.open_account(f"p-{uuid.uuid4().hex}", OPERATOR, credits=10**9)
         issued = ledger.create_key(account.account.id, "k", scope or Scope(), OPERATOR, policy)
         return issued.token.value

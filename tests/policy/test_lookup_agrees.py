@@ -89,7 +89,7 @@ def test_the_lookup_record_and_the_aggregate_always_agree(
     probes: list[tuple[timedelta, str | None]],
 ) -> None:
     runtime, clock = world
-    app: Lowrouter = runtime.ledger
+    app: Lowrouter = runtime.app
     clock.now = T0
     account = app.open_account(f"agree-{uuid4().hex}", ACTOR)
     issued = app.create_key(account.account.id, "k", Scope(), ACTOR, first)
@@ -138,7 +138,7 @@ def test_investigate_finds_a_key_whose_grace_ended_as_revoked_not_rotating(
     from projections.queries.forensics import matches_of_display
 
     runtime, clock = world
-    app = runtime.ledger
+    app = runtime.app
     clock.now = datetime.now(UTC) - timedelta(hours=2)
     account = app.open_account(f"grace-{uuid4().hex}", ACTOR)
     issued = app.create_key(account.account.id, "k", Scope(), ACTOR)

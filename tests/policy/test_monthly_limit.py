@@ -12,7 +12,7 @@ from application.spend import SpendControl
 from domain.errors import MonthlyLimitExceeded
 from domain.policy import KeyPolicy
 from domain.scope import Scope
-from infrastructure.persistence import build_ledger
+from infrastructure.persistence import build_app
 from infrastructure.settings import Settings
 from tests.support.spend import OPERATOR, TIMEOUT, MutableClock, usage
 
@@ -26,7 +26,7 @@ def clock() -> MutableClock:
 
 @pytest.fixture
 def spend(settings: Settings, clock: MutableClock) -> Iterator[SpendControl]:
-    app = build_ledger(settings, clock)
+    app = build_app(settings, clock)
     control = SpendControl(app)
     yield control
     control.close()
@@ -51,7 +51,7 @@ def test_the_monthly_limit_carries_over_midnight_and_resets_with_the_month(
     assert (refused.value.spent, refused.value.limit) == (600, 1_000)
     admit("b", 400)  # exactly to the limit
     # A fresh application (and writer) on the same store sees the same month-to-date figure.
-    fresh_app = build_ledger(settings, clock)
+    fresh_app = build_app(settings, clock)
     fresh = SpendControl(fresh_app)
     try:
         with pytest.raises(MonthlyLimitExceeded):

@@ -28,8 +28,8 @@ def complete(url: str, token: str, client: httpx.Client, **changes: object) -> i
 def background_streams(two_gateways: tuple[Runtime, list[str]]) -> Iterator[list[int]]:
     """Other keys keep streaming on both gateways while access changes happen."""
     runtime, urls = two_gateways
-    account = runtime.ledger.open_account("background", OPERATOR, credits=10**9).account
-    token = runtime.ledger.create_key(account.id, "streamer", Scope(), OPERATOR).token.value
+    account = runtime.app.open_account("background", OPERATOR, credits=10**9).account
+    token = runtime.app.create_key(account.id, "streamer", Scope(), OPERATOR).token.value
     stop = threading.Event()
     statuses: list[int] = []
 
@@ -63,17 +63,17 @@ def test_fifty_revocations_each_fail_the_very_next_request_on_both_processes(
     background_streams: list[int],
 ) -> None:
     runtime, (url_a, url_b) = two_gateways
-    opened = runtime.ledger.open_account("revoker", OPERATOR, credits=10**9)
+    opened = runtime.app.open_account("revoker", OPERATOR, credits=10**9)
     account, management_token = opened.account, opened.token.value
     successes_after_revoke = 0
     with httpx.Client(timeout=30) as client:
         for i in range(50):
-            issued = runtime.ledger.create_key(account.id, f"key-{i}", Scope(), OPERATOR)
+            issued = runtime.app.create_key(account.id, f"key-{i}", Scope(), OPERATOR)
             token = issued.token.value
             # A new key works on the first request after it was created, on either process.
             assert complete(url_b if i % 2 else url_a, token, client) == 200
             if i % 2:  # as the operator CLI does it: another process on the same database
-                runtime.ledger.revoke_key(issued.key.id, OPERATOR)
+                runtime.app.revoke_key(issued.key.id, OPERATOR)
             else:  # through gateway process A's management API
                 revoked = client.delete(
                     f"{url_a}/keys/{issued.key.id}",
@@ -91,13 +91,13 @@ def test_narrower_model_scope_applies_to_the_next_request_on_the_other_process(
     two_gateways: tuple[Runtime, list[str]],
 ) -> None:
     runtime, (url_a, url_b) = two_gateways
-    account = runtime.ledger.open_account("scoper", OPERATOR, credits=10**9).account
-    issued = runtime.ledger.create_key(account.id, "narrowing", Scope(), OPERATOR)
+    account = runtime.app.open_account("scoper", OPERATOR, credits=10**9).account
+    issued = runtime.app.create_key(account.id, "narrowing", Scope(), OPERATOR)
     with httpx.Client(timeout=30) as client:
         for _ in range(10):
-            runtime.ledger.scope_key(issued.key.id, Scope(), OPERATOR)
+            runtime.app.scope_key(issued.key.id, Scope(), OPERATOR)
             assert complete(url_a, issued.token.value, client) == 200
-            runtime.ledger.scope_key(issued.key.id, Scope(models=("other/model",)), OPERATOR)
+            runtime.app.scope_key(issued.key.id, Scope(models=("other/model",)), OPERATOR)
             assert complete(url_b, issued.token.value, client) == 403
             assert complete(url_a, issued.token.value, client) == 403
 
@@ -106,12 +106,12 @@ def test_rotation_whose_grace_ended_fails_on_both_processes_and_successor_works(
     two_gateways: tuple[Runtime, list[str]],
 ) -> None:
     runtime, (url_a, url_b) = two_gateways
-    account = runtime.ledger.open_account("rotator", OPERATOR, credits=10**9).account
-    issued = runtime.ledger.create_key(account.id, "rotating", Scope(), OPERATOR)
+    account = runtime.app.open_account("rotator", OPERATOR, credits=10**9).account
+    issued = runtime.app.create_key(account.id, "rotating", Scope(), OPERATOR)
     with httpx.Client(timeout=30) as client:
         for _ in range(10):
             assert complete(url_a, issued.token.value, client) == 200
-            successor = runtime.ledger.rotate_key(issued.key.id, OPERATOR)  # grace 0
+            successor = runtime.app.rotate_key(issued.key.id, OPERATOR)  # grace 0
             assert complete(url_b, issued.token.value, client) == 401
             assert complete(url_a, issued.token.value, client) == 401
             assert complete(url_b, successor.token.value, client) == 200

@@ -26,7 +26,7 @@ LOCK_WAITERS = (
 def runtime(postgres_url: str, tmp_path: str) -> Iterator[Runtime]:
     env = {"LOWROUTER_TOKEN_PEPPER": PEPPER, "LOWROUTER_DATA_DIR": str(tmp_path)}
     opened = open_runtime(load_settings(env, database_url=postgres_url))
-    account = opened.ledger.open_account("busy", OPERATOR).account
+    account = opened.app.open_account("busy", OPERATOR).account
     opened.spend.fund(account.id, 5, OPERATOR).result()
     yield opened
     opened.close()

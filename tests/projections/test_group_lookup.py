@@ -44,10 +44,10 @@ def runtime(settings: Settings) -> Iterator[Runtime]:
 
 def make_keys(runtime: Runtime, count: int) -> list[tuple[str, str]]:
     """(token hash, key id) of `count` new inference keys."""
-    account = runtime.ledger.open_account("group", OPERATOR, credits=1).account
+    account = runtime.app.open_account("group", OPERATOR, credits=1).account
     made = []
     for i in range(count):
-        issued = runtime.ledger.create_key(account.id, f"k{i}", Scope(), OPERATOR)
+        issued = runtime.app.create_key(account.id, f"k{i}", Scope(), OPERATOR)
         digest = hash_token(runtime.settings.pepper, parse_token(issued.token.value))
         made.append((digest, str(issued.key.id)))
     return made
@@ -84,7 +84,7 @@ def test_a_lookup_asked_after_a_revocation_sees_it(runtime: Runtime) -> None:
     try:
         record = group.find(digest).result(TIMEOUT)
         assert record is not None and record.status == "active"
-        runtime.ledger.revoke_key(record.key_id, OPERATOR, "leak")
+        runtime.app.revoke_key(record.key_id, OPERATOR, "leak")
         after = group.find(digest).result(TIMEOUT)
         assert after is not None and after.status == "revoked"
     finally:

@@ -22,7 +22,7 @@ OPERATOR = Actor("operator", "test")
 def test_status_reports_each_projections_lag_until_caught_up(settings: Settings) -> None:
     runtime = open_runtime(settings)
     try:
-        account = runtime.ledger.open_account("lagging", OPERATOR, credits=10**6).account
+        account = runtime.app.open_account("lagging", OPERATOR, credits=10**6).account
         runtime.spend.fund(account.id, 10**6, OPERATOR).result()
         status = {s.name: s for s in runtime.projections.status()}
         # Opening the account brought the key lookup up to date (an access change); the
@@ -41,7 +41,7 @@ def test_a_projection_that_fails_stops_loudly_at_the_events_position(
 ) -> None:
     runtime = open_runtime(settings)
     try:
-        account = runtime.ledger.open_account("failing", OPERATOR).account
+        account = runtime.app.open_account("failing", OPERATOR).account
         position_before = runtime.projections.position("keys")
 
         def broken(self: object, conn: object, events: list[object]) -> None:
@@ -49,7 +49,7 @@ def test_a_projection_that_fails_stops_loudly_at_the_events_position(
 
         monkeypatch.setattr(KeyLookupProjection, "apply", broken)
         # The key's write landed: its token is returned, with a warning, never lost.
-        issued = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR)
+        issued = runtime.app.create_key(account.id, "k", Scope(), OPERATOR)
         assert issued.token.value and issued.warning and "not caught up" in issued.warning
         with pytest.raises(ProjectionFailed) as failure:
             runtime.projections.catch_up(["keys"])
@@ -66,8 +66,8 @@ def test_gateway_refuses_to_authenticate_when_its_lookup_runner_died(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runtime = open_runtime(settings)
-    account = runtime.ledger.open_account("dying", OPERATOR, credits=10**6).account
-    token = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR).token.value
+    account = runtime.app.open_account("dying", OPERATOR, credits=10**6).account
+    token = runtime.app.create_key(account.id, "k", Scope(), OPERATOR).token.value
     app = create_app(runtime, demo_catalogue("http://127.0.0.1:9/demo/v1"))
     headers = {"Authorization": f"Bearer {token}"}
     with TestClient(app) as client:
@@ -77,8 +77,8 @@ def test_gateway_refuses_to_authenticate_when_its_lookup_runner_died(
             raise RuntimeError("disk on fire")
 
         monkeypatch.setattr(KeyLookupProjection, "apply", broken)
-        runtime.ledger.access_barrier = lambda position: None  # let the event land unprojected
-        runtime.ledger.open_account("another", OPERATOR)
+        runtime.app.access_barrier = lambda position: None  # let the event land unprojected
+        runtime.app.open_account("another", OPERATOR)
         runtime.projections.wake()
         deadline = time.monotonic() + 10
         while runtime.projections.failure is None and time.monotonic() < deadline:
@@ -96,8 +96,8 @@ def test_a_worker_refuses_when_the_key_lookup_failed_in_another_process(
     """`serve`'s workers run no projections (the background process does): a failure recorded
     there must stop them too, until the projection is rebuilt or gets past the event."""
     background = open_runtime(settings)  # stands for `lowrouter projections run`
-    account = background.ledger.open_account("elsewhere", OPERATOR, credits=10**6).account
-    token = background.ledger.create_key(account.id, "k", Scope(), OPERATOR).token.value
+    account = background.app.open_account("elsewhere", OPERATOR, credits=10**6).account
+    token = background.app.create_key(account.id, "k", Scope(), OPERATOR).token.value
     worker = open_runtime(
         dataclasses.replace(settings, background="external"), prepare_schema=False
     )
@@ -112,8 +112,8 @@ def test_a_worker_refuses_when_the_key_lookup_failed_in_another_process(
                 raise RuntimeError("disk on fire")
 
             monkeypatch.setattr(KeyLookupProjection, "apply", broken)
-            background.ledger.access_barrier = lambda position: None
-            background.ledger.open_account("another", OPERATOR)
+            background.app.access_barrier = lambda position: None
+            background.app.open_account("another", OPERATOR)
             with pytest.raises(ProjectionFailed):
                 background.projections.catch_up(["keys"])
 
@@ -148,8 +148,8 @@ def test_a_transient_store_error_is_retried_not_recorded_and_a_one_off_failure_i
 
     runtime = open_runtime(settings)
     try:
-        runtime.ledger.access_barrier = lambda position: None
-        account = runtime.ledger.open_account("blips", OPERATOR).account
+        runtime.app.access_barrier = lambda position: None
+        account = runtime.app.open_account("blips", OPERATOR).account
         real = KeyLookupProjection.apply
         failures = [
             OperationalError("canceling statement due to statement timeout"),
@@ -163,7 +163,7 @@ def test_a_transient_store_error_is_retried_not_recorded_and_a_one_off_failure_i
             real(self, conn, events)  # type: ignore[arg-type]
 
         monkeypatch.setattr(KeyLookupProjection, "apply", flaky)
-        runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR)
+        runtime.app.create_key(account.id, "k", Scope(), OPERATOR)
         runtime.projections.catch_up(["keys"])  # through two blips and a one-off failure
         assert failures == []
         assert runtime.projections.recorded_failure("keys") is None
@@ -199,8 +199,8 @@ def test_a_store_error_carrying_a_token_hash_never_reaches_the_logs(
     digest = "a7" * 32
     runtime = open_runtime(settings)
     try:
-        runtime.ledger.access_barrier = lambda position: None
-        account = runtime.ledger.open_account("timeouts", OPERATOR).account
+        runtime.app.access_barrier = lambda position: None
+        account = runtime.app.open_account("timeouts", OPERATOR).account
 
         def timing_out(self: KeyLookupProjection, conn: object, events: list[object]) -> None:
             raise SAOperationalError(
@@ -211,7 +211,7 @@ def test_a_store_error_carrying_a_token_hash_never_reaches_the_logs(
 
         monkeypatch.setattr(KeyLookupProjection, "apply", timing_out)
         monkeypatch.setattr(runner_module, "backoff", lambda attempt, base, cap: 0.0)
-        runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR)
+        runtime.app.create_key(account.id, "k", Scope(), OPERATOR)
         caplog.set_level(logging.DEBUG)
         runtime.projections.start()
         deadline = time.monotonic() + 10

@@ -30,7 +30,7 @@ def test_only_one_runner_leads_and_a_standby_takes_over(settings: Settings) -> N
         assert second.projections.leadership() is False  # the lock is taken
         first.projections.start()
         second.projections.start()
-        account = first.ledger.open_account("led", OPERATOR).account
+        account = first.app.open_account("led", OPERATOR).account
         first.spend.fund(account.id, 5, OPERATOR).result()
         assert wait_until(lambda: all(s.lag == 0 for s in second.projections.status()))
 

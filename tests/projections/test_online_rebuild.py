@@ -28,8 +28,8 @@ def contents(runtime, tables):  # type: ignore[no-untyped-def]
 def test_key_lookup_rebuild_never_hides_a_key_from_the_gateway(settings: Settings) -> None:
     runtime = open_runtime(settings)
     try:
-        account = runtime.ledger.open_account("rebuilt", OPERATOR, credits=10**9).account
-        issued = runtime.ledger.create_key(account.id, "always-there", Scope(), OPERATOR)
+        account = runtime.app.open_account("rebuilt", OPERATOR, credits=10**9).account
+        issued = runtime.app.create_key(account.id, "always-there", Scope(), OPERATOR)
         token_hash = hash_token(settings.pepper, issued.token)
         # Enough events that the rebuild works in several batches.
         for _ in range(BATCH_SIZE // 2 + 50):
@@ -53,7 +53,7 @@ def test_key_lookup_rebuild_never_hides_a_key_from_the_gateway(settings: Setting
         reader.start()
         try:
             applied = rebuild(runtime.projections, "keys")
-            late = runtime.ledger.create_key(account.id, "created-after", Scope(), OPERATOR)
+            late = runtime.app.create_key(account.id, "created-after", Scope(), OPERATOR)
         finally:
             stop.set()
             reader.join()
@@ -71,8 +71,8 @@ def test_key_lookup_rebuild_never_hides_a_key_from_the_gateway(settings: Setting
 def test_usage_rebuild_equals_the_incremental_tables(settings: Settings) -> None:
     runtime = open_runtime(settings)
     try:
-        account = runtime.ledger.open_account("usage-rebuilt", OPERATOR, credits=10**9).account
-        key = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR).key
+        account = runtime.app.open_account("usage-rebuilt", OPERATOR, credits=10**9).account
+        key = runtime.app.create_key(account.id, "k", Scope(), OPERATOR).key
         for i in range(30):
             request = f"r{i}"
             runtime.spend.reserve(account.id, request, key.id, "m", 100, None)

@@ -62,8 +62,8 @@ def use(runtime: Runtime, account: UUID, key: UUID, address: str) -> None:
 def test_an_answer_right_after_a_command_sees_it_with_no_catch_up_by_the_caller(
     runtime: Runtime,
 ) -> None:
-    account = runtime.ledger.open_account("fresh", OPERATOR, credits=10**9).account.id
-    key = runtime.ledger.create_key(account, "prod", Scope(), OPERATOR).key.id
+    account = runtime.app.open_account("fresh", OPERATOR, credits=10**9).account.id
+    key = runtime.app.create_key(account, "prod", Scope(), OPERATOR).key.id
     use(runtime, account, key, "198.51.100.1")
     use(runtime, account, key, "203.0.113.9")  # a new address: a flag, in forensics
 
@@ -127,8 +127,8 @@ def undeclared(runtime: Runtime, asked: Query[..., Any], run: Callable[[], objec
 
 def examples(runtime: Runtime) -> dict[str, Callable[[Query[..., Any]], Callable[[], object]]]:
     """How to call each query so that it reads (an empty list of ids reads nothing)."""
-    account = runtime.ledger.open_account("reads", OPERATOR, credits=10**9).account.id
-    key = runtime.ledger.create_key(account, "prod", Scope(), OPERATOR).key.id
+    account = runtime.app.open_account("reads", OPERATOR, credits=10**9).account.id
+    key = runtime.app.create_key(account, "prod", Scope(), OPERATOR).key.id
     use(runtime, account, key, "198.51.100.1")
     now = datetime.now(UTC)
     engine = runtime.engine
@@ -142,7 +142,7 @@ def examples(runtime: Runtime) -> dict[str, Callable[[Query[..., Any]], Callable
         "dashboard.usage_rows": call(UsageFilter(account), limit=5),
         "dashboard.rows_newer_than": call(UsageFilter(account), 0),
         "dashboard.usage_choices": call(account),
-        "forensics.investigate_key": call(runtime.ledger, key, None, now),
+        "forensics.investigate_key": call(runtime.app, key, None, now),
         "forensics.flags_for_keys": call([key]),
         "forensics.matches_of_display": call("lr-sk-AbCd", "wXyZ"),
         "forensics.match_of_token_hash": call("0" * 64),
@@ -193,8 +193,8 @@ def test_a_query_that_forgets_a_projection_it_reads_is_caught(local: Runtime) ->
 def test_a_failed_projection_refuses_a_strict_answer_and_a_best_effort_one_reads_as_is(
     local: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    account = local.ledger.open_account("failing", OPERATOR, credits=10**9).account.id
-    key = local.ledger.create_key(account, "prod", Scope(), OPERATOR).key.id
+    account = local.app.open_account("failing", OPERATOR, credits=10**9).account.id
+    key = local.app.create_key(account, "prod", Scope(), OPERATOR).key.id
 
     def broken(self: object, conn: object, events: object) -> None:
         raise RuntimeError("disk on fire")

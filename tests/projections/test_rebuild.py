@@ -45,25 +45,25 @@ def table_contents(runtime: Runtime, names: list[str]) -> dict[str, list[tuple[A
 
 
 def run_history(runtime: Runtime, history: list[tuple[str, int]]) -> None:
-    account = runtime.ledger.open_account(f"acct-{uuid.uuid4().hex[:8]}", OPERATOR, credits=10**9)
+    account = runtime.app.open_account(f"acct-{uuid.uuid4().hex[:8]}", OPERATOR, credits=10**9)
     account_id = account.account.id
     keys: list[uuid.UUID] = []
     for action, n in history:
         try:
             if action == "create" or not keys:
                 keys.append(
-                    runtime.ledger.create_key(account_id, f"k{n}", Scope(), OPERATOR).key.id
+                    runtime.app.create_key(account_id, f"k{n}", Scope(), OPERATOR).key.id
                 )
                 continue
             key_id = keys[n % len(keys)]
             if action == "scope":
-                runtime.ledger.scope_key(key_id, Scope(models=("a/b",), daily_limit=n), OPERATOR)
+                runtime.app.scope_key(key_id, Scope(models=("a/b",), daily_limit=n), OPERATOR)
             elif action == "rename":
-                runtime.ledger.rename_key(key_id, f"renamed-{n}", OPERATOR)
+                runtime.app.rename_key(key_id, f"renamed-{n}", OPERATOR)
             elif action == "rotate":
-                keys.append(runtime.ledger.rotate_key(key_id, OPERATOR).key.id)
+                keys.append(runtime.app.rotate_key(key_id, OPERATOR).key.id)
             elif action == "revoke":
-                runtime.ledger.revoke_key(key_id, OPERATOR)
+                runtime.app.revoke_key(key_id, OPERATOR)
             elif action in ("spend", "hold"):
                 request = f"req-{uuid.uuid4().hex}"
                 runtime.spend.reserve(account_id, request, key_id, "a/b", 1000 + n, None).result()

@@ -75,8 +75,8 @@ class Gateway:
 
     def account(self, name: str, credits: int = 100_000_000) -> tuple[UUID, str, str]:
         """A funded account: (id, management token, inference token)."""
-        opened = self.runtime.ledger.open_account(name, OPERATOR, credits)
-        key = self.runtime.ledger.create_key(opened.account.id, "k", Scope(), OPERATOR)
+        opened = self.runtime.app.open_account(name, OPERATOR, credits)
+        key = self.runtime.app.create_key(opened.account.id, "k", Scope(), OPERATOR)
         return opened.account.id, opened.token.value, key.token.value
 
 

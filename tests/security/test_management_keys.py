@@ -129,7 +129,7 @@ def test_each_action_is_an_event_with_its_actor_and_address(api: Api) -> None:
     first = api.open_account("mk-events")
     created = api.call("POST", "/api/v1/management-keys", first, json={"name": "second"}).json()
     api.call("POST", f"/api/v1/management-keys/{created['data']['id']}/rotate", first, json={})
-    ledger = api.runtime.ledger
+    ledger = api.runtime.app
     account_id = ledger.find_account("mk-events").id
     events = list(ledger.events.get(account_id))
     actions = [
@@ -153,7 +153,7 @@ def test_revoke_and_rotate_apply_on_the_next_request_on_both_processes(
     two_gateways: tuple[Runtime, list[str]],
 ) -> None:
     runtime, (url_a, url_b) = two_gateways
-    first = runtime.ledger.open_account("mk-two", _operator(), credits=0).token.value
+    first = runtime.app.open_account("mk-two", _operator(), credits=0).token.value
     with httpx.Client(timeout=30) as client:
 
         def keys_status(url: str, token: str) -> int:
@@ -233,10 +233,10 @@ def test_investigate_reports_a_management_key_and_what_was_done_with_it(
     )
     runtime = open_runtime(settings)
     try:
-        opened = runtime.ledger.open_account("mk-leak", _operator())
+        opened = runtime.app.open_account("mk-leak", _operator())
         leaked = opened.token
         thief = Actor("management_key", leaked.display, "203.0.113.9")
-        runtime.ledger.create_key(opened.account.id, "exfil", Scope(), thief)
+        runtime.app.create_key(opened.account.id, "exfil", Scope(), thief)
         runtime.projections.catch_up()
     finally:
         runtime.close()

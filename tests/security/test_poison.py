@@ -1,13 +1,28 @@
 """No value from outside can stop the read side: an upstream's absurd usage is bounded before it
 becomes an event, every projection keeps following, and other accounts are unaffected."""
 
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import select
 
 from projections.schema import projection_failures, usage
 from tests.security.hostile import completion, hostile_gateway
+
+
+def settled(runtime: Any, request_id: str) -> None:
+    """Until the request's usage row is projected: its settlement lands just after the answer."""
+    deadline = time.monotonic() + 10
+    query = select(usage.c.request_id).where(usage.c.request_id == request_id)
+    while time.monotonic() < deadline:
+        runtime.projections.catch_up()
+        with runtime.engine.connect() as conn:
+            if conn.execute(query).first() is not None:
+                return
+        time.sleep(0.05)
+
 
 CHAT = {"model": "hostile/model", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -25,6 +40,7 @@ def test_a_two_to_the_63_usage_answer_is_recorded_safely_and_nothing_stops(
         request_id = poisoned.headers["x-request-id"]
 
         runner = gateway.runtime.projections
+        settled(gateway.runtime, request_id)
         runner.catch_up()
         head = runner.head()
         assert all(status.position == head for status in runner.status()), runner.status()

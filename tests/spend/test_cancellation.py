@@ -18,8 +18,8 @@ def test_cancelled_waiters_neither_cancel_their_holds_nor_fail_the_batch(
 ) -> None:
     runtime = open_runtime(settings)
     try:
-        account = runtime.ledger.open_account("hangups", OPERATOR, credits=10**9).account
-        key = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR).key
+        account = runtime.app.open_account("hangups", OPERATOR, credits=10**9).account
+        key = runtime.app.create_key(account.id, "k", Scope(), OPERATOR).key
         requests = [f"req-{uuid.uuid4().hex}" for _ in range(60)]
 
         async def scenario() -> list[object]:

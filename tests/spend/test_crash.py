@@ -58,8 +58,8 @@ def test_killed_gateway_is_reconciled_every_request_charged_once(
             "LOWROUTER_PROCESS_LEASE_SECONDS": "1",
         }
         runtime = open_runtime(load_settings(env, database_url=database_url))
-        account = runtime.ledger.open_account("crash", OPERATOR, credits=10**9).account
-        key = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR)
+        account = runtime.app.open_account("crash", OPERATOR, credits=10**9).account
+        key = runtime.app.create_key(account.id, "k", Scope(), OPERATOR)
         port = free_port()
         gateway_env = gateway_environment(
             database_url, tmp_path, **env, **fake_environ(), LOWROUTER_CONFIG=str(catalogue)

@@ -56,8 +56,8 @@ def test_a_kill_during_group_commits_loses_nothing_answered_and_charges_nothing_
         "LOWROUTER_PROCESS_LEASE_SECONDS": "1",
     }
     runtime = open_runtime(load_settings(env, database_url=database_url))
-    account = runtime.ledger.open_account("mid-commit", OPERATOR, credits=CREDITS).account
-    token = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR).token.value
+    account = runtime.app.open_account("mid-commit", OPERATOR, credits=CREDITS).account
+    token = runtime.app.create_key(account.id, "k", Scope(), OPERATOR).token.value
     port = free_port()
     gateway = start_gateway(gateway_environment(database_url, tmp_path, **env), port, "critical")
     try:

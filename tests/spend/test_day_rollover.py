@@ -18,7 +18,7 @@ from application.spend import SpendControl
 from domain.errors import DailyLimitExceeded
 from domain.ledger import LedgerPage, page_id
 from domain.scope import Scope
-from infrastructure.persistence import build_ledger
+from infrastructure.persistence import build_app
 from infrastructure.settings import Settings
 from tests.support.spend import OPERATOR, TIMEOUT, MutableClock, usage
 
@@ -57,13 +57,13 @@ class Ledger:
 
     def fresh_app(self) -> Lowrouter:
         """Another application on the same store: it can only know what was stored."""
-        return build_ledger(self.settings, self.clock)
+        return build_app(self.settings, self.clock)
 
 
 @pytest.fixture
 def ledger(settings: Settings) -> Iterator[Ledger]:
     clock = MutableClock(at(D, 10))
-    app = build_ledger(settings, clock)
+    app = build_app(settings, clock)
     spend = SpendControl(app)
     yield Ledger(settings, clock, app, spend)
     spend.close()

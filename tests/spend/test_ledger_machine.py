@@ -44,8 +44,9 @@ from application.spend import PageView, SpendControl
 from domain.errors import DailyLimitExceeded, InsufficientCredits
 from domain.ledger import LedgerPage, page_id
 from domain.scope import Scope
-from infrastructure.persistence import build_ledger, eventsourcing_env
+from infrastructure.persistence import build_app, eventsourcing_env
 from infrastructure.settings import Settings
+from tests.support.runs import examples
 from tests.support.spend import MODEL, OPERATOR, TIMEOUT, MutableClock, usage
 from tests.support.stores import PEPPER
 
@@ -54,7 +55,7 @@ DAY_ZERO = datetime(2031, 3, 14, tzinfo=UTC)
 KEY_LIMITS: dict[str, int | None] = {"unlimited": None, "tight": 300, "roomy": 1_500, "frozen": 0}
 
 MEMORY_RUNS = hypothesis.settings(
-    max_examples=100,
+    max_examples=examples(100),
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -520,9 +521,9 @@ def test_ledger_machine_replays_hot_pages_from_snapshot_and_tail(
 
 def test_ledger_machine_replayed_from_the_database(settings: Settings) -> None:
     clock = MutableClock(DAY_ZERO)
-    app = build_ledger(settings, clock)
+    app = build_app(settings, clock)
     try:
-        store = Store(app, clock, reopen=lambda: build_ledger(settings, clock))
+        store = Store(app, clock, reopen=lambda: build_app(settings, clock))
         run_machine("OnTheDatabase", store, STORE_RUNS)
     finally:
         app.close()
@@ -539,7 +540,7 @@ def test_a_hot_ledger_page_is_snapshotted(
     """
     monkeypatch.setattr(spend_module, "SNAPSHOT_EVERY", 5)
     clock = MutableClock(DAY_ZERO + timedelta(hours=12))
-    app = build_ledger(settings, clock)
+    app = build_app(settings, clock)
     spend = SpendControl(app)
     try:
         account = app.open_account(f"hot-{uuid.uuid4().hex}", OPERATOR, credits=1).account
@@ -548,7 +549,7 @@ def test_a_hot_ledger_page_is_snapshotted(
         assert app.snapshots is not None, "the application has no snapshot store"
         snapshots = list(app.snapshots.get(page_of(account.id, "2031-03-14")))
         assert snapshots and snapshots[-1].originator_version >= 5
-        fresh = build_ledger(settings, clock)
+        fresh = build_app(settings, clock)
         try:
             current = page_of(account.id, "2031-03-14")
             assert fresh.repository.get(current).balance == 13  # snapshot + tail

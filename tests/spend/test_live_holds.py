@@ -49,8 +49,8 @@ def test_a_live_gateways_stale_hold_is_left_alone_until_its_lease_expires(
     }
     runtime = open_runtime(load_settings(env, database_url=database_url))
     try:
-        account = runtime.ledger.open_account("live", OPERATOR, credits=10**6).account
-        key = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR)
+        account = runtime.app.open_account("live", OPERATOR, credits=10**6).account
+        key = runtime.app.create_key(account.id, "k", Scope(), OPERATOR)
         runtime.start_lease()
         assert runtime.lease is not None
         owner = runtime.lease.process_id
@@ -125,8 +125,8 @@ def test_right_after_an_outage_no_lease_is_judged_dead_for_one_lease_period(
     }
     runtime = open_runtime(load_settings(env, database_url=database_url))
     try:
-        account = runtime.ledger.open_account("outage", OPERATOR, credits=10**6).account
-        key = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR)
+        account = runtime.app.open_account("outage", OPERATOR, credits=10**6).account
+        key = runtime.app.create_key(account.id, "k", Scope(), OPERATOR)
         gateway = ProcessLease(runtime.engine, ttl_seconds=0.01)  # expired by the outage
         assert gateway.renew()
         runtime.spend.owner = gateway.process_id

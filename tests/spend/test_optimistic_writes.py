@@ -12,7 +12,7 @@ from application.app import Lowrouter
 from application.spend import SpendControl
 from domain.errors import InsufficientCredits
 from domain.scope import Scope
-from infrastructure.persistence import build_ledger, build_page_lock
+from infrastructure.persistence import build_app, build_page_lock
 from infrastructure.settings import Settings
 from tests.support.spend import OPERATOR, TIMEOUT, usage
 
@@ -34,7 +34,7 @@ def two_writers(
     settings: Settings,
 ) -> Iterator[tuple[Lowrouter, list[tuple[SpendControl, CountingLock]]]]:
     """Two applications with their own writers on one store: two gateway processes."""
-    apps = [build_ledger(settings), build_ledger(settings)]
+    apps = [build_app(settings), build_app(settings)]
     writers = []
     for app in apps:
         lock = CountingLock(settings.database_url)
@@ -139,7 +139,7 @@ class CountingObserver:
 def test_the_observer_is_told_of_each_conflict_and_each_batch_that_took_turns(
     settings: Settings,
 ) -> None:
-    apps = [build_ledger(settings), build_ledger(settings)]
+    apps = [build_app(settings), build_app(settings)]
     observer = CountingObserver()
     first = SpendControl(apps[0], build_page_lock(settings.database_url), observer)
     second = SpendControl(apps[1], build_page_lock(settings.database_url))

@@ -43,12 +43,13 @@ def test_a_kill_between_the_answer_and_its_settlement_leaves_the_hold_to_the_rec
             "LOWROUTER_CONFIG": str(catalogue),
             "LOWROUTER_ACCESS_LOG": "false",
             "LOWROUTER_PROCESS_LEASE_SECONDS": "1",
+            "LOWROUTER_SETTLE_AFTER_ANSWER": "true",  # an opt-in: off by default
             # Answers within half of it settle after the answer (3 s: room for a busy machine).
             "LOWROUTER_HOLD_TIMEOUT_SECONDS": "6",
         }
         runtime = open_runtime(load_settings(env, database_url=postgres_url))
-        opened = runtime.ledger.open_account("after", OPERATOR, credits=10**9)
-        token = runtime.ledger.create_key(opened.account.id, "k", Scope(), OPERATOR).token.value
+        opened = runtime.app.open_account("after", OPERATOR, credits=10**9)
+        token = runtime.app.create_key(opened.account.id, "k", Scope(), OPERATOR).token.value
         port, marker = free_port(), tmp_path / "held"
         seam = [sys.executable, "-m", "tests.support.held_settlements", "120", str(marker)]
         serve = subprocess.Popen([*seam, "serve", "--port", str(port)], env=env, cwd=ROOT)

@@ -14,7 +14,7 @@ from application.spend import SpendControl
 from domain.ledger import LedgerPage, page_id
 from domain.scope import Scope
 from infrastructure.liveness import ProcessLease, live_processes
-from infrastructure.persistence import build_ledger
+from infrastructure.persistence import build_app
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings
 from projections.queries.holds import stale_holds
@@ -33,7 +33,7 @@ def two_hosts(
 ) -> Iterator[tuple[MutableClock, SpendControl, MutableClock, SpendControl]]:
     """Two writers on one store: `ahead` is 5 s ahead of `behind`."""
     behind_clock, ahead_clock = MutableClock(at(D, 23, 59, 50)), MutableClock(at(D, 23, 59, 55))
-    apps = [build_ledger(settings, behind_clock), build_ledger(settings, ahead_clock)]
+    apps = [build_app(settings, behind_clock), build_app(settings, ahead_clock)]
     spends = [SpendControl(app) for app in apps]
     yield behind_clock, spends[0], ahead_clock, spends[1]
     for spend in spends:
@@ -88,8 +88,8 @@ def test_the_reconciler_judges_owners_by_their_lease_not_by_its_own_clock(
     """The reconciler's clock is `skew_minutes` off, two minutes after the holds (timeout
     1 min, backstop 16 min): behind, nothing looks stale yet (settled later, never early);
     ahead, only the dead gateway's hold is settled — unless the skew passes the backstop."""
-    account = runtime.ledger.open_account("skewed", OPERATOR, credits=10**6).account.id
-    key = runtime.ledger.create_key(account, "k", Scope(), OPERATOR).key.id
+    account = runtime.app.open_account("skewed", OPERATOR, credits=10**6).account.id
+    key = runtime.app.create_key(account, "k", Scope(), OPERATOR).key.id
     live = ProcessLease(runtime.engine, ttl_seconds=30)
     assert live.renew()
     runtime.spend.owner = live.process_id
@@ -121,6 +121,6 @@ def replace_clock(runtime: Runtime, now: datetime):  # type: ignore[no-untyped-d
             self.clock = lambda: now
 
         def get_key(self, key_id):  # type: ignore[no-untyped-def]
-            return runtime.ledger.get_key(key_id)
+            return runtime.app.get_key(key_id)
 
     return Skewed()

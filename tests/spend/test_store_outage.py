@@ -87,12 +87,12 @@ def test_transient_and_permanent_store_errors_are_told_apart() -> None:
 def test_a_settlement_is_retried_across_an_outage_while_new_holds_fail_fast(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    account = runtime.ledger.open_account("outage", OPERATOR, credits=10**6).account
-    key = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR).key
+    account = runtime.app.open_account("outage", OPERATOR, credits=10**6).account
+    key = runtime.app.create_key(account.id, "k", Scope(), OPERATOR).key
     spend = runtime.spend
     spend.admit(account.id, "answered", key.id, "m", 5000, None).result(10)
-    outage = Outage(runtime.ledger.save)
-    monkeypatch.setattr(runtime.ledger, "save", outage)
+    outage = Outage(runtime.app.save)
+    monkeypatch.setattr(runtime.app, "save", outage)
 
     outage.start()
     settled = spend.settle(account.id, "answered", 1234, usage())
@@ -115,11 +115,11 @@ def test_a_settlement_is_retried_across_an_outage_while_new_holds_fail_fast(
 def test_a_permanent_error_is_not_retried(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    account = runtime.ledger.open_account("broken", OPERATOR, credits=10**6).account
-    key = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR).key
+    account = runtime.app.open_account("broken", OPERATOR, credits=10**6).account
+    key = runtime.app.create_key(account.id, "k", Scope(), OPERATOR).key
     runtime.spend.admit(account.id, "r", key.id, "m", 10, None).result(10)
-    outage = Outage(runtime.ledger.save, ProgrammingError)
-    monkeypatch.setattr(runtime.ledger, "save", outage)
+    outage = Outage(runtime.app.save, ProgrammingError)
+    monkeypatch.setattr(runtime.app, "save", outage)
     outage.start()
     with pytest.raises(ProgrammingError):
         runtime.spend.settle(account.id, "r", 5, usage()).result(10)
@@ -129,8 +129,8 @@ def test_a_permanent_error_is_not_retried(
 def test_a_permanent_error_after_a_transient_one_fails_every_command_it_was_retrying(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    account = runtime.ledger.open_account("flaky", OPERATOR, credits=10**6).account
-    key = runtime.ledger.create_key(account.id, "k", Scope(), OPERATOR).key
+    account = runtime.app.open_account("flaky", OPERATOR, credits=10**6).account
+    key = runtime.app.create_key(account.id, "k", Scope(), OPERATOR).key
     spend = runtime.spend
     for rid in ("first", "second"):
         spend.admit(account.id, rid, key.id, "m", 10, None).result(10)
@@ -142,7 +142,7 @@ def test_a_permanent_error_after_a_transient_one_fails_every_command_it_was_retr
             raise OperationalError("server closed the connection unexpectedly")
         raise ProgrammingError("relation does not exist")  # then the store is broken
 
-    monkeypatch.setattr(runtime.ledger, "save", save)
+    monkeypatch.setattr(runtime.app, "save", save)
     first = spend.settle(account.id, "first", 5, usage())
     with pytest.raises(ProgrammingError):
         first.result(10)
@@ -154,8 +154,8 @@ def test_a_permanent_error_after_a_transient_one_fails_every_command_it_was_retr
 @pytest.fixture
 def demo(runtime: Runtime) -> Iterator[tuple[TestClient, str]]:
     app = create_app(runtime, demo_catalogue(), run_background=False)
-    opened = runtime.ledger.open_account("demo", OPERATOR, 10_000_000)
-    token = runtime.ledger.create_key(opened.account.id, "k", Scope(), OPERATOR).token.value
+    opened = runtime.app.open_account("demo", OPERATOR, 10_000_000)
+    token = runtime.app.create_key(opened.account.id, "k", Scope(), OPERATOR).token.value
     with TestClient(app, base_url="http://gateway.test", raise_server_exceptions=False) as client:
         yield client, token
 
@@ -173,7 +173,7 @@ def test_an_answered_request_is_told_its_charge_when_the_settlement_waits_out_an
     demo: tuple[TestClient, str], runtime: Runtime, monkeypatch: pytest.MonkeyPatch, stream: bool
 ) -> None:
     client, token = demo
-    outage = Outage(runtime.ledger.save)
+    outage = Outage(runtime.app.save)
     real_settle = runtime.spend.settle
 
     def settle_during_an_outage(*args: Any, **kwargs: Any) -> Any:
@@ -181,7 +181,7 @@ def test_an_answered_request_is_told_its_charge_when_the_settlement_waits_out_an
         threading.Timer(1.0, outage.end).start()  # … for longer than the store wait (0.3 s)
         return real_settle(*args, **kwargs)
 
-    monkeypatch.setattr(runtime.ledger, "save", outage)
+    monkeypatch.setattr(runtime.app, "save", outage)
     monkeypatch.setattr(runtime.spend, "settle", settle_during_an_outage)
     started = time.monotonic()
     response = chat(client, token, stream)
@@ -203,8 +203,8 @@ def test_a_store_that_does_not_answer_is_a_503_with_retry_after_and_the_request_
     demo: tuple[TestClient, str], runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, token = demo
-    outage = Outage(runtime.ledger.save)
-    monkeypatch.setattr(runtime.ledger, "save", outage)
+    outage = Outage(runtime.app.save)
+    monkeypatch.setattr(runtime.app, "save", outage)
     outage.start()
     response = chat(client, token)
     assert response.status_code == 503
@@ -215,7 +215,7 @@ def test_a_store_that_does_not_answer_is_a_503_with_retry_after_and_the_request_
     assert chat(client, token).status_code == 200  # recovered by itself, same connection
     # The 200 was answered before its settlement was durable (settling after the answer): a
     # read of the account's page queues behind it, so its hold is closed once the read answers.
-    account_id = runtime.ledger.find_account("demo").id
+    account_id = runtime.app.find_account("demo").id
     runtime.spend.view(account_id).result(10)
     runtime.projections.catch_up()
     with runtime.engine.connect() as conn:

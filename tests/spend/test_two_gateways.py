@@ -21,8 +21,8 @@ def test_two_gateways_never_overspend_a_keys_daily_limit(
     runtime, urls = two_gateways
     worst = worst_case_of_one_request()
     limit = worst * 40  # room for at most 40 requests' worst case
-    account = runtime.ledger.open_account("two-gateways", OPERATOR, credits=10**9).account
-    key = runtime.ledger.create_key(account.id, "busy", Scope(daily_limit=limit), OPERATOR)
+    account = runtime.app.open_account("two-gateways", OPERATOR, credits=10**9).account
+    key = runtime.app.create_key(account.id, "busy", Scope(daily_limit=limit), OPERATOR)
 
     statuses = asyncio.run(fire(urls, [key.token.value], 300))
 
@@ -43,9 +43,9 @@ def test_two_gateways_never_overdraw_a_balance_shared_by_three_keys(
     runtime, urls = two_gateways
     worst = worst_case_of_one_request()
     credits = worst * 30
-    account = runtime.ledger.open_account("shared", OPERATOR, credits=credits).account
+    account = runtime.app.open_account("shared", OPERATOR, credits=credits).account
     tokens = [
-        runtime.ledger.create_key(account.id, f"k{i}", Scope(), OPERATOR).token.value
+        runtime.app.create_key(account.id, f"k{i}", Scope(), OPERATOR).token.value
         for i in range(3)
     ]
 

@@ -1,9 +1,13 @@
 """The faults suite's harness: an in-process gateway (a real uvicorn in a thread) on a store the
-test chooses, in front of the fake upstream, with short deadlines; and a client that records
-what each request was told it cost."""
+test chooses, in front of the fake upstream, with short deadlines; a client that records what
+each request was told it cost; client threads loading it; PostgreSQL behind a TCP proxy the test
+stops and restarts; and waiting for the settlements that waited out an outage."""
 
 import json
-from collections.abc import Iterator, Mapping
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -17,8 +21,10 @@ from domain.scope import Scope
 from infrastructure.catalogue import load_catalogue
 from infrastructure.http.app import create_app
 from infrastructure.runtime import Runtime, open_runtime
-from infrastructure.settings import load_settings
+from infrastructure.settings import load_settings, postgres_parts
 from tests.fake_upstream import FakeUpstream, fake_environ, write_catalogue
+from tests.support.ledger_check import replay
+from tests.support.proxy import TcpProxy
 from tests.support.servers import LiveServer
 from tests.support.stores import PEPPER
 
@@ -103,8 +109,8 @@ def running_gateway(
     )
     runtime = open_runtime(settings)
     catalogue = write_catalogue(tmp_path / "lowrouter.toml", upstream.base_url)
-    opened = runtime.ledger.open_account("faults", OPERATOR, credits=CREDITS)
-    token = runtime.ledger.create_key(opened.account.id, "k", Scope(), OPERATOR).token.value
+    opened = runtime.app.open_account("faults", OPERATOR, credits=CREDITS)
+    token = runtime.app.create_key(opened.account.id, "k", Scope(), OPERATOR).token.value
     app = create_app(runtime, load_catalogue(catalogue, fake_environ()), run_background=False)
     server = LiveServer(app)
     url = server.start()
@@ -112,3 +118,90 @@ def running_gateway(
         yield Gateway(url, runtime, token, opened.account.id)
     finally:
         server.stop()  # the app's lifespan closes the runtime
+
+
+@dataclass(frozen=True)
+class ProxiedPostgres:
+    """The test's PostgreSQL database reached through `proxy`: stopping the proxy stands in for
+    the store going away (every connection cut) without touching the shared server."""
+
+    proxy: TcpProxy
+    url: str  # the database through the proxy
+    dbname: str
+
+
+@contextmanager
+def proxied_postgres(postgres_url: str) -> Iterator[ProxiedPostgres]:
+    pg = postgres_parts(postgres_url)
+    proxy = TcpProxy((pg["host"], int(pg["port"]))).start()
+    try:
+        url = f"postgresql://{pg['user']}@127.0.0.1:{proxy.port}/{pg['dbname']}"
+        yield ProxiedPostgres(proxy, url, pg["dbname"])
+    finally:
+        proxy.stop()
+
+
+@dataclass(frozen=True)
+class Call:
+    started: float
+    finished: float
+    outcome: int | str  # the HTTP status, or the transport error's name
+
+
+class Load:
+    """`clients` threads sending requests to `fake/ok` (every other one streams) until the
+    block ends; every call recorded."""
+
+    def __init__(self, gateway: Gateway, clients: int) -> None:
+        self.gateway = gateway
+        self.calls: list[Call] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, args=(i,)) for i in range(clients)]
+
+    def _loop(self, index: int) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    outcome: int | str = self.gateway.call(client, "fake/ok", index % 2 == 0)
+                except httpx.HTTPError as error:
+                    outcome = type(error).__name__
+                self.calls.append(Call(started, time.monotonic(), outcome))
+
+    def __enter__(self) -> "Load":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def outcomes(self) -> Counter[int | str]:
+        return Counter(c.outcome for c in list(self.calls))
+
+    def first_200_after(self, moment: float, timeout: float = 60) -> float:
+        """Seconds from `moment` to the first 200 of a request started after it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            done = [c.finished for c in list(self.calls) if c.started > moment and c.outcome == 200]
+            if done:
+                return min(done) - moment
+            assert time.monotonic() < deadline, f"no 200 within {timeout} s"
+            time.sleep(0.02)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, "the load made no progress"
+            time.sleep(0.02)
+
+
+def wait_until_settled(gateway: Gateway, timeout: float) -> None:
+    """Until every answer the gateway gave is settled in the raw event log (the settlements
+    that waited out an outage land once the store is back)."""
+    deadline = time.monotonic() + timeout
+    while not all(r in replay(gateway.runtime).settled for r in gateway.told):
+        assert time.monotonic() < deadline, "a settlement never landed"
+        time.sleep(0.1)

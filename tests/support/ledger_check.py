@@ -41,7 +41,7 @@ class Books:
 
 def replay(runtime: Runtime) -> Books:
     """Every ledger event, decoded from the event table, in log order."""
-    app = runtime.ledger
+    app = runtime.app
     books = Books()
     start = 1
     while True:

@@ -54,13 +54,13 @@ class Account:
         return added.endpoint.id, added.secret
 
     def new_key(self, name: str = "prod", scope: Scope | None = None) -> tuple[UUID, str]:
-        issued = self.runtime.ledger.create_key(self.id, name, scope or Scope(), OPERATOR)
+        issued = self.runtime.app.create_key(self.id, name, scope or Scope(), OPERATOR)
         return issued.key.id, issued.token.value
 
 
 def open_account(runtime: Runtime, credits: int = 10**9) -> Account:
     name = f"acct-{uuid.uuid4().hex[:8]}"
-    return Account(runtime.ledger.open_account(name, OPERATOR, credits=credits).account.id, runtime)
+    return Account(runtime.app.open_account(name, OPERATOR, credits=credits).account.id, runtime)
 
 
 def use(

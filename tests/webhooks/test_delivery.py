@@ -22,7 +22,7 @@ def test_a_delivery_is_signed_and_verifies_with_the_standardwebhooks_verifier(
     account = open_account(runtime)
     _, secret = account.subscribe(receiver.url, ["key.created", "key.revoked"])
     key_id, token = account.new_key("ci")
-    runtime.ledger.revoke_key(key_id, OPERATOR)
+    runtime.app.revoke_key(key_id, OPERATOR)
 
     assert deliver(runtime, make_deliverer(runtime)) == 2
     bodies = [Webhook(secret).verify(r.body, r.headers) for r in receiver.wait_for(2)]
@@ -96,7 +96,7 @@ def test_a_projection_rebuild_sends_nothing_twice(
         runtime.projections.reset("webhooks")
     else:
         rebuild(runtime.projections, "webhooks")
-    runtime.ledger.rename_key(key_id, "renamed", OPERATOR)  # one new message after the rebuild
+    runtime.app.rename_key(key_id, "renamed", OPERATOR)  # one new message after the rebuild
     deliver(runtime, deliverer, passes=2)
 
     bodies = [orjson.loads(r.body) for r in receiver.received]
@@ -147,7 +147,7 @@ def test_the_secret_is_stored_encrypted_and_erased_on_removal(
         (stored,) = conn.execute(select(secrets_table.c.ciphertext)).scalars().all()
     raw = secret.removeprefix("whsec_")
     assert raw not in stored and secret not in stored
-    events = runtime.ledger.recorder.select_notifications(start=1, limit=10_000)
+    events = runtime.app.recorder.select_notifications(start=1, limit=10_000)
     assert all(raw.encode() not in n.state for n in events)
 
     runtime.webhooks.remove(endpoint_id, OPERATOR, account.id)

@@ -25,10 +25,10 @@ def test_key_lifecycle_events(subscriber: Subscriber) -> None:
     runtime = subscriber.runtime
     account = subscriber.account(["key.created", "key.updated", "key.rotated", "key.revoked"])
     key_id, token = account.new_key("ci")
-    runtime.ledger.rename_key(key_id, "ci-2", OPERATOR)
-    runtime.ledger.scope_key(key_id, Scope(daily_limit=5 * CREDIT), OPERATOR)
-    successor = runtime.ledger.rotate_key(key_id, OPERATOR)
-    runtime.ledger.revoke_key(successor.key.id, OPERATOR, reason="done")
+    runtime.app.rename_key(key_id, "ci-2", OPERATOR)
+    runtime.app.scope_key(key_id, Scope(daily_limit=5 * CREDIT), OPERATOR)
+    successor = runtime.app.rotate_key(key_id, OPERATOR)
+    runtime.app.revoke_key(successor.key.id, OPERATOR, reason="done")
     subscriber.deliver(passes=2)
 
     seen = sorted(
@@ -92,7 +92,7 @@ def test_daily_thresholds_count_the_rotation_lineages_day(subscriber: Subscriber
     account = subscriber.account(["budget.threshold"])
     first, _ = account.new_key("rotating", Scope(daily_limit=10 * CREDIT))
     use(runtime, account.id, first, 6 * CREDIT)  # 60 %
-    successor = runtime.ledger.rotate_key(first, OPERATOR).key.id
+    successor = runtime.app.rotate_key(first, OPERATOR).key.id
     use(runtime, account.id, successor, 3 * CREDIT, meter=first)  # the lineage's 90 %
     sent = by_percent(subscriber.deliver())
     assert [(b["data"]["percent"], b["data"]["key"]["id"]) for b in sent] == [
@@ -106,13 +106,13 @@ def test_monthly_thresholds_count_the_month_under_the_keys_meter(subscriber: Sub
     runtime = subscriber.runtime
     account = subscriber.account(["budget.threshold"])
     policy = KeyPolicy(monthly_limit=10 * CREDIT)
-    key = runtime.ledger.create_key(
+    key = runtime.app.create_key(
         account.id, "monthly", Scope(daily_limit=100 * CREDIT), OPERATOR, policy=policy
     ).key.id
     for cost in (3, 3, 2):  # 30 %, 60 %, 80 % of the month; 8 % of the day
         use(runtime, account.id, key, cost * CREDIT)
     sent = by_percent(subscriber.deliver())
-    month = runtime.ledger.clock().strftime("%Y-%m")
+    month = runtime.app.clock().strftime("%Y-%m")
     assert [(b["data"]["period"], b["data"]["month"], b["data"]["percent"]) for b in sent] == [
         ("monthly", month, 50),
         ("monthly", month, 80),
@@ -125,18 +125,18 @@ def test_key_expiring_is_sent_7_days_before_and_withdrawn_when_the_expiry_change
     runtime = subscriber.runtime
     account = open_account(runtime)
     endpoint_id, _ = account.subscribe(subscriber.receiver.url, ["key.expiring"])
-    now = runtime.ledger.clock()
+    now = runtime.app.clock()
     later = now + timedelta(days=30)
-    soon = runtime.ledger.create_key(
+    soon = runtime.app.create_key(
         account.id, "soon", Scope(), OPERATOR, policy=KeyPolicy(expires_at=now + timedelta(days=3))
     ).key.id
-    month = runtime.ledger.create_key(
+    month = runtime.app.create_key(
         account.id, "month", Scope(), OPERATOR, policy=KeyPolicy(expires_at=later)
     ).key.id
-    changed = runtime.ledger.create_key(
+    changed = runtime.app.create_key(
         account.id, "changed", Scope(), OPERATOR, policy=KeyPolicy(expires_at=later)
     ).key.id
-    runtime.ledger.update_key(changed, OPERATOR, policy_changes={"expires_at": None})
+    runtime.app.update_key(changed, OPERATOR, policy_changes={"expires_at": None})
 
     subscriber.deliver()  # now: only the key expiring within 7 days
     assert [b["data"]["key"]["id"] for b in subscriber.bodies()] == [str(soon)]

@@ -61,7 +61,7 @@ def signed(private: ec.EllipticCurvePrivateKey, body: bytes) -> dict[str, str]:
 
 
 def head(runtime: Runtime) -> int:
-    return int(runtime.ledger.recorder.max_notification_id() or 0)
+    return int(runtime.app.recorder.max_notification_id() or 0)
 
 
 def test_a_report_revokes_the_key_on_every_process_and_tells_the_owner(
@@ -127,9 +127,9 @@ def test_a_report_revokes_the_key_on_every_process_and_tells_the_owner(
         assert [a["label"] for a in again.json()] == [a["label"] for a in answer.json()]
         assert head(runtime) == after
 
-    events = runtime.ledger.get_key(key_id)
+    events = runtime.app.get_key(key_id)
     assert events.revoke_reason == "leak"
-    history = list(runtime.ledger.events.get(key_id))
+    history = list(runtime.app.events.get(key_id))
     leak = next(e for e in history if type(e).__name__ == "LeakReported")
     (revoked,) = [e for e in history if type(e).__name__ == "Revoked"]
     assert (leak.url, leak.source) == (LEAK_URL, "content")
@@ -151,12 +151,12 @@ def test_under_the_notify_policy_a_report_records_but_does_not_revoke(
     runtime = local_runtime
     account = open_account(runtime)
     key_id, _ = account.new_key()
-    outcome = handle_leak(runtime.ledger, key_id, LEAK_URL, "content", GITHUB, "notify")
+    outcome = handle_leak(runtime.app, key_id, LEAK_URL, "content", GITHUB, "notify")
     assert outcome.recorded and not outcome.revoked_now
-    assert runtime.ledger.get_key(key_id).status_at(runtime.ledger.clock()) == "active"
-    repeat = handle_leak(runtime.ledger, key_id, LEAK_URL, "content", GITHUB, "notify")
+    assert runtime.app.get_key(key_id).status_at(runtime.app.clock()) == "active"
+    repeat = handle_leak(runtime.app, key_id, LEAK_URL, "content", GITHUB, "notify")
     assert not repeat.recorded
-    other_place = handle_leak(runtime.ledger, key_id, LEAK_URL + "x", "content", GITHUB, "revoke")
+    other_place = handle_leak(runtime.app, key_id, LEAK_URL + "x", "content", GITHUB, "revoke")
     assert other_place.recorded and other_place.revoked_now
 
 
@@ -168,7 +168,7 @@ def test_investigate_and_the_audit_show_where_the_key_leaked(
     runtime = local_runtime
     account = open_account(runtime)
     key_id, token = account.new_key("leaky")
-    handle_leak(runtime.ledger, key_id, LEAK_URL, "content", GITHUB, "revoke")
+    handle_leak(runtime.app, key_id, LEAK_URL, "content", GITHUB, "revoke")
     monkeypatch.setenv("LOWROUTER_DATABASE_URL", runtime.settings.database_url)
     monkeypatch.setenv("LOWROUTER_TOKEN_PEPPER", runtime.settings.pepper.decode())
     monkeypatch.setenv("LOWROUTER_DATA_DIR", str(runtime.settings.data_dir))
@@ -197,7 +197,7 @@ def test_reports_are_answered_per_token_and_a_leaked_management_key_is_revoked(
 
     runtime = local_runtime
     name = f"mk-{uuid.uuid4().hex[:8]}"
-    opened = runtime.ledger.open_account(name, GITHUB, credits=1)
+    opened = runtime.app.open_account(name, GITHUB, credits=1)
     mk = opened.token.value
 
     def find(token_hash: str) -> FoundKey | None:
@@ -205,8 +205,8 @@ def test_reports_are_answered_per_token_and_a_leaked_management_key_is_revoked(
         return FoundKey(match.kind, UUID(match.key_id), UUID(match.account_id)) if match else None
 
     reports = [LeakReport(mk, LEAK_URL, "content"), LeakReport("lr-mk-short", "", "")]
-    assert handle_reports(runtime.ledger, find, reports, GITHUB, "revoke") == [True, False]
-    token_hash = hash_token(runtime.ledger.pepper, parse_token(mk))
+    assert handle_reports(runtime.app, find, reports, GITHUB, "revoke") == [True, False]
+    token_hash = hash_token(runtime.app.pepper, parse_token(mk))
     record = match_of_token_hash.run(runtime.engine, token_hash)
     assert record is not None and record.status == "revoked"
-    assert handle_reports(runtime.ledger, find, reports, GITHUB, "revoke") == [True, False]
+    assert handle_reports(runtime.app, find, reports, GITHUB, "revoke") == [True, False]

@@ -15,7 +15,7 @@ from tests.support.webhooks import OPERATOR, open_account
 
 
 def management_token(runtime: Runtime, account_id: object) -> str:
-    _, token = runtime.ledger.issue_management_key(account_id, OPERATOR)  # type: ignore[arg-type]
+    _, token = runtime.app.issue_management_key(account_id, OPERATOR)  # type: ignore[arg-type]
     return token.value
 
 

@@ -204,13 +204,22 @@ async def usable_answer(
     return answer
 
 
+async def finish(call: MeteredCall, outcome: Outcome, *args: Any, **kwargs: Any) -> int:
+    """The call's settlement (MeteredCall.finish); an answer given before it is durable notes
+    the cost it charges for the request's headers, log line and span."""
+    charged = await call.finish(outcome, *args, **kwargs)
+    if call.settlement_pending:
+        note_pending_charge(charged)
+    return charged
+
+
 async def upstream_failed(call: MeteredCall, last: Candidate, failure: Failure) -> NoReturn:
     status, code, detail = failure
     outcome = {
         "upstream_timeout": Outcome.UPSTREAM_TIMEOUT,
         "upstream_truncated": Outcome.TRUNCATED_BODY,
     }.get(code, Outcome.UPSTREAM_FAILED)
-    await call.finish(outcome, *last, status_code=status)
+    await finish(call, outcome, *last, status_code=status)
     what = "timed out" if status == 504 else "failed"
     raise ApiError(status, code, f"The upstream provider {what} ({detail}); you were not charged.")
 
@@ -218,7 +227,7 @@ async def upstream_failed(call: MeteredCall, last: Candidate, failure: Failure) 
 async def upstream_refused(call: MeteredCall, answer: Answer) -> NoReturn:
     """The upstream refused the request itself (4xx): pass its error on, charge nothing."""
     status = answer.response.status_code
-    await call.finish(Outcome.UPSTREAM_REFUSED, answer.entry, answer.provider, status_code=status)
+    await finish(call, Outcome.UPSTREAM_REFUSED, answer.entry, answer.provider, status_code=status)
     raise ApiError(
         status if status != 401 else 502,
         "upstream_refused",
@@ -238,13 +247,14 @@ async def complete(
     try:
         reading = exchange.read(orjson.loads(answer.response.content), entry)
     except (ValueError, TypeError, KeyError, AttributeError):
-        await call.finish(Outcome.BAD_ANSWER, entry, provider)
+        await finish(call, Outcome.BAD_ANSWER, entry, provider)
         raise ApiError(
             502,
             "upstream_bad_response",
             f"The upstream provider {provider.name} sent an invalid response.",
         ) from None
-    charged = await call.finish(
+    charged = await finish(
+        call,
         Outcome.ANSWERED,
         entry,
         provider,
@@ -253,8 +263,6 @@ async def complete(
         upstream_cost=reading.upstream_cost,
     )
     assert call.charge is not None
-    if call.settlement_pending:
-        note_pending_charge(charged)
     data = exchange.answer(reading, call.charge.tokens, charged)
     return json_response(data, headers={"x-lowrouter-provider": provider.name})
 
@@ -341,7 +349,8 @@ async def relay(
             )
         if problem is not None:  # one error event, the stream's last word before our usage
             yield events.error(problem)
-        charged = await call.finish(
+        charged = await finish(
+            call,
             outcome,
             entry,
             provider,
@@ -350,8 +359,6 @@ async def relay(
             upstream_cost=events.upstream_cost,
         )
         assert call.charge is not None
-        if call.settlement_pending:
-            note_pending_charge(charged)
         yield events.close(call.charge.tokens, charged)
     finally:
         if not call.settled:

@@ -23,7 +23,7 @@ async def acknowledge(request: Request, dashboard: Dashboard) -> Response:
         raise Refusal(404, "No such flag", f"{key.name} ({key.display}) has no such flag.")
     await call(
         acknowledge_flag,
-        runtime.ledger,
+        runtime.app,
         key.id,
         kind,
         subject,

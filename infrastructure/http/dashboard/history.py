@@ -15,8 +15,8 @@ async def key_history(request: Request, dashboard: Dashboard) -> Response:
     """The key's events, oldest first: what changed, who did it and when."""
     session = await signed_in(request, dashboard)
     key = await own_key(dashboard, session, key_id_of(request))
-    ledger = dashboard.gateway.runtime.ledger
-    events = await run_in_threadpool(lambda: list(ledger.events.get(key.id)))
+    app = dashboard.gateway.runtime.app
+    events = await run_in_threadpool(lambda: list(app.events.get(key.id)))
     return render(
         request,
         "history.html",

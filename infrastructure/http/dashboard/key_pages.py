@@ -46,7 +46,7 @@ def key_id_of(request: Request) -> UUID:
 
 async def own_key(dashboard: Dashboard, session: Session, key_id: UUID) -> ApiKey:
     """A key of the session's account; another account's key is as missing as an unknown one."""
-    return await call(dashboard.gateway.runtime.ledger.get_key, key_id, session.account_id)
+    return await call(dashboard.gateway.runtime.app.get_key, key_id, session.account_id)
 
 
 KEY_NOTICES = {
@@ -65,7 +65,7 @@ async def keys_page(request: Request, dashboard: Dashboard) -> Response:
     """Every key of the account, newest first; revoked ones stay listed, greyed."""
     session = await signed_in(request, dashboard)
     runtime = dashboard.gateway.runtime
-    api_keys = await call(runtime.ledger.list_keys, session.account_id)
+    api_keys = await call(runtime.app.list_keys, session.account_id)
     view = await durable(runtime.spend.view(session.account_id))
     key_ids = [key.id for key in api_keys]
     reads = dashboard.reads
@@ -138,9 +138,9 @@ async def create_key(request: Request, dashboard: Dashboard) -> Response:
         return new_key_page(request, dashboard, form, 422)
     if not await use_form_once(dashboard, session, posted_form):
         return see_other("/keys", notice="already-done")
-    ledger = dashboard.gateway.runtime.ledger
+    app = dashboard.gateway.runtime.app
     issued = await call(
-        ledger.create_key, session.account_id, name, scope, session.actor, policy
+        app.create_key, session.account_id, name, scope, session.actor, policy
     )
     return token_page(request, dashboard, issued, rotated_from=None)
 
@@ -196,9 +196,9 @@ async def scope_key(request: Request, dashboard: Dashboard) -> Response:
             button="Change scope",
             warning="Requests through this key are judged by the new scope from the next one.",
         )
-    ledger = dashboard.gateway.runtime.ledger
+    app = dashboard.gateway.runtime.app
     await call(
-        ledger.update_key,
+        app.update_key,
         key.id,
         session.actor,
         scope_changes=scope.as_parts(),
@@ -280,8 +280,8 @@ async def rename_key(request: Request, dashboard: Dashboard) -> Response:
             button="Rename",
             warning="Usage already recorded keeps the name the key had at the time.",
         )
-    ledger = dashboard.gateway.runtime.ledger
-    await call(ledger.rename_key, key.id, name, session.actor, account_id=session.account_id)
+    app = dashboard.gateway.runtime.app
+    await call(app.rename_key, key.id, name, session.actor, account_id=session.account_id)
     return see_other("/keys", notice="renamed", key=str(key.id))
 
 
@@ -322,9 +322,9 @@ async def rotate_key(request: Request, dashboard: Dashboard) -> Response:
     if not await use_form_once(dashboard, session, form):
         return see_other("/keys", notice="already-done")
     key = await changeable_key(dashboard, session, key_id, rotating=True)
-    ledger = dashboard.gateway.runtime.ledger
+    app = dashboard.gateway.runtime.app
     issued = await call(
-        ledger.rotate_key,
+        app.rotate_key,
         key.id,
         session.actor,
         grace,
@@ -373,9 +373,9 @@ async def revoke_key(request: Request, dashboard: Dashboard) -> Response:
         )
     session, _form = await posted(request, dashboard)
     key = await own_key(dashboard, session, key_id)
-    ledger = dashboard.gateway.runtime.ledger
+    app = dashboard.gateway.runtime.app
     await call(
-        ledger.revoke_key,
+        app.revoke_key,
         key.id,
         session.actor,
         "revoked from the dashboard",

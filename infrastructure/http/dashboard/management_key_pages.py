@@ -60,9 +60,9 @@ def row(key: ManagementKey, session: Session) -> dict[str, object]:
 
 
 async def own_key(dashboard: Dashboard, session: Session, key_id: UUID) -> ManagementKey:
-    ledger = dashboard.gateway.runtime.ledger
+    app = dashboard.gateway.runtime.app
     return await call(
-        use_cases.get_management_key, ledger, session.account_id, key_id, about=MANAGEMENT_KEY
+        use_cases.get_management_key, app, session.account_id, key_id, about=MANAGEMENT_KEY
     )
 
 
@@ -79,8 +79,8 @@ async def listing(
     error: str | None = None,
     status: int = 200,
 ) -> Response:
-    ledger = dashboard.gateway.runtime.ledger
-    keys = await call(use_cases.list_management_keys, ledger, session.account_id)
+    app = dashboard.gateway.runtime.app
+    keys = await call(use_cases.list_management_keys, app, session.account_id)
     return render(
         request,
         "management_keys.html",
@@ -100,10 +100,10 @@ async def issue_management_key(request: Request, dashboard: Dashboard) -> Respon
     name = form.get("name", "").strip() or DEFAULT_MANAGEMENT_KEY_NAME
     if not await use_form_once(dashboard, session, form):
         return see_other(PATH, notice="already-done")
-    ledger = dashboard.gateway.runtime.ledger
+    app = dashboard.gateway.runtime.app
     try:
         issued = await call(
-            use_cases.issue_management_key, ledger, session.account_id, session.actor, name
+            use_cases.issue_management_key, app, session.account_id, session.actor, name
         )
     except Refusal as refusal:  # the name was not accepted (the domain's rule): say so here
         if refusal.status != 422:
@@ -148,10 +148,10 @@ async def rotate_management_key(request: Request, dashboard: Dashboard) -> Respo
         return confirm_page(request, session, key, "rotate", shown, GRACE_FORM_ERROR, 422)
     if not await use_form_once(dashboard, session, form):
         return see_other(PATH, notice="already-done")
-    ledger = dashboard.gateway.runtime.ledger
+    app = dashboard.gateway.runtime.app
     issued = await call(
         use_cases.rotate_management_key,
-        ledger,
+        app,
         session.account_id,
         key.id,
         session.actor,
@@ -171,10 +171,10 @@ async def revoke_management_key(request: Request, dashboard: Dashboard) -> Respo
         return confirm_page(request, session, key, "revoke", "", None)
     session, _form = await posted(request, dashboard)
     key = await own_key(dashboard, session, key_id)
-    ledger = dashboard.gateway.runtime.ledger
+    app = dashboard.gateway.runtime.app
     await call(
         use_cases.revoke_management_key,
-        ledger,
+        app,
         session.account_id,
         key.id,
         session.actor,

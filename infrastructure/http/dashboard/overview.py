@@ -155,7 +155,7 @@ async def overview_page(request: Request, dashboard: Dashboard) -> Response:
     runtime = dashboard.gateway.runtime
     now = dashboard.now()
     today = now.astimezone(UTC).date()
-    api_keys = await call(runtime.ledger.list_keys, session.account_id)
+    api_keys = await call(runtime.app.list_keys, session.account_id)
     view = await durable(runtime.spend.view(session.account_id))
     days = [(today - timedelta(days=n)).isoformat() for n in range(CHART_DAYS - 1, -1, -1)]
     last_month = (today.replace(day=1) - timedelta(days=1)).replace(day=1)

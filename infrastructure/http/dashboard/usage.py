@@ -127,7 +127,7 @@ async def usage_page_view(request: Request, dashboard: Dashboard) -> Response:
     """The chart of daily spend per key (30 days) and the usage history, newest first."""
     session = await signed_in(request, dashboard)
     runtime = dashboard.gateway.runtime
-    api_keys = await call(runtime.ledger.list_keys, session.account_id)
+    api_keys = await call(runtime.app.list_keys, session.account_id)
     names = {str(k.id): (k.name, k.display) for k in api_keys}
     chosen = read_filters(request.query_params, session.account_id, names)
     before = page_position(request.query_params)
@@ -246,7 +246,7 @@ async def usage_csv(request: Request, dashboard: Dashboard) -> Response:
     """Exactly the rows the same filters show on the page (every page of them), newest first."""
     session = await signed_in(request, dashboard)
     runtime = dashboard.gateway.runtime
-    api_keys = await call(runtime.ledger.list_keys, session.account_id)
+    api_keys = await call(runtime.app.list_keys, session.account_id)
     names = {str(k.id): (k.name, k.display) for k in api_keys}
     chosen = read_filters(request.query_params, session.account_id, names)
     stamp = dashboard.now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")

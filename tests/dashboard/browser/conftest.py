@@ -130,5 +130,5 @@ def live(tmp_path: Path) -> Iterator[Live]:
     app = create_app(runtime, demo_catalogue())  # the demo upstream runs in-process
     install_dashboard(app)
     with LiveServer(app, name="dashboard-e2e") as url:
-        opened = runtime.ledger.open_account("browser-e2e", OPERATOR, parse_credits("10"))
+        opened = runtime.app.open_account("browser-e2e", OPERATOR, parse_credits("10"))
         yield Live(url, runtime, opened.token.value, opened.account.id)

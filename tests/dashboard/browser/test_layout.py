@@ -30,7 +30,7 @@ FIRST_SCREENS = ("overview", "keys", "usage")
 
 
 def seed(live: Live) -> dict[str, UUID]:
-    ledger, spend = live.runtime.ledger, live.runtime.spend
+    ledger, spend = live.runtime.app, live.runtime.spend
     account = live.account_id
 
     def key(name: str, scope: Scope | None = None, policy: KeyPolicy = NO_POLICY) -> UUID:
