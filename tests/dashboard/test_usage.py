@@ -203,8 +203,8 @@ def test_the_csv_includes_a_settlement_this_gateway_still_had_queued(dash: Dash)
     account = dash.open_account()
     key = dash.issue_key(account, "batch-job")
     browser = dash.browser().signed_in(account.management_key)
-    ledger = dash.runtime.ledger
-    save, settling, landed = ledger.save, threading.Event(), threading.Event()
+    app = dash.runtime.app
+    save, settling, landed = app.save, threading.Event(), threading.Event()
 
     def slow_settlement_save(*aggregates: Any, **kwargs: Any) -> Any:
         if any(
@@ -216,7 +216,7 @@ def test_the_csv_includes_a_settlement_this_gateway_still_had_queued(dash: Dash)
             landed.wait(10)
         return save(*aggregates, **kwargs)
 
-    ledger.save = slow_settlement_save  # type: ignore[method-assign]
+    app.save = slow_settlement_save  # type: ignore[method-assign]
     recorded: list[str] = []
     recording = threading.Thread(target=lambda: recorded.append(dash.record_usage(account, key)))
     recording.start()
@@ -227,6 +227,6 @@ def test_the_csv_includes_a_settlement_this_gateway_still_had_queued(dash: Dash)
     finally:
         landed.set()
         recording.join(10)
-        ledger.save = save  # type: ignore[method-assign]
+        app.save = save  # type: ignore[method-assign]
     lines = list(csv.DictReader(io.StringIO(download.text)))
     assert [line["request_id"] for line in lines] == recorded

@@ -108,8 +108,8 @@ def test_a_stream_whose_client_left_before_its_start_is_settled_as_a_hang_up(
     }
     runtime = open_runtime(load_settings(env, database_url=f"sqlite:///{tmp_path}/lr.db"))
     operator = Actor("operator", "stream-cleanup")
-    account = runtime.ledger.open_account("a", operator, credits=10**9).account
-    token = runtime.ledger.create_key(account.id, "k", Scope(), operator).token.value
+    account = runtime.app.open_account("a", operator, credits=10**9).account
+    token = runtime.app.create_key(account.id, "k", Scope(), operator).token.value
     app = create_app(runtime, demo_catalogue())
     body = orjson.dumps(
         {"model": "lowrouter/echo", "stream": True, "max_tokens": 1000,
