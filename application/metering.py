@@ -38,6 +38,7 @@ from domain.pricing import (
     hold_for,
     output_cap,
 )
+from domain.redaction import safe_error_text
 from domain.routing import (
     DIALECTS,
     Candidate,
@@ -477,14 +478,27 @@ class MeteredCall:
         )
         within = self.metering.answer_first_within
         if within is not None and self.metering.timer() - self.started < within:
-            self.settlement_pending = True
-            return self.settlement_charge
+            return self._answered_before(future)
         try:
             charged = await asyncio.wait_for(durable(future), self.metering.store_wait)
         except TimeoutError:
-            self.settlement_pending = True
-            return self.settlement_charge
+            return self._answered_before(future)
         return charged or 0
+
+    def _answered_before(self, settlement: "Future[int | None]") -> int:
+        """Answer now with what the settlement will charge; if it fails after all, nobody waits
+        for it any more: say so in the log (the reconciler settles the hold later)."""
+        self.settlement_pending = True
+        settlement.add_done_callback(self._log_late_failure)  # at once if already done
+        return self.settlement_charge
+
+    def _log_late_failure(self, done: "Future[int | None]") -> None:
+        if not done.cancelled() and (error := done.exception()) is not None:
+            log.error(
+                "the settlement of request %s failed after its answer was sent: %s",
+                self.request_id,
+                safe_error_text(error),
+            )
 
     def _charged(self, settled: "Future[int | None]") -> "Future[int | None]":
         """What the ledger charged this call: the settlement's amount, or, when its hold was
@@ -527,7 +541,9 @@ class MeteredCall:
             self.settle(Outcome.GATEWAY_ERROR)
 
     def _observe(self, done: "Future[int | None]", usage: Usage) -> None:
-        if done.cancelled() or done.exception() is not None:
+        if done.cancelled():
+            return
+        if done.exception() is not None:
             return
         charged = done.result()
         decided = self.charge.cost if self.charge is not None else 0

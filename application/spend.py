@@ -42,6 +42,7 @@ from domain.actor import Actor
 from domain.errors import DomainError, NotFound
 from domain.ledger import Admission, LedgerPage, page_id
 from domain.policy import NO_POLICY, KeyPolicy
+from domain.redaction import safe_error_text
 from domain.usage import Usage
 
 log = logging.getLogger("lowrouter.spend")
@@ -236,10 +237,30 @@ class SpendControl:
     def settle(
         self, account_id: UUID, request_id: str, cost: int, usage: Usage
     ) -> "Future[int | None]":
-        """Charge the hold its real cost (capped at the hold). None if it was already closed."""
-        return self._submit(
-            account_id, lambda page, now: page.settle(request_id, cost, now, usage), durable=True
-        )
+        """Charge the hold its real cost (capped at the hold). None if it was already closed
+        before this settlement was first tried.
+
+        A retried settlement (the store failed, or the connection dropped after the commit but
+        before its acknowledgement) may find its hold closed by its own earlier try: then what
+        that try recorded for this request id is its answer, so the client, the usage row and
+        the metrics say what the ledger charged."""
+        tried: list[tuple[UUID, int]] = []  # (page, version) each try was applied to
+
+        def apply(page: LedgerPage, now: datetime) -> int | None:
+            if request_id not in page.holds and tried:
+                return self._settled_by_earlier_try(request_id, tried)
+            tried.append((page.id, page.version))
+            return page.settle(request_id, cost, now, usage)
+
+        return self._submit(account_id, apply, durable=True)
+
+    def _settled_by_earlier_try(self, request_id: str, tried: list[tuple[UUID, int]]) -> int | None:
+        """What this request's Settled event, if one of its earlier tries landed, charged."""
+        for tried_page, version in dict.fromkeys(tried):
+            for event in stored_events(self.app, tried_page, gt=version):
+                if isinstance(event, LedgerPage.Settled) and event.request_id == request_id:
+                    return event.cost
+        return None
 
     def reconciled_cost(self, account_id: UUID, request_id: str) -> "Future[int | None]":
         """What the reconciler charged this request's hold (on the current page), if it did:
@@ -317,12 +338,14 @@ class SpendControl:
         self._writer.close()
 
     def _commit(self, batch: list[_Command]) -> None:
-        """Commit the batch; across a transient store error (an outage, a timeout), keep its
-        settlements and releases and try them again with backoff — in order, ahead of what was
-        queued since — while every other command fails at once with StoreUnavailable. What is
+        """Commit the batch; across a transient store error (an outage, a timeout) or too much
+        contention, keep its settlements and releases and try them again with backoff — in
+        order, ahead of what was queued since — while every other command fails at once with
+        StoreUnavailable (or TooMuchContention: only a reserve is ever refused). What is
         kept grows with the outage, not with the requests in flight: one settlement per request
         answered during it, and one release per hold the writer attempted and could not
-        confirm (a hold that timed out while still queued is cancelled instead)."""
+        confirm (a hold that timed out while still queued is cancelled instead). Contention is
+        one account's: while its settlements wait, other accounts' commands go ahead apart."""
         attempt = 0
         while True:
             try:
@@ -330,36 +353,48 @@ class SpendControl:
                 self._retrying = 0
                 return
             except Exception as error:
-                if not is_transient(error):
+                if not _retryable(error):
                     # `batch` may hold settlements taken since the first try, which the
                     # worker's own failure handling does not know of: fail them all here.
                     self._retrying = 0
-                    for command in batch:
-                        if not command.future.done():
-                            command.future.set_exception(error)
+                    _fail_undone(batch, error)
                     raise
-                refusal = StoreUnavailable("the ledger's store is unavailable; nothing was changed")
-                refusal.__cause__ = error
-                kept = []
-                for command in batch:
-                    if command.future.done():
-                        continue
-                    if command.durable:
-                        kept.append(command)
-                    else:
-                        command.future.set_exception(refusal)
+                kept = _keep_durable(batch, error)
                 self._retrying = len(kept)
                 if not kept:
                     return
+                contended = isinstance(error, TooMuchContention)
                 if attempt == 0:
                     log.warning(
-                        "the store failed (%s); retrying %d settlements until it answers",
+                        "other writers kept winning (%s); retrying %d settlements"
+                        if contended
+                        else "the store failed (%s); retrying %d settlements until it answers",
                         type(error).__name__,
                         len(kept),
                     )
                 time.sleep(backoff(attempt, cap=1.0))
                 attempt += 1
-                batch = kept + self._writer.take_queued(MAX_BATCH)
+                queued = self._writer.take_queued(MAX_BATCH)
+                if contended:  # the accounts waiting keep their order; the others go ahead
+                    waiting = {command.account_id for command in kept}
+                    kept += self._commit_apart([c for c in queued if c.account_id not in waiting])
+                    queued = [c for c in queued if c.account_id in waiting]
+                batch = kept + queued
+
+    def _commit_apart(self, batch: list[_Command]) -> list[_Command]:
+        """One try of other accounts' commands while a contended batch waits; returns the
+        settlements and releases it must keep for the retry."""
+        if not batch:
+            return []
+        try:
+            self._commit_once(batch)
+            return []
+        except Exception as error:
+            if not _retryable(error):
+                log.error("the ledger writer failed a batch: %s", safe_error_text(error))
+                _fail_undone(batch, error)
+                return []
+            return _keep_durable(batch, error)
 
     def _commit_once(self, batch: list[_Command]) -> None:
         """Optimistically first: an account no other process is writing is applied from the
@@ -380,6 +415,8 @@ class SpendControl:
             moved = self._commit_locked(batch, accounts)
         until = time.monotonic() + CONTENDED_SECONDS
         self._contended.update(dict.fromkeys(moved, until))
+        if not all(command.future.done() for command in batch):
+            raise TooMuchContention("other writers kept winning; settlements kept for a retry")
 
     def _may_go_optimistic(self, batch: list[_Command], accounts: list[UUID]) -> bool:
         if any(command.read_only for command in batch):
@@ -402,9 +439,12 @@ class SpendControl:
                 return moved
             # Another process wrote one of these pages: catch up and apply again.
             time.sleep(0.001 * attempt)
+        # Only what may be refused is: a settlement or a release (an answered or abandoned
+        # request) stays unanswered, and _commit tries it again (settling is idempotent).
         error = TooMuchContention("the ledger is busy; nothing was changed, try again")
         for command in batch:
-            command.future.set_exception(error)
+            if not command.durable:
+                command.future.set_exception(error)
         return moved
 
     def _attempt(self, batch: list[_Command], fast_forward: bool, fresh: bool = False) -> object:
@@ -548,3 +588,32 @@ class SpendControl:
                     self._snapshot_versions[page.id] = page.version
                 except Exception:  # a snapshot is an optimisation; never fail the ledger for it
                     log.exception("snapshot of page %s failed", page.id)
+
+
+def _retryable(error: BaseException) -> bool:
+    """Kept settlements are tried again across these: an outage, or other writers winning."""
+    return isinstance(error, TooMuchContention) or is_transient(error)
+
+
+def _fail_undone(batch: list[_Command], error: BaseException) -> None:
+    for command in batch:
+        if not command.future.done():
+            command.future.set_exception(error)
+
+
+def _keep_durable(batch: list[_Command], error: BaseException) -> list[_Command]:
+    """The batch's unanswered settlements and releases, to try again; every other unanswered
+    command is refused (StoreUnavailable; under contention, its own TooMuchContention)."""
+    refusal: BaseException = error
+    if not isinstance(error, TooMuchContention):
+        refusal = StoreUnavailable("the ledger's store is unavailable; nothing was changed")
+        refusal.__cause__ = error
+    kept = []
+    for command in batch:
+        if command.future.done():
+            continue
+        if command.durable:
+            kept.append(command)
+        else:
+            command.future.set_exception(refusal)
+    return kept

@@ -75,7 +75,12 @@ class Runtime:
     @cached_property
     def reads(self) -> ReadSide:
         """The read models, each query's projections caught up first (projections.queries)."""
-        return ReadSide(self.engine, self.projections)
+        return ReadSide(self.engine, self.projections, settlements_of=self._settlements_of)
+
+    def _settlements_of(self, account_id: UUID) -> None:
+        """A read of the account's page queues behind the writer's settlements for it, so
+        once it answers they are durable (the barrier ReadSide.ask_after_settlements uses)."""
+        self.spend.view(account_id).result()
 
     @cached_property
     def webhooks(self) -> "Webhooks":

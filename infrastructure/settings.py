@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 DEFAULT_DATABASE_URL = "sqlite:///lowrouter.db"
 MiB = 1024 * 1024
@@ -126,7 +126,9 @@ def load_settings(
         upstream_idle_seconds=_seconds(env, "LOWROUTER_UPSTREAM_IDLE_SECONDS", 300),
         max_request_seconds=_seconds(env, "LOWROUTER_MAX_REQUEST_SECONDS", 900),
         process_lease_seconds=_seconds(env, "LOWROUTER_PROCESS_LEASE_SECONDS", 30),
-        leadership_lease_seconds=_seconds(env, "LOWROUTER_LEADERSHIP_LEASE_SECONDS", 0.6),
+        leadership_lease_seconds=_seconds(
+            env, "LOWROUTER_LEADERSHIP_LEASE_SECONDS", 0.6, at_least=MIN_LEADERSHIP_LEASE_SECONDS
+        ),
         store_wait_seconds=_seconds(env, "LOWROUTER_STORE_WAIT_SECONDS", 2),
         settle_after_answer=_choice(env, "LOWROUTER_SETTLE_AFTER_ANSWER", ("false", "true"))
         == "true",
@@ -177,6 +179,7 @@ def check_database_url(url: str) -> None:
         return
     parts = urlsplit(url)
     if parts.scheme in ("postgresql", "postgres") and parts.path.strip("/"):
+        postgres_conninfo(url)  # refuses a keepalive parameter that is not a whole number
         return
     raise SettingsError(
         f"LOWROUTER_DATABASE_URL {masked_url(url)!r} is not sqlite:///PATH or "
@@ -213,11 +216,37 @@ def postgres_parts(url: str) -> dict[str, str]:
     }
 
 
+# The leadership lease is renewed every quarter of it, by one statement each time: a lease much
+# shorter than a round trip would renew in a busy loop (1e-9 s spun), and lose the lease anyway.
+MIN_LEADERSHIP_LEASE_SECONDS = 0.2
+
+# libpq's client-side TCP keepalives (and the bound on unacknowledged writes, milliseconds):
+# a PostgreSQL or PgBouncer host that vanished is found dead in about 8-10 s instead of the
+# kernel's minutes, so the one ledger-writer thread waiting on it gets its error and retries.
+# A URL's own query parameters of these names win.
+CLIENT_KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "5",
+    "keepalives_interval": "1",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "10000",
+}
+
+
 def postgres_conninfo(url: str) -> str:
-    """A libpq connection string for psycopg, from a postgresql:// URL."""
+    """A libpq connection string for psycopg, from a postgresql:// URL, with CLIENT_KEEPALIVES
+    (a whole-number query parameter of the same name in the URL replaces the default)."""
     pg = postgres_parts(url)
     conninfo = f"host={pg['host']} port={pg['port']} user={pg['user']} dbname={pg['dbname']}"
-    return conninfo + (f" password={pg['password']}" if pg["password"] else "")
+    if pg["password"]:
+        conninfo += f" password={pg['password']}"
+    given = dict(parse_qsl(urlsplit(url).query))
+    for name, default in CLIENT_KEEPALIVES.items():
+        value = given.get(name, default)
+        if not value.isdigit():
+            raise SettingsError(f"LOWROUTER_DATABASE_URL's {name}={value!r} is not a whole number")
+        conninfo += f" {name}={value}"
+    return conninfo
 
 
 def _default_data_dir(url: str) -> Path:
@@ -257,8 +286,11 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    """A positive number of seconds (fractions allowed, for tests and tuning)."""
+def _seconds(
+    env: Mapping[str, str], name: str, default: float, at_least: float | None = None
+) -> float:
+    """A positive number of seconds (fractions allowed, for tests and tuning), `at_least`
+    this many if given."""
     raw = env.get(name)
     if raw is None or raw == "":
         return float(default)
@@ -268,6 +300,8 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name}={raw!r} is not a number of seconds") from None
     if not value > 0 or value == float("inf"):
         raise SettingsError(f"{name} must be a positive number of seconds")
+    if at_least is not None and value < at_least:
+        raise SettingsError(f"{name}={raw!r} is too short: it must be at least {at_least} s")
     return value
 
 

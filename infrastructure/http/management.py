@@ -544,13 +544,10 @@ def key_param(params: QueryParams) -> UUID | None:
 
 async def usage_response(caller: Caller, query: UsageQuery) -> Response:
     """One page, newest first; `next_cursor` is null on the last page."""
-    # This gateway answers before its settlements are durable (settling after the answer): a
-    # read of the account's page is queued behind them, so once it answers they are in the log
-    # and the usage history's catch-up sees them (read-your-writes).
-    await page_view(caller)
     try:
         rows = await run_in_threadpool(
-            caller.gateway.runtime.reads.ask,
+            caller.gateway.runtime.reads.ask_after_settlements,
+            caller.account_id,
             usage_page,
             caller.account_id,
             key_id=query.key_id,

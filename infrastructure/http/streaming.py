@@ -6,16 +6,20 @@ upstream stream, the hold and a connection held all that time. Here each write m
 the request's total deadline (`LOWROUTER_MAX_REQUEST_SECONDS` from its start, the event loop's
 clock): past it, the body's generator is closed (its `finally` settles the call as a hang-up,
 for what was delivered) and the response is left unfinished, so the server drops the
-connection. A client that hangs up is still seen by StreamingResponse's disconnect listener."""
+connection. A client that hangs up is still seen by StreamingResponse's disconnect listener.
+
+Closing a generator that never started runs none of its `finally` (the response start timed
+out, or the client left first): `cleanup` is run whatever happened, once the response is done,
+for what the generator's own `finally` would have done (settle the call, close the upstream)."""
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
 from starlette.responses import StreamingResponse
-from starlette.types import Send
+from starlette.types import Receive, Scope, Send
 
 log = logging.getLogger("lowrouter.http")
 
@@ -27,10 +31,20 @@ class DeadlineStreamingResponse(StreamingResponse):
         deadline: float,
         headers: Mapping[str, str] | None = None,
         media_type: str | None = None,
+        cleanup: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(content, headers=headers, media_type=media_type)
         self.body_generator = content
         self.deadline = deadline
+        self.cleanup = cleanup
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.cleanup is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.cleanup()
 
     async def stream_response(self, send: Send) -> None:
         start = {"type": "http.response.start", "status": self.status_code}

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
+from uuid import UUID
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
@@ -61,6 +62,10 @@ class ReadSide:
     engine: Engine
     runner: ProjectionRunner
     tolerate_lag: bool = False
+    # The port to this process's ledger writer (the runtime supplies it): returns once every
+    # settlement it queued for the account before the call is durable. None: nothing queued
+    # here (a CLI, a test of the tables).
+    settlements_of: Callable[[UUID], None] | None = None
 
     @property
     def best_effort(self) -> "ReadSide":
@@ -69,6 +74,16 @@ class ReadSide:
     def ask(self, asked: Query[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         self._freshen(asked)
         return asked.run(self.engine, *args, **kwargs)
+
+    def ask_after_settlements(
+        self, account_id: UUID, asked: Query[P, R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """`ask`, after this process's settlements queued for the account are durable: a
+        gateway that settles after the answer has answered requests whose usage rows are not
+        in the log yet, and a read of the account's usage must see them (read-your-writes)."""
+        if self.settlements_of is not None:
+            self.settlements_of(account_id)
+        return self.ask(asked, *args, **kwargs)
 
     def _freshen(self, asked: "Query[..., Any]") -> None:
         if not asked.needs:

@@ -3,6 +3,7 @@ in-memory store — the hold before anything goes upstream, one settlement, refu
 observers told."""
 
 import asyncio
+import logging
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -10,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from eventsourcing.persistence import OperationalError
+from eventsourcing.persistence import IntegrityError, OperationalError
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,7 +26,7 @@ from application.metering import (
     decide_charge,
 )
 from application.reconcile import OpenHold, reconcile
-from application.retry import StoreUnavailable
+from application.retry import StoreUnavailable, TooMuchContention
 from application.spend import SpendControl
 from domain.actor import Actor
 from domain.errors import DailyLimitExceeded, InsufficientCredits
@@ -268,6 +269,132 @@ async def test_a_hold_whose_commit_was_lost_is_released_after_the_503(ledger: An
         await metering.begin(key, "req-5", request(), started=0.0)
     page = spend.view(key.account_id).result(5)  # behind the release, in the writer's order
     assert (page.held, page.balance) == (0, 1_000_000)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("answer_first_within", [None, 300.0])
+async def test_a_settlement_whose_commit_was_lost_reports_what_it_charged(
+    ledger: Any, answer_first_within: float | None
+) -> None:
+    """The settlement is stored but the connection drops before the acknowledgement: the retry
+    finds the hold closed by its own first try, and reports what that try charged — the client,
+    the metered outcome and the ledger agree (not 0)."""
+    app, spend = ledger
+    recorder = Recorder()
+    metering = Metering(
+        spend, CATALOGUE, recorder, store_wait=5.0, answer_first_within=answer_first_within
+    )
+    key = open_key(app, 1_000_000)
+    call = await metering.begin(key, "req-lost-ack", request(), started=metering.timer())
+    save, lost = app.save, []
+
+    def save_then_drop(*aggregates: Any, **kwargs: Any) -> Any:
+        recorded = save(*aggregates, **kwargs)
+        if not lost:
+            lost.append(True)
+            raise OperationalError("server closed the connection unexpectedly")
+        return recorded
+
+    app.save = save_then_drop
+    told = await call.finish(Outcome.ANSWERED, reported=TokenCounts(12, 3))
+    assert call._settlement is not None
+    settled = call._settlement.result(5)
+
+    page = spend.view(key.account_id).result(5)
+    charged = 1_000_000 - page.balance
+    assert lost and page.held == 0 and charged == PRICES.cost(TokenCounts(12, 3))
+    assert told == settled == charged
+    assert [outcome.cost for outcome in recorder.outcomes] == [charged]
+
+
+@pytest.mark.anyio
+async def test_too_much_contention_refuses_a_reserve_but_keeps_an_answered_settlement(
+    ledger: Any,
+) -> None:
+    """Other writers keep winning the account's page: a reserve is refused (TooMuchContention),
+    but a settlement of an answered request is never dropped: it stays queued and lands once
+    the page is free again, charging what the client was told."""
+    app, spend = ledger
+    metering = Metering(spend, CATALOGUE, answer_first_within=300.0, store_wait=2.0)
+    key = open_key(app, 1_000_000)
+    call = await metering.begin(key, "answered", request(), started=metering.timer())
+    save, contended = app.save, threading.Event()
+    contended.set()
+
+    def losing_save(*aggregates: Any, **kwargs: Any) -> Any:
+        if contended.is_set():  # another gateway's write keeps taking the page's next version
+            raise IntegrityError("version conflict")
+        return save(*aggregates, **kwargs)
+
+    app.save = losing_save
+    told = await call.finish(Outcome.ANSWERED, reported=TokenCounts(12, 3))
+    refused = spend.reserve(key.account_id, "refused", key.key_id, "a/chat", 10, None)
+    with pytest.raises(TooMuchContention):
+        refused.result(10)
+    assert call._settlement is not None and not call._settlement.done()
+    contended.clear()
+    assert call._settlement.result(10) == told
+    page = spend.view(key.account_id).result(5)
+    assert (page.held, page.balance) == (0, 1_000_000 - told)
+
+
+@pytest.mark.anyio
+async def test_one_accounts_contention_does_not_refuse_another_accounts_reserves(
+    ledger: Any,
+) -> None:
+    """While a contended account's settlement waits to be retried, commands of other accounts
+    go ahead apart (per-account order is kept), instead of sharing its failing transaction."""
+    app, spend = ledger
+    metering = Metering(spend, CATALOGUE, answer_first_within=300.0, store_wait=2.0)
+    busy, calm = open_key(app, 1_000_000), open_key(app, 1_000_000)
+    call = await metering.begin(busy, "busy", request(), started=metering.timer())
+    save, contended = app.save, threading.Event()
+    contended.set()
+
+    def losing_save_on_busy(*aggregates: Any, **kwargs: Any) -> Any:
+        if contended.is_set() and any(
+            getattr(page, "account_id", None) == busy.account_id for page in aggregates
+        ):
+            raise IntegrityError("version conflict")
+        return save(*aggregates, **kwargs)
+
+    app.save = losing_save_on_busy
+    await call.finish(Outcome.ANSWERED, reported=TokenCounts(12, 3))
+    for _ in range(500):  # until the busy settlement failed its locked tries: it is retrying
+        if spend.retrying:
+            break
+        await asyncio.sleep(0.02)
+    assert spend.retrying == 1
+    other = await metering.begin(calm, "calm", request(), started=metering.timer())
+    assert other.hold > 0
+    assert spend.view(calm.account_id).result(5).held == other.hold
+    contended.clear()
+    assert call._settlement is not None and call._settlement.result(10) > 0
+
+
+@pytest.mark.anyio
+async def test_a_settlement_failing_after_its_answer_is_logged_redacted(ledger: Any) -> None:
+    app, spend = ledger
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = logged.append  # type: ignore[method-assign]
+    logging.getLogger("lowrouter.metering").addHandler(handler)  # whatever the root's setup
+    metering = Metering(spend, CATALOGUE, answer_first_within=300.0, store_wait=2.0)
+    key = open_key(app, 1_000_000)
+    call = await metering.begin(key, "doomed", request(), started=metering.timer())
+    secret = "a" * 64  # hash-shaped: a driver's parameters may carry one
+
+    def broken_save(*aggregates: Any, **kwargs: Any) -> Any:
+        raise ValueError(f"a bug [parameters: ('{secret}',)]")  # no retry cures it
+
+    app.save = broken_save
+    await call.finish(Outcome.ANSWERED, reported=TokenCounts(12, 3))
+    assert call.settlement_pending and call._settlement is not None
+    with pytest.raises(ValueError):
+        call._settlement.result(5)
+    logging.getLogger("lowrouter.metering").removeHandler(handler)
+    [line] = [r.getMessage() for r in logged if "after its answer was sent" in r.getMessage()]
+    assert "doomed" in line and "ValueError: a bug" in line and secret not in line
 
 
 @pytest.mark.anyio

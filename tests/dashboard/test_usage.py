@@ -3,6 +3,7 @@ first with the key's name on every row, filters and paging."""
 
 import re
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -187,3 +188,45 @@ def test_usage_filters_by_api_and_status_and_the_csv_names_the_api(dash: Dash) -
         'id="total-completions">0 completions<'
         in browser.get("/dashboard/usage?api=messages&status=upstream_error").text
     )
+
+
+def test_the_csv_includes_a_settlement_this_gateway_still_had_queued(dash: Dash) -> None:
+    """Settling after the answer: a usage row may still be in the ledger writer's queue when
+    the export is asked for. The export waits for the account's queued settlements first
+    (ReadSide.ask_after_settlements), as the usage page and the management API do."""
+    import csv
+    import io
+    import threading
+
+    from domain.ledger import LedgerPage
+
+    account = dash.open_account()
+    key = dash.issue_key(account, "batch-job")
+    browser = dash.browser().signed_in(account.management_key)
+    app = dash.runtime.app
+    save, settling, landed = app.save, threading.Event(), threading.Event()
+
+    def slow_settlement_save(*aggregates: Any, **kwargs: Any) -> Any:
+        if any(
+            isinstance(event, LedgerPage.Settled)
+            for aggregate in aggregates
+            for event in aggregate.pending_events
+        ):
+            settling.set()
+            landed.wait(10)
+        return save(*aggregates, **kwargs)
+
+    app.save = slow_settlement_save  # type: ignore[method-assign]
+    recorded: list[str] = []
+    recording = threading.Thread(target=lambda: recorded.append(dash.record_usage(account, key)))
+    recording.start()
+    try:
+        assert settling.wait(10)  # the settlement is being written, not yet durable
+        threading.Timer(0.3, landed.set).start()
+        download = browser.get("/dashboard/usage.csv")
+    finally:
+        landed.set()
+        recording.join(10)
+        app.save = save  # type: ignore[method-assign]
+    lines = list(csv.DictReader(io.StringIO(download.text)))
+    assert [line["request_id"] for line in lines] == recorded

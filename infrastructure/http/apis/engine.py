@@ -274,11 +274,19 @@ async def stream(
     gateway: Gateway, call: MeteredCall, api: Api, body: dict[str, Any], limits: Deadlines
 ) -> Response:
     answer = await usable_answer(gateway, call, api, body, True, limits)
+
+    async def unstarted_relay_cleanup() -> None:
+        """What relay's `finally` does, for a relay that never started (nothing relayed)."""
+        if not call.settled:
+            call.settle(Outcome.CLIENT_CLOSED, answer.entry, answer.provider)
+        await answer.response.aclose()  # idempotent: a relay that ran closed it already
+
     return DeadlineStreamingResponse(
         relay(call, answer, limits),
         limits.total,  # a client that stops reading is cut then too
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-lowrouter-provider": answer.provider.name},
+        cleanup=unstarted_relay_cleanup,
     )
 
 

@@ -26,7 +26,6 @@ from infrastructure.http.dashboard.rendering import call, render
 from infrastructure.http.dashboard.rows import iso, usage_row
 from infrastructure.http.dashboard.sessions import signed_in
 from infrastructure.http.dashboard.state import Dashboard
-from infrastructure.http.gateway import durable
 from infrastructure.http.limits import whole_number
 from infrastructure.times import parse_time_text
 from projections.queries.dashboard import (
@@ -132,12 +131,14 @@ async def usage_page_view(request: Request, dashboard: Dashboard) -> Response:
     names = {str(k.id): (k.name, k.display) for k in api_keys}
     chosen = read_filters(request.query_params, session.account_id, names)
     before = page_position(request.query_params)
-    # Answers do not wait for their settlements (settling after the answer): a read of the
-    # account's page queues behind this gateway's, so the history below includes them.
-    await durable(runtime.spend.view(session.account_id))
     reads = dashboard.reads
     rows = await run_in_threadpool(
-        reads.ask, usage_rows, chosen.query, before_position=before, limit=USAGE_PAGE_SIZE + 1
+        reads.ask_after_settlements,
+        session.account_id,
+        usage_rows,
+        chosen.query,
+        before_position=before,
+        limit=USAGE_PAGE_SIZE + 1,
     )
     totals = await run_in_threadpool(reads.ask, usage_totals, chosen.query)
     more = len(rows) > USAGE_PAGE_SIZE
@@ -227,7 +228,7 @@ def csv_text(reads: ReadSide, chosen: UsageFilter) -> Iterator[str]:
     that arrive during the download are newer than the first page and are not included."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    rows = reads.ask(usage_rows, chosen, limit=CSV_PAGE)
+    rows = reads.ask_after_settlements(chosen.account_id, usage_rows, chosen, limit=CSV_PAGE)
     writer.writerow(csv_columns(rows[0] if rows else None))
     while rows:
         for row in rows:
