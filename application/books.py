@@ -106,5 +106,3 @@ _BOOKKEEPING: dict[type, Callable[[Books, Any], None]] = {
 
 # Every topic of the ledger's money, for a scan of the whole log.
 LEDGER_TOPICS = tuple(get_topic(cls) for cls in _BOOKKEEPING)
-
-

@@ -52,9 +52,7 @@ class IssuedManagementKey:
     token: Token
 
 
-def _view(
-    account_id: UUID, key_id: str, entry: ManagementKeyEntry, now: datetime
-) -> ManagementKey:
+def _view(account_id: UUID, key_id: str, entry: ManagementKeyEntry, now: datetime) -> ManagementKey:
     prefix, last4 = entry.get("prefix"), entry.get("last4")
     if prefix is None or last4 is None:  # a state recorded before 0.3 kept only the display
         prefix, _, last4 = entry["display"].partition("…")

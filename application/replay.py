@@ -150,5 +150,3 @@ def _pages(
         if state is not None:  # the page of a day with no events is never opened
             yield PageHistory(page, day.isoformat(), events, state)
         day += timedelta(days=1)
-
-

@@ -63,9 +63,7 @@ class Webhooks:
         self.check_target(url)
         endpoint_id, secret = uuid4(), new_secret()
         self.vault.store(endpoint_id, secret)  # first: an endpoint never exists without it
-        endpoint = WebhookEndpoint.add(
-            endpoint_id, account_id, url, types, actor, self.app.clock()
-        )
+        endpoint = WebhookEndpoint.add(endpoint_id, account_id, url, types, actor, self.app.clock())
         self._wait(self.app.save(endpoint))
         return AddedWebhook(endpoint, secret)
 

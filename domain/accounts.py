@@ -33,7 +33,7 @@ class ManagementKeyEntry(TypedDict):
 
 
 def management_key_status(entry: ManagementKeyEntry, now: datetime) -> str:
-    """"active", "rotating" (a successor exists; works until its grace ends) or "revoked"."""
+    """ "active", "rotating" (a successor exists; works until its grace ends) or "revoked"."""
     if entry["revoked"]:
         return "revoked"
     deadline = entry.get("grace_deadline")

@@ -637,4 +637,3 @@ def meter_of(key_id: UUID | str, lineage_id: UUID | str | None) -> str:
 
 def _meter(hold: Hold) -> str:
     return hold.get("meter") or hold["key_id"]
-

@@ -189,4 +189,3 @@ def _size(value: object) -> int:
         elif isinstance(item, int | float):
             total += len(repr(item))  # a token id is one token; a number in a schema, its digits
     return total
-

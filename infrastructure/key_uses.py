@@ -58,9 +58,13 @@ class KeyUses:
                     .where(key_uses.c.key_id == str(key_id), key_uses.c.last_used_us < at_us)
                     .values(last_used_us=at_us)
                 ).rowcount
-                if not changed and conn.execute(
-                    select(key_uses.c.key_id).where(key_uses.c.key_id == str(key_id))
-                ).first() is None:
+                if (
+                    not changed
+                    and conn.execute(
+                        select(key_uses.c.key_id).where(key_uses.c.key_id == str(key_id))
+                    ).first()
+                    is None
+                ):
                     conn.execute(key_uses.insert().values(key_id=str(key_id), last_used_us=at_us))
         except IntegrityError:
             pass  # another process wrote it first: a later minute's write moves it on

@@ -165,6 +165,8 @@ def _direct_url(env: Mapping[str, str]) -> str | None:
             f"LOWROUTER_DIRECT_DATABASE_URL {url!r} is not postgresql://USER@HOST:PORT/DB"
         )
     return url
+
+
 def otlp_traces_endpoint(env: Mapping[str, str]) -> str | None:
     """Where OTLP/HTTP traces go, by OpenTelemetry's variables; None: no tracing at all."""
     traces = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")

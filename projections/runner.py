@@ -70,7 +70,6 @@ class ProjectionStatus:
     head: int
     moved_at: datetime | None = None  # when its position last moved
 
-
     @property
     def lag(self) -> int:
         return max(0, self.head - self.position)

@@ -179,9 +179,7 @@ def keys_revoke(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def keys_rotate(ctx: Context, args: argparse.Namespace) -> None:
-    issued = ctx.runtime.app.rotate_key(
-        args.key_id, ctx.actor, grace=timedelta(seconds=args.grace)
-    )
+    issued = ctx.runtime.app.rotate_key(args.key_id, ctx.actor, grace=timedelta(seconds=args.grace))
     old = key_view(ctx, ctx.runtime.app.get_key(args.key_id))
     view = key_view(ctx, issued.key)
     show_issued_token(ctx, issued.token.value, view, key_record(view))

@@ -113,9 +113,7 @@ async def authenticate(request: Request) -> Caller:
 # --- running application commands -------------------------------------------------------------
 
 
-async def call(
-    function: Callable[..., T], *args: Any, about: Subject = KEY, **kwargs: Any
-) -> T:
+async def call(function: Callable[..., T], *args: Any, about: Subject = KEY, **kwargs: Any) -> T:
     """Run a blocking application call in a worker thread; refusals become API errors (the one
     error table, infrastructure.error_table; `about` names what the path's id is of)."""
     try:
@@ -400,9 +398,7 @@ async def create_key(request: Request) -> Response:
     name = name_field(body)
     scope = Scope(**scope_parts(body, caller.gateway.catalogue))
     policy = KeyPolicy(**policy_parts(body, caller.now()))
-    issued = await call(
-        caller.app.create_key, caller.account_id, name, scope, caller.actor, policy
-    )
+    issued = await call(caller.app.create_key, caller.account_id, name, scope, caller.actor, policy)
     return issued_response(caller, issued)
 
 

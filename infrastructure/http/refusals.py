@@ -30,8 +30,10 @@ def _iso(moment: datetime) -> str:
 def next_month(moment: datetime) -> datetime:
     """When monthly limits reset: 00:00 UTC on the next month's first day."""
     day = utc_day(moment)
-    first = day.replace(year=day.year + 1, month=1, day=1) if day.month == 12 else day.replace(
-        month=day.month + 1, day=1
+    first = (
+        day.replace(year=day.year + 1, month=1, day=1)
+        if day.month == 12
+        else day.replace(month=day.month + 1, day=1)
     )
     return datetime.combine(first, time(0), tzinfo=UTC)
 

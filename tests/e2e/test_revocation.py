@@ -45,9 +45,7 @@ def test_rotated_key_without_grace_fails_at_once_and_its_successor_works(
 
 
 def test_rotated_key_keeps_working_during_its_grace_period(gateway: LiveGateway) -> None:
-    successor = gateway.runtime.app.rotate_key(
-        gateway.key_id, OPERATOR, grace=timedelta(hours=1)
-    )
+    successor = gateway.runtime.app.rotate_key(gateway.key_id, OPERATOR, grace=timedelta(hours=1))
 
     assert post(gateway, gateway.token).status_code == 200
     assert post(gateway, successor.token.value).status_code == 200

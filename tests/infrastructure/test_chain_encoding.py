@@ -130,8 +130,12 @@ def test_links_chain_each_digest_to_the_previous_and_recompute_to_the_same_head(
     for link, event in zip(links, events, strict=True):
         assert link.identity == event.identity
         previous = link_digest(
-            previous, event.position, event.originator_id, event.originator_version,
-            event.topic, event.state,
+            previous,
+            event.position,
+            event.originator_id,
+            event.originator_version,
+            event.topic,
+            event.state,
         )
         assert link.digest == previous.hex()
     # chaining in two batches gives the chain chaining in one does

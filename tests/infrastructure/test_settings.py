@@ -69,7 +69,9 @@ def test_the_conninfo_asks_for_client_keepalives_unless_the_url_sets_them() -> N
     url = "postgresql://u@db/lr?keepalives_idle=30&tcp_user_timeout=0"
     own = dict(part.split("=", 1) for part in postgres_conninfo(url).split())
     assert (own["keepalives_idle"], own["tcp_user_timeout"], own["keepalives_count"]) == (
-        "30", "0", "3",
+        "30",
+        "0",
+        "3",
     )
 
 

@@ -51,9 +51,7 @@ def run_history(runtime: Runtime, history: list[tuple[str, int]]) -> None:
     for action, n in history:
         try:
             if action == "create" or not keys:
-                keys.append(
-                    runtime.app.create_key(account_id, f"k{n}", Scope(), OPERATOR).key.id
-                )
+                keys.append(runtime.app.create_key(account_id, f"k{n}", Scope(), OPERATOR).key.id)
                 continue
             key_id = keys[n % len(keys)]
             if action == "scope":

@@ -45,8 +45,7 @@ def test_two_gateways_never_overdraw_a_balance_shared_by_three_keys(
     credits = worst * 30
     account = runtime.app.open_account("shared", OPERATOR, credits=credits).account
     tokens = [
-        runtime.app.create_key(account.id, f"k{i}", Scope(), OPERATOR).token.value
-        for i in range(3)
+        runtime.app.create_key(account.id, f"k{i}", Scope(), OPERATOR).token.value for i in range(3)
     ]
 
     statuses = asyncio.run(fire(urls, tokens, 300))

@@ -196,9 +196,7 @@ def policy_text(policy: KeyPolicy) -> dict[str, str]:
         "tokens_per_minute": str(policy.tokens_per_minute or ""),
         "max_concurrent": str(policy.max_concurrent or ""),
         "allowed_ips": "\n".join(policy.allowed_ips or ()),
-        "monthly_limit": money(policy.monthly_limit)
-        if policy.monthly_limit is not None
-        else "",
+        "monthly_limit": money(policy.monthly_limit) if policy.monthly_limit is not None else "",
     }
 
 

@@ -139,9 +139,7 @@ async def create_key(request: Request, dashboard: Dashboard) -> Response:
     if not await use_form_once(dashboard, session, posted_form):
         return see_other("/keys", notice="already-done")
     app = dashboard.gateway.runtime.app
-    issued = await call(
-        app.create_key, session.account_id, name, scope, session.actor, policy
-    )
+    issued = await call(app.create_key, session.account_id, name, scope, session.actor, policy)
     return token_page(request, dashboard, issued, rotated_from=None)
 
 

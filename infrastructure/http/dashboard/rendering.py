@@ -131,9 +131,7 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
-async def call(
-    function: Callable[..., T], *args: Any, about: Subject = KEY, **kwargs: Any
-) -> T:
+async def call(function: Callable[..., T], *args: Any, about: Subject = KEY, **kwargs: Any) -> T:
     """Run a blocking application call in a worker thread; refusals become pages (`about`
     names what the path's id is of)."""
     try:

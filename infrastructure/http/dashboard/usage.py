@@ -205,6 +205,7 @@ async def usage_page_view(request: Request, dashboard: Dashboard) -> Response:
 CSV_PAGE = 1000
 cell = csv_cell  # the name this module's callers know
 
+
 def csv_line(row: Mapping[str, Any]) -> list[str]:
     """One usage row as the CSV writes it: money as decimal strings, times in ISO UTC."""
     values = {
