@@ -28,8 +28,8 @@ settings = load_settings(
 )
 runtime = open_runtime(settings)
 operator = Actor("operator", "first-request")
-account = runtime.ledger.open_account("first", operator, credits=10**9).account
-token = runtime.ledger.create_key(account.id, "k", Scope(), operator).token.value
+account = runtime.app.open_account("first", operator, credits=10**9).account
+token = runtime.app.create_key(account.id, "k", Scope(), operator).token.value
 server = LiveServer(create_app(runtime, load_catalogue_for(settings), run_background=False))
 port = int(server.start().rsplit(":", 1)[1])
 body = json.dumps({"model": "lowrouter/echo", "messages": [{"role": "user", "content": "Hi"}]})

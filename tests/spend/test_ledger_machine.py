@@ -532,7 +532,7 @@ def test_ledger_machine_replayed_from_the_database(settings: Settings) -> None:
 def test_a_hot_ledger_page_is_snapshotted(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The production wiring (build_ledger) has a snapshot store, and the writer uses it.
+    """The production wiring (build_app) has a snapshot store, and the writer uses it.
 
     Regression: Lowrouter.construct_env once replaced the library's env and dropped the
     IS_SNAPSHOTTING_ENABLED=y that `is_snapshotting_enabled = True` asks for, so app.snapshots
