@@ -19,6 +19,7 @@ from domain.errors import (
     RateLimitExceeded,
 )
 from domain.keys import ApiKey
+from domain.webhooks import EXPIRING_NOTICE_DAYS
 from infrastructure.http.dashboard.chart import daily_chart
 from infrastructure.http.dashboard.constants import BASE, CHART_DAYS, ROTATE_AFTER
 from infrastructure.http.dashboard.money import credits, money, plural
@@ -32,7 +33,7 @@ from projections.queries.forensics import flags_for_keys
 from projections.queries.management import meters
 
 TOP_KEYS = 5  # the keys closest to a limit shown on the overview
-EXPIRING_SOON = timedelta(days=7)  # as the key.expiring webhook
+EXPIRING_SOON = timedelta(days=EXPIRING_NOTICE_DAYS)  # as the key.expiring webhook
 
 # What the traffic panel calls each reason the ledger records a refusal under.
 REFUSAL_NAMES = {
