@@ -10,11 +10,17 @@ connection. A client that hangs up is still seen by StreamingResponse's disconne
 
 Closing a generator that never started runs none of its `finally` (the response start timed
 out, or the client left first): `cleanup` is run whatever happened, once the response is done,
-for what the generator's own `finally` would have done (settle the call, close the upstream)."""
+for what the generator's own `finally` would have done (settle the call, close the upstream).
+
+A write that completes without waiting (the transport not paused: nearly every chunk) arms no
+timer: the send is stepped once by hand, and only a send that waits is resumed under
+`asyncio.timeout_at(deadline)`. So a write done without waiting goes through even past the
+deadline, and one that waits at the deadline, or starts waiting after it, is cut, as when every
+write had its own timeout: a Timeout and a timer per chunk were most of this response's cost."""
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
 from typing import Any
 
 import anyio
@@ -62,10 +68,45 @@ class DeadlineStreamingResponse(StreamingResponse):
                 await self.body_generator.aclose()
 
     async def _sent_by_deadline(self, send: Send, message: dict[str, Any]) -> bool:
+        steps = send(message).__await__()
+        try:
+            waiting_on = steps.send(None)  # what a send that waits yields to the task
+        except StopIteration:
+            return True  # done without waiting: no timer to arm
         try:
             async with asyncio.timeout_at(self.deadline):
-                await send(message)
+                await _Resumed(steps, waiting_on)
         except TimeoutError:
             log.warning("the client stopped reading its stream: cut at the request's deadline")
             return False
         return True
+
+
+class _Resumed:
+    """The rest of an await whose first step was taken by hand (it yielded `waiting_on`): what
+    `await` itself does (PEP 380's `yield from`), yields handed to the task and what the task
+    sends or throws (its cancellation) handed back."""
+
+    def __init__(self, steps: Generator[Any, None, None], waiting_on: Any) -> None:
+        self.steps = steps
+        self.waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        steps, yielded = self.steps, self.waiting_on
+        self.waiting_on = None
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                steps.close()
+                raise
+            except BaseException as exc:
+                try:
+                    yielded = steps.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    yielded = steps.send(sent)
+                except StopIteration:
+                    return
