@@ -1,13 +1,12 @@
 """The Application: the key and account use cases, one method each, load → domain method → save.
 
-Commands that change access (create, scope, rotate, revoke) return only after `access_barrier`
-has seen their events through: the gateway reads the active-key lookup projection, and the
-barrier (supplied by the projections layer) waits until that lookup reflects the change.
+Commands that change access (create, scope, rotate, revoke) return only once the key lookup the
+gateway reads reflects their events (`application.access_barrier`; the waiting is the
+`access_barrier` port, supplied by the runtime).
 """
 
-import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,6 +17,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Recording
 from eventsourcing.utils import EnvType
 
+from application.access_barrier import AccessBarrier, await_access, await_issued_access, no_barrier
 from application.clock import Clock, system_clock, utc_day
 from application.retry import retry_on_conflict
 from domain.accounts import Account
@@ -32,8 +32,6 @@ from domain.tokens import Token, TokenKind, generate_token, hash_token
 
 _ACCOUNT_NAMESPACE = uuid5(NAMESPACE_URL, "https://lowrouter.dev/account")
 ATTEMPT_WINDOW = timedelta(seconds=60)
-
-log = logging.getLogger("lowrouter.keys")
 
 
 def account_id_for(name: str) -> UUID:
@@ -64,10 +62,6 @@ class OpenedAccount:
     token: Token
 
 
-def _no_barrier(position: int) -> None:
-    return None
-
-
 class Lowrouter(Application[UUID]):
     """The event-sourced ledger of accounts, keys and credits."""
 
@@ -78,7 +72,7 @@ class Lowrouter(Application[UUID]):
         super().__init__(env)
         self.pepper = pepper
         self.clock = clock
-        self.access_barrier: Callable[[int], None] = _no_barrier
+        self.access_barrier: AccessBarrier = no_barrier
         # The cap on an account's live inference keys (None: none) and the read model's count
         # of them (a port: the key lookup). A rotation is not counted against it.
         self.max_keys_per_account: int | None = None
@@ -112,7 +106,7 @@ class Lowrouter(Application[UUID]):
             recordings = self.save(account, page)
         except IntegrityError:
             raise AccountExists(f"an account named {name!r} already exists") from None
-        self._barrier(recordings)
+        await_access(self.access_barrier, recordings)
         return OpenedAccount(account, mk_id, token)
 
     def get_account(self, account_id: UUID) -> Account:
@@ -151,7 +145,7 @@ class Lowrouter(Application[UUID]):
             )
             return self.save(account)
 
-        self._barrier(retry_on_conflict(command))
+        await_access(self.access_barrier, retry_on_conflict(command))
         return mk_id, token
 
     def revoke_management_key(self, account_id: UUID, key_id: UUID, actor: Actor) -> None:
@@ -160,7 +154,7 @@ class Lowrouter(Application[UUID]):
             account.revoke_management_key(key_id, actor, self.clock())
             return self.save(account)
 
-        self._barrier(retry_on_conflict(command))
+        await_access(self.access_barrier, retry_on_conflict(command))
 
     # Keys ---------------------------------------------------------------------------------
 
@@ -186,7 +180,7 @@ class Lowrouter(Application[UUID]):
             return key, self.save(key, account)
 
         key, recordings = retry_on_conflict(command)
-        return IssuedKey(key, token, self._issued_barrier(recordings))
+        return IssuedKey(key, token, await_issued_access(self.access_barrier, recordings))
 
     def get_key(self, key_id: UUID, account_id: UUID | None = None) -> ApiKey:
         """A key by id; with `account_id`, a key of another account is reported as missing."""
@@ -306,7 +300,7 @@ class Lowrouter(Application[UUID]):
             return successor, self.save(old, successor, account)
 
         successor, recordings = retry_on_conflict(command)
-        return IssuedKey(successor, token, self._issued_barrier(recordings))
+        return IssuedKey(successor, token, await_issued_access(self.access_barrier, recordings))
 
     # Helpers ------------------------------------------------------------------------------
 
@@ -348,22 +342,5 @@ class Lowrouter(Application[UUID]):
             return key, self.save(key)
 
         key, recordings = retry_on_conflict(command)
-        self._barrier(recordings)
+        await_access(self.access_barrier, recordings)
         return key
-
-    def _issued_barrier(self, recordings: Sequence[Recording[UUID]]) -> str | None:
-        """The barrier after a new token was written: its write landed, so a lagging lookup
-        must not lose the token (the only moment it exists). A warning instead of an error."""
-        try:
-            self._barrier(recordings)
-        except Exception as error:
-            log.warning("a new key's lookup lags: %s", type(error).__name__)
-            return (
-                "the key was created, but the gateway's key lookup has not caught up yet "
-                f"({type(error).__name__}); the key works once it has"
-            )
-        return None
-
-    def _barrier(self, recordings: Sequence[Recording[UUID]]) -> None:
-        if recordings:
-            self.access_barrier(max(r.notification.id for r in recordings))

@@ -11,6 +11,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import Recording
 
+from application.access_barrier import await_access
 from application.app import Lowrouter
 from application.retry import retry_on_conflict
 from domain.actor import Actor
@@ -40,8 +41,7 @@ def handle_leak(
         return outcome, app.save(key) if (recorded or revoke) else []
 
     outcome, recordings = retry_on_conflict(command)
-    if recordings:
-        app.access_barrier(max(r.notification.id for r in recordings))
+    await_access(app.access_barrier, recordings)
     return outcome
 
 

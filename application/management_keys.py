@@ -1,11 +1,11 @@
 """Management keys as first-class keys: list, issue (token once), revoke, rotate with grace.
 
 Each use case loads the account, calls one domain method, saves, and returns only once the key
-lookup every process reads shows the change (`access_barrier`), so a revoked management key fails
-on the next request on every process and its dashboard sessions end there too.
+lookup every process reads shows the change (`application.access_barrier`), so a revoked
+management key fails on the next request on every process and its dashboard sessions end there
+too.
 """
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
@@ -13,6 +13,7 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Recording
 
+from application.access_barrier import await_access
 from application.app import Lowrouter
 from application.events import stored_events
 from application.retry import retry_on_conflict
@@ -101,7 +102,7 @@ def issue_management_key(
         )
         return app.save(account)
 
-    _barrier(app, retry_on_conflict(command))
+    await_access(app.access_barrier, retry_on_conflict(command))
     return IssuedManagementKey(get_management_key(app, account_id, key_id), token)
 
 
@@ -115,7 +116,7 @@ def revoke_management_key(
         account.revoke_management_key(key_id, actor, app.clock(), using)
         return app.save(account)
 
-    _barrier(app, retry_on_conflict(command))
+    await_access(app.access_barrier, retry_on_conflict(command))
     return get_management_key(app, account_id, key_id)
 
 
@@ -143,13 +144,8 @@ def rotate_management_key(
         )
         return app.save(account)
 
-    _barrier(app, retry_on_conflict(command))
+    await_access(app.access_barrier, retry_on_conflict(command))
     return IssuedManagementKey(get_management_key(app, account_id, successor_id), token)
-
-
-def _barrier(app: Lowrouter, recordings: Sequence[Recording[UUID]]) -> None:
-    if recordings:
-        app.access_barrier(max(r.notification.id for r in recordings))
 
 
 Event = Aggregate.Event

@@ -194,7 +194,7 @@ class SpendControl:
 
         def apply(page: LedgerPage, now: datetime) -> str:
             page.reserve(request_id, str(key_id), model, amount, daily_limit, now, owner=self.owner)
-            return str(page.holds[request_id]["day"])  # a retried, carried hold keeps its day
+            return page.holds[request_id]["day"]  # a retried, carried hold keeps its day
 
         return self._submit(account_id, apply)
 
@@ -229,7 +229,7 @@ class SpendControl:
                 meter=meter_id,
                 owner=self.owner,
             )
-            day = str(page.holds[request_id]["day"])
+            day = page.holds[request_id]["day"]
             return Admission(day, page.rate_status(meter_id, policy, now))
 
         return self._submit(account_id, apply)

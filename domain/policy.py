@@ -176,7 +176,8 @@ def parse_networks(values: object) -> tuple[Network, ...]:
 
 
 _DURATION = re.compile(r"(\d{1,6})([smhdw])")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Seconds per unit of a written duration (a key's lifetime here, a time ago on the CLI).
+SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_duration(text: str) -> timedelta:
@@ -184,7 +185,7 @@ def parse_duration(text: str) -> timedelta:
     found = _DURATION.fullmatch(text.strip())
     if not found:
         raise InvalidPolicy(f"not a duration: {text[:20]!r} (e.g. 90d, 12h, 30m)")
-    duration = timedelta(seconds=int(found.group(1)) * _SECONDS[found.group(2)])
+    duration = timedelta(seconds=int(found.group(1)) * SECONDS_PER_UNIT[found.group(2)])
     if not timedelta(0) < duration <= MAX_EXPIRY:
         raise InvalidPolicy(f"a key lives between 1 second and {MAX_EXPIRY.days} days")
     return duration

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from application.app import AccountExists
+from application.metering import REFUSALS
 from application.retry import TooMuchContention
 from domain.errors import (
     ConcurrencyLimitExceeded,
@@ -171,13 +172,14 @@ TABLE: dict[type[BaseException], Entry] = {
     AccountExists: Entry(409, "conflict", NOT_POSSIBLE),
     InvalidFlag: Entry(409, "conflict", NOT_POSSIBLE),
     DomainError: Entry(409, "conflict", NOT_POSSIBLE),
-    # The ledger's refusals of a request's reservation (their codes are the reasons it records,
-    # application.metering.REFUSALS; infrastructure.http.refusals words the inference answers).
-    InsufficientCredits: Entry(402, "insufficient_credits", "Not enough credits"),
-    DailyLimitExceeded: Entry(429, "daily_limit_exceeded", LIMIT_REACHED),
-    MonthlyLimitExceeded: Entry(429, "monthly_limit_exceeded", LIMIT_REACHED),
-    RateLimitExceeded: Entry(429, "rate_limit_exceeded", LIMIT_REACHED),
-    ConcurrencyLimitExceeded: Entry(429, "concurrency_limit_exceeded", LIMIT_REACHED),
+    # The ledger's refusals of a request's reservation: the code is the reason the ledger
+    # records (application.metering.REFUSALS, not an HTTP concern, so stated there only); the
+    # status is here; infrastructure.http.refusals words the inference answers.
+    InsufficientCredits: Entry(402, REFUSALS[InsufficientCredits], "Not enough credits"),
+    DailyLimitExceeded: Entry(429, REFUSALS[DailyLimitExceeded], LIMIT_REACHED),
+    MonthlyLimitExceeded: Entry(429, REFUSALS[MonthlyLimitExceeded], LIMIT_REACHED),
+    RateLimitExceeded: Entry(429, REFUSALS[RateLimitExceeded], LIMIT_REACHED),
+    ConcurrencyLimitExceeded: Entry(429, REFUSALS[ConcurrencyLimitExceeded], LIMIT_REACHED),
     # Routing: the request's model cannot be served for this key.
     RoutingError: Entry(400, "model_unavailable", "Model unavailable", param="model"),
     ModelNotFound: Entry(404, "model_not_found", "Model not found", param="model"),

@@ -57,6 +57,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql.dml import Insert
 
 from application.investigation import UsageFlag
+from application.metering import REFUSALS
+from domain.errors import DailyLimitExceeded, MonthlyLimitExceeded
 from domain.keys import ApiKey
 from domain.leaks import LeakReported
 from domain.ledger import LedgerPage
@@ -257,7 +259,8 @@ LEDGER_EVENTS: tuple[type[Any], ...] = (
     LedgerPage.Refused,
     LedgerPage.Adjusted,
 )
-LIMIT_REFUSALS = {"daily_limit_exceeded": "daily", "monthly_limit_exceeded": "monthly"}
+# The reasons the ledger records a refusal for a key's limit under, and which limit each is.
+LIMIT_REFUSALS = {REFUSALS[DailyLimitExceeded]: "daily", REFUSALS[MonthlyLimitExceeded]: "monthly"}
 
 
 class WebhooksProjection:

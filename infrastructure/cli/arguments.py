@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from domain.money import parse_credits
+from domain.policy import SECONDS_PER_UNIT
 from infrastructure.cli.errors import _TOKEN_LIKE, redact_tokens
 from infrastructure.times import parse_time_text
 
@@ -32,7 +33,6 @@ def optional_credits(text: str | None) -> int | None:
 # Times and signed amounts on the command line ---------------------------------------------------
 
 _AGO = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_SECONDS_PER = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_time(text: str) -> datetime:
@@ -41,7 +41,7 @@ def parse_time(text: str) -> datetime:
     stripped = text.strip()
     ago = _AGO.fullmatch(stripped)
     if ago:
-        seconds = float(ago.group(1)) * _SECONDS_PER[ago.group(2)]
+        seconds = float(ago.group(1)) * SECONDS_PER_UNIT[ago.group(2)]
         return datetime.now(UTC) - timedelta(seconds=seconds)
     try:
         return parse_time_text(stripped)

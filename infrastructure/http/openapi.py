@@ -10,6 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from infrastructure.http.grace import MAX_GRACE_SECONDS
 from infrastructure.http.jsonresponse import json_response
 from infrastructure.http.openapi_webhooks import GITHUB_SCHEME, GITHUB_SIGNATURE, webhook_paths
 
@@ -374,7 +375,7 @@ MGMT_KEY = {
 }
 MGMT_KEY_ID = KEY_ID
 ISSUED_MGMT_KEY = _object({"key": {"type": "string", "example": "lr-mk-…"}, "data": MGMT_KEY})
-GRACE = {"grace_seconds": {"type": "integer", "minimum": 0, "maximum": 2_592_000}}
+GRACE = {"grace_seconds": {"type": "integer", "minimum": 0, "maximum": MAX_GRACE_SECONDS}}
 DOCUMENT["components"]["schemas"]["ManagementKey"] = MGMT_KEY
 DOCUMENT["paths"].update(
     {

@@ -1,14 +1,13 @@
-"""The ledger's refusals of a reservation as API answers (OpenAI's shape and headers), in one
-place: their words (their status and code are the error table's, infrastructure.error_table),
-which carry `retry-after` (only those a wait can cure) and which `x-should-retry: false` (the
-rest), and the x-ratelimit-* headers of a metered key."""
+"""The ledger's refusals of a reservation (application.metering.REFUSALS) as API answers
+(OpenAI's shape and headers), in one place: their words (their status and code are the error
+table's, infrastructure.error_table), which carry `retry-after` (only those a wait can cure) and
+which `x-should-retry: false` (the rest), and the x-ratelimit-* headers of a metered key."""
 
 import math
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from application.clock import next_midnight, utc_day
-from application.metering import REFUSALS
 from domain.errors import (
     ConcurrencyLimitExceeded,
     DailyLimitExceeded,
@@ -46,10 +45,8 @@ def _seconds(delta: timedelta | float) -> int:
 def refusal_error(
     refusal: DomainError, display: str, now: datetime, max_tokens: Any
 ) -> ApiError | None:
-    """The answer to one of the reservation's refusals (application.metering.REFUSALS), or None
-    for any other error: its status and code from the one error table, its words here."""
-    if type(refusal) not in REFUSALS:
-        return None
+    """The answer to one of the reservation's refusals, or None for any other error: its status
+    and code from the one error table, its words here."""
     answer = answer_to(refusal)
     status, code = answer.status, answer.code
     if isinstance(refusal, InsufficientCredits):

@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from domain.money import MICRO
 from infrastructure.observability import context
 
 log = logging.getLogger("lowrouter.metrics")
@@ -42,7 +43,6 @@ COMMIT_BUCKETS = (
     0.05, 0.1, 0.25, 1.0,
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-MICRO = 1_000_000
 
 
 class Metrics:

@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from domain.money import MICRO
 from infrastructure.observability.context import Observation, Span
 
 # gen_ai.operation.name by lowrouter API
@@ -22,7 +23,6 @@ OPERATIONS = {
     "completions": "text_completion",
     "embeddings": "embeddings",
 }
-MICRO = 1_000_000
 
 
 class Tracing:

@@ -2,11 +2,14 @@
 
 from pathlib import Path
 
+import pytest
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from infrastructure.catalogue import demo_catalogue
 from infrastructure.http.app import create_app
+from infrastructure.http.grace import BadGrace, grace_of
+from infrastructure.http.openapi import GRACE
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import load_settings
 from tests.support.stores import PEPPER
@@ -39,3 +42,12 @@ def test_openapi_document_lists_every_api_route_and_docs_page_renders(tmp_path: 
         assert page.status_code == 200
         for path, _method in served:
             assert path in page.text
+
+
+def test_the_documented_management_key_grace_is_the_accepted_one() -> None:
+    documented = GRACE["grace_seconds"]
+    assert (documented["minimum"], documented["maximum"]) == (0, 30 * 24 * 3600)
+    assert grace_of(documented["maximum"]).days == 30
+    with pytest.raises(BadGrace) as refused:
+        grace_of(documented["maximum"] + 1)
+    assert not refused.value.wrong_type

@@ -127,6 +127,10 @@ def test_a_report_revokes_the_key_on_every_process_and_tells_the_owner(
         assert [a["label"] for a in again.json()] == [a["label"] for a in answer.json()]
         assert head(runtime) == after
 
+        # The owner's endpoint gets a signed key.leaked: the gateways' deliverers send it, so it
+        # is awaited while they run (stopping them first raced the delivery).
+        received = receiver.wait_for(2)
+
     events = runtime.app.get_key(key_id)
     assert events.revoke_reason == "leak"
     history = list(runtime.app.events.get(key_id))
@@ -136,8 +140,6 @@ def test_a_report_revokes_the_key_on_every_process_and_tells_the_owner(
     assert revoked.actor["name"] == "GitHub secret scanning" and revoked.reason == "leak"
     assert history.index(leak) < history.index(revoked)
 
-    # The owner's endpoint gets a signed key.leaked (the gateways' deliverers sent it).
-    received = receiver.wait_for(2)
     bodies = [Webhook(secret).verify(r.body, r.headers) for r in received]
     leaked = next(b for b in bodies if b["type"] == "key.leaked")
     assert leaked["data"]["url"] == LEAK_URL and leaked["data"]["key"]["id"] == str(key_id)

@@ -9,8 +9,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from application.investigation import UsageFlag
+from application.metering import REFUSALS
 from application.spend import PageView
+from domain.errors import (
+    ConcurrencyLimitExceeded,
+    DailyLimitExceeded,
+    InsufficientCredits,
+    MonthlyLimitExceeded,
+    RateLimitExceeded,
+)
 from domain.keys import ApiKey
+from domain.webhooks import EXPIRING_NOTICE_DAYS
 from infrastructure.http.dashboard.chart import daily_chart
 from infrastructure.http.dashboard.constants import BASE, CHART_DAYS, ROTATE_AFTER
 from infrastructure.http.dashboard.money import credits, money, plural
@@ -24,14 +33,15 @@ from projections.queries.forensics import flags_for_keys
 from projections.queries.management import meters
 
 TOP_KEYS = 5  # the keys closest to a limit shown on the overview
-EXPIRING_SOON = timedelta(days=7)  # as the key.expiring webhook
+EXPIRING_SOON = timedelta(days=EXPIRING_NOTICE_DAYS)  # as the key.expiring webhook
 
+# What the traffic panel calls each reason the ledger records a refusal under.
 REFUSAL_NAMES = {
-    "insufficient_credits": "Not enough credits",
-    "daily_limit_exceeded": "Daily limit",
-    "monthly_limit_exceeded": "Monthly limit",
-    "rate_limit_exceeded": "Rate limit",
-    "concurrency_limit_exceeded": "Concurrency limit",
+    REFUSALS[InsufficientCredits]: "Not enough credits",
+    REFUSALS[DailyLimitExceeded]: "Daily limit",
+    REFUSALS[MonthlyLimitExceeded]: "Monthly limit",
+    REFUSALS[RateLimitExceeded]: "Rate limit",
+    REFUSALS[ConcurrencyLimitExceeded]: "Concurrency limit",
 }
 
 
