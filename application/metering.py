@@ -329,7 +329,7 @@ class Metering:
         )
         self._tell(lambda: self.observer.reserving(future, request))
         try:
-            admission = await asyncio.wait_for(durable(future), self.store_wait)
+            admission = await durable(future, within=self.store_wait)
         except (TimeoutError, StoreUnavailable):
             # The store is down or too slow: refuse now rather than hang. A hold still queued
             # is cancelled and never lands. One the writer had taken may still land (or have
@@ -480,7 +480,7 @@ class MeteredCall:
         if within is not None and self.metering.timer() - self.started < within:
             return self._answered_before(future)
         try:
-            charged = await asyncio.wait_for(durable(future), self.metering.store_wait)
+            charged = await durable(future, within=self.metering.store_wait)
         except TimeoutError:
             return self._answered_before(future)
         return charged or 0

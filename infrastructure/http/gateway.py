@@ -111,7 +111,7 @@ class Gateway:
         token, token_hash = presented_token(header, self.runtime.settings.pepper, kind)
         try:
             wait = self.runtime.settings.store_wait_seconds
-            record = await asyncio.wait_for(durable(self.lookups.find(token_hash)), wait)
+            record = await durable(self.lookups.find(token_hash), within=wait)
         except TimeoutError:
             raise StoreUnavailable("the key lookup did not answer in time") from None
         if self.lookup_trouble() is not None:

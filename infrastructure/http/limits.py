@@ -9,10 +9,10 @@
 - Duplicate `Authorization` headers are refused (400): which one wins is ambiguous.
 """
 
+import asyncio
 import math
 from typing import Any
 
-import anyio
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -63,18 +63,19 @@ class BodyLimitMiddleware:
 
     def _bounded(self, receive: Receive) -> Receive:
         received, complete = 0, False
-        deadline = anyio.current_time() + self.timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
         limit, timeout = self.max_bytes, self.timeout
 
         async def bounded_receive() -> Message:
             nonlocal received, complete
             if complete:  # e.g. a streaming response waiting for the client to hang up
                 return await receive()
-            left = deadline - anyio.current_time()
-            with anyio.move_on_after(max(left, 0)) as waited:
-                message = await receive()
-            if waited.cancelled_caught:
-                raise too_slow(timeout)
+            try:  # asyncio's timeout, not anyio's cancel scope: half the CPU per read
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise too_slow(timeout) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:

@@ -74,7 +74,7 @@ async def readiness(gateway: Any) -> dict[str, str]:
     except Exception as error:
         checks["store"] = f"unreachable: {_why(error)}"
     try:
-        await asyncio.wait_for(durable(gateway.lookups.find(NO_SUCH_KEY)), CHECK_TIMEOUT)
+        await durable(gateway.lookups.find(NO_SUCH_KEY), within=CHECK_TIMEOUT)
     except Exception as error:
         checks["key_lookup"] = f"unavailable: {_why(error)}"
     failure = gateway.lookup_trouble()

@@ -1,14 +1,23 @@
 """Parsing a request body and a number at the HTTP edge (infrastructure/http/limits.py), as plain
 functions: what is refused, with which error, and what gets through unchanged."""
 
+import asyncio
 import json
+import time
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from infrastructure.http.errors import ApiError
-from infrastructure.http.limits import MAX_JSON_DEPTH, json_depth, parse_json_bytes, whole_number
+from infrastructure.http.limits import (
+    MAX_JSON_DEPTH,
+    BodyLimitMiddleware,
+    json_depth,
+    parse_json_bytes,
+    whole_number,
+)
 
 
 def nested(depth: int) -> str:
@@ -71,3 +80,40 @@ def test_whole_number_refuses_anything_else(text: str | None) -> None:
 def test_whole_number_takes_a_smaller_bound() -> None:
     assert whole_number("1234", max_digits=4) == 1234
     assert whole_number("12345", max_digits=4) is None
+
+
+def _body_read_through(middleware_timeout: float, receive: Any) -> list[Any]:
+    """What the inner app gets from one receive() through BodyLimitMiddleware, or the error."""
+    got: list[Any] = []
+
+    async def inner(scope: Any, bounded_receive: Any, send: Any) -> None:
+        try:
+            got.append(await bounded_receive())
+        except ApiError as error:
+            got.append(error)
+
+    middleware = BodyLimitMiddleware(inner, max_bytes=1024, timeout=middleware_timeout)
+    scope = {"type": "http", "headers": [(b"content-length", b"2")]}
+    asyncio.run(middleware(scope, receive, None))  # type: ignore[arg-type]
+    return got
+
+
+def test_a_body_that_does_not_arrive_in_time_is_a_408() -> None:
+    async def never() -> Any:
+        await asyncio.sleep(10)
+
+    started = time.monotonic()
+    [error] = _body_read_through(0.05, never)
+    assert isinstance(error, ApiError) and error.status == 408
+    assert error.code == "request_timeout"
+    assert time.monotonic() - started < 2
+
+
+def test_a_body_that_arrives_in_time_goes_through_unchanged() -> None:
+    message = {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def soon() -> Any:
+        await asyncio.sleep(0.01)
+        return message
+
+    assert _body_read_through(5.0, soon) == [message]
