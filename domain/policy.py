@@ -9,7 +9,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, Unpack, get_args
 
 from domain.errors import InvalidPolicy
 
@@ -24,14 +24,7 @@ PolicyField = Literal[
     "allowed_ips",
     "monthly_limit",
 ]
-POLICY_FIELDS: tuple[PolicyField, ...] = (
-    "expires_at",
-    "requests_per_minute",
-    "tokens_per_minute",
-    "max_concurrent",
-    "allowed_ips",
-    "monthly_limit",
-)
+POLICY_FIELDS: tuple[PolicyField, ...] = get_args(PolicyField)  # the one list, in its order
 RATE_FIELDS = ("requests_per_minute", "tokens_per_minute", "max_concurrent")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

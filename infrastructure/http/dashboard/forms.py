@@ -17,7 +17,7 @@ from domain.errors import (
 )
 from domain.keys import ApiKey
 from domain.money import parse_credits
-from domain.policy import KeyPolicy
+from domain.policy import POLICY_FIELDS, KeyPolicy
 from domain.scope import Scope as KeyScope
 from domain.scope import check_name
 from infrastructure.http.dashboard.constants import MAX_FORM_BYTES, MAX_FORM_FIELDS
@@ -100,7 +100,7 @@ class ScopeForm:
             region=form.get("region", "").strip(),
             daily_limit=form.get("daily_limit", "").strip(),
             errors={},
-            policy_text={name: form.get(name, "").strip()[:4000] for name in POLICY_INPUTS},
+            policy_text={name: form.get(name, "").strip()[:4000] for name in POLICY_FIELDS},
         )
 
     def hidden(self) -> list[tuple[str, str]]:
@@ -108,7 +108,7 @@ class ScopeForm:
         return (
             [("models", m) for m in self.models]
             + [("region", self.region), ("daily_limit", self.daily_limit)]
-            + [(name, self.policy_text.get(name, "")) for name in POLICY_INPUTS]
+            + [(name, self.policy_text.get(name, "")) for name in POLICY_FIELDS]
         )
 
     def policy(self, now: datetime, current: KeyPolicy | None = None) -> KeyPolicy | None:
@@ -116,7 +116,7 @@ class ScopeForm:
         expiry must be in the future, unless it is the one the key already has."""
         text = self.policy_text
         values: dict[str, Any] = {}
-        for name in POLICY_INPUTS:
+        for name in POLICY_FIELDS:
             raw = text.get(name, "")
             if not raw:
                 continue
@@ -132,7 +132,7 @@ class ScopeForm:
             and (current is None or current.expires_at != expires)
         ):
             self.errors["expires_at"] = "The expiry is in the past; revoke the key to stop it now."
-        if any(name in self.errors for name in POLICY_INPUTS):
+        if any(name in self.errors for name in POLICY_FIELDS):
             return None
         return KeyPolicy(**values)
 
@@ -164,16 +164,6 @@ class ScopeForm:
         except InvalidName as error:
             self.errors["name"] = f"{error}."
             return None
-
-
-POLICY_INPUTS = (
-    "expires_at",
-    "requests_per_minute",
-    "tokens_per_minute",
-    "max_concurrent",
-    "allowed_ips",
-    "monthly_limit",
-)
 
 
 def _policy_value(name: str, raw: str) -> Any:
