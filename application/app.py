@@ -129,33 +129,6 @@ class Lowrouter(Application[UUID]):
         except NotFound:
             raise NotFound(f"no account {id_or_name[:80]!r} (by id or name)") from None
 
-    def issue_management_key(self, account_id: UUID, actor: Actor) -> tuple[UUID, Token]:
-        token = generate_token(TokenKind.MANAGEMENT)
-        mk_id = uuid4()
-
-        def command() -> list[Recording[UUID]]:
-            account = self.get_account(account_id)
-            account.issue_management_key(
-                mk_id,
-                hash_token(self.pepper, token),
-                token.value[:10],
-                token.last4,
-                actor,
-                self.clock(),
-            )
-            return self.save(account)
-
-        await_access(self.access_barrier, retry_on_conflict(command))
-        return mk_id, token
-
-    def revoke_management_key(self, account_id: UUID, key_id: UUID, actor: Actor) -> None:
-        def command() -> list[Recording[UUID]]:
-            account = self.get_account(account_id)
-            account.revoke_management_key(key_id, actor, self.clock())
-            return self.save(account)
-
-        await_access(self.access_barrier, retry_on_conflict(command))
-
     # Keys ---------------------------------------------------------------------------------
 
     def create_key(

@@ -13,6 +13,7 @@ from eventsourcing.persistence import Recording
 
 from application.access_barrier import await_access
 from application.app import Lowrouter
+from application.management_keys import revoke_management_key
 from application.retry import retry_on_conflict
 from domain.actor import Actor
 from domain.errors import DomainError
@@ -52,7 +53,7 @@ def handle_management_key_leak(
     if policy != "revoke":
         return False
     try:
-        app.revoke_management_key(account_id, key_id, actor)
+        revoke_management_key(app, account_id, key_id, actor)
     except DomainError:  # already revoked
         return False
     return True

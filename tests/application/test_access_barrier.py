@@ -82,8 +82,8 @@ def test_every_access_change_waits_for_the_lookup_to_reach_its_last_event(
         lambda: app.update_key(key, OPERATOR, name="again"),
         lambda: app.rotate_key(key, OPERATOR, grace=timedelta(hours=1)),
         lambda: app.revoke_key(key, OPERATOR),
-        lambda: app.issue_management_key(account, OPERATOR),
-        lambda: app.revoke_management_key(account, mk, OPERATOR),
+        lambda: management_keys.issue_management_key(app, account, OPERATOR),
+        lambda: management_keys.revoke_management_key(app, account, mk, OPERATOR),
     ]
     for change in changes:
         waits_for_its_last_event(app, barrier, change)
@@ -116,7 +116,6 @@ def test_a_lagging_lookup_fails_a_change_of_access(app: Lowrouter, barrier: Barr
     barrier.lagging = True
     refused: list[Callable[[], object]] = [
         lambda: app.revoke_key(key, OPERATOR),
-        lambda: app.issue_management_key(account, OPERATOR),
         lambda: management_keys.issue_management_key(app, account, OPERATOR),
         lambda: management_keys.rotate_management_key(app, account, mk, OPERATOR),
         lambda: app.open_account("second", OPERATOR),

@@ -6,6 +6,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from application import management_keys
 from application.app import AccountExists, Lowrouter, account_id_for
 from domain.accounts import Account
 from domain.actor import Actor
@@ -131,7 +132,8 @@ def test_unknown_accounts_are_not_found(ledger: Lowrouter) -> None:
 
 def test_issue_management_key_adds_an_active_management_key(ledger: Lowrouter) -> None:
     opened = ledger.open_account("acme", ACTOR)
-    mk_id, token = ledger.issue_management_key(opened.account.id, ACTOR)
+    issued = management_keys.issue_management_key(ledger, opened.account.id, ACTOR)
+    mk_id, token = issued.key.id, issued.token
     assert token.kind is TokenKind.MANAGEMENT
     assert token.value != opened.token.value
     keys = ledger.get_account(opened.account.id).management_keys
@@ -142,14 +144,15 @@ def test_issue_management_key_adds_an_active_management_key(ledger: Lowrouter) -
 
 def test_issue_management_key_for_an_unknown_account_is_not_found(ledger: Lowrouter) -> None:
     with pytest.raises(NotFound):
-        ledger.issue_management_key(uuid4(), ACTOR)
+        management_keys.issue_management_key(ledger, uuid4(), ACTOR)
     assert stored_event_count(ledger) == 0
 
 
 def test_revoke_management_key_marks_only_that_key_revoked(ledger: Lowrouter) -> None:
     opened = ledger.open_account("acme", ACTOR)
-    mk_id, _ = ledger.issue_management_key(opened.account.id, ACTOR)
-    ledger.revoke_management_key(opened.account.id, mk_id, ACTOR)
+    issued = management_keys.issue_management_key(ledger, opened.account.id, ACTOR)
+    mk_id, _ = issued.key.id, issued.token
+    management_keys.revoke_management_key(ledger, opened.account.id, mk_id, ACTOR)
     keys = ledger.get_account(opened.account.id).management_keys
     assert keys[str(mk_id)]["revoked"] is True
     assert keys[str(opened.management_key_id)]["revoked"] is False
@@ -157,10 +160,14 @@ def test_revoke_management_key_marks_only_that_key_revoked(ledger: Lowrouter) ->
 
 def test_revoking_a_management_key_twice_is_refused(ledger: Lowrouter) -> None:
     opened = ledger.open_account("acme", ACTOR)
-    ledger.revoke_management_key(opened.account.id, opened.management_key_id, ACTOR)
+    management_keys.revoke_management_key(
+        ledger, opened.account.id, opened.management_key_id, ACTOR
+    )
     events = stored_event_count(ledger)
     with pytest.raises(DomainError, match="already revoked"):
-        ledger.revoke_management_key(opened.account.id, opened.management_key_id, ACTOR)
+        management_keys.revoke_management_key(
+            ledger, opened.account.id, opened.management_key_id, ACTOR
+        )
     assert stored_event_count(ledger) == events
 
 
@@ -168,9 +175,11 @@ def test_revoking_an_unknown_management_key_is_not_found(ledger: Lowrouter) -> N
     first = ledger.open_account("acme", ACTOR)
     other = ledger.open_account("other", ACTOR)
     with pytest.raises(NotFound):
-        ledger.revoke_management_key(first.account.id, uuid4(), ACTOR)
+        management_keys.revoke_management_key(ledger, first.account.id, uuid4(), ACTOR)
     with pytest.raises(NotFound):  # another account's management key
-        ledger.revoke_management_key(first.account.id, other.management_key_id, ACTOR)
+        management_keys.revoke_management_key(
+            ledger, first.account.id, other.management_key_id, ACTOR
+        )
     assert (
         ledger.get_account(other.account.id).management_keys[str(other.management_key_id)][
             "revoked"
@@ -508,9 +517,10 @@ def test_access_changing_commands_pass_their_last_notification_to_the_barrier(
     seen.append(last_position())
     ledger.revoke_key(successor_id, ACTOR)
     seen.append(last_position())
-    mk_id, _ = ledger.issue_management_key(account_id, ACTOR)
+    issued = management_keys.issue_management_key(ledger, account_id, ACTOR)
+    mk_id, _ = issued.key.id, issued.token
     seen.append(last_position())
-    ledger.revoke_management_key(account_id, mk_id, ACTOR)
+    management_keys.revoke_management_key(ledger, account_id, mk_id, ACTOR)
     seen.append(last_position())
     assert positions == seen
     assert seen == sorted(set(seen))
@@ -531,9 +541,10 @@ def test_no_token_plaintext_is_ever_stored_in_an_event(ledger: Lowrouter) -> Non
     rotated = ledger.rotate_key(issued.key.id, ACTOR, grace=timedelta(minutes=1))
     tokens.append(rotated.token)
     ledger.revoke_key(rotated.key.id, ACTOR, reason="test")
-    mk_id, mk_token = ledger.issue_management_key(opened.account.id, ACTOR)
+    issued = management_keys.issue_management_key(ledger, opened.account.id, ACTOR)
+    mk_id, mk_token = issued.key.id, issued.token
     tokens.append(mk_token)
-    ledger.revoke_management_key(opened.account.id, mk_id, ACTOR)
+    management_keys.revoke_management_key(ledger, opened.account.id, mk_id, ACTOR)
     ledger.create_key(opened.account.id, "second", Scope(), ACTOR)
 
     notifications = ledger.recorder.select_notifications(start=1, limit=10000)

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 
+from application import management_keys
 from domain.scope import Scope
 from domain.tokens import TokenKind, generate_token, hash_token, parse_token
 from infrastructure.http.dashboard import COOKIE, SESSION_LIFETIME
@@ -153,7 +154,9 @@ def test_sign_out_ends_the_session_on_the_server(dash: Dash) -> None:
 def test_revoking_the_management_key_ends_its_sessions(dash: Dash) -> None:
     account = dash.open_account()
     browser = dash.browser().signed_in(account.management_key)
-    dash.runtime.app.revoke_management_key(account.id, account.management_key_id, OPERATOR)
+    management_keys.revoke_management_key(
+        dash.runtime.app, account.id, account.management_key_id, OPERATOR
+    )
     response = browser.get("/dashboard/keys")
     assert response.status_code == 303
     assert response.headers["location"] == "/dashboard/sign-in?notice=ended"

@@ -6,6 +6,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from application import management_keys
 from domain.tokens import TokenKind, generate_token, hash_token, parse_token
 from tests.support.management_api import (
     OPERATOR,
@@ -305,7 +306,9 @@ def test_every_route_refuses_callers_without_a_valid_management_key(api: Api) ->
     mk = api.open_account("acme")
     sk, key = api.create_key(mk)
     opened = api.runtime.app.open_account("other", OPERATOR)
-    api.runtime.app.revoke_management_key(opened.account.id, opened.management_key_id, OPERATOR)
+    management_keys.revoke_management_key(
+        api.runtime.app, opened.account.id, opened.management_key_id, OPERATOR
+    )
     unknown = generate_token(TokenKind.MANAGEMENT).value
     refused: list[tuple[str | None, str]] = [
         (None, "missing_api_key"),

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 from standardwebhooks.webhooks import Webhook
 
+from application import management_keys
 from infrastructure.runtime import Runtime
 from tests.support.processes import gateway_environment, gateway_process
 from tests.support.webhook_receiver import Receiver
@@ -15,7 +16,7 @@ from tests.support.webhooks import OPERATOR, open_account
 
 
 def management_token(runtime: Runtime, account_id: object) -> str:
-    _, token = runtime.app.issue_management_key(account_id, OPERATOR)  # type: ignore[arg-type]
+    token = management_keys.issue_management_key(runtime.app, account_id, OPERATOR).token  # type: ignore[arg-type]
     return token.value
 
 
